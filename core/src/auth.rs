@@ -1,0 +1,89 @@
+//! Worker tokens: `"shoal_" + hex(HMAC-SHA256(master_secret, worker_id))`.
+//!
+//! An operator derives a worker's token from a master secret and the
+//! worker's id and hands it to the worker; the coordinator recomputes it on
+//! every hello and compares in constant time. No token table is stored, so
+//! several coordinators sharing the secret accept the same workers.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::digest::{decode_hex_into, hex_lower};
+use crate::ids::WorkerId;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The prefix of every worker token.
+pub const TOKEN_PREFIX: &str = "shoal_";
+/// Length of a token: prefix + 64 hex characters.
+pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + 64;
+/// The shortest master secret accepted (the reference accepted an empty one).
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Why a secret or a token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The master secret is too short to be a secret.
+    #[error("master secret is {0} bytes; at least {MIN_SECRET_LEN} are required")]
+    WeakSecret(usize),
+    /// No token was presented.
+    #[error("missing auth token")]
+    MissingToken,
+    /// The token does not have the token shape.
+    #[error("malformed auth token (expected {TOKEN_PREFIX} followed by 64 hex characters)")]
+    Malformed,
+    /// The token is well-formed but not this worker's.
+    #[error("invalid auth token")]
+    Invalid,
+}
+
+/// The operator's master secret.
+#[derive(Clone)]
+pub struct MasterSecret(Vec<u8>);
+
+impl MasterSecret {
+    /// Wraps secret bytes, refusing fewer than [`MIN_SECRET_LEN`].
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, AuthError> {
+        let bytes = bytes.into();
+        if bytes.len() < MIN_SECRET_LEN {
+            return Err(AuthError::WeakSecret(bytes.len()));
+        }
+        Ok(MasterSecret(bytes))
+    }
+
+    fn mac(&self, worker_id: &WorkerId) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        mac.update(worker_id.as_str().as_bytes());
+        mac
+    }
+}
+
+impl core::fmt::Debug for MasterSecret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "MasterSecret(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// The token of `worker_id` under `secret`.
+pub fn derive_token(secret: &MasterSecret, worker_id: &WorkerId) -> String {
+    let tag = secret.mac(worker_id).finalize().into_bytes();
+    let mut s = String::with_capacity(TOKEN_LEN);
+    s.push_str(TOKEN_PREFIX);
+    s.push_str(&hex_lower(&tag));
+    s
+}
+
+/// Checks `token` for `worker_id` in constant time (with respect to the
+/// token's content; its shape is checked first).
+pub fn verify_token(secret: &MasterSecret, worker_id: &WorkerId, token: &str) -> Result<(), AuthError> {
+    if token.is_empty() {
+        return Err(AuthError::MissingToken);
+    }
+    let hex = token.strip_prefix(TOKEN_PREFIX).ok_or(AuthError::Malformed)?;
+    if hex.len() != 64 {
+        return Err(AuthError::Malformed);
+    }
+    let mut tag = [0u8; 32];
+    decode_hex_into(hex, &mut tag).map_err(|_| AuthError::Malformed)?;
+    secret.mac(worker_id).verify_slice(&tag).map_err(|_| AuthError::Invalid)
+}

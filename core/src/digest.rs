@@ -1,0 +1,142 @@
+//! SHA-256 digests: the identity of task inputs and outputs, the "exact"
+//! comparator of replicas, and the content address of attachments.
+
+use core::fmt;
+use core::str::FromStr;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// A SHA-256 digest (32 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Digest(pub [u8; 32]);
+
+/// Why a string is not a digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestParseError {
+    /// A digest is written as exactly 64 hex characters.
+    #[error("a digest is 64 hex characters, got {0}")]
+    Length(usize),
+    /// A character is not a hex digit.
+    #[error("invalid hex character {0:?} in digest")]
+    NotHex(char),
+}
+
+impl Digest {
+    /// The digest of one byte string.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// The digest of several byte strings, each prefixed with its length
+    /// (u64 LE) so that `["ab","c"]` and `["a","bc"]` differ. This is the
+    /// digest of a multi-attachment task input or output.
+    pub fn of_parts<'a, I>(parts: I) -> Digest
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        Digest(h.finalize().into())
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lowercase hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        hex_lower(&self.0)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.to_hex())
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 64 {
+            return Err(DigestParseError::Length(s.len()));
+        }
+        let mut out = [0u8; 32];
+        decode_hex_into(s, &mut out).map_err(DigestParseError::NotHex)?;
+        Ok(Digest(out))
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+/// Decodes `s` (exactly `2 * out.len()` hex characters, either case) into
+/// `out`; returns the first offending character.
+pub(crate) fn decode_hex_into(s: &str, out: &mut [u8]) -> Result<(), char> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = s.as_bytes();
+    debug_assert_eq!(bytes.len(), out.len() * 2);
+    for (i, o) in out.iter_mut().enumerate() {
+        let hi = bytes[2 * i];
+        let lo = bytes[2 * i + 1];
+        let h = nibble(hi).ok_or(hi as char)?;
+        let l = nibble(lo).ok_or(lo as char)?;
+        *o = (h << 4) | l;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_string_vector() {
+        assert_eq!(
+            Digest::of(b"").to_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn parts_are_length_delimited() {
+        assert_ne!(
+            Digest::of_parts([&b"ab"[..], b"c"]),
+            Digest::of_parts([&b"a"[..], b"bc"])
+        );
+    }
+
+    #[test]
+    fn hex_round_trip_and_errors() {
+        let d = Digest::of(b"abc");
+        assert_eq!(d.to_hex().parse::<Digest>(), Ok(d));
+        assert_eq!("ab".parse::<Digest>(), Err(DigestParseError::Length(2)));
+        let bad = "z".repeat(64);
+        assert_eq!(bad.parse::<Digest>(), Err(DigestParseError::NotHex('z')));
+    }
+}

@@ -1,0 +1,145 @@
+//! `mandelbrot`: iteration counts of an image tile, in Q4.27 fixed point so
+//! that every device computes bit-identical counts (exact comparator).
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_buffer, invalid, KernelError, KernelId};
+
+pub(super) const WGSL: &str = include_str!("wgsl/mandelbrot.wgsl");
+
+/// Fractional bits of the fixed-point format (Q4.27 in an i32).
+pub const FRAC_BITS: u32 = 27;
+const ONE: i64 = 1 << FRAC_BITS;
+const TWO: i32 = 2 << FRAC_BITS;
+const FOUR: i32 = 4 << FRAC_BITS;
+/// Every point of a tile must lie within ±4 so no intermediate overflows.
+const PLANE_LIMIT: i64 = 4 * ONE;
+/// Largest tile edge.
+pub const MAX_TILE_EDGE: u32 = 4096;
+/// Most iterations per pixel.
+pub const MAX_ITER: u32 = 1 << 20;
+/// Integer operations of one iteration (three 64-bit multiplies from
+/// 16-bit limbs, the escape test and the update), an upper bound.
+pub const OPS_PER_ITERATION: u64 = 40;
+
+/// `v` in Q4.27 (rounded to nearest; saturating).
+pub fn fixed_from_f64(v: f64) -> i32 {
+    let scaled = (v * ONE as f64).round();
+    if scaled >= f64::from(i32::MAX) {
+        i32::MAX
+    } else if scaled <= f64::from(i32::MIN) {
+        i32::MIN
+    } else {
+        scaled as i32
+    }
+}
+
+/// `(a × b) >> 27` on the magnitudes, truncated toward zero, then signed:
+/// exactly what the shader's `fx_mul` computes.
+pub fn fixed_mul(a: i32, b: i32) -> i32 {
+    let negative = (a < 0) != (b < 0);
+    let p = u64::from(a.unsigned_abs()) * u64::from(b.unsigned_abs());
+    let r = (p >> FRAC_BITS) as u32 as i32;
+    if negative {
+        r.wrapping_neg()
+    } else {
+        r
+    }
+}
+
+/// Parameters of a `mandelbrot` tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MandelbrotParams {
+    /// Tile width in pixels.
+    pub width: u32,
+    /// Tile height in pixels.
+    pub height: u32,
+    /// Real part of the top-left pixel (Q4.27).
+    pub x0: i32,
+    /// Imaginary part of the top-left pixel (Q4.27).
+    pub y0: i32,
+    /// Distance between neighbouring pixels (Q4.27, > 0).
+    pub step: i32,
+    /// Iteration cap.
+    pub max_iter: u32,
+}
+
+impl MandelbrotParams {
+    /// A tile from floating-point plane coordinates.
+    pub fn from_plane(width: u32, height: u32, x0: f64, y0: f64, step: f64, max_iter: u32) -> Self {
+        MandelbrotParams {
+            width,
+            height,
+            x0: fixed_from_f64(x0),
+            y0: fixed_from_f64(y0),
+            step: fixed_from_f64(step),
+            max_iter,
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), KernelError> {
+        let k = KernelId::Mandelbrot;
+        if self.width == 0 || self.width > MAX_TILE_EDGE {
+            return Err(invalid(k, "width", format!("must be in 1..={MAX_TILE_EDGE}")));
+        }
+        if self.height == 0 || self.height > MAX_TILE_EDGE {
+            return Err(invalid(k, "height", format!("must be in 1..={MAX_TILE_EDGE}")));
+        }
+        if self.step <= 0 {
+            return Err(invalid(k, "step", "must be positive"));
+        }
+        if self.max_iter == 0 || self.max_iter > MAX_ITER {
+            return Err(invalid(k, "max_iter", format!("must be in 1..={MAX_ITER}")));
+        }
+        let step = i64::from(self.step);
+        let x1 = i64::from(self.x0) + i64::from(self.width - 1) * step;
+        let y1 = i64::from(self.y0) + i64::from(self.height - 1) * step;
+        for (name, v) in [("x0", i64::from(self.x0)), ("y0", i64::from(self.y0)), ("x0 + width·step", x1), ("y0 + height·step", y1)] {
+            if !(-PLANE_LIMIT..=PLANE_LIMIT).contains(&v) {
+                return Err(invalid(k, name, "must lie within [-4, 4] of the complex plane"));
+            }
+        }
+        check_buffer(k, "counts", u64::from(self.width) * u64::from(self.height) * 4)
+    }
+
+    pub(super) fn ops(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height) * u64::from(self.max_iter) * OPS_PER_ITERATION
+    }
+
+    pub(super) fn dispatch(&self) -> [u32; 3] {
+        [self.width.div_ceil(8), self.height.div_ceil(8), 1]
+    }
+
+    /// Iterations before escape for one point, as the shader computes it.
+    pub fn iterations(&self, cx: i32, cy: i32) -> u32 {
+        let (mut x, mut y) = (0i32, 0i32);
+        let mut i = 0u32;
+        while i < self.max_iter {
+            if x.wrapping_abs() > TWO || y.wrapping_abs() > TWO {
+                break;
+            }
+            let x2 = fixed_mul(x, x);
+            let y2 = fixed_mul(y, y);
+            if x2.wrapping_add(y2) > FOUR {
+                break;
+            }
+            let xy = fixed_mul(x, y);
+            y = xy.wrapping_add(xy).wrapping_add(cy);
+            x = x2.wrapping_sub(y2).wrapping_add(cx);
+            i += 1;
+        }
+        i
+    }
+
+    pub(super) fn run_cpu(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 4);
+        for py in 0..self.height {
+            let cy = self.y0.wrapping_add((py as i32).wrapping_mul(self.step));
+            for px in 0..self.width {
+                let cx = self.x0.wrapping_add((px as i32).wrapping_mul(self.step));
+                out.extend_from_slice(&self.iterations(cx, cy).to_le_bytes());
+            }
+        }
+        out
+    }
+}

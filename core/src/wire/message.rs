@@ -1,0 +1,731 @@
+//! The worker protocol: typed messages with postcard payloads, and raw
+//! binary attachment frames for bulk task inputs and outputs.
+//!
+//! A message that carries bulk data ([`TaskOffer`], [`TaskResult`]) declares
+//! the length of each attachment; exactly that many [`ATTACHMENT`] frames of
+//! exactly those lengths follow it. Tensors are never re-encoded: an
+//! attachment's bytes are the frame's payload, handed out as [`Bytes`].
+//!
+//! A conversation (worker side ⇄ coordinator side):
+//!
+//! ```text
+//! Hello(profile, token)  ─►
+//!                        ◄─ Welcome | Error(Unauthorized/Refused) + Goodbye
+//!                        ◄─ TaskOffer + N attachment frames
+//! TaskAck | TaskDecline  ─►
+//! Progress*              ─►
+//! TaskResult + M attachment frames ─►   (or Error with the assignment)
+//!                        ◄─ Cancel (task no longer needed)
+//! Heartbeat (either way), Goodbye (either way)
+//! ```
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::frame::{checked_len, encode_frame_with_limit, Frame, FrameDecoder, FrameError, FrameType, MAX_FRAME_PAYLOAD};
+use crate::digest::Digest;
+use crate::ids::{AssignmentId, JobId, TaskId, WorkerId};
+use crate::kernels::{KernelError, KernelId, KernelSpec};
+
+/// The version of this protocol, sent in [`Hello`] and [`Welcome`].
+/// Peers with different versions refuse each other with
+/// [`ErrorCode::ProtocolVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Frame type numbers of the worker protocol. 1–4 belong to Pilot
+/// ([`super::pilot`]); the worker protocol starts at 16.
+pub mod frame_types {
+    use super::FrameType;
+    /// [`super::Hello`]
+    pub const HELLO: FrameType = FrameType(16);
+    /// [`super::Welcome`]
+    pub const WELCOME: FrameType = FrameType(17);
+    /// [`super::TaskOffer`]
+    pub const TASK_OFFER: FrameType = FrameType(18);
+    /// [`super::TaskAck`]
+    pub const TASK_ACK: FrameType = FrameType(19);
+    /// [`super::TaskDecline`]
+    pub const TASK_DECLINE: FrameType = FrameType(20);
+    /// [`super::Progress`]
+    pub const PROGRESS: FrameType = FrameType(21);
+    /// [`super::TaskResult`]
+    pub const TASK_RESULT: FrameType = FrameType(22);
+    /// [`super::Heartbeat`]
+    pub const HEARTBEAT: FrameType = FrameType(23);
+    /// [`super::Cancel`]
+    pub const CANCEL: FrameType = FrameType(24);
+    /// [`super::ErrorMessage`]
+    pub const ERROR: FrameType = FrameType(25);
+    /// [`super::Goodbye`]
+    pub const GOODBYE: FrameType = FrameType(26);
+    /// Raw bytes of one attachment of the preceding offer or result.
+    pub const ATTACHMENT: FrameType = FrameType(32);
+}
+pub use frame_types::ATTACHMENT;
+
+/// Caps applied to everything received. Every field a peer controls is
+/// bounded by one of these; a violation is a [`WireError`] and the host
+/// disconnects the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireLimits {
+    /// Largest frame payload (≤ 16 MiB).
+    pub max_frame_payload: u32,
+    /// Most attachments one message may declare.
+    pub max_attachments: usize,
+    /// Largest sum of one message's attachment lengths.
+    pub max_attachment_bytes: u64,
+    /// Longest free-text field (reasons, messages, names).
+    pub max_text: usize,
+    /// Most kernels a worker may list in its profile.
+    pub max_kernels: usize,
+}
+
+impl Default for WireLimits {
+    fn default() -> Self {
+        WireLimits {
+            max_frame_payload: MAX_FRAME_PAYLOAD,
+            max_attachments: 64,
+            max_attachment_bytes: 256 * 1024 * 1024,
+            max_text: 4 * 1024,
+            max_kernels: 32,
+        }
+    }
+}
+
+/// What can go wrong encoding or decoding worker-protocol messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The framing itself failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A frame type that this protocol does not define.
+    #[error("unknown frame type {0}")]
+    UnknownFrameType(u32),
+    /// The postcard payload did not decode as the message its type names.
+    #[error("malformed {what} payload: {detail}")]
+    Malformed {
+        /// Which message.
+        what: &'static str,
+        /// postcard's description.
+        detail: String,
+    },
+    /// Bytes left over after the message decoded.
+    #[error("{what} payload has {extra} trailing bytes")]
+    TrailingBytes {
+        /// Which message.
+        what: &'static str,
+        /// How many bytes were left.
+        extra: usize,
+    },
+    /// An attachment frame arrived with no message expecting one.
+    #[error("attachment frame with no offer or result expecting it")]
+    UnexpectedAttachment,
+    /// Another frame arrived while attachments were still expected.
+    #[error("expected attachment {index} of {expected}, got frame type {got}")]
+    MissingAttachment {
+        /// Index of the attachment that was due.
+        index: usize,
+        /// How many the message declared.
+        expected: usize,
+        /// The frame type that arrived instead.
+        got: u32,
+    },
+    /// An attachment's length differs from its declaration.
+    #[error("attachment {index} is {actual} bytes, declared {declared}")]
+    AttachmentLength {
+        /// Which attachment.
+        index: usize,
+        /// Declared length.
+        declared: u64,
+        /// Received length.
+        actual: u64,
+    },
+    /// The number of attachments given to the encoder differs from the
+    /// message's declaration.
+    #[error("message declares {declared} attachments, {given} given")]
+    AttachmentCount {
+        /// Declared count.
+        declared: usize,
+        /// Given count.
+        given: usize,
+    },
+    /// A message declares more attachments or bytes than allowed.
+    #[error("{what}: {value} exceeds the limit of {limit}")]
+    OverLimit {
+        /// What was counted.
+        what: &'static str,
+        /// The value received.
+        value: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// A field's value is invalid (e.g. an invalid kernel spec).
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// Which field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The length of one attachment, declared by the message it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentMeta {
+    /// Exact length in bytes.
+    pub len: u64,
+}
+
+/// How a worker proves who it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloAuth {
+    /// An operator-issued token (see [`crate::auth`]).
+    Token(String),
+    /// An anonymous worker (a browser tab) if the operator allows guests.
+    Guest,
+}
+
+/// The compute backend a worker runs kernels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Backend {
+    /// WebGPU in a browser.
+    BrowserWebGpu,
+    /// Native Vulkan.
+    Vulkan,
+    /// Native Metal.
+    Metal,
+    /// Native Direct3D 12.
+    Dx12,
+    /// Native OpenGL / GLES.
+    Gl,
+    /// No GPU: the core's CPU reference implementations.
+    Cpu,
+}
+
+/// The kind of device behind the backend (as the adapter reports it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DeviceType {
+    /// A discrete GPU.
+    DiscreteGpu,
+    /// A GPU integrated with the CPU.
+    IntegratedGpu,
+    /// A virtualised GPU.
+    VirtualGpu,
+    /// A software rasteriser or the CPU itself (lavapipe, SwiftShader).
+    Cpu,
+    /// Anything else.
+    Other,
+}
+
+/// What a worker says about its device. Self-reported, so only used to
+/// route work and to group replicas by class; speed is measured by the
+/// coordinator, never taken from here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Compute backend.
+    pub backend: Backend,
+    /// Device type.
+    pub device_type: DeviceType,
+    /// Vendor name or id.
+    pub vendor: String,
+    /// Adapter name.
+    pub name: String,
+    /// Driver description.
+    pub driver: String,
+    /// Largest buffer the device accepts.
+    pub max_buffer_bytes: u64,
+    /// Largest storage-buffer binding.
+    pub max_storage_binding_bytes: u64,
+    /// Most invocations per workgroup.
+    pub max_workgroup_invocations: u32,
+    /// Kernels this worker can run.
+    pub kernels: Vec<KernelId>,
+}
+
+/// First message of a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the worker.
+    pub protocol_version: u16,
+    /// Who the worker claims to be (checked against the token).
+    pub worker_id: WorkerId,
+    /// Token or guest.
+    pub auth: HelloAuth,
+    /// The device.
+    pub device: DeviceInfo,
+    /// Worker software and version, for logs.
+    pub software: String,
+    /// How many assignments the worker runs at once.
+    pub max_concurrent: u16,
+}
+
+/// The coordinator's answer to an accepted [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// [`PROTOCOL_VERSION`] of the coordinator.
+    pub protocol_version: u16,
+    /// The worker's id as the coordinator knows it (a guest's is assigned).
+    pub worker_id: WorkerId,
+    /// How often the worker must send a heartbeat.
+    pub heartbeat_interval_ms: u32,
+    /// Largest frame payload the coordinator accepts.
+    pub max_frame_payload: u32,
+}
+
+/// One task given to one worker; its inputs follow as attachments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskOffer {
+    /// This replica.
+    pub assignment: AssignmentId,
+    /// The task it replicates.
+    pub task: TaskId,
+    /// The job the task belongs to.
+    pub job: JobId,
+    /// What to run.
+    pub kernel: KernelSpec,
+    /// Lengths of the input attachments that follow.
+    pub inputs: Vec<AttachmentMeta>,
+    /// [`Digest::of_parts`] of the inputs, so a worker detects corruption.
+    pub input_digest: Digest,
+    /// How long the worker has, from receipt, before the coordinator gives
+    /// the task to someone else.
+    pub deadline_ms: u64,
+}
+
+/// The worker takes the assignment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAck {
+    /// Which assignment.
+    pub assignment: AssignmentId,
+}
+
+/// The worker refuses the assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDecline {
+    /// Which assignment.
+    pub assignment: AssignmentId,
+    /// Why.
+    pub reason: String,
+}
+
+/// Progress of a running assignment (informational only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Which assignment.
+    pub assignment: AssignmentId,
+    /// Units done.
+    pub done: u32,
+    /// Units in all.
+    pub total: u32,
+}
+
+/// The outputs of an assignment; they follow as attachments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// Which assignment.
+    pub assignment: AssignmentId,
+    /// Lengths of the output attachments that follow.
+    pub outputs: Vec<AttachmentMeta>,
+    /// [`Digest::of_parts`] of the outputs (the coordinator recomputes it).
+    pub output_digest: Digest,
+}
+
+/// Liveness, either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Increasing sequence number.
+    pub seq: u64,
+    /// Assignments the sender is running.
+    pub running: u16,
+}
+
+/// The coordinator no longer needs an assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// Which assignment.
+    pub assignment: AssignmentId,
+    /// Why.
+    pub reason: String,
+}
+
+/// Machine-readable class of an [`ErrorMessage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The token is missing or wrong.
+    Unauthorized,
+    /// The peers speak different protocol versions.
+    ProtocolVersion,
+    /// The worker does not pass admission (too slow, too little memory).
+    Refused,
+    /// A frame or message could not be decoded.
+    Malformed,
+    /// Something exceeded a size cap.
+    TooLarge,
+    /// The assignment is unknown or no longer valid.
+    UnknownAssignment,
+    /// Running the kernel failed (device lost, out of memory, validation).
+    ExecutionFailed,
+    /// The sender is at capacity.
+    Busy,
+    /// Anything else.
+    Internal,
+}
+
+/// An error, either way; with an assignment when it concerns one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    /// The class of error.
+    pub code: ErrorCode,
+    /// The assignment concerned, if any.
+    pub assignment: Option<AssignmentId>,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// The sender is closing the connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goodbye {
+    /// Why.
+    pub reason: String,
+}
+
+/// Every message of the worker protocol.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Welcome`].
+    Welcome(Welcome),
+    /// See [`TaskOffer`].
+    TaskOffer(TaskOffer),
+    /// See [`TaskAck`].
+    TaskAck(TaskAck),
+    /// See [`TaskDecline`].
+    TaskDecline(TaskDecline),
+    /// See [`Progress`].
+    Progress(Progress),
+    /// See [`TaskResult`].
+    TaskResult(TaskResult),
+    /// See [`Heartbeat`].
+    Heartbeat(Heartbeat),
+    /// See [`Cancel`].
+    Cancel(Cancel),
+    /// See [`ErrorMessage`].
+    Error(ErrorMessage),
+    /// See [`Goodbye`].
+    Goodbye(Goodbye),
+}
+
+/// A message with the attachments that travel with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope {
+    /// The message.
+    pub message: Message,
+    /// Its attachments, in declaration order (empty for most messages).
+    pub attachments: Vec<Bytes>,
+}
+
+impl Envelope {
+    /// A message without attachments.
+    pub fn bare(message: Message) -> Self {
+        Envelope { message, attachments: Vec::new() }
+    }
+
+    /// The frames of this envelope: the message, then one frame per
+    /// attachment whose payload shares the attachment's bytes (no copy), for
+    /// hosts that write frames with vectored I/O.
+    pub fn to_frames(&self, limits: &WireLimits) -> Result<Vec<Frame>, WireError> {
+        self.check_attachments()?;
+        let meta = self.message.encode_payload()?;
+        checked_len(meta.len(), limits.max_frame_payload)?;
+        let mut frames = Vec::with_capacity(1 + self.attachments.len());
+        frames.push(Frame::new(self.message.frame_type(), meta));
+        for a in &self.attachments {
+            checked_len(a.len(), limits.max_frame_payload)?;
+            frames.push(Frame { frame_type: ATTACHMENT, payload: a.clone() });
+        }
+        Ok(frames)
+    }
+
+    /// Appends the encoded envelope (message frame + attachment frames) to `out`.
+    pub fn encode_into(&self, limits: &WireLimits, out: &mut BytesMut) -> Result<(), WireError> {
+        self.check_attachments()?;
+        let meta = self.message.encode_payload()?;
+        encode_frame_with_limit(self.message.frame_type(), &meta, limits.max_frame_payload, out)?;
+        for a in &self.attachments {
+            encode_frame_with_limit(ATTACHMENT, a, limits.max_frame_payload, out)?;
+        }
+        Ok(())
+    }
+
+    fn check_attachments(&self) -> Result<(), WireError> {
+        let declared = self.message.declared_attachments();
+        if declared.len() != self.attachments.len() {
+            return Err(WireError::AttachmentCount { declared: declared.len(), given: self.attachments.len() });
+        }
+        for (index, (meta, a)) in declared.iter().zip(&self.attachments).enumerate() {
+            if meta.len != a.len() as u64 {
+                return Err(WireError::AttachmentLength { index, declared: meta.len, actual: a.len() as u64 });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, WireError> {
+    postcard::to_allocvec(v).map_err(|e| WireError::Malformed { what, detail: e.to_string() })
+}
+
+fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, WireError> {
+    let (v, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| WireError::Malformed { what, detail: e.to_string() })?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes { what, extra: rest.len() });
+    }
+    Ok(v)
+}
+
+fn check_text(field: &'static str, s: &str, limits: &WireLimits) -> Result<(), WireError> {
+    if s.len() > limits.max_text {
+        return Err(WireError::OverLimit { what: field, value: s.len() as u64, limit: limits.max_text as u64 });
+    }
+    Ok(())
+}
+
+impl Message {
+    /// The frame type that carries this message.
+    pub fn frame_type(&self) -> FrameType {
+        use frame_types as t;
+        match self {
+            Message::Hello(_) => t::HELLO,
+            Message::Welcome(_) => t::WELCOME,
+            Message::TaskOffer(_) => t::TASK_OFFER,
+            Message::TaskAck(_) => t::TASK_ACK,
+            Message::TaskDecline(_) => t::TASK_DECLINE,
+            Message::Progress(_) => t::PROGRESS,
+            Message::TaskResult(_) => t::TASK_RESULT,
+            Message::Heartbeat(_) => t::HEARTBEAT,
+            Message::Cancel(_) => t::CANCEL,
+            Message::Error(_) => t::ERROR,
+            Message::Goodbye(_) => t::GOODBYE,
+        }
+    }
+
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Welcome(_) => "welcome",
+            Message::TaskOffer(_) => "task offer",
+            Message::TaskAck(_) => "task ack",
+            Message::TaskDecline(_) => "task decline",
+            Message::Progress(_) => "progress",
+            Message::TaskResult(_) => "task result",
+            Message::Heartbeat(_) => "heartbeat",
+            Message::Cancel(_) => "cancel",
+            Message::Error(_) => "error",
+            Message::Goodbye(_) => "goodbye",
+        }
+    }
+
+    /// The attachments this message says follow it.
+    pub fn declared_attachments(&self) -> &[AttachmentMeta] {
+        match self {
+            Message::TaskOffer(o) => &o.inputs,
+            Message::TaskResult(r) => &r.outputs,
+            _ => &[],
+        }
+    }
+
+    /// The postcard payload of this message.
+    pub fn encode_payload(&self) -> Result<Vec<u8>, WireError> {
+        let what = self.name();
+        match self {
+            Message::Hello(m) => encode(what, m),
+            Message::Welcome(m) => encode(what, m),
+            Message::TaskOffer(m) => encode(what, m),
+            Message::TaskAck(m) => encode(what, m),
+            Message::TaskDecline(m) => encode(what, m),
+            Message::Progress(m) => encode(what, m),
+            Message::TaskResult(m) => encode(what, m),
+            Message::Heartbeat(m) => encode(what, m),
+            Message::Cancel(m) => encode(what, m),
+            Message::Error(m) => encode(what, m),
+            Message::Goodbye(m) => encode(what, m),
+        }
+    }
+
+    /// Decodes the payload of a frame of type `frame_type` and checks every
+    /// field against `limits`. Attachment frames are not messages.
+    pub fn decode(frame_type: FrameType, payload: &[u8], limits: &WireLimits) -> Result<Message, WireError> {
+        use frame_types as t;
+        let m = match frame_type {
+            t::HELLO => Message::Hello(decode("hello", payload)?),
+            t::WELCOME => Message::Welcome(decode("welcome", payload)?),
+            t::TASK_OFFER => Message::TaskOffer(decode("task offer", payload)?),
+            t::TASK_ACK => Message::TaskAck(decode("task ack", payload)?),
+            t::TASK_DECLINE => Message::TaskDecline(decode("task decline", payload)?),
+            t::PROGRESS => Message::Progress(decode("progress", payload)?),
+            t::TASK_RESULT => Message::TaskResult(decode("task result", payload)?),
+            t::HEARTBEAT => Message::Heartbeat(decode("heartbeat", payload)?),
+            t::CANCEL => Message::Cancel(decode("cancel", payload)?),
+            t::ERROR => Message::Error(decode("error", payload)?),
+            t::GOODBYE => Message::Goodbye(decode("goodbye", payload)?),
+            t::ATTACHMENT => return Err(WireError::UnexpectedAttachment),
+            other => return Err(WireError::UnknownFrameType(other.0)),
+        };
+        m.validate(limits)?;
+        Ok(m)
+    }
+
+    /// Checks every peer-controlled field against `limits`.
+    pub fn validate(&self, limits: &WireLimits) -> Result<(), WireError> {
+        let declared = self.declared_attachments();
+        if declared.len() > limits.max_attachments {
+            return Err(WireError::OverLimit {
+                what: "attachment count",
+                value: declared.len() as u64,
+                limit: limits.max_attachments as u64,
+            });
+        }
+        let mut total: u64 = 0;
+        for a in declared {
+            if a.len > u64::from(limits.max_frame_payload) {
+                return Err(FrameError::TooLarge { declared: a.len, limit: limits.max_frame_payload }.into());
+            }
+            total = total.saturating_add(a.len);
+        }
+        if total > limits.max_attachment_bytes {
+            return Err(WireError::OverLimit {
+                what: "attachment bytes",
+                value: total,
+                limit: limits.max_attachment_bytes,
+            });
+        }
+        match self {
+            Message::Hello(h) => {
+                check_text("software", &h.software, limits)?;
+                check_text("vendor", &h.device.vendor, limits)?;
+                check_text("device name", &h.device.name, limits)?;
+                check_text("driver", &h.device.driver, limits)?;
+                if let HelloAuth::Token(t) = &h.auth {
+                    check_text("token", t, limits)?;
+                }
+                if h.device.kernels.len() > limits.max_kernels {
+                    return Err(WireError::OverLimit {
+                        what: "kernel count",
+                        value: h.device.kernels.len() as u64,
+                        limit: limits.max_kernels as u64,
+                    });
+                }
+                Ok(())
+            }
+            Message::TaskOffer(o) => o
+                .kernel
+                .validate()
+                .map_err(|e: KernelError| WireError::InvalidField { field: "kernel", reason: e.to_string() }),
+            Message::TaskDecline(d) => check_text("reason", &d.reason, limits),
+            Message::Cancel(c) => check_text("reason", &c.reason, limits),
+            Message::Error(e) => check_text("message", &e.message, limits),
+            Message::Goodbye(g) => check_text("reason", &g.reason, limits),
+            Message::Welcome(_)
+            | Message::TaskAck(_)
+            | Message::Progress(_)
+            | Message::TaskResult(_)
+            | Message::Heartbeat(_) => Ok(()),
+        }
+    }
+}
+
+/// Incremental decoder of whole envelopes: frames in, messages with their
+/// attachments out.
+#[derive(Debug)]
+pub struct MessageDecoder {
+    frames: FrameDecoder,
+    limits: WireLimits,
+    pending: Option<Envelope>,
+    failed: Option<WireError>,
+}
+
+impl MessageDecoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: WireLimits) -> Result<Self, WireError> {
+        Ok(MessageDecoder { frames: FrameDecoder::with_limit(limits.max_frame_payload)?, limits, pending: None, failed: None })
+    }
+
+    /// Buffers received bytes (copied).
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.frames.push(chunk);
+    }
+
+    /// Buffers received bytes (not copied).
+    pub fn push_bytes(&mut self, chunk: Bytes) {
+        self.frames.push_bytes(chunk);
+    }
+
+    /// The next complete envelope, `Ok(None)` if more bytes are needed.
+    /// After an error the decoder keeps returning it: disconnect the peer.
+    pub fn next_envelope(&mut self) -> Result<Option<Envelope>, WireError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let out = self.advance();
+        if let Err(e) = &out {
+            self.failed = Some(e.clone());
+            self.pending = None;
+        }
+        out
+    }
+
+    /// Declares the end of the stream: an error if it stopped inside a
+    /// frame or before all attachments of a message arrived.
+    pub fn finish(&self) -> Result<(), WireError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.frames.finish()?;
+        if let Some(p) = &self.pending {
+            let expected = p.message.declared_attachments().len();
+            return Err(WireError::MissingAttachment { index: p.attachments.len(), expected, got: 0 });
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self) -> Result<Option<Envelope>, WireError> {
+        loop {
+            if let Some(p) = &self.pending {
+                if p.attachments.len() == p.message.declared_attachments().len() {
+                    return Ok(self.pending.take());
+                }
+            }
+            let Some(frame) = self.frames.next_frame()? else { return Ok(None) };
+            match self.pending.as_mut() {
+                Some(p) => {
+                    let index = p.attachments.len();
+                    let declared = p.message.declared_attachments();
+                    if frame.frame_type != ATTACHMENT {
+                        return Err(WireError::MissingAttachment {
+                            index,
+                            expected: declared.len(),
+                            got: frame.frame_type.0,
+                        });
+                    }
+                    let want = declared[index].len;
+                    if frame.payload.len() as u64 != want {
+                        return Err(WireError::AttachmentLength {
+                            index,
+                            declared: want,
+                            actual: frame.payload.len() as u64,
+                        });
+                    }
+                    p.attachments.push(frame.payload);
+                }
+                None => {
+                    let message = Message::decode(frame.frame_type, &frame.payload, &self.limits)?;
+                    let n = message.declared_attachments().len();
+                    self.pending = Some(Envelope { message, attachments: Vec::with_capacity(n) });
+                }
+            }
+        }
+    }
+}
