@@ -84,7 +84,15 @@ random_id!(
 
 fn format_dashed(b: &[u8; 16], f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let h = hex_lower(b);
-    write!(f, "{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    write!(
+        f,
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn parse_dashed(s: &str) -> Result<[u8; 16], IdParseError> {

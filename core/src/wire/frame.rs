@@ -77,7 +77,10 @@ pub struct Frame {
 impl Frame {
     /// A frame of this type and payload.
     pub fn new(frame_type: FrameType, payload: impl Into<Bytes>) -> Self {
-        Frame { frame_type, payload: payload.into() }
+        Frame {
+            frame_type,
+            payload: payload.into(),
+        }
     }
 
     /// Encoded length: header + payload.
@@ -117,7 +120,11 @@ pub enum FrameError {
 }
 
 /// Appends one frame to `out`, refusing payloads above the hard cap.
-pub fn encode_frame(frame_type: FrameType, payload: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
+pub fn encode_frame(
+    frame_type: FrameType,
+    payload: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), FrameError> {
     encode_frame_with_limit(frame_type, payload, MAX_FRAME_PAYLOAD, out)
 }
 
@@ -139,7 +146,10 @@ pub fn encode_frame_with_limit(
 pub(crate) fn checked_len(len: usize, limit: u32) -> Result<u32, FrameError> {
     match u32::try_from(len) {
         Ok(n) if n <= limit => Ok(n),
-        _ => Err(FrameError::TooLarge { declared: len as u64, limit }),
+        _ => Err(FrameError::TooLarge {
+            declared: len as u64,
+            limit,
+        }),
     }
 }
 
@@ -177,7 +187,12 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     /// A decoder with the hard cap of 16 MiB.
     pub fn new() -> Self {
-        FrameDecoder { limit: MAX_FRAME_PAYLOAD, chunks: VecDeque::new(), partial: Vec::new(), failed: None }
+        FrameDecoder {
+            limit: MAX_FRAME_PAYLOAD,
+            chunks: VecDeque::new(),
+            partial: Vec::new(),
+            failed: None,
+        }
     }
 
     /// A decoder with a lower payload cap.
@@ -185,7 +200,10 @@ impl FrameDecoder {
         if limit > MAX_FRAME_PAYLOAD {
             return Err(FrameError::LimitAboveHardCap { requested: limit });
         }
-        Ok(FrameDecoder { limit, ..Self::new() })
+        Ok(FrameDecoder {
+            limit,
+            ..Self::new()
+        })
     }
 
     /// The payload cap in force.
@@ -210,6 +228,12 @@ impl FrameDecoder {
     /// Bytes received and not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.partial.len() + self.chunks.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Bytes of memory reserved for the frame being assembled across
+    /// chunks; never more than that frame's declared, capped length.
+    pub fn assembly_capacity(&self) -> usize {
+        self.partial.capacity()
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
@@ -259,7 +283,10 @@ impl FrameDecoder {
                 if front.is_empty() {
                     self.chunks.pop_front();
                 }
-                return Ok(Some(Frame { frame_type, payload }));
+                return Ok(Some(Frame {
+                    frame_type,
+                    payload,
+                }));
             }
         }
         // Slow path: the frame spans chunks; assemble it in `partial`.
@@ -272,14 +299,19 @@ impl FrameDecoder {
         }
         let mut payload = Bytes::from(core::mem::take(&mut self.partial));
         payload.advance(HEADER_LEN);
-        Ok(Some(Frame { frame_type, payload }))
+        Ok(Some(Frame {
+            frame_type,
+            payload,
+        }))
     }
 
     /// Moves bytes from the chunks into `partial` until it holds `want`
     /// bytes; false if the chunks ran out first.
     fn fill_partial(&mut self, want: usize) -> bool {
         while self.partial.len() < want {
-            let Some(front) = self.chunks.front_mut() else { return false };
+            let Some(front) = self.chunks.front_mut() else {
+                return false;
+            };
             let take = (want - self.partial.len()).min(front.len());
             grow_within(&mut self.partial, take, want);
             self.partial.extend_from_slice(&front[..take]);
@@ -300,7 +332,10 @@ fn parse_header(bytes: &[u8], limit: u32) -> Result<(FrameType, usize), FrameErr
     h.copy_from_slice(&bytes[..HEADER_LEN]);
     let header = FrameHeader::from_bytes(h);
     if header.len > limit {
-        return Err(FrameError::TooLarge { declared: u64::from(header.len), limit });
+        return Err(FrameError::TooLarge {
+            declared: u64::from(header.len),
+            limit,
+        });
     }
     Ok((header.frame_type, HEADER_LEN + header.len as usize))
 }
