@@ -75,24 +75,15 @@ pub fn derive_token(secret: &MasterSecret, worker_id: &WorkerId) -> String {
 
 /// Checks `token` for `worker_id` in constant time (with respect to the
 /// token's content; its shape is checked first).
-pub fn verify_token(
-    secret: &MasterSecret,
-    worker_id: &WorkerId,
-    token: &str,
-) -> Result<(), AuthError> {
+pub fn verify_token(secret: &MasterSecret, worker_id: &WorkerId, token: &str) -> Result<(), AuthError> {
     if token.is_empty() {
         return Err(AuthError::MissingToken);
     }
-    let hex = token
-        .strip_prefix(TOKEN_PREFIX)
-        .ok_or(AuthError::Malformed)?;
+    let hex = token.strip_prefix(TOKEN_PREFIX).ok_or(AuthError::Malformed)?;
     if hex.len() != 64 {
         return Err(AuthError::Malformed);
     }
     let mut tag = [0u8; 32];
     decode_hex_into(hex, &mut tag).map_err(|_| AuthError::Malformed)?;
-    secret
-        .mac(worker_id)
-        .verify_slice(&tag)
-        .map_err(|_| AuthError::Invalid)
+    secret.mac(worker_id).verify_slice(&tag).map_err(|_| AuthError::Invalid)
 }

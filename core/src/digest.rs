@@ -117,18 +117,12 @@ mod tests {
 
     #[test]
     fn empty_string_vector() {
-        assert_eq!(
-            Digest::of(b"").to_hex(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(Digest::of(b"").to_hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]
     fn parts_are_length_delimited() {
-        assert_ne!(
-            Digest::of_parts([&b"ab"[..], b"c"]),
-            Digest::of_parts([&b"a"[..], b"bc"])
-        );
+        assert_ne!(Digest::of_parts([&b"ab"[..], b"c"]), Digest::of_parts([&b"a"[..], b"bc"]));
     }
 
     #[test]

@@ -84,15 +84,7 @@ random_id!(
 
 fn format_dashed(b: &[u8; 16], f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let h = hex_lower(b);
-    write!(
-        f,
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    write!(f, "{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 fn parse_dashed(s: &str) -> Result<[u8; 16], IdParseError> {
@@ -146,10 +138,7 @@ impl WorkerId {
         if s.is_empty() || s.len() > MAX_WORKER_ID_LEN {
             return Err(WorkerIdError::Length(s.chars().count()));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
             return Err(WorkerIdError::Character(c));
         }
         Ok(WorkerId(s))
@@ -203,28 +192,16 @@ mod tests {
         let s = id.to_string();
         assert_eq!(s, "abababab-abab-abab-abab-abababababab");
         assert_eq!(s.parse::<TaskId>(), Ok(id));
-        assert_eq!(
-            "00000000-0000-0000-0000-000000000000".parse::<JobId>(),
-            Ok(JobId::from_bytes([0; 16]))
-        );
+        assert_eq!("00000000-0000-0000-0000-000000000000".parse::<JobId>(), Ok(JobId::from_bytes([0; 16])));
     }
 
     #[test]
     fn bad_ids_are_typed_errors() {
         assert_eq!("abc".parse::<TaskId>(), Err(IdParseError::Length(3)));
-        assert_eq!(
-            "abababababababababababababababababab".parse::<TaskId>(),
-            Err(IdParseError::Dashes)
-        );
-        assert_eq!(
-            "gbababab-abab-abab-abab-abababababab".parse::<TaskId>(),
-            Err(IdParseError::NotHex('g'))
-        );
+        assert_eq!("abababababababababababababababababab".parse::<TaskId>(), Err(IdParseError::Dashes));
+        assert_eq!("gbababab-abab-abab-abab-abababababab".parse::<TaskId>(), Err(IdParseError::NotHex('g')));
         // 36 bytes but a multi-byte character: never a panic.
-        assert_eq!(
-            "éééé-abab-abab-abab-abababababab".parse::<TaskId>(),
-            Err(IdParseError::NotHex('é'))
-        );
+        assert_eq!("éééé-abab-abab-abab-abababababab".parse::<TaskId>(), Err(IdParseError::NotHex('é')));
     }
 
     #[test]
@@ -233,9 +210,6 @@ mod tests {
         assert_eq!(WorkerId::new(""), Err(WorkerIdError::Length(0)));
         assert_eq!(WorkerId::new("a/b"), Err(WorkerIdError::Character('/')));
         assert!(WorkerId::new("x".repeat(65)).is_err());
-        assert_eq!(
-            WorkerId::guest([1; 16]).as_str(),
-            "guest-01010101010101010101010101010101"
-        );
+        assert_eq!(WorkerId::guest([1; 16]).as_str(), "guest-01010101010101010101010101010101");
     }
 }

@@ -66,14 +66,5 @@ pub fn polo_score(idle_ms: u64, staged_ms: u64, cpu_ms: u64) -> PoloScore {
     } else {
         MIN_REWARD
     };
-    PoloScore {
-        reward,
-        base,
-        cpu_minutes,
-        cpu_bonus,
-        idle_factor,
-        staged_factor,
-        efficiency,
-        raw,
-    }
+    PoloScore { reward, base, cpu_minutes, cpu_bonus, idle_factor, staged_factor, efficiency, raw }
 }

@@ -92,13 +92,7 @@ impl TaskStatus {
 
     /// True when no transition leaves this status.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskStatus::Declined
-                | TaskStatus::Succeeded
-                | TaskStatus::Cancelled
-                | TaskStatus::Expired
-        )
+        matches!(self, TaskStatus::Declined | TaskStatus::Succeeded | TaskStatus::Cancelled | TaskStatus::Expired)
     }
 
     /// The transition table: whether `self → next` is legal.
@@ -107,10 +101,7 @@ impl TaskStatus {
         matches!(
             (self, next),
             (S::New, S::Accepted | S::Declined | S::Cancelled)
-                | (
-                    S::Accepted,
-                    S::Executing | S::Completed | S::Cancelled | S::Expired
-                )
+                | (S::Accepted, S::Executing | S::Completed | S::Cancelled | S::Expired)
                 | (S::Executing, S::Completed | S::Cancelled | S::Expired)
                 | (S::Completed, S::Succeeded | S::Cancelled)
         )
@@ -253,10 +244,7 @@ impl TaskLifecycle {
 
     fn go(&mut self, to: TaskStatus, justification: &str) -> Result<(), TransitionError> {
         if !self.status.can_become(to) {
-            return Err(TransitionError::Illegal {
-                from: self.status,
-                to,
-            });
+            return Err(TransitionError::Illegal { from: self.status, to });
         }
         if justification.len() > limits::MAX_JUSTIFICATION {
             return Err(TransitionError::JustificationTooLong(justification.len()));
@@ -330,12 +318,8 @@ impl TaskLifecycle {
         match self.status {
             TaskStatus::New if now.since(self.created_at) > ACCEPT_TIMEOUT => Some(Timeout::Accept),
             TaskStatus::Accepted => match (self.staged_at, self.accepted_at) {
-                (Some(staged), _) if now.since(staged) > QUEUE_HEAD_TIMEOUT => {
-                    Some(Timeout::QueueHead)
-                }
-                (None, Some(accepted)) if now.since(accepted) > ACCEPTED_STALL_TIMEOUT => {
-                    Some(Timeout::AcceptedStall)
-                }
+                (Some(staged), _) if now.since(staged) > QUEUE_HEAD_TIMEOUT => Some(Timeout::QueueHead),
+                (None, Some(accepted)) if now.since(accepted) > ACCEPTED_STALL_TIMEOUT => Some(Timeout::AcceptedStall),
                 _ => None,
             },
             _ => None,
@@ -380,11 +364,7 @@ impl TaskLifecycle {
             (Some(s), Some(c)) => c.since(s).0,
             _ => 0,
         };
-        Durations {
-            idle_ms,
-            staged_ms,
-            cpu_ms,
-        }
+        Durations { idle_ms, staged_ms, cpu_ms }
     }
 }
 
@@ -418,9 +398,9 @@ pub const ALLOWED_RESULT_EXTENSIONS: &[&str] = &[
 
 /// Source-code extensions refused (compared lower-cased).
 pub const FORBIDDEN_RESULT_EXTENSIONS: &[&str] = &[
-    "go", "py", "js", "ts", "java", "c", "cpp", "h", "hpp", "rs", "rb", "php", "swift", "kt",
-    "scala", "sh", "bash", "zsh", "ps1", "bat", "cmd", "sql", "r", "lua", "pl", "pm", "ex", "exs",
-    "clj", "hs", "ml", "fs", "cs", "vb", "dart",
+    "go", "py", "js", "ts", "java", "c", "cpp", "h", "hpp", "rs", "rb", "php", "swift", "kt", "scala", "sh", "bash",
+    "zsh", "ps1", "bat", "cmd", "sql", "r", "lua", "pl", "pm", "ex", "exs", "clj", "hs", "ml", "fs", "cs", "vb",
+    "dart",
 ];
 
 /// Why a result file name is refused.

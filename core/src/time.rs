@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Hosts pass milliseconds since the Unix epoch from their own clock; tests
 /// pass whatever a fake clock says. Arithmetic saturates, so a clock that
 /// steps backwards yields zero-length durations instead of panics.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Millis(pub u64);
 
 impl Millis {

@@ -6,8 +6,8 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use shoal_core::score::polo_score;
 use shoal_core::task::{
-    check_result_filename, Durations, ResultFileError, TaskLifecycle, TaskStatus, Timeout,
-    TransitionError, ACCEPT_TIMEOUT, QUEUE_HEAD_TIMEOUT,
+    check_result_filename, Durations, ResultFileError, TaskLifecycle, TaskStatus, Timeout, TransitionError,
+    ACCEPT_TIMEOUT, QUEUE_HEAD_TIMEOUT,
 };
 use shoal_core::Millis;
 
@@ -27,14 +27,7 @@ fn happy_path_stamps_and_durations_come_from_the_coordinator_clock() {
     t.complete(at(129_000)).expect("EXECUTING → COMPLETED");
     t.succeed(at(130_000)).expect("COMPLETED → SUCCEEDED");
     assert_eq!(t.status(), TaskStatus::Succeeded);
-    assert_eq!(
-        t.durations(),
-        Durations {
-            idle_ms: 5_000,
-            staged_ms: 3_000,
-            cpu_ms: 120_000
-        }
-    );
+    assert_eq!(t.durations(), Durations { idle_ms: 5_000, staged_ms: 3_000, cpu_ms: 120_000 });
     let d = t.durations();
     // 5 s idle (0.025), 3 s staged (0.0015), 2 min cpu (log2 3) → 2.51… → 3
     assert_eq!(polo_score(d.idle_ms, d.staged_ms, d.cpu_ms).reward, 3);
@@ -43,34 +36,13 @@ fn happy_path_stamps_and_durations_come_from_the_coordinator_clock() {
 #[test]
 fn illegal_transitions_are_refused_and_change_nothing() {
     let mut t = TaskLifecycle::new(T0);
-    assert_eq!(
-        t.start(at(1)),
-        Err(TransitionError::Illegal {
-            from: TaskStatus::New,
-            to: TaskStatus::Executing
-        })
-    );
-    assert_eq!(
-        t.succeed(at(1)),
-        Err(TransitionError::Illegal {
-            from: TaskStatus::New,
-            to: TaskStatus::Succeeded
-        })
-    );
-    assert_eq!(
-        t.stage(at(1)),
-        Err(TransitionError::NotStageable(TaskStatus::New))
-    );
+    assert_eq!(t.start(at(1)), Err(TransitionError::Illegal { from: TaskStatus::New, to: TaskStatus::Executing }));
+    assert_eq!(t.succeed(at(1)), Err(TransitionError::Illegal { from: TaskStatus::New, to: TaskStatus::Succeeded }));
+    assert_eq!(t.stage(at(1)), Err(TransitionError::NotStageable(TaskStatus::New)));
     t.decline(at(2_000), "no GPU").expect("NEW → DECLINED");
     assert_eq!(t.justification(), "no GPU");
     for s in [t.accept(at(3)), t.cancel(at(3), "x"), t.complete(at(3))] {
-        assert!(matches!(
-            s,
-            Err(TransitionError::Illegal {
-                from: TaskStatus::Declined,
-                ..
-            })
-        ));
+        assert!(matches!(s, Err(TransitionError::Illegal { from: TaskStatus::Declined, .. })));
     }
     assert_eq!(t.durations().idle_ms, 2_000);
     assert!(matches!(
@@ -84,15 +56,9 @@ fn the_transition_table_is_closed_over_terminal_states() {
     for from in TaskStatus::ALL {
         for to in TaskStatus::ALL {
             if from.is_terminal() {
-                assert!(
-                    !from.can_become(to),
-                    "{from} is terminal but may become {to}"
-                );
+                assert!(!from.can_become(to), "{from} is terminal but may become {to}");
             }
-            assert!(
-                !(from.can_become(to) && to == TaskStatus::New),
-                "nothing returns to NEW"
-            );
+            assert!(!(from.can_become(to) && to == TaskStatus::New), "nothing returns to NEW");
         }
     }
 }
@@ -102,29 +68,15 @@ fn accept_timeout_cancels_a_silent_task() {
     let mut t = TaskLifecycle::new(T0);
     assert_eq!(t.next_deadline(), Some(at(ACCEPT_TIMEOUT.0 + 1)));
     assert_eq!(t.due_timeout(at(30_000)), None);
-    assert_eq!(
-        t.due_timeout(at(60_000)),
-        None,
-        "exactly one minute is still in time"
-    );
+    assert_eq!(t.due_timeout(at(60_000)), None, "exactly one minute is still in time");
     assert_eq!(t.due_timeout(at(120_000)), Some(Timeout::Accept));
     let mut late = t.clone();
-    assert_eq!(
-        late.accept(at(120_000)),
-        Err(TransitionError::AcceptWindowClosed)
-    );
+    assert_eq!(late.accept(at(120_000)), Err(TransitionError::AcceptWindowClosed));
     assert_eq!(t.expire_if_due(at(120_000)), Some(Timeout::Accept));
     assert_eq!(t.status(), TaskStatus::Cancelled);
-    assert_eq!(
-        t.justification(),
-        "Task cancelled: no response within 1 minute"
-    );
+    assert_eq!(t.justification(), "Task cancelled: no response within 1 minute");
     assert_eq!(t.durations().idle_ms, 120_000);
-    assert_eq!(
-        t.expire_if_due(at(999_999)),
-        None,
-        "terminal tasks never time out"
-    );
+    assert_eq!(t.expire_if_due(at(999_999)), None, "terminal tasks never time out");
 }
 
 #[test]
@@ -133,14 +85,8 @@ fn queue_head_timeout_expires_after_an_hour() {
     t.accept(at(1_000)).expect("accepted");
     t.stage(at(2_000)).expect("staged");
     assert_eq!(t.due_timeout(at(2_000 + 30 * 60_000)), None);
-    assert_eq!(
-        t.next_deadline(),
-        Some(at(2_000 + QUEUE_HEAD_TIMEOUT.0 + 1))
-    );
-    assert_eq!(
-        t.expire_if_due(at(2_000 + 2 * 3_600_000)),
-        Some(Timeout::QueueHead)
-    );
+    assert_eq!(t.next_deadline(), Some(at(2_000 + QUEUE_HEAD_TIMEOUT.0 + 1)));
+    assert_eq!(t.expire_if_due(at(2_000 + 2 * 3_600_000)), Some(Timeout::QueueHead));
     assert_eq!(t.status(), TaskStatus::Expired);
     assert_eq!(t.durations().staged_ms, 2 * 3_600_000);
 }
@@ -166,51 +112,17 @@ fn a_clock_stepping_back_yields_zero_durations_not_panics() {
 
 #[test]
 fn result_file_policy() {
-    for ok in [
-        "report.md",
-        "weights.SAFETENSORS",
-        "img.PNG",
-        "data.parquet",
-        "a.b.csv",
-    ] {
+    for ok in ["report.md", "weights.SAFETENSORS", "img.PNG", "data.parquet", "a.b.csv"] {
         assert_eq!(check_result_filename(ok), Ok(()), "{ok}");
     }
-    assert_eq!(
-        check_result_filename("x.rs"),
-        Err(ResultFileError::SourceCode("rs".into()))
-    );
-    assert_eq!(
-        check_result_filename("x.R"),
-        Err(ResultFileError::SourceCode("r".into()))
-    );
-    assert_eq!(
-        check_result_filename("x.exe"),
-        Err(ResultFileError::ExtensionNotAllowed("exe".into()))
-    );
-    assert_eq!(
-        check_result_filename("README"),
-        Err(ResultFileError::NoExtension("README".into()))
-    );
+    assert_eq!(check_result_filename("x.rs"), Err(ResultFileError::SourceCode("rs".into())));
+    assert_eq!(check_result_filename("x.R"), Err(ResultFileError::SourceCode("r".into())));
+    assert_eq!(check_result_filename("x.exe"), Err(ResultFileError::ExtensionNotAllowed("exe".into())));
+    assert_eq!(check_result_filename("README"), Err(ResultFileError::NoExtension("README".into())));
     assert_eq!(check_result_filename(""), Err(ResultFileError::Empty));
-    for bad in [
-        "../etc/passwd.txt",
-        "a/b.txt",
-        "a\\b.txt",
-        "..txt",
-        "a\u{0}.txt",
-        "a\n.txt",
-    ] {
-        assert!(
-            matches!(
-                check_result_filename(bad),
-                Err(ResultFileError::NotPlain(_))
-            ),
-            "{bad:?}"
-        );
+    for bad in ["../etc/passwd.txt", "a/b.txt", "a\\b.txt", "..txt", "a\u{0}.txt", "a\n.txt"] {
+        assert!(matches!(check_result_filename(bad), Err(ResultFileError::NotPlain(_))), "{bad:?}");
     }
     let long = format!("{}.txt", "a".repeat(253));
-    assert_eq!(
-        check_result_filename(&long),
-        Err(ResultFileError::TooLong(257))
-    );
+    assert_eq!(check_result_filename(&long), Err(ResultFileError::TooLong(257)));
 }

@@ -24,24 +24,15 @@ fn hex(b: &[u8]) -> String {
 #[test]
 fn sha256_kernel_matches_standard_vectors() {
     let cases: [(&[u8], &str); 3] = [
-        (
-            b"",
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        ),
-        (
-            b"abc",
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
-        ),
+        (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
         (
             b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
         ),
     ];
     for (msg, want) in cases {
-        let spec = KernelSpec::Sha256(Sha256Params {
-            count: 1,
-            message_len: msg.len() as u32,
-        });
+        let spec = KernelSpec::Sha256(Sha256Params { count: 1, message_len: msg.len() as u32 });
         let out = spec.run_cpu(&[msg]).expect("valid spec");
         assert_eq!(hex(&out[0]), want);
     }
@@ -51,29 +42,14 @@ fn sha256_kernel_matches_standard_vectors() {
 fn sha256_kernel_hashes_each_message_of_a_batch() {
     // Padding boundaries: 55, 56 and 64 bytes.
     let wants = [
-        (
-            55,
-            "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318",
-        ),
-        (
-            56,
-            "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a",
-        ),
-        (
-            64,
-            "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb",
-        ),
-        (
-            1000,
-            "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3",
-        ),
+        (55, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318"),
+        (56, "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a"),
+        (64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"),
+        (1000, "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3"),
     ];
     for (len, want) in wants {
         let batch = vec![b'a'; len * 3];
-        let spec = KernelSpec::Sha256(Sha256Params {
-            count: 3,
-            message_len: len as u32,
-        });
+        let spec = KernelSpec::Sha256(Sha256Params { count: 3, message_len: len as u32 });
         let out = spec.run_cpu(&[&batch]).expect("valid spec");
         assert_eq!(out[0].len(), 96);
         for d in out[0].chunks(32) {
@@ -84,20 +60,11 @@ fn sha256_kernel_hashes_each_message_of_a_batch() {
 
 #[test]
 fn matmul_by_hand() {
-    let a: Vec<u8> = [1f32, 2., 3., 4., 5., 6.]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let b: Vec<u8> = [7f32, 8., 9., 10., 11., 12.]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let a: Vec<u8> = [1f32, 2., 3., 4., 5., 6.].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let b: Vec<u8> = [7f32, 8., 9., 10., 11., 12.].iter().flat_map(|v| v.to_le_bytes()).collect();
     let spec = KernelSpec::MatmulF32(MatmulParams { m: 2, n: 2, k: 3 });
     let out = spec.run_cpu(&[&a, &b]).expect("valid spec");
-    let c: Vec<f32> = out[0]
-        .chunks(4)
-        .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-        .collect();
+    let c: Vec<f32> = out[0].chunks(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect();
     assert_eq!(c, vec![58., 64., 139., 154.]);
 }
 
@@ -105,11 +72,7 @@ fn matmul_by_hand() {
 fn seeded_matmul_is_identical_on_every_target() {
     // Both digests were computed independently by a Python replica of
     // SplitMix64 and of the f32 i-k-j accumulation.
-    let spec = KernelSpec::MatmulF32(MatmulParams {
-        m: 33,
-        n: 17,
-        k: 65,
-    });
+    let spec = KernelSpec::MatmulF32(MatmulParams { m: 33, n: 17, k: 65 });
     let inputs = spec.seeded_inputs(42);
     let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
     let out = spec.run_cpu(&refs).expect("valid spec");
@@ -117,10 +80,7 @@ fn seeded_matmul_is_identical_on_every_target() {
         Digest::of_parts(inputs.iter().map(Vec::as_slice)).to_hex(),
         "ff18cc10f3c5e95a6a1cf1a6a01d657f01ad5b80ec67e099c0d4605f752fbfc7"
     );
-    assert_eq!(
-        Digest::of(&out[0]).to_hex(),
-        "cfa54e3bfc08a68bf3436bdedc81d7fc866ceece0059a31030e10ded9cc585eb"
-    );
+    assert_eq!(Digest::of(&out[0]).to_hex(), "cfa54e3bfc08a68bf3436bdedc81d7fc866ceece0059a31030e10ded9cc585eb");
 }
 
 #[test]
@@ -130,11 +90,7 @@ fn mandelbrot_points_by_hand() {
     assert_eq!(p.iterations(0, 0), 100, "0 is in the set");
     assert_eq!(p.iterations(fx(-1.0), 0), 100, "-1 cycles 0, -1, 0");
     assert_eq!(p.iterations(fx(2.0), 0), 2, "2 → 2 → 6 escapes after 2");
-    assert_eq!(
-        p.iterations(fx(1.0), fx(1.0)),
-        2,
-        "1+i → 1+3i escapes after 2"
-    );
+    assert_eq!(p.iterations(fx(1.0), fx(1.0)), 2, "1+i → 1+3i escapes after 2");
 }
 
 #[test]
@@ -143,10 +99,7 @@ fn mandelbrot_tile_is_identical_on_every_target() {
     let spec = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(64, 48, -2.0, -1.2, 0.05, 256));
     let out = spec.run_cpu(&[]).expect("valid spec");
     assert_eq!(out[0].len(), 64 * 48 * 4);
-    assert_eq!(
-        Digest::of(&out[0]).to_hex(),
-        "0d137ba04ecd648a1d1e2539261faa6a89ae16a1b03472a0b472e874e49d4c5b"
-    );
+    assert_eq!(Digest::of(&out[0]).to_hex(), "0d137ba04ecd648a1d1e2539261faa6a89ae16a1b03472a0b472e874e49d4c5b");
 }
 
 #[test]
@@ -172,11 +125,7 @@ fn polo_worked_examples_of_the_seed() {
         (45_000, 0, 60_000, 2),
     ];
     for (idle, staged, cpu, want) in rows {
-        assert_eq!(
-            polo_score(idle, staged, cpu).reward,
-            want,
-            "idle {idle} staged {staged} cpu {cpu}"
-        );
+        assert_eq!(polo_score(idle, staged, cpu).reward, want, "idle {idle} staged {staged} cpu {cpu}");
     }
     let s = polo_score(30_000, 300_000, 600_000);
     assert!((s.efficiency - 0.7).abs() < 1e-12);
@@ -191,22 +140,13 @@ fn hmac_tokens_match_independent_vectors() {
     let seed = MasterSecret::new(&b"test-secret-ioswarm-2026"[..]).expect("long enough");
     let id = WorkerId::new("ant-x7k2").expect("valid id");
     let t = derive_token(&seed, &id);
-    assert_eq!(
-        t,
-        "shoal_20670a62869a178c9306a2044af762d9d5725bdec15d79ab08c8f0252f510f09"
-    );
+    assert_eq!(t, "shoal_20670a62869a178c9306a2044af762d9d5725bdec15d79ab08c8f0252f510f09");
     assert_eq!(verify_token(&seed, &id, &t), Ok(()));
 
     let s = MasterSecret::new(&b"shoal-master-secret-0001"[..]).expect("long enough");
     let w = WorkerId::new("gpu-box-1").expect("valid id");
-    assert_eq!(
-        derive_token(&s, &w),
-        "shoal_47858f83c0dd47985d3b5e63ce60f0f6cb43b9ade9efa2b9fa39548c5e984e86"
-    );
-    assert_eq!(
-        verify_token(&s, &id, &derive_token(&s, &w)),
-        Err(AuthError::Invalid)
-    );
+    assert_eq!(derive_token(&s, &w), "shoal_47858f83c0dd47985d3b5e63ce60f0f6cb43b9ade9efa2b9fa39548c5e984e86");
+    assert_eq!(verify_token(&s, &id, &derive_token(&s, &w)), Err(AuthError::Invalid));
 }
 
 #[test]
@@ -232,10 +172,7 @@ fn pilot_submit_frame_is_byte_exact() {
 
 #[test]
 fn frame_header_layout() {
-    let h = FrameHeader {
-        frame_type: FrameType(0x0102_0304),
-        len: 0x0A0B_0C0D,
-    };
+    let h = FrameHeader { frame_type: FrameType(0x0102_0304), len: 0x0A0B_0C0D };
     assert_eq!(h.to_bytes(), [1, 2, 3, 4, 0x0A, 0x0B, 0x0C, 0x0D]);
     assert_eq!(FrameHeader::from_bytes(h.to_bytes()), h);
 }

@@ -8,10 +8,7 @@ use shoal_core::kernels::{BindingRole, KernelSpec, MandelbrotParams, MatmulParam
 
 fn built_ins() -> Vec<KernelSpec> {
     vec![
-        KernelSpec::Sha256(Sha256Params {
-            count: 10,
-            message_len: 13,
-        }),
+        KernelSpec::Sha256(Sha256Params { count: 10, message_len: 13 }),
         KernelSpec::MatmulF32(MatmulParams { m: 3, n: 5, k: 7 }),
         KernelSpec::Mandelbrot(MandelbrotParams::from_plane(16, 16, -2.0, -1.5, 0.1, 64)),
     ]
@@ -20,24 +17,13 @@ fn built_ins() -> Vec<KernelSpec> {
 #[test]
 fn built_in_wgsl_validates_and_matches_its_layout() {
     for spec in built_ins() {
-        let module = naga::front::wgsl::parse_str(spec.wgsl()).unwrap_or_else(|e| {
-            panic!(
-                "{} does not parse:\n{}",
-                spec.id(),
-                e.emit_to_string(spec.wgsl())
-            )
-        });
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{} does not validate: {e:?}", spec.id()));
+        let module = naga::front::wgsl::parse_str(spec.wgsl())
+            .unwrap_or_else(|e| panic!("{} does not parse:\n{}", spec.id(), e.emit_to_string(spec.wgsl())));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{} does not validate: {e:?}", spec.id()));
         assert!(
-            module
-                .entry_points
-                .iter()
-                .any(|e| e.name == spec.entry_point() && e.stage == naga::ShaderStage::Compute),
+            module.entry_points.iter().any(|e| e.name == spec.entry_point() && e.stage == naga::ShaderStage::Compute),
             "{} has no compute entry point {}",
             spec.id(),
             spec.entry_point()
@@ -53,17 +39,9 @@ fn built_in_wgsl_validates_and_matches_its_layout() {
             })
             .collect();
         declared.sort_unstable();
-        let mut want: Vec<(u32, bool)> = spec
-            .layout()
-            .iter()
-            .map(|b| (b.binding, b.role == BindingRole::Params))
-            .collect();
+        let mut want: Vec<(u32, bool)> =
+            spec.layout().iter().map(|b| (b.binding, b.role == BindingRole::Params)).collect();
         want.sort_unstable();
-        assert_eq!(
-            declared,
-            want,
-            "{}: WGSL bindings differ from the layout",
-            spec.id()
-        );
+        assert_eq!(declared, want, "{}: WGSL bindings differ from the layout", spec.id());
     }
 }

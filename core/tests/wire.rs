@@ -8,16 +8,15 @@ use bytes::{Bytes, BytesMut};
 use shoal_core::kernels::{KernelId, KernelSpec, MatmulParams, Sha256Params};
 use shoal_core::task::{ResultFileError, TaskStatus};
 use shoal_core::wire::message::{
-    frame_types, AttachmentMeta, Backend, Cancel, DeviceInfo, DeviceType, ErrorCode, ErrorMessage,
-    Goodbye, Heartbeat, Hello, HelloAuth, Progress, TaskAck, TaskDecline, TaskOffer, TaskResult,
-    Welcome, ATTACHMENT,
+    frame_types, AttachmentMeta, Backend, Cancel, DeviceInfo, DeviceType, ErrorCode, ErrorMessage, Goodbye, Heartbeat,
+    Hello, HelloAuth, Progress, TaskAck, TaskDecline, TaskOffer, TaskResult, Welcome, ATTACHMENT,
 };
 use shoal_core::wire::pilot::{
     self, PilotError, PilotInbound, ResultType, SubmitRequest, TaskResultMessage, TaskStatusUpdate,
 };
 use shoal_core::wire::{
-    encode_frame, Envelope, Frame, FrameDecoder, FrameError, FrameType, Message, MessageDecoder,
-    WireError, WireLimits, MAX_FRAME_PAYLOAD,
+    encode_frame, Envelope, Frame, FrameDecoder, FrameError, FrameType, Message, MessageDecoder, WireError, WireLimits,
+    MAX_FRAME_PAYLOAD,
 };
 use shoal_core::{AssignmentId, Digest, JobId, TaskId, WorkerId};
 
@@ -39,12 +38,7 @@ fn drain(dec: &mut FrameDecoder) -> Vec<(u32, Vec<u8>)> {
 
 #[test]
 fn frames_survive_any_chunking() {
-    let frames = vec![
-        (1, b"hello".to_vec()),
-        (2, Vec::new()),
-        (7, vec![0xAB; 300]),
-        (u32::MAX, vec![1, 2, 3]),
-    ];
+    let frames = vec![(1, b"hello".to_vec()), (2, Vec::new()), (7, vec![0xAB; 300]), (u32::MAX, vec![1, 2, 3])];
     let bytes = frames_bytes(&frames);
     // All at once.
     let mut d = FrameDecoder::new();
@@ -84,60 +78,31 @@ fn a_whole_frame_in_one_chunk_is_not_copied() {
     let mut d = FrameDecoder::new();
     d.push_bytes(bytes.clone());
     let f = d.next_frame().expect("valid").expect("complete");
-    assert_eq!(
-        f.payload.as_ptr() as usize,
-        start + 8,
-        "payload is a view of the pushed chunk"
-    );
+    assert_eq!(f.payload.as_ptr() as usize, start + 8, "payload is a view of the pushed chunk");
 }
 
 #[test]
 fn oversized_frames_are_refused_before_buffering() {
     let mut d = FrameDecoder::with_limit(1024).expect("below hard cap");
     d.push(&[0, 0, 0, 1, 0, 0, 4, 1]); // declares 1025 bytes
-    assert_eq!(
-        d.next_frame(),
-        Err(FrameError::TooLarge {
-            declared: 1025,
-            limit: 1024
-        })
-    );
+    assert_eq!(d.next_frame(), Err(FrameError::TooLarge { declared: 1025, limit: 1024 }));
     // The decoder stays failed: the stream is out of sync.
     d.push(&frames_bytes(&[(1, vec![1])]));
     assert!(d.next_frame().is_err());
     assert_eq!(
         FrameDecoder::with_limit(MAX_FRAME_PAYLOAD + 1).map(|_| ()),
-        Err(FrameError::LimitAboveHardCap {
-            requested: MAX_FRAME_PAYLOAD + 1
-        })
+        Err(FrameError::LimitAboveHardCap { requested: MAX_FRAME_PAYLOAD + 1 })
     );
     // Exactly 2^24 is allowed by the hard cap; one more is not.
     let mut d = FrameDecoder::new();
     d.push(&[0, 0, 0, 1, 1, 0, 0, 1]);
     assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { .. })));
     let mut big = BytesMut::new();
-    assert!(encode_frame(
-        FrameType(1),
-        &vec![0u8; (MAX_FRAME_PAYLOAD + 1) as usize],
-        &mut big
-    )
-    .is_err());
-    encode_frame(
-        FrameType(1),
-        &vec![0u8; MAX_FRAME_PAYLOAD as usize],
-        &mut big,
-    )
-    .expect("2^24 allowed");
+    assert!(encode_frame(FrameType(1), &vec![0u8; (MAX_FRAME_PAYLOAD + 1) as usize], &mut big).is_err());
+    encode_frame(FrameType(1), &vec![0u8; MAX_FRAME_PAYLOAD as usize], &mut big).expect("2^24 allowed");
     let mut d = FrameDecoder::new();
     d.push_bytes(big.freeze());
-    assert_eq!(
-        d.next_frame()
-            .expect("valid")
-            .expect("complete")
-            .payload
-            .len(),
-        MAX_FRAME_PAYLOAD as usize
-    );
+    assert_eq!(d.next_frame().expect("valid").expect("complete").payload.len(), MAX_FRAME_PAYLOAD as usize);
 }
 
 #[test]
@@ -148,11 +113,7 @@ fn a_declared_length_does_not_make_the_decoder_allocate_it() {
         d.push(std::slice::from_ref(b));
         assert_eq!(d.next_frame(), Ok(None));
     }
-    assert!(
-        d.assembly_capacity() <= 64,
-        "reserved {} bytes for 18 received",
-        d.assembly_capacity()
-    );
+    assert!(d.assembly_capacity() <= 64, "reserved {} bytes for 18 received", d.assembly_capacity());
     assert_eq!(d.finish(), Err(FrameError::Truncated { buffered: 18 }));
 }
 
@@ -164,12 +125,7 @@ fn sample_offer() -> (Message, Vec<Bytes>) {
         task: TaskId::from_bytes([2; 16]),
         job: JobId::from_bytes([3; 16]),
         kernel: spec,
-        inputs: inputs
-            .iter()
-            .map(|b| AttachmentMeta {
-                len: b.len() as u64,
-            })
-            .collect(),
+        inputs: inputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
         input_digest: Digest::of_parts(inputs.iter().map(|b| &b[..])),
         deadline_ms: 30_000,
     };
@@ -206,49 +162,26 @@ fn every_message() -> Vec<Envelope> {
             heartbeat_interval_ms: 5_000,
             max_frame_payload: MAX_FRAME_PAYLOAD,
         })),
-        Envelope {
-            message: offer,
-            attachments: inputs,
-        },
+        Envelope { message: offer, attachments: inputs },
         Envelope::bare(Message::TaskAck(TaskAck { assignment: a })),
-        Envelope::bare(Message::TaskDecline(TaskDecline {
-            assignment: a,
-            reason: "busy".into(),
-        })),
-        Envelope::bare(Message::Progress(Progress {
-            assignment: a,
-            done: 1,
-            total: 4,
-        })),
+        Envelope::bare(Message::TaskDecline(TaskDecline { assignment: a, reason: "busy".into() })),
+        Envelope::bare(Message::Progress(Progress { assignment: a, done: 1, total: 4 })),
         Envelope {
             message: Message::TaskResult(TaskResult {
                 assignment: a,
-                outputs: outputs
-                    .iter()
-                    .map(|b| AttachmentMeta {
-                        len: b.len() as u64,
-                    })
-                    .collect(),
+                outputs: outputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
                 output_digest: Digest::of_parts(outputs.iter().map(|b| &b[..])),
             }),
             attachments: outputs,
         },
-        Envelope::bare(Message::Heartbeat(Heartbeat {
-            seq: 42,
-            running: 1,
-        })),
-        Envelope::bare(Message::Cancel(Cancel {
-            assignment: a,
-            reason: "verified elsewhere".into(),
-        })),
+        Envelope::bare(Message::Heartbeat(Heartbeat { seq: 42, running: 1 })),
+        Envelope::bare(Message::Cancel(Cancel { assignment: a, reason: "verified elsewhere".into() })),
         Envelope::bare(Message::Error(ErrorMessage {
             code: ErrorCode::ExecutionFailed,
             assignment: Some(a),
             message: "device lost".into(),
         })),
-        Envelope::bare(Message::Goodbye(Goodbye {
-            reason: "shutting down".into(),
-        })),
+        Envelope::bare(Message::Goodbye(Goodbye { reason: "shutting down".into() })),
     ]
 }
 
@@ -289,101 +222,49 @@ fn decode_all(bytes: &[u8]) -> Result<Vec<Envelope>, WireError> {
 
 fn frame(t: FrameType, payload: &[u8]) -> Vec<u8> {
     let mut b = BytesMut::new();
-    Frame::new(t, payload.to_vec())
-        .encode_into(&mut b)
-        .expect("within cap");
+    Frame::new(t, payload.to_vec()).encode_into(&mut b).expect("within cap");
     b.to_vec()
 }
 
 #[test]
 fn malformed_envelopes_are_typed_errors() {
     let limits = WireLimits::default();
-    assert_eq!(
-        decode_all(&frame(FrameType(999), b"")),
-        Err(WireError::UnknownFrameType(999))
-    );
-    assert_eq!(
-        decode_all(&frame(ATTACHMENT, b"x")),
-        Err(WireError::UnexpectedAttachment)
-    );
-    assert!(matches!(
-        decode_all(&frame(frame_types::HELLO, &[0xff; 3])),
-        Err(WireError::Malformed { .. })
-    ));
-    let mut hb = Message::Heartbeat(Heartbeat { seq: 1, running: 0 })
-        .encode_payload()
-        .expect("encodes");
+    assert_eq!(decode_all(&frame(FrameType(999), b"")), Err(WireError::UnknownFrameType(999)));
+    assert_eq!(decode_all(&frame(ATTACHMENT, b"x")), Err(WireError::UnexpectedAttachment));
+    assert!(matches!(decode_all(&frame(frame_types::HELLO, &[0xff; 3])), Err(WireError::Malformed { .. })));
+    let mut hb = Message::Heartbeat(Heartbeat { seq: 1, running: 0 }).encode_payload().expect("encodes");
     hb.push(0);
     assert_eq!(
         decode_all(&frame(frame_types::HEARTBEAT, &hb)),
-        Err(WireError::TrailingBytes {
-            what: "heartbeat",
-            extra: 1
-        })
+        Err(WireError::TrailingBytes { what: "heartbeat", extra: 1 })
     );
     // An offer whose attachments do not follow.
     let (offer, inputs) = sample_offer();
-    let mut b = frame(
-        offer.frame_type(),
-        &offer.encode_payload().expect("encodes"),
-    );
+    let mut b = frame(offer.frame_type(), &offer.encode_payload().expect("encodes"));
     b.extend(frame(
         frame_types::HEARTBEAT,
-        &Message::Heartbeat(Heartbeat { seq: 1, running: 0 })
-            .encode_payload()
-            .expect("encodes"),
+        &Message::Heartbeat(Heartbeat { seq: 1, running: 0 }).encode_payload().expect("encodes"),
     ));
-    assert!(matches!(
-        decode_all(&b),
-        Err(WireError::MissingAttachment {
-            index: 0,
-            expected: 2,
-            ..
-        })
-    ));
+    assert!(matches!(decode_all(&b), Err(WireError::MissingAttachment { index: 0, expected: 2, .. })));
     // An attachment of the wrong length.
-    let mut b = frame(
-        offer.frame_type(),
-        &offer.encode_payload().expect("encodes"),
-    );
+    let mut b = frame(offer.frame_type(), &offer.encode_payload().expect("encodes"));
     b.extend(frame(ATTACHMENT, &inputs[0][1..]));
-    assert!(matches!(
-        decode_all(&b),
-        Err(WireError::AttachmentLength { index: 0, .. })
-    ));
+    assert!(matches!(decode_all(&b), Err(WireError::AttachmentLength { index: 0, .. })));
     // The stream ends before the attachments.
-    let b = frame(
-        offer.frame_type(),
-        &offer.encode_payload().expect("encodes"),
-    );
-    assert!(matches!(
-        decode_all(&b),
-        Err(WireError::MissingAttachment { .. })
-    ));
+    let b = frame(offer.frame_type(), &offer.encode_payload().expect("encodes"));
+    assert!(matches!(decode_all(&b), Err(WireError::MissingAttachment { .. })));
     // The encoder refuses an envelope that contradicts its declaration.
-    let bad = Envelope {
-        message: offer.clone(),
-        attachments: vec![],
-    };
+    let bad = Envelope { message: offer.clone(), attachments: vec![] };
     assert_eq!(
         bad.encode_into(&limits, &mut BytesMut::new()),
-        Err(WireError::AttachmentCount {
-            declared: 2,
-            given: 0
-        })
+        Err(WireError::AttachmentCount { declared: 2, given: 0 })
     );
 }
 
 #[test]
 fn peer_controlled_fields_are_capped() {
-    let limits = WireLimits {
-        max_text: 8,
-        max_attachments: 1,
-        ..WireLimits::default()
-    };
-    let long = Message::Goodbye(Goodbye {
-        reason: "much too long".into(),
-    });
+    let limits = WireLimits { max_text: 8, max_attachments: 1, ..WireLimits::default() };
+    let long = Message::Goodbye(Goodbye { reason: "much too long".into() });
     let payload = long.encode_payload().expect("encodes");
     assert!(matches!(
         Message::decode(long.frame_type(), &payload, &limits),
@@ -393,40 +274,20 @@ fn peer_controlled_fields_are_capped() {
     let payload = offer.encode_payload().expect("encodes");
     assert!(matches!(
         Message::decode(offer.frame_type(), &payload, &limits),
-        Err(WireError::OverLimit {
-            what: "attachment count",
-            ..
-        })
+        Err(WireError::OverLimit { what: "attachment count", .. })
     ));
     // An offer naming an invalid kernel is refused at decode time.
-    let Message::TaskOffer(mut o) = offer else {
-        unreachable!()
-    };
-    o.kernel = KernelSpec::Sha256(Sha256Params {
-        count: 0,
-        message_len: 1,
-    });
+    let Message::TaskOffer(mut o) = offer else { unreachable!() };
+    o.kernel = KernelSpec::Sha256(Sha256Params { count: 0, message_len: 1 });
     let m = Message::TaskOffer(o);
     assert!(matches!(
-        Message::decode(
-            m.frame_type(),
-            &m.encode_payload().expect("encodes"),
-            &WireLimits::default()
-        ),
-        Err(WireError::InvalidField {
-            field: "kernel",
-            ..
-        })
+        Message::decode(m.frame_type(), &m.encode_payload().expect("encodes"), &WireLimits::default()),
+        Err(WireError::InvalidField { field: "kernel", .. })
     ));
     // A hello whose worker id is not a valid id is malformed.
-    let Message::Hello(h) = every_message().remove(0).message else {
-        unreachable!()
-    };
+    let Message::Hello(h) = every_message().remove(0).message else { unreachable!() };
     let mut bytes = Message::Hello(h).encode_payload().expect("encodes");
-    let pos = bytes
-        .windows(8)
-        .position(|w| w == b"worker-1")
-        .expect("id in payload");
+    let pos = bytes.windows(8).position(|w| w == b"worker-1").expect("id in payload");
     bytes[pos + 6] = b'/';
     assert!(matches!(
         Message::decode(frame_types::HELLO, &bytes, &WireLimits::default()),
@@ -447,8 +308,7 @@ fn pilot_json_is_go_compatible() {
     };
     assert_eq!(
         pilot::to_go_json(&up).expect("serialises"),
-        br#"{"task_id":"t","status":"ACCEPTED","justification":"a \u003cb\u003e \u0026 c \u2028"}"#
-            .to_vec()
+        br#"{"task_id":"t","status":"ACCEPTED","justification":"a \u003cb\u003e \u0026 c \u2028"}"#.to_vec()
     );
     let text = TaskResultMessage {
         task_id: "t".into(),
@@ -474,16 +334,11 @@ fn pilot_json_is_go_compatible() {
         ..text
     };
     let json = pilot::to_go_json(&file).expect("serialises");
-    assert!(std::str::from_utf8(&json)
-        .expect("utf8")
-        .contains(r#""file_data":"YSxiCg==""#));
+    assert!(std::str::from_utf8(&json).expect("utf8").contains(r#""file_data":"YSxiCg==""#));
     let mut b = BytesMut::new();
     pilot::encode(&file, &mut b).expect("encodes");
     let f = pilot_frame(pilot::SEND_RESULTS, &b[8..]);
-    assert_eq!(
-        PilotInbound::decode(&f),
-        Ok(PilotInbound::SendResults(file))
-    );
+    assert_eq!(PilotInbound::decode(&f), Ok(PilotInbound::SendResults(file)));
 }
 
 #[test]
@@ -492,26 +347,18 @@ fn pilot_errors_are_typed() {
     assert_eq!(pilot::frame_type_name(FrameType(2)), "RESULT");
     assert_eq!(pilot::frame_type_name(FrameType(999)), "UNKNOWN(999)");
     let f = pilot_frame(pilot::STATUS_UPDATE, b"{}");
-    assert!(matches!(
-        pilot::decode::<SubmitRequest>(&f),
-        Err(PilotError::WrongFrameType { .. })
-    ));
-    assert!(matches!(
-        PilotInbound::decode(&pilot_frame(pilot::SUBMIT, b"{not json")),
-        Err(PilotError::Json { .. })
-    ));
+    assert!(matches!(pilot::decode::<SubmitRequest>(&f), Err(PilotError::WrongFrameType { .. })));
+    assert!(matches!(PilotInbound::decode(&pilot_frame(pilot::SUBMIT, b"{not json")), Err(PilotError::Json { .. })));
     let long = format!(
         r#"{{"task_id":"t","task_description":"{}","from_addr":"a","to_addr":"b"}}"#,
         "x".repeat(16 * 1024 + 1)
     );
     assert!(matches!(
         PilotInbound::decode(&pilot_frame(pilot::SUBMIT, long.as_bytes())),
-        Err(PilotError::FieldTooLong {
-            field: "task_description",
-            ..
-        })
+        Err(PilotError::FieldTooLong { field: "task_description", .. })
     ));
-    let bad_file = br#"{"task_id":"t","result_type":"file","filename":"../x.csv","file_data":"YQ==","completed_at":"z"}"#;
+    let bad_file =
+        br#"{"task_id":"t","result_type":"file","filename":"../x.csv","file_data":"YQ==","completed_at":"z"}"#;
     assert!(matches!(
         PilotInbound::decode(&pilot_frame(pilot::SEND_RESULTS, bad_file)),
         Err(PilotError::ResultFile(ResultFileError::NotPlain(_)))
@@ -522,8 +369,5 @@ fn pilot_errors_are_typed() {
         Err(PilotError::ResultFile(ResultFileError::SourceCode(_)))
     ));
     let b64 = br#"{"task_id":"t","result_type":"file","filename":"x.csv","file_data":"!!","completed_at":"z"}"#;
-    assert!(matches!(
-        PilotInbound::decode(&pilot_frame(pilot::SEND_RESULTS, b64)),
-        Err(PilotError::Json { .. })
-    ));
+    assert!(matches!(PilotInbound::decode(&pilot_frame(pilot::SEND_RESULTS, b64)), Err(PilotError::Json { .. })));
 }

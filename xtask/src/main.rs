@@ -1,1 +1,300 @@
-fn main() {}
+//! Shoal's developer entry point.
+//!
+//! ```text
+//! cargo xtask up       run Shoal (today: the seeded swarm demo of shoal-core)
+//! cargo xtask test     the whole test suite, as CI runs it
+//! cargo xtask setup    install the tools the suite needs (idempotent)
+//! cargo xtask fuzz     fuzz the wire decoders (nightly + cargo-fuzz)
+//! cargo xtask bench    the criterion benchmarks
+//! ```
+//!
+//! Every subcommand first installs what it needs and is missing, with the
+//! versions and workarounds recorded in `shared/TOOLCHAIN.md`, so the two
+//! commands of the README work on a fresh machine.
+
+use std::env;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// The trunk release that builds with the pinned rustc (0.22 needs a newer one).
+const TRUNK_VERSION: &str = "0.21.14";
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let started = Instant::now();
+    let outcome = match args.first().map(String::as_str) {
+        Some("up") => up(&args[1..]),
+        Some("test") => test(),
+        Some("setup") => setup(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        None | Some("help" | "-h" | "--help") => {
+            print_help();
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown subcommand `{other}`; try `cargo xtask help`")),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e} (after {:.0?})", started.elapsed());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask <command>\n\n\
+         up [ARGS]        run Shoal (the seeded swarm demo until the coordinator lands); ARGS go to the demo\n\
+         test             fmt, clippy, native tests, shoal-core built and tested on wasm32\n\
+         setup [--browser] [--gpu] [--trunk] [--all]\n\
+         \x20                install missing tools (wasm target and wasm-bindgen-cli always)\n\
+         fuzz [--runs N]  run each fuzz target N times (default 1000000) with nightly cargo-fuzz\n\
+         bench [ARGS]     cargo bench -p shoal-core; ARGS go to criterion"
+    );
+}
+
+/// The workspace root (the parent of this crate's folder).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs `cmd` with inherited output, as a named step with its duration.
+fn step(name: &str, cmd: &mut Command) -> Result {
+    println!("\n==> {name}");
+    let t = Instant::now();
+    let status = cmd.status().map_err(|e| format!("{name}: cannot start {}: {e}", cmd.get_program().display()))?;
+    if !status.success() {
+        return Err(format!("{name} failed ({status})"));
+    }
+    println!("    ok: {name} ({:.1?})", t.elapsed());
+    Ok(())
+}
+
+/// Stdout of a command, if it ran and succeeded.
+fn output_of(program: impl AsRef<OsStr>, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).current_dir(root()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn have(program: &str) -> bool {
+    output_of("sh", &["-c", &format!("command -v {program}")]).is_some()
+}
+
+// ---------------------------------------------------------------- tools
+
+fn ensure_wasm_target() -> Result {
+    let installed = output_of("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    step("install the wasm32 target", Command::new("rustup").args(["target", "add", WASM_TARGET]).current_dir(root()))
+}
+
+/// The wasm-bindgen version in Cargo.lock: the CLI must match it exactly.
+fn locked_wasm_bindgen_version() -> Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).map_err(|e| format!("reading Cargo.lock: {e}"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "name = \"wasm-bindgen\"" {
+            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = \"")) {
+                return Ok(v.trim_end_matches('"').to_owned());
+            }
+        }
+    }
+    Err("Cargo.lock has no wasm-bindgen entry".into())
+}
+
+fn ensure_wasm_bindgen() -> Result {
+    let want = locked_wasm_bindgen_version()?;
+    let have_version = output_of("wasm-bindgen-test-runner", &["--version"])
+        .and_then(|s| s.split_whitespace().nth(1).map(str::to_owned));
+    if have_version.as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    // No --locked: with it, resolution fails on webpki-roots (TOOLCHAIN.md).
+    step(
+        &format!("install wasm-bindgen-cli {want} (about 6 minutes, once)"),
+        Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
+            "install",
+            "wasm-bindgen-cli",
+            "--version",
+            &want,
+        ]),
+    )
+}
+
+fn ensure_node() -> Result {
+    if have("node") {
+        return Ok(());
+    }
+    apt_install(&["nodejs"])
+}
+
+fn ensure_trunk() -> Result {
+    let v = output_of("trunk", &["--version"]).unwrap_or_default();
+    if v.split_whitespace().nth(1) == Some(TRUNK_VERSION) {
+        return Ok(());
+    }
+    step(
+        &format!("install trunk {TRUNK_VERSION} (about 11 minutes, once)"),
+        Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
+            "install",
+            "trunk",
+            "--version",
+            TRUNK_VERSION,
+            "--locked",
+        ]),
+    )
+}
+
+fn apt_install(packages: &[&str]) -> Result {
+    let root_user = output_of("id", &["-u"]).is_some_and(|s| s.trim() == "0");
+    let sudo: &[&str] = if root_user { &[] } else { &["sudo", "-n"] };
+    let run = |args: &[&str]| -> Command {
+        let all: Vec<&str> = sudo.iter().chain(args).copied().collect();
+        let mut c = Command::new(all[0]);
+        c.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    step("apt-get update", &mut run(&["apt-get", "update", "-q"]))?;
+    let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    step(&format!("apt-get install {}", packages.join(" ")), &mut run(&args))
+}
+
+fn ensure_browser() -> Result {
+    if have("chromium") && have("chromedriver") {
+        return Ok(());
+    }
+    apt_install(&["chromium", "chromium-driver"])
+}
+
+fn ensure_lavapipe() -> Result {
+    if output_of("dpkg", &["-s", "mesa-vulkan-drivers"]).is_some() {
+        return Ok(());
+    }
+    apt_install(&["mesa-vulkan-drivers"])
+}
+
+fn setup(args: &[String]) -> Result {
+    let all = args.iter().any(|a| a == "--all");
+    for a in args {
+        if !matches!(a.as_str(), "--browser" | "--gpu" | "--trunk" | "--all") {
+            return Err(format!("setup: unknown option {a}"));
+        }
+    }
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen()?;
+    ensure_node()?;
+    if all || args.iter().any(|a| a == "--browser") {
+        ensure_browser()?;
+    }
+    if all || args.iter().any(|a| a == "--gpu") {
+        ensure_lavapipe()?;
+    }
+    if all || args.iter().any(|a| a == "--trunk") {
+        ensure_trunk()?;
+    }
+    println!("setup: all requested tools are present");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- commands
+
+fn up(args: &[String]) -> Result {
+    let mut c = cargo();
+    c.args(["run", "--quiet", "--release", "--locked", "-p", "shoal-core", "--example", "swarm_demo", "--"]);
+    c.args(args);
+    step("shoal swarm demo", &mut c)
+}
+
+fn test() -> Result {
+    let t = Instant::now();
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen()?;
+    ensure_node()?;
+    step("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "clippy (native, all targets)",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
+    )?;
+    step(
+        "clippy (shoal-core on wasm32)",
+        cargo().args([
+            "clippy",
+            "-p",
+            "shoal-core",
+            "--target",
+            WASM_TARGET,
+            "--lib",
+            "--tests",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step("native tests", cargo().args(["test", "--workspace", "--locked"]))?;
+    step(
+        "shoal-core builds for wasm32 (release)",
+        cargo().args(["build", "-p", "shoal-core", "--target", WASM_TARGET, "--release", "--locked"]),
+    )?;
+    step(
+        "shoal-core tests on wasm32 (wasm-bindgen-test, Node)",
+        cargo()
+            .args(["test", "-p", "shoal-core", "--target", WASM_TARGET, "--locked"])
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "60"),
+    )?;
+    step("benchmarks compile", cargo().args(["bench", "--workspace", "--no-run", "--locked"]))?;
+    println!("\nall checks passed in {:.0?}", t.elapsed());
+    Ok(())
+}
+
+fn fuzz(args: &[String]) -> Result {
+    let runs = match args {
+        [] => 1_000_000u64,
+        [flag, n] if flag == "--runs" => n.parse().map_err(|e| format!("--runs {n}: {e}"))?,
+        _ => return Err("usage: cargo xtask fuzz [--runs N]".into()),
+    };
+    if output_of("cargo", &["+nightly", "--version"]).is_none() {
+        return Err("fuzzing needs the nightly toolchain: rustup toolchain install nightly".into());
+    }
+    if !have("cargo-fuzz") {
+        step("install cargo-fuzz", Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let fuzz_dir = root().join("fuzz");
+    for target in ["frame_decoder", "message_decoder", "pilot_decoder"] {
+        step(
+            &format!("fuzz {target} ({runs} runs)"),
+            Command::new("cargo").current_dir(&fuzz_dir).env_remove("RUSTUP_TOOLCHAIN").args([
+                "+nightly",
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-runs={runs}"),
+                "-print_final_stats=1",
+            ]),
+        )?;
+    }
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result {
+    let mut c = cargo();
+    c.args(["bench", "--locked", "-p", "shoal-core", "--"]).args(args);
+    step("criterion benchmarks", &mut c)
+}

@@ -56,11 +56,7 @@ pub struct CustomKernel {
 
 impl CustomKernel {
     pub(super) fn lens(&self, pick: impl Fn(CustomRole) -> bool) -> Vec<u64> {
-        self.bindings
-            .iter()
-            .filter(|b| pick(b.role))
-            .map(|b| b.len)
-            .collect()
+        self.bindings.iter().filter(|b| pick(b.role)).map(|b| b.len).collect()
     }
 
     pub(super) fn layout(&self) -> Vec<Binding> {
@@ -78,12 +74,7 @@ impl CustomKernel {
                         BindingRole::Output(outputs - 1)
                     }
                 };
-                Binding {
-                    binding: b.binding,
-                    role,
-                    size: binding_size(b.len),
-                    data_len: b.len,
-                }
+                Binding { binding: b.binding, role, size: binding_size(b.len), data_len: b.len }
             })
             .collect()
     }
@@ -91,58 +82,29 @@ impl CustomKernel {
     pub(super) fn validate(&self) -> Result<(), KernelError> {
         let k = KernelId::Custom;
         if self.wgsl.is_empty() || self.wgsl.len() > MAX_WGSL_LEN {
-            return Err(invalid(
-                k,
-                "wgsl",
-                format!("must be 1 to {MAX_WGSL_LEN} bytes"),
-            ));
+            return Err(invalid(k, "wgsl", format!("must be 1 to {MAX_WGSL_LEN} bytes")));
         }
         let ep = &self.entry_point;
-        let ident = ep
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let ident = ep.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && ep.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ident || ep.len() > MAX_ENTRY_POINT_LEN {
-            return Err(invalid(
-                k,
-                "entry_point",
-                "must be a WGSL identifier of at most 64 characters",
-            ));
+            return Err(invalid(k, "entry_point", "must be a WGSL identifier of at most 64 characters"));
         }
         if self.bindings.is_empty() || self.bindings.len() > MAX_CUSTOM_BINDINGS {
-            return Err(invalid(
-                k,
-                "bindings",
-                format!("must number 1 to {MAX_CUSTOM_BINDINGS}"),
-            ));
+            return Err(invalid(k, "bindings", format!("must number 1 to {MAX_CUSTOM_BINDINGS}")));
         }
         if !self.bindings.iter().any(|b| b.role == CustomRole::Output) {
             return Err(invalid(k, "bindings", "must include at least one output"));
         }
         for (i, b) in self.bindings.iter().enumerate() {
             if self.bindings[..i].iter().any(|o| o.binding == b.binding) {
-                return Err(invalid(
-                    k,
-                    "bindings",
-                    format!("binding {} is declared twice", b.binding),
-                ));
+                return Err(invalid(k, "bindings", format!("binding {} is declared twice", b.binding)));
             }
             check_buffer(k, "binding", b.len)?;
         }
-        if self
-            .workgroups
-            .iter()
-            .any(|&w| w == 0 || w > MAX_WORKGROUPS_PER_DIM)
-        {
-            return Err(invalid(
-                k,
-                "workgroups",
-                format!("each must be in 1..={MAX_WORKGROUPS_PER_DIM}"),
-            ));
+        if self.workgroups.iter().any(|&w| w == 0 || w > MAX_WORKGROUPS_PER_DIM) {
+            return Err(invalid(k, "workgroups", format!("each must be in 1..={MAX_WORKGROUPS_PER_DIM}")));
         }
-        self.comparator
-            .validate()
-            .map_err(|reason| invalid(k, "comparator", reason))
+        self.comparator.validate().map_err(|reason| invalid(k, "comparator", reason))
     }
 }

@@ -80,18 +80,10 @@ impl MandelbrotParams {
     pub(super) fn validate(&self) -> Result<(), KernelError> {
         let k = KernelId::Mandelbrot;
         if self.width == 0 || self.width > MAX_TILE_EDGE {
-            return Err(invalid(
-                k,
-                "width",
-                format!("must be in 1..={MAX_TILE_EDGE}"),
-            ));
+            return Err(invalid(k, "width", format!("must be in 1..={MAX_TILE_EDGE}")));
         }
         if self.height == 0 || self.height > MAX_TILE_EDGE {
-            return Err(invalid(
-                k,
-                "height",
-                format!("must be in 1..={MAX_TILE_EDGE}"),
-            ));
+            return Err(invalid(k, "height", format!("must be in 1..={MAX_TILE_EDGE}")));
         }
         if self.step <= 0 {
             return Err(invalid(k, "step", "must be positive"));
@@ -102,32 +94,18 @@ impl MandelbrotParams {
         let step = i64::from(self.step);
         let x1 = i64::from(self.x0) + i64::from(self.width - 1) * step;
         let y1 = i64::from(self.y0) + i64::from(self.height - 1) * step;
-        for (name, v) in [
-            ("x0", i64::from(self.x0)),
-            ("y0", i64::from(self.y0)),
-            ("x0 + width·step", x1),
-            ("y0 + height·step", y1),
-        ] {
+        for (name, v) in
+            [("x0", i64::from(self.x0)), ("y0", i64::from(self.y0)), ("x0 + width·step", x1), ("y0 + height·step", y1)]
+        {
             if !(-PLANE_LIMIT..=PLANE_LIMIT).contains(&v) {
-                return Err(invalid(
-                    k,
-                    name,
-                    "must lie within [-4, 4] of the complex plane",
-                ));
+                return Err(invalid(k, name, "must lie within [-4, 4] of the complex plane"));
             }
         }
-        check_buffer(
-            k,
-            "counts",
-            u64::from(self.width) * u64::from(self.height) * 4,
-        )
+        check_buffer(k, "counts", u64::from(self.width) * u64::from(self.height) * 4)
     }
 
     pub(super) fn ops(&self) -> u64 {
-        u64::from(self.width)
-            * u64::from(self.height)
-            * u64::from(self.max_iter)
-            * OPS_PER_ITERATION
+        u64::from(self.width) * u64::from(self.height) * u64::from(self.max_iter) * OPS_PER_ITERATION
     }
 
     pub(super) fn dispatch(&self) -> [u32; 3] {

@@ -44,11 +44,7 @@ impl MatmulParams {
     pub(super) fn validate(&self) -> Result<(), KernelError> {
         for (name, v) in [("m", self.m), ("n", self.n), ("k", self.k)] {
             if v == 0 || v > MAX_DIM {
-                return Err(invalid(
-                    KernelId::MatmulF32,
-                    name,
-                    format!("must be in 1..={MAX_DIM}"),
-                ));
+                return Err(invalid(KernelId::MatmulF32, name, format!("must be in 1..={MAX_DIM}")));
             }
         }
         check_buffer(KernelId::MatmulF32, "a", self.a_len())?;
@@ -69,10 +65,7 @@ impl MatmulParams {
     /// multiply-adds differ between devices, and the rounding error of a
     /// k-term dot product of values in [-1, 1) grows with k.
     pub(super) fn comparator(&self) -> Comparator {
-        Comparator::Tolerance {
-            rel: 1e-4,
-            abs: self.k as f32 / 262_144.0,
-        }
+        Comparator::Tolerance { rel: 1e-4, abs: self.k as f32 / 262_144.0 }
     }
 
     pub(super) fn run_cpu(&self, a: &[u8], b: &[u8]) -> Vec<u8> {
@@ -98,8 +91,5 @@ impl MatmulParams {
 
 /// Little-endian f32s of `bytes` (length a multiple of 4).
 pub(super) fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }

@@ -46,12 +46,7 @@ pub enum KernelId {
 
 impl KernelId {
     /// Every kernel.
-    pub const ALL: [KernelId; 4] = [
-        KernelId::Sha256,
-        KernelId::MatmulF32,
-        KernelId::Mandelbrot,
-        KernelId::Custom,
-    ];
+    pub const ALL: [KernelId; 4] = [KernelId::Sha256, KernelId::MatmulF32, KernelId::Mandelbrot, KernelId::Custom];
 
     /// The catalogue name.
     pub fn as_str(self) -> &'static str {
@@ -144,9 +139,7 @@ impl Comparator {
         }
         match *self {
             Comparator::Exact => a.iter().zip(b).all(|(x, y)| x == y),
-            Comparator::Tolerance { rel, abs } => {
-                a.iter().zip(b).all(|(x, y)| f32_close(x, y, rel, abs))
-            }
+            Comparator::Tolerance { rel, abs } => a.iter().zip(b).all(|(x, y)| f32_close(x, y, rel, abs)),
         }
     }
 
@@ -158,9 +151,7 @@ impl Comparator {
                 if rel.is_finite() && abs.is_finite() && rel >= 0.0 && abs >= 0.0 {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "tolerances must be finite and non-negative (rel {rel}, abs {abs})"
-                    ))
+                    Err(format!("tolerances must be finite and non-negative (rel {rel}, abs {abs})"))
                 }
             }
         }
@@ -286,16 +277,7 @@ impl KernelSpec {
             KernelSpec::Sha256(p) => vec![p.count, p.message_len, 0, 0],
             KernelSpec::MatmulF32(p) => vec![p.m, p.n, p.k, 0],
             KernelSpec::Mandelbrot(p) => {
-                vec![
-                    p.width,
-                    p.height,
-                    p.x0 as u32,
-                    p.y0 as u32,
-                    p.step as u32,
-                    p.max_iter,
-                    0,
-                    0,
-                ]
+                vec![p.width, p.height, p.x0 as u32, p.y0 as u32, p.step as u32, p.max_iter, 0, 0]
             }
             KernelSpec::Custom(_) => Vec::new(),
         };
@@ -375,11 +357,7 @@ impl KernelSpec {
             KernelSpec::Mandelbrot(p) => p.ops(),
             KernelSpec::Custom(c) => c.ops,
         };
-        Cost {
-            ops,
-            bytes_in,
-            bytes_out,
-        }
+        Cost { ops, bytes_in, bytes_out }
     }
 
     /// How replicas of this kernel's outputs are compared.
@@ -395,20 +373,11 @@ impl KernelSpec {
     pub fn check_inputs(&self, inputs: &[&[u8]]) -> Result<(), KernelError> {
         let want = self.input_lens();
         if want.len() != inputs.len() {
-            return Err(KernelError::InputCount {
-                kernel: self.id(),
-                expected: want.len(),
-                got: inputs.len(),
-            });
+            return Err(KernelError::InputCount { kernel: self.id(), expected: want.len(), got: inputs.len() });
         }
         for (index, (w, i)) in want.iter().zip(inputs).enumerate() {
             if *w != i.len() as u64 {
-                return Err(KernelError::InputLength {
-                    kernel: self.id(),
-                    index,
-                    expected: *w,
-                    got: i.len() as u64,
-                });
+                return Err(KernelError::InputLength { kernel: self.id(), index, expected: *w, got: i.len() as u64 });
             }
         }
         Ok(())
@@ -435,11 +404,7 @@ impl KernelSpec {
             KernelSpec::MatmulF32(_) => self
                 .input_lens()
                 .into_iter()
-                .map(|len| {
-                    (0..len / 4)
-                        .flat_map(|_| rng.unit_f32().to_le_bytes())
-                        .collect()
-                })
+                .map(|len| (0..len / 4).flat_map(|_| rng.unit_f32().to_le_bytes()).collect())
                 .collect(),
             _ => self
                 .input_lens()
@@ -464,29 +429,13 @@ pub(crate) fn dispatch_1d(total: u64, per_group: u64) -> [u32; 3] {
     [x as u32, y as u32, 1]
 }
 
-pub(crate) fn invalid(
-    kernel: KernelId,
-    param: &'static str,
-    reason: impl Into<String>,
-) -> KernelError {
-    KernelError::InvalidParam {
-        kernel,
-        param,
-        reason: reason.into(),
-    }
+pub(crate) fn invalid(kernel: KernelId, param: &'static str, reason: impl Into<String>) -> KernelError {
+    KernelError::InvalidParam { kernel, param, reason: reason.into() }
 }
 
-pub(crate) fn check_buffer(
-    kernel: KernelId,
-    buffer: &'static str,
-    bytes: u64,
-) -> Result<(), KernelError> {
+pub(crate) fn check_buffer(kernel: KernelId, buffer: &'static str, bytes: u64) -> Result<(), KernelError> {
     if bytes > MAX_KERNEL_BUFFER {
-        return Err(KernelError::BufferTooLarge {
-            kernel,
-            buffer,
-            bytes,
-        });
+        return Err(KernelError::BufferTooLarge { kernel, buffer, bytes });
     }
     Ok(())
 }

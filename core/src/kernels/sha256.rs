@@ -34,11 +34,7 @@ impl Sha256Params {
             return Err(invalid(KernelId::Sha256, "count", "must be at least 1"));
         }
         if self.message_len > MAX_MESSAGE_LEN {
-            return Err(invalid(
-                KernelId::Sha256,
-                "message_len",
-                format!("must be at most {MAX_MESSAGE_LEN}"),
-            ));
+            return Err(invalid(KernelId::Sha256, "message_len", format!("must be at most {MAX_MESSAGE_LEN}")));
         }
         check_buffer(KernelId::Sha256, "messages", self.input_len())?;
         check_buffer(KernelId::Sha256, "digests", u64::from(self.count) * 32)

@@ -77,10 +77,7 @@ pub struct Frame {
 impl Frame {
     /// A frame of this type and payload.
     pub fn new(frame_type: FrameType, payload: impl Into<Bytes>) -> Self {
-        Frame {
-            frame_type,
-            payload: payload.into(),
-        }
+        Frame { frame_type, payload: payload.into() }
     }
 
     /// Encoded length: header + payload.
@@ -120,11 +117,7 @@ pub enum FrameError {
 }
 
 /// Appends one frame to `out`, refusing payloads above the hard cap.
-pub fn encode_frame(
-    frame_type: FrameType,
-    payload: &[u8],
-    out: &mut BytesMut,
-) -> Result<(), FrameError> {
+pub fn encode_frame(frame_type: FrameType, payload: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
     encode_frame_with_limit(frame_type, payload, MAX_FRAME_PAYLOAD, out)
 }
 
@@ -146,10 +139,7 @@ pub fn encode_frame_with_limit(
 pub(crate) fn checked_len(len: usize, limit: u32) -> Result<u32, FrameError> {
     match u32::try_from(len) {
         Ok(n) if n <= limit => Ok(n),
-        _ => Err(FrameError::TooLarge {
-            declared: len as u64,
-            limit,
-        }),
+        _ => Err(FrameError::TooLarge { declared: len as u64, limit }),
     }
 }
 
@@ -187,12 +177,7 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     /// A decoder with the hard cap of 16 MiB.
     pub fn new() -> Self {
-        FrameDecoder {
-            limit: MAX_FRAME_PAYLOAD,
-            chunks: VecDeque::new(),
-            partial: Vec::new(),
-            failed: None,
-        }
+        FrameDecoder { limit: MAX_FRAME_PAYLOAD, chunks: VecDeque::new(), partial: Vec::new(), failed: None }
     }
 
     /// A decoder with a lower payload cap.
@@ -200,10 +185,7 @@ impl FrameDecoder {
         if limit > MAX_FRAME_PAYLOAD {
             return Err(FrameError::LimitAboveHardCap { requested: limit });
         }
-        Ok(FrameDecoder {
-            limit,
-            ..Self::new()
-        })
+        Ok(FrameDecoder { limit, ..Self::new() })
     }
 
     /// The payload cap in force.
@@ -283,10 +265,7 @@ impl FrameDecoder {
                 if front.is_empty() {
                     self.chunks.pop_front();
                 }
-                return Ok(Some(Frame {
-                    frame_type,
-                    payload,
-                }));
+                return Ok(Some(Frame { frame_type, payload }));
             }
         }
         // Slow path: the frame spans chunks; assemble it in `partial`.
@@ -299,10 +278,7 @@ impl FrameDecoder {
         }
         let mut payload = Bytes::from(core::mem::take(&mut self.partial));
         payload.advance(HEADER_LEN);
-        Ok(Some(Frame {
-            frame_type,
-            payload,
-        }))
+        Ok(Some(Frame { frame_type, payload }))
     }
 
     /// Moves bytes from the chunks into `partial` until it holds `want`
@@ -332,10 +308,7 @@ fn parse_header(bytes: &[u8], limit: u32) -> Result<(FrameType, usize), FrameErr
     h.copy_from_slice(&bytes[..HEADER_LEN]);
     let header = FrameHeader::from_bytes(h);
     if header.len > limit {
-        return Err(FrameError::TooLarge {
-            declared: u64::from(header.len),
-            limit,
-        });
+        return Err(FrameError::TooLarge { declared: u64::from(header.len), limit });
     }
     Ok((header.frame_type, HEADER_LEN + header.len as usize))
 }

@@ -23,8 +23,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::frame::{
-    checked_len, encode_frame_with_limit, Frame, FrameDecoder, FrameError, FrameType,
-    MAX_FRAME_PAYLOAD,
+    checked_len, encode_frame_with_limit, Frame, FrameDecoder, FrameError, FrameType, MAX_FRAME_PAYLOAD,
 };
 use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, TaskId, WorkerId};
@@ -431,10 +430,7 @@ pub struct Envelope {
 impl Envelope {
     /// A message without attachments.
     pub fn bare(message: Message) -> Self {
-        Envelope {
-            message,
-            attachments: Vec::new(),
-        }
+        Envelope { message, attachments: Vec::new() }
     }
 
     /// The frames of this envelope: the message, then one frame per
@@ -448,10 +444,7 @@ impl Envelope {
         frames.push(Frame::new(self.message.frame_type(), meta));
         for a in &self.attachments {
             checked_len(a.len(), limits.max_frame_payload)?;
-            frames.push(Frame {
-                frame_type: ATTACHMENT,
-                payload: a.clone(),
-            });
+            frames.push(Frame { frame_type: ATTACHMENT, payload: a.clone() });
         }
         Ok(frames)
     }
@@ -460,12 +453,7 @@ impl Envelope {
     pub fn encode_into(&self, limits: &WireLimits, out: &mut BytesMut) -> Result<(), WireError> {
         self.check_attachments()?;
         let meta = self.message.encode_payload()?;
-        encode_frame_with_limit(
-            self.message.frame_type(),
-            &meta,
-            limits.max_frame_payload,
-            out,
-        )?;
+        encode_frame_with_limit(self.message.frame_type(), &meta, limits.max_frame_payload, out)?;
         for a in &self.attachments {
             encode_frame_with_limit(ATTACHMENT, a, limits.max_frame_payload, out)?;
         }
@@ -475,18 +463,11 @@ impl Envelope {
     fn check_attachments(&self) -> Result<(), WireError> {
         let declared = self.message.declared_attachments();
         if declared.len() != self.attachments.len() {
-            return Err(WireError::AttachmentCount {
-                declared: declared.len(),
-                given: self.attachments.len(),
-            });
+            return Err(WireError::AttachmentCount { declared: declared.len(), given: self.attachments.len() });
         }
         for (index, (meta, a)) in declared.iter().zip(&self.attachments).enumerate() {
             if meta.len != a.len() as u64 {
-                return Err(WireError::AttachmentLength {
-                    index,
-                    declared: meta.len,
-                    actual: a.len() as u64,
-                });
+                return Err(WireError::AttachmentLength { index, declared: meta.len, actual: a.len() as u64 });
             }
         }
         Ok(())
@@ -494,33 +475,21 @@ impl Envelope {
 }
 
 fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, WireError> {
-    postcard::to_allocvec(v).map_err(|e| WireError::Malformed {
-        what,
-        detail: e.to_string(),
-    })
+    postcard::to_allocvec(v).map_err(|e| WireError::Malformed { what, detail: e.to_string() })
 }
 
 fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, WireError> {
-    let (v, rest) = postcard::take_from_bytes(bytes).map_err(|e| WireError::Malformed {
-        what,
-        detail: e.to_string(),
-    })?;
+    let (v, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| WireError::Malformed { what, detail: e.to_string() })?;
     if !rest.is_empty() {
-        return Err(WireError::TrailingBytes {
-            what,
-            extra: rest.len(),
-        });
+        return Err(WireError::TrailingBytes { what, extra: rest.len() });
     }
     Ok(v)
 }
 
 fn check_text(field: &'static str, s: &str, limits: &WireLimits) -> Result<(), WireError> {
     if s.len() > limits.max_text {
-        return Err(WireError::OverLimit {
-            what: field,
-            value: s.len() as u64,
-            limit: limits.max_text as u64,
-        });
+        return Err(WireError::OverLimit { what: field, value: s.len() as u64, limit: limits.max_text as u64 });
     }
     Ok(())
 }
@@ -590,11 +559,7 @@ impl Message {
 
     /// Decodes the payload of a frame of type `frame_type` and checks every
     /// field against `limits`. Attachment frames are not messages.
-    pub fn decode(
-        frame_type: FrameType,
-        payload: &[u8],
-        limits: &WireLimits,
-    ) -> Result<Message, WireError> {
+    pub fn decode(frame_type: FrameType, payload: &[u8], limits: &WireLimits) -> Result<Message, WireError> {
         use frame_types as t;
         let m = match frame_type {
             t::HELLO => Message::Hello(decode("hello", payload)?),
@@ -628,11 +593,7 @@ impl Message {
         let mut total: u64 = 0;
         for a in declared {
             if a.len > u64::from(limits.max_frame_payload) {
-                return Err(FrameError::TooLarge {
-                    declared: a.len,
-                    limit: limits.max_frame_payload,
-                }
-                .into());
+                return Err(FrameError::TooLarge { declared: a.len, limit: limits.max_frame_payload }.into());
             }
             total = total.saturating_add(a.len);
         }
@@ -661,14 +622,10 @@ impl Message {
                 }
                 Ok(())
             }
-            Message::TaskOffer(o) => {
-                o.kernel
-                    .validate()
-                    .map_err(|e: KernelError| WireError::InvalidField {
-                        field: "kernel",
-                        reason: e.to_string(),
-                    })
-            }
+            Message::TaskOffer(o) => o
+                .kernel
+                .validate()
+                .map_err(|e: KernelError| WireError::InvalidField { field: "kernel", reason: e.to_string() }),
             Message::TaskDecline(d) => check_text("reason", &d.reason, limits),
             Message::Cancel(c) => check_text("reason", &c.reason, limits),
             Message::Error(e) => check_text("message", &e.message, limits),
@@ -736,11 +693,7 @@ impl MessageDecoder {
         self.frames.finish()?;
         if let Some(p) = &self.pending {
             let expected = p.message.declared_attachments().len();
-            return Err(WireError::MissingAttachment {
-                index: p.attachments.len(),
-                expected,
-                got: 0,
-            });
+            return Err(WireError::MissingAttachment { index: p.attachments.len(), expected, got: 0 });
         }
         Ok(())
     }
@@ -779,10 +732,7 @@ impl MessageDecoder {
                 None => {
                     let message = Message::decode(frame.frame_type, &frame.payload, &self.limits)?;
                     let n = message.declared_attachments().len();
-                    self.pending = Some(Envelope {
-                        message,
-                        attachments: Vec::with_capacity(n),
-                    });
+                    self.pending = Some(Envelope { message, attachments: Vec::with_capacity(n) });
                 }
             }
         }

@@ -13,7 +13,7 @@ pub mod message;
 pub mod pilot;
 
 pub use frame::{
-    encode_frame, encode_frame_with_limit, Frame, FrameDecoder, FrameError, FrameHeader, FrameType,
-    HEADER_LEN, MAX_FRAME_PAYLOAD,
+    encode_frame, encode_frame_with_limit, Frame, FrameDecoder, FrameError, FrameHeader, FrameType, HEADER_LEN,
+    MAX_FRAME_PAYLOAD,
 };
 pub use message::{Envelope, Message, MessageDecoder, WireError, WireLimits, PROTOCOL_VERSION};

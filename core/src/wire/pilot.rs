@@ -135,11 +135,7 @@ impl PilotMessage for SubmitRequest {
     const NAME: &'static str = "submit request";
     fn validate(&self) -> Result<(), PilotError> {
         bound("task_id", self.task_id.len(), MAX_TASK_ID_LEN)?;
-        bound(
-            "task_description",
-            self.task_description.len(),
-            limits::MAX_DESCRIPTION,
-        )?;
+        bound("task_description", self.task_description.len(), limits::MAX_DESCRIPTION)?;
         bound("from_addr", self.from_addr.len(), MAX_ADDR_LEN)?;
         bound("to_addr", self.to_addr.len(), MAX_ADDR_LEN)
     }
@@ -181,11 +177,7 @@ impl PilotMessage for TaskStatusUpdate {
     const NAME: &'static str = "status update";
     fn validate(&self) -> Result<(), PilotError> {
         bound("task_id", self.task_id.len(), MAX_TASK_ID_LEN)?;
-        bound(
-            "justification",
-            self.justification.len(),
-            limits::MAX_JUSTIFICATION,
-        )
+        bound("justification", self.justification.len(), limits::MAX_JUSTIFICATION)
     }
 }
 
@@ -259,11 +251,7 @@ impl PilotMessage for TaskResultMessage {
         bound("completed_at", self.completed_at.len(), MAX_TIMESTAMP_LEN)?;
         match self.result_type {
             ResultType::Text => {
-                bound(
-                    "result_text",
-                    self.result_text.len(),
-                    limits::MAX_RESULT_TEXT,
-                )?;
+                bound("result_text", self.result_text.len(), limits::MAX_RESULT_TEXT)?;
                 if !self.filename.is_empty() || !self.file_data.is_empty() {
                     return Err(PilotError::InvalidField {
                         field: "result_type",
@@ -300,11 +288,7 @@ impl PilotMessage for LegacyTaskResult {
     const FRAME_TYPE: FrameType = RESULT;
     const NAME: &'static str = "legacy result";
     fn validate(&self) -> Result<(), PilotError> {
-        bound(
-            "task_description",
-            self.task_description.len(),
-            limits::MAX_DESCRIPTION,
-        )?;
+        bound("task_description", self.task_description.len(), limits::MAX_DESCRIPTION)?;
         bound("status", self.status.len(), 16)?;
         bound("error", self.error.len(), limits::MAX_JUSTIFICATION)?;
         bound("timestamp", self.timestamp.len(), MAX_TIMESTAMP_LEN)
@@ -346,10 +330,7 @@ impl PilotInbound {
 pub fn to_go_json<T: Serialize>(v: &T) -> Result<Vec<u8>, PilotError> {
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
-    v.serialize(&mut ser).map_err(|e| PilotError::Json {
-        what: "outgoing",
-        detail: e.to_string(),
-    })?;
+    v.serialize(&mut ser).map_err(|e| PilotError::Json { what: "outgoing", detail: e.to_string() })?;
     Ok(out)
 }
 
@@ -369,10 +350,8 @@ pub fn decode<T: PilotMessage>(frame: &Frame) -> Result<T, PilotError> {
             got: frame_type_name(frame.frame_type).into_owned(),
         });
     }
-    let msg: T = serde_json::from_slice(&frame.payload).map_err(|e| PilotError::Json {
-        what: T::NAME,
-        detail: e.to_string(),
-    })?;
+    let msg: T = serde_json::from_slice(&frame.payload)
+        .map_err(|e| PilotError::Json { what: T::NAME, detail: e.to_string() })?;
     msg.validate()?;
     Ok(msg)
 }
@@ -381,11 +360,7 @@ pub fn decode<T: PilotMessage>(frame: &Frame) -> Result<T, PilotError> {
 struct GoFormatter;
 
 impl serde_json::ser::Formatter for GoFormatter {
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             let esc: &[u8] = match c {
