@@ -295,6 +295,50 @@ fn fuzz(args: &[String]) -> Result {
 
 fn bench(args: &[String]) -> Result {
     let mut c = cargo();
-    c.args(["bench", "--locked", "-p", "shoal-core", "--"]).args(args);
-    step("criterion benchmarks", &mut c)
+    c.args(["bench", "--locked", "-p", "shoal-core", "--bench", "wire", "--"]).args(args);
+    step("criterion benchmarks", &mut c)?;
+    print_wire_summary()
+}
+
+/// Where criterion wrote its estimates.
+fn criterion_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from).join("criterion")
+}
+
+/// The mean time in nanoseconds of one benchmark of this run.
+fn mean_ns(group: &str, bench: &str) -> Option<f64> {
+    let path = criterion_dir().join(group).join(bench).join("new").join("estimates.json");
+    let json = std::fs::read_to_string(path).ok()?;
+    let at = json.find("\"mean\"")?;
+    let rest = &json[at..];
+    let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+    let num: String = rest[pe..].chars().take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')).collect();
+    num.parse().ok()
+}
+
+/// The README's benchmark table, from this run's criterion estimates.
+fn print_wire_summary() -> Result {
+    const MIB: f64 = 1_048_576.0;
+    const SMALL: f64 = 10_000.0;
+    let get = |g: &str, b: &str| mean_ns(g, b).ok_or_else(|| format!("no criterion estimate for {g}/{b}"));
+    let memcpy = get("attachment_1MiB", "memcpy")?;
+    let memcpy_alloc = get("attachment_1MiB", "memcpy_fresh_alloc")?;
+    println!("\n| benchmark | result | vs. memcpy of the same bytes |\n|---|---|---|");
+    for (name, bench) in [("decode 16-byte frames", "decode_16B"), ("encode 16-byte frames", "encode_16B"), ("decode typed heartbeat messages", "decode_heartbeat_messages")] {
+        let ns = get("small_frames", bench)?;
+        println!("| {name} | {:.1} M frames/s | — |", SMALL / ns * 1e3);
+    }
+    let gbps = |ns: f64| MIB / ns;
+    println!("| memcpy 1 MiB into a reused buffer | {:.1} GB/s | 1.00 |", gbps(memcpy));
+    println!("| memcpy 1 MiB into a fresh allocation | {:.1} GB/s | {:.2} |", gbps(memcpy_alloc), memcpy / memcpy_alloc);
+    for (name, bench) in [
+        ("decode 1 MiB attachment, whole chunk (zero-copy)", "decode_whole_chunk"),
+        ("decode 1 MiB attachment, 64 KiB chunks (one copy)", "decode_split/65536"),
+        ("decode 1 MiB attachment, 16 KiB chunks (one copy)", "decode_split/16384"),
+        ("encode 1 MiB attachment (one copy)", "encode"),
+    ] {
+        let ns = get("attachment_1MiB", bench)?;
+        println!("| {name} | {:.1} GB/s | {:.2} |", gbps(ns), memcpy / ns);
+    }
+    Ok(())
 }
