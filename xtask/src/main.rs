@@ -312,7 +312,8 @@ fn mean_ns(group: &str, bench: &str) -> Option<f64> {
     let at = json.find("\"mean\"")?;
     let rest = &json[at..];
     let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let num: String = rest[pe..].chars().take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')).collect();
+    let num: String =
+        rest[pe..].chars().take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')).collect();
     num.parse().ok()
 }
 
@@ -324,13 +325,21 @@ fn print_wire_summary() -> Result {
     let memcpy = get("attachment_1MiB", "memcpy")?;
     let memcpy_alloc = get("attachment_1MiB", "memcpy_fresh_alloc")?;
     println!("\n| benchmark | result | vs. memcpy of the same bytes |\n|---|---|---|");
-    for (name, bench) in [("decode 16-byte frames", "decode_16B"), ("encode 16-byte frames", "encode_16B"), ("decode typed heartbeat messages", "decode_heartbeat_messages")] {
+    for (name, bench) in [
+        ("decode 16-byte frames", "decode_16B"),
+        ("encode 16-byte frames", "encode_16B"),
+        ("decode typed heartbeat messages (postcard + validation)", "decode_heartbeat_messages"),
+    ] {
         let ns = get("small_frames", bench)?;
         println!("| {name} | {:.1} M frames/s | — |", SMALL / ns * 1e3);
     }
     let gbps = |ns: f64| MIB / ns;
     println!("| memcpy 1 MiB into a reused buffer | {:.1} GB/s | 1.00 |", gbps(memcpy));
-    println!("| memcpy 1 MiB into a fresh allocation | {:.1} GB/s | {:.2} |", gbps(memcpy_alloc), memcpy / memcpy_alloc);
+    println!(
+        "| memcpy 1 MiB into a fresh allocation | {:.1} GB/s | {:.2} |",
+        gbps(memcpy_alloc),
+        memcpy / memcpy_alloc
+    );
     for (name, bench) in [
         ("decode 1 MiB attachment, whole chunk (zero-copy)", "decode_whole_chunk"),
         ("decode 1 MiB attachment, 64 KiB chunks (one copy)", "decode_split/65536"),
