@@ -18,7 +18,6 @@
 //! - [`kernels`]: the catalogue of compute kernels (WGSL + CPU reference).
 //! - [`ids`] and [`digest`]: identifiers and SHA-256 digests.
 //! - [`time`]: the millisecond time type every time-dependent function takes.
-#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod auth;
 pub mod digest;

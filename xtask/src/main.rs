@@ -117,23 +117,28 @@ fn locked_wasm_bindgen_version() -> Result<String> {
     Err("Cargo.lock has no wasm-bindgen entry".into())
 }
 
+/// Whether `program --version` prints `<name> <version>` with this version.
+fn has_version(program: &str, version: &str) -> bool {
+    output_of(program, &["--version"]).is_some_and(|s| s.split_whitespace().nth(1) == Some(version))
+}
+
+/// `cargo install CRATE --version VERSION` (and `--locked` where that works).
+fn cargo_install(krate: &str, version: &str, locked: bool, minutes: u32) -> Result {
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.args(["install", krate, "--version", version]);
+    if locked {
+        c.arg("--locked");
+    }
+    step(&format!("install {krate} {version} (about {minutes} minutes, once)"), &mut c)
+}
+
 fn ensure_wasm_bindgen() -> Result {
     let want = locked_wasm_bindgen_version()?;
-    let have_version = output_of("wasm-bindgen-test-runner", &["--version"])
-        .and_then(|s| s.split_whitespace().nth(1).map(str::to_owned));
-    if have_version.as_deref() == Some(want.as_str()) {
+    if has_version("wasm-bindgen-test-runner", &want) {
         return Ok(());
     }
     // No --locked: with it, resolution fails on webpki-roots (TOOLCHAIN.md).
-    step(
-        &format!("install wasm-bindgen-cli {want} (about 6 minutes, once)"),
-        Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
-            "install",
-            "wasm-bindgen-cli",
-            "--version",
-            &want,
-        ]),
-    )
+    cargo_install("wasm-bindgen-cli", &want, false, 7)
 }
 
 fn ensure_node() -> Result {
@@ -144,20 +149,10 @@ fn ensure_node() -> Result {
 }
 
 fn ensure_trunk() -> Result {
-    let v = output_of("trunk", &["--version"]).unwrap_or_default();
-    if v.split_whitespace().nth(1) == Some(TRUNK_VERSION) {
+    if has_version("trunk", TRUNK_VERSION) {
         return Ok(());
     }
-    step(
-        &format!("install trunk {TRUNK_VERSION} (about 11 minutes, once)"),
-        Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
-            "install",
-            "trunk",
-            "--version",
-            TRUNK_VERSION,
-            "--locked",
-        ]),
-    )
+    cargo_install("trunk", TRUNK_VERSION, true, 11)
 }
 
 fn apt_install(packages: &[&str]) -> Result {
