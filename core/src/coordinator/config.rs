@@ -1,0 +1,120 @@
+//! Every number the coordinator decides with, with the seeds' defaults.
+
+use serde::{Deserialize, Serialize};
+
+use super::profile::ProfilePolicy;
+use super::rewards::RewardConfig;
+use crate::time::Millis;
+
+/// When an epoch closes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochTrigger {
+    /// Close after this many verified tasks (None: not by count).
+    pub every_verified_tasks: Option<u64>,
+    /// Close this long after the epoch opened (None: not by time). Seed:
+    /// 360 blocks × 10 s = 1 hour, never less than 30 s.
+    pub every: Option<Millis>,
+}
+
+/// Credibility, ringers and adaptive replication (Sarmenta; BOINC).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredibilityConfig {
+    /// Assumed fraction of faulty workers f, ppm: credibility after k
+    /// verified agreements is `1 − f/(k+1)`.
+    pub assumed_fault_ppm: u32,
+    /// Credibility from which a worker may get tasks without replicas.
+    pub trust_threshold_ppm: u32,
+    /// Let trusted workers run tasks alone (adaptive replication).
+    pub adaptive_replication: bool,
+    /// Percent of a trusted worker's solo tasks that are replicated anyway.
+    pub spot_check_pct: u32,
+    /// Percent of dispatches that are ringers (tasks with a known answer).
+    pub ringer_pct: u32,
+    /// Slash workers outvoted by a quorum (off: plain voting, nobody is punished).
+    pub slash_outvoted: bool,
+}
+
+impl Default for CredibilityConfig {
+    fn default() -> Self {
+        CredibilityConfig {
+            assumed_fault_ppm: 200_000,
+            trust_threshold_ppm: 990_000,
+            adaptive_replication: false,
+            spot_check_pct: 10,
+            ringer_pct: 0,
+            slash_outvoted: true,
+        }
+    }
+}
+
+/// The coordinator's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorConfig {
+    /// Registry capacity (seed: 100).
+    pub max_workers: usize,
+    /// Interval workers are told to heartbeat at (seed: 10 s).
+    pub heartbeat_interval: Millis,
+    /// A worker silent this long is evicted and its work re-queued (seed: 60 s).
+    pub stale_after: Millis,
+    /// An offer not acknowledged this long is given to someone else.
+    pub ack_timeout: Millis,
+    /// Shortest execution deadline.
+    pub exec_timeout_floor: Millis,
+    /// Execution deadline = expected time from cost and measured speed × this / 100.
+    pub exec_slack_pct: u64,
+    /// Deliveries of one task before it goes to the dead-letter queue.
+    pub max_delivery_attempts: u32,
+    /// Distinct workers a task may hang, crash or lose before it is quarantined.
+    pub poison_threshold: u32,
+    /// Replicas per task unless the job says otherwise (Shardy: 2).
+    pub default_redundancy: u8,
+    /// Most replicas a task may reach by escalation.
+    pub max_replicas: u8,
+    /// Assignments in flight per worker at most (seed: 16-deep queue).
+    pub worker_queue: u16,
+    /// Tasks waiting for dispatch at most; submissions beyond are refused.
+    pub max_queued_tasks: usize,
+    /// Replicas of one task must come from distinct network origins.
+    pub distinct_origins: bool,
+    /// Workers without a token may join.
+    pub allow_guests: bool,
+    /// Compare float replicas only within one worker class.
+    pub homogeneous_floats: bool,
+    /// Admission and tiers.
+    pub profile: ProfilePolicy,
+    /// Credibility, ringers, adaptive replication.
+    pub credibility: CredibilityConfig,
+    /// Epoch rewards.
+    pub rewards: RewardConfig,
+    /// When epochs close.
+    pub epoch: EpochTrigger,
+    /// Largest frame payload workers may send.
+    pub max_frame_payload: u32,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            max_workers: 100,
+            heartbeat_interval: Millis::from_secs(10),
+            stale_after: Millis::from_secs(60),
+            ack_timeout: Millis::from_secs(10),
+            exec_timeout_floor: Millis::from_secs(5),
+            exec_slack_pct: 400,
+            max_delivery_attempts: 8,
+            poison_threshold: 3,
+            default_redundancy: 2,
+            max_replicas: 5,
+            worker_queue: 16,
+            max_queued_tasks: 1_000_000,
+            distinct_origins: true,
+            allow_guests: false,
+            homogeneous_floats: true,
+            profile: ProfilePolicy::default(),
+            credibility: CredibilityConfig::default(),
+            rewards: RewardConfig::default(),
+            epoch: EpochTrigger { every_verified_tasks: None, every: Some(Millis::from_mins(60)) },
+            max_frame_payload: crate::wire::MAX_FRAME_PAYLOAD,
+        }
+    }
+}

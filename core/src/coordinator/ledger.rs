@@ -1,0 +1,289 @@
+//! The ledger: every durable change of the coordinator as an entry of a
+//! per-round state diff, each diff chained to the previous one by digest,
+//! and a broadcaster that fans diffs out to subscribers with the seed's
+//! semantics (ring buffer of 100 recent diffs, 64-slot subscriber queues,
+//! per-subscriber drop counts, catch-up-then-live with no duplicates).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+
+/// Recent diffs kept in memory (seed: 100).
+pub const DEFAULT_RING_SIZE: usize = 100;
+/// Undelivered diffs a subscriber may hold before diffs are dropped (seed: 64).
+pub const SUBSCRIBER_QUEUE: usize = 64;
+
+/// Put or delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteType {
+    /// Key now holds the value.
+    Put,
+    /// Key no longer exists.
+    Delete,
+}
+
+/// One change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffEntry {
+    /// Put or delete.
+    pub write: WriteType,
+    /// Which table (`job`, `task`, `worker`, `epoch`, …).
+    pub namespace: String,
+    /// Key within the table.
+    pub key: Vec<u8>,
+    /// New value (empty for deletes).
+    pub value: Vec<u8>,
+}
+
+/// The changes of one round, chained to the previous round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateDiff {
+    /// Round number, from 1.
+    pub height: u64,
+    /// The changes, in order.
+    pub entries: Vec<DiffEntry>,
+    /// Digest of the previous diff (zero for the first).
+    pub prev: Digest,
+    /// SHA-256(prev ‖ height ‖ entries).
+    pub digest: Digest,
+}
+
+impl StateDiff {
+    /// The digest this diff must carry.
+    pub fn compute_digest(prev: &Digest, height: u64, entries: &[DiffEntry]) -> Digest {
+        let mut h = Sha256::new();
+        h.update(prev.as_bytes());
+        h.update(height.to_be_bytes());
+        for e in entries {
+            h.update([match e.write {
+                WriteType::Put => 0u8,
+                WriteType::Delete => 1,
+            }]);
+            for part in [e.namespace.as_bytes(), &e.key, &e.value] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+        }
+        Digest(h.finalize().into())
+    }
+
+    /// Whether the digest is right and follows `prev`.
+    pub fn verify(&self, prev: &Digest) -> bool {
+        self.prev == *prev && self.digest == Self::compute_digest(prev, self.height, &self.entries)
+    }
+}
+
+/// Collects entries during a round and seals them into a chained diff.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    height: u64,
+    last: Digest,
+    pending: Vec<DiffEntry>,
+}
+
+impl Ledger {
+    /// A ledger continuing after `height` whose last diff had `last`.
+    pub fn resume(height: u64, last: Digest) -> Self {
+        Ledger { height, last, pending: Vec::new() }
+    }
+
+    /// Height of the last sealed diff.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Digest of the last sealed diff.
+    pub fn last_digest(&self) -> Digest {
+        self.last
+    }
+
+    /// Records a put.
+    pub fn put(&mut self, namespace: &str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.pending.push(DiffEntry {
+            write: WriteType::Put,
+            namespace: namespace.to_owned(),
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+
+    /// Records a delete.
+    pub fn delete(&mut self, namespace: &str, key: impl Into<Vec<u8>>) {
+        self.pending.push(DiffEntry {
+            write: WriteType::Delete,
+            namespace: namespace.to_owned(),
+            key: key.into(),
+            value: Vec::new(),
+        });
+    }
+
+    /// Seals the pending entries into the next diff (none if nothing changed).
+    pub fn seal(&mut self) -> Option<StateDiff> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let entries = std::mem::take(&mut self.pending);
+        let height = self.height + 1;
+        let digest = StateDiff::compute_digest(&self.last, height, &entries);
+        let diff = StateDiff { height, entries, prev: self.last, digest };
+        self.height = height;
+        self.last = digest;
+        Some(diff)
+    }
+}
+
+/// A subscriber's handle.
+pub type SubscriberId = u64;
+
+#[derive(Debug)]
+struct Subscriber {
+    queue: VecDeque<Arc<StateDiff>>,
+    dropped: u64,
+    last_queued: u64,
+}
+
+/// Fans sealed diffs out to subscribers (dashboards, followers).
+#[derive(Debug)]
+pub struct Broadcaster {
+    ring: VecDeque<Arc<StateDiff>>,
+    capacity: usize,
+    subscribers: BTreeMap<SubscriberId, Subscriber>,
+}
+
+impl Broadcaster {
+    /// A broadcaster keeping the last `capacity` diffs (0 means the default 100).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = if capacity == 0 { DEFAULT_RING_SIZE } else { capacity };
+        Broadcaster { ring: VecDeque::with_capacity(capacity), capacity, subscribers: BTreeMap::new() }
+    }
+
+    /// Height of the most recently published diff (0 if none).
+    pub fn latest_height(&self) -> u64 {
+        self.ring.back().map_or(0, |d| d.height)
+    }
+
+    /// Diffs currently buffered.
+    pub fn buffered(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Buffered diffs with `from ≤ height ≤ to`, oldest first.
+    pub fn range(&self, from: u64, to: u64) -> Vec<Arc<StateDiff>> {
+        self.ring.iter().filter(|d| d.height >= from && d.height <= to).cloned().collect()
+    }
+
+    /// Publishes a diff: buffered, and queued to every subscriber with room
+    /// (a full subscriber's drop count grows instead).
+    pub fn publish(&mut self, diff: StateDiff) {
+        let diff = Arc::new(diff);
+        if self.ring.len() == self.capacity {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(diff.clone());
+        for s in self.subscribers.values_mut() {
+            if diff.height <= s.last_queued {
+                continue;
+            }
+            if s.queue.len() >= SUBSCRIBER_QUEUE {
+                s.dropped += 1;
+            } else {
+                s.queue.push_back(diff.clone());
+                s.last_queued = diff.height;
+            }
+        }
+    }
+
+    /// Subscribes `id` (replacing an earlier subscription of the same id).
+    /// With `from_height > 0`, the buffered diffs from that height are
+    /// queued first (catch-up, not bounded by the live queue size); live
+    /// diffs follow without duplicates. Returns the catch-up count.
+    pub fn subscribe(&mut self, id: SubscriberId, from_height: u64) -> usize {
+        let mut s = Subscriber { queue: VecDeque::new(), dropped: 0, last_queued: self.latest_height() };
+        if from_height > 0 {
+            s.queue.extend(self.range(from_height, u64::MAX));
+        }
+        let n = s.queue.len();
+        self.subscribers.insert(id, s);
+        n
+    }
+
+    /// Removes a subscriber; returns its drop count.
+    pub fn unsubscribe(&mut self, id: SubscriberId) -> Option<u64> {
+        self.subscribers.remove(&id).map(|s| s.dropped)
+    }
+
+    /// The next diff for a subscriber.
+    pub fn next_for(&mut self, id: SubscriberId) -> Option<Arc<StateDiff>> {
+        self.subscribers.get_mut(&id)?.queue.pop_front()
+    }
+
+    /// Diffs dropped for a subscriber (0 if unknown).
+    pub fn dropped(&self, id: SubscriberId) -> u64 {
+        self.subscribers.get(&id).map_or(0, |s| s.dropped)
+    }
+
+    /// Number of subscribers.
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diff(ledger: &mut Ledger, n: u8) -> StateDiff {
+        ledger.put("account", vec![n], vec![n, n]);
+        ledger.seal().expect("entries pending")
+    }
+
+    #[test]
+    fn diffs_chain_and_verify() {
+        let mut l = Ledger::default();
+        assert!(l.seal().is_none(), "no entries, no diff");
+        let a = diff(&mut l, 1);
+        let b = diff(&mut l, 2);
+        assert_eq!((a.height, b.height), (1, 2));
+        assert!(a.verify(&Digest::default()));
+        assert!(b.verify(&a.digest));
+        let mut forged = b.clone();
+        forged.entries[0].value = vec![9];
+        assert!(!forged.verify(&a.digest));
+    }
+
+    #[test]
+    fn ring_buffer_like_the_seed() {
+        let mut b = Broadcaster::new(5);
+        let mut l = Ledger::default();
+        for i in 1..=8 {
+            b.publish(diff(&mut l, i));
+        }
+        assert_eq!(b.buffered(), 5);
+        assert_eq!(b.latest_height(), 8);
+        let heights: Vec<u64> = b.range(4, 8).iter().map(|d| d.height).collect();
+        assert_eq!(heights, vec![4, 5, 6, 7, 8]);
+        assert!(b.range(1, 3).is_empty());
+    }
+
+    #[test]
+    fn slow_subscribers_drop_and_catch_up_has_no_duplicates() {
+        let mut b = Broadcaster::new(0);
+        let mut l = Ledger::default();
+        b.subscribe(1, 0);
+        for i in 0..100u8 {
+            b.publish(diff(&mut l, i));
+        }
+        assert_eq!(b.dropped(1), 36, "64 queued, 36 dropped");
+        // A catch-up subscriber from height 90 gets 90..100 once, then live.
+        assert_eq!(b.subscribe(2, 90), 11);
+        b.publish(diff(&mut l, 200));
+        let got: Vec<u64> = std::iter::from_fn(|| b.next_for(2)).map(|d| d.height).collect();
+        assert_eq!(got, (90..=101).collect::<Vec<_>>());
+        assert_eq!(b.unsubscribe(1), Some(36));
+        assert_eq!(b.subscriber_count(), 1);
+    }
+}

@@ -1,0 +1,22 @@
+//! The coordinator's brain: who runs what, whether a result is true, and
+//! who gets paid — with no I/O. A host moves bytes and time.
+//!
+//! - [`engine`]: the [`Coordinator`] state machine (registry, admission,
+//!   scheduler, watchdog, verification, credibility, slashing, epochs).
+//! - [`profile`]: measured speed, tiers, classes, admission.
+//! - [`rewards`]: exact integer epoch settlement.
+//! - [`ledger`]: chained state diffs and their broadcaster.
+//! - [`config`]: every number, with the seeds' defaults.
+
+pub mod config;
+pub mod engine;
+pub mod ledger;
+pub mod profile;
+pub mod rewards;
+
+pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger};
+pub use engine::{
+    ConnId, Coordinator, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output,
+    SubmitError, TaskPhase, TaskSpec, VerifiedResult, WorkerView,
+};
+pub use profile::{ProfilePolicy, Tier, WorkerClass};
