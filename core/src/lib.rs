@@ -26,6 +26,7 @@ pub mod ids;
 pub mod kernels;
 pub mod rng;
 pub mod score;
+pub mod sim;
 pub mod task;
 pub mod time;
 pub mod wire;

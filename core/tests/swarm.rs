@@ -1,0 +1,125 @@
+//! The coordinator's brain, proven by the seeded swarm simulator: no task
+//! lost, quorum from distinct workers and origins, exact epoch books,
+//! Sarmenta's error rate for plain voting, and what credibility, ringers
+//! and slashing do to it.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use shoal_core::sim::{run, Behaviour, SimConfig, SimReport, WorkerGroup};
+use shoal_core::Millis;
+
+fn group(count: usize, behaviour: Behaviour) -> WorkerGroup {
+    WorkerGroup { count, behaviour, mflops: 10_000, same_origin: false }
+}
+
+fn assert_sound(r: &SimReport) {
+    assert_eq!(r.lost, 0, "every task ends verified, dead-lettered or cancelled: {r:#?}");
+    assert_eq!(r.quorum_violations, 0, "quorum from distinct workers and origins: {r:#?}");
+    assert_eq!(r.unbalanced_epochs, 0, "payouts + cut + carry == pool: {r:#?}");
+    assert_eq!(r.honest_slashed, 0, "no honest worker slashed: {r:#?}");
+}
+
+/// Sarmenta's ε(f, m): probability that m-first voting accepts a wrong
+/// answer when a fraction f of workers collude on one wrong answer.
+fn sarmenta(f: f64, m: u32) -> f64 {
+    let n = 2 * m - 1;
+    (m..=n).map(|j| binomial(n, j) * f.powi(j as i32) * (1.0 - f).powi((n - j) as i32)).sum()
+}
+
+fn binomial(n: u32, k: u32) -> f64 {
+    (0..k).fold(1.0, |acc, i| acc * f64::from(n - i) / f64::from(i + 1))
+}
+
+fn colluders(seed: u64, f_pct: usize, tasks: usize, defended: bool) -> SimReport {
+    let mut cfg = SimConfig::honest(seed, 0, tasks);
+    let bad = f_pct * 2;
+    cfg.workers = vec![group(200 - bad, Behaviour::Honest), group(bad, Behaviour::Colluder(100))];
+    cfg.coordinator.max_replicas = 3; // m-first voting with m = 2: at most 2m − 1 replicas
+    cfg.coordinator.credibility.slash_outvoted = defended;
+    cfg.coordinator.credibility.ringer_pct = if defended { 10 } else { 0 };
+    run(cfg)
+}
+
+#[test]
+fn honest_swarm_verifies_everything_with_two_replicas() {
+    let r = run(SimConfig::honest(1, 20, 2_000));
+    assert_sound(&r);
+    assert_eq!((r.submitted, r.verified, r.wrong_accepted), (2_000, 2_000, 0));
+    assert_eq!(r.mean_replicas_milli, 2_000);
+    assert_eq!(r.epochs, 1);
+    assert_eq!(r.paid + r.operator_cut, 800 * shoal_core::coordinator::rewards::TOKEN);
+}
+
+#[test]
+fn random_liars_at_thirty_percent_never_win_with_escalation() {
+    let mut cfg = SimConfig::honest(2, 0, 100_000);
+    cfg.workers = vec![group(70, Behaviour::Honest), group(30, Behaviour::Liar(100))];
+    cfg.coordinator.credibility.slash_outvoted = false; // plain escalation, liars stay
+    cfg.tasks_per_job = 10_000;
+    let r = run(cfg);
+    assert_sound(&r);
+    // With 5 replicas at most, P(fewer than 2 honest of 5) = 3.1 %: those
+    // tasks are undecidable and go to the dead-letter queue, never wrong.
+    assert_eq!(r.verified + r.dead_lettered, 100_000);
+    assert!(r.dead_lettered < 4_000, "{r:#?}");
+    assert_eq!(r.wrong_accepted, 0, "{r:#?}");
+    println!("random liars f = 0.3: {} verified, {} undecidable, 0 wrong", r.verified, r.dead_lettered);
+    assert!(r.stats.mismatched_tasks > 10_000, "liars were really there: {r:#?}");
+}
+
+#[test]
+fn plain_voting_matches_sarmenta_and_defences_beat_it() {
+    for f_pct in [10usize, 30] {
+        let f = f_pct as f64 / 100.0;
+        let tasks = 20_000;
+        let plain = colluders(10 + f_pct as u64, f_pct, tasks, false);
+        assert_sound(&plain);
+        let eps = sarmenta(f, 2);
+        let measured = plain.wrong_rate();
+        let sigma = (eps * (1.0 - eps) / tasks as f64).sqrt();
+        println!("f = {f}: ε(f,2) = {eps:.4}, plain voting measured {measured:.4} (σ {sigma:.4})");
+        assert!((measured - eps).abs() < 5.0 * sigma + 0.005, "f {f}: measured {measured}, ε {eps}");
+
+        let defended = colluders(20 + f_pct as u64, f_pct, tasks, true);
+        assert_eq!(defended.lost, 0);
+        assert_eq!(defended.unbalanced_epochs, 0);
+        let d = defended.wrong_rate();
+        println!(
+            "f = {f}: with credibility + ringers + slashing {d:.5} ({} wrong of {}), factor {:.0}×, {} slashed",
+            defended.wrong_accepted,
+            defended.verified,
+            eps / d.max(1.0 / tasks as f64),
+            defended.slashed
+        );
+        assert!(d < eps / 10.0, "defences must cut the wrong-acceptance rate by 10× at least: {d} vs {eps}");
+    }
+}
+
+#[test]
+fn half_the_swarm_vanishing_mid_task_loses_nothing() {
+    let mut cfg = SimConfig::honest(3, 60, 5_000);
+    cfg.churn = Some((Millis(2_500), 50));
+    let r = run(cfg);
+    assert_sound(&r);
+    assert_eq!(r.verified, 5_000, "{r:#?}");
+    assert!(r.stats.requeued_on_leave > 0, "churn hit running work: {r:#?}");
+}
+
+#[test]
+fn byzantine_mix_loses_nothing_and_accepts_nothing_wrong() {
+    let mut cfg = SimConfig::honest(4, 0, 3_000);
+    cfg.workers = vec![
+        group(20, Behaviour::Honest),
+        group(4, Behaviour::Slow(50)),
+        group(4, Behaviour::Flaky(10)),
+        group(3, Behaviour::Hanging(20)),
+        group(3, Behaviour::Liar(30)),
+        group(3, Behaviour::Throttled { every: Millis::from_secs(20), pause: Millis::from_secs(90) }),
+        WorkerGroup { count: 10, behaviour: Behaviour::Honest, mflops: 10_000, same_origin: true },
+    ];
+    let r = run(cfg);
+    assert_sound(&r);
+    assert_eq!(r.wrong_accepted, 0, "{r:#?}");
+    assert_eq!(r.verified + r.dead_lettered, 3_000, "{r:#?}");
+    assert!(r.stats.timeouts > 0 && r.slashed > 0, "the mix really misbehaved: {r:#?}");
+}
