@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
 
-use crate::coordinator::{
-    ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, Output, TaskPhase, TaskSpec,
-};
+use crate::coordinator::{ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, Output, TaskPhase, TaskSpec};
 use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, WorkerId};
 use crate::kernels::{KernelId, KernelSpec, Sha256Params};
@@ -89,8 +87,7 @@ impl SimConfig {
     /// `workers` honest workers, `tasks` tasks, the defaults of the
     /// coordinator adapted to simulation (tiny benchmark, open admission).
     pub fn honest(seed: u64, workers: usize, tasks: usize) -> Self {
-        let mut coordinator = CoordinatorConfig::default();
-        coordinator.max_workers = 10_000;
+        let mut coordinator = CoordinatorConfig { max_workers: 10_000, ..CoordinatorConfig::default() };
         coordinator.profile.benchmark_size = 8;
         coordinator.profile.min_mflops = 0;
         coordinator.profile.min_alloc_bytes = 0;
@@ -99,7 +96,12 @@ impl SimConfig {
         SimConfig {
             seed,
             coordinator,
-            workers: vec![WorkerGroup { count: workers, behaviour: Behaviour::Honest, mflops: 10_000, same_origin: false }],
+            workers: vec![WorkerGroup {
+                count: workers,
+                behaviour: Behaviour::Honest,
+                mflops: 10_000,
+                same_origin: false,
+            }],
             tasks,
             tasks_per_job: 1_000,
             redundancy: 2,
@@ -285,7 +287,10 @@ impl Sim {
     fn all_done(&self) -> bool {
         !self.jobs.is_empty()
             && self.jobs.len() * self.cfg.tasks_per_job >= self.cfg.tasks
-            && self.jobs.iter().all(|j| self.coord.job_progress(*j).is_some_and(crate::coordinator::JobProgress::finished))
+            && self
+                .jobs
+                .iter()
+                .all(|j| self.coord.job_progress(*j).is_some_and(crate::coordinator::JobProgress::finished))
     }
 
     fn step(&mut self, ev: Ev) {
@@ -538,7 +543,11 @@ impl Sim {
         r.honest_slashed = self
             .slashed
             .iter()
-            .filter(|id| self.workers.iter().any(|w| w.id == **id && !matches!(w.behaviour, Behaviour::Liar(_) | Behaviour::Colluder(_))))
+            .filter(|id| {
+                self.workers
+                    .iter()
+                    .any(|w| w.id == **id && !matches!(w.behaviour, Behaviour::Liar(_) | Behaviour::Colluder(_)))
+            })
             .count() as u64;
         for e in self.coord.epochs() {
             r.epochs += 1;

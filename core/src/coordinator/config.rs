@@ -90,6 +90,10 @@ pub struct CoordinatorConfig {
     pub epoch: EpochTrigger,
     /// Largest frame payload workers may send.
     pub max_frame_payload: u32,
+    /// Shadow mode: also run the CPU reference of every verified task and
+    /// count how verification compares with the truth (never changes an
+    /// outcome; costs coordinator CPU).
+    pub shadow_cpu_reference: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -115,6 +119,7 @@ impl Default for CoordinatorConfig {
             rewards: RewardConfig::default(),
             epoch: EpochTrigger { every_verified_tasks: None, every: Some(Millis::from_mins(60)) },
             max_frame_payload: crate::wire::MAX_FRAME_PAYLOAD,
+            shadow_cpu_reference: false,
         }
     }
 }

@@ -328,6 +328,22 @@ pub struct CoordinatorStats {
     pub stale_results: u64,
 }
 
+/// Shadow-mode comparison with ground truth (ringers always; the CPU
+/// reference of verified tasks when enabled). Never changes an outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowStats {
+    /// Results compared with the truth.
+    pub compared: u64,
+    /// Results equal to the truth.
+    pub matched: u64,
+    /// Results different from the truth.
+    pub mismatched: u64,
+    /// Accepted results that are wrong (verification said yes, truth says no).
+    pub false_positives: u64,
+    /// Outvoted results that were right (verification said no, truth says yes).
+    pub false_negatives: u64,
+}
+
 /// A worker as dashboards see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerView {
@@ -567,6 +583,7 @@ pub struct Coordinator {
     ledger: Ledger,
     epoch: EpochState,
     stats: CoordinatorStats,
+    shadow: ShadowStats,
     next_housekeeping: Millis,
     staged: Vec<Output>,
     outputs: VecDeque<Output>,
@@ -633,6 +650,7 @@ impl Coordinator {
                 history: Vec::new(),
             },
             stats: CoordinatorStats::default(),
+            shadow: ShadowStats::default(),
             next_housekeeping: Millis::ZERO,
             staged: Vec::new(),
             outputs: VecDeque::new(),
@@ -730,7 +748,10 @@ impl Coordinator {
         }
         for (index, t) in spec.tasks.iter().enumerate() {
             let refs: Vec<&[u8]> = t.inputs.iter().map(|b| &b[..]).collect();
-            t.kernel.validate().and_then(|()| t.kernel.check_inputs(&refs)).map_err(|error| SubmitError::InvalidTask { index, error })?;
+            t.kernel
+                .validate()
+                .and_then(|()| t.kernel.check_inputs(&refs))
+                .map_err(|error| SubmitError::InvalidTask { index, error })?;
         }
         let job = JobId::from_bytes(self.ids.next());
         let value = postcard::to_allocvec(&spec).unwrap_or_default();
@@ -769,7 +790,10 @@ impl Coordinator {
             ids.push(id);
         }
         self.queued_tasks += ids.len();
-        self.jobs.insert(job, Job { progress: JobProgress { tasks: n, verified: 0, dead_lettered: 0, cancelled: 0 }, tasks: ids });
+        self.jobs.insert(
+            job,
+            Job { progress: JobProgress { tasks: n, verified: 0, dead_lettered: 0, cancelled: 0 }, tasks: ids },
+        );
         self.event(Event::JobAccepted { job, tasks: n });
         self.finish_round(now);
         Ok(job)
@@ -819,6 +843,11 @@ impl Coordinator {
     /// Counters.
     pub fn stats(&self) -> &CoordinatorStats {
         &self.stats
+    }
+
+    /// Shadow-mode statistics.
+    pub fn shadow(&self) -> &ShadowStats {
+        &self.shadow
     }
 
     /// Closed epochs.
@@ -905,7 +934,11 @@ impl Coordinator {
     }
 
     fn violation(&mut self, now: Millis, conn: ConnId, why: &str) {
-        self.send(conn, Message::Error(ErrorMessage { code: ErrorCode::Malformed, assignment: None, message: why.into() }), vec![]);
+        self.send(
+            conn,
+            Message::Error(ErrorMessage { code: ErrorCode::Malformed, assignment: None, message: why.into() }),
+            vec![],
+        );
         self.staged.push(Output::Close { conn, reason: why.into() });
         self.on_disconnect(now, conn, why);
     }
@@ -1045,7 +1078,9 @@ impl Coordinator {
             let tid = key.2;
             match self.pick_worker(tid) {
                 Some(w) => {
-                    if self.cfg.credibility.ringer_pct > 0 && self.rng.below(100) < u64::from(self.cfg.credibility.ringer_pct) {
+                    if self.cfg.credibility.ringer_pct > 0
+                        && self.rng.below(100) < u64::from(self.cfg.credibility.ringer_pct)
+                    {
                         self.send_ringer(now, w);
                         continue;
                     }
@@ -1192,7 +1227,11 @@ impl Coordinator {
     fn stale(&mut self, conn: ConnId, aid: AssignmentId) {
         self.stats.stale_results += 1;
         let message = "unknown or expired assignment".to_owned();
-        self.send(conn, Message::Error(ErrorMessage { code: ErrorCode::UnknownAssignment, assignment: Some(aid), message }), vec![]);
+        self.send(
+            conn,
+            Message::Error(ErrorMessage { code: ErrorCode::UnknownAssignment, assignment: Some(aid), message }),
+            vec![],
+        );
     }
 
     fn on_ack(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, aid: AssignmentId) {
@@ -1250,7 +1289,12 @@ impl Coordinator {
             // A benchmark that was not completed refuses the worker.
             if matches!(a.kind, Kind::Benchmark { .. }) && !matches!(how, Release::Left { .. }) {
                 if let Some((conn, id)) = self.worker(a.worker).map(|w| (w.conn, w.id.clone())) {
-                    self.refuse(conn, Some(id), ErrorCode::Refused, format!("benchmark not completed: {}", how.reason()));
+                    self.refuse(
+                        conn,
+                        Some(id),
+                        ErrorCode::Refused,
+                        format!("benchmark not completed: {}", how.reason()),
+                    );
                 }
             }
             return;
@@ -1288,11 +1332,15 @@ impl Coordinator {
             && Digest::of_parts(outputs.iter().map(|b| &b[..])) == r.output_digest;
         if !well_formed {
             let id = self.worker(w).map(|x| x.id.to_string()).unwrap_or_default();
-            self.send(conn, Message::Error(ErrorMessage {
-                code: ErrorCode::Malformed,
-                assignment: Some(aid),
-                message: "outputs do not match the kernel's lengths or the declared digest".into(),
-            }), vec![]);
+            self.send(
+                conn,
+                Message::Error(ErrorMessage {
+                    code: ErrorCode::Malformed,
+                    assignment: Some(aid),
+                    message: "outputs do not match the kernel's lengths or the declared digest".into(),
+                }),
+                vec![],
+            );
             return self.release(now, aid, &Release::Failed(&format!("{id}: malformed result")));
         }
         let Some(mut a) = self.assignments.remove(&aid) else { return };
@@ -1325,7 +1373,14 @@ impl Coordinator {
             }
             Kind::Ringer { expected } => {
                 self.set_load(w, load);
-                if agree(expected) {
+                let right = agree(expected);
+                self.shadow.compared += 1;
+                if right {
+                    self.shadow.matched += 1;
+                } else {
+                    self.shadow.mismatched += 1;
+                }
+                if right {
                     self.reputation.entry(wid).or_default().agreed += 1;
                 } else {
                     self.stats.ringers_failed += 1;
@@ -1448,7 +1503,8 @@ impl Coordinator {
                 self.accept(now, tid, &g);
             }
             _ => {
-                let reason = format!("undecidable: {} replicas in {} disagreeing groups", t.results.len(), groups.len());
+                let reason =
+                    format!("undecidable: {} replicas in {} disagreeing groups", t.results.len(), groups.len());
                 self.dead_letter(tid, reason);
             }
         }
@@ -1456,6 +1512,9 @@ impl Coordinator {
 
     fn accept(&mut self, now: Millis, tid: TaskId, group: &[usize]) {
         self.withdraw_live(now, tid, "task verified");
+        if self.cfg.shadow_cpu_reference {
+            self.shadow_compare(tid, group);
+        }
         let Some(t) = self.tasks.get_mut(&tid) else { return };
         let results = std::mem::take(&mut t.results);
         let rep = &results[group[0]];
@@ -1478,7 +1537,8 @@ impl Coordinator {
             agreed: agreed.iter().map(|(w, _)| w.clone()).collect(),
             outvoted: outvoted.clone(),
         };
-        let record = postcard::to_allocvec(&(job, &verified.digest, &verified.agreed, &verified.outvoted)).unwrap_or_default();
+        let record =
+            postcard::to_allocvec(&(job, &verified.digest, &verified.agreed, &verified.outvoted)).unwrap_or_default();
         t.verified = Some(verified);
         for r in &results {
             if let Some(w) = self.workers.get_mut(r.worker as usize).and_then(Option::as_mut) {
@@ -1495,13 +1555,49 @@ impl Coordinator {
             }
             self.reputation.entry(w.clone()).or_default().agreed += 1;
         }
-        self.event(Event::TaskVerified { job, task: tid, agreed: agreed.into_iter().map(|(w, _)| w).collect(), outvoted });
+        self.event(Event::TaskVerified {
+            job,
+            task: tid,
+            agreed: agreed.into_iter().map(|(w, _)| w).collect(),
+            outvoted,
+        });
         self.stats.verified += 1;
         self.epoch.verified += 1;
         self.end_task(tid, TaskPhase::Verified);
         if self.cfg.credibility.slash_outvoted {
             for w in liars {
                 self.slash(now, w, &format!("outvoted on task {tid}"));
+            }
+        }
+    }
+
+    /// Compares every replica of a task being accepted with the CPU reference.
+    fn shadow_compare(&mut self, tid: TaskId, group: &[usize]) {
+        let Some(t) = self.tasks.get(&tid) else { return };
+        let refs: Vec<&[u8]> = t.inputs.iter().map(|b| &b[..]).collect();
+        let Ok(truth) = t.spec.run_cpu(&refs) else { return };
+        let truth: Vec<&[u8]> = truth.iter().map(Vec::as_slice).collect();
+        let cmp = t.spec.comparator();
+        let verdicts: Vec<(bool, bool)> = t
+            .results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let got: Vec<&[u8]> = r.outputs.iter().map(|b| &b[..]).collect();
+                (group.contains(&i), cmp.agree(&got, &truth))
+            })
+            .collect();
+        for (accepted, right) in verdicts {
+            self.shadow.compared += 1;
+            if right {
+                self.shadow.matched += 1;
+            } else {
+                self.shadow.mismatched += 1;
+            }
+            match (accepted, right) {
+                (true, false) => self.shadow.false_positives += 1,
+                (false, true) => self.shadow.false_negatives += 1,
+                _ => {}
             }
         }
     }
@@ -1557,7 +1653,12 @@ impl Coordinator {
         }
         if j.progress.finished() {
             let p = j.progress.clone();
-            self.event(Event::JobFinished { job, verified: p.verified, dead_lettered: p.dead_lettered, cancelled: p.cancelled });
+            self.event(Event::JobFinished {
+                job,
+                verified: p.verified,
+                dead_lettered: p.dead_lettered,
+                cancelled: p.cancelled,
+            });
         }
     }
 
@@ -1589,7 +1690,11 @@ impl Coordinator {
             let key = t.ready_key(tid);
             self.ready.insert(key);
         }
-        self.ledger.put("slashed", id.as_str().as_bytes().to_vec(), postcard::to_allocvec(&(reason, forfeited)).unwrap_or_default());
+        self.ledger.put(
+            "slashed",
+            id.as_str().as_bytes().to_vec(),
+            postcard::to_allocvec(&(reason, forfeited)).unwrap_or_default(),
+        );
         self.event(Event::WorkerSlashed { worker: id, reason: reason.to_owned(), forfeited });
         self.send(conn, Message::Goodbye(Goodbye { reason: format!("slashed: {reason}") }), vec![]);
         self.staged.push(Output::Close { conn, reason: format!("slashed: {reason}") });
@@ -1635,18 +1740,30 @@ impl Coordinator {
 
     fn maybe_close_epoch(&mut self, now: Millis, force: bool) {
         let by_count = self.cfg.epoch.every_verified_tasks.is_some_and(|n| self.epoch.verified >= n.max(1));
-        let by_time = self.cfg.epoch.every.is_some_and(|d| now.since(self.epoch.opened) >= d.max(Millis::from_secs(30)));
+        let by_time =
+            self.cfg.epoch.every.is_some_and(|d| now.since(self.epoch.opened) >= d.max(Millis::from_secs(30)));
         if !(force || by_count || by_time) {
             return;
         }
-        let s = settle_epoch(&self.cfg.rewards, self.epoch.number, self.epoch.carried, self.epoch.forfeited, &self.epoch.work);
-        self.ledger.put("epoch", self.epoch.number.to_be_bytes().to_vec(), postcard::to_allocvec(&s).unwrap_or_default());
+        let s = settle_epoch(
+            &self.cfg.rewards,
+            self.epoch.number,
+            self.epoch.carried,
+            self.epoch.forfeited,
+            &self.epoch.work,
+        );
+        self.ledger.put(
+            "epoch",
+            self.epoch.number.to_be_bytes().to_vec(),
+            postcard::to_allocvec(&s).unwrap_or_default(),
+        );
         self.epoch.number += 1;
         self.epoch.opened = now;
         self.epoch.verified = 0;
         self.epoch.carried = s.carried_out;
         self.epoch.forfeited = 0;
-        let stakes: Vec<(WorkerId, u128)> = self.reputation.iter().filter(|(_, r)| r.stake > 0).map(|(w, r)| (w.clone(), r.stake)).collect();
+        let stakes: Vec<(WorkerId, u128)> =
+            self.reputation.iter().filter(|(_, r)| r.stake > 0).map(|(w, r)| (w.clone(), r.stake)).collect();
         self.epoch.work.clear();
         for (w, stake) in stakes {
             self.epoch.work.entry(w).or_default().stake = stake;

@@ -17,6 +17,6 @@ pub mod rewards;
 pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger};
 pub use engine::{
     ConnId, Coordinator, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output,
-    SubmitError, TaskPhase, TaskSpec, VerifiedResult, WorkerView,
+    ShadowStats, SubmitError, TaskPhase, TaskSpec, VerifiedResult, WorkerView,
 };
 pub use profile::{ProfilePolicy, Tier, WorkerClass};

@@ -194,20 +194,14 @@ pub fn settle_epoch(
                 scale_below_2_64(&mut pair);
                 (u128::from(config.max_stake_bonus_pct) * pair[0]).checked_div(pair[1]).unwrap_or(0)
             };
-            u128::from(w.score) * u128::from(if bonus { config.bonus_multiplier_pct } else { 100 }) * (100 + stake_bonus)
+            u128::from(w.score)
+                * u128::from(if bonus { config.bonus_multiplier_pct } else { 100 })
+                * (100 + stake_bonus)
         } else {
             0
         };
         weights.push(weight);
-        payouts.push(Payout {
-            worker: id.clone(),
-            amount: 0,
-            bounty: 0,
-            weight,
-            tasks: w.agreed,
-            accuracy_ppm,
-            bonus,
-        });
+        payouts.push(Payout { worker: id.clone(), amount: 0, bounty: 0, weight, tasks: w.agreed, accuracy_ppm, bonus });
     }
     let total_weight = scale_below_2_64(&mut weights);
     let mut paid = 0u128;
@@ -219,8 +213,7 @@ pub fn settle_epoch(
     }
     carried_out += worker_pool - paid;
 
-    let mut exposures: Vec<u128> =
-        work.values().map(|w| if w.slashed { 0 } else { u128::from(w.exposed) }).collect();
+    let mut exposures: Vec<u128> = work.values().map(|w| if w.slashed { 0 } else { u128::from(w.exposed) }).collect();
     let total_exposed = scale_below_2_64(&mut exposures);
     let mut bounty_paid = 0u128;
     if total_exposed > 0 {
@@ -309,7 +302,13 @@ mod tests {
 
     #[test]
     fn slashed_workers_get_nothing_and_exposers_share_the_bounty() {
-        let cfg = RewardConfig { epoch_reward: 1000, min_tasks: 1, operator_cut_pct: 0, bounty_pct: 50, ..RewardConfig::default() };
+        let cfg = RewardConfig {
+            epoch_reward: 1000,
+            min_tasks: 1,
+            operator_cut_pct: 0,
+            bounty_pct: 50,
+            ..RewardConfig::default()
+        };
         let mut w = BTreeMap::new();
         w.insert(id("liar"), EpochWork { score: 50, agreed: 5, slashed: true, ..EpochWork::default() });
         w.insert(id("honest"), EpochWork { score: 10, agreed: 10, exposed: 1, ..EpochWork::default() });

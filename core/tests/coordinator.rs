@@ -1,0 +1,441 @@
+//! The coordinator state machine through its public API, driven by hand on
+//! a fake clock: admission, auth, dispatch rules, watchdog, dead letters,
+//! poison guard, stale results, homogeneous redundancy, cancellation,
+//! epochs, adaptive replication and output ordering.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use bytes::Bytes;
+use shoal_core::auth::{derive_token, MasterSecret};
+use shoal_core::coordinator::{
+    ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, Output, TaskPhase, TaskSpec, Tier,
+};
+use shoal_core::kernels::{KernelId, KernelSpec, MatmulParams, Sha256Params};
+use shoal_core::wire::message::{
+    AttachmentMeta, Backend, DeviceInfo, DeviceType, ErrorCode, Hello, HelloAuth, TaskAck, TaskDecline, TaskOffer,
+    TaskResult,
+};
+use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
+use shoal_core::{Digest, Millis, WorkerId};
+
+struct Harness {
+    c: Coordinator,
+    now: Millis,
+}
+
+fn config() -> CoordinatorConfig {
+    let mut cfg = CoordinatorConfig::default();
+    cfg.profile.benchmark_size = 16;
+    cfg.profile.min_mflops = 1;
+    cfg.epoch.every = None;
+    cfg.rewards.min_tasks = 1;
+    cfg
+}
+
+fn device(backend: Backend) -> DeviceInfo {
+    DeviceInfo {
+        backend,
+        device_type: DeviceType::Cpu,
+        vendor: "test".into(),
+        name: "test".into(),
+        driver: "test".into(),
+        max_buffer_bytes: 1 << 30,
+        max_storage_binding_bytes: 1 << 27,
+        max_workgroup_invocations: 256,
+        kernels: KernelId::ALL.to_vec(),
+    }
+}
+
+fn answer(offer: &TaskOffer, inputs: &[Bytes]) -> Vec<Bytes> {
+    let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+    offer.kernel.run_cpu(&refs).expect("valid offer").into_iter().map(Bytes::from).collect()
+}
+
+fn result_env(offer: &TaskOffer, outputs: Vec<Bytes>) -> Envelope {
+    Envelope {
+        message: Message::TaskResult(TaskResult {
+            assignment: offer.assignment,
+            outputs: outputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
+            output_digest: Digest::of_parts(outputs.iter().map(|b| &b[..])),
+        }),
+        attachments: outputs,
+    }
+}
+
+fn sha_job(n: usize, redundancy: u8) -> JobSpec {
+    let tasks = (0..n)
+        .map(|i| {
+            let kernel = KernelSpec::Sha256(Sha256Params { count: 2, message_len: 8 });
+            let inputs = kernel.seeded_inputs(i as u64).into_iter().map(Bytes::from).collect();
+            TaskSpec { kernel, inputs }
+        })
+        .collect();
+    let mut spec = JobSpec::new(tasks);
+    spec.redundancy = Some(redundancy);
+    spec
+}
+
+impl Harness {
+    fn new(cfg: CoordinatorConfig, secret: Option<MasterSecret>) -> Self {
+        Harness { c: Coordinator::new(cfg, secret, [7; 32]), now: Millis(1_000_000) }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now = self.now + Millis(ms);
+    }
+
+    fn input(&mut self, i: Input) -> Vec<Output> {
+        self.c.handle(self.now, i);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.c.poll_output()).collect()
+    }
+
+    fn send(&mut self, conn: ConnId, message: Message) -> Vec<Output> {
+        self.input(Input::Received { conn, envelope: Envelope::bare(message) })
+    }
+
+    fn hello(&mut self, conn: ConnId, origin: u64, id: &str, auth: HelloAuth, backend: Backend) -> Vec<Output> {
+        self.input(Input::Connected { conn, origin });
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: WorkerId::new(id).expect("valid id"),
+            auth,
+            device: device(backend),
+            software: "test".into(),
+            max_concurrent: 4,
+        };
+        self.send(conn, Message::Hello(hello))
+    }
+
+    /// Connects and passes the benchmark; returns the outputs after admission.
+    fn join(&mut self, conn: ConnId, origin: u64, id: &str, backend: Backend) -> Vec<Output> {
+        let out = self.hello(conn, origin, id, HelloAuth::Token(String::new()), backend);
+        let (offer, inputs) = offers(&out, conn).remove(0);
+        self.advance(1);
+        let outputs = answer(&offer, &inputs);
+        self.input(Input::Received { conn, envelope: result_env(&offer, outputs) })
+    }
+
+    /// Acks and answers an offer correctly.
+    fn complete(&mut self, conn: ConnId, offer: &TaskOffer, inputs: &[Bytes]) -> Vec<Output> {
+        let mut out = self.send(conn, Message::TaskAck(TaskAck { assignment: offer.assignment }));
+        self.advance(2);
+        out.extend(self.input(Input::Received { conn, envelope: result_env(offer, answer(offer, inputs)) }));
+        out
+    }
+}
+
+fn offers(out: &[Output], to: ConnId) -> Vec<(TaskOffer, Vec<Bytes>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { conn, envelope } if *conn == to => match &envelope.message {
+                Message::TaskOffer(offer) => Some((offer.clone(), envelope.attachments.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(out: &[Output]) -> Vec<Event> {
+    out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e.clone()) } else { None }).collect()
+}
+
+fn error_codes(out: &[Output], to: ConnId) -> Vec<ErrorCode> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { conn, envelope } if *conn == to => match &envelope.message {
+                Message::Error(e) => Some(e.code),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(out: &[Output], to: ConnId) -> bool {
+    out.iter().any(|o| matches!(o, Output::Close { conn, .. } if *conn == to))
+}
+
+#[test]
+fn a_correct_fast_benchmark_admits_and_a_wrong_one_refuses() {
+    let mut h = Harness::new(config(), None);
+    let out = h.join(1, 1, "good", Backend::Vulkan);
+    assert!(
+        matches!(events(&out)[..], [Event::WorkerAdmitted { ref worker, class, .. }] if worker.as_str() == "good" && class.tier == Tier::Low)
+    );
+    assert!(matches!(out[0], Output::Persist(_)), "the worker record is durable before anything else");
+
+    let out = h.hello(2, 2, "liar", HelloAuth::Token(String::new()), Backend::Vulkan);
+    let (offer, inputs) = offers(&out, 2).remove(0);
+    let mut wrong = answer(&offer, &inputs);
+    wrong[0] = Bytes::from(vec![0u8; wrong[0].len()]);
+    let out = h.input(Input::Received { conn: 2, envelope: result_env(&offer, wrong) });
+    assert_eq!(error_codes(&out, 2), vec![ErrorCode::Refused]);
+    assert!(closed(&out, 2));
+    assert_eq!(h.c.workers().len(), 1);
+}
+
+#[test]
+fn speed_is_measured_by_the_coordinator_clock() {
+    let mut cfg = config();
+    cfg.profile.min_mflops = 50;
+    let mut h = Harness::new(cfg, None);
+    let out = h.hello(1, 1, "slowpoke", HelloAuth::Token(String::new()), Backend::Cpu);
+    let (offer, inputs) = offers(&out, 1).remove(0);
+    h.advance(5_000); // 2·16³ flops in 5 s ≈ 0 MFLOPS, whatever the worker claims
+    let out = h.input(Input::Received { conn: 1, envelope: result_env(&offer, answer(&offer, &inputs)) });
+    assert!(matches!(&events(&out)[..], [Event::WorkerRefused { reason, .. }] if reason.contains("MFLOPS")));
+}
+
+#[test]
+fn tokens_guests_capacity_and_versions() {
+    let secret = MasterSecret::new(&b"0123456789abcdef-secret"[..]).expect("long enough");
+    let good = derive_token(&secret, &WorkerId::new("w1").expect("valid"));
+    let mut cfg = config();
+    cfg.max_workers = 1;
+    let mut h = Harness::new(cfg, Some(secret));
+    let out = h.hello(1, 1, "w1", HelloAuth::Token("shoal_00".into()), Backend::Vulkan);
+    assert_eq!(error_codes(&out, 1), vec![ErrorCode::Unauthorized]);
+    let out = h.hello(2, 2, "w2", HelloAuth::Guest, Backend::BrowserWebGpu);
+    assert_eq!(error_codes(&out, 2), vec![ErrorCode::Unauthorized], "guests are off by default");
+    let out = h.hello(3, 3, "w1", HelloAuth::Token(good), Backend::Vulkan);
+    assert_eq!(offers(&out, 3).len(), 1, "admitted to the benchmark");
+    let other = derive_token(
+        &MasterSecret::new(&b"0123456789abcdef-secret"[..]).expect("long enough"),
+        &WorkerId::new("w4").expect("valid"),
+    );
+    let out = h.hello(4, 4, "w4", HelloAuth::Token(other), Backend::Vulkan);
+    assert_eq!(error_codes(&out, 4), vec![ErrorCode::Busy], "at capacity");
+    h.input(Input::Connected { conn: 5, origin: 5 });
+    let mut hello = Hello {
+        protocol_version: 99,
+        worker_id: WorkerId::new("w5").expect("valid"),
+        auth: HelloAuth::Guest,
+        device: device(Backend::Cpu),
+        software: String::new(),
+        max_concurrent: 1,
+    };
+    let out = h.send(5, Message::Hello(hello.clone()));
+    assert_eq!(error_codes(&out, 5), vec![ErrorCode::ProtocolVersion]);
+    hello.protocol_version = PROTOCOL_VERSION;
+    // A message before hello is a protocol violation.
+    h.input(Input::Connected { conn: 6, origin: 6 });
+    let out = h.send(6, Message::TaskAck(TaskAck { assignment: shoal_core::AssignmentId::from_bytes([1; 16]) }));
+    assert!(closed(&out, 6));
+}
+
+#[test]
+fn replicas_go_to_distinct_workers_and_origins() {
+    let mut h = Harness::new(config(), None);
+    h.join(1, 100, "a", Backend::Vulkan);
+    h.join(2, 100, "b", Backend::Vulkan); // same origin as a (a Sybil)
+    h.join(3, 200, "c", Backend::Vulkan);
+    h.c.submit_job(h.now, sha_job(1, 2)).expect("accepted");
+    let out = h.drain();
+    let to = |c| offers(&out, c).len();
+    assert_eq!(to(3), 1, "the only other origin gets one replica");
+    assert_eq!(to(1) + to(2), 1, "one replica on the shared origin, not two");
+}
+
+#[test]
+fn persist_precedes_the_acknowledgement_of_a_job() {
+    let mut h = Harness::new(config(), None);
+    let job = h.c.submit_job(h.now, sha_job(3, 2)).expect("accepted");
+    let out = h.drain();
+    assert!(matches!(out[0], Output::Persist(ref d) if d.entries.iter().any(|e| e.namespace == "job")));
+    assert!(matches!(events(&out)[..], [Event::JobAccepted { job: j, tasks: 3 }] if j == job));
+    assert!(matches!(h.c.submit_job(h.now, JobSpec::new(vec![])), Err(shoal_core::coordinator::SubmitError::Empty)));
+    let mut bad = sha_job(1, 2);
+    bad.tasks[0].inputs.clear();
+    assert!(matches!(
+        h.c.submit_job(h.now, bad),
+        Err(shoal_core::coordinator::SubmitError::InvalidTask { index: 0, .. })
+    ));
+    let mut too_many = sha_job(1, 9);
+    too_many.quorum = Some(9);
+    assert!(h.c.submit_job(h.now, too_many).is_err());
+}
+
+#[test]
+fn declined_and_unacknowledged_offers_move_on_never_back() {
+    let mut h = Harness::new(config(), None);
+    h.join(1, 1, "a", Backend::Vulkan);
+    h.c.submit_job(h.now, sha_job(1, 1)).expect("accepted");
+    let out = h.drain();
+    let (offer, _) = offers(&out, 1).remove(0);
+    let out = h.send(1, Message::TaskDecline(TaskDecline { assignment: offer.assignment, reason: "busy".into() }));
+    assert!(offers(&out, 1).is_empty(), "never the same task twice to one worker");
+    let out = h.join(2, 2, "b", Backend::Vulkan);
+    let (offer_b, _) = offers(&out, 2).remove(0);
+    assert_eq!(offer_b.task, offer.task);
+    // b never acks: after the ack timeout the task moves to c.
+    h.join(3, 3, "c", Backend::Vulkan);
+    h.advance(h.c.config().ack_timeout.0 + 1);
+    let out = h.input(Input::Tick);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Send { conn: 2, envelope } if matches!(envelope.message, Message::Cancel(_)))));
+    let (offer_c, _) = offers(&out, 3).remove(0);
+    assert_eq!(offer_c.task, offer.task);
+    // b's late result is refused cleanly.
+    let late = h.input(Input::Received { conn: 2, envelope: result_env(&offer_b, vec![Bytes::from(vec![0u8; 64])]) });
+    assert_eq!(error_codes(&late, 2), vec![ErrorCode::UnknownAssignment]);
+    assert_eq!(h.c.stats().stale_results, 1);
+}
+
+#[test]
+fn execution_deadline_follows_cost_and_measured_speed() {
+    let mut cfg = config();
+    cfg.stale_after = Millis::from_mins(600);
+    let mut h = Harness::new(cfg, None);
+    h.join(1, 1, "a", Backend::Vulkan);
+    let kernel = KernelSpec::MatmulF32(MatmulParams::square(512));
+    let inputs = kernel.seeded_inputs(1).into_iter().map(Bytes::from).collect();
+    let mut spec = JobSpec::new(vec![TaskSpec { kernel, inputs }]);
+    spec.redundancy = Some(1);
+    h.c.submit_job(h.now, spec).expect("accepted");
+    let out = h.drain();
+    let (offer, _) = offers(&out, 1).remove(0);
+    h.send(1, Message::TaskAck(TaskAck { assignment: offer.assignment }));
+    let mflops = h.c.workers()[0].mflops.expect("admitted");
+    // 2·512³ flops at the measured speed, ×4 slack, at least the 5 s floor.
+    let expected = (2u64 * 512 * 512 * 512 / (mflops * 1_000) * 4).max(5_000);
+    h.advance(expected - 1);
+    h.input(Input::Tick);
+    assert_eq!(h.c.stats().timeouts, 0, "not before {expected} ms");
+    h.advance(2);
+    let out = h.input(Input::Tick);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Send { conn: 1, envelope } if matches!(envelope.message, Message::Cancel(_)))));
+    assert_eq!(h.c.stats().timeouts, 1);
+}
+
+#[test]
+fn a_task_that_hangs_three_workers_is_quarantined_and_attempts_are_capped() {
+    let mut cfg = config();
+    cfg.stale_after = Millis::from_mins(600);
+    let mut h = Harness::new(cfg, None);
+    for i in 1..=4 {
+        h.join(i, i, &format!("w{i}"), Backend::Vulkan);
+    }
+    h.c.submit_job(h.now, sha_job(1, 1)).expect("accepted");
+    let mut out = h.drain();
+    for _ in 0..3 {
+        let (conn, (offer, _)) = (1..=4).find_map(|c| offers(&out, c).pop().map(|o| (c, o))).expect("an offer");
+        h.send(conn, Message::TaskAck(TaskAck { assignment: offer.assignment }));
+        h.advance(60_000);
+        out = h.input(Input::Tick);
+    }
+    let dl = h.c.dead_letters();
+    assert_eq!(dl.len(), 1);
+    assert!(dl[0].reason.starts_with("poison"), "{dl:?}");
+    assert_eq!(dl[0].failures.len(), 3);
+
+    // Delivery attempts: workers that always decline exhaust them.
+    let mut cfg = config();
+    cfg.max_delivery_attempts = 2;
+    let mut h = Harness::new(cfg, None);
+    for i in 1..=3 {
+        h.join(i, i, &format!("w{i}"), Backend::Vulkan);
+    }
+    h.c.submit_job(h.now, sha_job(1, 1)).expect("accepted");
+    let mut out = h.drain();
+    for _ in 0..2 {
+        let (conn, (offer, _)) = (1..=3).find_map(|c| offers(&out, c).pop().map(|o| (c, o))).expect("an offer");
+        out = h.send(conn, Message::TaskDecline(TaskDecline { assignment: offer.assignment, reason: "no".into() }));
+    }
+    assert!(h.c.dead_letters()[0].reason.contains("delivery attempts"), "{:?}", h.c.dead_letters());
+}
+
+#[test]
+fn float_replicas_stay_within_one_class() {
+    let mut h = Harness::new(config(), None);
+    h.join(1, 1, "vk", Backend::Vulkan);
+    h.join(2, 2, "web", Backend::BrowserWebGpu);
+    h.join(3, 3, "vk2", Backend::Vulkan);
+    let kernel = KernelSpec::MatmulF32(MatmulParams::square(8));
+    let inputs: Vec<Bytes> = kernel.seeded_inputs(3).into_iter().map(Bytes::from).collect();
+    let mut spec = JobSpec::new(vec![TaskSpec { kernel, inputs }]);
+    spec.redundancy = Some(2);
+    h.c.submit_job(h.now, spec).expect("accepted");
+    let out = h.drain();
+    let classes: Vec<ConnId> = (1..=3).filter(|c| !offers(&out, *c).is_empty()).collect();
+    assert!(classes == vec![1, 3], "both replicas on Vulkan workers, got {classes:?}");
+}
+
+#[test]
+fn verification_credits_epochs_and_cancellation() {
+    let mut cfg = config();
+    cfg.epoch.every_verified_tasks = Some(2);
+    let mut h = Harness::new(cfg, None);
+    h.join(1, 1, "a", Backend::Vulkan);
+    h.join(2, 2, "b", Backend::Vulkan);
+    let job = h.c.submit_job(h.now, sha_job(2, 2)).expect("accepted");
+    let mut out = h.drain();
+    let mut settled = None;
+    for _ in 0..4 {
+        let Some((conn, (offer, inputs))) = (1..=2).find_map(|c| offers(&out, c).pop().map(|o| (c, o))) else { break };
+        let more = h.complete(conn, &offer, &inputs);
+        out.retain(|o| !matches!(o, Output::Send { envelope, .. } if matches!(&envelope.message, Message::TaskOffer(x) if x.assignment == offer.assignment)));
+        for e in events(&more) {
+            if let Event::EpochSettled(s) = e {
+                settled = Some(s);
+            }
+        }
+        out.extend(more);
+    }
+    let p = h.c.job_progress(job).expect("known job");
+    assert_eq!((p.verified, p.tasks), (2, 2));
+    let s = settled.expect("epoch closed after 2 verified tasks");
+    assert_eq!(s.total_in(), s.total_out());
+    assert_eq!(s.payouts.len(), 2);
+    let tid = h.c.job_tasks(job).expect("known")[0];
+    let v = h.c.task_result(tid).expect("verified");
+    assert_eq!(v.agreed.len(), 2);
+
+    // Cancellation withdraws running replicas.
+    let job2 = h.c.submit_job(h.now, sha_job(1, 2)).expect("accepted");
+    h.drain();
+    assert!(h.c.cancel_job(h.now, job2));
+    let out = h.drain();
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, Output::Send { envelope, .. } if matches!(envelope.message, Message::Cancel(_))))
+            .count(),
+        2
+    );
+    let t2 = h.c.job_tasks(job2).expect("known")[0];
+    assert_eq!(h.c.task_phase(t2), Some(TaskPhase::Cancelled));
+    assert!(events(&out).iter().any(|e| matches!(e, Event::JobFinished { cancelled: 1, .. })));
+}
+
+#[test]
+fn trusted_workers_may_run_alone_with_adaptive_replication() {
+    let mut cfg = config();
+    cfg.credibility.adaptive_replication = true;
+    cfg.credibility.spot_check_pct = 0;
+    cfg.credibility.trust_threshold_ppm = 900_000; // f = 0.2 → k ≥ 1 agreement
+    let mut h = Harness::new(cfg, None);
+    h.join(1, 1, "a", Backend::Vulkan);
+    h.join(2, 2, "b", Backend::Vulkan);
+    assert!(h.c.credibility(&WorkerId::new("a").expect("valid")) < 900_000);
+    h.c.submit_job(h.now, sha_job(1, 2)).expect("accepted");
+    let out = h.drain();
+    for c in 1..=2 {
+        for (o, i) in offers(&out, c) {
+            h.complete(c, &o, &i);
+        }
+    }
+    assert_eq!(h.c.stats().verified, 1);
+    assert!(h.c.credibility(&WorkerId::new("a").expect("valid")) >= 900_000);
+    h.c.submit_job(h.now, sha_job(1, 2)).expect("accepted");
+    let out = h.drain();
+    let sent: usize = (1..=2).map(|c| offers(&out, c).len()).sum();
+    assert_eq!(sent, 1, "a trusted worker runs it alone");
+    assert_eq!(h.c.stats().solo_tasks, 1);
+}
