@@ -123,3 +123,66 @@ fn byzantine_mix_loses_nothing_and_accepts_nothing_wrong() {
     assert_eq!(r.verified + r.dead_lettered, 3_000, "{r:#?}");
     assert!(r.stats.timeouts > 0 && r.slashed > 0, "the mix really misbehaved: {r:#?}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn behaviour() -> impl Strategy<Value = Behaviour> {
+        prop_oneof![
+            Just(Behaviour::Honest),
+            (2u32..20).prop_map(Behaviour::Slow),
+            (1u32..30).prop_map(Behaviour::Flaky),
+            (1u32..40).prop_map(Behaviour::Hanging),
+            (1u32..100).prop_map(Behaviour::Liar),
+            (1u32..100).prop_map(Behaviour::Colluder),
+            (10u64..60, 30u64..120)
+                .prop_map(|(e, p)| Behaviour::Throttled { every: Millis::from_secs(e), pause: Millis::from_secs(p) }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the swarm does: no task is lost, every accepted result
+        /// has a quorum of distinct workers on distinct origins, the books
+        /// of every epoch balance exactly, and nobody honest is slashed
+        /// unless colluders outvoted them.
+        #[test]
+        fn invariants_hold_for_any_swarm(
+            seed in any::<u64>(),
+            groups in prop::collection::vec((1usize..6, behaviour(), any::<bool>()), 1..6),
+            honest in 3usize..10,
+            tasks in 1usize..300,
+            redundancy in 1u8..4,
+            ringers in 0u32..20,
+            churn in prop::option::of((1_000u64..20_000, 0u32..60)),
+        ) {
+            let mut cfg = SimConfig::honest(seed, honest, tasks);
+            cfg.redundancy = redundancy;
+            cfg.tasks_per_job = 50;
+            cfg.coordinator.credibility.ringer_pct = ringers;
+            cfg.coordinator.epoch.every_verified_tasks = Some(40);
+            cfg.churn = churn.map(|(t, p)| (Millis(t), p));
+            cfg.coordinator.task_ttl = Millis::from_mins(20);
+            cfg.max_time = Millis::from_mins(30);
+            for (count, behaviour, same_origin) in groups {
+                cfg.workers.push(WorkerGroup { count, behaviour, mflops: 5_000, same_origin });
+            }
+            let colluders = cfg.workers.iter().any(|g| matches!(g.behaviour, Behaviour::Colluder(_)));
+            let liars = colluders || cfg.workers.iter().any(|g| matches!(g.behaviour, Behaviour::Liar(_)));
+            let r = run(cfg);
+            prop_assert_eq!(r.submitted, tasks);
+            prop_assert_eq!(r.lost, 0, "{:#?}", r);
+            prop_assert_eq!(r.quorum_violations, 0);
+            prop_assert_eq!(r.unbalanced_epochs, 0);
+            prop_assert_eq!(r.verified + r.dead_lettered + r.cancelled, tasks);
+            if !colluders {
+                prop_assert_eq!(r.honest_slashed, 0, "{:#?}", r);
+            }
+            if !liars {
+                prop_assert_eq!(r.wrong_accepted, 0);
+            }
+        }
+    }
+}

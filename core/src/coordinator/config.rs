@@ -74,6 +74,9 @@ pub struct CoordinatorConfig {
     pub worker_queue: u16,
     /// Tasks waiting for dispatch at most; submissions beyond are refused.
     pub max_queued_tasks: usize,
+    /// A task not decided this long after its job was submitted goes to the
+    /// dead-letter queue (e.g. the swarm never had enough distinct workers).
+    pub task_ttl: Millis,
     /// Replicas of one task must come from distinct network origins.
     pub distinct_origins: bool,
     /// Workers without a token may join.
@@ -111,6 +114,7 @@ impl Default for CoordinatorConfig {
             max_replicas: 5,
             worker_queue: 16,
             max_queued_tasks: 1_000_000,
+            task_ttl: Millis::from_mins(24 * 60),
             distinct_origins: true,
             allow_guests: false,
             homogeneous_floats: true,

@@ -480,6 +480,7 @@ impl Task {
 struct Job {
     progress: JobProgress,
     tasks: Vec<TaskId>,
+    expires: Millis,
 }
 
 #[derive(Debug)]
@@ -576,6 +577,8 @@ pub struct Coordinator {
     tasks: Map<TaskId, Task>,
     ready: BTreeSet<(Reverse<u8>, u64, TaskId)>,
     queued_tasks: usize,
+    /// Unfinished jobs by expiry.
+    open_jobs: BTreeSet<(Millis, JobId)>,
     assignments: Map<AssignmentId, Assignment>,
     deadlines: BTreeSet<(Millis, AssignmentId)>,
     ringers: Vec<Ringer>,
@@ -635,6 +638,7 @@ impl Coordinator {
             tasks: Map::default(),
             ready: BTreeSet::new(),
             queued_tasks: 0,
+            open_jobs: BTreeSet::new(),
             assignments: Map::default(),
             deadlines: BTreeSet::new(),
             ringers,
@@ -790,9 +794,15 @@ impl Coordinator {
             ids.push(id);
         }
         self.queued_tasks += ids.len();
+        let expires = now + self.cfg.task_ttl;
+        self.open_jobs.insert((expires, job));
         self.jobs.insert(
             job,
-            Job { progress: JobProgress { tasks: n, verified: 0, dead_lettered: 0, cancelled: 0 }, tasks: ids },
+            Job {
+                progress: JobProgress { tasks: n, verified: 0, dead_lettered: 0, cancelled: 0 },
+                tasks: ids,
+                expires,
+            },
         );
         self.event(Event::JobAccepted { job, tasks: n });
         self.finish_round(now);
@@ -1653,6 +1663,7 @@ impl Coordinator {
         }
         if j.progress.finished() {
             let p = j.progress.clone();
+            self.open_jobs.remove(&(j.expires, job));
             self.event(Event::JobFinished {
                 job,
                 verified: p.verified,
@@ -1723,6 +1734,24 @@ impl Coordinator {
     }
 
     fn housekeeping(&mut self, now: Millis) {
+        while let Some(&(expires, job)) = self.open_jobs.first() {
+            if expires > now {
+                break;
+            }
+            self.open_jobs.remove(&(expires, job));
+            let pending: Vec<TaskId> = self.jobs.get(&job).map_or_else(Vec::new, |j| {
+                j.tasks
+                    .iter()
+                    .copied()
+                    .filter(|t| self.tasks.get(t).is_some_and(|t| t.phase == TaskPhase::Pending))
+                    .collect()
+            });
+            for tid in pending {
+                self.withdraw_live(now, tid, "task expired");
+                let reason = format!("not decided within {} s of submission", self.cfg.task_ttl.0 / 1000);
+                self.dead_letter(tid, reason);
+            }
+        }
         let stale: Vec<ConnId> = self
             .conns
             .iter()
