@@ -13,6 +13,7 @@
 use core::fmt;
 use core::str::FromStr;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::digest::{decode_hex_into, hex_lower};
 
@@ -127,9 +128,17 @@ pub enum WorkerIdError {
 /// The name of a worker: 1–64 characters of `[A-Za-z0-9._-]`.
 ///
 /// Restricted so it is safe in logs, file names, metrics labels and URLs,
-/// and so a token derived from it is unambiguous.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct WorkerId(String);
+/// and so a token derived from it is unambiguous. Shared (`Arc<str>`):
+/// the coordinator copies worker ids into many records, and a copy is a
+/// reference-count increment, not an allocation.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId(Arc<str>);
+
+impl Serialize for WorkerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl WorkerId {
     /// Validates `s` as a worker id.
@@ -141,13 +150,13 @@ impl WorkerId {
         if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
             return Err(WorkerIdError::Character(c));
         }
-        Ok(WorkerId(s))
+        Ok(WorkerId(s.into()))
     }
 
     /// A guest id for an anonymous worker (e.g. a browser tab), from 16
     /// random bytes chosen by the host: `guest-` + 32 hex characters.
     pub fn guest(random: [u8; 16]) -> Self {
-        WorkerId(format!("guest-{}", hex_lower(&random)))
+        WorkerId(format!("guest-{}", hex_lower(&random)).into())
     }
 
     /// The id as text.

@@ -81,6 +81,9 @@ pub struct SimConfig {
     pub churn: Option<(Millis, u32)>,
     /// Give up at this simulated time.
     pub max_time: Millis,
+    /// Submit these jobs instead of `tasks` generated sha256 tasks (every
+    /// kernel needs a CPU reference: the simulator checks the truth).
+    pub jobs: Option<Vec<JobSpec>>,
 }
 
 impl SimConfig {
@@ -108,6 +111,7 @@ impl SimConfig {
             latency_ms: (5, 40),
             churn: None,
             max_time: Millis::from_mins(120),
+            jobs: None,
         }
     }
 }
@@ -205,10 +209,17 @@ struct Sim {
     truth: BTreeMap<crate::ids::TaskId, Digest>,
     slashed: Vec<WorkerId>,
     wake_scheduled: Option<Millis>,
+    submitted: bool,
 }
 
 /// Runs a simulation to the end and reports.
 pub fn run(cfg: SimConfig) -> SimReport {
+    run_keeping(cfg).0
+}
+
+/// Runs a simulation to the end; returns the report, the coordinator (to
+/// read results from) and the submitted jobs.
+pub fn run_keeping(cfg: SimConfig) -> (SimReport, Coordinator, Vec<JobId>) {
     let mut rng = SplitMix64::new(cfg.seed);
     let mut entropy = [0u8; 32];
     rng.fill_bytes(&mut entropy);
@@ -242,6 +253,7 @@ pub fn run(cfg: SimConfig) -> SimReport {
         truth: BTreeMap::new(),
         slashed: Vec::new(),
         wake_scheduled: None,
+        submitted: false,
     };
     sim.run()
 }
@@ -258,7 +270,7 @@ impl Sim {
         Millis(lo + self.rng.below(hi.saturating_sub(lo) + 1))
     }
 
-    fn run(mut self) -> SimReport {
+    fn run(mut self) -> (SimReport, Coordinator, Vec<JobId>) {
         for w in 0..self.workers.len() {
             let t = Millis(self.rng.below(1_000));
             self.at(t, Ev::Connect(w));
@@ -281,7 +293,8 @@ impl Sim {
         }
         self.coord.close_epoch(self.now);
         self.drain();
-        self.report()
+        let report = self.report();
+        (report, self.coord, self.jobs)
     }
 
     fn all_done(&self) -> bool {
@@ -338,7 +351,10 @@ impl Sim {
                     }
                 }
             }
-            Ev::Submit => self.submit(),
+            Ev::Submit => {
+                self.submit();
+                self.submitted = true;
+            }
         }
     }
 
@@ -385,9 +401,15 @@ impl Sim {
         self.at(now + Millis::from_secs(10), Ev::Heartbeat(w, conn));
     }
 
-    fn submit(&mut self) {
+    /// The jobs to submit: the configured ones, or `tasks` tiny sha256
+    /// tasks in jobs of `tasks_per_job`.
+    fn jobs_to_submit(&mut self) -> Vec<JobSpec> {
+        if let Some(jobs) = self.cfg.jobs.take() {
+            return jobs;
+        }
         let mut left = self.cfg.tasks;
         let mut n = 0u64;
+        let mut jobs = Vec::new();
         while left > 0 {
             let count = left.min(self.cfg.tasks_per_job.max(1));
             left -= count;
@@ -399,7 +421,17 @@ impl Sim {
                     TaskSpec { kernel, inputs }
                 })
                 .collect();
-            let truths: Vec<Digest> = tasks
+            let mut spec = JobSpec::new(tasks);
+            spec.redundancy = Some(self.cfg.redundancy);
+            jobs.push(spec);
+        }
+        jobs
+    }
+
+    fn submit(&mut self) {
+        for spec in self.jobs_to_submit() {
+            let truths: Vec<Digest> = spec
+                .tasks
                 .iter()
                 .map(|t| {
                     let refs: Vec<&[u8]> = t.inputs.iter().map(|b| &b[..]).collect();
@@ -407,8 +439,6 @@ impl Sim {
                     Digest::of_parts(out.iter().map(Vec::as_slice))
                 })
                 .collect();
-            let mut spec = JobSpec::new(tasks);
-            spec.redundancy = Some(self.cfg.redundancy);
             match self.coord.submit_job(self.now, spec) {
                 Ok(job) => {
                     if let Some(ids) = self.coord.job_tasks(job) {

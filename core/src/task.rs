@@ -17,6 +17,7 @@
 
 use core::fmt;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 use crate::time::Millis;
 
@@ -181,7 +182,7 @@ pub struct Durations {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskLifecycle {
     status: TaskStatus,
-    justification: String,
+    justification: Cow<'static, str>,
     created_at: Millis,
     answered_at: Option<Millis>,
     accepted_at: Option<Millis>,
@@ -196,7 +197,7 @@ impl TaskLifecycle {
     pub fn new(now: Millis) -> Self {
         TaskLifecycle {
             status: TaskStatus::New,
-            justification: "A new task was created".into(),
+            justification: Cow::Borrowed("A new task was created"),
             created_at: now,
             answered_at: None,
             accepted_at: None,
@@ -242,7 +243,7 @@ impl TaskLifecycle {
         self.completed_at
     }
 
-    fn go(&mut self, to: TaskStatus, justification: &str) -> Result<(), TransitionError> {
+    fn go(&mut self, to: TaskStatus, justification: Cow<'static, str>) -> Result<(), TransitionError> {
         if !self.status.can_become(to) {
             return Err(TransitionError::Illegal { from: self.status, to });
         }
@@ -250,7 +251,7 @@ impl TaskLifecycle {
             return Err(TransitionError::JustificationTooLong(justification.len()));
         }
         self.status = to;
-        justification.clone_into(&mut self.justification);
+        self.justification = justification;
         Ok(())
     }
 
@@ -259,7 +260,7 @@ impl TaskLifecycle {
         if self.status == TaskStatus::New && now.since(self.created_at) > ACCEPT_TIMEOUT {
             return Err(TransitionError::AcceptWindowClosed);
         }
-        self.go(TaskStatus::Accepted, "Task accepted")?;
+        self.go(TaskStatus::Accepted, Cow::Borrowed("Task accepted"))?;
         self.answered_at = Some(now);
         self.accepted_at = Some(now);
         Ok(())
@@ -267,7 +268,7 @@ impl TaskLifecycle {
 
     /// NEW → DECLINED with the worker's reason.
     pub fn decline(&mut self, now: Millis, justification: &str) -> Result<(), TransitionError> {
-        self.go(TaskStatus::Declined, justification)?;
+        self.go(TaskStatus::Declined, Cow::Owned(justification.to_owned()))?;
         self.answered_at = Some(now);
         self.ended_at = Some(now);
         Ok(())
@@ -285,7 +286,7 @@ impl TaskLifecycle {
 
     /// ACCEPTED → EXECUTING. A task never staged is staged now.
     pub fn start(&mut self, now: Millis) -> Result<(), TransitionError> {
-        self.go(TaskStatus::Executing, "Task execution started")?;
+        self.go(TaskStatus::Executing, Cow::Borrowed("Task execution started"))?;
         self.staged_at.get_or_insert(now);
         self.execute_started_at = Some(now);
         Ok(())
@@ -293,21 +294,21 @@ impl TaskLifecycle {
 
     /// ACCEPTED or EXECUTING → COMPLETED: results arrived.
     pub fn complete(&mut self, now: Millis) -> Result<(), TransitionError> {
-        self.go(TaskStatus::Completed, "Task completed with results")?;
+        self.go(TaskStatus::Completed, Cow::Borrowed("Task completed with results"))?;
         self.completed_at = Some(now);
         Ok(())
     }
 
     /// COMPLETED → SUCCEEDED: results verified.
     pub fn succeed(&mut self, now: Millis) -> Result<(), TransitionError> {
-        self.go(TaskStatus::Succeeded, "Results verified")?;
+        self.go(TaskStatus::Succeeded, Cow::Borrowed("Results verified"))?;
         self.ended_at = Some(now);
         Ok(())
     }
 
     /// Any non-terminal status → CANCELLED with a reason.
     pub fn cancel(&mut self, now: Millis, justification: &str) -> Result<(), TransitionError> {
-        self.go(TaskStatus::Cancelled, justification)?;
+        self.go(TaskStatus::Cancelled, Cow::Owned(justification.to_owned()))?;
         self.answered_at.get_or_insert(now);
         self.ended_at = Some(now);
         Ok(())
@@ -345,7 +346,7 @@ impl TaskLifecycle {
     pub fn expire_if_due(&mut self, now: Millis) -> Option<Timeout> {
         let t = self.due_timeout(now)?;
         // The transition is legal by construction of `due_timeout`.
-        self.go(t.outcome(), t.justification()).ok()?;
+        self.go(t.outcome(), Cow::Borrowed(t.justification())).ok()?;
         self.answered_at.get_or_insert(now);
         self.ended_at = Some(now);
         Some(t)

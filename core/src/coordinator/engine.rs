@@ -38,6 +38,31 @@ use crate::wire::{Envelope, Message, PROTOCOL_VERSION};
 
 /// Hash maps with a fixed hasher: deterministic iteration, no OS randomness.
 type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+/// Maps keyed by ids this coordinator generated from its entropy: the key
+/// bytes are already uniformly random and peers cannot choose them, so the
+/// hash is a cheap fold of the bytes (lookups of peer-sent unknown ids
+/// only miss).
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Folds the bytes of a random id into 64 bits.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+}
 
 /// A connection, numbered by the host.
 pub type ConnId = u64;
@@ -566,20 +591,20 @@ pub struct Coordinator {
     secret: Option<MasterSecret>,
     ids: IdGen,
     rng: SplitMix64,
-    conns: Map<ConnId, Conn>,
+    conns: IdMap<ConnId, Conn>,
     workers: Vec<Option<Worker>>,
     free_slots: Vec<WorkerIdx>,
     by_id: Map<WorkerId, WorkerIdx>,
     reputation: BTreeMap<WorkerId, Reputation>,
     /// Active workers with room, by load.
     idle: BTreeSet<(u32, WorkerIdx)>,
-    jobs: Map<JobId, Job>,
-    tasks: Map<TaskId, Task>,
+    jobs: IdMap<JobId, Job>,
+    tasks: IdMap<TaskId, Task>,
     ready: BTreeSet<(Reverse<u8>, u64, TaskId)>,
     queued_tasks: usize,
     /// Unfinished jobs by expiry.
     open_jobs: BTreeSet<(Millis, JobId)>,
-    assignments: Map<AssignmentId, Assignment>,
+    assignments: IdMap<AssignmentId, Assignment>,
     deadlines: BTreeSet<(Millis, AssignmentId)>,
     ringers: Vec<Ringer>,
     dead_letters: Vec<DeadLetter>,
@@ -628,18 +653,18 @@ impl Coordinator {
             secret,
             ids: IdGen(SplitMix64::new(word(0)), SplitMix64::new(word(1))),
             rng,
-            conns: Map::default(),
+            conns: IdMap::default(),
             workers: Vec::new(),
             free_slots: Vec::new(),
             by_id: Map::default(),
             reputation: BTreeMap::new(),
             idle: BTreeSet::new(),
-            jobs: Map::default(),
-            tasks: Map::default(),
+            jobs: IdMap::default(),
+            tasks: IdMap::default(),
             ready: BTreeSet::new(),
             queued_tasks: 0,
             open_jobs: BTreeSet::new(),
-            assignments: Map::default(),
+            assignments: IdMap::default(),
             deadlines: BTreeSet::new(),
             ringers,
             dead_letters: Vec::new(),
@@ -673,14 +698,23 @@ impl Coordinator {
 
     /// Feeds one input that happened at `now`.
     pub fn handle(&mut self, now: Millis, input: Input) {
+        self.handle_batch(now, std::iter::once(input));
+    }
+
+    /// Feeds several inputs that happened at `now` as one round: one
+    /// dispatch pass and one state diff for all of them (group commit),
+    /// which is how a host that reads many frames at once should call it.
+    pub fn handle_batch(&mut self, now: Millis, inputs: impl IntoIterator<Item = Input>) {
         self.start(now);
-        match input {
-            Input::Connected { conn, origin } => {
-                self.conns.insert(conn, Conn { origin, worker: None, opened: now });
+        for input in inputs {
+            match input {
+                Input::Connected { conn, origin } => {
+                    self.conns.insert(conn, Conn { origin, worker: None, opened: now });
+                }
+                Input::Received { conn, envelope } => self.on_envelope(now, conn, envelope),
+                Input::Disconnected { conn } => self.on_disconnect(now, conn, "connection closed"),
+                Input::Tick => self.on_tick(now),
             }
-            Input::Received { conn, envelope } => self.on_envelope(now, conn, envelope),
-            Input::Disconnected { conn } => self.on_disconnect(now, conn, "connection closed"),
-            Input::Tick => self.on_tick(now),
         }
         self.finish_round(now);
     }
@@ -822,6 +856,20 @@ impl Coordinator {
         }
         self.ledger.put("job-cancelled", job.as_bytes().to_vec(), Vec::new());
         self.finish_round(now);
+        true
+    }
+
+    /// Drops a finished job and its tasks' results from memory (after the
+    /// host has persisted or delivered them). False if unknown or unfinished.
+    pub fn forget_job(&mut self, job: JobId) -> bool {
+        if !self.jobs.get(&job).is_some_and(|j| j.progress.finished()) {
+            return false;
+        }
+        if let Some(j) = self.jobs.remove(&job) {
+            for t in j.tasks {
+                self.tasks.remove(&t);
+            }
+        }
         true
     }
 
@@ -1473,6 +1521,14 @@ impl Coordinator {
     /// majority of at least two decides, else the task is undecidable.
     fn evaluate(&mut self, now: Millis, tid: TaskId) {
         let Some(t) = self.tasks.get(&tid) else { return };
+        // Fast path: bit-exact kernel, every result identical, quorum reached.
+        if matches!(t.spec.comparator(), Comparator::Exact)
+            && t.results.len() >= usize::from(t.quorum)
+            && t.results.iter().all(|r| r.digest == t.results[0].digest)
+        {
+            let all: Vec<usize> = (0..t.results.len()).collect();
+            return self.accept(now, tid, &all);
+        }
         let groups = self.groups(t);
         let q = usize::from(t.quorum);
         if let Some(g) = groups.iter().find(|g| g.len() >= q) {

@@ -4,6 +4,7 @@
 //! semantics (ring buffer of 100 recent diffs, 64-slot subscriber queues,
 //! per-subscriber drop counts, catch-up-then-live with no duplicates).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ pub struct DiffEntry {
     /// Put or delete.
     pub write: WriteType,
     /// Which table (`job`, `task`, `worker`, `epoch`, …).
-    pub namespace: String,
+    pub namespace: Cow<'static, str>,
     /// Key within the table.
     pub key: Vec<u8>,
     /// New value (empty for deletes).
@@ -102,20 +103,20 @@ impl Ledger {
     }
 
     /// Records a put.
-    pub fn put(&mut self, namespace: &str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    pub fn put(&mut self, namespace: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.pending.push(DiffEntry {
             write: WriteType::Put,
-            namespace: namespace.to_owned(),
+            namespace: Cow::Borrowed(namespace),
             key: key.into(),
             value: value.into(),
         });
     }
 
     /// Records a delete.
-    pub fn delete(&mut self, namespace: &str, key: impl Into<Vec<u8>>) {
+    pub fn delete(&mut self, namespace: &'static str, key: impl Into<Vec<u8>>) {
         self.pending.push(DiffEntry {
             write: WriteType::Delete,
-            namespace: namespace.to_owned(),
+            namespace: Cow::Borrowed(namespace),
             key: key.into(),
             value: Vec::new(),
         });

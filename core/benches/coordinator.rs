@@ -1,0 +1,204 @@
+//! Coordinator throughput: CPU time per task replica through the whole
+//! cycle (dispatch → ack → result → verify → credit), with 1 000 workers
+//! and 1 000 000 queued tasks; and memory per queued task.
+//!
+//! `cargo bench -p shoal-core --bench coordinator`
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shoal_core::coordinator::{ConnId, Coordinator, CoordinatorConfig, Input, JobSpec, Output, TaskSpec};
+use shoal_core::kernels::{KernelId, KernelSpec, Sha256Params};
+use shoal_core::wire::message::{
+    AttachmentMeta, Backend, DeviceInfo, DeviceType, Hello, HelloAuth, TaskAck, TaskOffer, TaskResult,
+};
+use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
+use shoal_core::{Digest, Millis, WorkerId};
+
+const WORKERS: u64 = 1_000;
+const TASKS: usize = 1_000_000;
+const JOB: usize = 10_000;
+const BATCH: usize = 512;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+fn result_for(offer: &TaskOffer, inputs: &[Bytes]) -> Envelope {
+    let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+    let outputs: Vec<Bytes> = offer.kernel.run_cpu(&refs).unwrap_or_default().into_iter().map(Bytes::from).collect();
+    Envelope {
+        message: Message::TaskResult(TaskResult {
+            assignment: offer.assignment,
+            outputs: outputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
+            output_digest: Digest::of_parts(outputs.iter().map(|b| &b[..])),
+        }),
+        attachments: outputs,
+    }
+}
+
+struct Bench {
+    c: Coordinator,
+    now: Millis,
+    offers: VecDeque<(ConnId, TaskOffer, Vec<Bytes>)>,
+    jobs: VecDeque<shoal_core::JobId>,
+    submitted: usize,
+}
+
+impl Bench {
+    fn collect(&mut self) {
+        while let Some(o) = self.c.poll_output() {
+            if let Output::Send { conn, envelope } = o {
+                if let Message::TaskOffer(offer) = envelope.message {
+                    self.offers.push_back((conn, offer, envelope.attachments));
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, n: usize) {
+        let tasks = (0..n)
+            .map(|i| {
+                let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 16 });
+                let inputs = kernel.seeded_inputs((self.submitted + i) as u64).into_iter().map(Bytes::from).collect();
+                TaskSpec { kernel, inputs }
+            })
+            .collect();
+        self.submitted += n;
+        let job = self.c.submit_job(self.now, JobSpec::new(tasks)).expect("accepted");
+        self.jobs.push_back(job);
+        self.collect();
+    }
+
+    fn setup() -> Self {
+        let mut cfg =
+            CoordinatorConfig { max_workers: WORKERS as usize, max_queued_tasks: 4 * TASKS, ..Default::default() };
+        cfg.profile.benchmark_size = 8;
+        cfg.profile.min_mflops = 0;
+        cfg.epoch.every = None;
+        cfg.stale_after = Millis::from_mins(1_000_000);
+        cfg.ack_timeout = Millis::from_mins(1_000_000);
+        let mut b = Bench {
+            c: Coordinator::new(cfg, None, [3; 32]),
+            now: Millis(1),
+            offers: VecDeque::new(),
+            jobs: VecDeque::new(),
+            submitted: 0,
+        };
+        for w in 0..WORKERS {
+            b.c.handle(b.now, Input::Connected { conn: w, origin: w });
+            let hello = Hello {
+                protocol_version: PROTOCOL_VERSION,
+                worker_id: WorkerId::new(format!("w{w}")).expect("valid"),
+                auth: HelloAuth::Token(String::new()),
+                device: DeviceInfo {
+                    backend: Backend::Vulkan,
+                    device_type: DeviceType::DiscreteGpu,
+                    vendor: "bench".into(),
+                    name: "bench".into(),
+                    driver: "bench".into(),
+                    max_buffer_bytes: 1 << 30,
+                    max_storage_binding_bytes: 1 << 27,
+                    max_workgroup_invocations: 256,
+                    kernels: KernelId::ALL.to_vec(),
+                },
+                software: "bench".into(),
+                max_concurrent: 16,
+            };
+            b.c.handle(b.now, Input::Received { conn: w, envelope: Envelope::bare(Message::Hello(hello)) });
+            b.collect();
+        }
+        // Answer the benchmarks: every worker is admitted.
+        while let Some((conn, offer, inputs)) = b.offers.pop_front() {
+            b.now = b.now + Millis(1);
+            let env = result_for(&offer, &inputs);
+            b.c.handle(b.now, Input::Received { conn, envelope: env });
+            b.collect();
+        }
+        b.offers.clear();
+        b
+    }
+
+    /// Runs `n` replicas; returns the time spent inside the coordinator.
+    fn run(&mut self, n: u64) -> Duration {
+        let mut spent = Duration::ZERO;
+        let mut left = n as usize;
+        while left > 0 {
+            if self.offers.is_empty() {
+                self.submit(JOB);
+            }
+            let take = left.min(BATCH).min(self.offers.len());
+            // Worker side, not timed: compute the answers.
+            let batch: Vec<(ConnId, TaskOffer, Envelope)> = self
+                .offers
+                .drain(..take)
+                .map(|(conn, offer, inputs)| {
+                    let env = result_for(&offer, &inputs);
+                    (conn, offer, env)
+                })
+                .collect();
+            // Acks arrive in one read, results in the next (the worker computes in between).
+            let (acks, results): (Vec<Input>, Vec<Input>) = batch
+                .into_iter()
+                .map(|(conn, offer, result)| {
+                    let ack = Envelope::bare(Message::TaskAck(TaskAck { assignment: offer.assignment }));
+                    (Input::Received { conn, envelope: ack }, Input::Received { conn, envelope: result })
+                })
+                .unzip();
+            let start = Instant::now();
+            for round in [acks, results] {
+                self.now = self.now + Millis(1);
+                self.c.handle_batch(self.now, round);
+                while let Some(o) = self.c.poll_output() {
+                    if let Output::Send { conn, envelope } = o {
+                        if let Message::TaskOffer(offer) = envelope.message {
+                            self.offers.push_back((conn, offer, envelope.attachments));
+                        }
+                    } else {
+                        black_box(o);
+                    }
+                }
+            }
+            // The host forgets finished jobs once their results are delivered.
+            while let Some(&job) = self.jobs.front() {
+                if !self.c.forget_job(job) {
+                    break;
+                }
+                self.jobs.pop_front();
+            }
+            spent += start.elapsed();
+            left -= take;
+        }
+        spent
+    }
+}
+
+fn coordinator(c: &mut Criterion) {
+    let mut b = Bench::setup();
+    let before = rss_bytes();
+    let t = Instant::now();
+    let mut left = TASKS;
+    while left > 0 {
+        let n = left.min(100_000);
+        b.submit(n);
+        left -= n;
+    }
+    let after = rss_bytes();
+    println!(
+        "submitted {TASKS} tasks to {WORKERS} workers in {:.2?}; memory per queued task ≈ {} bytes (RSS delta, inputs of 16 bytes included)",
+        t.elapsed(),
+        after.saturating_sub(before) / TASKS as u64
+    );
+    let mut g = c.benchmark_group("coordinator");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("replica_cycle_1k_workers_1M_tasks", |bench| bench.iter_custom(|iters| b.run(iters)));
+    g.finish();
+    println!("pending tasks at the end: {}, verified: {}", b.c.pending_tasks(), b.c.stats().verified);
+}
+
+criterion_group!(benches, coordinator);
+criterion_main!(benches);
