@@ -473,6 +473,8 @@ struct ReplicaResult {
 struct Task {
     job: JobId,
     spec: Arc<KernelSpec>,
+    /// Bytes a worker must hold (inputs + outputs).
+    working_set: u64,
     inputs: Vec<Bytes>,
     input_digest: Digest,
     quorum: u8,
@@ -802,6 +804,7 @@ impl Coordinator {
             let input_digest = Digest::of_parts(t.inputs.iter().map(|b| &b[..]));
             let task = Task {
                 job,
+                working_set: t.kernel.working_set(),
                 spec: Arc::new(t.kernel),
                 inputs: t.inputs,
                 input_digest,
@@ -1076,7 +1079,7 @@ impl Coordinator {
         let inputs: Vec<Bytes> = spec.seeded_inputs(self.rng.next_u64()).into_iter().map(Bytes::from).collect();
         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
         let expected = Arc::new(spec.run_cpu(&refs).unwrap_or_default());
-        let flops = spec.cost().ops;
+        let flops = spec.ops();
         let deadline = now + self.cfg.ack_timeout + self.cfg.exec_timeout_floor.max(Millis::from_secs(60));
         self.offer(now, idx, None, spec, inputs, Kind::Benchmark { expected, flops }, deadline);
     }
@@ -1158,7 +1161,7 @@ impl Coordinator {
 
     fn pick_worker(&self, tid: TaskId) -> Option<WorkerIdx> {
         let t = self.tasks.get(&tid)?;
-        let need = t.spec.kernel_bytes();
+        let need = t.working_set;
         let float = !matches!(t.spec.comparator(), Comparator::Exact);
         self.idle.iter().take(PICK_SCAN).map(|(_, i)| *i).find(|&i| {
             let Some(w) = self.worker(i) else { return false };
@@ -1270,7 +1273,7 @@ impl Coordinator {
             _ => self.cfg.profile.min_mflops,
         }
         .max(1);
-        let expected_ms = a.spec.cost().ops / (mflops * 1_000);
+        let expected_ms = a.spec.ops() / (mflops * 1_000);
         let budget = Millis(expected_ms.saturating_mul(self.cfg.exec_slack_pct) / 100);
         now + budget.max(self.cfg.exec_timeout_floor)
     }
@@ -1384,9 +1387,7 @@ impl Coordinator {
         }
         self.stats.results += 1;
         let Some(a) = self.assignments.get(&aid) else { return };
-        let lens = a.spec.output_lens();
-        let well_formed = lens.len() == outputs.len()
-            && lens.iter().zip(&outputs).all(|(l, o)| *l == o.len() as u64)
+        let well_formed = a.spec.outputs_fit(&outputs)
             && Digest::of_parts(outputs.iter().map(|b| &b[..])) == r.output_digest;
         if !well_formed {
             let id = self.worker(w).map(|x| x.id.to_string()).unwrap_or_default();
@@ -1697,7 +1698,11 @@ impl Coordinator {
         t.open_slots = 0;
         let key = t.ready_key(tid);
         let job = t.job;
-        let results: Vec<WorkerIdx> = t.results.iter().map(|r| r.worker).collect();
+        for r in &t.results {
+            if let Some(w) = self.workers.get_mut(r.worker as usize).and_then(Option::as_mut) {
+                w.pending_results.retain(|x| *x != tid);
+            }
+        }
         // Inputs are no longer needed; undecided results are dropped.
         t.inputs = Vec::new();
         if phase != TaskPhase::Verified {
@@ -1705,11 +1710,6 @@ impl Coordinator {
         }
         self.ready.remove(&key);
         self.queued_tasks = self.queued_tasks.saturating_sub(1);
-        for w in results {
-            if let Some(w) = self.workers.get_mut(w as usize).and_then(Option::as_mut) {
-                w.pending_results.retain(|x| *x != tid);
-            }
-        }
         let Some(j) = self.jobs.get_mut(&job) else { return };
         match phase {
             TaskPhase::Verified => j.progress.verified += 1,
@@ -1855,12 +1855,5 @@ impl Coordinator {
         }
         self.event(Event::EpochSettled(Box::new(s.clone())));
         self.epoch.history.push(s);
-    }
-}
-
-impl KernelSpec {
-    /// Bytes a worker must hold to run this spec (inputs + outputs).
-    pub fn kernel_bytes(&self) -> u64 {
-        self.input_lens().iter().sum::<u64>() + self.output_lens().iter().sum::<u64>()
     }
 }

@@ -351,13 +351,38 @@ impl KernelSpec {
     pub fn cost(&self) -> Cost {
         let bytes_in = self.input_lens().iter().sum::<u64>() + self.params_bytes().len() as u64;
         let bytes_out = self.output_lens().iter().sum::<u64>();
-        let ops = match self {
+        Cost { ops: self.ops(), bytes_in, bytes_out }
+    }
+
+    /// Operations of one run (the `ops` of [`Self::cost`], without
+    /// allocating: the coordinator asks on every acknowledgement).
+    pub fn ops(&self) -> u64 {
+        match self {
             KernelSpec::Sha256(p) => p.ops(),
             KernelSpec::MatmulF32(p) => p.flops(),
             KernelSpec::Mandelbrot(p) => p.ops(),
             KernelSpec::Custom(c) => c.ops,
-        };
-        Cost { ops, bytes_in, bytes_out }
+        }
+    }
+
+    /// Bytes a worker must hold to run this spec (inputs + outputs).
+    pub fn working_set(&self) -> u64 {
+        self.input_lens().iter().sum::<u64>() + self.output_lens().iter().sum::<u64>()
+    }
+
+    /// Whether `outputs` have exactly the count and lengths this spec
+    /// produces (checked on every result, so it does not allocate).
+    pub fn outputs_fit(&self, outputs: &[impl AsRef<[u8]>]) -> bool {
+        let one = |len: u64| outputs.len() == 1 && outputs[0].as_ref().len() as u64 == len;
+        match self {
+            KernelSpec::Sha256(p) => one(u64::from(p.count) * 32),
+            KernelSpec::MatmulF32(p) => one(p.c_len()),
+            KernelSpec::Mandelbrot(p) => one(u64::from(p.width) * u64::from(p.height) * 4),
+            KernelSpec::Custom(c) => {
+                let mut lens = c.bindings.iter().filter(|b| b.role == CustomRole::Output).map(|b| b.len);
+                outputs.iter().all(|o| lens.next() == Some(o.as_ref().len() as u64)) && lens.next().is_none()
+            }
+        }
     }
 
     /// How replicas of this kernel's outputs are compared.
