@@ -193,6 +193,13 @@ fn coordinator(c: &mut Criterion) {
         t.elapsed(),
         after.saturating_sub(before) / TASKS as u64
     );
+    // `SHOAL_BENCH_CHUNKS=n`: also print the cost of n consecutive chunks of
+    // 100 000 replicas, to see how it drifts as the queue drains.
+    let chunks: u32 = std::env::var("SHOAL_BENCH_CHUNKS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    for i in 0..chunks {
+        let spent = b.run(100_000);
+        println!("chunk {i}: {:.2} µs per replica", spent.as_secs_f64() * 1e6 / 100_000.0);
+    }
     let mut g = c.benchmark_group("coordinator");
     g.throughput(Throughput::Elements(1));
     g.bench_function("replica_cycle_1k_workers_1M_tasks", |bench| bench.iter_custom(|iters| b.run(iters)));

@@ -469,6 +469,12 @@ struct ReplicaResult {
     reward: u64,
 }
 
+#[derive(Debug, Default)]
+struct Trouble {
+    failures: Vec<String>,
+    harmed: Vec<WorkerIdx>,
+}
+
 #[derive(Debug)]
 struct Task {
     job: JobId,
@@ -490,11 +496,12 @@ struct Task {
     origins: Vec<OriginKey>,
     class: Option<WorkerClass>,
     attempts: u32,
-    failures: Vec<String>,
-    harmed: Vec<WorkerIdx>,
+    /// Failures on the way and the workers they harmed (rare: boxed so a
+    /// queued task stays small).
+    trouble: Option<Box<Trouble>>,
     escalated: bool,
     adaptive: bool,
-    verified: Option<VerifiedResult>,
+    verified: Option<Box<VerifiedResult>>,
 }
 
 impl Task {
@@ -820,8 +827,7 @@ impl Coordinator {
                 origins: Vec::new(),
                 class: None,
                 attempts: 0,
-                failures: Vec::new(),
-                harmed: Vec::new(),
+                trouble: None,
                 escalated: false,
                 adaptive: spec.allow_adaptive,
                 verified: None,
@@ -893,7 +899,7 @@ impl Coordinator {
 
     /// A task's accepted result.
     pub fn task_result(&self, task: TaskId) -> Option<&VerifiedResult> {
-        self.tasks.get(&task).and_then(|t| t.verified.as_ref())
+        self.tasks.get(&task).and_then(|t| t.verified.as_deref())
     }
 
     /// The dead-letter queue.
@@ -1367,13 +1373,15 @@ impl Coordinator {
         }
         t.open_slots += 1;
         if how.harms() {
-            t.failures.push(how.reason().to_owned());
-            if !t.harmed.contains(&a.worker) {
-                t.harmed.push(a.worker);
+            let trouble = t.trouble.get_or_insert_with(Box::default);
+            trouble.failures.push(how.reason().to_owned());
+            if !trouble.harmed.contains(&a.worker) {
+                trouble.harmed.push(a.worker);
             }
         }
-        if t.harmed.len() as u32 >= self.cfg.poison_threshold {
-            let reason = format!("poison: hung, crashed or lost {} workers", t.harmed.len());
+        let harmed = t.trouble.as_ref().map_or(0, |x| x.harmed.len());
+        if harmed as u32 >= self.cfg.poison_threshold {
+            let reason = format!("poison: hung, crashed or lost {harmed} workers");
             return self.dead_letter(tid, reason);
         }
         let key = t.ready_key(tid);
@@ -1606,7 +1614,7 @@ impl Coordinator {
         };
         let record =
             postcard::to_allocvec(&(job, &verified.digest, &verified.agreed, &verified.outvoted)).unwrap_or_default();
-        t.verified = Some(verified);
+        t.verified = Some(Box::new(verified));
         for r in &results {
             if let Some(w) = self.workers.get_mut(r.worker as usize).and_then(Option::as_mut) {
                 w.pending_results.retain(|x| *x != tid);
@@ -1679,7 +1687,8 @@ impl Coordinator {
 
     fn dead_letter(&mut self, tid: TaskId, reason: String) {
         let Some(t) = self.tasks.get(&tid) else { return };
-        let letter = DeadLetter { job: t.job, task: tid, reason: reason.clone(), failures: t.failures.clone() };
+        let failures = t.trouble.as_ref().map(|x| x.failures.clone()).unwrap_or_default();
+        let letter = DeadLetter { job: t.job, task: tid, reason: reason.clone(), failures };
         let job = t.job;
         self.ledger.put("dead-letter", tid.as_bytes().to_vec(), postcard::to_allocvec(&letter).unwrap_or_default());
         self.dead_letters.push(letter);
@@ -1857,3 +1866,4 @@ impl Coordinator {
         self.epoch.history.push(s);
     }
 }
+
