@@ -420,7 +420,7 @@ struct Worker {
     in_flight: u32,
     last_seen: Millis,
     /// Tasks where this worker has a result that is not yet decided.
-    pending_results: Vec<TaskId>,
+    pending_results: Vec<TaskKey>,
     /// Assignments in flight.
     live: Vec<AssignmentId>,
 }
@@ -450,7 +450,7 @@ enum Kind {
 
 #[derive(Debug)]
 struct Assignment {
-    task: Option<TaskId>,
+    task: Option<TaskKey>,
     spec: Arc<KernelSpec>,
     worker: WorkerIdx,
     life: TaskLifecycle,
@@ -469,6 +469,54 @@ struct ReplicaResult {
     reward: u64,
 }
 
+/// A task's place in the [`TaskSlab`]: its submission sequence number.
+type TaskKey = u64;
+
+/// Tasks stored in submission order. Dispatch walks tasks in that order
+/// and jobs finish roughly in it, so memory is touched sequentially (a hash
+/// map would scatter a million tasks over the heap and miss the cache on
+/// every access); finished tasks at the front are released as a block.
+#[derive(Debug, Default)]
+struct TaskSlab {
+    base: TaskKey,
+    slots: VecDeque<Option<Task>>,
+    index: IdMap<TaskId, TaskKey>,
+}
+
+impl TaskSlab {
+    fn insert(&mut self, task: Task) -> TaskKey {
+        let key = self.base + self.slots.len() as u64;
+        self.index.insert(task.id, key);
+        self.slots.push_back(Some(task));
+        key
+    }
+
+    fn get(&self, key: TaskKey) -> Option<&Task> {
+        let i = usize::try_from(key.checked_sub(self.base)?).ok()?;
+        self.slots.get(i)?.as_ref()
+    }
+
+    fn get_mut(&mut self, key: TaskKey) -> Option<&mut Task> {
+        let i = usize::try_from(key.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    fn key_of(&self, id: TaskId) -> Option<TaskKey> {
+        self.index.get(&id).copied()
+    }
+
+    fn remove(&mut self, key: TaskKey) {
+        let Some(i) = key.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else { return };
+        if let Some(t) = self.slots.get_mut(i).and_then(Option::take) {
+            self.index.remove(&t.id);
+        }
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Trouble {
     failures: Vec<String>,
@@ -477,6 +525,8 @@ struct Trouble {
 
 #[derive(Debug)]
 struct Task {
+    id: TaskId,
+    key: TaskKey,
     job: JobId,
     spec: Arc<KernelSpec>,
     /// Bytes a worker must hold (inputs + outputs).
@@ -485,15 +535,14 @@ struct Task {
     input_digest: Digest,
     quorum: u8,
     priority: u8,
-    seq: u64,
     min_tier: Tier,
     phase: TaskPhase,
     /// Replicas still to hand out.
     open_slots: u8,
     live: Vec<AssignmentId>,
     results: Vec<ReplicaResult>,
-    tried: Vec<WorkerIdx>,
-    origins: Vec<OriginKey>,
+    /// Workers (and their origins) this task was ever given to.
+    tried: Vec<(WorkerIdx, OriginKey)>,
     class: Option<WorkerClass>,
     attempts: u32,
     /// Failures on the way and the workers they harmed (rare: boxed so a
@@ -505,8 +554,8 @@ struct Task {
 }
 
 impl Task {
-    fn ready_key(&self, id: TaskId) -> (Reverse<u8>, u64, TaskId) {
-        (Reverse(self.priority), self.seq, id)
+    fn ready_key(&self) -> (Reverse<u8>, TaskKey) {
+        (Reverse(self.priority), self.key)
     }
 }
 
@@ -514,7 +563,15 @@ impl Task {
 struct Job {
     progress: JobProgress,
     tasks: Vec<TaskId>,
+    /// The tasks' keys are `first .. first + tasks.len()`.
+    first: TaskKey,
     expires: Millis,
+}
+
+impl Job {
+    fn keys(&self) -> std::ops::Range<TaskKey> {
+        self.first..self.first + self.tasks.len() as u64
+    }
 }
 
 #[derive(Debug)]
@@ -608,8 +665,8 @@ pub struct Coordinator {
     /// Active workers with room, by load.
     idle: BTreeSet<(u32, WorkerIdx)>,
     jobs: IdMap<JobId, Job>,
-    tasks: IdMap<TaskId, Task>,
-    ready: BTreeSet<(Reverse<u8>, u64, TaskId)>,
+    tasks: TaskSlab,
+    ready: BTreeSet<(Reverse<u8>, TaskKey)>,
     queued_tasks: usize,
     /// Unfinished jobs by expiry.
     open_jobs: BTreeSet<(Millis, JobId)>,
@@ -624,7 +681,6 @@ pub struct Coordinator {
     next_housekeeping: Millis,
     staged: Vec<Output>,
     outputs: VecDeque<Output>,
-    seq: u64,
     started: bool,
 }
 
@@ -669,7 +725,7 @@ impl Coordinator {
             reputation: BTreeMap::new(),
             idle: BTreeSet::new(),
             jobs: IdMap::default(),
-            tasks: IdMap::default(),
+            tasks: TaskSlab::default(),
             ready: BTreeSet::new(),
             queued_tasks: 0,
             open_jobs: BTreeSet::new(),
@@ -692,7 +748,6 @@ impl Coordinator {
             next_housekeeping: Millis::ZERO,
             staged: Vec::new(),
             outputs: VecDeque::new(),
-            seq: 0,
             started: false,
             cfg,
         }
@@ -805,26 +860,37 @@ impl Coordinator {
         self.ledger.put("job", job.as_bytes().to_vec(), value);
         let mut ids = Vec::with_capacity(spec.tasks.len());
         let n = spec.tasks.len() as u32;
+        let mut first = None;
+        // Tasks of a job often share one kernel spec: share one allocation.
+        let mut last_spec: Option<Arc<KernelSpec>> = None;
         for t in spec.tasks {
             let id = TaskId::from_bytes(self.ids.next());
-            self.seq += 1;
+            let key = self.tasks.base + self.tasks.slots.len() as u64;
+            first.get_or_insert(key);
             let input_digest = Digest::of_parts(t.inputs.iter().map(|b| &b[..]));
             let task = Task {
+                id,
+                key,
                 job,
                 working_set: t.kernel.working_set(),
-                spec: Arc::new(t.kernel),
+                spec: match &last_spec {
+                    Some(prev) if **prev == t.kernel => Arc::clone(prev),
+                    _ => {
+                        let spec = Arc::new(t.kernel);
+                        last_spec = Some(Arc::clone(&spec));
+                        spec
+                    }
+                },
                 inputs: t.inputs,
                 input_digest,
                 quorum,
                 priority: spec.priority,
-                seq: self.seq,
                 min_tier: spec.min_tier,
                 phase: TaskPhase::Pending,
                 open_slots: redundancy,
                 live: Vec::new(),
                 results: Vec::new(),
                 tried: Vec::new(),
-                origins: Vec::new(),
                 class: None,
                 attempts: 0,
                 trouble: None,
@@ -832,8 +898,8 @@ impl Coordinator {
                 adaptive: spec.allow_adaptive,
                 verified: None,
             };
-            self.ready.insert(task.ready_key(id));
-            self.tasks.insert(id, task);
+            self.ready.insert(task.ready_key());
+            self.tasks.insert(task);
             ids.push(id);
         }
         self.queued_tasks += ids.len();
@@ -844,6 +910,7 @@ impl Coordinator {
             Job {
                 progress: JobProgress { tasks: n, verified: 0, dead_lettered: 0, cancelled: 0 },
                 tasks: ids,
+                first: first.unwrap_or(0),
                 expires,
             },
         );
@@ -856,8 +923,8 @@ impl Coordinator {
     /// replicas are withdrawn. False for an unknown job.
     pub fn cancel_job(&mut self, now: Millis, job: JobId) -> bool {
         let Some(j) = self.jobs.get(&job) else { return false };
-        for tid in j.tasks.clone() {
-            let pending = self.tasks.get(&tid).is_some_and(|t| t.phase == TaskPhase::Pending);
+        for tid in j.keys() {
+            let pending = self.tasks.get(tid).is_some_and(|t| t.phase == TaskPhase::Pending);
             if pending {
                 self.withdraw_live(now, tid, "job cancelled");
                 self.end_task(tid, TaskPhase::Cancelled);
@@ -875,8 +942,8 @@ impl Coordinator {
             return false;
         }
         if let Some(j) = self.jobs.remove(&job) {
-            for t in j.tasks {
-                self.tasks.remove(&t);
+            for key in j.keys() {
+                self.tasks.remove(key);
             }
         }
         true
@@ -894,12 +961,12 @@ impl Coordinator {
 
     /// A task's phase.
     pub fn task_phase(&self, task: TaskId) -> Option<TaskPhase> {
-        self.tasks.get(&task).map(|t| t.phase)
+        self.tasks.key_of(task).and_then(|k| self.tasks.get(k)).map(|t| t.phase)
     }
 
     /// A task's accepted result.
     pub fn task_result(&self, task: TaskId) -> Option<&VerifiedResult> {
-        self.tasks.get(&task).and_then(|t| t.verified.as_deref())
+        self.tasks.key_of(task).and_then(|k| self.tasks.get(k)).and_then(|t| t.verified.as_deref())
     }
 
     /// The dead-letter queue.
@@ -1134,7 +1201,7 @@ impl Coordinator {
     // ------------------------------------------------------------ dispatch
 
     fn dispatch(&mut self, now: Millis) {
-        let mut cursor: Option<(Reverse<u8>, u64, TaskId)> = None;
+        let mut cursor: Option<(Reverse<u8>, TaskKey)> = None;
         let mut skipped = 0;
         while !self.idle.is_empty() && skipped < READY_SCAN {
             let next = match &cursor {
@@ -1142,7 +1209,7 @@ impl Coordinator {
                 Some(k) => self.ready.range((Bound::Excluded(*k), Bound::Unbounded)).next().copied(),
             };
             let Some(key) = next else { break };
-            let tid = key.2;
+            let tid = key.1;
             match self.pick_worker(tid) {
                 Some(w) => {
                     if self.cfg.credibility.ringer_pct > 0
@@ -1165,8 +1232,8 @@ impl Coordinator {
         }
     }
 
-    fn pick_worker(&self, tid: TaskId) -> Option<WorkerIdx> {
-        let t = self.tasks.get(&tid)?;
+    fn pick_worker(&self, tid: TaskKey) -> Option<WorkerIdx> {
+        let t = self.tasks.get(tid)?;
         let need = t.working_set;
         let float = !matches!(t.spec.comparator(), Comparator::Exact);
         self.idle.iter().take(PICK_SCAN).map(|(_, i)| *i).find(|&i| {
@@ -1175,14 +1242,13 @@ impl Coordinator {
             class.tier >= t.min_tier
                 && w.device.kernels.contains(&t.spec.id())
                 && w.device.max_buffer_bytes >= need
-                && !t.tried.contains(&i)
-                && !(self.cfg.distinct_origins && t.origins.contains(&w.origin))
+                && !t.tried.iter().any(|&(tw, to)| tw == i || (self.cfg.distinct_origins && to == w.origin))
                 && !(float && self.cfg.homogeneous_floats && t.class.is_some_and(|c| c != class))
         })
     }
 
-    fn assign(&mut self, now: Millis, tid: TaskId, w: WorkerIdx) {
-        let Some(t) = self.tasks.get(&tid) else { return };
+    fn assign(&mut self, now: Millis, tid: TaskKey, w: WorkerIdx) {
+        let Some(t) = self.tasks.get(tid) else { return };
         if t.attempts >= self.cfg.max_delivery_attempts {
             let reason = format!("{} delivery attempts exhausted", t.attempts);
             self.dead_letter(tid, reason);
@@ -1198,7 +1264,7 @@ impl Coordinator {
             && adaptive_ok
             && self.credibility(&wid) >= self.cfg.credibility.trust_threshold_ppm
             && self.rng.below(100) >= u64::from(self.cfg.credibility.spot_check_pct);
-        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        let Some(t) = self.tasks.get_mut(tid) else { return };
         t.attempts += 1;
         t.open_slots = t.open_slots.saturating_sub(1);
         if solo {
@@ -1206,13 +1272,12 @@ impl Coordinator {
             t.quorum = 1;
             self.stats.solo_tasks += 1;
         }
-        t.tried.push(w);
-        t.origins.push(origin);
+        t.tried.push((w, origin));
         if t.class.is_none() {
             t.class = class;
         }
         if t.open_slots == 0 {
-            let key = t.ready_key(tid);
+            let key = t.ready_key();
             self.ready.remove(&key);
         }
         let deadline = now + self.cfg.ack_timeout;
@@ -1232,7 +1297,7 @@ impl Coordinator {
         &mut self,
         now: Millis,
         w: WorkerIdx,
-        task: Option<TaskId>,
+        task: Option<TaskKey>,
         spec: Arc<KernelSpec>,
         inputs: Vec<Bytes>,
         kind: Kind,
@@ -1246,17 +1311,21 @@ impl Coordinator {
             worker.live.push(aid);
         }
         self.set_load(w, load);
-        let (job, input_digest) = match task.and_then(|t| self.tasks.get_mut(&t)) {
+        let (job, task_id, input_digest) = match task.and_then(|t| self.tasks.get_mut(t)) {
             Some(t) => {
                 t.live.push(aid);
-                (t.job, t.input_digest)
+                (t.job, t.id, t.input_digest)
             }
-            None => (JobId::from_bytes([0; 16]), Digest::of_parts(inputs.iter().map(|b| &b[..]))),
+            // Ringers and benchmarks get a fresh id so they look like any task.
+            None => (
+                JobId::from_bytes([0; 16]),
+                TaskId::from_bytes(self.ids.next()),
+                Digest::of_parts(inputs.iter().map(|b| &b[..])),
+            ),
         };
         let offer = TaskOffer {
             assignment: aid,
-            // Ringers and benchmarks get a fresh id so they look like any task.
-            task: task.unwrap_or_else(|| TaskId::from_bytes(self.ids.next())),
+            task: task_id,
             job,
             kernel: (*spec).clone(),
             inputs: inputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
@@ -1366,7 +1435,7 @@ impl Coordinator {
             }
             return;
         };
-        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        let Some(t) = self.tasks.get_mut(tid) else { return };
         t.live.retain(|x| *x != aid);
         if t.phase != TaskPhase::Pending || matches!(how, Release::Withdrawn(_)) {
             return;
@@ -1384,7 +1453,7 @@ impl Coordinator {
             let reason = format!("poison: hung, crashed or lost {harmed} workers");
             return self.dead_letter(tid, reason);
         }
-        let key = t.ready_key(tid);
+        let key = t.ready_key();
         self.ready.insert(key);
     }
 
@@ -1395,8 +1464,8 @@ impl Coordinator {
         }
         self.stats.results += 1;
         let Some(a) = self.assignments.get(&aid) else { return };
-        let well_formed = a.spec.outputs_fit(&outputs)
-            && Digest::of_parts(outputs.iter().map(|b| &b[..])) == r.output_digest;
+        let well_formed =
+            a.spec.outputs_fit(&outputs) && Digest::of_parts(outputs.iter().map(|b| &b[..])) == r.output_digest;
         if !well_formed {
             let id = self.worker(w).map(|x| x.id.to_string()).unwrap_or_default();
             self.send(
@@ -1458,7 +1527,7 @@ impl Coordinator {
                 self.set_load(w, load);
                 let Some(tid) = a.task else { return };
                 let digest = r.output_digest;
-                let Some(t) = self.tasks.get_mut(&tid) else { return };
+                let Some(t) = self.tasks.get_mut(tid) else { return };
                 t.live.retain(|x| *x != aid);
                 if t.phase != TaskPhase::Pending {
                     return;
@@ -1528,8 +1597,8 @@ impl Coordinator {
     /// quorum; otherwise keep exactly enough replicas outstanding for the
     /// best group to reach it, up to the replica cap; at the cap, a strict
     /// majority of at least two decides, else the task is undecidable.
-    fn evaluate(&mut self, now: Millis, tid: TaskId) {
-        let Some(t) = self.tasks.get(&tid) else { return };
+    fn evaluate(&mut self, now: Millis, tid: TaskKey) {
+        let Some(t) = self.tasks.get(tid) else { return };
         // Fast path: bit-exact kernel, every result identical, quorum reached.
         if matches!(t.spec.comparator(), Comparator::Exact)
             && t.results.len() >= usize::from(t.quorum)
@@ -1549,7 +1618,7 @@ impl Coordinator {
         let total = t.results.len() + outstanding;
         let needed = q - best;
         let mismatch = groups.len() > 1;
-        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        let Some(t) = self.tasks.get_mut(tid) else { return };
         if mismatch && !t.escalated {
             t.escalated = true;
             self.stats.mismatched_tasks += 1;
@@ -1562,7 +1631,7 @@ impl Coordinator {
         if extra > 0 {
             t.open_slots += extra as u8;
             self.stats.escalations += extra as u64;
-            let key = t.ready_key(tid);
+            let key = t.ready_key();
             self.ready.insert(key);
             return;
         }
@@ -1585,16 +1654,16 @@ impl Coordinator {
         }
     }
 
-    fn accept(&mut self, now: Millis, tid: TaskId, group: &[usize]) {
+    fn accept(&mut self, now: Millis, tid: TaskKey, group: &[usize]) {
         self.withdraw_live(now, tid, "task verified");
         if self.cfg.shadow_cpu_reference {
             self.shadow_compare(tid, group);
         }
-        let Some(t) = self.tasks.get_mut(&tid) else { return };
+        let Some(t) = self.tasks.get_mut(tid) else { return };
         let results = std::mem::take(&mut t.results);
         let rep = &results[group[0]];
         let (outputs, digest) = (rep.outputs.clone(), rep.digest);
-        let job = t.job;
+        let (job, task_id) = (t.job, t.id);
         let mut agreed = Vec::new();
         let mut outvoted = Vec::new();
         let mut liars = Vec::new();
@@ -1620,7 +1689,7 @@ impl Coordinator {
                 w.pending_results.retain(|x| *x != tid);
             }
         }
-        self.ledger.put("task", tid.as_bytes().to_vec(), record);
+        self.ledger.put("task", task_id.as_bytes().to_vec(), record);
         for (w, reward) in &agreed {
             let work = self.epoch.work.entry(w.clone()).or_default();
             work.score += reward;
@@ -1632,7 +1701,7 @@ impl Coordinator {
         }
         self.event(Event::TaskVerified {
             job,
-            task: tid,
+            task: task_id,
             agreed: agreed.into_iter().map(|(w, _)| w).collect(),
             outvoted,
         });
@@ -1641,14 +1710,14 @@ impl Coordinator {
         self.end_task(tid, TaskPhase::Verified);
         if self.cfg.credibility.slash_outvoted {
             for w in liars {
-                self.slash(now, w, &format!("outvoted on task {tid}"));
+                self.slash(now, w, &format!("outvoted on task {task_id}"));
             }
         }
     }
 
     /// Compares every replica of a task being accepted with the CPU reference.
-    fn shadow_compare(&mut self, tid: TaskId, group: &[usize]) {
-        let Some(t) = self.tasks.get(&tid) else { return };
+    fn shadow_compare(&mut self, tid: TaskKey, group: &[usize]) {
+        let Some(t) = self.tasks.get(tid) else { return };
         let refs: Vec<&[u8]> = t.inputs.iter().map(|b| &b[..]).collect();
         let Ok(truth) = t.spec.run_cpu(&refs) else { return };
         let truth: Vec<&[u8]> = truth.iter().map(Vec::as_slice).collect();
@@ -1678,34 +1747,35 @@ impl Coordinator {
     }
 
     /// Withdraws a task's running replicas (their workers get a cancel).
-    fn withdraw_live(&mut self, now: Millis, tid: TaskId, why: &str) {
-        let live = self.tasks.get_mut(&tid).map(|t| std::mem::take(&mut t.live)).unwrap_or_default();
+    fn withdraw_live(&mut self, now: Millis, tid: TaskKey, why: &str) {
+        let live = self.tasks.get_mut(tid).map(|t| std::mem::take(&mut t.live)).unwrap_or_default();
         for aid in live {
             self.release(now, aid, &Release::Withdrawn(why));
         }
     }
 
-    fn dead_letter(&mut self, tid: TaskId, reason: String) {
-        let Some(t) = self.tasks.get(&tid) else { return };
+    fn dead_letter(&mut self, tid: TaskKey, reason: String) {
+        let Some(t) = self.tasks.get(tid) else { return };
         let failures = t.trouble.as_ref().map(|x| x.failures.clone()).unwrap_or_default();
-        let letter = DeadLetter { job: t.job, task: tid, reason: reason.clone(), failures };
+        let letter = DeadLetter { job: t.job, task: t.id, reason: reason.clone(), failures };
+        let task_id = t.id;
         let job = t.job;
-        self.ledger.put("dead-letter", tid.as_bytes().to_vec(), postcard::to_allocvec(&letter).unwrap_or_default());
+        self.ledger.put("dead-letter", task_id.as_bytes().to_vec(), postcard::to_allocvec(&letter).unwrap_or_default());
         self.dead_letters.push(letter);
         self.stats.dead_lettered += 1;
-        self.event(Event::TaskDeadLettered { job, task: tid, reason });
+        self.event(Event::TaskDeadLettered { job, task: task_id, reason });
         self.end_task(tid, TaskPhase::DeadLettered);
     }
 
     /// Moves a pending task to a final phase and updates its job.
-    fn end_task(&mut self, tid: TaskId, phase: TaskPhase) {
-        let Some(t) = self.tasks.get_mut(&tid) else { return };
+    fn end_task(&mut self, tid: TaskKey, phase: TaskPhase) {
+        let Some(t) = self.tasks.get_mut(tid) else { return };
         if t.phase != TaskPhase::Pending {
             return;
         }
         t.phase = phase;
         t.open_slots = 0;
-        let key = t.ready_key(tid);
+        let key = t.ready_key();
         let job = t.job;
         for r in &t.results {
             if let Some(w) = self.workers.get_mut(r.worker as usize).and_then(Option::as_mut) {
@@ -1756,14 +1826,14 @@ impl Coordinator {
         work.stake = 0;
         self.stats.slashed += 1;
         for tid in pending {
-            let Some(t) = self.tasks.get_mut(&tid) else { continue };
+            let Some(t) = self.tasks.get_mut(tid) else { continue };
             if t.phase != TaskPhase::Pending {
                 continue;
             }
             let before = t.results.len();
             t.results.retain(|r| r.worker != w);
             t.open_slots += (before - t.results.len()) as u8;
-            let key = t.ready_key(tid);
+            let key = t.ready_key();
             self.ready.insert(key);
         }
         self.ledger.put(
@@ -1804,12 +1874,8 @@ impl Coordinator {
                 break;
             }
             self.open_jobs.remove(&(expires, job));
-            let pending: Vec<TaskId> = self.jobs.get(&job).map_or_else(Vec::new, |j| {
-                j.tasks
-                    .iter()
-                    .copied()
-                    .filter(|t| self.tasks.get(t).is_some_and(|t| t.phase == TaskPhase::Pending))
-                    .collect()
+            let pending: Vec<TaskKey> = self.jobs.get(&job).map_or_else(Vec::new, |j| {
+                j.keys().filter(|k| self.tasks.get(*k).is_some_and(|t| t.phase == TaskPhase::Pending)).collect()
             });
             for tid in pending {
                 self.withdraw_live(now, tid, "task expired");
@@ -1866,4 +1932,3 @@ impl Coordinator {
         self.epoch.history.push(s);
     }
 }
-
