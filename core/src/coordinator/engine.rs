@@ -10,7 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -586,7 +586,7 @@ struct EpochState {
     number: u64,
     opened: Millis,
     verified: u64,
-    work: BTreeMap<WorkerId, EpochWork>,
+    work: Map<WorkerId, EpochWork>,
     carried: u128,
     forfeited: u128,
     history: Vec<EpochSettlement>,
@@ -661,7 +661,7 @@ pub struct Coordinator {
     workers: Vec<Option<Worker>>,
     free_slots: Vec<WorkerIdx>,
     by_id: Map<WorkerId, WorkerIdx>,
-    reputation: BTreeMap<WorkerId, Reputation>,
+    reputation: Map<WorkerId, Reputation>,
     /// Active workers with room, by load.
     idle: BTreeSet<(u32, WorkerIdx)>,
     jobs: IdMap<JobId, Job>,
@@ -722,7 +722,7 @@ impl Coordinator {
             workers: Vec::new(),
             free_slots: Vec::new(),
             by_id: Map::default(),
-            reputation: BTreeMap::new(),
+            reputation: Map::default(),
             idle: BTreeSet::new(),
             jobs: IdMap::default(),
             tasks: TaskSlab::default(),
@@ -738,7 +738,7 @@ impl Coordinator {
                 number: 0,
                 opened: Millis::ZERO,
                 verified: 0,
-                work: BTreeMap::new(),
+                work: Map::default(),
                 carried: 0,
                 forfeited: 0,
                 history: Vec::new(),
@@ -1660,9 +1660,10 @@ impl Coordinator {
             self.shadow_compare(tid, group);
         }
         let Some(t) = self.tasks.get_mut(tid) else { return };
-        let results = std::mem::take(&mut t.results);
-        let rep = &results[group[0]];
-        let (outputs, digest) = (rep.outputs.clone(), rep.digest);
+        let mut results = std::mem::take(&mut t.results);
+        // The representative's outputs become the canonical result (moved, not copied).
+        let outputs = std::mem::take(&mut results[group[0]].outputs);
+        let digest = results[group[0]].digest;
         let (job, task_id) = (t.job, t.id);
         let mut agreed = Vec::new();
         let mut outvoted = Vec::new();
@@ -1691,13 +1692,19 @@ impl Coordinator {
         }
         self.ledger.put("task", task_id.as_bytes().to_vec(), record);
         for (w, reward) in &agreed {
-            let work = self.epoch.work.entry(w.clone()).or_default();
+            let work = match self.epoch.work.get_mut(w) {
+                Some(work) => work,
+                None => self.epoch.work.entry(w.clone()).or_default(),
+            };
             work.score += reward;
             work.agreed += 1;
             if !liars.is_empty() {
                 work.exposed += 1;
             }
-            self.reputation.entry(w.clone()).or_default().agreed += 1;
+            match self.reputation.get_mut(w) {
+                Some(r) => r.agreed += 1,
+                None => self.reputation.entry(w.clone()).or_default().agreed += 1,
+            }
         }
         self.event(Event::TaskVerified {
             job,
@@ -1910,7 +1917,7 @@ impl Coordinator {
             self.epoch.number,
             self.epoch.carried,
             self.epoch.forfeited,
-            &self.epoch.work,
+            &self.epoch.work.iter().map(|(w, e)| (w.clone(), e.clone())).collect(),
         );
         self.ledger.put(
             "epoch",
@@ -1922,8 +1929,9 @@ impl Coordinator {
         self.epoch.verified = 0;
         self.epoch.carried = s.carried_out;
         self.epoch.forfeited = 0;
-        let stakes: Vec<(WorkerId, u128)> =
+        let mut stakes: Vec<(WorkerId, u128)> =
             self.reputation.iter().filter(|(_, r)| r.stake > 0).map(|(w, r)| (w.clone(), r.stake)).collect();
+        stakes.sort();
         self.epoch.work.clear();
         for (w, stake) in stakes {
             self.epoch.work.entry(w).or_default().stake = stake;
