@@ -439,3 +439,57 @@ fn trusted_workers_may_run_alone_with_adaptive_replication() {
     assert_eq!(sent, 1, "a trusted worker runs it alone");
     assert_eq!(h.c.stats().solo_tasks, 1);
 }
+
+#[test]
+fn a_liar_who_left_is_still_slashed_and_nobody_else_is() {
+    let mut h = Harness::new(config(), None);
+    h.join(1, 1, "liar", Backend::Vulkan);
+    h.join(2, 2, "honest", Backend::Vulkan);
+    h.c.submit_job(h.now, sha_job(1, 2)).expect("accepted");
+    let out = h.drain();
+    let (lo, li) = offers(&out, 1).remove(0);
+    let (ho, hi) = offers(&out, 2).remove(0);
+    // The liar answers wrongly, then leaves; a newcomer takes its place.
+    h.send(1, Message::TaskAck(TaskAck { assignment: lo.assignment }));
+    let mut wrong = answer(&lo, &li);
+    wrong[0] = Bytes::from(vec![0xEE; wrong[0].len()]);
+    h.input(Input::Received { conn: 1, envelope: result_env(&lo, wrong) });
+    h.input(Input::Disconnected { conn: 1 });
+    h.join(3, 3, "newcomer", Backend::Vulkan);
+    let out = h.complete(2, &ho, &hi);
+    // The disagreement escalates to the newcomer, whose answer decides.
+    let (no, ni) = offers(&out, 3).remove(0);
+    assert_eq!(no.task, lo.task);
+    let out = h.complete(3, &no, &ni);
+    let slashed: Vec<String> = events(&out)
+        .into_iter()
+        .filter_map(|e| if let Event::WorkerSlashed { worker, .. } = e { Some(worker.to_string()) } else { None })
+        .collect();
+    assert_eq!(slashed, vec!["liar".to_owned()]);
+    assert_eq!(h.c.credibility(&WorkerId::new("liar").expect("valid")), 0);
+    assert!(h.c.credibility(&WorkerId::new("newcomer").expect("valid")) > 0);
+    // And the liar cannot come back.
+    let out = h.hello(4, 4, "liar", HelloAuth::Token(String::new()), Backend::Vulkan);
+    assert_eq!(error_codes(&out, 4), vec![ErrorCode::Refused]);
+}
+
+#[test]
+fn a_reconnecting_worker_never_gets_the_same_task_again() {
+    let mut h = Harness::new(config(), None);
+    h.join(1, 1, "a", Backend::Vulkan);
+    h.c.submit_job(h.now, sha_job(1, 1)).expect("accepted");
+    let out = h.drain();
+    let (offer, _) = offers(&out, 1).remove(0);
+    h.send(1, Message::TaskAck(TaskAck { assignment: offer.assignment }));
+    h.input(Input::Disconnected { conn: 1 });
+    // c takes a's freed slot in the registry and gets the task; it declines.
+    let out = h.join(2, 2, "c", Backend::Vulkan);
+    let (to_c, _) = offers(&out, 2).remove(0);
+    assert_eq!(to_c.task, offer.task);
+    h.send(2, Message::TaskDecline(TaskDecline { assignment: to_c.assignment, reason: "no".into() }));
+    // a comes back: never the same task twice to one worker.
+    let out = h.join(5, 1, "a", Backend::Vulkan);
+    assert!(offers(&out, 5).is_empty(), "the task a dropped goes to someone else");
+    let out = h.join(6, 6, "b", Backend::Vulkan);
+    assert_eq!(offers(&out, 6)[0].0.task, offer.task);
+}

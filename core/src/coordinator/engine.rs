@@ -412,6 +412,8 @@ enum WorkerState {
 #[derive(Debug)]
 struct Worker {
     id: WorkerId,
+    /// Stable number of this worker id (never reused, survives reconnects).
+    num: u32,
     conn: ConnId,
     origin: OriginKey,
     device: DeviceInfo,
@@ -419,8 +421,6 @@ struct Worker {
     capacity: u32,
     in_flight: u32,
     last_seen: Millis,
-    /// Tasks where this worker has a result that is not yet decided.
-    pending_results: Vec<TaskKey>,
     /// Assignments in flight.
     live: Vec<AssignmentId>,
 }
@@ -461,7 +461,6 @@ struct Assignment {
 
 #[derive(Debug)]
 struct ReplicaResult {
-    worker: WorkerIdx,
     worker_id: WorkerId,
     class: Option<WorkerClass>,
     outputs: Vec<Bytes>,
@@ -520,7 +519,7 @@ impl TaskSlab {
 #[derive(Debug, Default)]
 struct Trouble {
     failures: Vec<String>,
-    harmed: Vec<WorkerIdx>,
+    harmed: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -542,7 +541,7 @@ struct Task {
     live: Vec<AssignmentId>,
     results: Vec<ReplicaResult>,
     /// Workers (and their origins) this task was ever given to.
-    tried: Vec<(WorkerIdx, OriginKey)>,
+    tried: Vec<(u32, OriginKey)>,
     class: Option<WorkerClass>,
     attempts: u32,
     /// Failures on the way and the workers they harmed (rare: boxed so a
@@ -590,6 +589,16 @@ struct EpochState {
     carried: u128,
     forfeited: u128,
     history: Vec<EpochSettlement>,
+}
+
+/// Removes `task` from the undecided list of `worker`.
+fn forget_undecided(undecided: &mut Map<WorkerId, Vec<TaskKey>>, worker: &WorkerId, task: TaskKey) {
+    if let Some(list) = undecided.get_mut(worker) {
+        list.retain(|k| *k != task);
+        if list.is_empty() {
+            undecided.remove(worker);
+        }
+    }
 }
 
 /// Why an assignment ended without a result.
@@ -662,6 +671,11 @@ pub struct Coordinator {
     free_slots: Vec<WorkerIdx>,
     by_id: Map<WorkerId, WorkerIdx>,
     reputation: Map<WorkerId, Reputation>,
+    /// Undecided tasks holding a result of each worker, connected or not
+    /// (so a liar who left is still slashed and its votes withdrawn).
+    undecided: Map<WorkerId, Vec<TaskKey>>,
+    /// Stable numbers of worker ids (see `Worker::num`).
+    worker_nums: Map<WorkerId, u32>,
     /// Active workers with room, by load.
     idle: BTreeSet<(u32, WorkerIdx)>,
     jobs: IdMap<JobId, Job>,
@@ -723,6 +737,8 @@ impl Coordinator {
             free_slots: Vec::new(),
             by_id: Map::default(),
             reputation: Map::default(),
+            undecided: Map::default(),
+            worker_nums: Map::default(),
             idle: BTreeSet::new(),
             jobs: IdMap::default(),
             tasks: TaskSlab::default(),
@@ -1110,8 +1126,11 @@ impl Coordinator {
             return self.refuse(conn, Some(id), ErrorCode::Busy, why);
         }
         let Some(origin) = self.conns.get(&conn).map(|c| c.origin) else { return };
+        let next = self.worker_nums.len() as u32;
+        let num = *self.worker_nums.entry(id.clone()).or_insert(next);
         let worker = Worker {
             id: id.clone(),
+            num,
             conn,
             origin,
             device: h.device,
@@ -1119,7 +1138,6 @@ impl Coordinator {
             capacity: u32::from(h.max_concurrent.clamp(1, self.cfg.worker_queue.max(1))),
             in_flight: 0,
             last_seen: now,
-            pending_results: Vec::new(),
             live: Vec::new(),
         };
         let idx = match self.free_slots.pop() {
@@ -1242,7 +1260,7 @@ impl Coordinator {
             class.tier >= t.min_tier
                 && w.device.kernels.contains(&t.spec.id())
                 && w.device.max_buffer_bytes >= need
-                && !t.tried.iter().any(|&(tw, to)| tw == i || (self.cfg.distinct_origins && to == w.origin))
+                && !t.tried.iter().any(|&(tw, to)| tw == w.num || (self.cfg.distinct_origins && to == w.origin))
                 && !(float && self.cfg.homogeneous_floats && t.class.is_some_and(|c| c != class))
         })
     }
@@ -1258,7 +1276,7 @@ impl Coordinator {
         let first = t.attempts == 0;
         let adaptive_ok = t.adaptive && self.cfg.credibility.adaptive_replication;
         let Some(worker) = self.worker(w) else { return };
-        let (origin, class, wid) = (worker.origin, worker.class(), worker.id.clone());
+        let (origin, class, wid, num) = (worker.origin, worker.class(), worker.id.clone(), worker.num);
         // Adaptive replication: a trusted worker may run a task alone, unless spot-checked.
         let solo = first
             && adaptive_ok
@@ -1272,7 +1290,7 @@ impl Coordinator {
             t.quorum = 1;
             self.stats.solo_tasks += 1;
         }
-        t.tried.push((w, origin));
+        t.tried.push((num, origin));
         if t.class.is_none() {
             t.class = class;
         }
@@ -1435,6 +1453,7 @@ impl Coordinator {
             }
             return;
         };
+        let num = self.worker(a.worker).map_or(u32::MAX, |w| w.num);
         let Some(t) = self.tasks.get_mut(tid) else { return };
         t.live.retain(|x| *x != aid);
         if t.phase != TaskPhase::Pending || matches!(how, Release::Withdrawn(_)) {
@@ -1444,8 +1463,8 @@ impl Coordinator {
         if how.harms() {
             let trouble = t.trouble.get_or_insert_with(Box::default);
             trouble.failures.push(how.reason().to_owned());
-            if !trouble.harmed.contains(&a.worker) {
-                trouble.harmed.push(a.worker);
+            if !trouble.harmed.contains(&num) {
+                trouble.harmed.push(num);
             }
         }
         let harmed = t.trouble.as_ref().map_or(0, |x| x.harmed.len());
@@ -1520,7 +1539,10 @@ impl Coordinator {
                     self.reputation.entry(wid).or_default().agreed += 1;
                 } else {
                     self.stats.ringers_failed += 1;
-                    self.slash(now, w, "wrong answer to a task with a known answer");
+                    let id = self.worker(w).map(|x| x.id.clone());
+                    if let Some(id) = id {
+                        self.slash(now, &id, "wrong answer to a task with a known answer");
+                    }
                 }
             }
             Kind::Task => {
@@ -1532,10 +1554,8 @@ impl Coordinator {
                 if t.phase != TaskPhase::Pending {
                     return;
                 }
-                t.results.push(ReplicaResult { worker: w, worker_id: wid, class, outputs, digest, reward });
-                if let Some(worker) = self.worker_mut(w) {
-                    worker.pending_results.push(tid);
-                }
+                t.results.push(ReplicaResult { worker_id: wid.clone(), class, outputs, digest, reward });
+                self.undecided.entry(wid).or_default().push(tid);
                 self.evaluate(now, tid);
             }
         }
@@ -1673,7 +1693,7 @@ impl Coordinator {
                 agreed.push((r.worker_id.clone(), r.reward));
             } else {
                 outvoted.push(r.worker_id.clone());
-                liars.push(r.worker);
+                liars.push(r.worker_id.clone());
             }
         }
         let verified = VerifiedResult {
@@ -1686,9 +1706,7 @@ impl Coordinator {
             postcard::to_allocvec(&(job, &verified.digest, &verified.agreed, &verified.outvoted)).unwrap_or_default();
         t.verified = Some(Box::new(verified));
         for r in &results {
-            if let Some(w) = self.workers.get_mut(r.worker as usize).and_then(Option::as_mut) {
-                w.pending_results.retain(|x| *x != tid);
-            }
+            forget_undecided(&mut self.undecided, &r.worker_id, tid);
         }
         self.ledger.put("task", task_id.as_bytes().to_vec(), record);
         for (w, reward) in &agreed {
@@ -1716,7 +1734,7 @@ impl Coordinator {
         self.epoch.verified += 1;
         self.end_task(tid, TaskPhase::Verified);
         if self.cfg.credibility.slash_outvoted {
-            for w in liars {
+            for w in &liars {
                 self.slash(now, w, &format!("outvoted on task {task_id}"));
             }
         }
@@ -1785,9 +1803,7 @@ impl Coordinator {
         let key = t.ready_key();
         let job = t.job;
         for r in &t.results {
-            if let Some(w) = self.workers.get_mut(r.worker as usize).and_then(Option::as_mut) {
-                w.pending_results.retain(|x| *x != tid);
-            }
+            forget_undecided(&mut self.undecided, &r.worker_id, tid);
         }
         // Inputs are no longer needed; undecided results are dropped.
         t.inputs = Vec::new();
@@ -1818,9 +1834,9 @@ impl Coordinator {
     /// A proven liar: credibility gone, banned, stake and epoch earnings
     /// forfeited, its undecided results discarded (their tasks re-queued),
     /// its running assignments withdrawn, its connection closed.
-    fn slash(&mut self, now: Millis, w: WorkerIdx, reason: &str) {
-        let Some(worker) = self.worker(w) else { return };
-        let (id, conn, pending) = (worker.id.clone(), worker.conn, worker.pending_results.clone());
+    fn slash(&mut self, now: Millis, id: &WorkerId, reason: &str) {
+        let id = id.clone();
+        let pending = self.undecided.remove(&id).unwrap_or_default();
         let rep = self.reputation.entry(id.clone()).or_default();
         if rep.slashed {
             return;
@@ -1838,7 +1854,7 @@ impl Coordinator {
                 continue;
             }
             let before = t.results.len();
-            t.results.retain(|r| r.worker != w);
+            t.results.retain(|r| r.worker_id != id);
             t.open_slots += (before - t.results.len()) as u8;
             let key = t.ready_key();
             self.ready.insert(key);
@@ -1848,10 +1864,13 @@ impl Coordinator {
             id.as_str().as_bytes().to_vec(),
             postcard::to_allocvec(&(reason, forfeited)).unwrap_or_default(),
         );
+        let conn = self.by_id.get(&id).and_then(|&w| self.worker(w)).map(|w| w.conn);
         self.event(Event::WorkerSlashed { worker: id, reason: reason.to_owned(), forfeited });
-        self.send(conn, Message::Goodbye(Goodbye { reason: format!("slashed: {reason}") }), vec![]);
-        self.staged.push(Output::Close { conn, reason: format!("slashed: {reason}") });
-        self.on_disconnect(now, conn, "slashed");
+        if let Some(conn) = conn {
+            self.send(conn, Message::Goodbye(Goodbye { reason: format!("slashed: {reason}") }), vec![]);
+            self.staged.push(Output::Close { conn, reason: format!("slashed: {reason}") });
+            self.on_disconnect(now, conn, "slashed");
+        }
     }
 
     // ------------------------------------------------------------ time
