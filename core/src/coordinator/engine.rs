@@ -462,6 +462,8 @@ struct Assignment {
 #[derive(Debug)]
 struct ReplicaResult {
     worker_id: WorkerId,
+    /// The worker's stable number.
+    num: u32,
     class: Option<WorkerClass>,
     outputs: Vec<Bytes>,
     digest: Digest,
@@ -591,13 +593,11 @@ struct EpochState {
     history: Vec<EpochSettlement>,
 }
 
-/// Removes `task` from the undecided list of `worker`.
-fn forget_undecided(undecided: &mut Map<WorkerId, Vec<TaskKey>>, worker: &WorkerId, task: TaskKey) {
-    if let Some(list) = undecided.get_mut(worker) {
+/// Removes `task` from the undecided list of worker number `num` (the
+/// list itself stays, so the next result does not allocate a new one).
+fn forget_undecided(undecided: &mut IdMap<u32, Vec<TaskKey>>, num: u32, task: TaskKey) {
+    if let Some(list) = undecided.get_mut(&num) {
         list.retain(|k| *k != task);
-        if list.is_empty() {
-            undecided.remove(worker);
-        }
     }
 }
 
@@ -673,7 +673,7 @@ pub struct Coordinator {
     reputation: Map<WorkerId, Reputation>,
     /// Undecided tasks holding a result of each worker, connected or not
     /// (so a liar who left is still slashed and its votes withdrawn).
-    undecided: Map<WorkerId, Vec<TaskKey>>,
+    undecided: IdMap<u32, Vec<TaskKey>>,
     /// Stable numbers of worker ids (see `Worker::num`).
     worker_nums: Map<WorkerId, u32>,
     /// Active workers with room, by load.
@@ -737,7 +737,7 @@ impl Coordinator {
             free_slots: Vec::new(),
             by_id: Map::default(),
             reputation: Map::default(),
-            undecided: Map::default(),
+            undecided: IdMap::default(),
             worker_nums: Map::default(),
             idle: BTreeSet::new(),
             jobs: IdMap::default(),
@@ -1506,10 +1506,10 @@ impl Coordinator {
         let _ = a.life.complete(now);
         let d = a.life.durations();
         let reward = polo_score(d.idle_ms, d.staged_ms, d.cpu_ms).reward;
-        let (wid, class) = match self.worker_mut(w) {
+        let (wid, class, num) = match self.worker_mut(w) {
             Some(worker) => {
                 worker.live.retain(|x| *x != aid);
-                (worker.id.clone(), worker.class())
+                (worker.id.clone(), worker.class(), worker.num)
             }
             None => return,
         };
@@ -1554,8 +1554,8 @@ impl Coordinator {
                 if t.phase != TaskPhase::Pending {
                     return;
                 }
-                t.results.push(ReplicaResult { worker_id: wid.clone(), class, outputs, digest, reward });
-                self.undecided.entry(wid).or_default().push(tid);
+                t.results.push(ReplicaResult { worker_id: wid, num, class, outputs, digest, reward });
+                self.undecided.entry(num).or_default().push(tid);
                 self.evaluate(now, tid);
             }
         }
@@ -1706,7 +1706,7 @@ impl Coordinator {
             postcard::to_allocvec(&(job, &verified.digest, &verified.agreed, &verified.outvoted)).unwrap_or_default();
         t.verified = Some(Box::new(verified));
         for r in &results {
-            forget_undecided(&mut self.undecided, &r.worker_id, tid);
+            forget_undecided(&mut self.undecided, r.num, tid);
         }
         self.ledger.put("task", task_id.as_bytes().to_vec(), record);
         for (w, reward) in &agreed {
@@ -1803,7 +1803,7 @@ impl Coordinator {
         let key = t.ready_key();
         let job = t.job;
         for r in &t.results {
-            forget_undecided(&mut self.undecided, &r.worker_id, tid);
+            forget_undecided(&mut self.undecided, r.num, tid);
         }
         // Inputs are no longer needed; undecided results are dropped.
         t.inputs = Vec::new();
@@ -1836,7 +1836,8 @@ impl Coordinator {
     /// its running assignments withdrawn, its connection closed.
     fn slash(&mut self, now: Millis, id: &WorkerId, reason: &str) {
         let id = id.clone();
-        let pending = self.undecided.remove(&id).unwrap_or_default();
+        let num = self.worker_nums.get(&id).copied();
+        let pending = num.and_then(|n| self.undecided.remove(&n)).unwrap_or_default();
         let rep = self.reputation.entry(id.clone()).or_default();
         if rep.slashed {
             return;
