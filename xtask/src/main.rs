@@ -290,7 +290,7 @@ fn fuzz(args: &[String]) -> Result {
 
 fn bench(args: &[String]) -> Result {
     let mut c = cargo();
-    c.args(["bench", "--locked", "-p", "shoal-core", "--"]).args(args);
+    c.args(["bench", "--locked", "-p", "shoal-core", "--benches", "--"]).args(args);
     step("criterion benchmarks", &mut c)?;
     print_wire_summary()?;
     let ns = mean_ns("coordinator", "replica_cycle_1k_workers_1M_tasks")

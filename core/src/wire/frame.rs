@@ -150,9 +150,9 @@ pub(crate) fn checked_len(len: usize, limit: u32) -> Result<u32, FrameError> {
 /// [`next_frame`](Self::next_frame) until it returns `Ok(None)`. A frame
 /// that lies whole in one pushed [`Bytes`] chunk is returned as a slice of
 /// it; a frame split across chunks is assembled in a buffer that grows with
-/// the bytes that actually arrived and never beyond the frame's declared,
-/// capped length (so 8 bytes of header cannot make the decoder allocate
-/// 16 MiB).
+/// the bytes that actually arrived (at most 16 times ahead of them) and
+/// never beyond the frame's declared, capped length (so 8 bytes of header
+/// cannot make the decoder allocate 16 MiB).
 ///
 /// After an error the stream is out of sync: the decoder keeps returning
 /// that error and the host must drop the connection.
@@ -313,13 +313,20 @@ fn parse_header(bytes: &[u8], limit: u32) -> Result<(FrameType, usize), FrameErr
     Ok((header.frame_type, HEADER_LEN + header.len as usize))
 }
 
-/// Reserves room for `extra` more bytes in `buf`, doubling for amortised
-/// growth but never beyond `cap` (the frame's declared total length).
+/// How far ahead of the bytes that actually arrived the assembly buffer
+/// may grow: a peer must send 1/16 of a frame before the decoder reserves
+/// all of it, so 8 bytes of header never buy 16 MiB of memory, while a
+/// large frame is assembled with at most two reallocations.
+const GROWTH_AHEAD: usize = 16;
+
+/// Reserves room for `extra` more bytes in `buf`: up to `GROWTH_AHEAD`
+/// times what will then be held, never beyond `cap` (the frame's declared,
+/// capped total length).
 fn grow_within(buf: &mut Vec<u8>, extra: usize, cap: usize) {
     let needed = buf.len() + extra;
     if needed <= buf.capacity() {
         return;
     }
-    let target = buf.capacity().saturating_mul(2).min(cap).max(needed);
+    let target = needed.saturating_mul(GROWTH_AHEAD).min(cap).max(needed);
     buf.reserve_exact(target - buf.len());
 }
