@@ -47,6 +47,8 @@ struct Bench {
     offers: VecDeque<(ConnId, TaskOffer, Vec<Bytes>)>,
     jobs: VecDeque<shoal_core::JobId>,
     submitted: usize,
+    /// Release finished jobs from memory, as a long-running host does.
+    evict: bool,
 }
 
 impl Bench {
@@ -88,6 +90,7 @@ impl Bench {
             offers: VecDeque::new(),
             jobs: VecDeque::new(),
             submitted: 0,
+            evict: true,
         };
         for w in 0..WORKERS {
             b.c.handle(b.now, Input::Connected { conn: w, origin: w });
@@ -165,7 +168,7 @@ impl Bench {
             }
             // The host forgets finished jobs once their results are delivered.
             while let Some(&job) = self.jobs.front() {
-                if !self.c.forget_job(job) {
+                if !self.evict || !self.c.forget_job(job) {
                     break;
                 }
                 self.jobs.pop_front();
@@ -183,7 +186,7 @@ fn coordinator(c: &mut Criterion) {
     let t = Instant::now();
     let mut left = TASKS;
     while left > 0 {
-        let n = left.min(100_000);
+        let n = left.min(JOB);
         b.submit(n);
         left -= n;
     }
@@ -203,6 +206,8 @@ fn coordinator(c: &mut Criterion) {
     let mut g = c.benchmark_group("coordinator");
     g.throughput(Throughput::Elements(1));
     g.bench_function("replica_cycle_1k_workers_1M_tasks", |bench| bench.iter_custom(|iters| b.run(iters)));
+    b.evict = false;
+    g.bench_function("replica_cycle_without_eviction", |bench| bench.iter_custom(|iters| b.run(iters)));
     g.finish();
     println!("pending tasks at the end: {}, verified: {}", b.c.pending_tasks(), b.c.stats().verified);
 }

@@ -477,17 +477,31 @@ type TaskKey = u64;
 /// and jobs finish roughly in it, so memory is touched sequentially (a hash
 /// map would scatter a million tasks over the heap and miss the cache on
 /// every access); finished tasks at the front are released as a block.
+///
+/// A task id is this coordinator's 8-byte random prefix followed by the
+/// task's key, so ids stay globally unique while an id leads straight to
+/// its slot, with no index to maintain.
 #[derive(Debug, Default)]
 struct TaskSlab {
+    prefix: [u8; 8],
     base: TaskKey,
     slots: VecDeque<Option<Task>>,
-    index: IdMap<TaskId, TaskKey>,
 }
 
 impl TaskSlab {
+    fn next_key(&self) -> TaskKey {
+        self.base + self.slots.len() as u64
+    }
+
+    fn id_for(&self, key: TaskKey) -> TaskId {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.prefix);
+        b[8..].copy_from_slice(&key.to_be_bytes());
+        TaskId::from_bytes(b)
+    }
+
     fn insert(&mut self, task: Task) -> TaskKey {
-        let key = self.base + self.slots.len() as u64;
-        self.index.insert(task.id, key);
+        let key = self.next_key();
         self.slots.push_back(Some(task));
         key
     }
@@ -503,13 +517,20 @@ impl TaskSlab {
     }
 
     fn key_of(&self, id: TaskId) -> Option<TaskKey> {
-        self.index.get(&id).copied()
+        let b = id.as_bytes();
+        if b[..8] != self.prefix {
+            return None;
+        }
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&b[8..]);
+        let key = u64::from_be_bytes(k);
+        self.get(key).is_some_and(|t| t.id == id).then_some(key)
     }
 
     fn remove(&mut self, key: TaskKey) {
         let Some(i) = key.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else { return };
-        if let Some(t) = self.slots.get_mut(i).and_then(Option::take) {
-            self.index.remove(&t.id);
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = None;
         }
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
@@ -741,7 +762,10 @@ impl Coordinator {
             worker_nums: Map::default(),
             idle: BTreeSet::new(),
             jobs: IdMap::default(),
-            tasks: TaskSlab::default(),
+            tasks: TaskSlab {
+                prefix: SplitMix64::new(word(1) ^ 0x5441_534B).next_u64().to_le_bytes(),
+                ..TaskSlab::default()
+            },
             ready: BTreeSet::new(),
             queued_tasks: 0,
             open_jobs: BTreeSet::new(),
@@ -880,8 +904,8 @@ impl Coordinator {
         // Tasks of a job often share one kernel spec: share one allocation.
         let mut last_spec: Option<Arc<KernelSpec>> = None;
         for t in spec.tasks {
-            let id = TaskId::from_bytes(self.ids.next());
-            let key = self.tasks.base + self.tasks.slots.len() as u64;
+            let key = self.tasks.next_key();
+            let id = self.tasks.id_for(key);
             first.get_or_insert(key);
             let input_digest = Digest::of_parts(t.inputs.iter().map(|b| &b[..]));
             let task = Task {
