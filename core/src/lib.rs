@@ -20,6 +20,7 @@
 //! - [`time`]: the millisecond time type every time-dependent function takes.
 
 pub mod auth;
+pub mod consensus;
 pub mod coordinator;
 pub mod digest;
 pub mod ids;
