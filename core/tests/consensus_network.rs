@@ -276,7 +276,11 @@ impl Net {
                             });
                         }
                         _ => {
-                            self.broadcast(i, |_| Input::Vote { proposer: Peer(0), voter: Peer(i), vote: vote.clone() })
+                            self.broadcast(i, |_| Input::Vote {
+                                proposer: Peer(0),
+                                voter: Peer(i),
+                                vote: vote.clone(),
+                            });
                         }
                     }
                     (request, Reply::Voted { proposer: Peer(0), vote })
