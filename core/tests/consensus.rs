@@ -174,12 +174,38 @@ fn the_table_has_the_reference_shape_and_the_diagrams_follow_it() {
     for e in [Event::LivenessCheckReceived, Event::VoteReceived, Event::ConfirmationReceived] {
         assert!(State::ALL.iter().all(|s| next_state(*s, e).is_none()), "{e} carries data only");
     }
-    let m = mermaid(Some(State::Voting));
-    let d = dot(Some(State::Voting));
+    let m = mermaid(Some(State::Voting), &[]);
+    let d = dot(Some(State::Voting), &[]);
     assert_eq!(m.lines().filter(|l| l.contains(" --> ") && !l.contains("[*]")).count(), 37);
     assert_eq!(d.lines().filter(|l| l.contains(" -> ")).count(), 37);
     assert!(m.contains("class Voting current") && d.contains("voting [label=\"voting\", style=\"rounded,filled\""));
     assert!(m.contains("Voting --> Finalizing: quorum_reached"));
+    let g = mermaid(None, &[(State::Voting, Event::QuorumReached)]);
+    assert!(g.contains("Voting --> Finalizing: quorum_reached [guarded]"));
+    assert!(dot(None, &[(State::Voting, Event::QuorumReached)]).contains("quorum_reached [G]"));
+}
+
+#[test]
+fn guards_refuse_transitions_and_metrics_count_them() {
+    fn never(_: &Machine) -> bool {
+        false
+    }
+    let mut m = machine("leader1", 1);
+    assert_eq!(m.transition_count(), 0);
+    m.set_guard(State::Stopped, Event::Start, never);
+    assert_eq!(m.guarded(), vec![(State::Stopped, Event::Start)]);
+    assert_eq!(
+        m.handle(Millis(0), Input::Start),
+        Err(ConsensusError::GuardFailed { from: State::Stopped, to: State::Starting, event: Event::Start })
+    );
+    assert_eq!((m.state(), m.transition_count()), (State::Stopped, 0));
+    let mut m = machine("leader1", 1);
+    let mut host = Host::new(vec!["leader1"]);
+    let mut now = Millis(5);
+    m.handle(now, Input::Start).expect("start");
+    host.run(&mut m, &mut now, 1_500);
+    assert!(m.transition_count() >= 3, "start, init, sync…");
+    assert!(m.state_entered() <= now);
 }
 
 #[test]
@@ -392,6 +418,7 @@ mod properties {
                 now = now + Millis(dt);
                 match m.handle(now, i) {
                     Ok(()) | Err(ConsensusError::NoTransition { .. } | ConsensusError::ConflictingVote { .. }) => {}
+                    Err(e @ ConsensusError::GuardFailed { .. }) => prop_assert!(false, "no guard is installed: {}", e),
                 }
                 while let Some(a) = m.poll_action() {
                     if let Action::Transitioned { from, to, event } = a {

@@ -212,6 +212,16 @@ pub enum ConsensusError {
         /// Requested event.
         event: Event,
     },
+    /// A guard refused the transition.
+    #[error("transition guard failed for {from} -> {to} on {event}")]
+    GuardFailed {
+        /// Current state.
+        from: State,
+        /// Target state.
+        to: State,
+        /// The event.
+        event: Event,
+    },
     /// A voter sent a second, different vote for the same round.
     #[error("received conflicting vote from {voter} for round {rank}")]
     ConflictingVote {
@@ -261,9 +271,14 @@ pub struct MachineConfig<P> {
     pub min_provers: usize,
 }
 
+/// A predicate a transition must satisfy (the reference's optional guards;
+/// it defines none, so none is installed by default).
+pub type Guard<S, V, P, C> = fn(&ConsensusMachine<S, V, P, C>) -> bool;
+
 /// The generic consensus state machine (see the module docs).
 #[derive(Debug)]
 pub struct ConsensusMachine<S, V, P, C> {
+    guards: BTreeMap<(State, Event), Guard<S, V, P, C>>,
     cfg: MachineConfig<P>,
     state: State,
     entered: Millis,
@@ -289,6 +304,7 @@ impl<S: Unique, V: Unique, P: Unique, C: Unique> ConsensusMachine<S, V, P, C> {
     /// A stopped machine; `initial` is the active state it starts from.
     pub fn new(cfg: MachineConfig<P>, initial: Option<S>) -> Self {
         ConsensusMachine {
+            guards: BTreeMap::new(),
             cfg,
             state: State::Stopped,
             entered: Millis::ZERO,
@@ -309,6 +325,20 @@ impl<S: Unique, V: Unique, P: Unique, C: Unique> ConsensusMachine<S, V, P, C> {
             raised: VecDeque::new(),
             actions: VecDeque::new(),
         }
+    }
+
+    /// Installs a guard on the transition taken from `from` on `event`.
+    pub fn set_guard(&mut self, from: State, event: Event, guard: Guard<S, V, P, C>) {
+        self.guards.insert((from, event), guard);
+    }
+
+    /// The transitions that carry a guard (for the diagrams).
+    pub fn guarded(&self) -> Vec<(State, Event)> {
+        self.guards.keys().copied().collect()
+    }
+
+    fn guard_allows(&self, from: State, event: Event) -> bool {
+        self.guards.get(&(from, event)).is_none_or(|g| g(self))
     }
 
     /// Current state.
@@ -434,6 +464,9 @@ impl<S: Unique, V: Unique, P: Unique, C: Unique> ConsensusMachine<S, V, P, C> {
         };
         let result = match requested {
             Some(event) => match next_state(self.state, event) {
+                Some(to) if !self.guard_allows(self.state, event) => {
+                    Err(ConsensusError::GuardFailed { from: self.state, to, event })
+                }
                 Some(_) => {
                     self.raised.push_front(event);
                     Ok(())
@@ -489,7 +522,9 @@ impl<S: Unique, V: Unique, P: Unique, C: Unique> ConsensusMachine<S, V, P, C> {
                 break;
             }
             if let Some(to) = next_state(self.state, event) {
-                self.enter(now, to, event);
+                if self.guard_allows(self.state, event) {
+                    self.enter(now, to, event);
+                }
             }
         }
     }

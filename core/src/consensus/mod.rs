@@ -13,5 +13,5 @@
 pub mod machine;
 pub mod table;
 
-pub use machine::{Action, ConsensusError, ConsensusMachine, Input, MachineConfig, Reply, Unique};
+pub use machine::{Action, ConsensusError, ConsensusMachine, Guard, Input, MachineConfig, Reply, Unique};
 pub use table::{dot, mermaid, next_state, transitions, Event, State, Transition};

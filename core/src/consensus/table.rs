@@ -270,11 +270,13 @@ pub fn next_state(from: State, event: Event) -> Option<State> {
     BASE.iter().find(|x| x.from == from && x.event == event).map(|x| x.to)
 }
 
-/// The table as a Mermaid state diagram; `current` is highlighted.
-pub fn mermaid(current: Option<State>) -> String {
+/// The table as a Mermaid state diagram; `current` is highlighted and
+/// `guarded` edges are marked `[guarded]`.
+pub fn mermaid(current: Option<State>, guarded: &[(State, Event)]) -> String {
     let mut s = String::from("stateDiagram-v2\n    [*] --> Stopped\n");
     for x in transitions() {
-        let _ = writeln!(s, "    {} --> {}: {}", x.from.camel(), x.to.camel(), x.event);
+        let mark = if guarded.contains(&(x.from, x.event)) { " [guarded]" } else { "" };
+        let _ = writeln!(s, "    {} --> {}: {}{mark}", x.from.camel(), x.to.camel(), x.event);
     }
     if let Some(c) = current {
         let _ = writeln!(s, "    classDef current fill:#f9d71c,stroke:#333\n    class {} current", c.camel());
@@ -282,15 +284,17 @@ pub fn mermaid(current: Option<State>) -> String {
     s
 }
 
-/// The table as a Graphviz digraph; `current` is filled.
-pub fn dot(current: Option<State>) -> String {
+/// The table as a Graphviz digraph; `current` is filled and `guarded`
+/// edges are marked `[G]`.
+pub fn dot(current: Option<State>, guarded: &[(State, Event)]) -> String {
     let mut s = String::from("digraph consensus {\n    rankdir=LR;\n    node [shape=box, style=rounded];\n");
     for st in State::ALL {
         let fill = if Some(st) == current { ", style=\"rounded,filled\", fillcolor=gold" } else { "" };
         let _ = writeln!(s, "    {} [label=\"{}\"{fill}];", st.as_str(), st.as_str());
     }
     for x in transitions() {
-        let _ = writeln!(s, "    {} -> {} [label=\"{}\"];", x.from.as_str(), x.to.as_str(), x.event);
+        let mark = if guarded.contains(&(x.from, x.event)) { " [G]" } else { "" };
+        let _ = writeln!(s, "    {} -> {} [label=\"{}{mark}\"];", x.from.as_str(), x.to.as_str(), x.event);
     }
     s.push_str("}\n");
     s
