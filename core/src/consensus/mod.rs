@@ -9,8 +9,10 @@
 //! - [`table`]: states, events, the transition table, timeouts, and
 //!   Mermaid / Graphviz diagrams rendered from the table.
 //! - [`machine`]: the machine itself.
+//! - [`sim`]: several machines on a simulated, partly Byzantine network.
 
 pub mod machine;
+pub mod sim;
 pub mod table;
 
 pub use machine::{Action, ConsensusError, ConsensusMachine, Guard, Input, MachineConfig, Reply, Unique};
