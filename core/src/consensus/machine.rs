@@ -422,6 +422,7 @@ impl<S: Unique, V: Unique, P: Unique, C: Unique> ConsensusMachine<S, V, P, C> {
                 if self.in_window(rank) {
                     self.liveness.entry(rank).or_default().entry(peer.identity()).or_insert(collected);
                     self.raised.push_back(Event::LivenessCheckReceived);
+                    self.recheck_liveness();
                 }
                 None
             }
@@ -446,6 +447,7 @@ impl<S: Unique, V: Unique, P: Unique, C: Unique> ConsensusMachine<S, V, P, C> {
                         round.insert(id, vote);
                     }
                     self.raised.push_back(Event::VoteReceived);
+                    self.recheck_quorum();
                 }
                 None
             }
@@ -624,6 +626,32 @@ impl<S: Unique, V: Unique, P: Unique, C: Unique> ConsensusMachine<S, V, P, C> {
             }
             State::Stopping => self.raised.push_back(Event::CleanupComplete),
         }
+    }
+
+    /// Data-driven re-check (the reference only re-checked on its 2 s
+    /// timeout, since `liveness_check_received` has no transition): when a
+    /// liveness record completes the count, signal at once.
+    fn recheck_liveness(&mut self) {
+        if self.state != State::LivenessCheck || self.awaiting.is_some() {
+            return;
+        }
+        if self.liveness.get(&(self.active_rank() + 1)).map_or(0, BTreeMap::len) >= self.cfg.min_provers
+            && self.next_provers.len() >= self.cfg.min_provers
+        {
+            self.raised.push_back(Event::ProverSignal);
+        }
+    }
+
+    /// Data-driven re-check of the quorum when a peer's vote arrives (the
+    /// reference polled once per second; the own vote still waits for that
+    /// poll, so a lone prover does not spin through rounds).
+    fn recheck_quorum(&mut self) {
+        if self.state != State::Voting || self.chosen.is_none() || self.awaiting.is_some() {
+            return;
+        }
+        let votes = self.votes.get(&(self.active_rank() + 1)).cloned().unwrap_or_default();
+        let request = self.ask(Await::Quorum);
+        self.actions.push_back(Action::CheckQuorum { request, votes });
     }
 
     fn check_liveness(&mut self, now: Millis, r1: u64) {

@@ -351,12 +351,17 @@ impl Net {
         while self.now < until {
             self.now = self.now + Millis(10);
             let now = self.now;
-            // Messages sent while delivering (zero delay) are delivered in the same step.
+            // Deliver what is due; messages sent meanwhile (even with zero
+            // delay) wait for the next step, so a step is one network hop.
+            let mut due = Vec::new();
             while let Some(Reverse((t, _, idx))) = self.queue.peek().copied() {
                 if t > now {
                     break;
                 }
                 self.queue.pop();
+                due.push(idx);
+            }
+            for idx in due {
                 let Some((to, msg)) = self.msgs[idx].take() else { continue };
                 if self.nodes[to].role == Role::Silent {
                     continue;
