@@ -493,3 +493,18 @@ fn a_reconnecting_worker_never_gets_the_same_task_again() {
     let out = h.join(6, 6, "b", Backend::Vulkan);
     assert_eq!(offers(&out, 6)[0].0.task, offer.task);
 }
+
+#[test]
+fn guests_coming_and_going_leave_no_books_behind() {
+    let mut cfg = config();
+    cfg.allow_guests = true;
+    let mut h = Harness::new(cfg, None);
+    h.join(1, 1, "operator-box", Backend::Vulkan);
+    for conn in 2..200 {
+        let out = h.hello(conn, conn, "ignored", HelloAuth::Guest, Backend::BrowserWebGpu);
+        let (offer, inputs) = offers(&out, conn).remove(0);
+        h.input(Input::Received { conn, envelope: result_env(&offer, answer(&offer, &inputs)) });
+        h.input(Input::Disconnected { conn });
+    }
+    assert_eq!(h.c.remembered_workers(), 1, "only the operator's worker is remembered");
+}

@@ -697,6 +697,8 @@ pub struct Coordinator {
     undecided: IdMap<u32, Vec<TaskKey>>,
     /// Stable numbers of worker ids (see `Worker::num`).
     worker_nums: Map<WorkerId, u32>,
+    /// The next number to give (numbers are never reused).
+    next_worker_num: u32,
     /// Active workers with room, by load.
     idle: BTreeSet<(u32, WorkerIdx)>,
     jobs: IdMap<JobId, Job>,
@@ -760,6 +762,7 @@ impl Coordinator {
             reputation: Map::default(),
             undecided: IdMap::default(),
             worker_nums: Map::default(),
+            next_worker_num: 0,
             idle: BTreeSet::new(),
             jobs: IdMap::default(),
             tasks: TaskSlab {
@@ -1150,8 +1153,11 @@ impl Coordinator {
             return self.refuse(conn, Some(id), ErrorCode::Busy, why);
         }
         let Some(origin) = self.conns.get(&conn).map(|c| c.origin) else { return };
-        let next = self.worker_nums.len() as u32;
-        let num = *self.worker_nums.entry(id.clone()).or_insert(next);
+        let next = self.next_worker_num;
+        let num = *self.worker_nums.entry(id.clone()).or_insert_with(|| next);
+        if num == next {
+            self.next_worker_num += 1;
+        }
         let worker = Worker {
             id: id.clone(),
             num,
@@ -1229,7 +1235,7 @@ impl Coordinator {
         let Some(c) = self.conns.remove(&conn) else { return };
         let Some(idx) = c.worker else { return };
         let Some(w) = self.worker(idx) else { return };
-        let (id, live) = (w.id.clone(), w.live.clone());
+        let (id, live, num) = (w.id.clone(), w.live.clone(), w.num);
         for aid in live {
             let executing = self.assignments.get(&aid).is_some_and(|a| a.life.execute_started_at().is_some());
             self.stats.requeued_on_leave += 1;
@@ -1237,7 +1243,28 @@ impl Coordinator {
             self.release(now, aid, &Release::Left { executing, why: &reason });
         }
         self.remove_worker(idx);
+        self.forget_guest(&id, num);
         self.event(Event::WorkerLeft { worker: id, reason: why.into() });
+    }
+
+    /// A guest never comes back under the same id, so once it left with no
+    /// undecided result its bookkeeping goes (otherwise tabs connecting and
+    /// leaving would grow the coordinator's memory without bound). Its
+    /// epoch earnings stay until the epoch closes.
+    fn forget_guest(&mut self, id: &WorkerId, num: u32) {
+        if !id.as_str().starts_with("guest-") || self.undecided.get(&num).is_some_and(|l| !l.is_empty()) {
+            return;
+        }
+        self.undecided.remove(&num);
+        self.worker_nums.remove(id);
+        if self.reputation.get(id).is_some_and(|r| !r.slashed) {
+            self.reputation.remove(id);
+        }
+    }
+
+    /// Worker ids the coordinator keeps books for (connected or not).
+    pub fn remembered_workers(&self) -> usize {
+        self.reputation.len()
     }
 
     // ------------------------------------------------------------ dispatch
