@@ -508,3 +508,16 @@ fn guests_coming_and_going_leave_no_books_behind() {
     }
     assert_eq!(h.c.remembered_workers(), 1, "only the operator's worker is remembered");
 }
+
+#[test]
+fn forgotten_jobs_free_memory_even_behind_a_long_running_job() {
+    let mut h = Harness::new(config(), None);
+    let slow = h.c.submit_job(h.now, sha_job(1, 2)).expect("accepted");
+    let big = h.c.submit_job(h.now, sha_job(3_000, 2)).expect("accepted");
+    assert_eq!(h.c.task_slots(), 3_001);
+    assert!(!h.c.forget_job(big), "an unfinished job cannot be forgotten");
+    h.c.cancel_job(h.now, big);
+    assert!(h.c.forget_job(big));
+    assert!(h.c.task_slots() <= 2 * 1024, "{} slots still held", h.c.task_slots());
+    assert!(h.c.job_progress(slow).is_some_and(|p| !p.finished()), "the slow job is untouched");
+}

@@ -473,10 +473,21 @@ struct ReplicaResult {
 /// A task's place in the [`TaskSlab`]: its submission sequence number.
 type TaskKey = u64;
 
-/// Tasks stored in submission order. Dispatch walks tasks in that order
-/// and jobs finish roughly in it, so memory is touched sequentially (a hash
-/// map would scatter a million tasks over the heap and miss the cache on
-/// every access); finished tasks at the front are released as a block.
+/// Tasks per slab chunk.
+const CHUNK: usize = 1024;
+
+/// A block of consecutive tasks, freed as a whole once all are released.
+#[derive(Debug)]
+struct Chunk {
+    slots: Vec<Option<Task>>,
+    live: usize,
+}
+
+/// Tasks stored in submission order, in chunks of 1024. Dispatch walks tasks
+/// in that order and jobs finish roughly in it, so memory is touched
+/// sequentially (a hash map would scatter a million tasks over the heap and
+/// miss the cache on every access); a chunk is freed as soon as all its
+/// tasks are released, so a long-running job only pins its own chunks.
 ///
 /// A task id is this coordinator's 8-byte random prefix followed by the
 /// task's key, so ids stay globally unique while an id leads straight to
@@ -484,13 +495,15 @@ type TaskKey = u64;
 #[derive(Debug, Default)]
 struct TaskSlab {
     prefix: [u8; 8],
+    /// Key of the first slot of `chunks[0]`.
     base: TaskKey,
-    slots: VecDeque<Option<Task>>,
+    chunks: VecDeque<Option<Chunk>>,
+    next: TaskKey,
 }
 
 impl TaskSlab {
     fn next_key(&self) -> TaskKey {
-        self.base + self.slots.len() as u64
+        self.next
     }
 
     fn id_for(&self, key: TaskKey) -> TaskId {
@@ -501,19 +514,32 @@ impl TaskSlab {
     }
 
     fn insert(&mut self, task: Task) -> TaskKey {
-        let key = self.next_key();
-        self.slots.push_back(Some(task));
+        let key = self.next;
+        self.next += 1;
+        let full = self.chunks.back().is_none_or(|c| c.as_ref().is_none_or(|c| c.slots.len() == CHUNK));
+        if full {
+            self.chunks.push_back(Some(Chunk { slots: Vec::with_capacity(CHUNK), live: 0 }));
+        }
+        if let Some(Some(c)) = self.chunks.back_mut() {
+            c.slots.push(Some(task));
+            c.live += 1;
+        }
         key
     }
 
+    fn locate(&self, key: TaskKey) -> Option<(usize, usize)> {
+        let off = usize::try_from(key.checked_sub(self.base)?).ok()?;
+        Some((off / CHUNK, off % CHUNK))
+    }
+
     fn get(&self, key: TaskKey) -> Option<&Task> {
-        let i = usize::try_from(key.checked_sub(self.base)?).ok()?;
-        self.slots.get(i)?.as_ref()
+        let (c, i) = self.locate(key)?;
+        self.chunks.get(c)?.as_ref()?.slots.get(i)?.as_ref()
     }
 
     fn get_mut(&mut self, key: TaskKey) -> Option<&mut Task> {
-        let i = usize::try_from(key.checked_sub(self.base)?).ok()?;
-        self.slots.get_mut(i)?.as_mut()
+        let (c, i) = self.locate(key)?;
+        self.chunks.get_mut(c)?.as_mut()?.slots.get_mut(i)?.as_mut()
     }
 
     fn key_of(&self, id: TaskId) -> Option<TaskKey> {
@@ -528,13 +554,18 @@ impl TaskSlab {
     }
 
     fn remove(&mut self, key: TaskKey) {
-        let Some(i) = key.checked_sub(self.base).and_then(|i| usize::try_from(i).ok()) else { return };
-        if let Some(slot) = self.slots.get_mut(i) {
-            *slot = None;
+        let Some((c, i)) = self.locate(key) else { return };
+        let Some(Some(chunk)) = self.chunks.get_mut(c) else { return };
+        if chunk.slots.get_mut(i).and_then(Option::take).is_none() {
+            return;
         }
-        while matches!(self.slots.front(), Some(None)) {
-            self.slots.pop_front();
-            self.base += 1;
+        chunk.live -= 1;
+        if chunk.live == 0 && chunk.slots.len() == CHUNK {
+            self.chunks[c] = None;
+        }
+        while matches!(self.chunks.front(), Some(None)) {
+            self.chunks.pop_front();
+            self.base += CHUNK as u64;
         }
     }
 }
@@ -1260,6 +1291,12 @@ impl Coordinator {
         if self.reputation.get(id).is_some_and(|r| !r.slashed) {
             self.reputation.remove(id);
         }
+    }
+
+    /// Task slots held in memory (released tasks free their slots a chunk
+    /// of 1024 at a time).
+    pub fn task_slots(&self) -> usize {
+        self.tasks.chunks.iter().flatten().map(|c| c.slots.len()).sum()
     }
 
     /// Worker ids the coordinator keeps books for (connected or not).
