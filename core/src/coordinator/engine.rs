@@ -456,6 +456,8 @@ struct Assignment {
     life: TaskLifecycle,
     offered: Millis,
     deadline: Millis,
+    /// The deadline sits in the acknowledgement FIFO, not the ordered set.
+    in_fifo: bool,
     kind: Kind,
 }
 
@@ -740,6 +742,10 @@ pub struct Coordinator {
     open_jobs: BTreeSet<(Millis, JobId)>,
     assignments: IdMap<AssignmentId, Assignment>,
     deadlines: BTreeSet<(Millis, AssignmentId)>,
+    /// Acknowledgement deadlines of offers: all `now + ack_timeout`, so they
+    /// arrive in order and a FIFO holds them; entries of assignments that
+    /// were acknowledged or ended are skipped lazily.
+    ack_fifo: VecDeque<(Millis, AssignmentId)>,
     ringers: Vec<Ringer>,
     dead_letters: Vec<DeadLetter>,
     ledger: Ledger,
@@ -805,6 +811,7 @@ impl Coordinator {
             open_jobs: BTreeSet::new(),
             assignments: IdMap::default(),
             deadlines: BTreeSet::new(),
+            ack_fifo: VecDeque::new(),
             ringers,
             dead_letters: Vec::new(),
             ledger: Ledger::default(),
@@ -864,8 +871,14 @@ impl Coordinator {
 
     /// When the host must call `handle(_, Input::Tick)` at the latest.
     pub fn next_wakeup(&self) -> Option<Millis> {
-        let deadline = self.deadlines.first().map(|(t, _)| *t);
-        Some(deadline.map_or(self.next_housekeeping, |d| d.min(self.next_housekeeping)))
+        let mut t = self.next_housekeeping;
+        if let Some((d, _)) = self.deadlines.first() {
+            t = t.min(*d);
+        }
+        if let Some((d, _)) = self.ack_fifo.front() {
+            t = t.min(*d);
+        }
+        Some(t)
     }
 
     fn start(&mut self, now: Millis) {
@@ -877,6 +890,13 @@ impl Coordinator {
     }
 
     fn finish_round(&mut self, now: Millis) {
+        // Drop acknowledgement deadlines that no longer matter from the front.
+        while let Some((_, aid)) = self.ack_fifo.front() {
+            if self.assignments.get(aid).is_some_and(|a| a.in_fifo) {
+                break;
+            }
+            self.ack_fifo.pop_front();
+        }
         self.dispatch(now);
         self.maybe_close_epoch(now, false);
         if let Some(diff) = self.ledger.seal() {
@@ -1438,11 +1458,17 @@ impl Coordinator {
             input_digest,
             deadline_ms: deadline.since(now).0,
         };
+        // Task and ringer offers all wait `ack_timeout`: their deadlines come in order.
+        let in_fifo = !matches!(kind, Kind::Benchmark { .. }) && deadline == now + self.cfg.ack_timeout;
+        if in_fifo {
+            self.ack_fifo.push_back((deadline, aid));
+        } else {
+            self.deadlines.insert((deadline, aid));
+        }
         self.assignments.insert(
             aid,
-            Assignment { task, spec, worker: w, life: TaskLifecycle::new(now), offered: now, deadline, kind },
+            Assignment { task, spec, worker: w, life: TaskLifecycle::new(now), offered: now, deadline, in_fifo, kind },
         );
-        self.deadlines.insert((deadline, aid));
         self.stats.offers += 1;
         self.send(conn, Message::TaskOffer(offer), inputs);
     }
@@ -1486,7 +1512,10 @@ impl Coordinator {
         if a.life.accept(now).and_then(|()| a.life.start(now)).is_err() {
             return;
         }
-        self.deadlines.remove(&(a.deadline, aid));
+        if !a.in_fifo {
+            self.deadlines.remove(&(a.deadline, aid));
+        }
+        a.in_fifo = false;
         a.deadline = new_deadline;
         self.deadlines.insert((new_deadline, aid));
     }
@@ -1514,7 +1543,9 @@ impl Coordinator {
     /// (poison guard) and re-queues the replica, as `how` says.
     fn release(&mut self, now: Millis, aid: AssignmentId, how: &Release<'_>) {
         let Some(mut a) = self.assignments.remove(&aid) else { return };
-        self.deadlines.remove(&(a.deadline, aid));
+        if !a.in_fifo {
+            self.deadlines.remove(&(a.deadline, aid));
+        }
         if !a.life.status().is_terminal() {
             let _ = a.life.cancel(now, how.reason());
         }
@@ -1587,7 +1618,9 @@ impl Coordinator {
             return self.release(now, aid, &Release::Failed(&format!("{id}: malformed result")));
         }
         let Some(mut a) = self.assignments.remove(&aid) else { return };
-        self.deadlines.remove(&(a.deadline, aid));
+        if !a.in_fifo {
+            self.deadlines.remove(&(a.deadline, aid));
+        }
         if a.life.status() == crate::task::TaskStatus::New {
             let _ = a.life.accept(now).and_then(|()| a.life.start(now));
         }
@@ -1965,22 +1998,35 @@ impl Coordinator {
     // ------------------------------------------------------------ time
 
     fn on_tick(&mut self, now: Millis) {
+        while let Some(&(t, aid)) = self.ack_fifo.front() {
+            if t > now {
+                break;
+            }
+            self.ack_fifo.pop_front();
+            if self.assignments.get(&aid).is_some_and(|a| a.in_fifo && a.deadline == t) {
+                self.time_out(now, aid);
+            }
+        }
         while let Some(&(t, aid)) = self.deadlines.first() {
             if t > now {
                 break;
             }
             self.deadlines.remove(&(t, aid));
-            self.stats.timeouts += 1;
-            let Some(a) = self.assignments.get(&aid) else { continue };
-            let executing = a.life.execute_started_at().is_some();
-            let id = self.worker(a.worker).map(|w| w.id.to_string()).unwrap_or_default();
-            let why = if executing { format!("{id}: execution timed out") } else { format!("{id}: no ack in time") };
-            self.release(now, aid, &Release::TimedOut { executing, why: &why });
+            self.time_out(now, aid);
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.housekeeping(now);
         }
+    }
+
+    fn time_out(&mut self, now: Millis, aid: AssignmentId) {
+        let Some(a) = self.assignments.get(&aid) else { return };
+        self.stats.timeouts += 1;
+        let executing = a.life.execute_started_at().is_some();
+        let id = self.worker(a.worker).map(|w| w.id.to_string()).unwrap_or_default();
+        let why = if executing { format!("{id}: execution timed out") } else { format!("{id}: no ack in time") };
+        self.release(now, aid, &Release::TimedOut { executing, why: &why });
     }
 
     fn housekeeping(&mut self, now: Millis) {
