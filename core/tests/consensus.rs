@@ -6,41 +6,12 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
+use shoal_core::consensus::sim::{Coll, St, Vote};
 use shoal_core::consensus::{
     dot, mermaid, next_state, transitions, Action, ConsensusError, ConsensusMachine, Event, Input, MachineConfig,
     Reply, State, Unique,
 };
 use shoal_core::Millis;
-
-#[derive(Clone, Debug, PartialEq)]
-struct St {
-    round: u64,
-    hash: String,
-}
-
-impl Unique for St {
-    fn identity(&self) -> String {
-        self.hash.clone()
-    }
-    fn rank(&self) -> u64 {
-        self.round
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct Vote {
-    round: u64,
-    proposal: String,
-}
-
-impl Unique for Vote {
-    fn identity(&self) -> String {
-        self.proposal.clone()
-    }
-    fn rank(&self) -> u64 {
-        self.round
-    }
-}
 
 #[derive(Clone, Debug, PartialEq)]
 struct Peer(String);
@@ -51,20 +22,6 @@ impl Unique for Peer {
     }
     fn rank(&self) -> u64 {
         0
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct Coll {
-    round: u64,
-}
-
-impl Unique for Coll {
-    fn identity(&self) -> String {
-        format!("collected-{}", self.round)
-    }
-    fn rank(&self) -> u64 {
-        self.round
     }
 }
 
@@ -111,7 +68,7 @@ impl Host {
                 }
                 Action::Collect { request } => {
                     let round = m.active().map_or(0, |s| s.round) + 1;
-                    (request, Reply::Collected(Coll { round }))
+                    (request, Reply::Collected(Coll(round)))
                 }
                 Action::SendLiveness { request, .. } | Action::SendProposal { request, .. } => (request, Reply::Done),
                 Action::ProveNextState { request, prior, .. } => {
@@ -124,10 +81,7 @@ impl Host {
                 }
                 Action::DecideAndSendVote { request, proposals } => {
                     let (proposer, p) = proposals.into_iter().next().expect("at least one proposal");
-                    (
-                        request,
-                        Reply::Voted { proposer: Peer(proposer), vote: Vote { round: p.round, proposal: p.hash } },
-                    )
+                    (request, Reply::Voted { proposer: Peer(proposer), vote: Vote { round: p.round, hash: p.hash } })
                 }
                 Action::CheckQuorum { request, votes } => (request, Reply::Quorum(votes.len() >= self.quorum)),
                 Action::FinalizeVotes { request, proposals, .. } => {
@@ -317,7 +271,7 @@ fn a_failing_confirmation_leads_to_resync_not_to_a_dead_machine() {
 fn equivocation_is_rejected_and_old_or_far_rounds_are_ignored() {
     let mut m = machine("leader1", 2);
     let now = Millis(0);
-    let vote = |p: &str| Vote { round: 1, proposal: p.into() };
+    let vote = |p: &str| Vote { round: 1, hash: p.into() };
     let peer = |p: &str| Peer(p.into());
     m.handle(now, Input::Vote { proposer: peer("a"), voter: peer("v"), vote: vote("x") }).expect("first vote");
     m.handle(now, Input::Vote { proposer: peer("a"), voter: peer("v"), vote: vote("x") }).expect("same vote again");
@@ -325,10 +279,10 @@ fn equivocation_is_rejected_and_old_or_far_rounds_are_ignored() {
         m.handle(now, Input::Vote { proposer: peer("b"), voter: peer("v"), vote: vote("y") }),
         Err(ConsensusError::ConflictingVote { voter: "v".into(), rank: 1 })
     );
-    m.handle(now, Input::Liveness { peer: peer("l"), collected: Coll { round: 0 } }).expect("old round");
-    m.handle(now, Input::Liveness { peer: peer("l"), collected: Coll { round: 1_000 } }).expect("far round");
+    m.handle(now, Input::Liveness { peer: peer("l"), collected: Coll(0) }).expect("old round");
+    m.handle(now, Input::Liveness { peer: peer("l"), collected: Coll(1_000) }).expect("far round");
     assert_eq!(m.liveness_rounds(), 0, "decided and far-future rounds are not stored");
-    m.handle(now, Input::Liveness { peer: peer("l"), collected: Coll { round: 1 } }).expect("next round");
+    m.handle(now, Input::Liveness { peer: peer("l"), collected: Coll(1) }).expect("next round");
     m.handle(now, Input::Confirmation { peer: peer("l"), state: St { round: 1, hash: "h".into() } }).expect("stored");
     assert_eq!((m.liveness_rounds(), m.confirmation_rounds()), (1, 1));
     assert_eq!(m.handle(now, Input::Start), Ok(()));
@@ -348,7 +302,7 @@ fn external_proposals_and_votes_drive_a_non_leader_to_finalize() {
     m.handle(now, Input::Start).expect("start");
     host.run(&mut m, &mut now, 1_100);
     assert_eq!(m.state(), State::LivenessCheck, "waiting for a second live prover");
-    m.handle(now, Input::Liveness { peer: Peer("leader2".into()), collected: Coll { round: 1 } }).expect("live");
+    m.handle(now, Input::Liveness { peer: Peer("leader2".into()), collected: Coll(1) }).expect("live");
     m.handle(now, Input::Proposal { peer: Peer("leader2".into()), proposal: St { round: 1, hash: "p2".into() } })
         .expect("proposal");
     host.run(&mut m, &mut now, 2_500);
@@ -358,7 +312,7 @@ fn external_proposals_and_votes_drive_a_non_leader_to_finalize() {
         Input::Vote {
             proposer: Peer("leader1".into()),
             voter: Peer("leader2".into()),
-            vote: Vote { round: 1, proposal: "proposal-1".into() },
+            vote: Vote { round: 1, hash: "proposal-1".into() },
         },
     )
     .expect("vote");
@@ -376,11 +330,11 @@ mod properties {
         let reply = prop_oneof![
             st.clone().prop_map(Reply::Synced),
             Just(Reply::Leaders(vec![Peer("leader1".into())])),
-            (0u64..4).prop_map(|round| Reply::Collected(Coll { round })),
+            (0u64..4).prop_map(|round| Reply::Collected(Coll(round))),
             st.clone().prop_map(Reply::Proved),
             (0u64..4, "[a-c]").prop_map(|(round, proposal)| Reply::Voted {
                 proposer: Peer("leader1".into()),
-                vote: Vote { round, proposal }
+                vote: Vote { round, hash: proposal }
             }),
             any::<bool>().prop_map(Reply::Quorum),
             st.clone().prop_map(Reply::Finalized),
@@ -393,12 +347,12 @@ mod properties {
             Just(Input::InduceSync),
             Just(Input::Tick),
             (0u64..40, reply).prop_map(|(request, reply)| Input::Reply { request, reply }),
-            (peer.clone(), 0u64..4).prop_map(|(peer, round)| Input::Liveness { peer, collected: Coll { round } }),
+            (peer.clone(), 0u64..4).prop_map(|(peer, round)| Input::Liveness { peer, collected: Coll(round) }),
             (peer.clone(), st.clone()).prop_map(|(peer, proposal)| Input::Proposal { peer, proposal }),
             (peer.clone(), peer.clone(), 0u64..4, "[a-c]").prop_map(|(proposer, voter, round, proposal)| Input::Vote {
                 proposer,
                 voter,
-                vote: Vote { round, proposal }
+                vote: Vote { round, hash: proposal }
             }),
             (peer, st).prop_map(|(peer, state)| Input::Confirmation { peer, state }),
         ]
