@@ -12,11 +12,9 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shoal_core::coordinator::{ConnId, Coordinator, CoordinatorConfig, Input, JobSpec, Output, TaskSpec};
 use shoal_core::kernels::{KernelId, KernelSpec, Sha256Params};
-use shoal_core::wire::message::{
-    AttachmentMeta, Backend, DeviceInfo, DeviceType, Hello, HelloAuth, TaskAck, TaskOffer, TaskResult,
-};
+use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth, TaskAck, TaskOffer};
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
-use shoal_core::{Digest, Millis, WorkerId};
+use shoal_core::{Millis, WorkerId};
 
 const WORKERS: u64 = 1_000;
 const TASKS: usize = 1_000_000;
@@ -31,14 +29,7 @@ fn rss_bytes() -> u64 {
 fn result_for(offer: &TaskOffer, inputs: &[Bytes]) -> Envelope {
     let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
     let outputs: Vec<Bytes> = offer.kernel.run_cpu(&refs).unwrap_or_default().into_iter().map(Bytes::from).collect();
-    Envelope {
-        message: Message::TaskResult(TaskResult {
-            assignment: offer.assignment,
-            outputs: outputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
-            output_digest: Digest::of_parts(outputs.iter().map(|b| &b[..])),
-        }),
-        attachments: outputs,
-    }
+    Envelope::task_result(offer.assignment, outputs)
 }
 
 struct Bench {

@@ -18,9 +18,7 @@ use crate::ids::{AssignmentId, JobId, WorkerId};
 use crate::kernels::{KernelId, KernelSpec, Sha256Params};
 use crate::rng::SplitMix64;
 use crate::time::Millis;
-use crate::wire::message::{
-    AttachmentMeta, Backend, DeviceInfo, DeviceType, Heartbeat, Hello, HelloAuth, TaskAck, TaskOffer, TaskResult,
-};
+use crate::wire::message::{Backend, DeviceInfo, DeviceType, Heartbeat, Hello, HelloAuth, TaskAck, TaskOffer};
 use crate::wire::{Envelope, Message, PROTOCOL_VERSION};
 
 /// How a simulated worker behaves.
@@ -315,13 +313,8 @@ impl Sim {
                 if self.workers[w].conn != Some(conn) {
                     return;
                 }
-                let result = TaskResult {
-                    assignment,
-                    outputs: outputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
-                    output_digest: Digest::of_parts(outputs.iter().map(|b| &b[..])),
-                };
                 let l = self.latency();
-                let env = Envelope { message: Message::TaskResult(result), attachments: outputs };
+                let env = Envelope::task_result(assignment, outputs);
                 self.at(now + l, Ev::ToCoordinator(conn, env));
             }
             Ev::Connect(w) => self.connect(w),

@@ -12,11 +12,10 @@ use shoal_core::coordinator::{
 };
 use shoal_core::kernels::{KernelId, KernelSpec, MatmulParams, Sha256Params};
 use shoal_core::wire::message::{
-    AttachmentMeta, Backend, DeviceInfo, DeviceType, ErrorCode, Hello, HelloAuth, TaskAck, TaskDecline, TaskOffer,
-    TaskResult,
+    Backend, DeviceInfo, DeviceType, ErrorCode, Hello, HelloAuth, TaskAck, TaskDecline, TaskOffer,
 };
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
-use shoal_core::{Digest, Millis, WorkerId};
+use shoal_core::{Millis, WorkerId};
 
 struct Harness {
     c: Coordinator,
@@ -52,14 +51,7 @@ fn answer(offer: &TaskOffer, inputs: &[Bytes]) -> Vec<Bytes> {
 }
 
 fn result_env(offer: &TaskOffer, outputs: Vec<Bytes>) -> Envelope {
-    Envelope {
-        message: Message::TaskResult(TaskResult {
-            assignment: offer.assignment,
-            outputs: outputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
-            output_digest: Digest::of_parts(outputs.iter().map(|b| &b[..])),
-        }),
-        attachments: outputs,
-    }
+    Envelope::task_result(offer.assignment, outputs)
 }
 
 fn sha_job(n: usize, redundancy: u8) -> JobSpec {

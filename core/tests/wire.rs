@@ -9,7 +9,7 @@ use shoal_core::kernels::{KernelId, KernelSpec, MatmulParams, Sha256Params};
 use shoal_core::task::{ResultFileError, TaskStatus};
 use shoal_core::wire::message::{
     frame_types, AttachmentMeta, Backend, Cancel, DeviceInfo, DeviceType, ErrorCode, ErrorMessage, Goodbye, Heartbeat,
-    Hello, HelloAuth, Progress, TaskAck, TaskDecline, TaskOffer, TaskResult, Welcome, ATTACHMENT,
+    Hello, HelloAuth, Progress, TaskAck, TaskDecline, TaskOffer, Welcome, ATTACHMENT,
 };
 use shoal_core::wire::pilot::{
     self, PilotError, PilotInbound, ResultType, SubmitRequest, TaskResultMessage, TaskStatusUpdate,
@@ -166,14 +166,7 @@ fn every_message() -> Vec<Envelope> {
         Envelope::bare(Message::TaskAck(TaskAck { assignment: a })),
         Envelope::bare(Message::TaskDecline(TaskDecline { assignment: a, reason: "busy".into() })),
         Envelope::bare(Message::Progress(Progress { assignment: a, done: 1, total: 4 })),
-        Envelope {
-            message: Message::TaskResult(TaskResult {
-                assignment: a,
-                outputs: outputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
-                output_digest: Digest::of_parts(outputs.iter().map(|b| &b[..])),
-            }),
-            attachments: outputs,
-        },
+        Envelope::task_result(a, outputs),
         Envelope::bare(Message::Heartbeat(Heartbeat { seq: 42, running: 1 })),
         Envelope::bare(Message::Cancel(Cancel { assignment: a, reason: "verified elsewhere".into() })),
         Envelope::bare(Message::Error(ErrorMessage {

@@ -85,22 +85,6 @@ impl State {
             State::Stopping => (Millis::from_secs(30), Event::CleanupComplete),
         })
     }
-
-    fn camel(self) -> &'static str {
-        match self {
-            State::Stopped => "Stopped",
-            State::Starting => "Starting",
-            State::Loading => "Loading",
-            State::Collecting => "Collecting",
-            State::LivenessCheck => "LivenessCheck",
-            State::Proving => "Proving",
-            State::Publishing => "Publishing",
-            State::Voting => "Voting",
-            State::Finalizing => "Finalizing",
-            State::Verifying => "Verifying",
-            State::Stopping => "Stopping",
-        }
-    }
 }
 
 impl fmt::Display for State {
@@ -276,10 +260,10 @@ pub fn mermaid(current: Option<State>, guarded: &[(State, Event)]) -> String {
     let mut s = String::from("stateDiagram-v2\n    [*] --> Stopped\n");
     for x in transitions() {
         let mark = if guarded.contains(&(x.from, x.event)) { " [guarded]" } else { "" };
-        let _ = writeln!(s, "    {} --> {}: {}{mark}", x.from.camel(), x.to.camel(), x.event);
+        let _ = writeln!(s, "    {:?} --> {:?}: {}{mark}", x.from, x.to, x.event);
     }
     if let Some(c) = current {
-        let _ = writeln!(s, "    classDef current fill:#f9d71c,stroke:#333\n    class {} current", c.camel());
+        let _ = writeln!(s, "    classDef current fill:#f9d71c,stroke:#333\n    class {c:?} current");
     }
     s
 }

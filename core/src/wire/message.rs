@@ -433,6 +433,17 @@ impl Envelope {
         Envelope { message, attachments: Vec::new() }
     }
 
+    /// A [`TaskResult`] for `assignment` carrying `outputs`, with their
+    /// lengths declared and their digest computed.
+    pub fn task_result(assignment: AssignmentId, outputs: Vec<Bytes>) -> Self {
+        let result = TaskResult {
+            assignment,
+            outputs: outputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
+            output_digest: Digest::of_parts(outputs.iter().map(|b| &b[..])),
+        };
+        Envelope { message: Message::TaskResult(result), attachments: outputs }
+    }
+
     /// The frames of this envelope: the message, then one frame per
     /// attachment whose payload shares the attachment's bytes (no copy), for
     /// hosts that write frames with vectored I/O.
