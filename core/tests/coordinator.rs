@@ -513,3 +513,105 @@ fn forgotten_jobs_free_memory_even_behind_a_long_running_job() {
     assert!(h.c.task_slots() <= 2 * 1024, "{} slots still held", h.c.task_slots());
     assert!(h.c.job_progress(slow).is_some_and(|p| !p.finished()), "the slow job is untouched");
 }
+
+/// A host's storage in miniature: the latest value of every key, and the
+/// chain head.
+#[derive(Default)]
+struct Store {
+    kv: std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>,
+    height: u64,
+    digest: shoal_core::Digest,
+}
+
+impl Store {
+    fn absorb(&mut self, out: &[Output]) {
+        for o in out {
+            if let Output::Persist(d) = o {
+                assert!(d.verify(&self.digest), "diffs chain");
+                assert_eq!(d.height, self.height + 1);
+                self.height = d.height;
+                self.digest = d.digest;
+                for e in &d.entries {
+                    self.kv.insert((e.namespace.to_string(), e.key.clone()), e.value.clone());
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> shoal_core::coordinator::Snapshot {
+        let mut s = shoal_core::coordinator::Snapshot {
+            ledger_height: self.height,
+            ledger_digest: self.digest,
+            ..Default::default()
+        };
+        // Jobs first, then everything else (as a host scanning namespaces in order would).
+        for pass in 0..2 {
+            for ((ns, k), v) in &self.kv {
+                if (ns == "job") == (pass == 0) {
+                    s.apply(ns, k, v).expect("stored entries decode");
+                }
+            }
+        }
+        s
+    }
+}
+
+#[test]
+fn a_restarted_coordinator_keeps_verified_work_and_credits_and_finishes_the_rest() {
+    let mut cfg = config();
+    cfg.epoch.every_verified_tasks = Some(3);
+    let mut h = Harness::new(cfg.clone(), None);
+    let mut store = Store::default();
+    store.absorb(&h.join(1, 1, "a", Backend::Vulkan));
+    store.absorb(&h.join(2, 2, "b", Backend::Vulkan));
+    let job = h.c.submit_job(h.now, sha_job(5, 2)).expect("accepted");
+    let mut out = h.drain();
+    store.absorb(&out);
+    // Complete replicas until 4 tasks are verified (one epoch settles at 3).
+    while h.c.job_progress(job).expect("known").verified < 4 {
+        let Some((conn, (offer, inputs))) = (1..=2).find_map(|c| offers(&out, c).pop().map(|o| (c, o))) else { break };
+        let more = h.complete(conn, &offer, &inputs);
+        store.absorb(&more);
+        out.retain(|o| !matches!(o, Output::Send { envelope, .. } if matches!(&envelope.message, Message::TaskOffer(x) if x.assignment == offer.assignment)));
+        out.extend(more);
+    }
+    let before: Vec<_> = h.c.job_tasks(job).expect("known").iter().map(|t| h.c.task_result(*t).cloned()).collect();
+    assert_eq!(before.iter().filter(|r| r.is_some()).count(), 4);
+    assert_eq!(h.c.epochs().len(), 1);
+    let credibility_a = h.c.credibility(&WorkerId::new("a").expect("id"));
+
+    // Crash: only the store survives.
+    let snapshot = store.snapshot();
+    assert_eq!(snapshot.open_jobs().collect::<Vec<_>>(), vec![job]);
+    let mut h2 = Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now };
+    assert_eq!(h2.c.job_progress(job).expect("recovered").verified, 4);
+    assert_eq!(h2.c.pending_tasks(), 1);
+    assert_eq!(h2.c.epochs(), h.c.epochs());
+    assert_eq!(h2.c.credibility(&WorkerId::new("a").expect("id")), credibility_a);
+    let after: Vec<_> = h2.c.job_tasks(job).expect("known").iter().map(|t| h2.c.task_result(*t).cloned()).collect();
+    assert_eq!(&after[..4], &before[..4], "verified results survive");
+
+    // The workers come back; the last task runs; the next epoch pays for
+    // exactly what was verified after the first one closed (task 4 before
+    // the crash, task 5 after).
+    let mut out = h2.join(11, 1, "a", Backend::Vulkan);
+    out.extend(h2.join(12, 2, "b", Backend::Vulkan));
+    store.absorb(&out);
+    for _ in 0..8 {
+        let Some((conn, (offer, inputs))) = (11..=12).find_map(|c| offers(&out, c).pop().map(|o| (c, o))) else {
+            break;
+        };
+        let more = h2.complete(conn, &offer, &inputs);
+        store.absorb(&more);
+        out.retain(|o| !matches!(o, Output::Send { envelope, .. } if matches!(&envelope.message, Message::TaskOffer(x) if x.assignment == offer.assignment)));
+        out.extend(more);
+    }
+    assert!(h2.c.job_progress(job).expect("known").finished());
+    h2.c.close_epoch(h2.now);
+    store.absorb(&h2.drain());
+    let epochs = h2.c.epochs();
+    assert_eq!(epochs.len(), 2);
+    let tasks: u64 = epochs[1].payouts.iter().map(|p| p.tasks).sum();
+    assert_eq!(tasks, 4, "2 tasks × 2 agreeing workers in the second epoch, none credited twice");
+    assert_eq!(epochs[1].total_in(), epochs[1].total_out());
+}

@@ -10,7 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::config::CoordinatorConfig;
 use super::ledger::Ledger;
 use super::profile::{benchmark_spec, classify, mflops, Tier, WorkerClass};
+use super::recovery::{ns, task_record_key, EndedTask, OpenEpoch, Snapshot, WorkerRecord};
 use super::rewards::{settle_epoch, EpochSettlement, EpochWork};
 use crate::auth::{verify_token, MasterSecret};
 use crate::digest::Digest;
@@ -158,6 +159,8 @@ pub enum Event {
         job: JobId,
         /// The task.
         task: TaskId,
+        /// Its position in the job.
+        index: u32,
         /// Workers whose results agree with the accepted one.
         agreed: Vec<WorkerId>,
         /// Workers whose results were outvoted.
@@ -169,6 +172,8 @@ pub enum Event {
         job: JobId,
         /// The task.
         task: TaskId,
+        /// Its position in the job.
+        index: u32,
         /// Why.
         reason: String,
     },
@@ -283,6 +288,8 @@ pub struct DeadLetter {
     pub job: JobId,
     /// The task.
     pub task: TaskId,
+    /// Its position in the job.
+    pub index: u32,
     /// The final reason.
     pub reason: String,
     /// Every failure on the way.
@@ -388,15 +395,16 @@ pub struct WorkerView {
     pub last_seen: Millis,
 }
 
-/// Reputation that survives reconnects.
+/// Reputation that survives reconnects (and, persisted in
+/// [`WorkerRecord`], restarts).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Reputation {
+pub(crate) struct Reputation {
     /// Verified agreements and passed ringers since joining.
-    agreed: u64,
+    pub(crate) agreed: u64,
     /// Caught lying.
-    slashed: bool,
+    pub(crate) slashed: bool,
     /// Stake held.
-    stake: u128,
+    pub(crate) stake: u128,
 }
 
 type WorkerIdx = u32;
@@ -750,6 +758,10 @@ pub struct Coordinator {
     dead_letters: Vec<DeadLetter>,
     ledger: Ledger,
     epoch: EpochState,
+    /// Workers whose reputation or epoch work changed this round.
+    dirty: std::collections::HashSet<WorkerId, BuildHasherDefault<DefaultHasher>>,
+    /// The open epoch's counters changed this round.
+    epoch_dirty: bool,
     stats: CoordinatorStats,
     shadow: ShadowStats,
     next_housekeeping: Millis,
@@ -824,6 +836,8 @@ impl Coordinator {
                 forfeited: 0,
                 history: Vec::new(),
             },
+            dirty: std::collections::HashSet::default(),
+            epoch_dirty: false,
             stats: CoordinatorStats::default(),
             shadow: ShadowStats::default(),
             next_housekeeping: Millis::ZERO,
@@ -899,10 +913,44 @@ impl Coordinator {
         }
         self.dispatch(now);
         self.maybe_close_epoch(now, false);
+        self.flush_worker_records();
         if let Some(diff) = self.ledger.seal() {
             self.outputs.push_back(Output::Persist(diff));
         }
         self.outputs.extend(self.staged.drain(..));
+    }
+
+    /// Position of a task in its job.
+    fn index_of(&self, job: JobId, tid: TaskKey) -> u32 {
+        self.jobs.get(&job).map_or(0, |j| (tid - j.first) as u32)
+    }
+
+    /// Records the reputation and open-epoch work of every worker touched
+    /// this round, and the open epoch's counters, so a restart resumes them.
+    fn flush_worker_records(&mut self) {
+        let mut dirty: Vec<WorkerId> = self.dirty.drain().collect();
+        dirty.sort();
+        for id in dirty {
+            let record = WorkerRecord {
+                reputation: self.reputation.get(&id).cloned().unwrap_or_default(),
+                epoch: self.epoch.number,
+                work: self.epoch.work.get(&id).cloned().unwrap_or_default(),
+            };
+            self.ledger.put(
+                ns::WORKER_STATE,
+                id.as_str().as_bytes().to_vec(),
+                postcard::to_allocvec(&record).unwrap_or_default(),
+            );
+        }
+        if std::mem::take(&mut self.epoch_dirty) {
+            let open = OpenEpoch {
+                number: self.epoch.number,
+                verified: self.epoch.verified,
+                carried: self.epoch.carried,
+                forfeited: self.epoch.forfeited,
+            };
+            self.ledger.put(ns::EPOCH_OPEN, Vec::new(), postcard::to_allocvec(&open).unwrap_or_default());
+        }
     }
 
     fn send(&mut self, conn: ConnId, message: Message, attachments: Vec<Bytes>) {
@@ -950,19 +998,32 @@ impl Coordinator {
                 .map_err(|error| SubmitError::InvalidTask { index, error })?;
         }
         let job = JobId::from_bytes(self.ids.next());
-        let value = postcard::to_allocvec(&spec).unwrap_or_default();
-        self.ledger.put("job", job.as_bytes().to_vec(), value);
+        let value = postcard::to_allocvec(&(&spec, now)).unwrap_or_default();
+        self.ledger.put(ns::JOB, job.as_bytes().to_vec(), value);
+        let n = spec.tasks.len() as u32;
+        self.insert_job(job, spec, now + self.cfg.task_ttl, BTreeMap::new());
+        self.event(Event::JobAccepted { job, tasks: n });
+        self.finish_round(now);
+        Ok(job)
+    }
+
+    /// Creates a job's tasks: the ones in `ended` as they ended, the others
+    /// queued.
+    fn insert_job(&mut self, job: JobId, spec: JobSpec, expires: Millis, mut ended: BTreeMap<u32, EndedTask>) {
+        let redundancy = spec.redundancy.unwrap_or(self.cfg.default_redundancy);
+        let quorum = spec.quorum.unwrap_or(redundancy);
         let mut ids = Vec::with_capacity(spec.tasks.len());
         let n = spec.tasks.len() as u32;
+        let mut progress = JobProgress { tasks: n, verified: 0, dead_lettered: 0, cancelled: 0 };
         let mut first = None;
         // Tasks of a job often share one kernel spec: share one allocation.
         let mut last_spec: Option<Arc<KernelSpec>> = None;
-        for t in spec.tasks {
+        for (index, t) in spec.tasks.into_iter().enumerate() {
             let key = self.tasks.next_key();
             let id = self.tasks.id_for(key);
             first.get_or_insert(key);
             let input_digest = Digest::of_parts(t.inputs.iter().map(|b| &b[..]));
-            let task = Task {
+            let mut task = Task {
                 id,
                 key,
                 job,
@@ -992,25 +1053,77 @@ impl Coordinator {
                 adaptive: spec.allow_adaptive,
                 verified: None,
             };
-            self.ready.insert(task.ready_key());
+            match ended.remove(&(index as u32)) {
+                None => {
+                    self.ready.insert(task.ready_key());
+                    self.queued_tasks += 1;
+                }
+                Some(end) => {
+                    task.inputs = Vec::new();
+                    task.open_slots = 0;
+                    match end {
+                        EndedTask::Verified(v) => {
+                            task.phase = TaskPhase::Verified;
+                            task.verified = Some(Box::new(v));
+                            progress.verified += 1;
+                        }
+                        EndedTask::DeadLettered(letter) => {
+                            task.phase = TaskPhase::DeadLettered;
+                            progress.dead_lettered += 1;
+                            self.dead_letters.push(DeadLetter { task: id, ..letter });
+                        }
+                    }
+                }
+            }
             self.tasks.insert(task);
             ids.push(id);
         }
-        self.queued_tasks += ids.len();
-        let expires = now + self.cfg.task_ttl;
         self.open_jobs.insert((expires, job));
-        self.jobs.insert(
-            job,
-            Job {
-                progress: JobProgress { tasks: n, verified: 0, dead_lettered: 0, cancelled: 0 },
-                tasks: ids,
-                first: first.unwrap_or(0),
-                expires,
-            },
-        );
-        self.event(Event::JobAccepted { job, tasks: n });
-        self.finish_round(now);
-        Ok(job)
+        self.jobs.insert(job, Job { progress, tasks: ids, first: first.unwrap_or(0), expires });
+    }
+
+    /// Rebuilds a coordinator after a restart from what it had stored (see
+    /// [`super::recovery`]). `now` is the host's clock; unfinished jobs
+    /// keep their deadline relative to when they were submitted, on the
+    /// condition that the host's clock continues the stored one (a host
+    /// keeps it monotonic across restarts by storing its last value).
+    pub fn recover(
+        cfg: CoordinatorConfig,
+        secret: Option<MasterSecret>,
+        entropy: [u8; 32],
+        now: Millis,
+        snapshot: Snapshot,
+    ) -> Self {
+        let mut c = Coordinator::new(cfg, secret, entropy);
+        c.start(now);
+        c.ledger = Ledger::resume(snapshot.ledger_height, snapshot.ledger_digest);
+        let open = snapshot.open_epoch.unwrap_or_default();
+        let next_after_history = snapshot.history.keys().next_back().map_or(0, |n| n + 1);
+        c.epoch.number = open.number.max(next_after_history);
+        if c.epoch.number == open.number {
+            c.epoch.verified = open.verified;
+            c.epoch.carried = open.carried;
+            c.epoch.forfeited = open.forfeited;
+        } else {
+            c.epoch.carried = snapshot.history.values().next_back().map_or(0, |s| s.carried_out);
+        }
+        c.epoch.history = snapshot.history.into_values().collect();
+        for (id, record) in snapshot.workers {
+            if record.epoch == c.epoch.number && record.work != EpochWork::default() {
+                c.epoch.work.insert(id.clone(), record.work);
+            } else if record.reputation.stake > 0 {
+                c.epoch.work.entry(id.clone()).or_default().stake = record.reputation.stake;
+            }
+            c.reputation.insert(id, record.reputation);
+        }
+        for (job, stored) in snapshot.jobs {
+            if stored.finished.is_some() {
+                continue;
+            }
+            let expires = stored.submitted + c.cfg.task_ttl;
+            c.insert_job(job, stored.spec, expires, stored.ended);
+        }
+        c
     }
 
     /// Cancels a job: pending tasks end as cancelled, their running
@@ -1024,7 +1137,7 @@ impl Coordinator {
                 self.end_task(tid, TaskPhase::Cancelled);
             }
         }
-        self.ledger.put("job-cancelled", job.as_bytes().to_vec(), Vec::new());
+        self.ledger.put(ns::JOB_CANCELLED, job.as_bytes().to_vec(), Vec::new());
         self.finish_round(now);
         true
     }
@@ -1092,6 +1205,7 @@ impl Coordinator {
     pub fn set_stake(&mut self, worker: &WorkerId, stake: u128) {
         self.reputation.entry(worker.clone()).or_default().stake = stake;
         self.epoch.work.entry(worker.clone()).or_default().stake = stake;
+        self.dirty.insert(worker.clone());
     }
 
     /// Every connected worker.
@@ -1127,6 +1241,7 @@ impl Coordinator {
     /// Closes the current epoch now (e.g. at shutdown or on operator request).
     pub fn close_epoch(&mut self, now: Millis) {
         self.maybe_close_epoch(now, true);
+        self.flush_worker_records();
         if let Some(diff) = self.ledger.seal() {
             self.outputs.push_back(Output::Persist(diff));
         }
@@ -1657,7 +1772,8 @@ impl Coordinator {
                     self.shadow.mismatched += 1;
                 }
                 if right {
-                    self.reputation.entry(wid).or_default().agreed += 1;
+                    self.reputation.entry(wid.clone()).or_default().agreed += 1;
+                    self.dirty.insert(wid);
                 } else {
                     self.stats.ringers_failed += 1;
                     let id = self.worker(w).map(|x| x.id.clone());
@@ -1698,7 +1814,7 @@ impl Coordinator {
                 let load = self.worker(w).map_or(0, |x| x.in_flight);
                 self.set_load(w, load);
                 let rec = postcard::to_allocvec(&(class, p.mflops, now)).unwrap_or_default();
-                self.ledger.put("worker", id.as_str().as_bytes().to_vec(), rec);
+                self.ledger.put(ns::WORKER, id.as_str().as_bytes().to_vec(), rec);
                 self.event(Event::WorkerAdmitted { worker: id, class, mflops: p.mflops });
             }
             Err(refusal) => self.refuse(conn, Some(id), ErrorCode::Refused, refusal.to_string()),
@@ -1823,13 +1939,20 @@ impl Coordinator {
             agreed: agreed.iter().map(|(w, _)| w.clone()).collect(),
             outvoted: outvoted.clone(),
         };
-        let record =
-            postcard::to_allocvec(&(job, &verified.digest, &verified.agreed, &verified.outvoted)).unwrap_or_default();
+        let record = postcard::to_allocvec(&verified).unwrap_or_default();
         t.verified = Some(Box::new(verified));
         for r in &results {
             forget_undecided(&mut self.undecided, r.num, tid);
         }
-        self.ledger.put("task", task_id.as_bytes().to_vec(), record);
+        let index = self.index_of(job, tid);
+        self.ledger.put(ns::TASK, task_record_key(job, index), record);
+        self.epoch_dirty = true;
+        for (w, _) in &agreed {
+            self.dirty.insert(w.clone());
+        }
+        for w in &outvoted {
+            self.dirty.insert(w.clone());
+        }
         for (w, reward) in &agreed {
             let work = match self.epoch.work.get_mut(w) {
                 Some(work) => work,
@@ -1848,6 +1971,7 @@ impl Coordinator {
         self.event(Event::TaskVerified {
             job,
             task: task_id,
+            index,
             agreed: agreed.into_iter().map(|(w, _)| w).collect(),
             outvoted,
         });
@@ -1903,13 +2027,17 @@ impl Coordinator {
     fn dead_letter(&mut self, tid: TaskKey, reason: String) {
         let Some(t) = self.tasks.get(tid) else { return };
         let failures = t.trouble.as_ref().map(|x| x.failures.clone()).unwrap_or_default();
-        let letter = DeadLetter { job: t.job, task: t.id, reason: reason.clone(), failures };
-        let task_id = t.id;
-        let job = t.job;
-        self.ledger.put("dead-letter", task_id.as_bytes().to_vec(), postcard::to_allocvec(&letter).unwrap_or_default());
+        let (task_id, job) = (t.id, t.job);
+        let index = self.index_of(job, tid);
+        let letter = DeadLetter { job, task: task_id, index, reason: reason.clone(), failures };
+        self.ledger.put(
+            ns::DEAD_LETTER,
+            task_record_key(job, index),
+            postcard::to_allocvec(&letter).unwrap_or_default(),
+        );
         self.dead_letters.push(letter);
         self.stats.dead_lettered += 1;
-        self.event(Event::TaskDeadLettered { job, task: task_id, reason });
+        self.event(Event::TaskDeadLettered { job, task: task_id, index, reason });
         self.end_task(tid, TaskPhase::DeadLettered);
     }
 
@@ -1943,6 +2071,7 @@ impl Coordinator {
         if j.progress.finished() {
             let p = j.progress.clone();
             self.open_jobs.remove(&(j.expires, job));
+            self.ledger.put(ns::JOB_FINISHED, job.as_bytes().to_vec(), postcard::to_allocvec(&p).unwrap_or_default());
             self.event(Event::JobFinished {
                 job,
                 verified: p.verified,
@@ -1966,6 +2095,8 @@ impl Coordinator {
         rep.slashed = true;
         let forfeited = std::mem::take(&mut rep.stake);
         self.epoch.forfeited += forfeited;
+        self.epoch_dirty = true;
+        self.dirty.insert(id.clone());
         let work = self.epoch.work.entry(id.clone()).or_default();
         work.slashed = true;
         work.stake = 0;
@@ -1982,7 +2113,7 @@ impl Coordinator {
             self.ready.insert(key);
         }
         self.ledger.put(
-            "slashed",
+            ns::SLASHED,
             id.as_str().as_bytes().to_vec(),
             postcard::to_allocvec(&(reason, forfeited)).unwrap_or_default(),
         );
@@ -2073,8 +2204,10 @@ impl Coordinator {
             self.epoch.forfeited,
             &self.epoch.work.iter().map(|(w, e)| (w.clone(), e.clone())).collect(),
         );
+        self.epoch_dirty = true;
+        self.dirty.extend(self.epoch.work.keys().cloned());
         self.ledger.put(
-            "epoch",
+            ns::EPOCH,
             self.epoch.number.to_be_bytes().to_vec(),
             postcard::to_allocvec(&s).unwrap_or_default(),
         );

@@ -6,12 +6,14 @@
 //! - [`profile`]: measured speed, tiers, classes, admission.
 //! - [`rewards`]: exact integer epoch settlement.
 //! - [`ledger`]: chained state diffs and their broadcaster.
+//! - [`recovery`]: the stored records and the restart path.
 //! - [`config`]: every number, with the seeds' defaults.
 
 pub mod config;
 pub mod engine;
 pub mod ledger;
 pub mod profile;
+pub mod recovery;
 pub mod rewards;
 
 pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger};
@@ -20,3 +22,4 @@ pub use engine::{
     ShadowStats, SubmitError, TaskPhase, TaskSpec, VerifiedResult, WorkerView,
 };
 pub use profile::{ProfilePolicy, Tier, WorkerClass};
+pub use recovery::{RecoveryError, Snapshot};

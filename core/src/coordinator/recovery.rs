@@ -1,0 +1,224 @@
+//! What the coordinator writes to durable storage, and how a restarted
+//! coordinator is rebuilt from it.
+//!
+//! Every durable change leaves the engine as an entry of a
+//! [`StateDiff`](super::ledger::StateDiff): `(namespace, key, value)`. A host
+//! stores the latest value of each key (and the diffs themselves, for
+//! subscribers). On restart it feeds the stored entries to a [`Snapshot`]
+//! and builds the coordinator with [`Coordinator::recover`](super::Coordinator::recover):
+//! unfinished jobs come back with their verified and dead-lettered tasks
+//! as they were, everything else is queued again (in-flight assignments
+//! died with the process), reputations, the open epoch's work and the
+//! epoch history are restored, and the ledger chain continues where it
+//! stopped. Nothing verified is lost and nothing is credited twice, because
+//! a verification and its credit are written in the same diff.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::engine::{DeadLetter, JobProgress, JobSpec, Reputation, VerifiedResult};
+use super::rewards::{EpochSettlement, EpochWork};
+use crate::digest::Digest;
+use crate::ids::{JobId, WorkerId};
+use crate::time::Millis;
+
+/// The namespaces of the entries the engine writes.
+pub mod ns {
+    /// Job id → `(JobSpec, submitted at)`.
+    pub const JOB: &str = "job";
+    /// Job id → [`JobProgress`](crate::coordinator::JobProgress) once every task ended.
+    pub const JOB_FINISHED: &str = "job-finished";
+    /// Job id → empty: the job was cancelled.
+    pub const JOB_CANCELLED: &str = "job-cancelled";
+    /// [`task_record_key`] → [`VerifiedResult`](crate::coordinator::VerifiedResult).
+    pub const TASK: &str = "task";
+    /// [`task_record_key`] → [`DeadLetter`](crate::coordinator::DeadLetter).
+    pub const DEAD_LETTER: &str = "dead-letter";
+    /// Worker id → `(class, MFLOPS, admitted at)`, on admission.
+    pub const WORKER: &str = "worker";
+    /// Worker id → [`WorkerRecord`](super::WorkerRecord).
+    pub const WORKER_STATE: &str = "worker-state";
+    /// Worker id → `(reason, forfeited stake)`.
+    pub const SLASHED: &str = "slashed";
+    /// Epoch number (u64 BE) → [`EpochSettlement`](crate::coordinator::rewards::EpochSettlement).
+    pub const EPOCH: &str = "epoch";
+    /// Empty key → [`OpenEpoch`](super::OpenEpoch).
+    pub const EPOCH_OPEN: &str = "epoch-open";
+}
+
+/// Key of a task's record: the job id then the task's index (u32 BE), so
+/// a job's tasks are one contiguous key range.
+pub fn task_record_key(job: JobId, index: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(20);
+    k.extend_from_slice(job.as_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// A worker's reputation and its work in the open epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub(crate) reputation: Reputation,
+    /// The epoch `work` belongs to.
+    pub epoch: u64,
+    /// Work in that epoch.
+    pub work: EpochWork,
+}
+
+/// Counters of the open epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenEpoch {
+    /// Its number.
+    pub number: u64,
+    /// Tasks verified in it so far.
+    pub verified: u64,
+    /// Carried in from the previous epoch.
+    pub carried: u128,
+    /// Stake forfeited in it so far.
+    pub forfeited: u128,
+}
+
+/// How a task of a recovered job ended before the restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndedTask {
+    /// Verified, with its result.
+    Verified(VerifiedResult),
+    /// Dead-lettered, with its reasons.
+    DeadLettered(DeadLetter),
+}
+
+/// A job as it was stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredJob {
+    /// What was submitted.
+    pub spec: JobSpec,
+    /// When (coordinator clock).
+    pub submitted: Millis,
+    /// Final counters, if every task ended.
+    pub finished: Option<JobProgress>,
+    /// Tasks that ended, by index.
+    pub ended: BTreeMap<u32, EndedTask>,
+}
+
+/// A stored entry could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecoveryError {
+    /// The value does not decode as its namespace's record.
+    #[error("stored {namespace} record {key} is corrupt: {error}")]
+    Corrupt {
+        /// Namespace.
+        namespace: String,
+        /// Key, hex.
+        key: String,
+        /// Decoder message.
+        error: String,
+    },
+    /// A task record names a job that is not stored.
+    #[error("stored {namespace} record {key} belongs to no stored job")]
+    Orphan {
+        /// Namespace.
+        namespace: String,
+        /// Key, hex.
+        key: String,
+    },
+}
+
+/// Everything a restarted coordinator needs, assembled from stored entries.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Height of the last stored diff.
+    pub ledger_height: u64,
+    /// Digest of the last stored diff.
+    pub ledger_digest: Digest,
+    /// Jobs, by id.
+    pub jobs: BTreeMap<JobId, StoredJob>,
+    /// Worker records, by id.
+    pub workers: BTreeMap<WorkerId, WorkerRecord>,
+    /// The open epoch's counters.
+    pub open_epoch: Option<OpenEpoch>,
+    /// Settled epochs, by number.
+    pub history: BTreeMap<u64, EpochSettlement>,
+}
+
+fn corrupt(namespace: &str, key: &[u8], error: impl std::fmt::Display) -> RecoveryError {
+    RecoveryError::Corrupt { namespace: namespace.to_owned(), key: hex(key), error: error.to_string() }
+}
+
+fn hex(b: &[u8]) -> String {
+    crate::digest::hex_lower(b)
+}
+
+fn job_key(namespace: &str, key: &[u8]) -> Result<JobId, RecoveryError> {
+    let b: [u8; 16] =
+        key.get(..16).and_then(|k| k.try_into().ok()).ok_or_else(|| corrupt(namespace, key, "short key"))?;
+    Ok(JobId::from_bytes(b))
+}
+
+impl Snapshot {
+    /// Applies one stored entry (the latest value of its key). Jobs must
+    /// be applied before their tasks; entries of namespaces that recovery
+    /// does not need are ignored.
+    pub fn apply(&mut self, namespace: &str, key: &[u8], value: &[u8]) -> Result<(), RecoveryError> {
+        match namespace {
+            ns::JOB => {
+                let (spec, submitted): (JobSpec, Millis) =
+                    postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?;
+                let job = job_key(namespace, key)?;
+                let entry = self.jobs.entry(job).or_insert(StoredJob {
+                    spec,
+                    submitted,
+                    finished: None,
+                    ended: BTreeMap::new(),
+                });
+                entry.submitted = submitted;
+            }
+            ns::JOB_FINISHED => {
+                let p: JobProgress = postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?;
+                if let Some(j) = self.jobs.get_mut(&job_key(namespace, key)?) {
+                    j.finished = Some(p);
+                }
+            }
+            ns::TASK | ns::DEAD_LETTER => {
+                let job = job_key(namespace, key)?;
+                let index = key
+                    .get(16..20)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| corrupt(namespace, key, "short key"))?;
+                let ended = if namespace == ns::TASK {
+                    EndedTask::Verified(postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?)
+                } else {
+                    EndedTask::DeadLettered(postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?)
+                };
+                let j = self
+                    .jobs
+                    .get_mut(&job)
+                    .ok_or_else(|| RecoveryError::Orphan { namespace: namespace.to_owned(), key: hex(key) })?;
+                j.ended.insert(index, ended);
+            }
+            ns::WORKER_STATE => {
+                let r: WorkerRecord = postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?;
+                let id = std::str::from_utf8(key)
+                    .ok()
+                    .and_then(|s| WorkerId::new(s).ok())
+                    .ok_or_else(|| corrupt(namespace, key, "bad worker id"))?;
+                self.workers.insert(id, r);
+            }
+            ns::EPOCH => {
+                let s: EpochSettlement = postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?;
+                self.history.insert(s.epoch, s);
+            }
+            ns::EPOCH_OPEN => {
+                self.open_epoch = Some(postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Unfinished jobs: the ones a restarted coordinator runs on.
+    pub fn open_jobs(&self) -> impl Iterator<Item = JobId> + '_ {
+        self.jobs.iter().filter(|(_, j)| j.finished.is_none()).map(|(id, _)| *id)
+    }
+}
