@@ -31,6 +31,7 @@ pub mod sim;
 pub mod task;
 pub mod time;
 pub mod wire;
+pub mod worker;
 
 pub use digest::Digest;
 pub use ids::{AssignmentId, JobId, TaskId, WorkerId};

@@ -1,0 +1,214 @@
+//! The worker side of the protocol, sans-I/O: the same session drives the
+//! native worker and the browser tab.
+//!
+//! The host feeds received envelopes ([`WorkerSession::handle`]), reports
+//! finished kernels ([`WorkerSession::finished`]) and ticks the clock; the
+//! session answers with [`WorkerOutput`]s: envelopes to send, kernels to
+//! run, runs to abort, and the end of the session. It checks every offer's
+//! inputs against their declared digest, declines work beyond its capacity,
+//! never sends a result for an assignment the coordinator cancelled, and
+//! heartbeats at the interval the coordinator asked for.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::digest::Digest;
+use crate::ids::{AssignmentId, WorkerId};
+use crate::kernels::KernelSpec;
+use crate::time::Millis;
+use crate::wire::message::{ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, TaskAck, TaskDecline, TaskOffer};
+use crate::wire::{Envelope, Message};
+
+/// Something the host must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkerOutput {
+    /// Send this envelope to the coordinator.
+    Send(Envelope),
+    /// Run this kernel on these inputs, then call [`WorkerSession::finished`].
+    Run {
+        /// The assignment, to report back with.
+        assignment: AssignmentId,
+        /// What to run.
+        kernel: KernelSpec,
+        /// Its inputs.
+        inputs: Vec<Bytes>,
+    },
+    /// The coordinator no longer wants this run; its result will be dropped.
+    Abort(AssignmentId),
+    /// The session is over (refused, slashed, or the coordinator left):
+    /// close the connection.
+    Closed {
+        /// Why, for the user.
+        reason: String,
+    },
+}
+
+/// Where the session stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Hello sent, waiting for Welcome.
+    Greeting,
+    /// Admitted (or being benchmarked): taking work.
+    Working {
+        /// The id the coordinator knows this worker by.
+        worker_id: WorkerId,
+    },
+    /// Over.
+    Closed,
+}
+
+/// One connection's worth of protocol.
+#[derive(Debug)]
+pub struct WorkerSession {
+    state: SessionState,
+    max_concurrent: usize,
+    running: HashMap<AssignmentId, ()>,
+    heartbeat_every: Millis,
+    next_heartbeat: Option<Millis>,
+    seq: u64,
+    completed: u64,
+    outputs: VecDeque<WorkerOutput>,
+}
+
+impl WorkerSession {
+    /// Starts a session: the first output is the Hello.
+    pub fn new(hello: Hello) -> Self {
+        let max_concurrent = usize::from(hello.max_concurrent.max(1));
+        let mut outputs = VecDeque::new();
+        outputs.push_back(WorkerOutput::Send(Envelope::bare(Message::Hello(hello))));
+        WorkerSession {
+            state: SessionState::Greeting,
+            max_concurrent,
+            running: HashMap::new(),
+            heartbeat_every: Millis::from_secs(10),
+            next_heartbeat: None,
+            seq: 0,
+            completed: 0,
+            outputs,
+        }
+    }
+
+    /// Where the session stands.
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// Assignments running now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Results sent so far.
+    pub fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// Handles an envelope from the coordinator.
+    pub fn handle(&mut self, now: Millis, envelope: Envelope) {
+        if self.state == SessionState::Closed {
+            return;
+        }
+        match envelope.message {
+            Message::Welcome(w) => {
+                self.heartbeat_every = Millis(u64::from(w.heartbeat_interval_ms.max(100)));
+                self.next_heartbeat = Some(now + self.heartbeat_every);
+                self.state = SessionState::Working { worker_id: w.worker_id };
+            }
+            Message::TaskOffer(offer) => self.on_offer(offer, envelope.attachments),
+            Message::Cancel(c) => {
+                if self.running.remove(&c.assignment).is_some() {
+                    self.outputs.push_back(WorkerOutput::Abort(c.assignment));
+                }
+            }
+            Message::Error(e) if e.assignment.is_none() => {
+                self.close(format!("coordinator error {:?}: {}", e.code, e.message));
+            }
+            Message::Goodbye(g) => self.close(format!("coordinator said goodbye: {}", g.reason)),
+            // Heartbeats, assignment errors and anything a coordinator should
+            // not send are ignored: a worker never fails on its input.
+            _ => {}
+        }
+    }
+
+    fn on_offer(&mut self, offer: TaskOffer, inputs: Vec<Bytes>) {
+        let assignment = offer.assignment;
+        if Digest::of_parts(inputs.iter().map(|b| &b[..])) != offer.input_digest {
+            self.send(Message::Error(ErrorMessage {
+                code: ErrorCode::Malformed,
+                assignment: Some(assignment),
+                message: "inputs do not match their digest".into(),
+            }));
+            return;
+        }
+        if self.running.len() >= self.max_concurrent || self.running.contains_key(&assignment) {
+            self.send(Message::TaskDecline(TaskDecline { assignment, reason: "busy".into() }));
+            return;
+        }
+        self.running.insert(assignment, ());
+        self.send(Message::TaskAck(TaskAck { assignment }));
+        self.outputs.push_back(WorkerOutput::Run { assignment, kernel: offer.kernel, inputs });
+    }
+
+    /// Reports a finished run: its outputs, or why it failed. Results of
+    /// cancelled or unknown assignments are dropped, never sent.
+    pub fn finished(&mut self, assignment: AssignmentId, outcome: Result<Vec<Bytes>, String>) {
+        if self.state == SessionState::Closed || self.running.remove(&assignment).is_none() {
+            return;
+        }
+        match outcome {
+            Ok(outputs) => {
+                self.completed += 1;
+                self.outputs.push_back(WorkerOutput::Send(Envelope::task_result(assignment, outputs)));
+            }
+            Err(message) => self.send(Message::Error(ErrorMessage {
+                code: ErrorCode::ExecutionFailed,
+                assignment: Some(assignment),
+                message,
+            })),
+        }
+    }
+
+    /// Advances the clock: heartbeats when due.
+    pub fn tick(&mut self, now: Millis) {
+        if let Some(t) = self.next_heartbeat {
+            if now >= t && self.state != SessionState::Closed {
+                self.seq += 1;
+                let running = self.running.len().min(usize::from(u16::MAX)) as u16;
+                self.send(Message::Heartbeat(Heartbeat { seq: self.seq, running }));
+                self.next_heartbeat = Some(now + self.heartbeat_every);
+            }
+        }
+    }
+
+    /// When [`WorkerSession::tick`] next has something to do.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        self.next_heartbeat
+    }
+
+    /// Ends the session from this side (the user stopped the worker).
+    pub fn leave(&mut self, reason: &str) {
+        if self.state != SessionState::Closed {
+            self.send(Message::Goodbye(Goodbye { reason: reason.to_owned() }));
+            self.close(reason.to_owned());
+        }
+    }
+
+    fn close(&mut self, reason: String) {
+        self.state = SessionState::Closed;
+        self.next_heartbeat = None;
+        for a in self.running.drain().map(|(a, ())| a).collect::<Vec<_>>() {
+            self.outputs.push_back(WorkerOutput::Abort(a));
+        }
+        self.outputs.push_back(WorkerOutput::Closed { reason });
+    }
+
+    fn send(&mut self, message: Message) {
+        self.outputs.push_back(WorkerOutput::Send(Envelope::bare(message)));
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<WorkerOutput> {
+        self.outputs.pop_front()
+    }
+}

@@ -1,0 +1,156 @@
+//! Worker sessions (the code every real worker runs) against the real
+//! coordinator, connected in memory: admission by benchmark, work, results
+//! verified; cancellation drops results; bad inputs are caught.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use shoal_core::coordinator::{Coordinator, CoordinatorConfig, Input, JobSpec, Output, TaskSpec};
+use shoal_core::kernels::{KernelId, KernelSpec, MandelbrotParams, Sha256Params};
+use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth, TaskOffer};
+use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
+use shoal_core::worker::{SessionState, WorkerOutput, WorkerSession};
+use shoal_core::{Digest, Millis, WorkerId};
+
+fn hello(id: &str) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: WorkerId::new(id).expect("id"),
+        auth: HelloAuth::Token(String::new()),
+        device: DeviceInfo {
+            backend: Backend::Cpu,
+            device_type: DeviceType::Cpu,
+            vendor: "test".into(),
+            name: "test".into(),
+            driver: "test".into(),
+            max_buffer_bytes: 1 << 30,
+            max_storage_binding_bytes: 1 << 27,
+            max_workgroup_invocations: 256,
+            kernels: KernelId::ALL.to_vec(),
+        },
+        software: "test".into(),
+        max_concurrent: 2,
+    }
+}
+
+/// Moves every message until nothing moves; runs kernels at once.
+fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) {
+    loop {
+        let mut moved = false;
+        let mut to_coord: VecDeque<(u64, Envelope)> = VecDeque::new();
+        for (i, s) in sessions.iter_mut().enumerate() {
+            s.tick(*now);
+            while let Some(o) = s.poll_output() {
+                moved = true;
+                match o {
+                    WorkerOutput::Send(e) => to_coord.push_back((i as u64, e)),
+                    WorkerOutput::Run { assignment, kernel, inputs } => {
+                        let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+                        let out = kernel.run_cpu(&refs).map_err(|e| e.to_string());
+                        s.finished(assignment, out.map(|o| o.into_iter().map(Bytes::from).collect()));
+                    }
+                    WorkerOutput::Abort(_) | WorkerOutput::Closed { .. } => {}
+                }
+            }
+        }
+        *now = *now + Millis(1);
+        for (conn, envelope) in to_coord {
+            c.handle(*now, Input::Received { conn, envelope });
+        }
+        c.handle(*now, Input::Tick);
+        while let Some(o) = c.poll_output() {
+            if let Output::Send { conn, envelope } = o {
+                moved = true;
+                sessions[conn as usize].handle(*now, envelope);
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+#[test]
+fn sessions_join_work_and_get_their_results_verified() {
+    let mut cfg = CoordinatorConfig::default();
+    cfg.profile.benchmark_size = 16;
+    cfg.profile.min_mflops = 1;
+    let mut c = Coordinator::new(cfg, None, [3; 32]);
+    let mut now = Millis(10_000);
+    let mut sessions: Vec<WorkerSession> = (0..3).map(|i| WorkerSession::new(hello(&format!("w{i}")))).collect();
+    for i in 0..3 {
+        c.handle(now, Input::Connected { conn: i, origin: i });
+    }
+    pump(&mut c, &mut sessions, &mut now);
+    assert!(sessions.iter().all(|s| matches!(s.state(), SessionState::Working { .. })));
+    assert_eq!(c.workers().iter().filter(|w| w.mflops.is_some()).count(), 3, "all admitted by benchmark");
+
+    let mut tasks = Vec::new();
+    for i in 0..6u64 {
+        let kernel = KernelSpec::Sha256(Sha256Params { count: 4, message_len: 64 });
+        tasks.push(TaskSpec {
+            kernel: kernel.clone(),
+            inputs: kernel.seeded_inputs(i).into_iter().map(Bytes::from).collect(),
+        });
+    }
+    let m = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(16, 16, -2.0, -1.0, 0.1, 64));
+    tasks.push(TaskSpec { kernel: m.clone(), inputs: vec![] });
+    let job = c.submit_job(now, JobSpec::new(tasks.clone())).expect("accepted");
+    pump(&mut c, &mut sessions, &mut now);
+    assert!(c.job_progress(job).expect("known").finished());
+    for (t, spec) in c.job_tasks(job).expect("known").iter().zip(&tasks) {
+        let refs: Vec<&[u8]> = spec.inputs.iter().map(|b| &b[..]).collect();
+        let want = spec.kernel.run_cpu(&refs).expect("runs");
+        let got = c.task_result(*t).expect("verified");
+        assert_eq!(got.outputs.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), want);
+        assert_eq!(got.agreed.len(), 2);
+    }
+    assert!(sessions.iter().map(WorkerSession::completed).sum::<u64>() >= 14 + 3);
+}
+
+#[test]
+fn corrupt_inputs_busy_and_cancelled_work_are_handled() {
+    let mut s = WorkerSession::new(hello("w"));
+    assert!(matches!(s.poll_output(), Some(WorkerOutput::Send(e)) if matches!(e.message, Message::Hello(_))));
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 4 });
+    let inputs = vec![Bytes::from_static(b"abcd")];
+    let offer = |n: u8, digest: Digest| TaskOffer {
+        assignment: shoal_core::AssignmentId::from_bytes([n; 16]),
+        task: shoal_core::TaskId::from_bytes([n; 16]),
+        job: shoal_core::JobId::from_bytes([1; 16]),
+        kernel: kernel.clone(),
+        inputs: vec![],
+        input_digest: digest,
+        deadline_ms: 1000,
+    };
+    let good = Digest::of_parts(inputs.iter().map(|b| &b[..]));
+    // Corrupted inputs: refused with an error, never run.
+    s.handle(
+        Millis(0),
+        Envelope { message: Message::TaskOffer(offer(1, Digest::of(b"x"))), attachments: inputs.clone() },
+    );
+    assert!(matches!(s.poll_output(), Some(WorkerOutput::Send(e)) if matches!(e.message, Message::Error(_))));
+    assert_eq!(s.poll_output(), None);
+    // Two fit (max_concurrent 2), the third is declined.
+    for n in 2..5 {
+        s.handle(Millis(0), Envelope { message: Message::TaskOffer(offer(n, good)), attachments: inputs.clone() });
+    }
+    let outs: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+    assert_eq!(outs.iter().filter(|o| matches!(o, WorkerOutput::Run { .. })).count(), 2);
+    assert!(outs.iter().any(|o| matches!(o, WorkerOutput::Send(e) if matches!(e.message, Message::TaskDecline(_)))));
+    // A cancelled run's result is dropped.
+    let a2 = shoal_core::AssignmentId::from_bytes([2; 16]);
+    s.handle(
+        Millis(0),
+        Envelope::bare(Message::Cancel(shoal_core::wire::message::Cancel { assignment: a2, reason: "done".into() })),
+    );
+    assert_eq!(s.poll_output(), Some(WorkerOutput::Abort(a2)));
+    s.finished(a2, Ok(vec![Bytes::from_static(b"late")]));
+    assert_eq!(s.poll_output(), None);
+    // The other is sent.
+    s.finished(shoal_core::AssignmentId::from_bytes([3; 16]), Ok(vec![Bytes::from_static(b"out")]));
+    assert!(matches!(s.poll_output(), Some(WorkerOutput::Send(e)) if matches!(e.message, Message::TaskResult(_))));
+    assert_eq!(s.running(), 0);
+}
