@@ -9,7 +9,7 @@
 //! never sends a result for an assignment the coordinator cancelled, and
 //! heartbeats at the interval the coordinator asked for.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -63,7 +63,7 @@ pub enum SessionState {
 pub struct WorkerSession {
     state: SessionState,
     max_concurrent: usize,
-    running: HashMap<AssignmentId, ()>,
+    running: HashSet<AssignmentId>,
     heartbeat_every: Millis,
     next_heartbeat: Option<Millis>,
     seq: u64,
@@ -80,7 +80,7 @@ impl WorkerSession {
         WorkerSession {
             state: SessionState::Greeting,
             max_concurrent,
-            running: HashMap::new(),
+            running: HashSet::new(),
             heartbeat_every: Millis::from_secs(10),
             next_heartbeat: None,
             seq: 0,
@@ -116,10 +116,8 @@ impl WorkerSession {
                 self.state = SessionState::Working { worker_id: w.worker_id };
             }
             Message::TaskOffer(offer) => self.on_offer(offer, envelope.attachments),
-            Message::Cancel(c) => {
-                if self.running.remove(&c.assignment).is_some() {
-                    self.outputs.push_back(WorkerOutput::Abort(c.assignment));
-                }
+            Message::Cancel(c) if self.running.remove(&c.assignment) => {
+                self.outputs.push_back(WorkerOutput::Abort(c.assignment));
             }
             Message::Error(e) if e.assignment.is_none() => {
                 self.close(format!("coordinator error {:?}: {}", e.code, e.message));
@@ -141,11 +139,11 @@ impl WorkerSession {
             }));
             return;
         }
-        if self.running.len() >= self.max_concurrent || self.running.contains_key(&assignment) {
+        if self.running.len() >= self.max_concurrent || self.running.contains(&assignment) {
             self.send(Message::TaskDecline(TaskDecline { assignment, reason: "busy".into() }));
             return;
         }
-        self.running.insert(assignment, ());
+        self.running.insert(assignment);
         self.send(Message::TaskAck(TaskAck { assignment }));
         self.outputs.push_back(WorkerOutput::Run { assignment, kernel: offer.kernel, inputs });
     }
@@ -153,7 +151,7 @@ impl WorkerSession {
     /// Reports a finished run: its outputs, or why it failed. Results of
     /// cancelled or unknown assignments are dropped, never sent.
     pub fn finished(&mut self, assignment: AssignmentId, outcome: Result<Vec<Bytes>, String>) {
-        if self.state == SessionState::Closed || self.running.remove(&assignment).is_none() {
+        if self.state == SessionState::Closed || !self.running.remove(&assignment) {
             return;
         }
         match outcome {
@@ -197,7 +195,9 @@ impl WorkerSession {
     fn close(&mut self, reason: String) {
         self.state = SessionState::Closed;
         self.next_heartbeat = None;
-        for a in self.running.drain().map(|(a, ())| a).collect::<Vec<_>>() {
+        let mut running: Vec<AssignmentId> = self.running.drain().collect();
+        running.sort();
+        for a in running {
             self.outputs.push_back(WorkerOutput::Abort(a));
         }
         self.outputs.push_back(WorkerOutput::Closed { reason });
