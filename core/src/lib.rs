@@ -19,6 +19,7 @@
 //! - [`ids`] and [`digest`]: identifiers and SHA-256 digests.
 //! - [`time`]: the millisecond time type every time-dependent function takes.
 
+pub mod amount;
 pub mod auth;
 pub mod consensus;
 pub mod coordinator;

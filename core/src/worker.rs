@@ -14,7 +14,7 @@ use std::collections::{HashSet, VecDeque};
 use bytes::Bytes;
 
 use crate::digest::Digest;
-use crate::ids::{AssignmentId, WorkerId};
+use crate::ids::{AssignmentId, JobId, WorkerId};
 use crate::kernels::KernelSpec;
 use crate::time::Millis;
 use crate::wire::message::{ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, TaskAck, TaskDecline, TaskOffer};
@@ -29,6 +29,8 @@ pub enum WorkerOutput {
     Run {
         /// The assignment, to report back with.
         assignment: AssignmentId,
+        /// The job it belongs to (the zero id for the admission benchmark).
+        job: JobId,
         /// What to run.
         kernel: KernelSpec,
         /// Its inputs.
@@ -145,7 +147,7 @@ impl WorkerSession {
         }
         self.running.insert(assignment);
         self.send(Message::TaskAck(TaskAck { assignment }));
-        self.outputs.push_back(WorkerOutput::Run { assignment, kernel: offer.kernel, inputs });
+        self.outputs.push_back(WorkerOutput::Run { assignment, job: offer.job, kernel: offer.kernel, inputs });
     }
 
     /// Reports a finished run: its outputs, or why it failed. Results of

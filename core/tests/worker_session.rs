@@ -46,7 +46,7 @@ fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) {
                 moved = true;
                 match o {
                     WorkerOutput::Send(e) => to_coord.push_back((i as u64, e)),
-                    WorkerOutput::Run { assignment, kernel, inputs } => {
+                    WorkerOutput::Run { assignment, kernel, inputs, .. } => {
                         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
                         let out = kernel.run_cpu(&refs).map_err(|e| e.to_string());
                         s.finished(assignment, out.map(|o| o.into_iter().map(Bytes::from).collect()));

@@ -23,6 +23,7 @@ use crate::ids::WorkerId;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RewardConfig {
     /// New reward per epoch in base units (800 tokens of 10¹⁸ units).
+    #[serde(with = "crate::amount")]
     pub epoch_reward: u128,
     /// Percent of the pool kept by the operator (10).
     pub operator_cut_pct: u8,
@@ -33,6 +34,7 @@ pub struct RewardConfig {
     /// Weight multiplier of the bonus, in percent (120 = ×1.2).
     pub bonus_multiplier_pct: u32,
     /// Stake that earns the full stake multiplier; 0 disables it.
+    #[serde(with = "crate::amount")]
     pub stake_for_max_bonus: u128,
     /// The largest stake bonus, in percent of weight (50 = up to ×1.5).
     pub max_stake_bonus_pct: u32,

@@ -1,0 +1,11 @@
+//! Generates the gRPC service from `proto/shoal.proto` with the vendored
+//! protoc, so nothing needs to be installed by hand.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // Build scripts are single-threaded; the variable only tells prost-build where protoc is.
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=proto/shoal.proto");
+    tonic_prost_build::configure().compile_protos(&["proto/shoal.proto"], &["proto"])?;
+    Ok(())
+}

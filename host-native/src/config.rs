@@ -1,0 +1,198 @@
+//! The service's configuration: every default of the seeds, from a TOML
+//! file, overridden by environment variables, overridden by flags.
+//!
+//! Overrides name any key by its dotted path: `--set
+//! coordinator.default_redundancy=3` or
+//! `SHOAL__COORDINATOR__DEFAULT_REDUNDANCY=3` (double underscores separate
+//! the levels). Values are TOML (`3`, `true`, `"text"`); a value that does
+//! not parse as TOML is taken as a string.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shoal_core::coordinator::CoordinatorConfig;
+
+/// Where the service listens and keeps its data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC and gRPC-web (seed: 14689).
+    pub grpc: SocketAddr,
+    /// HTTP: workers' WebSocket at `/ws`, `/healthz`, `/metrics`,
+    /// `/api/stats`, the dashboard (seed: 14690).
+    pub http: SocketAddr,
+    /// Folder of the storage file (`shoal.redb`) and the worker secret.
+    pub data: PathBuf,
+    /// Dashboard files served at `/` when the folder exists.
+    pub dist: PathBuf,
+    /// Most worker connections at once (beyond: refused at the door).
+    pub max_connections: usize,
+    /// Messages queued towards one worker before it counts as too slow and
+    /// is disconnected (its work is re-queued).
+    pub worker_send_queue: usize,
+    /// Diffs kept in storage (seed: 10 000; 0 keeps all), pruned every 1000.
+    pub diff_retain: u64,
+    /// Recent diffs kept in memory for live subscribers (seed: 100).
+    pub diff_ring: usize,
+    /// Grace period for in-flight work at shutdown, ms.
+    pub shutdown_timeout_ms: u64,
+    /// Logs as JSON lines instead of text.
+    pub log_json: bool,
+    /// Largest gRPC message, bytes (a task's inputs travel in one).
+    pub max_grpc_message: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc: SocketAddr::from(([127, 0, 0, 1], 14689)),
+            http: SocketAddr::from(([127, 0, 0, 1], 14690)),
+            data: PathBuf::from("shoal-data"),
+            dist: PathBuf::from("dist"),
+            max_connections: 20_000,
+            worker_send_queue: 4096,
+            diff_retain: 10_000,
+            diff_ring: 100,
+            shutdown_timeout_ms: 10_000,
+            log_json: false,
+            max_grpc_message: 64 << 20,
+        }
+    }
+}
+
+/// Everything.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShoalConfig {
+    /// The service.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The coordinator's rules (core).
+    #[serde(default)]
+    pub coordinator: CoordinatorConfig,
+}
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid TOML of the right shape.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// File, variable or flag.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(origin: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { origin: origin.into(), message: message.to_string() }
+}
+
+/// Sets `path` (dotted) to `value` in a TOML table, creating levels.
+fn set_path(root: &mut toml::Table, path: &[&str], value: toml::Value, origin: &str) -> Result<(), ConfigError> {
+    let (last, parents) = path.split_last().ok_or_else(|| invalid(origin, "empty key"))?;
+    let mut table = root;
+    for p in parents {
+        let entry = table.entry((*p).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| invalid(origin, format!("`{p}` is not a table")))?;
+    }
+    table.insert((*last).to_owned(), value);
+    Ok(())
+}
+
+/// Parses an override value: TOML if it parses, else a string.
+fn parse_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Merges `over` into `base`, table by table.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl ShoalConfig {
+    /// Defaults, then `file` (if any), then `SHOAL__A__B` variables from
+    /// `env`, then `key=value` overrides.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut tree = toml::Table::try_from(ShoalConfig::default()).map_err(|e| invalid("defaults", e))?;
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            let t: toml::Table = text.parse().map_err(|e| invalid(path.display().to_string(), e))?;
+            merge(&mut tree, t);
+        }
+        let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("SHOAL__")).collect();
+        vars.sort();
+        for (k, v) in vars {
+            let path: Vec<String> = k["SHOAL__".len()..].split("__").map(str::to_lowercase).collect();
+            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+            set_path(&mut tree, &refs, parse_value(&v), &k)?;
+        }
+        for s in sets {
+            let (k, v) = s.split_once('=').ok_or_else(|| invalid(format!("--set {s}"), "expected key=value"))?;
+            let refs: Vec<&str> = k.trim().split('.').collect();
+            set_path(&mut tree, &refs, parse_value(v.trim()), &format!("--set {s}"))?;
+        }
+        tree.try_into().map_err(|e: toml::de::Error| invalid("configuration", e.message()))
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_overrides_apply_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("shoal.toml");
+        std::fs::write(&file, "[coordinator]\ndefault_redundancy = 3\nmax_workers = 7\n").expect("write");
+        let env = vec![("SHOAL__COORDINATOR__MAX_WORKERS".to_owned(), "9".to_owned())];
+        let cfg = ShoalConfig::load(Some(&file), env, &["server.log_json=true".into()]).expect("valid");
+        assert_eq!(cfg.coordinator.default_redundancy, 3);
+        assert_eq!(cfg.coordinator.max_workers, 9, "env beats the file");
+        assert!(cfg.server.log_json);
+        let again: ShoalConfig = toml::from_str(&cfg.to_toml()).expect("printed config parses");
+        assert_eq!(again, cfg);
+        assert_eq!(ShoalConfig::load(None, vec![], &[]).expect("defaults"), ShoalConfig::default());
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let err = ShoalConfig::load(None, vec![], &["coordinator.max_workers=lots".into()]).expect_err("refused");
+        assert!(err.to_string().contains("max_workers"), "{err}");
+        let err = ShoalConfig::load(None, vec![], &["nonsense".into()]).expect_err("refused");
+        assert!(err.to_string().contains("key=value"), "{err}");
+        let err = ShoalConfig::load(None, vec![], &["server.typo=1".into()]).expect_err("refused");
+        assert!(err.to_string().contains("typo"), "{err}");
+    }
+}

@@ -1,0 +1,420 @@
+//! The coordinator loop: one thread owns the sans-I/O [`Coordinator`] and
+//! the [`Store`], takes commands in batches, feeds them to the core with
+//! the time, makes the batch's diffs durable in one transaction, and only
+//! then performs what the core decided (frames to workers, replies to
+//! clients, events to dashboards). It adds no decision of its own.
+//!
+//! Everything else (sockets, gRPC, HTTP) talks to it through an
+//! [`EngineHandle`]: commands in over a channel, answers back on oneshots,
+//! events and diffs out on broadcast channels.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use shoal_core::coordinator::ledger::StateDiff;
+use shoal_core::coordinator::{
+    ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, OriginKey, Output, SubmitError,
+};
+use shoal_core::wire::Envelope;
+use shoal_core::{JobId, Millis};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::store::{Commit, Store, StoreError};
+
+/// Something a connection task must do.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // moved through a channel, never stored in bulk
+pub enum Outbound {
+    /// Send this envelope.
+    Envelope(Envelope),
+    /// Close the connection, for this reason.
+    Close(String),
+}
+
+/// A query run on the engine thread after the batch it arrived in is durable.
+pub type Query = Box<dyn FnOnce(&Coordinator, &dyn Store) + Send>;
+
+/// What the engine is asked to do.
+pub enum Command {
+    /// A worker connection opened; frames for it go to `tx`.
+    Connected {
+        /// Host's connection number.
+        conn: ConnId,
+        /// Its network origin.
+        origin: OriginKey,
+        /// Its outbound queue.
+        tx: tokio::sync::mpsc::Sender<Outbound>,
+    },
+    /// An envelope arrived from a worker.
+    Received {
+        /// From which connection.
+        conn: ConnId,
+        /// What.
+        envelope: Envelope,
+    },
+    /// A worker connection ended.
+    Disconnected {
+        /// Which.
+        conn: ConnId,
+    },
+    /// A client submits a job; answered once it is durable.
+    Submit {
+        /// The job.
+        spec: JobSpec,
+        /// The client's name for it.
+        name: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<JobId, SubmitError>>,
+    },
+    /// A client cancels a job (false: unknown or finished).
+    Cancel {
+        /// Which.
+        job: JobId,
+        /// Where the answer goes.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Read state.
+    Query(Query),
+    /// Close the open epoch now (shutdown, operator request).
+    CloseEpoch,
+    /// Stop the loop after this batch.
+    Stop,
+}
+
+/// An event with the time it happened, for live feeds.
+#[derive(Clone, Debug)]
+pub struct TimedEvent {
+    /// Coordinator clock.
+    pub at: Millis,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Counters a scrape or a status call reads without a round trip.
+#[derive(Debug, Default, Serialize)]
+pub struct Gauges {
+    /// Worker connections open.
+    pub connections: AtomicU64,
+    /// Batches processed.
+    pub batches: AtomicU64,
+    /// Commits made.
+    pub commits: AtomicU64,
+}
+
+/// The way to the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<TimedEvent>,
+    diffs: broadcast::Sender<Arc<StateDiff>>,
+    /// Live counters.
+    pub gauges: Arc<Gauges>,
+    stopped: Arc<AtomicBool>,
+}
+
+/// The engine stopped (shutdown or a storage failure).
+#[derive(Debug, thiserror::Error)]
+#[error("the coordinator is not running")]
+pub struct EngineGone;
+
+impl EngineHandle {
+    /// Sends a command.
+    pub fn send(&self, c: Command) -> Result<(), EngineGone> {
+        self.tx.send(c).map_err(|_| EngineGone)
+    }
+
+    /// Runs `f` on the engine thread and returns what it returns.
+    pub async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Coordinator, &dyn Store) -> T + Send + 'static,
+    ) -> Result<T, EngineGone> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Query(Box::new(move |c, s| {
+            let _ = tx.send(f(c, s));
+        })))?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// Submits a job; returns once it is durable.
+    pub async fn submit(&self, spec: JobSpec, name: String) -> Result<Result<JobId, SubmitError>, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Submit { spec, name, reply })?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// Cancels a job.
+    pub async fn cancel(&self, job: JobId) -> Result<bool, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Cancel { job, reply })?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// Live events from now on.
+    pub fn events(&self) -> broadcast::Receiver<TimedEvent> {
+        self.events.subscribe()
+    }
+
+    /// Live diffs from now on.
+    pub fn diffs(&self) -> broadcast::Receiver<Arc<StateDiff>> {
+        self.diffs.subscribe()
+    }
+
+    /// Whether the engine has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+/// The host clock: wall-clock milliseconds, never behind the last value
+/// stored (so deadlines survive a restart) and never going backwards.
+#[derive(Debug)]
+pub struct Clock {
+    last: Millis,
+}
+
+impl Clock {
+    /// A clock that continues from `stored`.
+    pub fn resume(stored: Millis) -> Self {
+        Clock { last: stored }
+    }
+
+    /// Now.
+    pub fn now(&mut self) -> Millis {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.last = self.last.max(Millis(wall));
+        self.last
+    }
+}
+
+/// The engine's settings from the service configuration.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Diffs kept in storage.
+    pub diff_retain: u64,
+    /// Diffs kept for live subscribers.
+    pub diff_ring: usize,
+}
+
+/// Most commands taken into one batch.
+const MAX_BATCH: usize = 8192;
+
+struct Engine {
+    coord: Coordinator,
+    store: Box<dyn Store>,
+    clock: Clock,
+    rx: mpsc::Receiver<Command>,
+    conns: HashMap<ConnId, tokio::sync::mpsc::Sender<Outbound>>,
+    events: broadcast::Sender<TimedEvent>,
+    diffs: broadcast::Sender<Arc<StateDiff>>,
+    gauges: Arc<Gauges>,
+    settings: EngineSettings,
+    /// Inputs for the next batch (disconnects of connections found too slow).
+    deferred: Vec<Input>,
+    next_gauges: Millis,
+}
+
+/// Recovers the coordinator from `store` and starts the loop on its own
+/// thread. The returned join handle yields the loop's end: `Ok` after a
+/// stop, the storage error that stopped it otherwise.
+pub fn start(
+    cfg: CoordinatorConfig,
+    secret: Option<shoal_core::auth::MasterSecret>,
+    store: Box<dyn Store>,
+    settings: EngineSettings,
+) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
+    let started = std::time::Instant::now();
+    let (snapshot, stored_clock) = store.recover()?;
+    let mut clock = Clock::resume(stored_clock);
+    let now = clock.now();
+    let open_jobs = snapshot.open_jobs().count();
+    let height = snapshot.ledger_height;
+    let mut entropy = [0u8; 32];
+    getrandom::fill(&mut entropy).map_err(|e| StoreError::Db(format!("no entropy: {e}")))?;
+    let coord = Coordinator::recover(cfg, secret, entropy, now, snapshot);
+    tracing::info!(
+        open_jobs,
+        pending_tasks = coord.pending_tasks(),
+        ledger_height = height,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "coordinator recovered from storage"
+    );
+    let (tx, rx) = mpsc::channel();
+    let (events, _) = broadcast::channel(4096);
+    let (diffs, _) = broadcast::channel(settings.diff_ring.max(1));
+    let gauges = Arc::new(Gauges::default());
+    let stopped = Arc::new(AtomicBool::new(false));
+    let handle =
+        EngineHandle { tx, events: events.clone(), diffs: diffs.clone(), gauges: gauges.clone(), stopped: stopped.clone() };
+    let engine = Engine {
+        coord,
+        store,
+        clock,
+        rx,
+        conns: HashMap::new(),
+        events,
+        diffs,
+        gauges,
+        settings,
+        deferred: Vec::new(),
+        next_gauges: Millis::ZERO,
+    };
+    let join = std::thread::Builder::new()
+        .name("shoal-engine".into())
+        .spawn(move || {
+            let r = engine.run();
+            stopped.store(true, Ordering::SeqCst);
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "coordinator loop stopped");
+            }
+            r
+        })
+        .map_err(|e| StoreError::Db(format!("cannot start the engine thread: {e}")))?;
+    Ok((handle, join))
+}
+
+type Reply = Box<dyn FnOnce() + Send>;
+
+impl Engine {
+    fn run(mut self) -> Result<(), StoreError> {
+        let mut stop = false;
+        while !stop {
+            let now = self.clock.now();
+            let wait = self.coord.next_wakeup().map_or(1_000, |t| t.0.saturating_sub(now.0)).min(1_000);
+            let mut batch = Vec::new();
+            match self.rx.recv_timeout(Duration::from_millis(wait)) {
+                Ok(c) => batch.push(c),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            stop |= self.step(batch)?;
+        }
+        // Last words: what is queued for workers is flushed by their tasks.
+        Ok(())
+    }
+
+    /// Processes one batch; true when asked to stop.
+    fn step(&mut self, batch: Vec<Command>) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut inputs = std::mem::take(&mut self.deferred);
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut queries: Vec<Query> = Vec::new();
+        let mut names = Vec::new();
+        let mut stop = false;
+        for cmd in batch {
+            match cmd {
+                Command::Connected { conn, origin, tx } => {
+                    self.conns.insert(conn, tx);
+                    inputs.push(Input::Connected { conn, origin });
+                }
+                Command::Received { conn, envelope } => inputs.push(Input::Received { conn, envelope }),
+                Command::Disconnected { conn } => {
+                    self.conns.remove(&conn);
+                    inputs.push(Input::Disconnected { conn });
+                }
+                Command::Submit { spec, name, reply } => {
+                    self.coord.handle_batch(now, inputs.drain(..));
+                    let r = self.coord.submit_job(now, spec);
+                    if let Ok(job) = &r {
+                        names.push((*job, name));
+                    }
+                    replies.push(Box::new(move || {
+                        let _ = reply.send(r);
+                    }));
+                }
+                Command::Cancel { job, reply } => {
+                    self.coord.handle_batch(now, inputs.drain(..));
+                    let r = self.coord.cancel_job(now, job);
+                    replies.push(Box::new(move || {
+                        let _ = reply.send(r);
+                    }));
+                }
+                Command::Query(q) => queries.push(q),
+                Command::CloseEpoch => {
+                    self.coord.handle_batch(now, inputs.drain(..));
+                    self.coord.close_epoch(now);
+                }
+                Command::Stop => stop = true,
+            }
+        }
+        if self.coord.next_wakeup().is_some_and(|t| t <= now) {
+            inputs.push(Input::Tick);
+        }
+        self.coord.handle_batch(now, inputs);
+        self.gauges.batches.fetch_add(1, Ordering::Relaxed);
+
+        let mut diffs = Vec::new();
+        let mut actions = Vec::new();
+        while let Some(o) = self.coord.poll_output() {
+            match o {
+                Output::Persist(d) => diffs.push(d),
+                other => actions.push(other),
+            }
+        }
+        if !diffs.is_empty() || !names.is_empty() {
+            let started = std::time::Instant::now();
+            self.store.commit(&Commit { diffs: &diffs, clock: now, job_names: names, retain: self.settings.diff_retain })?;
+            metrics::histogram!("shoal_commit_seconds").record(started.elapsed().as_secs_f64());
+            self.gauges.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        // Durable: now act.
+        for d in diffs {
+            let _ = self.diffs.send(Arc::new(d));
+        }
+        for a in actions {
+            self.perform(now, a);
+        }
+        for r in replies {
+            r();
+        }
+        for q in queries {
+            q(&self.coord, self.store.as_ref());
+        }
+        if now >= self.next_gauges {
+            self.next_gauges = now + Millis(1_000);
+            crate::metrics::record_gauges(&self.coord);
+        }
+        Ok(stop)
+    }
+
+    fn perform(&mut self, now: Millis, output: Output) {
+        match output {
+            Output::Send { conn, envelope } => {
+                let Some(tx) = self.conns.get(&conn) else { return };
+                if let Err(e) = tx.try_send(Outbound::Envelope(envelope)) {
+                    // Full: the worker does not keep up; closed: it is gone.
+                    // Either way the core hears it left, and re-queues its work.
+                    if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
+                        tracing::warn!(conn, "worker too slow to read its queue; disconnecting");
+                        metrics::counter!("shoal_ws_disconnects_total", "reason" => "slow").increment(1);
+                    }
+                    self.conns.remove(&conn);
+                    self.deferred.push(Input::Disconnected { conn });
+                }
+            }
+            Output::Close { conn, reason } => {
+                if let Some(tx) = self.conns.remove(&conn) {
+                    let _ = tx.try_send(Outbound::Close(reason));
+                }
+            }
+            Output::Event(event) => {
+                crate::metrics::record_event(&event);
+                if let Event::JobFinished { job, .. } = &event {
+                    // Its results are durable; clients read them from storage.
+                    self.coord.forget_job(*job);
+                }
+                let _ = self.events.send(TimedEvent { at: now, event });
+            }
+            Output::Persist(_) => {}
+        }
+    }
+}

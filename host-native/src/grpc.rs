@@ -1,0 +1,633 @@
+//! The control plane: the `shoal.v1.Shoal` gRPC service (also served as
+//! gRPC-web), and the conversions between its messages and the core's types.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+use shoal_core::coordinator::recovery::EndedTask;
+use shoal_core::coordinator::rewards::EpochSettlement;
+use shoal_core::coordinator::{Event, JobSpec, TaskSpec, Tier};
+use shoal_core::kernels::{
+    Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
+};
+use shoal_core::JobId;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::{EngineGone, EngineHandle, TimedEvent};
+use crate::status::SwarmStatus;
+
+/// The generated protobuf types and service stubs.
+#[allow(missing_docs, unreachable_pub, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("shoal.v1");
+}
+
+use pb::shoal_server::Shoal;
+
+/// Most tasks one job may have.
+pub const MAX_TASKS_PER_JOB: usize = 1_000_000;
+/// Diffs read from storage per catch-up step.
+const CATCH_UP_STEP: usize = 256;
+
+/// The service.
+#[derive(Clone)]
+pub struct ShoalService {
+    engine: EngineHandle,
+}
+
+impl ShoalService {
+    /// A service over this engine.
+    pub fn new(engine: EngineHandle) -> Self {
+        ShoalService { engine }
+    }
+}
+
+fn gone(_: EngineGone) -> Status {
+    Status::unavailable("the coordinator is not running")
+}
+
+/// Parses a job id given by a client.
+pub fn parse_job(s: &str) -> Result<JobId, Status> {
+    s.trim().parse().map_err(|_| Status::invalid_argument(format!("`{s}` is not a job id (32 hex digits)")))
+}
+
+/// A protobuf kernel as the core's kernel spec.
+pub fn kernel_from_pb(k: Option<pb::Kernel>) -> Result<KernelSpec, Status> {
+    use pb::kernel::Kind;
+    let kind = k.and_then(|k| k.kind).ok_or_else(|| Status::invalid_argument("task without a kernel"))?;
+    Ok(match kind {
+        Kind::Sha256(p) => KernelSpec::Sha256(Sha256Params { count: p.count, message_len: p.message_len }),
+        Kind::MatmulF32(p) => KernelSpec::MatmulF32(MatmulParams { m: p.m, n: p.n, k: p.k }),
+        Kind::Mandelbrot(p) => KernelSpec::Mandelbrot(MandelbrotParams {
+            width: p.width,
+            height: p.height,
+            x0: p.x0,
+            y0: p.y0,
+            step: p.step,
+            max_iter: p.max_iter,
+        }),
+        Kind::Custom(c) => {
+            let workgroups: [u32; 3] = match c.workgroups.as_slice() {
+                [x] => [*x, 1, 1],
+                [x, y] => [*x, *y, 1],
+                [x, y, z] => [*x, *y, *z],
+                _ => return Err(Status::invalid_argument("custom kernel: workgroups needs 1 to 3 numbers")),
+            };
+            let comparator = match (c.tolerance_rel, c.tolerance_abs) {
+                (None, None) => Comparator::Exact,
+                (rel, abs) => Comparator::Tolerance { rel: rel.unwrap_or(0.0), abs: abs.unwrap_or(0.0) },
+            };
+            KernelSpec::Custom(CustomKernel {
+                wgsl: c.wgsl,
+                entry_point: c.entry_point,
+                bindings: c
+                    .bindings
+                    .iter()
+                    .map(|b| CustomBinding {
+                        binding: b.binding,
+                        role: if b.role == pb::custom_binding::Role::Output as i32 {
+                            CustomRole::Output
+                        } else {
+                            CustomRole::Input
+                        },
+                        len: b.len,
+                    })
+                    .collect(),
+                workgroups,
+                comparator,
+                ops: c.ops,
+            })
+        }
+    })
+}
+
+/// The core's kernel spec as a protobuf kernel.
+pub fn kernel_to_pb(k: &KernelSpec) -> pb::Kernel {
+    use pb::kernel::Kind;
+    let kind = match k {
+        KernelSpec::Sha256(p) => Kind::Sha256(pb::Sha256Kernel { count: p.count, message_len: p.message_len }),
+        KernelSpec::MatmulF32(p) => Kind::MatmulF32(pb::MatmulKernel { m: p.m, n: p.n, k: p.k }),
+        KernelSpec::Mandelbrot(p) => Kind::Mandelbrot(pb::MandelbrotKernel {
+            width: p.width,
+            height: p.height,
+            x0: p.x0,
+            y0: p.y0,
+            step: p.step,
+            max_iter: p.max_iter,
+        }),
+        KernelSpec::Custom(c) => Kind::Custom(pb::CustomKernel {
+            wgsl: c.wgsl.clone(),
+            entry_point: c.entry_point.clone(),
+            bindings: c
+                .bindings
+                .iter()
+                .map(|b| pb::CustomBinding {
+                    binding: b.binding,
+                    role: match b.role {
+                        CustomRole::Input => pb::custom_binding::Role::Input as i32,
+                        CustomRole::Output => pb::custom_binding::Role::Output as i32,
+                    },
+                    len: b.len,
+                })
+                .collect(),
+            workgroups: c.workgroups.to_vec(),
+            tolerance_rel: match c.comparator {
+                Comparator::Tolerance { rel, .. } => Some(rel),
+                Comparator::Exact => None,
+            },
+            tolerance_abs: match c.comparator {
+                Comparator::Tolerance { abs, .. } => Some(abs),
+                Comparator::Exact => None,
+            },
+            ops: c.ops,
+        }),
+    };
+    pb::Kernel { kind: Some(kind) }
+}
+
+fn tier_from(n: u32) -> Result<Tier, Status> {
+    match n {
+        0 | 1 => Ok(Tier::Low),
+        2 => Ok(Tier::Mid),
+        3 => Ok(Tier::High),
+        _ => Err(Status::invalid_argument(format!("min_tier {n}: tiers are 1, 2 and 3"))),
+    }
+}
+
+fn small(n: u32, what: &str) -> Result<Option<u8>, Status> {
+    match n {
+        0 => Ok(None),
+        1..=255 => Ok(Some(n as u8)),
+        _ => Err(Status::invalid_argument(format!("{what} {n} is out of range"))),
+    }
+}
+
+fn epoch_to_pb(s: &EpochSettlement) -> pb::Epoch {
+    pb::Epoch {
+        epoch: s.epoch,
+        reward: s.reward.to_string(),
+        carried_in: s.carried_in.to_string(),
+        forfeited: s.forfeited.to_string(),
+        operator_cut: s.operator_cut.to_string(),
+        carried_out: s.carried_out.to_string(),
+        digest: s.digest.to_hex(),
+        payouts: s
+            .payouts
+            .iter()
+            .map(|p| pb::Payout {
+                worker: p.worker.to_string(),
+                amount: p.amount.to_string(),
+                bounty: p.bounty.to_string(),
+                weight: p.weight.to_string(),
+                tasks: p.tasks,
+                accuracy_ppm: p.accuracy_ppm,
+                bonus: p.bonus,
+            })
+            .collect(),
+    }
+}
+
+/// An event as the protobuf feed shows it.
+pub fn event_to_pb(e: &TimedEvent) -> pb::SwarmEvent {
+    let mut m = pb::SwarmEvent { at_ms: e.at.0, ..Default::default() };
+    match &e.event {
+        Event::WorkerAdmitted { worker, class, mflops } => {
+            m.kind = "worker_admitted".into();
+            m.worker = worker.to_string();
+            m.detail = format!("{:?} tier {} at {mflops} MFLOPS", class.backend, class.tier as u8);
+        }
+        Event::WorkerRefused { worker, reason } => {
+            m.kind = "worker_refused".into();
+            m.worker = worker.as_ref().map(ToString::to_string).unwrap_or_default();
+            m.detail.clone_from(reason);
+        }
+        Event::WorkerLeft { worker, reason } => {
+            m.kind = "worker_left".into();
+            m.worker = worker.to_string();
+            m.detail.clone_from(reason);
+        }
+        Event::JobAccepted { job, tasks } => {
+            m.kind = "job_accepted".into();
+            m.job_id = job.to_string();
+            m.detail = format!("{tasks} tasks");
+        }
+        Event::TaskVerified { job, index, agreed, outvoted, .. } => {
+            m.kind = "task_verified".into();
+            m.job_id = job.to_string();
+            m.task_index = *index;
+            m.detail = format!("{} agreed, {} outvoted", agreed.len(), outvoted.len());
+        }
+        Event::TaskDeadLettered { job, index, reason, .. } => {
+            m.kind = "task_dead_lettered".into();
+            m.job_id = job.to_string();
+            m.task_index = *index;
+            m.detail.clone_from(reason);
+        }
+        Event::JobFinished { job, verified, dead_lettered, cancelled } => {
+            m.kind = "job_finished".into();
+            m.job_id = job.to_string();
+            m.detail = format!("{verified} verified, {dead_lettered} dead-lettered, {cancelled} cancelled");
+        }
+        Event::WorkerSlashed { worker, reason, forfeited } => {
+            m.kind = "worker_slashed".into();
+            m.worker = worker.to_string();
+            m.detail = format!("{reason}; forfeited {forfeited}");
+        }
+        Event::EpochSettled(s) => {
+            m.kind = "epoch_settled".into();
+            m.detail = format!("epoch {} settled, digest {}", s.epoch, s.digest);
+        }
+    }
+    m
+}
+
+fn outcome_to_pb(index: u32, ended: EndedTask, omit_outputs: bool) -> pb::TaskOutcome {
+    match ended {
+        EndedTask::Verified(v) => pb::TaskOutcome {
+            index,
+            kind: pb::task_outcome::Kind::Verified as i32,
+            outputs: if omit_outputs { Vec::new() } else { v.outputs.iter().map(|b| b.to_vec()).collect() },
+            digest: v.digest.to_hex(),
+            agreed: v.agreed.iter().map(ToString::to_string).collect(),
+            outvoted: v.outvoted.iter().map(ToString::to_string).collect(),
+            reason: String::new(),
+        },
+        EndedTask::DeadLettered(d) => pb::TaskOutcome {
+            index,
+            kind: pb::task_outcome::Kind::DeadLettered as i32,
+            reason: d.reason,
+            ..Default::default()
+        },
+    }
+}
+
+/// A job's status from the coordinator's memory, or from storage once forgotten.
+async fn job_status(engine: &EngineHandle, job: JobId) -> Result<Option<pb::JobStatus>, Status> {
+    engine
+        .query(move |c, store| {
+            let stored = store.job(job).ok().flatten();
+            let name = stored.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let submitted_ms = stored.as_ref().map_or(0, |s| s.submitted.0);
+            if let Some(p) = c.job_progress(job) {
+                return Some(pb::JobStatus {
+                    job_id: job.to_string(),
+                    name,
+                    tasks: p.tasks,
+                    verified: p.verified,
+                    dead_lettered: p.dead_lettered,
+                    cancelled: p.cancelled,
+                    finished: p.finished(),
+                    submitted_ms,
+                });
+            }
+            let s = stored?;
+            let p = s.finished.clone().unwrap_or(shoal_core::coordinator::JobProgress {
+                tasks: s.tasks,
+                verified: 0,
+                dead_lettered: 0,
+                cancelled: 0,
+            });
+            Some(pb::JobStatus {
+                job_id: job.to_string(),
+                name,
+                tasks: p.tasks,
+                verified: p.verified,
+                dead_lettered: p.dead_lettered,
+                cancelled: p.cancelled,
+                finished: s.finished.is_some(),
+                submitted_ms,
+            })
+        })
+        .await
+        .map_err(gone)
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Shoal for ShoalService {
+    async fn submit_job(
+        &self,
+        request: Request<Streaming<pb::SubmitJobRequest>>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        use pb::submit_job_request::Part;
+        let mut stream = request.into_inner();
+        let Some(pb::SubmitJobRequest { part: Some(Part::Header(header)) }) = stream.message().await? else {
+            return Err(Status::invalid_argument("the first message of SubmitJob must be the job header"));
+        };
+        let mut tasks = Vec::new();
+        while let Some(m) = stream.message().await? {
+            match m.part {
+                Some(Part::Task(t)) => {
+                    if tasks.len() >= MAX_TASKS_PER_JOB {
+                        return Err(Status::resource_exhausted(format!(
+                            "a job has at most {MAX_TASKS_PER_JOB} tasks"
+                        )));
+                    }
+                    let kernel = kernel_from_pb(t.kernel)
+                        .map_err(|s| Status::invalid_argument(format!("task {}: {}", tasks.len(), s.message())))?;
+                    tasks.push(TaskSpec { kernel, inputs: t.inputs.into_iter().map(bytes::Bytes::from).collect() });
+                }
+                Some(Part::Header(_)) => return Err(Status::invalid_argument("a job has one header")),
+                None => return Err(Status::invalid_argument("empty message")),
+            }
+        }
+        let n = tasks.len() as u32;
+        let spec = JobSpec {
+            tasks,
+            redundancy: small(header.redundancy, "redundancy")?,
+            quorum: small(header.quorum, "quorum")?,
+            priority: small(header.priority, "priority")?.unwrap_or(0),
+            min_tier: tier_from(header.min_tier)?,
+            allow_adaptive: header.allow_adaptive,
+        };
+        match self.engine.submit(spec, header.name).await.map_err(gone)? {
+            Ok(job) => Ok(Response::new(pb::SubmitJobResponse { job_id: job.to_string(), tasks: n })),
+            Err(e @ shoal_core::coordinator::SubmitError::QueueFull { .. }) => {
+                Err(Status::resource_exhausted(e.to_string()))
+            }
+            Err(e) => Err(Status::invalid_argument(e.to_string())),
+        }
+    }
+
+    async fn get_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::JobStatus>, Status> {
+        let job = parse_job(&request.get_ref().job_id)?;
+        job_status(&self.engine, job)
+            .await?
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no job {job}")))
+    }
+
+    async fn cancel_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let job = parse_job(&request.get_ref().job_id)?;
+        let cancelled = self.engine.cancel(job).await.map_err(gone)?;
+        Ok(Response::new(pb::CancelJobResponse { cancelled }))
+    }
+
+    type StreamJobResultsStream = BoxStream<pb::TaskOutcome>;
+
+    async fn stream_job_results(
+        &self,
+        request: Request<pb::StreamJobResultsRequest>,
+    ) -> Result<Response<Self::StreamJobResultsStream>, Status> {
+        let req = request.into_inner();
+        let job = parse_job(&req.job_id)?;
+        let engine = self.engine.clone();
+        let Some(first) = job_status(&engine, job).await? else {
+            return Err(Status::not_found(format!("no job {job}")));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut events = engine.events();
+            let mut sent = std::collections::BTreeSet::new();
+            let mut status = first;
+            loop {
+                // Ended tasks come from storage (durable), in index order.
+                let omit = req.omit_outputs;
+                let mut from = 0u32;
+                loop {
+                    let batch = engine.query(move |_, store| store.outcomes(job, from, 256)).await;
+                    let batch = match batch {
+                        Ok(Ok(b)) => b,
+                        Ok(Err(e)) => {
+                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(gone(e))).await;
+                            return;
+                        }
+                    };
+                    let Some(last) = batch.last().map(|(i, _)| *i) else { break };
+                    for (index, ended) in batch {
+                        if sent.insert(index) && tx.send(Ok(outcome_to_pb(index, ended, omit))).await.is_err() {
+                            return;
+                        }
+                    }
+                    from = last + 1;
+                }
+                if status.finished {
+                    // Cancelled tasks have no record: they are the indices left.
+                    if status.cancelled > 0 {
+                        for index in 0..status.tasks {
+                            if !sent.contains(&index) {
+                                let c = pb::TaskOutcome {
+                                    index,
+                                    kind: pb::task_outcome::Kind::Cancelled as i32,
+                                    reason: "job cancelled".into(),
+                                    ..Default::default()
+                                };
+                                if tx.send(Ok(c)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    return;
+                }
+                if !req.follow {
+                    return;
+                }
+                // Wait for news of this job (or a second, whichever first).
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    loop {
+                        match events.recv().await {
+                            Ok(e) => match &e.event {
+                                Event::TaskVerified { job: j, .. }
+                                | Event::TaskDeadLettered { job: j, .. }
+                                | Event::JobFinished { job: j, .. }
+                                    if *j == job =>
+                                {
+                                    return
+                                }
+                                _ => {}
+                            },
+                            Err(RecvError::Lagged(_) | RecvError::Closed) => return,
+                        }
+                    }
+                })
+                .await;
+                match job_status(&engine, job).await {
+                    Ok(Some(s)) => status = s,
+                    _ => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_workers(&self, _: Request<pb::Empty>) -> Result<Response<pb::WorkerList>, Status> {
+        let workers = self.engine.query(|c, _| workers_pb(c)).await.map_err(gone)?;
+        Ok(Response::new(pb::WorkerList { workers }))
+    }
+
+    async fn swarm_status(&self, _: Request<pb::Empty>) -> Result<Response<pb::Status>, Status> {
+        let (s, height, digest, epoch) = self
+            .engine
+            .query(|c, store| {
+                let (_, h) = store.diff_heights().unwrap_or((0, 0));
+                let digest = store.diffs(h, h, 1).ok().and_then(|mut d| d.pop()).map(|d| d.digest.to_hex());
+                (SwarmStatus::of(c), h, digest.unwrap_or_default(), c.epochs().len() as u64)
+            })
+            .await
+            .map_err(gone)?;
+        Ok(Response::new(pb::Status {
+            workers: s.workers,
+            workers_admitted: s.workers_admitted,
+            tasks_pending: s.tasks_pending,
+            tasks_verified: s.tasks_verified,
+            tasks_dead_lettered: s.tasks_dead_lettered,
+            mismatched_tasks: s.mismatched_tasks,
+            offers: s.offers,
+            results: s.results,
+            timeouts: s.timeouts,
+            slashed: s.slashed,
+            stale_results: s.stale_results,
+            ledger_height: height,
+            ledger_digest: digest,
+            epoch,
+            jobs_open: 0,
+            uptime_ms: 0,
+            tiers: s
+                .classes
+                .iter()
+                .map(|c| pb::TierCount { backend: c.backend.clone(), tier: u32::from(c.tier), workers: c.workers })
+                .collect(),
+        }))
+    }
+
+    async fn leaderboard(&self, _: Request<pb::Empty>) -> Result<Response<pb::WorkerList>, Status> {
+        let mut workers = self.engine.query(|c, _| workers_pb(c)).await.map_err(gone)?;
+        workers.sort_by(|a, b| b.agreed.cmp(&a.agreed).then_with(|| a.id.cmp(&b.id)));
+        Ok(Response::new(pb::WorkerList { workers }))
+    }
+
+    async fn epochs(&self, _: Request<pb::Empty>) -> Result<Response<pb::EpochList>, Status> {
+        let epochs = self.engine.query(|c, _| c.epochs().iter().map(epoch_to_pb).collect()).await.map_err(gone)?;
+        Ok(Response::new(pb::EpochList { epochs }))
+    }
+
+    async fn shadow_stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::Shadow>, Status> {
+        let s = self.engine.query(|c, _| c.shadow().clone()).await.map_err(gone)?;
+        Ok(Response::new(pb::Shadow {
+            compared: s.compared,
+            matched: s.matched,
+            mismatched: s.mismatched,
+            false_positives: s.false_positives,
+            false_negatives: s.false_negatives,
+        }))
+    }
+
+    type StreamEventsStream = BoxStream<pb::SwarmEvent>;
+
+    async fn stream_events(&self, _: Request<pb::Empty>) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let mut events = self.engine.events();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let item = match events.recv().await {
+                    Ok(e) => Ok(event_to_pb(&e)),
+                    Err(RecvError::Lagged(n)) => Ok(pb::SwarmEvent {
+                        kind: "lagged".into(),
+                        detail: format!("{n} events dropped for this slow subscriber"),
+                        ..Default::default()
+                    }),
+                    Err(RecvError::Closed) => return,
+                };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    type StreamStateDiffsStream = BoxStream<pb::StateDiff>;
+
+    async fn stream_state_diffs(
+        &self,
+        request: Request<pb::StreamStateDiffsRequest>,
+    ) -> Result<Response<Self::StreamStateDiffsStream>, Status> {
+        let from = request.get_ref().from_height.max(1);
+        // Subscribe first, so nothing published during the catch-up is lost.
+        let mut live = self.engine.diffs();
+        let engine = self.engine.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut next = from;
+            loop {
+                let batch = engine.query(move |_, store| store.diffs(next, u64::MAX, CATCH_UP_STEP)).await;
+                let Ok(Ok(batch)) = batch else { return };
+                if batch.is_empty() {
+                    break;
+                }
+                for d in &batch {
+                    next = d.height + 1;
+                    if tx.send(Ok(diff_to_pb(d))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(d) if d.height >= next => {
+                        next = d.height + 1;
+                        if tx.send(Ok(diff_to_pb(&d))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        metrics::counter!("shoal_diff_subscriber_drops_total").increment(n);
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "{n} diffs dropped for this slow subscriber; resubscribe from height {next}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::StateDiff {
+    pb::StateDiff {
+        height: d.height,
+        prev: d.prev.to_hex(),
+        digest: d.digest.to_hex(),
+        entries: d
+            .entries
+            .iter()
+            .map(|e| pb::DiffEntry {
+                delete: e.write == shoal_core::coordinator::ledger::WriteType::Delete,
+                namespace: e.namespace.to_string(),
+                key: e.key.clone(),
+                value: e.value.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn workers_pb(c: &shoal_core::coordinator::Coordinator) -> Vec<pb::Worker> {
+    c.workers()
+        .into_iter()
+        .map(|w| pb::Worker {
+            id: w.id.to_string(),
+            backend: w.class.map(|cl| format!("{:?}", cl.backend)).unwrap_or_default(),
+            tier: w.class.map_or(0, |cl| cl.tier as u32),
+            mflops: w.mflops.unwrap_or(0),
+            credibility_ppm: w.credibility_ppm,
+            in_flight: w.in_flight,
+            agreed: w.agreed,
+            last_seen_ms: w.last_seen.0,
+            connected: true,
+            slashed: w.credibility_ppm == 0 && w.agreed > 0,
+        })
+        .collect()
+}

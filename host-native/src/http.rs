@@ -1,0 +1,53 @@
+//! HTTP: the workers' WebSocket (`/ws`), `/healthz`, Prometheus `/metrics`,
+//! `/api/stats` (JSON, CORS), and the dashboard's files at `/` when built.
+
+use std::path::Path;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::cors::CorsLayer;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::status::SwarmStatus;
+use crate::ws::{self, DataPlane};
+
+/// The HTTP router.
+pub fn router(plane: DataPlane, dist: &Path) -> Router {
+    let api = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/stats", get(stats).layer(CorsLayer::permissive()))
+        .route("/ws", get(ws::upgrade))
+        .with_state(plane);
+    if dist.join("index.html").is_file() {
+        api.fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))))
+    } else {
+        api.fallback(|| async {
+            (StatusCode::NOT_FOUND, "the dashboard is not built (cargo xtask up builds it); /api/stats and /metrics are served")
+        })
+    }
+}
+
+async fn healthz(State(plane): State<DataPlane>) -> Response {
+    if plane.engine.is_stopped() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "coordinator stopped").into_response();
+    }
+    match plane.engine.query(|_, _| ()).await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordinator stopped").into_response(),
+    }
+}
+
+async fn metrics() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
+}
+
+async fn stats(State(plane): State<DataPlane>) -> Response {
+    match plane.engine.query(|c, _| SwarmStatus::of(c)).await {
+        Ok(s) => Json(s).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordinator stopped").into_response(),
+    }
+}

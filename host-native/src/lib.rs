@@ -1,0 +1,21 @@
+//! Shoal's native host: the coordinator service and the native worker.
+//!
+//! The service drives `shoal_core`'s sans-I/O coordinator ([`engine`]) and
+//! moves bytes for it: workers over WebSocket ([`ws`]), people and
+//! programs over gRPC and gRPC-web ([`grpc`]), operators over HTTP
+//! ([`http`]), durability in redb ([`store`]). [`worker`] is the native
+//! worker; [`config`] the TOML configuration.
+
+pub mod config;
+pub mod engine;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod service;
+pub mod status;
+pub mod store;
+pub mod worker;
+pub mod ws;
+
+pub use config::ShoalConfig;
+pub use service::{Service, ServiceError};

@@ -1,0 +1,207 @@
+//! Starting and stopping the whole coordinator service.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_core::auth::MasterSecret;
+use shoal_core::wire::WireLimits;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::ShoalConfig;
+use crate::engine::{self, Command, EngineHandle, EngineSettings};
+use crate::grpc::{pb, ShoalService};
+use crate::store::{RedbStore, StoreError};
+use crate::ws::DataPlane;
+
+/// The service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The worker secret is unusable.
+    #[error("worker secret: {0}")]
+    Secret(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
+    let what = what.into();
+    move |source| ServiceError::Io { what, source }
+}
+
+/// Name of the worker secret file in the data folder.
+pub const SECRET_FILE: &str = "worker.secret";
+/// Name of the storage file in the data folder.
+pub const STORE_FILE: &str = "shoal.redb";
+
+/// Loads the secret tokens are derived from, creating it on first start.
+pub fn load_or_create_secret(data: &Path) -> Result<MasterSecret, ServiceError> {
+    let path = data.join(SECRET_FILE);
+    let hex = match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = [0u8; 32];
+            getrandom::fill(&mut b).map_err(|e| ServiceError::Secret(e.to_string()))?;
+            let hex = shoal_core::Digest(b).to_hex();
+            write_private(&path, &hex).map_err(io(format!("writing {}", path.display())))?;
+            hex
+        }
+        Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+    };
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
+    let bytes = bytes.ok_or_else(|| ServiceError::Secret(format!("{} is not hex", path.display())))?;
+    MasterSecret::new(bytes).map_err(|e| ServiceError::Secret(e.to_string()))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        f.write_all(text.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, text)
+    }
+}
+
+/// A running coordinator service.
+pub struct Service {
+    /// Where HTTP (and the workers' `/ws`) listens.
+    pub http_addr: SocketAddr,
+    /// Where gRPC and gRPC-web listen.
+    pub grpc_addr: SocketAddr,
+    /// The engine.
+    pub engine: EngineHandle,
+    /// The worker secret.
+    pub secret: MasterSecret,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    engine_thread: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+    shutdown_timeout: Duration,
+}
+
+impl Service {
+    /// Opens storage, recovers, binds the ports and starts serving.
+    pub async fn start(cfg: ShoalConfig) -> Result<Service, ServiceError> {
+        crate::metrics::install();
+        let data = &cfg.server.data;
+        std::fs::create_dir_all(data).map_err(io(format!("creating {}", data.display())))?;
+        let secret = load_or_create_secret(data)?;
+        let store_path = data.join(STORE_FILE);
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(&store_path))
+            .await
+            .map_err(|e| StoreError::Db(e.to_string()))??;
+        let settings = EngineSettings { diff_retain: cfg.server.diff_retain, diff_ring: cfg.server.diff_ring };
+        let (engine, engine_thread) =
+            engine::start(cfg.coordinator.clone(), Some(secret.clone()), Box::new(store), settings)?;
+
+        let http = TcpListener::bind(cfg.server.http).await.map_err(io(format!("binding {}", cfg.server.http)))?;
+        let grpc = TcpListener::bind(cfg.server.grpc).await.map_err(io(format!("binding {}", cfg.server.grpc)))?;
+        let http_addr = http.local_addr().map_err(io("local address"))?;
+        let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
+        let (stop, stop_rx) = watch::channel(false);
+
+        let limits = WireLimits { max_frame_payload: cfg.coordinator.max_frame_payload, ..WireLimits::default() };
+        let plane = DataPlane {
+            engine: engine.clone(),
+            limits,
+            max_connections: cfg.server.max_connections as u64,
+            send_queue: cfg.server.worker_send_queue,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        };
+        let router = crate::http::router(plane, &cfg.server.dist);
+        let mut rx = stop_rx.clone();
+        let http_task = tokio::spawn(async move {
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            let r = axum::serve(http, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+
+        let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(engine.clone()))
+            .max_decoding_message_size(cfg.server.max_grpc_message)
+            .max_encoding_message_size(cfg.server.max_grpc_message);
+        let mut rx = stop_rx.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let grpc_task = tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .accept_http1(true)
+                .layer(tower_http::cors::CorsLayer::permissive())
+                .layer(tonic_web::GrpcWebLayer::new())
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+        tracing::info!(%http_addr, %grpc_addr, data = %data.display(), "coordinator serving");
+        Ok(Service {
+            http_addr,
+            grpc_addr,
+            engine,
+            secret,
+            stop,
+            servers: vec![http_task, grpc_task],
+            engine_thread: Some(engine_thread),
+            shutdown_timeout: Duration::from_millis(cfg.server.shutdown_timeout_ms),
+        })
+    }
+
+    /// The URL workers connect to.
+    pub fn worker_url(&self) -> String {
+        format!("ws://{}/ws", self.http_addr)
+    }
+
+    /// The URL gRPC clients use.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// Stops accepting, lets the servers finish what is in flight (bounded
+    /// by the shutdown timeout), then stops the engine after its last
+    /// commit. Work running on workers is re-queued at the next start.
+    pub async fn shutdown(mut self) -> Result<(), ServiceError> {
+        let _ = self.stop.send(true);
+        let servers = std::mem::take(&mut self.servers);
+        let _ = tokio::time::timeout(self.shutdown_timeout, async {
+            for s in servers {
+                let _ = s.await;
+            }
+        })
+        .await;
+        let _ = self.engine.send(Command::Stop);
+        if let Some(t) = self.engine_thread.take() {
+            let r = tokio::task::spawn_blocking(move || t.join()).await;
+            if let Ok(Ok(Err(e))) = r {
+                return Err(e.into());
+            }
+        }
+        tracing::info!("coordinator stopped");
+        Ok(())
+    }
+}

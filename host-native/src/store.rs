@@ -1,0 +1,380 @@
+//! Durable storage: the latest value of every key the coordinator wrote,
+//! the chain of state diffs (with the seed's retention), and the host's
+//! own bookkeeping, behind [`Store`] so that a shared PostgreSQL backend
+//! can follow. [`RedbStore`] is the embedded default: one file, ACID, no
+//! server.
+//!
+//! One [`Store::commit`] is one transaction (group commit): everything the
+//! coordinator decided in one batch of inputs becomes durable together,
+//! before any of it is acknowledged.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use shoal_core::coordinator::ledger::{StateDiff, WriteType};
+use shoal_core::coordinator::recovery::{ns, EndedTask, Snapshot};
+use shoal_core::coordinator::{DeadLetter, JobProgress, JobSpec, VerifiedResult};
+use shoal_core::{JobId, Millis};
+
+/// Latest value of every key: `namespace ‖ 0 ‖ key` → value.
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+/// State diffs by height (postcard).
+const DIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("diffs");
+/// The host's own records (clock, job names).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Job names given by clients.
+const JOB_NAMES: TableDefinition<&[u8], &str> = TableDefinition::new("job_names");
+
+/// Storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("storage: {0}")]
+    Db(String),
+    /// A stored record does not decode.
+    #[error("storage: corrupt record: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// What one batch makes durable.
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    /// The coordinator's diffs, in order.
+    pub diffs: &'a [StateDiff],
+    /// The host's clock at the end of the batch (restarts continue from it).
+    pub clock: Millis,
+    /// Names of jobs accepted in the batch.
+    pub job_names: Vec<(JobId, String)>,
+    /// Keep this many diffs (0: all); pruning runs at heights divisible by 1000.
+    pub retain: u64,
+}
+
+/// A job as storage knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobInfo {
+    /// Tasks in the job.
+    pub tasks: u32,
+    /// When it was submitted.
+    pub submitted: Millis,
+    /// Final counters once every task ended.
+    pub finished: Option<JobProgress>,
+    /// The client's name for it.
+    pub name: String,
+}
+
+/// What the service needs from storage.
+pub trait Store: Send {
+    /// Makes a batch durable (one transaction).
+    fn commit(&mut self, commit: &Commit<'_>) -> Result<(), StoreError>;
+    /// Everything a restarted coordinator needs, and the last clock value.
+    fn recover(&self) -> Result<(Snapshot, Millis), StoreError>;
+    /// A job, if stored.
+    fn job(&self, job: JobId) -> Result<Option<JobInfo>, StoreError>;
+    /// Ended tasks of a job with index ≥ `from`, in index order, at most `limit`.
+    fn outcomes(&self, job: JobId, from: u32, limit: usize) -> Result<Vec<(u32, EndedTask)>, StoreError>;
+    /// Stored diffs with `from ≤ height ≤ to`, ascending, at most `limit`.
+    fn diffs(&self, from: u64, to: u64, limit: usize) -> Result<Vec<StateDiff>, StoreError>;
+    /// Lowest and highest stored diff heights (0, 0 when none).
+    fn diff_heights(&self) -> Result<(u64, u64), StoreError>;
+    /// Recent jobs, newest first, at most `limit`.
+    fn jobs(&self, limit: usize) -> Result<Vec<(JobId, JobInfo)>, StoreError>;
+}
+
+fn state_key(namespace: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(namespace.len() + 1 + key.len());
+    k.extend_from_slice(namespace.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xFF; prefix.len() + 1]
+}
+
+/// The embedded store: one redb file.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens (or creates) `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(STATE)?;
+            txn.open_table(DIFFS)?;
+            txn.open_table(META)?;
+            txn.open_table(JOB_NAMES)?;
+        }
+        txn.commit()?;
+        Ok(RedbStore { db })
+    }
+
+    fn scan(
+        &self,
+        namespace: &str,
+        key_prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        let start = state_key(namespace, key_prefix);
+        let end = prefix_end(&start);
+        let skip = namespace.len() + 1;
+        for item in table.range(start.as_slice()..end.as_slice())? {
+            let (k, v) = item?;
+            if !f(&k.value()[skip..], v.value())? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn job_name(&self, job: JobId) -> Result<String, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(JOB_NAMES)?;
+        Ok(t.get(job.as_bytes().as_slice())?.map(|v| v.value().to_owned()).unwrap_or_default())
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn decode_job(value: &[u8]) -> Result<(JobSpec, Millis), StoreError> {
+    postcard::from_bytes(value).map_err(|e| corrupt("job", e))
+}
+
+impl Store for RedbStore {
+    fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut state = txn.open_table(STATE)?;
+            let mut diffs = txn.open_table(DIFFS)?;
+            for d in c.diffs {
+                for e in &d.entries {
+                    let k = state_key(&e.namespace, &e.key);
+                    match e.write {
+                        WriteType::Put => {
+                            state.insert(k.as_slice(), e.value.as_slice())?;
+                        }
+                        WriteType::Delete => {
+                            state.remove(k.as_slice())?;
+                        }
+                    }
+                }
+                let bytes = postcard::to_allocvec(d).map_err(|e| corrupt("diff", e))?;
+                diffs.insert(d.height, bytes.as_slice())?;
+                if c.retain > 0 && d.height % 1000 == 0 && d.height > c.retain {
+                    let keep_after = d.height - c.retain;
+                    diffs.retain_in(..keep_after, |_, _| false)?;
+                }
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert("clock", c.clock.0.to_be_bytes().as_slice())?;
+            let mut names = txn.open_table(JOB_NAMES)?;
+            for (job, name) in &c.job_names {
+                names.insert(job.as_bytes().as_slice(), name.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn recover(&self) -> Result<(Snapshot, Millis), StoreError> {
+        let mut s = Snapshot::default();
+        let (_, latest) = self.diff_heights()?;
+        if latest > 0 {
+            if let Some(d) = self.diffs(latest, latest, 1)?.pop() {
+                s.ledger_height = d.height;
+                s.ledger_digest = d.digest;
+            }
+        }
+        let clock = {
+            let txn = self.db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            meta.get("clock")?
+                .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+                .map_or(Millis::ZERO, Millis)
+        };
+        let mut apply = |namespace: &str, k: &[u8], v: &[u8]| {
+            s.apply(namespace, k, v).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        // Which jobs are finished, first: their tasks are not loaded.
+        let mut finished = std::collections::HashSet::new();
+        self.scan(ns::JOB_FINISHED, &[], |k, _| {
+            finished.insert(k.to_vec());
+            Ok(true)
+        })?;
+        let mut open = Vec::new();
+        self.scan(ns::JOB, &[], |k, v| {
+            if !finished.contains(k) {
+                apply(ns::JOB, k, v)?;
+                open.push(k.to_vec());
+            }
+            Ok(true)
+        })?;
+        for job in &open {
+            for namespace in [ns::TASK, ns::DEAD_LETTER] {
+                self.scan(namespace, job, |k, v| apply(namespace, k, v).map(|()| true))?;
+            }
+        }
+        for namespace in [ns::WORKER_STATE, ns::EPOCH, ns::EPOCH_OPEN] {
+            self.scan(namespace, &[], |k, v| apply(namespace, k, v).map(|()| true))?;
+        }
+        Ok((s, clock))
+    }
+
+    fn job(&self, job: JobId) -> Result<Option<JobInfo>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        let Some(v) = table.get(state_key(ns::JOB, job.as_bytes()).as_slice())? else { return Ok(None) };
+        let (spec, submitted) = decode_job(v.value())?;
+        let finished = match table.get(state_key(ns::JOB_FINISHED, job.as_bytes()).as_slice())? {
+            Some(v) => Some(postcard::from_bytes(v.value()).map_err(|e| corrupt("job-finished", e))?),
+            None => None,
+        };
+        drop(table);
+        Ok(Some(JobInfo { tasks: spec.tasks.len() as u32, submitted, finished, name: self.job_name(job)? }))
+    }
+
+    fn outcomes(&self, job: JobId, from: u32, limit: usize) -> Result<Vec<(u32, EndedTask)>, StoreError> {
+        let mut out = Vec::new();
+        for namespace in [ns::TASK, ns::DEAD_LETTER] {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(STATE)?;
+            let prefix = state_key(namespace, job.as_bytes());
+            let mut start = prefix.clone();
+            start.extend_from_slice(&from.to_be_bytes());
+            let end = prefix_end(&prefix);
+            for item in table.range(start.as_slice()..end.as_slice())?.take(limit) {
+                let (k, v) = item?;
+                let key = k.value();
+                let index = key
+                    .get(prefix.len()..prefix.len() + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| corrupt(namespace, "short key"))?;
+                let ended = if namespace == ns::TASK {
+                    EndedTask::Verified(
+                        postcard::from_bytes::<VerifiedResult>(v.value()).map_err(|e| corrupt(namespace, e))?,
+                    )
+                } else {
+                    EndedTask::DeadLettered(
+                        postcard::from_bytes::<DeadLetter>(v.value()).map_err(|e| corrupt(namespace, e))?,
+                    )
+                };
+                out.push((index, ended));
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn diffs(&self, from: u64, to: u64, limit: usize) -> Result<Vec<StateDiff>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DIFFS)?;
+        let mut out = Vec::new();
+        for item in table.range(from..=to)?.take(limit) {
+            let (_, v) = item?;
+            out.push(postcard::from_bytes(v.value()).map_err(|e| corrupt("diff", e))?);
+        }
+        Ok(out)
+    }
+
+    fn diff_heights(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DIFFS)?;
+        let first = table.first()?.map_or(0, |(k, _)| k.value());
+        let last = table.last()?.map_or(0, |(k, _)| k.value());
+        Ok((first, last))
+    }
+
+    fn jobs(&self, limit: usize) -> Result<Vec<(JobId, JobInfo)>, StoreError> {
+        let mut all = Vec::new();
+        self.scan(ns::JOB, &[], |k, v| {
+            if let Ok(b) = <[u8; 16]>::try_from(k) {
+                let (spec, submitted) = decode_job(v)?;
+                all.push((JobId::from_bytes(b), spec.tasks.len() as u32, submitted));
+            }
+            Ok(true)
+        })?;
+        all.sort_by_key(|(_, _, at)| std::cmp::Reverse(*at));
+        all.truncate(limit);
+        let mut out = Vec::with_capacity(all.len());
+        for (job, _, _) in all {
+            if let Some(info) = self.job(job)? {
+                out.push((job, info));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::coordinator::ledger::Ledger;
+
+    #[test]
+    fn commits_survive_reopen_and_old_diffs_are_pruned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.redb");
+        let mut ledger = Ledger::default();
+        let mut diffs = Vec::new();
+        for h in 1..=2500u64 {
+            ledger.put("note", Vec::new(), h.to_be_bytes().to_vec());
+            diffs.push(ledger.seal().expect("diff"));
+        }
+        {
+            let mut s = RedbStore::open(&path).expect("open");
+            for chunk in diffs.chunks(100) {
+                s.commit(&Commit { diffs: chunk, clock: Millis(42), job_names: vec![], retain: 1000 }).expect("commit");
+            }
+        }
+        let s = RedbStore::open(&path).expect("reopen");
+        assert_eq!(s.diff_heights().expect("heights"), (1000, 2500), "pruned below 2000 − 1000 at height 2000");
+        let d = s.diffs(2400, 2402, 10).expect("range");
+        assert_eq!(d.iter().map(|d| d.height).collect::<Vec<_>>(), vec![2400, 2401, 2402]);
+        assert!(d[1].verify(&d[0].digest));
+        let (snap, clock) = s.recover().expect("recover");
+        assert_eq!(clock, Millis(42));
+        assert_eq!(snap.ledger_height, 2500);
+        assert_eq!(snap.ledger_digest, diffs[2499].digest);
+    }
+
+    #[test]
+    fn prefix_end_bounds_every_extension() {
+        assert_eq!(prefix_end(b"ab"), b"ac".to_vec());
+        assert_eq!(prefix_end(&[1, 0xFF]), vec![2]);
+    }
+}

@@ -1,0 +1,246 @@
+//! The native worker: connects to a coordinator over WebSocket, runs the
+//! core's [`WorkerSession`], executes kernels on blocking threads, and
+//! reconnects with jittered backoff when the connection drops.
+//!
+//! Kernels run on the core's CPU reference implementations (declared as
+//! the `Cpu` backend, so the scheduler groups float results correctly);
+//! the GPU executor (`shoal-compute`) plugs in here when it lands.
+//! [`Behaviour`] lets tests and `shoal sim` run dishonest workers over
+//! real sockets.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use shoal_core::kernels::KernelId;
+use shoal_core::rng::SplitMix64;
+use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth, MessageDecoder, WireLimits};
+use shoal_core::wire::PROTOCOL_VERSION;
+use shoal_core::worker::{WorkerOutput, WorkerSession};
+use shoal_core::{JobId, Millis, WorkerId};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// How a worker behaves (everything but `Honest` is for tests and
+/// simulations of Byzantine swarms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Runs kernels correctly.
+    Honest,
+    /// Returns random bytes instead of the right output, at this percent of tasks.
+    Liar(u8),
+    /// Flips the first byte of the right output (every colluder the same way), at this percent.
+    Colluder(u8),
+    /// Acknowledges and never answers, at this percent.
+    Hanging(u8),
+}
+
+/// What a worker needs to know.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// `ws://host:port/ws`.
+    pub url: String,
+    /// Its id.
+    pub worker_id: WorkerId,
+    /// Token from `shoal keygen` (None: guest).
+    pub token: Option<String>,
+    /// Assignments at once.
+    pub max_concurrent: u16,
+    /// How it behaves.
+    pub behaviour: Behaviour,
+    /// Reconnect after a drop (with jittered backoff) instead of returning.
+    pub reconnect: bool,
+    /// Seed of the behaviour's dice and of the backoff jitter.
+    pub seed: u64,
+}
+
+/// What a worker did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Results sent.
+    pub completed: u64,
+    /// Connections made.
+    pub connections: u64,
+    /// Why the last session ended.
+    pub last_reason: String,
+}
+
+/// A worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The coordinator could not be reached (and reconnecting is off).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The device this worker declares: the CPU reference kernels.
+pub fn cpu_device() -> DeviceInfo {
+    DeviceInfo {
+        backend: Backend::Cpu,
+        device_type: DeviceType::Cpu,
+        vendor: "cpu".into(),
+        name: std::env::consts::ARCH.into(),
+        driver: "shoal-core reference kernels".into(),
+        max_buffer_bytes: 1 << 30,
+        max_storage_binding_bytes: 1 << 28,
+        max_workgroup_invocations: 256,
+        // Custom WGSL needs a GPU executor; the CPU has references for the built-ins only.
+        kernels: vec![KernelId::Sha256, KernelId::MatmulF32, KernelId::Mandelbrot],
+    }
+}
+
+fn now_ms() -> Millis {
+    Millis(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+/// Runs a worker until `stop` turns true (or, without reconnect, until
+/// its session ends).
+pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result<WorkerReport, WorkerError> {
+    let mut report = WorkerReport::default();
+    let mut rng = SplitMix64::new(opts.seed);
+    let mut backoff_ms = 250u64;
+    loop {
+        if *stop.borrow() {
+            return Ok(report);
+        }
+        match tokio_tungstenite::connect_async(opts.url.as_str()).await {
+            Ok((ws, _)) => {
+                report.connections += 1;
+                backoff_ms = 250;
+                let (completed, reason) = session(&opts, ws, &mut rng, &mut stop).await;
+                report.completed += completed;
+                tracing::debug!(worker = %opts.worker_id, %reason, "session ended");
+                report.last_reason = reason;
+            }
+            Err(e) => {
+                if !opts.reconnect {
+                    return Err(WorkerError::Connect { url: opts.url.clone(), reason: e.to_string() });
+                }
+                report.last_reason = format!("connect: {e}");
+            }
+        }
+        if !opts.reconnect || *stop.borrow() {
+            return Ok(report);
+        }
+        let jitter = rng.below(backoff_ms / 2 + 1);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(backoff_ms + jitter)) => {}
+            _ = stop.changed() => {}
+        }
+        backoff_ms = (backoff_ms * 2).min(10_000);
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One connection; returns results sent and why it ended.
+async fn session(
+    opts: &WorkerOptions,
+    ws: Ws,
+    rng: &mut SplitMix64,
+    stop: &mut watch::Receiver<bool>,
+) -> (u64, String) {
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: opts.worker_id.clone(),
+        auth: opts.token.clone().map_or(HelloAuth::Guest, HelloAuth::Token),
+        device: cpu_device(),
+        software: format!("shoal-native/{}", env!("CARGO_PKG_VERSION")),
+        max_concurrent: opts.max_concurrent.max(1),
+    };
+    let mut s = WorkerSession::new(hello);
+    let limits = WireLimits::default();
+    let Ok(mut decoder) = MessageDecoder::new(limits) else { return (0, "bad limits".into()) };
+    let (mut sink, mut stream) = ws.split();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let end = loop {
+        // Perform what the session decided.
+        let mut buf = BytesMut::new();
+        let mut closed = None;
+        while let Some(o) = s.poll_output() {
+            match o {
+                WorkerOutput::Send(e) => {
+                    if let Err(err) = e.encode_into(&limits, &mut buf) {
+                        tracing::warn!(error = %err, "cannot encode");
+                    }
+                }
+                WorkerOutput::Run { assignment, job, kernel, inputs } => {
+                    let benchmark = job == JobId::from_bytes([0; 16]);
+                    let roll = rng.below(100) as u8;
+                    let noise = rng.next_u64();
+                    let behaviour = if benchmark { Behaviour::Honest } else { opts.behaviour };
+                    if matches!(behaviour, Behaviour::Hanging(p) if roll < p) {
+                        continue;
+                    }
+                    let tx = done_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+                        let out = kernel.run_cpu(&refs).map_err(|e| e.to_string()).map(|mut out| {
+                            match behaviour {
+                                Behaviour::Liar(p) if roll < p => {
+                                    let mut r = SplitMix64::new(noise);
+                                    for o in &mut out {
+                                        r.fill_bytes(o);
+                                    }
+                                }
+                                Behaviour::Colluder(p) if roll < p => {
+                                    if let Some(b) = out.first_mut().and_then(|o| o.first_mut()) {
+                                        *b ^= 0xFF;
+                                    }
+                                }
+                                _ => {}
+                            }
+                            out.into_iter().map(Bytes::from).collect::<Vec<_>>()
+                        });
+                        let _ = tx.send((assignment, out));
+                    });
+                }
+                WorkerOutput::Abort(_) => {}
+                WorkerOutput::Closed { reason } => closed = Some(reason),
+            }
+        }
+        if !buf.is_empty() && sink.send(WsMessage::Binary(buf.freeze())).await.is_err() {
+            break "send failed".to_owned();
+        }
+        if let Some(reason) = closed {
+            let _ = sink.send(WsMessage::Close(None)).await;
+            break reason;
+        }
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(WsMessage::Binary(b))) => {
+                    decoder.push_bytes(b);
+                    loop {
+                        match decoder.next_envelope() {
+                            Ok(Some(env)) => s.handle(now_ms(), env),
+                            Ok(None) => break,
+                            Err(e) => {
+                                s.leave(&format!("undecodable frames from the coordinator: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(Ok(WsMessage::Close(_))) | None => break "coordinator closed the connection".to_owned(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break format!("websocket: {e}"),
+            },
+            Some((assignment, out)) = done_rx.recv() => s.finished(assignment, out),
+            _ = tick.tick() => s.tick(now_ms()),
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    s.leave("worker stopping");
+                }
+            }
+        }
+    };
+    (s.completed(), end)
+}
