@@ -247,8 +247,13 @@ pub fn start(
     let (diffs, _) = broadcast::channel(settings.diff_ring.max(1));
     let gauges = Arc::new(Gauges::default());
     let stopped = Arc::new(AtomicBool::new(false));
-    let handle =
-        EngineHandle { tx, events: events.clone(), diffs: diffs.clone(), gauges: gauges.clone(), stopped: stopped.clone() };
+    let handle = EngineHandle {
+        tx,
+        events: events.clone(),
+        diffs: diffs.clone(),
+        gauges: gauges.clone(),
+        stopped: stopped.clone(),
+    };
     let engine = Engine {
         coord,
         store,
@@ -362,7 +367,12 @@ impl Engine {
         }
         if !diffs.is_empty() || !names.is_empty() {
             let started = std::time::Instant::now();
-            self.store.commit(&Commit { diffs: &diffs, clock: now, job_names: names, retain: self.settings.diff_retain })?;
+            self.store.commit(&Commit {
+                diffs: &diffs,
+                clock: now,
+                job_names: names,
+                retain: self.settings.diff_retain,
+            })?;
             metrics::histogram!("shoal_commit_seconds").record(started.elapsed().as_secs_f64());
             self.gauges.commits.fetch_add(1, Ordering::Relaxed);
         }

@@ -322,9 +322,7 @@ impl Shoal for ShoalService {
             match m.part {
                 Some(Part::Task(t)) => {
                     if tasks.len() >= MAX_TASKS_PER_JOB {
-                        return Err(Status::resource_exhausted(format!(
-                            "a job has at most {MAX_TASKS_PER_JOB} tasks"
-                        )));
+                        return Err(Status::resource_exhausted(format!("a job has at most {MAX_TASKS_PER_JOB} tasks")));
                     }
                     let kernel = kernel_from_pb(t.kernel)
                         .map_err(|s| Status::invalid_argument(format!("task {}: {}", tasks.len(), s.message())))?;

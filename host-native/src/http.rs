@@ -26,7 +26,10 @@ pub fn router(plane: DataPlane, dist: &Path) -> Router {
         api.fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))))
     } else {
         api.fallback(|| async {
-            (StatusCode::NOT_FOUND, "the dashboard is not built (cargo xtask up builds it); /api/stats and /metrics are served")
+            (
+                StatusCode::NOT_FOUND,
+                "the dashboard is not built (cargo xtask up builds it); /api/stats and /metrics are served",
+            )
         })
     }
 }

@@ -95,9 +95,7 @@ pub fn cpu_device() -> DeviceInfo {
 }
 
 fn now_ms() -> Millis {
-    Millis(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-    )
+    Millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
 }
 
 /// Runs a worker until `stop` turns true (or, without reconnect, until

@@ -1,0 +1,193 @@
+//! Shared pieces of the service tests: a coordinator on 127.0.0.1 with a
+//! real storage file, native workers over real WebSockets, a gRPC client.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_core::auth::derive_token;
+use shoal_core::kernels::KernelSpec;
+use shoal_core::WorkerId;
+use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::{kernel_to_pb, pb};
+use shoal_native::worker::{self, Behaviour, WorkerOptions, WorkerReport};
+use shoal_native::{Service, ShoalConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A configuration for tests: ephemeral ports, storage in `data`, fast
+/// timeouts, a tiny admission benchmark (debug builds are slow), and no
+/// distinct-origin rule (every worker is on 127.0.0.1).
+pub fn test_config(data: &Path) -> ShoalConfig {
+    let mut cfg = ShoalConfig::default();
+    cfg.server.http = "127.0.0.1:0".parse().expect("addr");
+    cfg.server.grpc = "127.0.0.1:0".parse().expect("addr");
+    cfg.server.data = data.to_owned();
+    cfg.server.shutdown_timeout_ms = 2_000;
+    let c = &mut cfg.coordinator;
+    c.distinct_origins = false;
+    c.profile.benchmark_size = 32;
+    c.profile.min_mflops = 1;
+    c.ack_timeout = shoal_core::Millis(3_000);
+    c.exec_timeout_floor = shoal_core::Millis(3_000);
+    c.epoch.every = None;
+    c.epoch.every_verified_tasks = Some(50);
+    c.rewards.min_tasks = 1;
+    c.max_workers = 2_000;
+    cfg
+}
+
+/// Running workers and the switch that stops them.
+pub struct Workers {
+    pub stop: watch::Sender<bool>,
+    pub handles: Vec<(String, watch::Sender<bool>, JoinHandle<Result<WorkerReport, worker::WorkerError>>)>,
+}
+
+impl Workers {
+    /// Starts `n` workers named `{prefix}{i}` with tokens from the service's secret.
+    pub fn spawn(service: &Service, prefix: &str, n: usize, behaviour: Behaviour) -> Workers {
+        let (stop, _) = watch::channel(false);
+        let mut w = Workers { stop, handles: Vec::new() };
+        w.add(service, prefix, n, behaviour);
+        w
+    }
+
+    /// Adds `n` more.
+    pub fn add(&mut self, service: &Service, prefix: &str, n: usize, behaviour: Behaviour) {
+        for i in 0..n {
+            let name = format!("{prefix}{i}");
+            let id = WorkerId::new(name.clone()).expect("id");
+            let opts = WorkerOptions {
+                url: service.worker_url(),
+                worker_id: id.clone(),
+                token: Some(derive_token(&service.secret, &id)),
+                max_concurrent: 2,
+                behaviour,
+                reconnect: true,
+                seed: i as u64 + 1,
+            };
+            let (own_stop, rx) = watch::channel(false);
+            let handle = tokio::spawn(worker::run(opts, rx));
+            self.handles.push((name, own_stop, handle));
+        }
+    }
+
+    /// Stops one worker abruptly (its task is aborted: the socket just drops).
+    pub fn kill(&mut self, name: &str) {
+        if let Some(pos) = self.handles.iter().position(|(n, _, _)| n == name) {
+            let (_, _, h) = self.handles.remove(pos);
+            h.abort();
+        }
+    }
+
+    /// Stops all and returns their reports.
+    pub async fn stop_all(self) -> Vec<WorkerReport> {
+        let mut out = Vec::new();
+        for (_, stop, h) in self.handles {
+            let _ = stop.send(true);
+            if let Ok(Ok(Ok(r))) = tokio::time::timeout(Duration::from_secs(5), h).await {
+                out.push(r);
+            }
+        }
+        out
+    }
+}
+
+/// A gRPC client of the service.
+pub async fn client(service: &Service) -> ShoalClient<tonic::transport::Channel> {
+    ShoalClient::connect(service.grpc_url()).await.expect("gRPC connects")
+}
+
+/// Submits a job of these tasks; returns its id.
+pub async fn submit(
+    client: &mut ShoalClient<tonic::transport::Channel>,
+    name: &str,
+    redundancy: u32,
+    tasks: &[(KernelSpec, Vec<Vec<u8>>)],
+) -> String {
+    let mut msgs = vec![pb::SubmitJobRequest {
+        part: Some(pb::submit_job_request::Part::Header(pb::JobHeader {
+            redundancy,
+            name: name.into(),
+            ..Default::default()
+        })),
+    }];
+    for (k, inputs) in tasks {
+        msgs.push(pb::SubmitJobRequest {
+            part: Some(pb::submit_job_request::Part::Task(pb::Task {
+                kernel: Some(kernel_to_pb(k)),
+                inputs: inputs.clone(),
+            })),
+        });
+    }
+    client.submit_job(tokio_stream::iter(msgs)).await.expect("job accepted").into_inner().job_id
+}
+
+/// Waits until the job finished (or panics after `secs`).
+pub async fn wait_finished(client: &mut ShoalClient<tonic::transport::Channel>, job: &str, secs: u64) -> pb::JobStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = client.get_job(pb::JobRef { job_id: job.into() }).await.expect("job known").into_inner();
+        if s.finished {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job {job} did not finish in {secs}s: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every outcome of a job.
+pub async fn results(client: &mut ShoalClient<tonic::transport::Channel>, job: &str) -> Vec<pb::TaskOutcome> {
+    let mut s = client
+        .stream_job_results(pb::StreamJobResultsRequest { job_id: job.into(), follow: false, omit_outputs: false })
+        .await
+        .expect("results")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = s.message().await.expect("stream") {
+        out.push(r);
+    }
+    out
+}
+
+/// The CPU reference of a task.
+pub fn reference(kernel: &KernelSpec, inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    kernel.run_cpu(&refs).expect("reference runs")
+}
+
+/// Whether outputs agree with the reference under the kernel's comparator.
+pub fn agrees(kernel: &KernelSpec, got: &[Vec<u8>], want: &[Vec<u8>]) -> bool {
+    let g: Vec<&[u8]> = got.iter().map(Vec::as_slice).collect();
+    let w: Vec<&[u8]> = want.iter().map(Vec::as_slice).collect();
+    kernel.comparator().agree(&g, &w)
+}
+
+/// Tasks of each kernel with seeded inputs.
+pub fn mixed_tasks(seed: u64) -> Vec<(KernelSpec, Vec<Vec<u8>>)> {
+    use shoal_core::kernels::{MandelbrotParams, MatmulParams, Sha256Params};
+    let mut tasks = Vec::new();
+    for i in 0..12u64 {
+        let k = KernelSpec::Sha256(Sha256Params { count: 8, message_len: 64 });
+        tasks.push((k.clone(), k.seeded_inputs(seed + i)));
+    }
+    for i in 0..4u64 {
+        let k = KernelSpec::MatmulF32(MatmulParams { m: 24, n: 20, k: 16 });
+        tasks.push((k.clone(), k.seeded_inputs(seed + 100 + i)));
+    }
+    for ty in 0..2 {
+        for tx in 0..4 {
+            let k = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(
+                16,
+                16,
+                -2.0 + f64::from(tx) * 0.75,
+                -1.0 + f64::from(ty) * 1.0,
+                0.75 / 16.0,
+                64,
+            ));
+            tasks.push((k, vec![]));
+        }
+    }
+    tasks
+}

@@ -1,0 +1,89 @@
+//! The coordinator service end to end over real sockets on 127.0.0.1 with
+//! a real storage file: native workers, gRPC clients, HTTP endpoints.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use shoal_native::grpc::pb;
+use shoal_native::worker::Behaviour;
+use shoal_native::Service;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_native_workers_verify_jobs_of_every_kernel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let workers = Workers::spawn(&service, "w", 8, Behaviour::Honest);
+    let mut c = client(&service).await;
+    let tasks = mixed_tasks(7);
+    let job = submit(&mut c, "mixed", 2, &tasks).await;
+    let status = wait_finished(&mut c, &job, 60).await;
+    assert_eq!(
+        (status.verified, status.tasks, status.name.as_str()),
+        (tasks.len() as u32, tasks.len() as u32, "mixed")
+    );
+    let outcomes = results(&mut c, &job).await;
+    assert_eq!(outcomes.len(), tasks.len());
+    for o in &outcomes {
+        let (k, inputs) = &tasks[o.index as usize];
+        assert_eq!(o.kind, pb::task_outcome::Kind::Verified as i32);
+        assert!(agrees(k, &o.outputs, &reference(k, inputs)), "task {} agrees with the CPU reference", o.index);
+        assert_eq!(o.agreed.len(), 2, "two distinct workers agreed");
+        assert_ne!(o.agreed[0], o.agreed[1]);
+    }
+    // The swarm as operators see it.
+    let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+    assert_eq!(st.workers_admitted, 8);
+    assert!(st.tasks_verified >= tasks.len() as u64);
+    assert!(st.ledger_height > 0 && st.ledger_digest.len() == 64);
+    let workers_list = c.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+    assert_eq!(workers_list.len(), 8);
+    assert!(workers_list.iter().all(|w| w.backend == "Cpu" && w.tier >= 1 && w.mflops > 0));
+    let http = format!("http://{}", service.http_addr);
+    let stats: serde_json::Value = get_json(&format!("{http}/api/stats")).await;
+    assert_eq!(stats["workers_admitted"], 8);
+    let metrics = get_text(&format!("{http}/metrics")).await;
+    assert!(metrics.contains("shoal_events_total"), "{metrics}");
+    assert_eq!(get_text(&format!("{http}/healthz")).await, "ok");
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}
+
+async fn get_text(url: &str) -> String {
+    // A plain HTTP/1.1 GET over a TCP socket: no client library needed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("in time").expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+async fn get_json(url: &str) -> serde_json::Value {
+    serde_json::from_str(&get_text(url).await).expect("json")
+}
