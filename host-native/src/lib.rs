@@ -6,6 +6,7 @@
 //! ([`http`]), durability in redb ([`store`]). [`worker`] is the native
 //! worker; [`config`] the TOML configuration.
 
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod grpc;

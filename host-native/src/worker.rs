@@ -139,6 +139,7 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// One connection; returns results sent and why it ended.
+#[allow(clippy::too_many_lines)] // one select loop reads best in one piece
 async fn session(
     opts: &WorkerOptions,
     ws: Ws,
@@ -175,11 +176,12 @@ async fn session(
                     let roll = rng.below(100) as u8;
                     let noise = rng.next_u64();
                     let behaviour = if benchmark { Behaviour::Honest } else { opts.behaviour };
+                    let kernel_is_tiny = kernel.cost().ops < 200_000;
                     if matches!(behaviour, Behaviour::Hanging(p) if roll < p) {
                         continue;
                     }
                     let tx = done_tx.clone();
-                    tokio::task::spawn_blocking(move || {
+                    let work = move || {
                         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
                         let out = kernel.run_cpu(&refs).map_err(|e| e.to_string()).map(|mut out| {
                             match behaviour {
@@ -199,7 +201,13 @@ async fn session(
                             out.into_iter().map(Bytes::from).collect::<Vec<_>>()
                         });
                         let _ = tx.send((assignment, out));
-                    });
+                    };
+                    // Tiny kernels run inline; anything bigger on a blocking thread.
+                    if kernel_is_tiny {
+                        work();
+                    } else {
+                        tokio::task::spawn_blocking(work);
+                    }
                 }
                 WorkerOutput::Abort(_) => {}
                 WorkerOutput::Closed { reason } => closed = Some(reason),

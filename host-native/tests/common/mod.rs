@@ -23,7 +23,7 @@ pub fn test_config(data: &Path) -> ShoalConfig {
     let mut cfg = ShoalConfig::default();
     cfg.server.http = "127.0.0.1:0".parse().expect("addr");
     cfg.server.grpc = "127.0.0.1:0".parse().expect("addr");
-    cfg.server.data = data.to_owned();
+    data.clone_into(&mut cfg.server.data);
     cfg.server.shutdown_timeout_ms = 2_000;
     let c = &mut cfg.coordinator;
     c.distinct_origins = false;
@@ -38,10 +38,13 @@ pub fn test_config(data: &Path) -> ShoalConfig {
     cfg
 }
 
+/// A worker's name, stop switch and task.
+pub type Running = (String, watch::Sender<bool>, JoinHandle<Result<WorkerReport, worker::WorkerError>>);
+
 /// Running workers and the switch that stops them.
 pub struct Workers {
     pub stop: watch::Sender<bool>,
-    pub handles: Vec<(String, watch::Sender<bool>, JoinHandle<Result<WorkerReport, worker::WorkerError>>)>,
+    pub handles: Vec<Running>,
 }
 
 impl Workers {

@@ -1,0 +1,428 @@
+//! `shoal bench`: the service measured over real sockets with durable
+//! storage on, each figure from one run on this machine.
+//!
+//! - `throughput`: verified tasks/s of tiny tasks (SHA-256 of 64 bytes),
+//!   redundancy 2, native workers over WebSocket on loopback.
+//! - `payload`: 1 MiB task inputs through the coordinator to workers and
+//!   back, MB/s of input delivered.
+//! - `idle`: N idle, heartbeating WebSocket workers against a coordinator
+//!   in a child process: its RSS, and whether any missed a heartbeat
+//!   deadline (was evicted).
+//! - `restart`: a data folder holding N stored tasks; time from process
+//!   start to serving again.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use shoal_core::auth::derive_token;
+use shoal_core::kernels::{KernelSpec, MatmulParams, Sha256Params};
+use shoal_core::WorkerId;
+use tokio::sync::watch;
+
+use crate::grpc::pb::shoal_client::ShoalClient;
+use crate::grpc::{kernel_to_pb, pb};
+use crate::worker::{self, Behaviour, WorkerOptions};
+use crate::{Service, ShoalConfig};
+
+/// Which benchmark, and its sizes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// throughput, payload, idle, restart, or all.
+    #[arg(default_value = "all")]
+    pub which: String,
+    /// throughput: tasks.
+    #[arg(long, default_value_t = 100_000)]
+    pub tasks: usize,
+    /// throughput/payload: workers.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// payload: tasks of 1 MiB.
+    #[arg(long, default_value_t = 200)]
+    pub payload_tasks: usize,
+    /// idle: connections.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_workers: usize,
+    /// idle: seconds to hold them.
+    #[arg(long, default_value_t = 75)]
+    pub idle_secs: u64,
+    /// restart: stored tasks.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub stored_tasks: usize,
+    /// Where the data folders go (default: a temporary folder).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+fn bench_config(data: &Path) -> ShoalConfig {
+    let mut cfg = ShoalConfig::default();
+    cfg.server.http = "127.0.0.1:0".parse().unwrap_or(cfg.server.http);
+    cfg.server.grpc = "127.0.0.1:0".parse().unwrap_or(cfg.server.grpc);
+    data.clone_into(&mut cfg.server.data);
+    let c = &mut cfg.coordinator;
+    c.distinct_origins = false;
+    c.profile.benchmark_size = 32;
+    c.profile.min_mflops = 1;
+    c.max_workers = 20_000;
+    c.worker_queue = 64;
+    c.max_queued_tasks = 5_000_000;
+    c.epoch.every = None;
+    c.epoch.every_verified_tasks = Some(100_000);
+    cfg
+}
+
+/// Runs the benchmarks asked for and prints their figures.
+pub async fn run(a: BenchArgs) -> Result<()> {
+    let tmp = tempdir_in(a.dir.as_deref())?;
+    let all = a.which == "all";
+    let mut rows = Vec::new();
+    if all || a.which == "throughput" {
+        let r = throughput(&tmp.join("throughput"), a.workers, a.tasks).await?;
+        println!(
+            "throughput: {:.0} verified tasks/s ({} tasks, redundancy 2, {} workers, storage on)",
+            r, a.tasks, a.workers
+        );
+        rows.push(("verified tiny tasks/s (redundancy 2, WebSocket, redb)", format!("{r:.0}"), "≥ 40,000"));
+    }
+    if all || a.which == "payload" {
+        let r = payload(&tmp.join("payload"), a.workers, a.payload_tasks).await?;
+        println!("payload: {r:.0} MB/s of 1 MiB inputs delivered to workers (redundancy 2)");
+        rows.push(("1 MiB inputs through the coordinator, MB/s", format!("{r:.0}"), "≥ 800"));
+    }
+    if all || a.which == "idle" {
+        let (rss, evicted, held) = idle(&tmp.join("idle"), a.idle_workers, a.idle_secs).await?;
+        println!(
+            "idle: {held} heartbeating workers held {}s; coordinator RSS {:.0} MiB; {evicted} evicted",
+            a.idle_secs,
+            rss as f64 / 1_048_576.0
+        );
+        rows.push((
+            "coordinator RSS with idle workers, MiB",
+            format!("{:.0} ({held} workers)", rss as f64 / 1_048_576.0),
+            "≤ 1024",
+        ));
+        rows.push(("missed heartbeat deadlines", evicted.to_string(), "0"));
+    }
+    if all || a.which == "restart" {
+        let ms = restart(&tmp.join("restart"), a.stored_tasks).await?;
+        println!("restart: serving again {ms} ms after start with {} stored tasks", a.stored_tasks);
+        rows.push(("restart to serving, ms", format!("{ms} ({} stored tasks)", a.stored_tasks), "≤ 2000"));
+    }
+    if rows.is_empty() {
+        bail!("unknown benchmark `{}`: throughput, payload, idle, restart or all", a.which);
+    }
+    println!("\n| benchmark | this machine | target |\n|---|---|---|");
+    for (what, got, target) in rows {
+        println!("| {what} | {got} | {target} |");
+    }
+    if a.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(())
+}
+
+fn tempdir_in(dir: Option<&Path>) -> Result<PathBuf> {
+    let base = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let p = base.join(format!("shoal-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(p)
+}
+
+fn spawn_workers(service: &Service, n: usize, depth: u16) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
+    let (stop, rx) = watch::channel(false);
+    let mut hs = Vec::new();
+    for i in 0..n {
+        let Ok(id) = WorkerId::new(format!("bench-{i}")) else { continue };
+        let opts = WorkerOptions {
+            url: service.worker_url(),
+            token: Some(derive_token(&service.secret, &id)),
+            worker_id: id,
+            max_concurrent: depth,
+            behaviour: Behaviour::Honest,
+            reconnect: true,
+            seed: i as u64,
+        };
+        let rx = rx.clone();
+        hs.push(tokio::spawn(async move {
+            let _ = worker::run(opts, rx).await;
+        }));
+    }
+    (stop, hs)
+}
+
+async fn wait_admitted(c: &mut ShoalClient<tonic::transport::Channel>, n: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        let s = c.swarm_status(pb::Empty {}).await?.into_inner();
+        if s.workers_admitted >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {n} workers admitted", s.workers_admitted);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn submit_job(
+    c: &mut ShoalClient<tonic::transport::Channel>,
+    tasks: Vec<(KernelSpec, Vec<Vec<u8>>)>,
+    redundancy: u32,
+) -> Result<String> {
+    let mut msgs = vec![pb::SubmitJobRequest {
+        part: Some(pb::submit_job_request::Part::Header(pb::JobHeader { redundancy, ..Default::default() })),
+    }];
+    for (k, inputs) in tasks {
+        msgs.push(pb::SubmitJobRequest {
+            part: Some(pb::submit_job_request::Part::Task(pb::Task { kernel: Some(kernel_to_pb(&k)), inputs })),
+        });
+    }
+    Ok(c.submit_job(tokio_stream::iter(msgs)).await?.into_inner().job_id)
+}
+
+async fn wait_jobs(c: &mut ShoalClient<tonic::transport::Channel>, jobs: &[String]) -> Result<u64> {
+    let mut verified = 0u64;
+    for j in jobs {
+        loop {
+            let s = c.get_job(pb::JobRef { job_id: j.clone() }).await?.into_inner();
+            if s.finished {
+                verified += u64::from(s.verified);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(verified)
+}
+
+async fn client(service: &Service) -> Result<ShoalClient<tonic::transport::Channel>> {
+    Ok(ShoalClient::connect(service.grpc_url())
+        .await?
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20))
+}
+
+/// Verified tasks per second.
+async fn throughput(data: &Path, workers: usize, tasks: usize) -> Result<f64> {
+    let service = Service::start(bench_config(data)).await?;
+    let (stop, hs) = spawn_workers(&service, workers, 64);
+    let mut c = client(&service).await?;
+    wait_admitted(&mut c, workers as u32).await?;
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 });
+    let per_job = 10_000;
+    let mut specs = Vec::new();
+    for j in 0..tasks.div_ceil(per_job) {
+        let n = per_job.min(tasks - j * per_job);
+        specs
+            .push((0..n).map(|i| (kernel.clone(), kernel.seeded_inputs((j * per_job + i) as u64))).collect::<Vec<_>>());
+    }
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for s in specs {
+        jobs.push(submit_job(&mut c, s, 2).await?);
+    }
+    let verified = wait_jobs(&mut c, &jobs).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    for h in hs {
+        let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
+    }
+    service.shutdown().await?;
+    if verified < tasks as u64 {
+        bail!("only {verified} of {tasks} verified");
+    }
+    Ok(verified as f64 / secs)
+}
+
+/// MB/s of 1 MiB inputs delivered to workers (each task goes to 2).
+async fn payload(data: &Path, workers: usize, tasks: usize) -> Result<f64> {
+    let service = Service::start(bench_config(data)).await?;
+    let (stop, hs) = spawn_workers(&service, workers, 4);
+    let mut c = client(&service).await?;
+    wait_admitted(&mut c, workers as u32).await?;
+    // A = 4096×64 f32 = 1 MiB, B = 64×1: little compute, a megabyte each way in.
+    let kernel = KernelSpec::MatmulF32(MatmulParams { m: 4096, n: 1, k: 64 });
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    let mut sent = 0usize;
+    for chunk in 0..tasks.div_ceil(20) {
+        let n = 20.min(tasks - chunk * 20);
+        let batch: Vec<_> = (0..n).map(|i| (kernel.clone(), kernel.seeded_inputs((chunk * 20 + i) as u64))).collect();
+        sent += batch.iter().map(|(_, i)| i.iter().map(Vec::len).sum::<usize>()).sum::<usize>();
+        jobs.push(submit_job(&mut c, batch, 2).await?);
+    }
+    let verified = wait_jobs(&mut c, &jobs).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    for h in hs {
+        let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
+    }
+    service.shutdown().await?;
+    if verified < tasks as u64 {
+        bail!("only {verified} of {tasks} verified");
+    }
+    Ok((sent * 2) as f64 / 1e6 / secs)
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A coordinator in a child process of this executable.
+struct Child {
+    process: std::process::Child,
+    http: String,
+    grpc: String,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn spawn_coordinator(data: &Path, sets: &[String]) -> Result<Child> {
+    let (h, g) = (free_port()?, free_port()?);
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("coordinator")
+        .arg("--data")
+        .arg(data)
+        .arg("--http")
+        .arg(format!("127.0.0.1:{h}"))
+        .arg("--grpc")
+        .arg(format!("127.0.0.1:{g}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for s in sets {
+        cmd.arg("--set").arg(s);
+    }
+    let child = cmd.spawn().context("starting the coordinator process")?;
+    Ok(Child { process: child, http: format!("127.0.0.1:{h}"), grpc: format!("http://127.0.0.1:{g}") })
+}
+
+async fn wait_healthy(http: &str, limit: Duration) -> Result<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(http).await {
+            let _ = s
+                .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n").as_bytes())
+                .await;
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            if buf.starts_with(b"HTTP/1.1 200") {
+                return Ok(started.elapsed());
+            }
+        }
+        if started.elapsed() > limit {
+            bail!("the coordinator did not become healthy in {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Coordinator RSS with `n` idle workers held `secs`; evictions; workers held at the end.
+async fn idle(data: &Path, n: usize, secs: u64) -> Result<(u64, u64, u32)> {
+    std::fs::create_dir_all(data)?;
+    let sets = vec![
+        "coordinator.max_workers=20000".to_owned(),
+        "coordinator.profile.benchmark_size=4".to_owned(),
+        "coordinator.profile.min_mflops=0".to_owned(),
+        "coordinator.distinct_origins=false".to_owned(),
+        "server.max_connections=20000".to_owned(),
+    ];
+    let child = spawn_coordinator(data, &sets)?;
+    wait_healthy(&child.http, Duration::from_secs(30)).await?;
+    let secret = crate::service::load_or_create_secret(data)?;
+    let (stop, rx) = watch::channel(false);
+    let mut hs = Vec::new();
+    for i in 0..n {
+        let Ok(id) = WorkerId::new(format!("idle-{i}")) else { continue };
+        let opts = WorkerOptions {
+            url: format!("ws://{}/ws", child.http),
+            token: Some(derive_token(&secret, &id)),
+            worker_id: id,
+            max_concurrent: 1,
+            behaviour: Behaviour::Honest,
+            reconnect: false,
+            seed: i as u64,
+        };
+        let rx = rx.clone();
+        hs.push(tokio::spawn(async move { worker::run(opts, rx).await }));
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut c = ShoalClient::connect(child.grpc.clone()).await?;
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        let s = c.swarm_status(pb::Empty {}).await?.into_inner();
+        if s.workers_admitted as usize >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut events = c.stream_events(pb::Empty {}).await?.into_inner();
+    let evicted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = evicted.clone();
+    let watcher = tokio::spawn(async move {
+        while let Ok(Some(e)) = events.message().await {
+            if e.kind == "worker_left" {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let rss = rss_of(child.process.id());
+    let held = c.swarm_status(pb::Empty {}).await?.into_inner().workers_admitted;
+    watcher.abort();
+    let _ = stop.send(true);
+    for h in hs {
+        let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
+    }
+    Ok((rss, evicted.load(std::sync::atomic::Ordering::Relaxed), held))
+}
+
+/// Milliseconds from process start to healthy, with `n` tasks stored (pending).
+async fn restart(data: &Path, n: usize) -> Result<u128> {
+    std::fs::create_dir_all(data)?;
+    let sets = vec!["coordinator.max_queued_tasks=5000000".to_owned()];
+    {
+        let child = spawn_coordinator(data, &sets)?;
+        wait_healthy(&child.http, Duration::from_secs(30)).await?;
+        let mut c = ShoalClient::connect(child.grpc.clone())
+            .await?
+            .max_encoding_message_size(256 << 20)
+            .max_decoding_message_size(256 << 20);
+        let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 });
+        let per_job = 50_000;
+        for j in 0..n.div_ceil(per_job) {
+            let m = per_job.min(n - j * per_job);
+            let tasks = (0..m).map(|i| (kernel.clone(), kernel.seeded_inputs((j * per_job + i) as u64))).collect();
+            submit_job(&mut c, tasks, 2).await?;
+        }
+        // Dropping the child kills it (SIGKILL): the restart is a crash recovery.
+    }
+    let started = Instant::now();
+    let child = spawn_coordinator(data, &sets)?;
+    wait_healthy(&child.http, Duration::from_mins(2)).await?;
+    let ms = started.elapsed().as_millis();
+    let mut c = ShoalClient::connect(child.grpc.clone()).await?;
+    let s = c.swarm_status(pb::Empty {}).await?.into_inner();
+    if s.tasks_pending < n as u64 {
+        bail!("only {} of {n} tasks recovered", s.tasks_pending);
+    }
+    Ok(ms)
+}
