@@ -16,6 +16,7 @@ async fn eight_native_workers_verify_jobs_of_every_kernel() {
     let service = Service::start(test_config(dir.path())).await.expect("service starts");
     let workers = Workers::spawn(&service, "w", 8, Behaviour::Honest);
     let mut c = client(&service).await;
+    wait_admitted(&mut c, 8).await;
     let tasks = mixed_tasks(7);
     let job = submit(&mut c, "mixed", 2, &tasks).await;
     let status = wait_finished(&mut c, &job, 60).await;
@@ -86,4 +87,87 @@ fn dechunk(mut body: &str) -> String {
 
 async fn get_json(url: &str) -> serde_json::Value {
     serde_json::from_str(&get_text(url).await).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn liars_and_killed_workers_never_get_a_wrong_result_accepted_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let mut workers = Workers::spawn(&service, "honest", 6, Behaviour::Honest);
+    workers.add(&service, "liar", 2, Behaviour::Liar(100));
+    workers.add(&service, "colluder", 2, Behaviour::Colluder(100));
+    let mut c = client(&service).await;
+    // Only the exact kernels: a lie there is provable.
+    let tasks: Vec<_> = mixed_tasks(11)
+        .into_iter()
+        .filter(|(k, _)| k.comparator() == shoal_core::kernels::Comparator::Exact)
+        .collect();
+    let mut more = Vec::new();
+    for i in 0..40u64 {
+        let k = shoal_core::kernels::KernelSpec::Sha256(shoal_core::kernels::Sha256Params { count: 4, message_len: 32 });
+        more.push((k.clone(), k.seeded_inputs(1000 + i)));
+    }
+    let tasks: Vec<_> = tasks.into_iter().chain(more).collect();
+    let job = submit(&mut c, "under attack", 2, &tasks).await;
+    // Kill two honest workers while the job runs.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    workers.kill("honest0");
+    workers.kill("honest1");
+    let status = wait_finished(&mut c, &job, 90).await;
+    assert_eq!(status.verified, tasks.len() as u32, "nothing lost: {status:?}");
+    for o in results(&mut c, &job).await {
+        let (k, inputs) = &tasks[o.index as usize];
+        assert_eq!(o.outputs, reference(k, inputs), "task {}: no wrong result accepted", o.index);
+        assert!(o.agreed.iter().all(|w| w.starts_with("honest")), "only honest workers agree: {:?}", o.agreed);
+    }
+    let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+    assert!(st.slashed >= 1, "liars were caught and slashed: {st:?}");
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_on_the_same_data_keeps_results_and_finishes_open_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tasks = mixed_tasks(21);
+    let (done, open, height) = {
+        let service = Service::start(test_config(dir.path())).await.expect("service starts");
+        let workers = Workers::spawn(&service, "w", 4, Behaviour::Honest);
+        let mut c = client(&service).await;
+        let done = submit(&mut c, "done before", 2, &tasks).await;
+        wait_finished(&mut c, &done, 60).await;
+        workers.stop_all().await;
+        // A job nobody runs before the restart.
+        let open = submit(&mut c, "open at restart", 2, &tasks).await;
+        let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+        service.shutdown().await.expect("clean shutdown");
+        (done, open, st.ledger_height)
+    };
+    let service = Service::start(test_config(dir.path())).await.expect("service restarts");
+    let mut c = client(&service).await;
+    let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+    assert_eq!(st.ledger_height, height, "the ledger continues where it stopped");
+    assert_eq!(st.tasks_pending, tasks.len() as u64, "the open job's tasks are queued again");
+    let before = results(&mut c, &done).await;
+    assert_eq!(before.len(), tasks.len(), "verified results survive");
+    let workers = Workers::spawn(&service, "v", 4, Behaviour::Honest);
+    let status = wait_finished(&mut c, &open, 60).await;
+    assert_eq!(status.verified, tasks.len() as u32);
+    let mut diffs = c
+        .stream_state_diffs(pb::StreamStateDiffsRequest { from_height: 1 })
+        .await
+        .expect("diffs")
+        .into_inner();
+    let mut prev = String::from("0000000000000000000000000000000000000000000000000000000000000000");
+    let mut seen = 0;
+    let head = c.swarm_status(pb::Empty {}).await.expect("status").into_inner().ledger_height;
+    while seen < head {
+        let d = diffs.message().await.expect("stream").expect("diff");
+        assert_eq!(d.height, seen + 1, "catch-up without gaps or duplicates");
+        assert_eq!(d.prev, prev, "every diff chains to the previous one, across the restart");
+        prev = d.digest;
+        seen = d.height;
+    }
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
 }

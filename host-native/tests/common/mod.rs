@@ -194,3 +194,16 @@ pub fn mixed_tasks(seed: u64) -> Vec<(KernelSpec, Vec<Vec<u8>>)> {
     }
     tasks
 }
+
+/// Waits until `n` workers are admitted.
+pub async fn wait_admitted(client: &mut ShoalClient<tonic::transport::Channel>, n: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = client.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+        if s.workers_admitted >= n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {n} workers admitted", s.workers_admitted);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
