@@ -79,8 +79,11 @@ pub enum Command {
     },
     /// Read state.
     Query(Query),
-    /// Close the open epoch now (shutdown, operator request).
-    CloseEpoch,
+    /// Close the open epoch now (operator request); answered once durable.
+    CloseEpoch {
+        /// Where the answer goes.
+        reply: oneshot::Sender<()>,
+    },
     /// Stop the loop after this batch.
     Stop,
 }
@@ -150,6 +153,13 @@ impl EngineHandle {
     pub async fn cancel(&self, job: JobId) -> Result<bool, EngineGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Cancel { job, reply })?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// Settles the open epoch now.
+    pub async fn close_epoch(&self) -> Result<(), EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::CloseEpoch { reply })?;
         rx.await.map_err(|_| EngineGone)
     }
 
@@ -344,9 +354,12 @@ impl Engine {
                     }));
                 }
                 Command::Query(q) => queries.push(q),
-                Command::CloseEpoch => {
+                Command::CloseEpoch { reply } => {
                     self.coord.handle_batch(now, inputs.drain(..));
                     self.coord.close_epoch(now);
+                    replies.push(Box::new(move || {
+                        let _ = reply.send(());
+                    }));
                 }
                 Command::Stop => stop = true,
             }
@@ -418,6 +431,18 @@ impl Engine {
             }
             Output::Event(event) => {
                 crate::metrics::record_event(&event);
+                match &event {
+                    Event::WorkerAdmitted { worker, class, mflops } => {
+                        tracing::info!(%worker, backend = ?class.backend, tier = class.tier as u8, mflops, "worker admitted");
+                    }
+                    Event::WorkerRefused { worker, reason } => {
+                        tracing::info!(worker = ?worker.as_ref().map(ToString::to_string), %reason, "worker refused");
+                    }
+                    Event::WorkerLeft { worker, reason } => tracing::info!(%worker, %reason, "worker left"),
+                    Event::WorkerSlashed { worker, reason, .. } => tracing::warn!(%worker, %reason, "worker slashed"),
+                    Event::EpochSettled(s) => tracing::info!(epoch = s.epoch, digest = %s.digest, "epoch settled"),
+                    _ => {}
+                }
                 if let Event::JobFinished { job, .. } = &event {
                     // Its results are durable; clients read them from storage.
                     self.coord.forget_job(*job);

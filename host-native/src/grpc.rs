@@ -507,6 +507,11 @@ impl Shoal for ShoalService {
         Ok(Response::new(pb::EpochList { epochs }))
     }
 
+    async fn close_epoch(&self, _: Request<pb::Empty>) -> Result<Response<pb::EpochList>, Status> {
+        self.engine.close_epoch().await.map_err(gone)?;
+        self.epochs(Request::new(pb::Empty {})).await
+    }
+
     async fn shadow_stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::Shadow>, Status> {
         let s = self.engine.query(|c, _| c.shadow().clone()).await.map_err(gone)?;
         Ok(Response::new(pb::Shadow {

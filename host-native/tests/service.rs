@@ -98,13 +98,12 @@ async fn liars_and_killed_workers_never_get_a_wrong_result_accepted_and_nothing_
     workers.add(&service, "colluder", 2, Behaviour::Colluder(100));
     let mut c = client(&service).await;
     // Only the exact kernels: a lie there is provable.
-    let tasks: Vec<_> = mixed_tasks(11)
-        .into_iter()
-        .filter(|(k, _)| k.comparator() == shoal_core::kernels::Comparator::Exact)
-        .collect();
+    let tasks: Vec<_> =
+        mixed_tasks(11).into_iter().filter(|(k, _)| k.comparator() == shoal_core::kernels::Comparator::Exact).collect();
     let mut more = Vec::new();
     for i in 0..40u64 {
-        let k = shoal_core::kernels::KernelSpec::Sha256(shoal_core::kernels::Sha256Params { count: 4, message_len: 32 });
+        let k =
+            shoal_core::kernels::KernelSpec::Sha256(shoal_core::kernels::Sha256Params { count: 4, message_len: 32 });
         more.push((k.clone(), k.seeded_inputs(1000 + i)));
     }
     let tasks: Vec<_> = tasks.into_iter().chain(more).collect();
@@ -153,11 +152,8 @@ async fn a_restart_on_the_same_data_keeps_results_and_finishes_open_jobs() {
     let workers = Workers::spawn(&service, "v", 4, Behaviour::Honest);
     let status = wait_finished(&mut c, &open, 60).await;
     assert_eq!(status.verified, tasks.len() as u32);
-    let mut diffs = c
-        .stream_state_diffs(pb::StreamStateDiffsRequest { from_height: 1 })
-        .await
-        .expect("diffs")
-        .into_inner();
+    let mut diffs =
+        c.stream_state_diffs(pb::StreamStateDiffsRequest { from_height: 1 }).await.expect("diffs").into_inner();
     let mut prev = String::from("0000000000000000000000000000000000000000000000000000000000000000");
     let mut seen = 0;
     let head = c.swarm_status(pb::Empty {}).await.expect("status").into_inner().ledger_height;

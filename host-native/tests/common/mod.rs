@@ -27,7 +27,7 @@ pub fn test_config(data: &Path) -> ShoalConfig {
     cfg.server.shutdown_timeout_ms = 2_000;
     let c = &mut cfg.coordinator;
     c.distinct_origins = false;
-    c.profile.benchmark_size = 32;
+    c.profile.benchmark_size = 64;
     c.profile.min_mflops = 1;
     c.ack_timeout = shoal_core::Millis(3_000);
     c.exec_timeout_floor = shoal_core::Millis(3_000);
