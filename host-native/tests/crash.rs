@@ -102,7 +102,7 @@ async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
     let tasks: Vec<_> = (0..200u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
     let job = submit(&mut c, "crash test", 2, &tasks).await;
 
-    let mut rng = SplitMix64::new(0xC0FFEE);
+    let mut rng = SplitMix64::new(0x00C0_FFEE);
     let mut verified_seen = Vec::new();
     for round in 0..4 {
         tokio::time::sleep(Duration::from_millis(150 + rng.below(500))).await;
