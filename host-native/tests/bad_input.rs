@@ -1,0 +1,168 @@
+//! Bad input over real sockets: garbage, oversize lengths, wrong tokens,
+//! results for tasks never assigned, replayed results, a thousand
+//! connections opened and dropped. Each is refused with a clear reason and
+//! the coordinator keeps serving everyone else.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use shoal_core::auth::derive_token;
+use shoal_core::kernels::{KernelSpec, Sha256Params};
+use shoal_core::wire::message::{ErrorCode, Hello, HelloAuth, MessageDecoder, WireLimits};
+use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
+use shoal_core::{AssignmentId, WorkerId};
+use shoal_native::grpc::pb;
+use shoal_native::worker::{cpu_device, Behaviour};
+use shoal_native::Service;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(service: &Service) -> Ws {
+    tokio_tungstenite::connect_async(service.worker_url()).await.expect("websocket connects").0
+}
+
+async fn send(ws: &mut Ws, envelopes: &[Envelope]) {
+    let mut buf = BytesMut::new();
+    for e in envelopes {
+        e.encode_into(&WireLimits::default(), &mut buf).expect("encodes");
+    }
+    ws.send(WsMessage::Binary(buf.freeze())).await.expect("sent");
+}
+
+/// Everything the coordinator sends until it closes the connection or `secs` pass.
+async fn receive(ws: &mut Ws, secs: u64) -> (Vec<Envelope>, bool) {
+    let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(WsMessage::Binary(b)))) => {
+                dec.push_bytes(b);
+                while let Ok(Some(e)) = dec.next_envelope() {
+                    out.push(e);
+                }
+            }
+            Ok(Some(Ok(WsMessage::Close(_)) | Err(_)) | None) => return (out, true),
+            Ok(Some(Ok(_))) => {}
+            Err(_) => return (out, false),
+        }
+    }
+}
+
+fn error_codes(envs: &[Envelope]) -> Vec<ErrorCode> {
+    envs.iter().filter_map(|e| if let Message::Error(m) = &e.message { Some(m.code) } else { None }).collect()
+}
+
+fn hello(id: &str, token: String) -> Envelope {
+    Envelope::bare(Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: WorkerId::new(id).expect("id"),
+        auth: HelloAuth::Token(token),
+        device: cpu_device(),
+        software: "test".into(),
+        max_concurrent: 4,
+    }))
+}
+
+/// Answers offers correctly until `want` non-benchmark offers were answered; returns those results.
+async fn work(ws: &mut Ws, want: usize) -> Vec<Envelope> {
+    let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
+    let mut answered = Vec::new();
+    while answered.len() < want {
+        let Some(Ok(WsMessage::Binary(b))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("in time") else {
+            continue;
+        };
+        dec.push_bytes(b);
+        while let Ok(Some(e)) = dec.next_envelope() {
+            if let Message::TaskOffer(o) = &e.message {
+                let refs: Vec<&[u8]> = e.attachments.iter().map(|b| &b[..]).collect();
+                let out: Vec<Bytes> = o.kernel.run_cpu(&refs).expect("runs").into_iter().map(Bytes::from).collect();
+                let ack = Envelope::bare(Message::TaskAck(shoal_core::wire::message::TaskAck { assignment: o.assignment }));
+                let result = Envelope::task_result(o.assignment, out);
+                send(ws, &[ack, result.clone()]).await;
+                if o.job != shoal_core::JobId::from_bytes([0; 16]) {
+                    answered.push(result);
+                }
+            }
+        }
+    }
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let mut c = client(&service).await;
+
+    // Garbage: an unknown frame type.
+    let mut ws = open(&service).await;
+    ws.send(WsMessage::Binary(Bytes::from_static(&[0, 0, 0, 99, 0, 0, 0, 1, 7]))).await.expect("sent");
+    let (got, closed) = receive(&mut ws, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::Malformed], "{got:?}");
+    assert!(closed);
+
+    // A declared length beyond the cap.
+    let mut ws = open(&service).await;
+    ws.send(WsMessage::Binary(Bytes::from_static(&[0, 0, 0, 16, 0xFF, 0xFF, 0xFF, 0xFF]))).await.expect("sent");
+    let (got, closed) = receive(&mut ws, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::TooLarge], "{got:?}");
+    assert!(closed);
+
+    // Text frames are not the protocol.
+    let mut ws = open(&service).await;
+    ws.send(WsMessage::Text("hello?".into())).await.expect("sent");
+    let (got, closed) = receive(&mut ws, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::Malformed]);
+    assert!(closed);
+
+    // A wrong token.
+    let mut ws = open(&service).await;
+    send(&mut ws, &[hello("mallory", "shoal_not-a-token".into())]).await;
+    let (got, closed) = receive(&mut ws, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::Unauthorized], "{got:?}");
+    assert!(closed);
+
+    // A thousand connections opened and dropped, some mid-frame.
+    for i in 0..1000 {
+        let mut ws = open(&service).await;
+        if i % 3 == 0 {
+            let _ = ws.send(WsMessage::Binary(Bytes::from_static(&[0, 0, 0, 16, 0, 0, 1]))).await;
+        }
+        drop(ws);
+    }
+
+    // A real worker, then results for assignments it never had, and a replay.
+    let id = WorkerId::new("eve").expect("id");
+    let mut ws = open(&service).await;
+    send(&mut ws, &[hello("eve", derive_token(&service.secret, &id))]).await;
+    let honest = Workers::spawn(&service, "h", 3, Behaviour::Honest);
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 2, message_len: 32 });
+    let tasks: Vec<_> = (0..30u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
+    let job = submit(&mut c, "with a replayer", 2, &tasks).await;
+    let answered = work(&mut ws, 1).await;
+    let stale_before = c.swarm_status(pb::Empty {}).await.expect("status").into_inner().stale_results;
+    let forged = Envelope::task_result(AssignmentId::from_bytes([0xAB; 16]), vec![Bytes::from_static(b"forged")]);
+    send(&mut ws, &[forged, answered[0].clone()]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+    assert!(st.stale_results >= stale_before + 2, "forged and replayed results refused: {st:?}");
+
+    // Everyone else kept working: the job completes, correct.
+    drop(ws);
+    let status = wait_finished(&mut c, &job, 60).await;
+    assert_eq!(status.verified, 30);
+    for o in results(&mut c, &job).await {
+        let (k, inputs) = &tasks[o.index as usize];
+        assert_eq!(o.outputs, reference(k, inputs));
+    }
+    let metrics = shoal_native::metrics::render();
+    assert!(metrics.contains("shoal_ws_disconnects_total"), "protocol errors are counted");
+    honest.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}
