@@ -1,7 +1,7 @@
 //! Shoal's developer entry point.
 //!
 //! ```text
-//! cargo xtask up       run Shoal (today: the seeded swarm demo of shoal-core)
+//! cargo xtask up       run Shoal: `shoal up` (coordinator, storage, local workers, demo job)
 //! cargo xtask test     the whole test suite, as CI runs it
 //! cargo xtask setup    install the tools the suite needs (idempotent)
 //! cargo xtask fuzz     fuzz the wire decoders (nightly + cargo-fuzz)
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 fn print_help() {
     println!(
         "cargo xtask <command>\n\n\
-         up [ARGS]        run Shoal (the seeded swarm demo until the coordinator lands); ARGS go to the demo\n\
+         up [ARGS]        run Shoal: `shoal up` (coordinator + storage + local workers + a verified demo job); ARGS go to it\n\
          test             fmt, clippy, native tests, shoal-core built and tested on wasm32\n\
          setup [--browser] [--gpu] [--trunk] [--all]\n\
          \x20                install missing tools (wasm target and wasm-bindgen-cli always)\n\
@@ -170,6 +170,40 @@ fn apt_install(packages: &[&str]) -> Result {
     step(&format!("apt-get install {}", packages.join(" ")), &mut run(&args))
 }
 
+/// Versions of the Python gRPC packages the non-Rust client test uses.
+const GRPCIO_VERSION: &str = "1.85.1";
+
+/// A Python with grpcio and grpcio-tools for the test of the gRPC API from
+/// a non-Rust client: a virtual environment next to the build outputs,
+/// made once.
+fn ensure_python_grpc() -> Result<PathBuf> {
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let venv = target.join("shoal-pyenv");
+    let python = venv.join("bin").join("python");
+    let ready = || output_of(&python, &["-c", "import grpc, grpc_tools"]).is_some();
+    if ready() {
+        return Ok(python);
+    }
+    step("python virtual environment", Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    step(
+        "python grpcio + grpcio-tools (gRPC client test)",
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("grpcio=={GRPCIO_VERSION}"),
+            &format!("grpcio-tools=={GRPCIO_VERSION}"),
+        ]),
+    )?;
+    if ready() {
+        Ok(python)
+    } else {
+        Err(format!("{} cannot import grpc after installing it", python.display()))
+    }
+}
+
 fn ensure_browser() -> Result {
     if have("chromium") && have("chromedriver") {
         return Ok(());
@@ -211,9 +245,9 @@ fn setup(args: &[String]) -> Result {
 
 fn up(args: &[String]) -> Result {
     let mut c = cargo();
-    c.args(["run", "--quiet", "--release", "--locked", "-p", "shoal-core", "--example", "swarm_demo", "--"]);
+    c.args(["run", "--quiet", "--release", "--locked", "-p", "shoal-native", "--bin", "shoal", "--", "up"]);
     c.args(args);
-    step("shoal swarm demo", &mut c)
+    step("shoal up", &mut c)
 }
 
 fn test() -> Result {
@@ -242,7 +276,8 @@ fn test() -> Result {
             "warnings",
         ]),
     )?;
-    step("native tests", cargo().args(["test", "--workspace", "--locked"]))?;
+    let python = ensure_python_grpc()?;
+    step("native tests", cargo().args(["test", "--workspace", "--locked"]).env("SHOAL_PYTHON", &python))?;
     step(
         "shoal-core builds for wasm32 (release)",
         cargo().args(["build", "-p", "shoal-core", "--target", WASM_TARGET, "--release", "--locked"]),
