@@ -74,7 +74,9 @@ async fn work(ws: &mut Ws, want: usize) -> Vec<Envelope> {
     let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
     let mut answered = Vec::new();
     while answered.len() < want {
-        let Some(Ok(WsMessage::Binary(b))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("in time") else {
+        let Some(Ok(WsMessage::Binary(b))) =
+            tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("in time")
+        else {
             continue;
         };
         dec.push_bytes(b);
@@ -82,7 +84,8 @@ async fn work(ws: &mut Ws, want: usize) -> Vec<Envelope> {
             if let Message::TaskOffer(o) = &e.message {
                 let refs: Vec<&[u8]> = e.attachments.iter().map(|b| &b[..]).collect();
                 let out: Vec<Bytes> = o.kernel.run_cpu(&refs).expect("runs").into_iter().map(Bytes::from).collect();
-                let ack = Envelope::bare(Message::TaskAck(shoal_core::wire::message::TaskAck { assignment: o.assignment }));
+                let ack =
+                    Envelope::bare(Message::TaskAck(shoal_core::wire::message::TaskAck { assignment: o.assignment }));
                 let result = Envelope::task_result(o.assignment, out);
                 send(ws, &[ack, result.clone()]).await;
                 if o.job != shoal_core::JobId::from_bytes([0; 16]) {

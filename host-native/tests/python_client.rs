@@ -25,7 +25,9 @@ async fn python_grpcio_submits_and_reads_results() {
         .arg(service.grpc_addr.to_string())
         .output()
         .await
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (run `cargo xtask test`, or pip install grpcio grpcio-tools)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python}: {e} (run `cargo xtask test`, or pip install grpcio grpcio-tools)")
+        });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
