@@ -158,7 +158,10 @@ impl ShoalConfig {
             let refs: Vec<&str> = k.trim().split('.').collect();
             set_path(&mut tree, &refs, parse_value(v.trim()), &format!("--set {s}"))?;
         }
-        tree.try_into().map_err(|e: toml::de::Error| invalid("configuration", e.message()))
+        serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+            let path = e.path().to_string();
+            invalid(format!("configuration key `{path}`"), e.into_inner().message())
+        })
     }
 
     /// The effective configuration as TOML.
