@@ -23,7 +23,7 @@ use shoal_core::wire::Envelope;
 use shoal_core::{JobId, Millis};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::store::{Commit, Store, StoreError};
+use crate::store::{Commit, JobMeta, Store, StoreError};
 
 /// Something a connection task must do.
 #[derive(Debug)]
@@ -323,7 +323,7 @@ impl Engine {
         let mut inputs = std::mem::take(&mut self.deferred);
         let mut replies: Vec<Reply> = Vec::new();
         let mut queries: Vec<Query> = Vec::new();
-        let mut names = Vec::new();
+        let mut jobs = Vec::new();
         let mut stop = false;
         for cmd in batch {
             match cmd {
@@ -338,9 +338,10 @@ impl Engine {
                 }
                 Command::Submit { spec, name, reply } => {
                     self.coord.handle_batch(now, inputs.drain(..));
+                    let tasks = spec.tasks.len() as u32;
                     let r = self.coord.submit_job(now, spec);
                     if let Ok(job) = &r {
-                        names.push((*job, name));
+                        jobs.push((*job, JobMeta { name, tasks, submitted: now }));
                     }
                     replies.push(Box::new(move || {
                         let _ = reply.send(r);
@@ -378,12 +379,12 @@ impl Engine {
                 other => actions.push(other),
             }
         }
-        if !diffs.is_empty() || !names.is_empty() {
+        if !diffs.is_empty() || !jobs.is_empty() {
             let started = std::time::Instant::now();
             self.store.commit(&Commit {
                 diffs: &diffs,
                 clock: now,
-                job_names: names,
+                jobs,
                 retain: self.settings.diff_retain,
             })?;
             metrics::histogram!("shoal_commit_seconds").record(started.elapsed().as_secs_f64());

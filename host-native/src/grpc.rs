@@ -270,6 +270,7 @@ async fn job_status(engine: &EngineHandle, job: JobId) -> Result<Option<pb::JobS
             let stored = store.job(job).ok().flatten();
             let name = stored.as_ref().map(|s| s.name.clone()).unwrap_or_default();
             let submitted_ms = stored.as_ref().map_or(0, |s| s.submitted.0);
+            // In memory while running; from storage once finished and forgotten.
             if let Some(p) = c.job_progress(job) {
                 return Some(pb::JobStatus {
                     job_id: job.to_string(),

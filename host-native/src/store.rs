@@ -13,7 +13,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use shoal_core::coordinator::ledger::{StateDiff, WriteType};
 use shoal_core::coordinator::recovery::{ns, EndedTask, Snapshot};
-use shoal_core::coordinator::{DeadLetter, JobProgress, JobSpec, VerifiedResult};
+use shoal_core::coordinator::{DeadLetter, JobProgress, VerifiedResult};
 use shoal_core::{JobId, Millis};
 
 /// Latest value of every key: `namespace ‖ 0 ‖ key` → value.
@@ -22,8 +22,8 @@ const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const DIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("diffs");
 /// The host's own records (clock, job names).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// Job names given by clients.
-const JOB_NAMES: TableDefinition<&[u8], &str> = TableDefinition::new("job_names");
+/// Per job: [`JobMeta`] (postcard), so status reads never decode inputs.
+const JOB_META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("job_meta");
 
 /// Storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +61,21 @@ pub struct Commit<'a> {
     pub diffs: &'a [StateDiff],
     /// The host's clock at the end of the batch (restarts continue from it).
     pub clock: Millis,
-    /// Names of jobs accepted in the batch.
-    pub job_names: Vec<(JobId, String)>,
+    /// Jobs accepted in the batch.
+    pub jobs: Vec<(JobId, JobMeta)>,
     /// Keep this many diffs (0: all); pruning runs at heights divisible by 1000.
     pub retain: u64,
+}
+
+/// What the host records of a job next to the core's record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobMeta {
+    /// The client's name for it.
+    pub name: String,
+    /// Tasks in the job.
+    pub tasks: u32,
+    /// When it was submitted.
+    pub submitted: Millis,
 }
 
 /// A job as storage knows it.
@@ -132,7 +143,7 @@ impl RedbStore {
             txn.open_table(STATE)?;
             txn.open_table(DIFFS)?;
             txn.open_table(META)?;
-            txn.open_table(JOB_NAMES)?;
+            txn.open_table(JOB_META)?;
         }
         txn.commit()?;
         Ok(RedbStore { db })
@@ -158,19 +169,18 @@ impl RedbStore {
         Ok(())
     }
 
-    fn job_name(&self, job: JobId) -> Result<String, StoreError> {
+    fn job_meta(&self, job: JobId) -> Result<Option<JobMeta>, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(JOB_NAMES)?;
-        Ok(t.get(job.as_bytes().as_slice())?.map(|v| v.value().to_owned()).unwrap_or_default())
+        let t = txn.open_table(JOB_META)?;
+        match t.get(job.as_bytes().as_slice())? {
+            Some(v) => Ok(Some(postcard::from_bytes(v.value()).map_err(|e| corrupt("job meta", e))?)),
+            None => Ok(None),
+        }
     }
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
-}
-
-fn decode_job(value: &[u8]) -> Result<(JobSpec, Millis), StoreError> {
-    postcard::from_bytes(value).map_err(|e| corrupt("job", e))
 }
 
 impl Store for RedbStore {
@@ -200,9 +210,10 @@ impl Store for RedbStore {
             }
             let mut meta = txn.open_table(META)?;
             meta.insert("clock", c.clock.0.to_be_bytes().as_slice())?;
-            let mut names = txn.open_table(JOB_NAMES)?;
-            for (job, name) in &c.job_names {
-                names.insert(job.as_bytes().as_slice(), name.as_str())?;
+            let mut metas = txn.open_table(JOB_META)?;
+            for (job, meta) in &c.jobs {
+                let v = postcard::to_allocvec(meta).map_err(|e| corrupt("job meta", e))?;
+                metas.insert(job.as_bytes().as_slice(), v.as_slice())?;
             }
         }
         txn.commit()?;
@@ -254,16 +265,14 @@ impl Store for RedbStore {
     }
 
     fn job(&self, job: JobId) -> Result<Option<JobInfo>, StoreError> {
+        let Some(meta) = self.job_meta(job)? else { return Ok(None) };
         let txn = self.db.begin_read()?;
         let table = txn.open_table(STATE)?;
-        let Some(v) = table.get(state_key(ns::JOB, job.as_bytes()).as_slice())? else { return Ok(None) };
-        let (spec, submitted) = decode_job(v.value())?;
         let finished = match table.get(state_key(ns::JOB_FINISHED, job.as_bytes()).as_slice())? {
             Some(v) => Some(postcard::from_bytes(v.value()).map_err(|e| corrupt("job-finished", e))?),
             None => None,
         };
-        drop(table);
-        Ok(Some(JobInfo { tasks: spec.tasks.len() as u32, submitted, finished, name: self.job_name(job)? }))
+        Ok(Some(JobInfo { tasks: meta.tasks, submitted: meta.submitted, finished, name: meta.name }))
     }
 
     fn outcomes(&self, job: JobId, from: u32, limit: usize) -> Result<Vec<(u32, EndedTask)>, StoreError> {
@@ -321,17 +330,21 @@ impl Store for RedbStore {
 
     fn jobs(&self, limit: usize) -> Result<Vec<(JobId, JobInfo)>, StoreError> {
         let mut all = Vec::new();
-        self.scan(ns::JOB, &[], |k, v| {
-            if let Ok(b) = <[u8; 16]>::try_from(k) {
-                let (spec, submitted) = decode_job(v)?;
-                all.push((JobId::from_bytes(b), spec.tasks.len() as u32, submitted));
+        {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(JOB_META)?;
+            for item in t.iter()? {
+                let (k, v) = item?;
+                if let Ok(b) = <[u8; 16]>::try_from(k.value()) {
+                    let meta: JobMeta = postcard::from_bytes(v.value()).map_err(|e| corrupt("job meta", e))?;
+                    all.push((JobId::from_bytes(b), meta.submitted));
+                }
             }
-            Ok(true)
-        })?;
-        all.sort_by_key(|(_, _, at)| std::cmp::Reverse(*at));
+        }
+        all.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
         all.truncate(limit);
         let mut out = Vec::with_capacity(all.len());
-        for (job, _, _) in all {
+        for (job, _) in all {
             if let Some(info) = self.job(job)? {
                 out.push((job, info));
             }
@@ -358,7 +371,7 @@ mod tests {
         {
             let mut s = RedbStore::open(&path).expect("open");
             for chunk in diffs.chunks(100) {
-                s.commit(&Commit { diffs: chunk, clock: Millis(42), job_names: vec![], retain: 1000 }).expect("commit");
+                s.commit(&Commit { diffs: chunk, clock: Millis(42), jobs: vec![], retain: 1000 }).expect("commit");
             }
         }
         let s = RedbStore::open(&path).expect("reopen");
