@@ -29,8 +29,9 @@ use crate::store::{Commit, JobMeta, Store, StoreError};
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // moved through a channel, never stored in bulk
 pub enum Outbound {
-    /// Send this envelope.
-    Envelope(Envelope),
+    /// Send these envelopes, in order (everything one batch produced for
+    /// the connection: one wake-up of its task, one WebSocket message).
+    Envelopes(Vec<Envelope>),
     /// Close the connection, for this reason.
     Close(String),
 }
@@ -293,6 +294,34 @@ pub fn start(
 
 type Reply = Box<dyn FnOnce() + Send>;
 
+/// Envelopes of one batch, grouped by connection in first-seen order.
+#[derive(Default)]
+struct Outbox {
+    order: Vec<ConnId>,
+    by_conn: HashMap<ConnId, Vec<Envelope>>,
+}
+
+impl Outbox {
+    fn push(&mut self, conn: ConnId, envelope: Envelope) {
+        self.by_conn
+            .entry(conn)
+            .or_insert_with(|| {
+                self.order.push(conn);
+                Vec::new()
+            })
+            .push(envelope);
+    }
+
+    fn take(&mut self, conn: ConnId) -> Option<Vec<Envelope>> {
+        self.by_conn.remove(&conn)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (ConnId, Vec<Envelope>)> + '_ {
+        let by_conn = &mut self.by_conn;
+        self.order.drain(..).filter_map(move |c| by_conn.remove(&c).map(|e| (c, e)))
+    }
+}
+
 impl Engine {
     fn run(mut self) -> Result<(), StoreError> {
         let mut stop = false;
@@ -381,12 +410,7 @@ impl Engine {
         }
         if !diffs.is_empty() || !jobs.is_empty() {
             let started = std::time::Instant::now();
-            self.store.commit(&Commit {
-                diffs: &diffs,
-                clock: now,
-                jobs,
-                retain: self.settings.diff_retain,
-            })?;
+            self.store.commit(&Commit { diffs: &diffs, clock: now, jobs, retain: self.settings.diff_retain })?;
             metrics::histogram!("shoal_commit_seconds").record(started.elapsed().as_secs_f64());
             self.gauges.commits.fetch_add(1, Ordering::Relaxed);
         }
@@ -394,8 +418,12 @@ impl Engine {
         for d in diffs {
             let _ = self.diffs.send(Arc::new(d));
         }
+        let mut outbox = Outbox::default();
         for a in actions {
-            self.perform(now, a);
+            self.perform(now, a, &mut outbox);
+        }
+        for (conn, envelopes) in outbox.drain() {
+            self.deliver(conn, envelopes);
         }
         for r in replies {
             r();
@@ -410,22 +438,28 @@ impl Engine {
         Ok(stop)
     }
 
-    fn perform(&mut self, now: Millis, output: Output) {
-        match output {
-            Output::Send { conn, envelope } => {
-                let Some(tx) = self.conns.get(&conn) else { return };
-                if let Err(e) = tx.try_send(Outbound::Envelope(envelope)) {
-                    // Full: the worker does not keep up; closed: it is gone.
-                    // Either way the core hears it left, and re-queues its work.
-                    if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
-                        tracing::warn!(conn, "worker too slow to read its queue; disconnecting");
-                        metrics::counter!("shoal_ws_disconnects_total", "reason" => "slow").increment(1);
-                    }
-                    self.conns.remove(&conn);
-                    self.deferred.push(Input::Disconnected { conn });
-                }
+    /// Hands a connection what this batch produced for it.
+    fn deliver(&mut self, conn: ConnId, envelopes: Vec<Envelope>) {
+        let Some(tx) = self.conns.get(&conn) else { return };
+        if let Err(e) = tx.try_send(Outbound::Envelopes(envelopes)) {
+            // Full: the worker does not keep up; closed: it is gone.
+            // Either way the core hears it left, and re-queues its work.
+            if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
+                tracing::warn!(conn, "worker too slow to read its queue; disconnecting");
+                metrics::counter!("shoal_ws_disconnects_total", "reason" => "slow").increment(1);
             }
+            self.conns.remove(&conn);
+            self.deferred.push(Input::Disconnected { conn });
+        }
+    }
+
+    fn perform(&mut self, now: Millis, output: Output, outbox: &mut Outbox) {
+        match output {
+            Output::Send { conn, envelope } => outbox.push(conn, envelope),
             Output::Close { conn, reason } => {
+                if let Some(envelopes) = outbox.take(conn) {
+                    self.deliver(conn, envelopes);
+                }
                 if let Some(tx) = self.conns.remove(&conn) {
                     let _ = tx.try_send(Outbound::Close(reason));
                 }

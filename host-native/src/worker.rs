@@ -180,7 +180,6 @@ async fn session(
                     if matches!(behaviour, Behaviour::Hanging(p) if roll < p) {
                         continue;
                     }
-                    let tx = done_tx.clone();
                     let work = move || {
                         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
                         let out = kernel.run_cpu(&refs).map_err(|e| e.to_string()).map(|mut out| {
@@ -200,13 +199,18 @@ async fn session(
                             }
                             out.into_iter().map(Bytes::from).collect::<Vec<_>>()
                         });
-                        let _ = tx.send((assignment, out));
+                        (assignment, out)
                     };
-                    // Tiny kernels run inline; anything bigger on a blocking thread.
+                    // Tiny kernels run inline (their results join this
+                    // batch's message); anything bigger on a blocking thread.
                     if kernel_is_tiny {
-                        work();
+                        let (assignment, out) = work();
+                        s.finished(assignment, out);
                     } else {
-                        tokio::task::spawn_blocking(work);
+                        let tx = done_tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = tx.send(work());
+                        });
                     }
                 }
                 WorkerOutput::Abort(_) => {}
@@ -239,7 +243,12 @@ async fn session(
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break format!("websocket: {e}"),
             },
-            Some((assignment, out)) = done_rx.recv() => s.finished(assignment, out),
+            Some((assignment, out)) = done_rx.recv() => {
+                s.finished(assignment, out);
+                while let Ok((assignment, out)) = done_rx.try_recv() {
+                    s.finished(assignment, out);
+                }
+            }
             _ = tick.tick() => s.tick(now_ms()),
             _ = stop.changed() => {
                 if *stop.borrow() {

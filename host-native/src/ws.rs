@@ -152,9 +152,11 @@ async fn run_connection(
                 let mut next = Some(first);
                 while let Some(o) = next.take() {
                     match o {
-                        Outbound::Envelope(e) => {
-                            if let Err(err) = e.encode_into(&plane.limits, &mut buf) {
-                                tracing::error!(conn, error = %err, "cannot encode an envelope");
+                        Outbound::Envelopes(es) => {
+                            for e in es {
+                                if let Err(err) = e.encode_into(&plane.limits, &mut buf) {
+                                    tracing::error!(conn, error = %err, "cannot encode an envelope");
+                                }
                             }
                         }
                         Outbound::Close(reason) => {
