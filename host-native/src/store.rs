@@ -109,6 +109,30 @@ pub trait Store: Send {
     fn jobs(&self, limit: usize) -> Result<Vec<(JobId, JobInfo)>, StoreError>;
 }
 
+/// Values at least this long are kept once, in the state table; the diff
+/// log refers to them (they are the write-once records: job inputs, task
+/// outputs) and is re-hydrated on read.
+const OUT_OF_LINE: usize = 4096;
+
+/// A diff as the log stores it (written borrowed, read owned).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LoggedDiff<'a> {
+    height: u64,
+    prev: shoal_core::Digest,
+    digest: shoal_core::Digest,
+    #[serde(borrow)]
+    entries: Vec<LoggedEntry<'a>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LoggedEntry<'a> {
+    write: WriteType,
+    namespace: &'a str,
+    key: &'a [u8],
+    /// None: the value is the state table's value of this key.
+    value: Option<&'a [u8]>,
+}
+
 fn state_key(namespace: &str, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(namespace.len() + 1 + key.len());
     k.extend_from_slice(namespace.as_bytes());
@@ -201,7 +225,23 @@ impl Store for RedbStore {
                         }
                     }
                 }
-                let bytes = postcard::to_allocvec(d).map_err(|e| corrupt("diff", e))?;
+                let logged = LoggedDiff {
+                    height: d.height,
+                    prev: d.prev,
+                    digest: d.digest,
+                    entries: d
+                        .entries
+                        .iter()
+                        .map(|e| LoggedEntry {
+                            write: e.write,
+                            namespace: &e.namespace,
+                            key: &e.key,
+                            value: (e.write == WriteType::Delete || e.value.len() < OUT_OF_LINE)
+                                .then_some(e.value.as_slice()),
+                        })
+                        .collect(),
+                };
+                let bytes = postcard::to_allocvec(&logged).map_err(|e| corrupt("diff", e))?;
                 diffs.insert(d.height, bytes.as_slice())?;
                 if c.retain > 0 && d.height % 1000 == 0 && d.height > c.retain {
                     let keep_after = d.height - c.retain;
@@ -312,10 +352,28 @@ impl Store for RedbStore {
     fn diffs(&self, from: u64, to: u64, limit: usize) -> Result<Vec<StateDiff>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(DIFFS)?;
+        let state = txn.open_table(STATE)?;
         let mut out = Vec::new();
         for item in table.range(from..=to)?.take(limit) {
             let (_, v) = item?;
-            out.push(postcard::from_bytes(v.value()).map_err(|e| corrupt("diff", e))?);
+            let logged: LoggedDiff<'_> = postcard::from_bytes(v.value()).map_err(|e| corrupt("diff", e))?;
+            let mut entries = Vec::with_capacity(logged.entries.len());
+            for e in logged.entries {
+                let value = match e.value {
+                    Some(v) => v.to_vec(),
+                    None => state
+                        .get(state_key(e.namespace, e.key).as_slice())?
+                        .map(|g| g.value().to_vec())
+                        .ok_or_else(|| corrupt("diff", format!("height {}: a {} value is gone", logged.height, e.namespace)))?,
+                };
+                entries.push(shoal_core::coordinator::ledger::DiffEntry {
+                    write: e.write,
+                    namespace: std::borrow::Cow::Owned(e.namespace.to_owned()),
+                    key: e.key.to_vec(),
+                    value,
+                });
+            }
+            out.push(StateDiff { height: logged.height, prev: logged.prev, digest: logged.digest, entries });
         }
         Ok(out)
     }
