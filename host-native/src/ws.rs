@@ -24,6 +24,9 @@ use shoal_core::wire::{Envelope, Message};
 
 use crate::engine::{Command, EngineHandle, Outbound};
 
+/// Initial read and write buffer of a connection.
+const IDLE_BUFFER: usize = 4096;
+
 /// Bytes gathered into one outgoing WebSocket message at most.
 const WRITE_BATCH: usize = 256 * 1024;
 
@@ -67,7 +70,11 @@ pub async fn upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, "the coordinator is at its connection limit").into_response();
     }
     let cap = plane.limits.max_frame_payload as usize + 64;
-    ws.max_message_size(cap.max(WRITE_BATCH))
+    // Small socket buffers (they grow with a message when needed): an idle
+    // worker costs a few KiB, not the 256 KiB of the defaults.
+    ws.read_buffer_size(IDLE_BUFFER)
+        .write_buffer_size(IDLE_BUFFER)
+        .max_message_size(cap.max(WRITE_BATCH))
         .max_frame_size(cap.max(WRITE_BATCH))
         .on_upgrade(move |socket| serve(plane, socket, peer))
 }
