@@ -19,7 +19,8 @@ use shoal_core::coordinator::ledger::StateDiff;
 use shoal_core::coordinator::{
     ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, OriginKey, Output, SubmitError,
 };
-use shoal_core::wire::Envelope;
+use shoal_core::wire::message::Goodbye;
+use shoal_core::wire::{Envelope, Message};
 use shoal_core::{JobId, Millis};
 use tokio::sync::{broadcast, oneshot};
 
@@ -430,6 +431,15 @@ impl Engine {
         }
         for q in queries {
             q(&self.coord, self.store.as_ref());
+        }
+        if stop {
+            // Last words to every worker; their connections close.
+            for (conn, tx) in self.conns.drain() {
+                let bye = Envelope::bare(Message::Goodbye(Goodbye { reason: "coordinator shutting down".into() }));
+                let _ = tx.try_send(Outbound::Envelopes(vec![bye]));
+                let _ = tx.try_send(Outbound::Close("coordinator shutting down".into()));
+                tracing::debug!(conn, "closed at shutdown");
+            }
         }
         if now >= self.next_gauges {
             self.next_gauges = now + Millis(1_000);

@@ -182,25 +182,33 @@ impl Service {
         format!("http://{}", self.grpc_addr)
     }
 
-    /// Stops accepting, lets the servers finish what is in flight (bounded
-    /// by the shutdown timeout), then stops the engine after its last
-    /// commit. Work running on workers is re-queued at the next start.
+    /// Stops accepting connections, tells every worker goodbye and closes
+    /// it (their running work is re-queued at the next start: it was never
+    /// acknowledged), makes the last batch durable, stops the engine, then
+    /// waits for the servers to finish in-flight requests, bounded by the
+    /// shutdown timeout.
     pub async fn shutdown(mut self) -> Result<(), ServiceError> {
         let _ = self.stop.send(true);
+        let _ = self.engine.send(Command::Stop);
+        let mut result: Result<(), ServiceError> = Ok(());
+        if let Some(t) = self.engine_thread.take() {
+            let r = tokio::task::spawn_blocking(move || t.join()).await;
+            if let Ok(Ok(Err(e))) = r {
+                result = Err(e.into());
+            }
+        }
         let servers = std::mem::take(&mut self.servers);
-        let _ = tokio::time::timeout(self.shutdown_timeout, async {
+        if tokio::time::timeout(self.shutdown_timeout, async {
             for s in servers {
                 let _ = s.await;
             }
         })
-        .await;
-        let _ = self.engine.send(Command::Stop);
-        if let Some(t) = self.engine_thread.take() {
-            let r = tokio::task::spawn_blocking(move || t.join()).await;
-            if let Ok(Ok(Err(e))) = r {
-                return Err(e.into());
-            }
+        .await
+        .is_err()
+        {
+            tracing::warn!("servers still busy after the shutdown timeout; stopping anyway");
         }
+        result?;
         tracing::info!("coordinator stopped");
         Ok(())
     }

@@ -170,3 +170,27 @@ async fn a_restart_on_the_same_data_keeps_results_and_finishes_open_jobs() {
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_says_goodbye_to_connected_workers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let id = shoal_core::WorkerId::new("stayer").expect("id");
+    let opts = shoal_native::worker::WorkerOptions {
+        url: service.worker_url(),
+        token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
+        worker_id: id,
+        max_concurrent: 1,
+        behaviour: Behaviour::Honest,
+        reconnect: false,
+        seed: 1,
+    };
+    let worker = tokio::spawn(shoal_native::worker::run(opts, rx));
+    let mut c = client(&service).await;
+    wait_admitted(&mut c, 1).await;
+    service.shutdown().await.expect("clean shutdown");
+    let report = worker.await.expect("joined").expect("ran");
+    assert!(report.last_reason.contains("coordinator shutting down"), "{report:?}");
+    drop(stop);
+}
