@@ -227,7 +227,13 @@ struct Engine {
     /// Inputs for the next batch (disconnects of connections found too slow).
     deferred: Vec<Input>,
     next_gauges: Millis,
+    /// When each outstanding offer was handed to its connection, for the
+    /// dispatch-latency histogram (offer → acknowledgement).
+    offered: HashMap<shoal_core::AssignmentId, std::time::Instant>,
 }
+
+/// Outstanding offers tracked for the latency histogram at most.
+const MAX_TRACKED_OFFERS: usize = 200_000;
 
 /// Recovers the coordinator from `store` and starts the loop on its own
 /// thread. The returned join handle yields the loop's end: `Ok` after a
@@ -278,6 +284,7 @@ pub fn start(
         settings,
         deferred: Vec::new(),
         next_gauges: Millis::ZERO,
+        offered: HashMap::new(),
     };
     let join = std::thread::Builder::new()
         .name("shoal-engine".into())
@@ -361,7 +368,14 @@ impl Engine {
                     self.conns.insert(conn, tx);
                     inputs.push(Input::Connected { conn, origin });
                 }
-                Command::Received { conn, envelope } => inputs.push(Input::Received { conn, envelope }),
+                Command::Received { conn, envelope } => {
+                    if let Message::TaskAck(a) = &envelope.message {
+                        if let Some(sent) = self.offered.remove(&a.assignment) {
+                            metrics::histogram!("shoal_dispatch_seconds").record(sent.elapsed().as_secs_f64());
+                        }
+                    }
+                    inputs.push(Input::Received { conn, envelope });
+                }
                 Command::Disconnected { conn } => {
                     self.conns.remove(&conn);
                     inputs.push(Input::Disconnected { conn });
@@ -465,7 +479,16 @@ impl Engine {
 
     fn perform(&mut self, now: Millis, output: Output, outbox: &mut Outbox) {
         match output {
-            Output::Send { conn, envelope } => outbox.push(conn, envelope),
+            Output::Send { conn, envelope } => {
+                if let Message::TaskOffer(o) = &envelope.message {
+                    if self.offered.len() >= MAX_TRACKED_OFFERS {
+                        // Offers never acknowledged (their workers left): forget them all.
+                        self.offered.clear();
+                    }
+                    self.offered.insert(o.assignment, std::time::Instant::now());
+                }
+                outbox.push(conn, envelope);
+            }
             Output::Close { conn, reason } => {
                 if let Some(envelopes) = outbox.take(conn) {
                     self.deliver(conn, envelopes);

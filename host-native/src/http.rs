@@ -44,7 +44,9 @@ async fn healthz(State(plane): State<DataPlane>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(plane): State<DataPlane>) -> Response {
+    // Gauges as of this scrape (the engine also refreshes them every second).
+    let _ = plane.engine.query(|c, _| crate::metrics::record_gauges(c)).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
 }
 

@@ -46,6 +46,8 @@ async fn eight_native_workers_verify_jobs_of_every_kernel() {
     assert_eq!(stats["workers_admitted"], 8);
     let metrics = get_text(&format!("{http}/metrics")).await;
     assert!(metrics.contains("shoal_events_total"), "{metrics}");
+    assert!(metrics.contains("shoal_dispatch_seconds"), "dispatch latency histogram: {metrics}");
+    assert!(metrics.contains("shoal_workers{"), "workers by backend and tier: {metrics}");
     assert_eq!(get_text(&format!("{http}/healthz")).await, "ok");
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
