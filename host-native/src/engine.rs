@@ -447,19 +447,23 @@ impl Engine {
             q(&self.coord, self.store.as_ref());
         }
         if stop {
-            // Last words to every worker; their connections close.
-            for (conn, tx) in self.conns.drain() {
-                let bye = Envelope::bare(Message::Goodbye(Goodbye { reason: "coordinator shutting down".into() }));
-                let _ = tx.try_send(Outbound::Envelopes(vec![bye]));
-                let _ = tx.try_send(Outbound::Close("coordinator shutting down".into()));
-                tracing::debug!(conn, "closed at shutdown");
-            }
+            self.goodbye_all();
         }
         if now >= self.next_gauges {
             self.next_gauges = now + Millis(1_000);
             crate::metrics::record_gauges(&self.coord);
         }
         Ok(stop)
+    }
+
+    /// Last words to every worker at shutdown; their connections close.
+    fn goodbye_all(&mut self) {
+        for (conn, tx) in self.conns.drain() {
+            let bye = Envelope::bare(Message::Goodbye(Goodbye { reason: "coordinator shutting down".into() }));
+            let _ = tx.try_send(Outbound::Envelopes(vec![bye]));
+            let _ = tx.try_send(Outbound::Close("coordinator shutting down".into()));
+            tracing::debug!(conn, "closed at shutdown");
+        }
     }
 
     /// Hands a connection what this batch produced for it.

@@ -59,7 +59,8 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Simulate a Byzantine swarm (in-process, deterministic).
+    /// Simulate a Byzantine swarm: in-process and deterministic, or with
+    /// `--coordinator` as real workers over sockets against a running coordinator.
     Sim(SimArgs),
     /// Benchmarks of the service over real sockets.
     Bench(bench::BenchArgs),
@@ -226,6 +227,16 @@ struct SimArgs {
     /// JSON summary.
     #[arg(long)]
     json: bool,
+    /// Run the workers over real sockets against this coordinator's gRPC URL
+    /// (e.g. http://127.0.0.1:14689) instead of in-process.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// With --coordinator: its workers' WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:14690/ws")]
+    worker_url: String,
+    /// With --coordinator: its data folder (worker tokens are derived from its secret).
+    #[arg(long, default_value = "shoal-data")]
+    data: PathBuf,
 }
 
 fn main() -> Result<()> {
@@ -269,6 +280,7 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", cfg.to_toml());
             Ok(())
         }
+        Command::Sim(a) if a.coordinator.is_some() => sim_over_sockets(&a).await,
         Command::Sim(a) => sim(&a),
         Command::Bench(a) => bench::run(a).await,
     }
@@ -772,6 +784,76 @@ fn sim(a: &SimArgs) -> Result<()> {
             r.quorum_violations,
             r.unbalanced_epochs
         );
+    }
+    Ok(())
+}
+
+/// `shoal sim --coordinator`: honest, lying and colluding native workers
+/// over real WebSockets, tiny SHA-256 tasks over gRPC, every accepted
+/// result checked against the CPU reference.
+async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
+    let grpc = a.coordinator.clone().unwrap_or_default();
+    let secret = shoal_native::service::load_or_create_secret(&a.data)
+        .with_context(|| format!("reading the coordinator's secret in {}", a.data.display()))?;
+    let (stop, rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    let groups = [
+        ("sim-honest", a.workers, Behaviour::Honest),
+        ("sim-liar", a.liars, Behaviour::Liar(a.lie_pct.min(100) as u8)),
+        ("sim-colluder", a.colluders, Behaviour::Colluder(a.lie_pct.min(100) as u8)),
+    ];
+    for (prefix, count, behaviour) in groups {
+        for i in 0..count {
+            let id = WorkerId::new(format!("{prefix}-{i}"))?;
+            let opts = WorkerOptions {
+                url: a.worker_url.clone(),
+                token: Some(derive_token(&secret, &id)),
+                worker_id: id,
+                max_concurrent: 8,
+                behaviour,
+                reconnect: true,
+                seed: a.seed ^ (i as u64) << 8,
+            };
+            handles.push(tokio::spawn(worker::run(opts, rx.clone())));
+        }
+    }
+    let client = ClientArgs { coordinator: grpc, json: a.json };
+    let mut c = connect(&client).await?;
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 });
+    let tasks: Tasks = (0..a.tasks as u64).map(|i| (kernel.clone(), kernel.seeded_inputs(a.seed ^ i))).collect();
+    let started = std::time::Instant::now();
+    let job = submit_tasks(&mut c, "shoal sim", u32::from(a.redundancy), &tasks).await?;
+    let status = wait_with_progress(&mut c, &job).await?;
+    let elapsed = started.elapsed();
+    let mut wrong = 0usize;
+    for o in outcomes(&mut c, &job).await? {
+        let (k, inputs) = &tasks[o.index as usize];
+        let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+        if o.kind == 0 && o.outputs != k.run_cpu(&refs)? {
+            wrong += 1;
+        }
+    }
+    let st = c.swarm_status(pb::Empty {}).await?.into_inner();
+    let _ = stop.send(true);
+    for h in handles {
+        let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
+    }
+    let summary = serde_json::json!({
+        "job": job,
+        "submitted": tasks.len(),
+        "verified": status.verified,
+        "dead_lettered": status.dead_lettered,
+        "wrong_accepted": wrong,
+        "lost": status.tasks - status.verified - status.dead_lettered - status.cancelled,
+        "slashed_total": st.slashed,
+        "mismatched_total": st.mismatched_tasks,
+        "wall_ms": elapsed.as_millis() as u64,
+        "verified_per_s": f64::from(status.verified) / elapsed.as_secs_f64(),
+    });
+    if a.json {
+        println!("{summary}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(())
 }

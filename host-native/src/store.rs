@@ -361,10 +361,11 @@ impl Store for RedbStore {
             for e in logged.entries {
                 let value = match e.value {
                     Some(v) => v.to_vec(),
-                    None => state
-                        .get(state_key(e.namespace, e.key).as_slice())?
-                        .map(|g| g.value().to_vec())
-                        .ok_or_else(|| corrupt("diff", format!("height {}: a {} value is gone", logged.height, e.namespace)))?,
+                    None => {
+                        state.get(state_key(e.namespace, e.key).as_slice())?.map(|g| g.value().to_vec()).ok_or_else(
+                            || corrupt("diff", format!("height {}: a {} value is gone", logged.height, e.namespace)),
+                        )?
+                    }
                 };
                 entries.push(shoal_core::coordinator::ledger::DiffEntry {
                     write: e.write,

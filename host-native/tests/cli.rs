@@ -1,0 +1,157 @@
+//! The `shoal` command end to end: a coordinator process, then `sim` over
+//! real sockets, `submit --wait`, `job status`, `workers`, `epochs`,
+//! `keygen` and `config print` against it.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+struct Coordinator(Child);
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+const SETTINGS: [&str; 8] = [
+    "coordinator.distinct_origins=false",
+    "coordinator.profile.benchmark_size=64",
+    "coordinator.profile.min_mflops=1",
+    "coordinator.rewards.min_tasks=1",
+    "coordinator.epoch.every=0",
+    "coordinator.epoch.every_verified_tasks=100",
+    "coordinator.ack_timeout=3000",
+    "coordinator.exec_timeout_floor=3000",
+];
+
+fn shoal(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.args(args).env("RUST_LOG", "warn");
+    for s in SETTINGS {
+        cmd.args(["--set", s]);
+    }
+    cmd.output().expect("shoal runs")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "shoal failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn the_command_drives_a_coordinator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let (http, grpc) = (port(), port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.args(["coordinator", "--data", data])
+        .args(["--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    for s in SETTINGS {
+        cmd.args(["--set", s]);
+    }
+    let _coordinator = Coordinator(cmd.spawn().expect("coordinator starts"));
+    let grpc_url = format!("http://127.0.0.1:{grpc}");
+    let ws_url = format!("ws://127.0.0.1:{http}/ws");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Byzantine workers over real sockets: nothing lost, nothing wrong accepted.
+    let out = ok(&shoal(&[
+        "sim",
+        "--coordinator",
+        &grpc_url,
+        "--worker-url",
+        &ws_url,
+        "--data",
+        data,
+        "--workers",
+        "5",
+        "--liars",
+        "2",
+        "--tasks",
+        "300",
+        "--json",
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(summary["verified"], 300, "{summary}");
+    assert_eq!(summary["wrong_accepted"], 0, "{summary}");
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert!(summary["slashed_total"].as_u64().expect("number") >= 1, "liars caught: {summary}");
+
+    // Tokens: keygen derives what the coordinator checks.
+    let token = ok(&shoal(&["keygen", "--worker", "cli-worker", "--data", data]));
+    assert!(token.trim().starts_with("shoal_"), "{token}");
+
+    // A native worker process, and a job submitted and awaited by the CLI.
+    let mut worker = Coordinator(
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["worker", "--coordinator", &ws_url, "--id", "cli-worker", "--token", token.trim()])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker starts"),
+    );
+    let mut worker2 = Coordinator(
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["worker", "--coordinator", &ws_url, "--id", "cli-worker-2"])
+            .args(["--token", ok(&shoal(&["keygen", "--worker", "cli-worker-2", "--data", data])).trim()])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker starts"),
+    );
+    let results = dir.path().join("results");
+    let out = ok(&shoal(&[
+        "submit",
+        "--coordinator",
+        &grpc_url,
+        "--kernel",
+        "mandelbrot",
+        "--size",
+        "64",
+        "--tile",
+        "32",
+        "--wait",
+        "--out",
+        results.to_str().expect("utf-8"),
+    ]));
+    let job = out.lines().next().expect("job id").trim().to_owned();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("summary.json")).expect("summary written")).expect("json");
+    assert_eq!(summary.as_array().expect("array").len(), 4, "4 tiles of 32×32");
+    assert!(summary.as_array().expect("array").iter().all(|t| t["kind"] == "verified"));
+    assert!(results.join("task-000003.out0").is_file());
+
+    let status = ok(&shoal(&["job", "status", &job, "--coordinator", &grpc_url, "--json"]));
+    let status: serde_json::Value = serde_json::from_str(status.trim()).expect("json");
+    assert_eq!((status["verified"].as_u64(), status["finished"].as_bool()), (Some(4), Some(true)));
+    let workers = ok(&shoal(&["workers", "--coordinator", &grpc_url, "--json"]));
+    assert!(workers.contains("cli-worker"), "{workers}");
+    let epochs = ok(&shoal(&["epochs", "--coordinator", &grpc_url, "--json"]));
+    let epochs: serde_json::Value = serde_json::from_str(&epochs).expect("json");
+    assert!(!epochs.as_array().expect("array").is_empty(), "300 verified tasks closed epochs");
+
+    // Bad input to the CLI: a clear error, a failing exit status.
+    let out = shoal(&["job", "status", "nonsense", "--coordinator", &grpc_url]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a job id"));
+    let out = shoal(&["config", "print", "--set", "coordinator.max_workers=lots"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("coordinator.max_workers"));
+    let printed = ok(&shoal(&["config", "print"]));
+    assert!(printed.contains("[coordinator]") && printed.contains("default_redundancy = 2"), "{printed}");
+    let _ = worker.0.kill();
+    let _ = worker2.0.kill();
+}
