@@ -1,8 +1,17 @@
-//! The coordinator loop: one thread owns the sans-I/O [`Coordinator`] and
-//! the [`Store`], takes commands in batches, feeds them to the core with
-//! the time, makes the batch's diffs durable in one transaction, and only
-//! then performs what the core decided (frames to workers, replies to
-//! clients, events to dashboards). It adds no decision of its own.
+//! The coordinator loop, in two threads that form a pipeline:
+//!
+//! - the **engine** owns the sans-I/O [`Coordinator`]: it takes commands in
+//!   batches, feeds them to the core with the time, answers queries, and
+//!   hands everything the batch produced (diffs, frames, events, replies)
+//!   to
+//! - the **committer**, which makes the diffs of every batch waiting for it
+//!   durable in one transaction (group commit), and only then performs what
+//!   the core decided: frames to workers, replies to clients, events to
+//!   dashboards.
+//!
+//! So nothing is acknowledged before it is durable, and the engine computes
+//! batch N+1 while batch N is being written. The host adds no decision of
+//! its own.
 //!
 //! Everything else (sockets, gRPC, HTTP) talks to it through an
 //! [`EngineHandle`]: commands in over a channel, answers back on oneshots,
@@ -37,8 +46,13 @@ pub enum Outbound {
     Close(String),
 }
 
-/// A query run on the engine thread after the batch it arrived in is durable.
-pub type Query = Box<dyn FnOnce(&Coordinator, &dyn Store) + Send>;
+/// A query: run on the engine thread with the current state; its answer
+/// (the returned [`Reply`]) is delivered once the batch it ran in is
+/// durable, so nothing a client learns can be lost by a crash.
+pub type Query = Box<dyn FnOnce(&Coordinator, &dyn Store) -> Reply + Send>;
+
+/// Delivers an answer.
+pub type Reply = Box<dyn FnOnce() + Send>;
 
 /// What the engine is asked to do.
 pub enum Command {
@@ -139,7 +153,10 @@ impl EngineHandle {
     ) -> Result<T, EngineGone> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Query(Box::new(move |c, s| {
-            let _ = tx.send(f(c, s));
+            let answer = f(c, s);
+            Box::new(move || {
+                let _ = tx.send(answer);
+            })
         })))?;
         rx.await.map_err(|_| EngineGone)
     }
@@ -203,7 +220,7 @@ impl Clock {
 }
 
 /// The engine's settings from the service configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct EngineSettings {
     /// Diffs kept in storage.
     pub diff_retain: u64,
@@ -213,35 +230,67 @@ pub struct EngineSettings {
 
 /// Most commands taken into one batch.
 const MAX_BATCH: usize = 8192;
-
-struct Engine {
-    coord: Coordinator,
-    store: Box<dyn Store>,
-    clock: Clock,
-    rx: mpsc::Receiver<Command>,
-    conns: HashMap<ConnId, tokio::sync::mpsc::Sender<Outbound>>,
-    events: broadcast::Sender<TimedEvent>,
-    diffs: broadcast::Sender<Arc<StateDiff>>,
-    gauges: Arc<Gauges>,
-    settings: EngineSettings,
-    /// Inputs for the next batch (disconnects of connections found too slow).
-    deferred: Vec<Input>,
-    next_gauges: Millis,
-    /// When each outstanding offer was handed to its connection, for the
-    /// dispatch-latency histogram (offer → acknowledgement).
-    offered: HashMap<shoal_core::AssignmentId, std::time::Instant>,
-}
-
+/// Batches the engine may run ahead of the committer.
+const PIPELINE_DEPTH: usize = 4;
 /// Outstanding offers tracked for the latency histogram at most.
 const MAX_TRACKED_OFFERS: usize = 200_000;
 
-/// Recovers the coordinator from `store` and starts the loop on its own
-/// thread. The returned join handle yields the loop's end: `Ok` after a
+/// What one batch produced, for the committer.
+struct Flush {
+    /// Batch number.
+    batch: u64,
+    /// Host clock at the batch.
+    clock: Millis,
+    /// Diffs to make durable.
+    diffs: Vec<StateDiff>,
+    /// Jobs accepted in the batch.
+    jobs: Vec<(JobId, JobMeta)>,
+    /// Connections opened (`Some`) and closed (`None`), in order, before the actions.
+    registrations: Vec<(ConnId, Option<tokio::sync::mpsc::Sender<Outbound>>)>,
+    /// Frames, closes and events.
+    actions: Vec<Output>,
+    /// Answers to deliver.
+    replies: Vec<Reply>,
+    /// Last batch: say goodbye to every worker and stop.
+    stop: bool,
+}
+
+struct Engine {
+    coord: Coordinator,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    rx: mpsc::Receiver<Command>,
+    committer: mpsc::SyncSender<Flush>,
+    durable: Arc<AtomicU64>,
+    batch: u64,
+    /// Jobs finished in a batch: forgotten from memory once it is durable.
+    finished: std::collections::VecDeque<(u64, JobId)>,
+    gauges: Arc<Gauges>,
+    next_gauges: Millis,
+    /// When each outstanding offer was produced, for the dispatch-latency
+    /// histogram (offer → acknowledgement, the commit included).
+    offered: HashMap<shoal_core::AssignmentId, std::time::Instant>,
+}
+
+struct Committer {
+    store: Arc<dyn Store>,
+    rx: mpsc::Receiver<Flush>,
+    engine: mpsc::Sender<Command>,
+    conns: HashMap<ConnId, tokio::sync::mpsc::Sender<Outbound>>,
+    events: broadcast::Sender<TimedEvent>,
+    diffs: broadcast::Sender<Arc<StateDiff>>,
+    durable: Arc<AtomicU64>,
+    gauges: Arc<Gauges>,
+    retain: u64,
+}
+
+/// Recovers the coordinator from `store` and starts the pipeline on its
+/// own threads. The returned join handle yields its end: `Ok` after a
 /// stop, the storage error that stopped it otherwise.
 pub fn start(
     cfg: CoordinatorConfig,
     secret: Option<shoal_core::auth::MasterSecret>,
-    store: Box<dyn Store>,
+    store: Arc<dyn Store>,
     settings: EngineSettings,
 ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
     let started = std::time::Instant::now();
@@ -265,31 +314,49 @@ pub fn start(
     let (diffs, _) = broadcast::channel(settings.diff_ring.max(1));
     let gauges = Arc::new(Gauges::default());
     let stopped = Arc::new(AtomicBool::new(false));
+    let durable = Arc::new(AtomicU64::new(0));
     let handle = EngineHandle {
-        tx,
+        tx: tx.clone(),
         events: events.clone(),
         diffs: diffs.clone(),
         gauges: gauges.clone(),
         stopped: stopped.clone(),
     };
+    let (to_committer, flushes) = mpsc::sync_channel(PIPELINE_DEPTH);
+    let committer = Committer {
+        store: store.clone(),
+        rx: flushes,
+        engine: tx,
+        conns: HashMap::new(),
+        events,
+        diffs,
+        durable: durable.clone(),
+        gauges: gauges.clone(),
+        retain: settings.diff_retain,
+    };
+    let committer = std::thread::Builder::new()
+        .name("shoal-commit".into())
+        .spawn(move || committer.run())
+        .map_err(|e| StoreError::Db(format!("cannot start the committer thread: {e}")))?;
     let engine = Engine {
         coord,
         store,
         clock,
         rx,
-        conns: HashMap::new(),
-        events,
-        diffs,
+        committer: to_committer,
+        durable,
+        batch: 0,
+        finished: std::collections::VecDeque::new(),
         gauges,
-        settings,
-        deferred: Vec::new(),
         next_gauges: Millis::ZERO,
         offered: HashMap::new(),
     };
     let join = std::thread::Builder::new()
         .name("shoal-engine".into())
         .spawn(move || {
-            let r = engine.run();
+            engine.run();
+            // The committer ends when the engine's sender is dropped (or on its own error).
+            let r = committer.join().unwrap_or_else(|_| Err(StoreError::Db("committer panicked".into())));
             stopped.store(true, Ordering::SeqCst);
             if let Err(e) = &r {
                 tracing::error!(error = %e, "coordinator loop stopped");
@@ -299,8 +366,6 @@ pub fn start(
         .map_err(|e| StoreError::Db(format!("cannot start the engine thread: {e}")))?;
     Ok((handle, join))
 }
-
-type Reply = Box<dyn FnOnce() + Send>;
 
 /// Envelopes of one batch, grouped by connection in first-seen order.
 #[derive(Default)]
@@ -331,7 +396,7 @@ impl Outbox {
 }
 
 impl Engine {
-    fn run(mut self) -> Result<(), StoreError> {
+    fn run(mut self) {
         let mut stop = false;
         while !stop {
             let now = self.clock.now();
@@ -348,24 +413,38 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            stop |= self.step(batch)?;
+            let flush = self.step(batch, stop);
+            stop |= flush.stop;
+            if self.committer.send(flush).is_err() {
+                // The committer stopped on a storage error; the join reports it.
+                return;
+            }
+            self.forget_durable();
         }
-        // Last words: what is queued for workers is flushed by their tasks.
-        Ok(())
     }
 
-    /// Processes one batch; true when asked to stop.
-    fn step(&mut self, batch: Vec<Command>) -> Result<bool, StoreError> {
+    /// Forgets jobs whose end is durable (their results are read from storage from now on).
+    fn forget_durable(&mut self) {
+        let durable = self.durable.load(Ordering::Acquire);
+        while self.finished.front().is_some_and(|(b, _)| *b <= durable) {
+            if let Some((_, job)) = self.finished.pop_front() {
+                self.coord.forget_job(job);
+            }
+        }
+    }
+
+    /// Processes one batch into what the committer must do.
+    fn step(&mut self, batch: Vec<Command>, mut stop: bool) -> Flush {
+        self.batch += 1;
         let now = self.clock.now();
-        let mut inputs = std::mem::take(&mut self.deferred);
+        let mut inputs = Vec::new();
         let mut replies: Vec<Reply> = Vec::new();
-        let mut queries: Vec<Query> = Vec::new();
+        let mut registrations = Vec::new();
         let mut jobs = Vec::new();
-        let mut stop = false;
         for cmd in batch {
             match cmd {
                 Command::Connected { conn, origin, tx } => {
-                    self.conns.insert(conn, tx);
+                    registrations.push((conn, Some(tx)));
                     inputs.push(Input::Connected { conn, origin });
                 }
                 Command::Received { conn, envelope } => {
@@ -377,7 +456,7 @@ impl Engine {
                     inputs.push(Input::Received { conn, envelope });
                 }
                 Command::Disconnected { conn } => {
-                    self.conns.remove(&conn);
+                    registrations.push((conn, None));
                     inputs.push(Input::Disconnected { conn });
                 }
                 Command::Submit { spec, name, reply } => {
@@ -398,7 +477,10 @@ impl Engine {
                         let _ = reply.send(r);
                     }));
                 }
-                Command::Query(q) => queries.push(q),
+                Command::Query(q) => {
+                    self.coord.handle_batch(now, inputs.drain(..));
+                    replies.push(q(&self.coord, self.store.as_ref()));
+                }
                 Command::CloseEpoch { reply } => {
                     self.coord.handle_batch(now, inputs.drain(..));
                     self.coord.close_epoch(now);
@@ -414,46 +496,126 @@ impl Engine {
         }
         self.coord.handle_batch(now, inputs);
         self.gauges.batches.fetch_add(1, Ordering::Relaxed);
-
         let mut diffs = Vec::new();
         let mut actions = Vec::new();
         while let Some(o) = self.coord.poll_output() {
             match o {
                 Output::Persist(d) => diffs.push(d),
-                other => actions.push(other),
+                other => {
+                    match &other {
+                        Output::Send { envelope: Envelope { message: Message::TaskOffer(o), .. }, .. } => {
+                            if self.offered.len() >= MAX_TRACKED_OFFERS {
+                                // Offers never acknowledged (their workers left): forget them all.
+                                self.offered.clear();
+                            }
+                            self.offered.insert(o.assignment, std::time::Instant::now());
+                        }
+                        Output::Event(Event::JobFinished { job, .. }) => self.finished.push_back((self.batch, *job)),
+                        _ => {}
+                    }
+                    actions.push(other);
+                }
             }
-        }
-        if !diffs.is_empty() || !jobs.is_empty() {
-            let started = std::time::Instant::now();
-            self.store.commit(&Commit { diffs: &diffs, clock: now, jobs, retain: self.settings.diff_retain })?;
-            metrics::histogram!("shoal_commit_seconds").record(started.elapsed().as_secs_f64());
-            self.gauges.commits.fetch_add(1, Ordering::Relaxed);
-        }
-        // Durable: now act.
-        for d in diffs {
-            let _ = self.diffs.send(Arc::new(d));
-        }
-        let mut outbox = Outbox::default();
-        for a in actions {
-            self.perform(now, a, &mut outbox);
-        }
-        for (conn, envelopes) in outbox.drain() {
-            self.deliver(conn, envelopes);
-        }
-        for r in replies {
-            r();
-        }
-        for q in queries {
-            q(&self.coord, self.store.as_ref());
-        }
-        if stop {
-            self.goodbye_all();
         }
         if now >= self.next_gauges {
             self.next_gauges = now + Millis(1_000);
             crate::metrics::record_gauges(&self.coord);
         }
-        Ok(stop)
+        Flush { batch: self.batch, clock: now, diffs, jobs, registrations, actions, replies, stop }
+    }
+}
+
+impl Committer {
+    fn run(mut self) -> Result<(), StoreError> {
+        while let Ok(first) = self.rx.recv() {
+            let mut group = vec![first];
+            while let Ok(more) = self.rx.try_recv() {
+                group.push(more);
+            }
+            let diffs: Vec<StateDiff> = group.iter_mut().flat_map(|f| std::mem::take(&mut f.diffs)).collect();
+            let jobs: Vec<(JobId, JobMeta)> = group.iter_mut().flat_map(|f| std::mem::take(&mut f.jobs)).collect();
+            let clock = group.iter().map(|f| f.clock).max().unwrap_or_default();
+            if !diffs.is_empty() || !jobs.is_empty() {
+                let started = std::time::Instant::now();
+                self.store.commit(&Commit { diffs: &diffs, clock, jobs, retain: self.retain })?;
+                metrics::histogram!("shoal_commit_seconds").record(started.elapsed().as_secs_f64());
+                self.gauges.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            // Durable: now act, batch by batch, in order.
+            for d in diffs {
+                let _ = self.diffs.send(Arc::new(d));
+            }
+            let mut stop = false;
+            for f in group {
+                self.perform(f.registrations, f.actions, f.clock);
+                for r in f.replies {
+                    r();
+                }
+                self.durable.store(f.batch, Ordering::Release);
+                stop |= f.stop;
+            }
+            if stop {
+                self.goodbye_all();
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn perform(
+        &mut self,
+        registrations: Vec<(ConnId, Option<tokio::sync::mpsc::Sender<Outbound>>)>,
+        actions: Vec<Output>,
+        now: Millis,
+    ) {
+        for (conn, tx) in registrations {
+            match tx {
+                Some(tx) => {
+                    self.conns.insert(conn, tx);
+                }
+                None => {
+                    self.conns.remove(&conn);
+                }
+            }
+        }
+        let mut outbox = Outbox::default();
+        for a in actions {
+            match a {
+                Output::Send { conn, envelope } => outbox.push(conn, envelope),
+                Output::Close { conn, reason } => {
+                    if let Some(envelopes) = outbox.take(conn) {
+                        self.deliver(conn, envelopes);
+                    }
+                    if let Some(tx) = self.conns.remove(&conn) {
+                        let _ = tx.try_send(Outbound::Close(reason));
+                    }
+                }
+                Output::Event(event) => {
+                    crate::metrics::record_event(&event);
+                    log_event(&event);
+                    let _ = self.events.send(TimedEvent { at: now, event });
+                }
+                Output::Persist(_) => {}
+            }
+        }
+        for (conn, envelopes) in outbox.drain() {
+            self.deliver(conn, envelopes);
+        }
+    }
+
+    /// Hands a connection what a batch produced for it.
+    fn deliver(&mut self, conn: ConnId, envelopes: Vec<Envelope>) {
+        let Some(tx) = self.conns.get(&conn) else { return };
+        if let Err(e) = tx.try_send(Outbound::Envelopes(envelopes)) {
+            // Full: the worker does not keep up; closed: it is gone.
+            // Either way the core hears it left, and re-queues its work.
+            if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
+                tracing::warn!(conn, "worker too slow to read its queue; disconnecting");
+                metrics::counter!("shoal_ws_disconnects_total", "reason" => "slow").increment(1);
+            }
+            self.conns.remove(&conn);
+            let _ = self.engine.send(Command::Disconnected { conn });
+        }
     }
 
     /// Last words to every worker at shutdown; their connections close.
@@ -465,63 +627,20 @@ impl Engine {
             tracing::debug!(conn, "closed at shutdown");
         }
     }
+}
 
-    /// Hands a connection what this batch produced for it.
-    fn deliver(&mut self, conn: ConnId, envelopes: Vec<Envelope>) {
-        let Some(tx) = self.conns.get(&conn) else { return };
-        if let Err(e) = tx.try_send(Outbound::Envelopes(envelopes)) {
-            // Full: the worker does not keep up; closed: it is gone.
-            // Either way the core hears it left, and re-queues its work.
-            if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
-                tracing::warn!(conn, "worker too slow to read its queue; disconnecting");
-                metrics::counter!("shoal_ws_disconnects_total", "reason" => "slow").increment(1);
-            }
-            self.conns.remove(&conn);
-            self.deferred.push(Input::Disconnected { conn });
+/// Operators see joins, refusals, departures, slashes and epochs in the log.
+fn log_event(event: &Event) {
+    match event {
+        Event::WorkerAdmitted { worker, class, mflops } => {
+            tracing::info!(%worker, backend = ?class.backend, tier = class.tier as u8, mflops, "worker admitted");
         }
-    }
-
-    fn perform(&mut self, now: Millis, output: Output, outbox: &mut Outbox) {
-        match output {
-            Output::Send { conn, envelope } => {
-                if let Message::TaskOffer(o) = &envelope.message {
-                    if self.offered.len() >= MAX_TRACKED_OFFERS {
-                        // Offers never acknowledged (their workers left): forget them all.
-                        self.offered.clear();
-                    }
-                    self.offered.insert(o.assignment, std::time::Instant::now());
-                }
-                outbox.push(conn, envelope);
-            }
-            Output::Close { conn, reason } => {
-                if let Some(envelopes) = outbox.take(conn) {
-                    self.deliver(conn, envelopes);
-                }
-                if let Some(tx) = self.conns.remove(&conn) {
-                    let _ = tx.try_send(Outbound::Close(reason));
-                }
-            }
-            Output::Event(event) => {
-                crate::metrics::record_event(&event);
-                match &event {
-                    Event::WorkerAdmitted { worker, class, mflops } => {
-                        tracing::info!(%worker, backend = ?class.backend, tier = class.tier as u8, mflops, "worker admitted");
-                    }
-                    Event::WorkerRefused { worker, reason } => {
-                        tracing::info!(worker = ?worker.as_ref().map(ToString::to_string), %reason, "worker refused");
-                    }
-                    Event::WorkerLeft { worker, reason } => tracing::info!(%worker, %reason, "worker left"),
-                    Event::WorkerSlashed { worker, reason, .. } => tracing::warn!(%worker, %reason, "worker slashed"),
-                    Event::EpochSettled(s) => tracing::info!(epoch = s.epoch, digest = %s.digest, "epoch settled"),
-                    _ => {}
-                }
-                if let Event::JobFinished { job, .. } = &event {
-                    // Its results are durable; clients read them from storage.
-                    self.coord.forget_job(*job);
-                }
-                let _ = self.events.send(TimedEvent { at: now, event });
-            }
-            Output::Persist(_) => {}
+        Event::WorkerRefused { worker, reason } => {
+            tracing::info!(worker = ?worker.as_ref().map(ToString::to_string), %reason, "worker refused");
         }
+        Event::WorkerLeft { worker, reason } => tracing::info!(%worker, %reason, "worker left"),
+        Event::WorkerSlashed { worker, reason, .. } => tracing::warn!(%worker, %reason, "worker slashed"),
+        Event::EpochSettled(s) => tracing::info!(epoch = s.epoch, digest = %s.digest, "epoch settled"),
+        _ => {}
     }
 }

@@ -110,7 +110,7 @@ impl Service {
             .map_err(|e| StoreError::Db(e.to_string()))??;
         let settings = EngineSettings { diff_retain: cfg.server.diff_retain, diff_ring: cfg.server.diff_ring };
         let (engine, engine_thread) =
-            engine::start(cfg.coordinator.clone(), Some(secret.clone()), Box::new(store), settings)?;
+            engine::start(cfg.coordinator.clone(), Some(secret.clone()), Arc::new(store), settings)?;
 
         let http = TcpListener::bind(cfg.server.http).await.map_err(io(format!("binding {}", cfg.server.http)))?;
         let grpc = TcpListener::bind(cfg.server.grpc).await.map_err(io(format!("binding {}", cfg.server.grpc)))?;

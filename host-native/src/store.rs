@@ -92,9 +92,9 @@ pub struct JobInfo {
 }
 
 /// What the service needs from storage.
-pub trait Store: Send {
+pub trait Store: Send + Sync {
     /// Makes a batch durable (one transaction).
-    fn commit(&mut self, commit: &Commit<'_>) -> Result<(), StoreError>;
+    fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError>;
     /// Everything a restarted coordinator needs, and the last clock value.
     fn recover(&self) -> Result<(Snapshot, Millis), StoreError>;
     /// A job, if stored.
@@ -208,7 +208,7 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store for RedbStore {
-    fn commit(&mut self, c: &Commit<'_>) -> Result<(), StoreError> {
+    fn commit(&self, c: &Commit<'_>) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut state = txn.open_table(STATE)?;
@@ -428,7 +428,7 @@ mod tests {
             diffs.push(ledger.seal().expect("diff"));
         }
         {
-            let mut s = RedbStore::open(&path).expect("open");
+            let s = RedbStore::open(&path).expect("open");
             for chunk in diffs.chunks(100) {
                 s.commit(&Commit { diffs: chunk, clock: Millis(42), jobs: vec![], retain: 1000 }).expect("commit");
             }
