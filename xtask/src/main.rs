@@ -255,10 +255,27 @@ fn test() -> Result {
     ensure_wasm_target()?;
     ensure_wasm_bindgen()?;
     ensure_node()?;
+    // shoal-compute's tests run every kernel on a real Vulkan driver: Mesa's lavapipe.
+    ensure_lavapipe()?;
     step("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy (native, all targets)",
         cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
+    )?;
+    step(
+        "clippy (shoal-compute on wasm32, WebGPU backend)",
+        cargo().args([
+            "clippy",
+            "-p",
+            "shoal-compute",
+            "--target",
+            WASM_TARGET,
+            "--lib",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     step(
         "clippy (shoal-core on wasm32)",

@@ -1,0 +1,425 @@
+//! The executor: one wgpu device, a pipeline cache per kernel, and `run`
+//! (upload inputs, dispatch, read outputs back) with every failure mapped
+//! to a [`ComputeError`] a worker can report — never a panic, and natively
+//! never a hang (each dispatch waits at most its timeout).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_core::kernels::{BindingRole, KernelId, KernelSpec};
+use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType};
+use shoal_core::Digest;
+use wgpu::util::DeviceExt;
+
+use crate::validate::{validate_kernel, ShaderError};
+
+/// Why a kernel could not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComputeError {
+    /// No adapter matched.
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    /// The adapter refused to open a device.
+    #[error("cannot open the device: {0}")]
+    Device(String),
+    /// The kernel or its inputs are invalid.
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
+    /// The shader was refused before dispatch.
+    #[error(transparent)]
+    Shader(#[from] ShaderError),
+    /// A buffer exceeds what the device allows.
+    #[error("{what} needs {bytes} bytes; the device allows {limit}")]
+    TooLarge {
+        /// Which buffer.
+        what: String,
+        /// Its size.
+        bytes: u64,
+        /// The device's limit.
+        limit: u64,
+    },
+    /// The device ran out of memory.
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
+    /// wgpu rejected a command (a bug or an unsupported device).
+    #[error("validation error: {0}")]
+    Validation(String),
+    /// The device was lost (driver reset, GPU hang, tab throttled).
+    #[error("device lost: {0}")]
+    DeviceLost(String),
+    /// The dispatch did not finish in time.
+    #[error("dispatch did not finish within {0:?}")]
+    Timeout(Duration),
+    /// Reading the outputs back failed.
+    #[error("readback failed: {0}")]
+    Readback(String),
+}
+
+/// How to pick and use the device.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// Prefer a discrete GPU (else the lowest-power one).
+    pub high_performance: bool,
+    /// Accept a software adapter (lavapipe, SwiftShader).
+    pub allow_software: bool,
+    /// Longest a dispatch may take (native; on the web the host races a timer).
+    pub dispatch_timeout: Duration,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { high_performance: true, allow_software: true, dispatch_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// An output buffer, its readback buffer, padded size and data length.
+type Readback = (wgpu::Buffer, wgpu::Buffer, u64, u64);
+
+/// A pipeline and the bind group layout it was built with.
+struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// One GPU, ready to run kernels.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    /// The dispatch timeout is enforced natively only.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    options: GpuOptions,
+    pipelines: Mutex<HashMap<Digest, Arc<Pipeline>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend_of(b: wgpu::Backend) -> Backend {
+    match b {
+        wgpu::Backend::Vulkan => Backend::Vulkan,
+        wgpu::Backend::Metal => Backend::Metal,
+        wgpu::Backend::Dx12 => Backend::Dx12,
+        wgpu::Backend::Gl => Backend::Gl,
+        wgpu::Backend::BrowserWebGpu => Backend::BrowserWebGpu,
+        wgpu::Backend::Noop => Backend::Cpu,
+    }
+}
+
+fn device_type_of(t: wgpu::DeviceType) -> DeviceType {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => DeviceType::DiscreteGpu,
+        wgpu::DeviceType::IntegratedGpu => DeviceType::IntegratedGpu,
+        wgpu::DeviceType::VirtualGpu => DeviceType::VirtualGpu,
+        wgpu::DeviceType::Cpu => DeviceType::Cpu,
+        wgpu::DeviceType::Other => DeviceType::Other,
+    }
+}
+
+/// A key for the pipeline cache: the shader and its entry point.
+fn pipeline_key(kernel: &KernelSpec) -> Digest {
+    Digest::of_parts([kernel.wgsl().as_bytes(), b"\0", kernel.entry_point().as_bytes()])
+}
+
+fn scope_error(e: wgpu::Error) -> ComputeError {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => ComputeError::OutOfMemory(e.to_string()),
+        other => ComputeError::Validation(other.to_string()),
+    }
+}
+
+impl Gpu {
+    /// Opens the best adapter with its full limits.
+    pub async fn new(options: GpuOptions) -> Result<Gpu, ComputeError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: if options.high_performance {
+                    wgpu::PowerPreference::HighPerformance
+                } else {
+                    wgpu::PowerPreference::LowPower
+                },
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ComputeError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        if info.device_type == wgpu::DeviceType::Cpu && !options.allow_software {
+            return Err(ComputeError::NoAdapter(format!("only a software adapter ({})", info.name)));
+        }
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("shoal"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ComputeError::Device(e.to_string()))?;
+        let lost = Arc::new(Mutex::new(None));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut l) = flag.lock() {
+                *l = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        tracing::info!(adapter = %info.name, backend = ?info.backend, device_type = ?info.device_type, "GPU ready");
+        Ok(Gpu { device, queue, info, limits, options, pipelines: Mutex::new(HashMap::new()), lost })
+    }
+
+    /// What this worker declares in its hello (self-reported; the
+    /// coordinator measures speed itself).
+    pub fn device_info(&self) -> DeviceInfo {
+        DeviceInfo {
+            backend: backend_of(self.info.backend),
+            device_type: device_type_of(self.info.device_type),
+            vendor: format!("{:#06x}", self.info.vendor),
+            name: self.info.name.clone(),
+            driver: format!("{} {}", self.info.driver, self.info.driver_info).trim().to_owned(),
+            max_buffer_bytes: self.limits.max_buffer_size,
+            max_storage_binding_bytes: self.limits.max_storage_buffer_binding_size,
+            max_workgroup_invocations: self.limits.max_compute_invocations_per_workgroup,
+            kernels: KernelId::ALL.to_vec(),
+        }
+    }
+
+    /// The adapter as wgpu reports it.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    fn check_lost(&self) -> Result<(), ComputeError> {
+        match self.lost.lock().ok().and_then(|l| l.clone()) {
+            Some(why) => Err(ComputeError::DeviceLost(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// The cached pipeline of a kernel, validating and building it on first use.
+    async fn pipeline(&self, kernel: &KernelSpec) -> Result<Arc<Pipeline>, ComputeError> {
+        let key = pipeline_key(kernel);
+        if let Some(p) = self.pipelines.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(p);
+        }
+        validate_kernel(kernel)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.id().as_str()),
+            source: wgpu::ShaderSource::Wgsl(kernel.wgsl().into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.id().as_str()),
+            layout: None,
+            module: &module,
+            entry_point: Some(kernel.entry_point()),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        if let Some(e) = scope.pop().await {
+            return Err(scope_error(e));
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        let p = Arc::new(Pipeline { pipeline, layout });
+        if let Ok(mut m) = self.pipelines.lock() {
+            m.insert(key, p.clone());
+        }
+        Ok(p)
+    }
+
+    /// Runs a kernel on its inputs and returns its outputs (each exactly
+    /// its declared length).
+    pub async fn run(&self, kernel: &KernelSpec, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, ComputeError> {
+        self.check_lost()?;
+        kernel
+            .validate()
+            .and_then(|()| kernel.check_inputs(inputs))
+            .map_err(|e| ComputeError::InvalidTask(e.to_string()))?;
+        let layout = kernel.layout();
+        for b in &layout {
+            let limit = match b.role {
+                BindingRole::Params => self.limits.max_uniform_buffer_binding_size,
+                _ => self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size),
+            };
+            if b.size > limit {
+                return Err(ComputeError::TooLarge { what: format!("binding {}", b.binding), bytes: b.size, limit });
+            }
+        }
+        let pipeline = self.pipeline(kernel).await?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let (buffers, outputs) = self.buffers(kernel, &layout, inputs);
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("task"),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("task") });
+        {
+            let mut pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            pass.set_pipeline(&pipeline.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            let [x, y, z] = kernel.dispatch();
+            pass.dispatch_workgroups(x, y, z);
+        }
+        for (out, staging, size, _) in &outputs {
+            encoder.copy_buffer_to_buffer(out, 0, staging, 0, *size);
+        }
+        let submission = self.queue.submit([encoder.finish()]);
+        if let Some(e) = invalid.pop().await {
+            return Err(scope_error(e));
+        }
+        if let Some(e) = oom.pop().await {
+            return Err(scope_error(e));
+        }
+        let mut receivers = Vec::with_capacity(outputs.len());
+        for (_, staging, _, _) in &outputs {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            receivers.push(rx);
+        }
+        self.wait(submission)?;
+        let mut result = Vec::with_capacity(outputs.len());
+        for ((_, staging, _, data_len), rx) in outputs.iter().zip(receivers) {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(ComputeError::Readback(e.to_string())),
+                Err(_) => {
+                    return Err(self.check_lost().err().unwrap_or(ComputeError::Readback("mapping abandoned".into())))
+                }
+            }
+            let view = staging.slice(..).get_mapped_range().map_err(|e| ComputeError::Readback(e.to_string()))?;
+            let bytes = view[..*data_len as usize].to_vec();
+            drop(view);
+            staging.unmap();
+            result.push(bytes);
+        }
+        self.check_lost()?;
+        Ok(result)
+    }
+
+    /// The task's buffers, by binding, and its outputs with their readback
+    /// buffers, padded sizes and data lengths.
+    fn buffers(
+        &self,
+        kernel: &KernelSpec,
+        layout: &[shoal_core::kernels::Binding],
+        inputs: &[&[u8]],
+    ) -> (Vec<(u32, wgpu::Buffer)>, Vec<Readback>) {
+        let params = kernel.params_bytes();
+        let mut buffers = Vec::with_capacity(layout.len());
+        let mut outputs = Vec::new();
+        for b in layout {
+            let buffer = match b.role {
+                BindingRole::Params => self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("params"),
+                    contents: &padded(&params, b.size),
+                    usage: wgpu::BufferUsages::UNIFORM,
+                }),
+                BindingRole::Input(i) => {
+                    let data = inputs.get(usize::from(i)).copied().unwrap_or_default();
+                    self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("input"),
+                        contents: &padded(data, b.size),
+                        usage: wgpu::BufferUsages::STORAGE,
+                    })
+                }
+                BindingRole::Output(_) => {
+                    let out = self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("output"),
+                        size: b.size,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    });
+                    let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("readback"),
+                        size: b.size,
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    outputs.push((out.clone(), staging, b.size, b.data_len));
+                    out
+                }
+            };
+            buffers.push((b.binding, buffer));
+        }
+        (buffers, outputs)
+    }
+
+    /// Waits for a submission natively (bounded by the dispatch timeout);
+    /// on the web the browser completes it from its event loop.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<(), ComputeError> {
+        let timeout = self.options.dispatch_timeout;
+        match self.device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(timeout) }) {
+            Ok(_) => Ok(()),
+            Err(wgpu::PollError::Timeout) => Err(ComputeError::Timeout(timeout)),
+            Err(e) => Err(self.check_lost().err().unwrap_or(ComputeError::DeviceLost(e.to_string()))),
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
+    fn wait(&self, _submission: wgpu::SubmissionIndex) -> Result<(), ComputeError> {
+        Ok(())
+    }
+
+    /// Runs a kernel and blocks the calling thread until it is done (native
+    /// hosts call this from a blocking thread).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run_blocking(&self, kernel: &KernelSpec, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, ComputeError> {
+        pollster::block_on(self.run(kernel, inputs))
+    }
+
+    /// The largest single buffer this device allocates and uses without
+    /// error, probed by halving from the adapter's limit down to `floor`
+    /// (capped at `cap` so the probe stays quick and polite).
+    pub async fn max_stable_allocation(&self, cap: u64, floor: u64) -> u64 {
+        let mut size = self.limits.max_buffer_size.min(cap);
+        while size >= floor.max(4) {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("allocation probe"),
+                size: size & !3,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            // Touch it, so a lazily-allocating driver really commits the memory.
+            self.queue.write_buffer(&buffer, 0, &[0u8; 4]);
+            let failed = scope.pop().await.is_some();
+            buffer.destroy();
+            if !failed {
+                return size & !3;
+            }
+            size /= 2;
+        }
+        0
+    }
+}
+
+/// `data` zero-padded to `size` bytes (bindings are multiples of 4 and never empty).
+fn padded(data: &[u8], size: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(size as usize);
+    v.extend_from_slice(data);
+    v.resize(size as usize, 0);
+    v
+}

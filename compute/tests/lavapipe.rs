@@ -1,0 +1,165 @@
+//! Every kernel on a real Vulkan driver — Mesa's lavapipe on the CPU here
+//! and in CI (`cargo xtask test` installs `mesa-vulkan-drivers`) — against
+//! its CPU reference: property tests on random sizes and inputs, edge
+//! cases, custom WGSL valid and invalid, the admission benchmark and the
+//! allocation probe.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use shoal_compute::{profile, ComputeError, Gpu, GpuOptions, ShaderError};
+use shoal_core::kernels::{
+    Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
+};
+
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        pollster::block_on(Gpu::new(GpuOptions::default())).unwrap_or_else(|e| {
+            panic!(
+                "no Vulkan adapter ({e}); install Mesa's lavapipe: `cargo xtask setup --gpu` (apt mesa-vulkan-drivers)"
+            )
+        })
+    })
+}
+
+fn check(kernel: &KernelSpec, inputs: &[Vec<u8>]) {
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let got = gpu().run_blocking(kernel, &refs).unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
+    let want = kernel.run_cpu(&refs).expect("reference runs");
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.len(), w.len(), "{kernel:?}: output length");
+    }
+    let g: Vec<&[u8]> = got.iter().map(Vec::as_slice).collect();
+    let w: Vec<&[u8]> = want.iter().map(Vec::as_slice).collect();
+    assert!(kernel.comparator().agree(&g, &w), "{kernel:?}: GPU and CPU disagree");
+    if kernel.comparator() == Comparator::Exact {
+        assert_eq!(got, want, "{kernel:?}: exact kernels are bit-exact");
+    }
+}
+
+#[test]
+fn the_adapter_describes_itself() {
+    let info = gpu().device_info();
+    assert!(info.max_buffer_bytes > 0 && info.max_workgroup_invocations >= 64, "{info:?}");
+    assert!(!info.name.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sha256_is_bit_exact(count in 1u32..300, len in 0u32..200, seed in any::<u64>()) {
+        let k = KernelSpec::Sha256(Sha256Params { count, message_len: len });
+        check(&k, &k.seeded_inputs(seed));
+    }
+
+    #[test]
+    fn matmul_is_within_tolerance(m in 1u32..70, n in 1u32..70, kk in 1u32..70, seed in any::<u64>()) {
+        let k = KernelSpec::MatmulF32(MatmulParams { m, n, k: kk });
+        check(&k, &k.seeded_inputs(seed));
+    }
+
+    #[test]
+    fn mandelbrot_is_bit_exact(w in 1u32..80, h in 1u32..80, x in -2.0f64..0.5, y in -1.2f64..1.0, iters in 1u32..300) {
+        let k = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(w, h, x, y, 2.5 / 80.0, iters));
+        check(&k, &[]);
+    }
+}
+
+#[test]
+fn edge_sizes_run() {
+    // Empty messages, one element, sizes that are not multiples of the workgroup.
+    check(&KernelSpec::Sha256(Sha256Params { count: 1, message_len: 0 }), &[vec![]]);
+    check(
+        &KernelSpec::Sha256(Sha256Params { count: 65, message_len: 55 }),
+        &KernelSpec::Sha256(Sha256Params { count: 65, message_len: 55 }).seeded_inputs(3),
+    );
+    check(
+        &KernelSpec::Sha256(Sha256Params { count: 2, message_len: 64 }),
+        &KernelSpec::Sha256(Sha256Params { count: 2, message_len: 64 }).seeded_inputs(4),
+    );
+    let one = KernelSpec::MatmulF32(MatmulParams { m: 1, n: 1, k: 1 });
+    check(&one, &one.seeded_inputs(5));
+    let big = KernelSpec::MatmulF32(MatmulParams { m: 129, n: 67, k: 257 });
+    check(&big, &big.seeded_inputs(6));
+    let tall = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(1, 257, -0.75, -1.0, 0.008, 500));
+    check(&tall, &[]);
+}
+
+#[test]
+fn a_large_sha256_batch_runs() {
+    // 1 MiB of messages in one dispatch.
+    let k = KernelSpec::Sha256(Sha256Params { count: 16_384, message_len: 64 });
+    check(&k, &k.seeded_inputs(9));
+}
+
+fn custom(wgsl: &str, len: u64) -> KernelSpec {
+    KernelSpec::Custom(CustomKernel {
+        wgsl: wgsl.into(),
+        entry_point: "main".into(),
+        bindings: vec![
+            CustomBinding { binding: 0, role: CustomRole::Input, len },
+            CustomBinding { binding: 1, role: CustomRole::Output, len },
+        ],
+        workgroups: [(len / 4).div_ceil(64) as u32, 1, 1],
+        comparator: Comparator::Exact,
+        ops: len / 4,
+    })
+}
+
+const DOUBLE: &str = r"
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < arrayLength(&src)) { dst[id.x] = src[id.x] * 2u + 1u; }
+}
+";
+
+#[test]
+fn custom_wgsl_runs_and_bad_wgsl_is_refused_with_nagas_message() {
+    let n = 1000u64;
+    let k = custom(DOUBLE, n * 4);
+    let input: Vec<u8> = (0..n as u32).flat_map(u32::to_le_bytes).collect();
+    let out = gpu().run_blocking(&k, &[&input]).expect("custom kernel runs");
+    let want: Vec<u8> = (0..n as u32).flat_map(|i| (i * 2 + 1).to_le_bytes()).collect();
+    assert_eq!(out, vec![want]);
+
+    // Does not parse: naga's message, with the line.
+    let broken = custom("@compute @workgroup_size(64) fn main( { }", 16);
+    match gpu().run_blocking(&broken, &[&[0u8; 16]]) {
+        Err(ComputeError::Shader(ShaderError::Parse(m))) => assert!(m.contains("expected"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A type error (naga's WGSL front end reports it while lowering).
+    let ill_typed = custom(&DOUBLE.replace("* 2u + 1u", "* 2.5"), 16);
+    match gpu().run_blocking(&ill_typed, &[&[0u8; 16]]) {
+        Err(ComputeError::Shader(ShaderError::Parse(m) | ShaderError::Validate(m))) => assert!(!m.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // No such entry point.
+    let renamed = custom(&DOUBLE.replace("fn main", "fn other"), 16);
+    assert!(matches!(
+        gpu().run_blocking(&renamed, &[&[0u8; 16]]),
+        Err(ComputeError::Shader(ShaderError::EntryPoint(_)))
+    ));
+    // Bindings other than declared.
+    let rebound = custom(&DOUBLE.replace("@binding(1)", "@binding(7)"), 16);
+    assert!(matches!(
+        gpu().run_blocking(&rebound, &[&[0u8; 16]]),
+        Err(ComputeError::Shader(ShaderError::Bindings { .. }))
+    ));
+    // Wrong input length: refused before the GPU sees it.
+    assert!(matches!(gpu().run_blocking(&k, &[&[0u8; 3]]), Err(ComputeError::InvalidTask(_))));
+}
+
+#[test]
+fn the_admission_benchmark_passes_and_memory_is_probed() {
+    assert!(pollster::block_on(profile::run_and_check(gpu(), 64, 42)).expect("benchmark runs"));
+    let bytes = pollster::block_on(gpu().max_stable_allocation(256 << 20, 1 << 20));
+    assert!(bytes >= 1 << 20, "at least a MiB allocates: {bytes}");
+}
