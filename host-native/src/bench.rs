@@ -140,6 +140,7 @@ fn spawn_workers(service: &Service, n: usize, depth: u16) -> (watch::Sender<bool
             max_concurrent: depth,
             behaviour: Behaviour::Honest,
             reconnect: true,
+            executor: crate::worker::Executor::Cpu,
             seed: i as u64,
         };
         let rx = rx.clone();
@@ -367,6 +368,7 @@ async fn idle(data: &Path, n: usize, secs: u64) -> Result<(u64, u64, u32)> {
             max_concurrent: 1,
             behaviour: Behaviour::Honest,
             reconnect: false,
+            executor: crate::worker::Executor::Cpu,
             seed: i as u64,
         };
         let rx = rx.clone();

@@ -319,6 +319,7 @@ impl Shoal for ShoalService {
             return Err(Status::invalid_argument("the first message of SubmitJob must be the job header"));
         };
         let mut tasks = Vec::new();
+        let mut validated = std::collections::HashSet::new();
         while let Some(m) = stream.message().await? {
             match m.part {
                 Some(Part::Task(t)) => {
@@ -327,6 +328,16 @@ impl Shoal for ShoalService {
                     }
                     let kernel = kernel_from_pb(t.kernel)
                         .map_err(|s| Status::invalid_argument(format!("task {}: {}", tasks.len(), s.message())))?;
+                    // Custom shaders are validated at the door (once per distinct shader).
+                    if matches!(kernel, KernelSpec::Custom(_)) {
+                        let key =
+                            shoal_core::Digest::of_parts([kernel.wgsl().as_bytes(), kernel.entry_point().as_bytes()]);
+                        if !validated.contains(&key) {
+                            shoal_compute::validate_kernel(&kernel)
+                                .map_err(|e| Status::invalid_argument(format!("task {}: {e}", tasks.len())))?;
+                            validated.insert(key);
+                        }
+                    }
                     tasks.push(TaskSpec { kernel, inputs: t.inputs.into_iter().map(bytes::Bytes::from).collect() });
                 }
                 Some(Part::Header(_)) => return Err(Status::invalid_argument("a job has one header")),

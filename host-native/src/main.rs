@@ -13,7 +13,7 @@ use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Para
 use shoal_core::WorkerId;
 use shoal_native::grpc::pb::shoal_client::ShoalClient;
 use shoal_native::grpc::{kernel_to_pb, pb};
-use shoal_native::worker::{self, Behaviour, WorkerOptions};
+use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
 use shoal_native::{bench, Service, ShoalConfig};
 use tokio::sync::watch;
 
@@ -109,9 +109,13 @@ struct WorkerArgs {
     /// Assignments at once.
     #[arg(long, default_value_t = 2)]
     concurrency: u16,
-    /// Force the CPU reference kernels (the only executor until the GPU crate lands).
-    #[arg(long)]
+    /// Run kernels on the CPU reference implementations even if a GPU is present.
+    #[arg(long, conflicts_with = "gpu")]
     cpu: bool,
+    /// Run kernels on any GPU adapter, software ones (lavapipe) included.
+    /// Default: a hardware GPU if one is present, else the CPU.
+    #[arg(long)]
+    gpu: bool,
 }
 
 #[derive(Args, Clone)]
@@ -342,6 +346,7 @@ async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
             max_concurrent: 2,
             behaviour: Behaviour::Honest,
             reconnect: true,
+            executor: shoal_native::worker::Executor::Cpu,
             seed: i as u64 + 1,
         };
         handles.push(tokio::spawn(worker::run(opts, stop_rx.clone())));
@@ -385,7 +390,22 @@ async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
 }
 
 async fn run_worker(a: WorkerArgs) -> Result<()> {
-    let _ = a.cpu; // the CPU reference kernels are the executor for now
+    let executor = if a.cpu {
+        Executor::Cpu
+    } else {
+        match shoal_compute::Gpu::new(shoal_compute::GpuOptions { allow_software: a.gpu, ..Default::default() }).await {
+            Ok(gpu) => {
+                let info = gpu.adapter_info();
+                eprintln!("GPU: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+                Executor::Gpu(std::sync::Arc::new(gpu))
+            }
+            Err(e) if a.gpu => bail!("--gpu: {e}"),
+            Err(e) => {
+                eprintln!("no hardware GPU ({e}); running the CPU reference kernels");
+                Executor::Cpu
+            }
+        }
+    };
     let (stop, rx) = watch::channel(false);
     let opts = WorkerOptions {
         url: a.coordinator.clone(),
@@ -394,6 +414,7 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
         max_concurrent: a.concurrency,
         behaviour: Behaviour::Honest,
         reconnect: true,
+        executor,
         seed: std::process::id().into(),
     };
     let handle = tokio::spawn(worker::run(opts, rx));
@@ -812,6 +833,7 @@ async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
                 max_concurrent: 8,
                 behaviour,
                 reconnect: true,
+                executor: shoal_native::worker::Executor::Cpu,
                 seed: a.seed ^ (i as u64) << 8,
             };
             handles.push(tokio::spawn(worker::run(opts, rx.clone())));

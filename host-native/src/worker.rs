@@ -35,6 +35,25 @@ pub enum Behaviour {
     Hanging(u8),
 }
 
+/// Where kernels run.
+#[derive(Clone, Debug)]
+pub enum Executor {
+    /// The core's CPU reference kernels (declared as the `Cpu` backend).
+    Cpu,
+    /// A GPU through `shoal-compute` (its adapter is the declared device).
+    Gpu(std::sync::Arc<shoal_compute::Gpu>),
+}
+
+impl Executor {
+    /// The device this worker declares in its hello.
+    pub fn device_info(&self) -> DeviceInfo {
+        match self {
+            Executor::Cpu => cpu_device(),
+            Executor::Gpu(g) => g.device_info(),
+        }
+    }
+}
+
 /// What a worker needs to know.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -52,6 +71,8 @@ pub struct WorkerOptions {
     pub reconnect: bool,
     /// Seed of the behaviour's dice and of the backoff jitter.
     pub seed: u64,
+    /// Where kernels run.
+    pub executor: Executor,
 }
 
 /// What a worker did.
@@ -150,7 +171,7 @@ async fn session(
         protocol_version: PROTOCOL_VERSION,
         worker_id: opts.worker_id.clone(),
         auth: opts.token.clone().map_or(HelloAuth::Guest, HelloAuth::Token),
-        device: cpu_device(),
+        device: opts.executor.device_info(),
         software: format!("shoal-native/{}", env!("CARGO_PKG_VERSION")),
         max_concurrent: opts.max_concurrent.max(1),
     };
@@ -176,13 +197,18 @@ async fn session(
                     let roll = rng.below(100) as u8;
                     let noise = rng.next_u64();
                     let behaviour = if benchmark { Behaviour::Honest } else { opts.behaviour };
-                    let kernel_is_tiny = kernel.cost().ops < 200_000;
+                    let kernel_is_tiny = kernel.cost().ops < 200_000 && matches!(opts.executor, Executor::Cpu);
+                    let executor = opts.executor.clone();
                     if matches!(behaviour, Behaviour::Hanging(p) if roll < p) {
                         continue;
                     }
                     let work = move || {
                         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
-                        let out = kernel.run_cpu(&refs).map_err(|e| e.to_string()).map(|mut out| {
+                        let out = match &executor {
+                            Executor::Cpu => kernel.run_cpu(&refs).map_err(|e| e.to_string()),
+                            Executor::Gpu(gpu) => gpu.run_blocking(&kernel, &refs).map_err(|e| e.to_string()),
+                        };
+                        let out = out.map(|mut out| {
                             match behaviour {
                                 Behaviour::Liar(p) if roll < p => {
                                     let mut r = SplitMix64::new(noise);

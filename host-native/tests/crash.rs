@@ -93,6 +93,7 @@ async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
             max_concurrent: 2,
             behaviour: Behaviour::Honest,
             reconnect: true,
+            executor: shoal_native::worker::Executor::Cpu,
             seed: i,
         };
         handles.push(tokio::spawn(worker::run(opts, rx.clone())));

@@ -186,6 +186,7 @@ async fn shutdown_says_goodbye_to_connected_workers() {
         max_concurrent: 1,
         behaviour: Behaviour::Honest,
         reconnect: false,
+        executor: shoal_native::worker::Executor::Cpu,
         seed: 1,
     };
     let worker = tokio::spawn(shoal_native::worker::run(opts, rx));

@@ -58,6 +58,18 @@ impl Workers {
 
     /// Adds `n` more.
     pub fn add(&mut self, service: &Service, prefix: &str, n: usize, behaviour: Behaviour) {
+        self.add_on(service, prefix, n, behaviour, &shoal_native::worker::Executor::Cpu);
+    }
+
+    /// Adds `n` more running kernels on `executor`.
+    pub fn add_on(
+        &mut self,
+        service: &Service,
+        prefix: &str,
+        n: usize,
+        behaviour: Behaviour,
+        executor: &shoal_native::worker::Executor,
+    ) {
         for i in 0..n {
             let name = format!("{prefix}{i}");
             let id = WorkerId::new(name.clone()).expect("id");
@@ -68,6 +80,7 @@ impl Workers {
                 max_concurrent: 2,
                 behaviour,
                 reconnect: true,
+                executor: executor.clone(),
                 seed: i as u64 + 1,
             };
             let (own_stop, rx) = watch::channel(false);
