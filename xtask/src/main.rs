@@ -255,8 +255,10 @@ fn test() -> Result {
     ensure_wasm_target()?;
     ensure_wasm_bindgen()?;
     ensure_node()?;
-    // shoal-compute's tests run every kernel on a real Vulkan driver: Mesa's lavapipe.
+    // shoal-compute's tests run every kernel on a real Vulkan driver (Mesa's
+    // lavapipe) and on WebGPU in headless Chromium (SwiftShader).
     ensure_lavapipe()?;
+    ensure_browser()?;
     step("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy (native, all targets)",
@@ -304,6 +306,13 @@ fn test() -> Result {
         cargo()
             .args(["test", "-p", "shoal-core", "--target", WASM_TARGET, "--locked"])
             .env("WASM_BINDGEN_TEST_TIMEOUT", "60"),
+    )?;
+    step(
+        "shoal-compute tests in headless Chromium (WebGPU, dedicated worker)",
+        cargo()
+            .args(["test", "-p", "shoal-compute", "--target", WASM_TARGET, "--test", "web", "--locked"])
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "90"),
     )?;
     step("benchmarks compile", cargo().args(["bench", "-p", "shoal-core", "--no-run", "--locked"]))?;
     println!("\nall checks passed in {:.0?}", t.elapsed());
