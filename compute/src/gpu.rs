@@ -93,6 +93,8 @@ pub struct Gpu {
     options: GpuOptions,
     pipelines: Mutex<HashMap<Digest, Arc<Pipeline>>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// The last allocation probe's result (0: not probed).
+    stable_alloc: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -177,7 +179,16 @@ impl Gpu {
             }
         });
         tracing::info!(adapter = %info.name, backend = ?info.backend, device_type = ?info.device_type, "GPU ready");
-        Ok(Gpu { device, queue, info, limits, options, pipelines: Mutex::new(HashMap::new()), lost })
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            options,
+            pipelines: Mutex::new(HashMap::new()),
+            lost,
+            stable_alloc: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     /// What this worker declares in its hello (self-reported; the
@@ -189,7 +200,11 @@ impl Gpu {
             vendor: format!("{:#06x}", self.info.vendor),
             name: self.info.name.clone(),
             driver: format!("{} {}", self.info.driver, self.info.driver_info).trim().to_owned(),
-            max_buffer_bytes: self.limits.max_buffer_size,
+            // The probed allocation once measured, else the adapter's limit.
+            max_buffer_bytes: match self.stable_alloc.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => self.limits.max_buffer_size,
+                probed => probed,
+            },
             max_storage_binding_bytes: self.limits.max_storage_buffer_binding_size,
             max_workgroup_invocations: self.limits.max_compute_invocations_per_workgroup,
             kernels: KernelId::ALL.to_vec(),
@@ -392,7 +407,8 @@ impl Gpu {
 
     /// The largest single buffer this device allocates and uses without
     /// error, probed by halving from the adapter's limit down to `floor`
-    /// (capped at `cap` so the probe stays quick and polite).
+    /// (capped at `cap` so the probe stays quick and polite). Remembered:
+    /// [`Gpu::device_info`] reports it from then on.
     pub async fn max_stable_allocation(&self, cap: u64, floor: u64) -> u64 {
         let mut size = self.limits.max_buffer_size.min(cap);
         while size >= floor.max(4) {
@@ -408,6 +424,7 @@ impl Gpu {
             let failed = scope.pop().await.is_some();
             buffer.destroy();
             if !failed {
+                self.stable_alloc.store(size & !3, std::sync::atomic::Ordering::Relaxed);
                 return size & !3;
             }
             size /= 2;

@@ -162,4 +162,5 @@ fn the_admission_benchmark_passes_and_memory_is_probed() {
     assert!(pollster::block_on(profile::run_and_check(gpu(), 64, 42)).expect("benchmark runs"));
     let bytes = pollster::block_on(gpu().max_stable_allocation(256 << 20, 1 << 20));
     assert!(bytes >= 1 << 20, "at least a MiB allocates: {bytes}");
+    assert_eq!(gpu().device_info().max_buffer_bytes, bytes, "the hello declares the probed size");
 }

@@ -397,6 +397,9 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
             Ok(gpu) => {
                 let info = gpu.adapter_info();
                 eprintln!("GPU: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+                // What the device really holds (declared in the hello; tiers use it).
+                let stable = gpu.max_stable_allocation(4 << 30, 16 << 20).await;
+                eprintln!("GPU: largest stable allocation {} MiB", stable >> 20);
                 Executor::Gpu(std::sync::Arc::new(gpu))
             }
             Err(e) if a.gpu => bail!("--gpu: {e}"),
