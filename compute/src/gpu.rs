@@ -10,7 +10,6 @@ use std::time::Duration;
 use shoal_core::kernels::{BindingRole, KernelId, KernelSpec};
 use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType};
 use shoal_core::Digest;
-use wgpu::util::DeviceExt;
 
 use crate::validate::{validate_kernel, ShaderError};
 
@@ -73,6 +72,50 @@ impl Default for GpuOptions {
     }
 }
 
+/// Buffers kept for reuse between runs, by usage and size (tasks of one job
+/// have the same layout, so after the first run they allocate nothing).
+struct BufferPool {
+    free: Mutex<HashMap<(u32, u64), Vec<wgpu::Buffer>>>,
+    held: std::sync::atomic::AtomicU64,
+    cap: u64,
+}
+
+impl BufferPool {
+    fn new(cap: u64) -> Self {
+        BufferPool { free: Mutex::new(HashMap::new()), held: std::sync::atomic::AtomicU64::new(0), cap }
+    }
+
+    fn take(&self, device: &wgpu::Device, usage: wgpu::BufferUsages, size: u64) -> wgpu::Buffer {
+        let reused = self.free.lock().ok().and_then(|mut f| f.get_mut(&(usage.bits(), size)).and_then(Vec::pop));
+        match reused {
+            Some(b) => {
+                self.held.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+                b
+            }
+            None => device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("shoal task buffer"),
+                size,
+                usage,
+                mapped_at_creation: false,
+            }),
+        }
+    }
+
+    fn give(&self, buffer: wgpu::Buffer) {
+        let size = buffer.size();
+        if self.held.load(std::sync::atomic::Ordering::Relaxed) + size > self.cap {
+            return; // dropped: freed by wgpu
+        }
+        if let Ok(mut f) = self.free.lock() {
+            f.entry((buffer.usage().bits(), size)).or_default().push(buffer);
+            self.held.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bytes of idle buffers the pool keeps at most.
+const POOL_BYTES: u64 = 256 << 20;
+
 /// An output buffer, its readback buffer, padded size and data length.
 type Readback = (wgpu::Buffer, wgpu::Buffer, u64, u64);
 
@@ -95,6 +138,7 @@ pub struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     /// The last allocation probe's result (0: not probed).
     stable_alloc: std::sync::atomic::AtomicU64,
+    pool: BufferPool,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -188,6 +232,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             lost,
             stable_alloc: std::sync::atomic::AtomicU64::new(0),
+            pool: BufferPool::new(POOL_BYTES),
         })
     }
 
@@ -286,6 +331,11 @@ impl Gpu {
             entries: &entries,
         });
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("task") });
+        // Reused output buffers start from zeros, as fresh ones do: no byte
+        // of an earlier task can reach this one's result.
+        for (out, _, _, _) in &outputs {
+            encoder.clear_buffer(out, 0, None);
+        }
         {
             let mut pass =
                 encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
@@ -329,6 +379,15 @@ impl Gpu {
             result.push(bytes);
         }
         self.check_lost()?;
+        // Completed and unmapped: everything goes back to the pool.
+        drop(bind_group);
+        for (_, buffer) in buffers {
+            self.pool.give(buffer);
+        }
+        for (out, staging, _, _) in outputs {
+            drop(out); // the same buffer is also in `buffers`
+            self.pool.give(staging);
+        }
         Ok(result)
     }
 
@@ -343,34 +402,43 @@ impl Gpu {
         let params = kernel.params_bytes();
         let mut buffers = Vec::with_capacity(layout.len());
         let mut outputs = Vec::new();
+        let write = |buffer: &wgpu::Buffer, data: &[u8], size: u64| {
+            if data.len() as u64 == size {
+                self.queue.write_buffer(buffer, 0, data);
+            } else {
+                self.queue.write_buffer(buffer, 0, &padded(data, size));
+            }
+        };
         for b in layout {
             let buffer = match b.role {
-                BindingRole::Params => self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("params"),
-                    contents: &padded(&params, b.size),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                }),
+                BindingRole::Params => {
+                    let buf = self.pool.take(
+                        &self.device,
+                        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        b.size,
+                    );
+                    write(&buf, &params, b.size);
+                    buf
+                }
                 BindingRole::Input(i) => {
                     let data = inputs.get(usize::from(i)).copied().unwrap_or_default();
-                    self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("input"),
-                        contents: &padded(data, b.size),
-                        usage: wgpu::BufferUsages::STORAGE,
-                    })
+                    let buf = self.pool.take(
+                        &self.device,
+                        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                        b.size,
+                    );
+                    write(&buf, data, b.size);
+                    buf
                 }
                 BindingRole::Output(_) => {
-                    let out = self.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("output"),
-                        size: b.size,
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    });
-                    let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("readback"),
-                        size: b.size,
-                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    });
+                    let usage =
+                        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+                    let out = self.pool.take(&self.device, usage, b.size);
+                    let staging = self.pool.take(
+                        &self.device,
+                        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        b.size,
+                    );
                     outputs.push((out.clone(), staging, b.size, b.data_len));
                     out
                 }

@@ -164,3 +164,24 @@ fn the_admission_benchmark_passes_and_memory_is_probed() {
     assert!(bytes >= 1 << 20, "at least a MiB allocates: {bytes}");
     assert_eq!(gpu().device_info().max_buffer_bytes, bytes, "the hello declares the probed size");
 }
+
+#[test]
+fn reused_buffers_never_leak_an_earlier_tasks_bytes() {
+    // Fill a 16-byte output, then run a kernel of the same layout that
+    // writes only its first word: the rest must read as zeros.
+    let full = custom(DOUBLE, 16);
+    let input: Vec<u8> = [5u32, 6, 7, 8].iter().flat_map(|w| w.to_le_bytes()).collect();
+    assert_eq!(
+        gpu().run_blocking(&full, &[&input]).expect("runs")[0],
+        [11u32, 13, 15, 17].iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()
+    );
+    let partial = custom(
+        &DOUBLE.replace(
+            "if (id.x < arrayLength(&src)) { dst[id.x] = src[id.x] * 2u + 1u; }",
+            "if (id.x == 0u) { dst[0] = src[0] + 2u; }",
+        ),
+        16,
+    );
+    let out = gpu().run_blocking(&partial, &[&input]).expect("runs");
+    assert_eq!(out[0], [7u32, 0, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
+}
