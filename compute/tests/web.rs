@@ -55,3 +55,37 @@ async fn invalid_custom_wgsl_is_refused_before_dispatch() {
     });
     assert!(matches!(gpu.run(&bad, &[]).await, Err(ComputeError::Shader(ShaderError::Parse(_)))));
 }
+
+/// Median of `runs` timings of a kernel, in ms (the page clock has ms resolution).
+async fn median_ms(gpu: &Gpu, kernel: &KernelSpec, inputs: &[Vec<u8>], runs: usize) -> f64 {
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    gpu.run(kernel, &refs).await.expect("warm-up run");
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = js_sys::Date::now();
+        gpu.run(kernel, &refs).await.expect("runs");
+        t.push(js_sys::Date::now() - start);
+    }
+    t.sort_by(f64::total_cmp);
+    t[runs / 2]
+}
+
+/// Timings in the browser, printed for the benchmark table (compare with
+/// `cargo bench -p shoal-compute --bench kernels` natively). Asserts only
+/// that every run succeeds.
+#[wasm_bindgen_test]
+async fn timings_on_webgpu() {
+    let gpu = Gpu::new(GpuOptions::default()).await.expect("WebGPU adapter");
+    for n in [256u32, 512] {
+        let k = KernelSpec::MatmulF32(MatmulParams::square(n));
+        let ms = median_ms(&gpu, &k, &k.seeded_inputs(1), 3).await;
+        let gflops = 2.0 * f64::from(n).powi(3) / (ms * 1e6);
+        wasm_bindgen_test::console_log!("browser matmul_f32 {n}³: {ms:.1} ms, {gflops:.2} GFLOPS");
+    }
+    for count in [4_096u32, 65_536] {
+        let k = KernelSpec::Sha256(Sha256Params { count, message_len: 64 });
+        let ms = median_ms(&gpu, &k, &k.seeded_inputs(2), 5).await;
+        let rate = f64::from(count) / (ms * 1e3);
+        wasm_bindgen_test::console_log!("browser sha256 {count} × 64 B: {ms:.1} ms, {rate:.2} M hashes/s");
+    }
+}
