@@ -203,32 +203,77 @@ async fn client(service: &Service) -> Result<ShoalClient<tonic::transport::Chann
         .max_encoding_message_size(256 << 20))
 }
 
+/// Tasks of one job: a kernel and its inputs each.
+type Tasks = Vec<(KernelSpec, Vec<Vec<u8>>)>;
+
+/// An in-process coordinator with native workers over loopback WebSockets.
+struct LocalSwarm {
+    service: Service,
+    stop: watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    client: ShoalClient<tonic::transport::Channel>,
+}
+
+impl LocalSwarm {
+    async fn start(data: &Path, workers: usize, depth: u16) -> Result<LocalSwarm> {
+        let service = Service::start(bench_config(data)).await?;
+        let (stop, handles) = spawn_workers(&service, workers, depth);
+        let mut client = client(&service).await?;
+        wait_admitted(&mut client, workers as u32).await?;
+        Ok(LocalSwarm { service, stop, workers: handles, client })
+    }
+
+    /// Submits the jobs (one after the other, or concurrently as
+    /// independent clients would), waits for all; returns the verified
+    /// tasks and the seconds it took.
+    async fn run(&mut self, jobs: Vec<Tasks>, concurrent: bool) -> Result<(u64, f64)> {
+        let started = Instant::now();
+        let mut ids = Vec::new();
+        if concurrent {
+            let mut submissions = Vec::new();
+            for tasks in jobs {
+                let mut c = self.client.clone();
+                submissions.push(tokio::spawn(async move { submit_job(&mut c, tasks, 2).await }));
+            }
+            for s in submissions {
+                ids.push(s.await??);
+            }
+        } else {
+            for tasks in jobs {
+                ids.push(submit_job(&mut self.client, tasks, 2).await?);
+            }
+        }
+        let verified = wait_jobs(&mut self.client, &ids).await?;
+        Ok((verified, started.elapsed().as_secs_f64()))
+    }
+
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        for h in self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
+        }
+        self.service.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// `n` tasks of `kernel` with seeded inputs, in jobs of `per_job`.
+fn jobs_of(kernel: &KernelSpec, n: usize, per_job: usize) -> Vec<Tasks> {
+    (0..n.div_ceil(per_job))
+        .map(|j| {
+            let m = per_job.min(n - j * per_job);
+            (0..m).map(|i| (kernel.clone(), kernel.seeded_inputs((j * per_job + i) as u64))).collect()
+        })
+        .collect()
+}
+
 /// Verified tasks per second.
 async fn throughput(data: &Path, workers: usize, tasks: usize) -> Result<f64> {
-    let service = Service::start(bench_config(data)).await?;
-    let (stop, hs) = spawn_workers(&service, workers, 64);
-    let mut c = client(&service).await?;
-    wait_admitted(&mut c, workers as u32).await?;
-    let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 });
-    let per_job = 10_000;
-    let mut specs = Vec::new();
-    for j in 0..tasks.div_ceil(per_job) {
-        let n = per_job.min(tasks - j * per_job);
-        specs
-            .push((0..n).map(|i| (kernel.clone(), kernel.seeded_inputs((j * per_job + i) as u64))).collect::<Vec<_>>());
-    }
-    let started = Instant::now();
-    let mut jobs = Vec::new();
-    for s in specs {
-        jobs.push(submit_job(&mut c, s, 2).await?);
-    }
-    let verified = wait_jobs(&mut c, &jobs).await?;
-    let secs = started.elapsed().as_secs_f64();
-    let _ = stop.send(true);
-    for h in hs {
-        let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
-    }
-    service.shutdown().await?;
+    let mut swarm = LocalSwarm::start(data, workers, 64).await?;
+    let jobs = jobs_of(&KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 }), tasks, 10_000);
+    // One client submitting job after job (tasks start while later jobs arrive).
+    let (verified, secs) = swarm.run(jobs, false).await?;
+    swarm.stop().await?;
     if verified < tasks as u64 {
         bail!("only {verified} of {tasks} verified");
     }
@@ -237,38 +282,13 @@ async fn throughput(data: &Path, workers: usize, tasks: usize) -> Result<f64> {
 
 /// MB/s of 1 MiB inputs delivered to workers (each task goes to 2).
 async fn payload(data: &Path, workers: usize, tasks: usize) -> Result<f64> {
-    let service = Service::start(bench_config(data)).await?;
-    let (stop, hs) = spawn_workers(&service, workers, 4);
-    let mut c = client(&service).await?;
-    wait_admitted(&mut c, workers as u32).await?;
+    let mut swarm = LocalSwarm::start(data, workers, 4).await?;
     // A = 4096×64 f32 = 1 MiB, B = 64×1: little compute, a megabyte in.
-    // Inputs are made before the clock starts; jobs of 20 tasks are
-    // submitted concurrently, as independent clients would.
-    let kernel = KernelSpec::MatmulF32(MatmulParams { m: 4096, n: 1, k: 64 });
-    let batches: Vec<Vec<(KernelSpec, Vec<Vec<u8>>)>> = (0..tasks.div_ceil(20))
-        .map(|chunk| {
-            let n = 20.min(tasks - chunk * 20);
-            (0..n).map(|i| (kernel.clone(), kernel.seeded_inputs((chunk * 20 + i) as u64))).collect()
-        })
-        .collect();
-    let sent: usize = batches.iter().flatten().map(|(_, i)| i.iter().map(Vec::len).sum::<usize>()).sum();
-    let started = Instant::now();
-    let mut submissions = Vec::new();
-    for batch in batches {
-        let mut c = c.clone();
-        submissions.push(tokio::spawn(async move { submit_job(&mut c, batch, 2).await }));
-    }
-    let mut jobs = Vec::new();
-    for s in submissions {
-        jobs.push(s.await??);
-    }
-    let verified = wait_jobs(&mut c, &jobs).await?;
-    let secs = started.elapsed().as_secs_f64();
-    let _ = stop.send(true);
-    for h in hs {
-        let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
-    }
-    service.shutdown().await?;
+    // Inputs are made before the clock starts.
+    let jobs = jobs_of(&KernelSpec::MatmulF32(MatmulParams { m: 4096, n: 1, k: 64 }), tasks, 20);
+    let sent: usize = jobs.iter().flatten().map(|(_, i)| i.iter().map(Vec::len).sum::<usize>()).sum();
+    let (verified, secs) = swarm.run(jobs, true).await?;
+    swarm.stop().await?;
     if verified < tasks as u64 {
         bail!("only {verified} of {tasks} verified");
     }

@@ -2,21 +2,12 @@
 //! real sockets, `submit --wait`, `job status`, `workers`, `epochs`,
 //! `keygen` and `config print` against it.
 
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{free_port, ChildGuard};
 use std::time::Duration;
-
-struct Coordinator(Child);
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 const SETTINGS: [&str; 8] = [
     "coordinator.distinct_origins=false",
@@ -48,7 +39,7 @@ fn ok(out: &Output) -> String {
 fn the_command_drives_a_coordinator() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8 path");
-    let (http, grpc) = (port(), port());
+    let (http, grpc) = (free_port(), free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
     cmd.args(["coordinator", "--data", data])
         .args(["--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
@@ -57,7 +48,7 @@ fn the_command_drives_a_coordinator() {
     for s in SETTINGS {
         cmd.args(["--set", s]);
     }
-    let _coordinator = Coordinator(cmd.spawn().expect("coordinator starts"));
+    let _coordinator = ChildGuard(cmd.spawn().expect("coordinator starts"));
     let grpc_url = format!("http://127.0.0.1:{grpc}");
     let ws_url = format!("ws://127.0.0.1:{http}/ws");
     for _ in 0..200 {
@@ -95,7 +86,7 @@ fn the_command_drives_a_coordinator() {
     assert!(token.trim().starts_with("shoal_"), "{token}");
 
     // A native worker process, and a job submitted and awaited by the CLI.
-    let mut worker = Coordinator(
+    let mut worker = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(["worker", "--coordinator", &ws_url, "--id", "cli-worker", "--token", token.trim()])
             .env("RUST_LOG", "warn")
@@ -103,7 +94,7 @@ fn the_command_drives_a_coordinator() {
             .spawn()
             .expect("worker starts"),
     );
-    let mut worker2 = Coordinator(
+    let mut worker2 = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(["worker", "--coordinator", &ws_url, "--id", "cli-worker-2"])
             .args(["--token", ok(&shoal(&["keygen", "--worker", "cli-worker-2", "--data", data])).trim()])

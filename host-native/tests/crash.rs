@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -17,20 +17,7 @@ use shoal_native::grpc::pb::shoal_client::ShoalClient;
 use shoal_native::worker::{self, Behaviour, WorkerOptions};
 use tokio::sync::watch;
 
-struct Coordinator(Child);
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn start(data: &std::path::Path, http: u16, grpc: u16) -> Coordinator {
+fn start(data: &std::path::Path, http: u16, grpc: u16) -> ChildGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(["coordinator", "--data"])
         .arg(data)
@@ -57,7 +44,7 @@ fn start(data: &std::path::Path, http: u16, grpc: u16) -> Coordinator {
         .stdout(Stdio::null())
         .spawn()
         .expect("coordinator starts");
-    Coordinator(child)
+    ChildGuard(child)
 }
 
 async fn connect(grpc: u16) -> ShoalClient<tonic::transport::Channel> {
@@ -76,7 +63,7 @@ async fn connect(grpc: u16) -> ShoalClient<tonic::transport::Channel> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (http, grpc) = (port(), port());
+    let (http, grpc) = (free_port(), free_port());
     let mut coordinator = start(dir.path(), http, grpc);
     let mut c = connect(grpc).await;
     let secret = shoal_native::service::load_or_create_secret(dir.path()).expect("secret");

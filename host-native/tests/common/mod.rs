@@ -220,3 +220,18 @@ pub async fn wait_admitted(client: &mut ShoalClient<tonic::transport::Channel>, 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
