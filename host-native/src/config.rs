@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub log_json: bool,
     /// Largest gRPC message, bytes (a task's inputs travel in one).
     pub max_grpc_message: usize,
+    /// When set, every gRPC call must carry `authorization: Bearer <token>`
+    /// (clients: `--api-token` or `SHOAL_API_TOKEN`). Empty: no check — keep
+    /// the gRPC address on loopback then.
+    pub api_token: String,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +61,7 @@ impl Default for ServerConfig {
             shutdown_timeout_ms: 10_000,
             log_json: false,
             max_grpc_message: 64 << 20,
+            api_token: String::new(),
         }
     }
 }

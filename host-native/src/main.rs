@@ -12,7 +12,7 @@ use shoal_core::auth::derive_token;
 use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
 use shoal_core::WorkerId;
 use shoal_native::grpc::pb::shoal_client::ShoalClient;
-use shoal_native::grpc::{kernel_to_pb, pb};
+use shoal_native::grpc::{kernel_to_pb, pb, WithToken};
 use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
 use shoal_native::{bench, Service, ShoalConfig};
 use tokio::sync::watch;
@@ -126,6 +126,9 @@ struct ClientArgs {
     /// JSON output.
     #[arg(long)]
     json: bool,
+    /// The coordinator's API token (server.api_token), if it requires one.
+    #[arg(long, env = "SHOAL_API_TOKEN", default_value = "", hide_env_values = true)]
+    api_token: String,
 }
 
 #[derive(Args)]
@@ -361,7 +364,8 @@ async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
     if !a.no_demo {
         let edge = 512;
         let tasks = mandelbrot_tasks(edge, 64);
-        let client = ClientArgs { coordinator: service.grpc_url(), json: false };
+        let client =
+            ClientArgs { coordinator: service.grpc_url(), json: false, api_token: cfg.server.api_token.clone() };
         let mut c = connect(&client).await?;
         let job = submit_tasks(&mut c, "demo: mandelbrot 512×512", 2, &tasks).await?;
         println!("  demo job    {job}: {} Mandelbrot tiles, each verified by 2 workers", tasks.len());
@@ -429,10 +433,17 @@ async fn run_worker(a: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
-async fn connect(a: &ClientArgs) -> Result<ShoalClient<tonic::transport::Channel>> {
-    Ok(ShoalClient::connect(a.coordinator.clone())
+/// A gRPC client that sends the API token, if one is given.
+type Client = ShoalClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WithToken>>;
+
+async fn connect(a: &ClientArgs) -> Result<Client> {
+    let channel = tonic::transport::Endpoint::from_shared(a.coordinator.clone())
+        .with_context(|| format!("`{}` is not a URL", a.coordinator))?
+        .connect()
         .await
-        .with_context(|| format!("cannot reach the coordinator at {}", a.coordinator))?
+        .with_context(|| format!("cannot reach the coordinator at {}", a.coordinator))?;
+    let token = WithToken::new(&a.api_token).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    Ok(ShoalClient::with_interceptor(channel, token)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
 }
@@ -519,7 +530,7 @@ fn tasks_from(a: &SubmitArgs) -> Result<(Tasks, String, u32)> {
 }
 
 async fn submit_tasks(
-    c: &mut ShoalClient<tonic::transport::Channel>,
+    c: &mut Client,
     name: &str,
     redundancy: u32,
     tasks: &[(KernelSpec, Vec<Vec<u8>>)],
@@ -545,7 +556,7 @@ async fn submit_tasks(
     Ok(r.into_inner().job_id)
 }
 
-async fn wait_with_progress(c: &mut ShoalClient<tonic::transport::Channel>, job: &str) -> Result<pb::JobStatus> {
+async fn wait_with_progress(c: &mut Client, job: &str) -> Result<pb::JobStatus> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -565,7 +576,7 @@ async fn wait_with_progress(c: &mut ShoalClient<tonic::transport::Channel>, job:
     }
 }
 
-async fn outcomes(c: &mut ShoalClient<tonic::transport::Channel>, job: &str) -> Result<Vec<pb::TaskOutcome>> {
+async fn outcomes(c: &mut Client, job: &str) -> Result<Vec<pb::TaskOutcome>> {
     let mut s = c
         .stream_job_results(pb::StreamJobResultsRequest { job_id: job.to_owned(), follow: false, omit_outputs: false })
         .await?
@@ -578,12 +589,7 @@ async fn outcomes(c: &mut ShoalClient<tonic::transport::Channel>, job: &str) -> 
 }
 
 /// Writes `task-NNNNNN.outK` files and a `summary.json`; returns how many files.
-async fn write_results(
-    c: &mut ShoalClient<tonic::transport::Channel>,
-    job: &str,
-    _tasks: &[(KernelSpec, Vec<Vec<u8>>)],
-    dir: &Path,
-) -> Result<usize> {
+async fn write_results(c: &mut Client, job: &str, _tasks: &[(KernelSpec, Vec<Vec<u8>>)], dir: &Path) -> Result<usize> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let all = outcomes(c, job).await?;
     let mut files = 0;
@@ -607,12 +613,7 @@ async fn write_results(
 }
 
 /// The demo image as a binary PGM.
-async fn assemble_mandelbrot(
-    c: &mut ShoalClient<tonic::transport::Channel>,
-    job: &str,
-    edge: u32,
-    tile: u32,
-) -> Result<Vec<u8>> {
+async fn assemble_mandelbrot(c: &mut Client, job: &str, edge: u32, tile: u32) -> Result<Vec<u8>> {
     let per_row = edge.div_ceil(tile);
     let mut img = vec![0u8; (edge * edge) as usize];
     for o in outcomes(c, job).await? {
@@ -842,7 +843,8 @@ async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
             handles.push(tokio::spawn(worker::run(opts, rx.clone())));
         }
     }
-    let client = ClientArgs { coordinator: grpc, json: a.json };
+    let client =
+        ClientArgs { coordinator: grpc, json: a.json, api_token: std::env::var("SHOAL_API_TOKEN").unwrap_or_default() };
     let mut c = connect(&client).await?;
     let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 });
     let tasks: Tasks = (0..a.tasks as u64).map(|i| (kernel.clone(), kernel.seeded_inputs(a.seed ^ i))).collect();

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::ShoalConfig;
 use crate::engine::{self, Command, EngineHandle, EngineSettings};
-use crate::grpc::{pb, ShoalService};
+use crate::grpc::{pb, RequireToken, ShoalService};
 use crate::store::{RedbStore, StoreError};
 use crate::ws::DataPlane;
 
@@ -143,6 +143,10 @@ impl Service {
         let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(engine.clone()))
             .max_decoding_message_size(cfg.server.max_grpc_message)
             .max_encoding_message_size(cfg.server.max_grpc_message);
+        if cfg.server.api_token.is_empty() && !cfg.server.grpc.ip().is_loopback() {
+            tracing::warn!(grpc = %cfg.server.grpc, "gRPC is reachable beyond this machine without an API token (server.api_token)");
+        }
+        let svc = tonic::service::interceptor::InterceptedService::new(svc, RequireToken::new(&cfg.server.api_token));
         let mut rx = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
         let grpc_task = tokio::spawn(async move {

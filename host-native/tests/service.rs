@@ -197,3 +197,27 @@ async fn shutdown_says_goodbye_to_connected_workers() {
     assert!(report.last_reason.contains("coordinator shutting down"), "{report:?}");
     drop(stop);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_token_guards_the_control_plane() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.server.api_token = "s3cret-token".into();
+    let service = Service::start(cfg).await.expect("service starts");
+    let mut anonymous = client(&service).await;
+    let err = anonymous.swarm_status(pb::Empty {}).await.expect_err("refused without the token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let channel =
+        tonic::transport::Endpoint::from_shared(service.grpc_url()).expect("url").connect().await.expect("connects");
+    let mut wrong = pb::shoal_client::ShoalClient::with_interceptor(
+        channel.clone(),
+        shoal_native::grpc::WithToken::new("s3cret-tokeN").expect("ascii"),
+    );
+    assert_eq!(wrong.swarm_status(pb::Empty {}).await.expect_err("wrong token").code(), tonic::Code::Unauthenticated);
+    let mut right = pb::shoal_client::ShoalClient::with_interceptor(
+        channel,
+        shoal_native::grpc::WithToken::new("s3cret-token").expect("ascii"),
+    );
+    assert!(right.swarm_status(pb::Empty {}).await.is_ok());
+    service.shutdown().await.expect("clean shutdown");
+}
