@@ -221,3 +221,49 @@ async fn an_api_token_guards_the_control_plane() {
     assert!(right.swarm_status(pb::Empty {}).await.is_ok());
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// One HTTP/1.1 exchange over a plain socket; returns the head and the raw body.
+async fn http1(addr: std::net::SocketAddr, request: Vec<u8>) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&request).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("in time").expect("read");
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("http response");
+    (String::from_utf8_lossy(&buf[..split]).into_owned(), buf[split + 4..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_web_and_cors_serve_browsers_on_the_grpc_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    // CORS preflight, as a dashboard on another origin sends it.
+    let (head, _) = http1(
+        service.grpc_addr,
+        format!(
+            "OPTIONS /shoal.v1.Shoal/SwarmStatus HTTP/1.1\r\nHost: {}\r\nOrigin: http://dashboard.example\r\n\
+             Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type,x-grpc-web\r\n\
+             Connection: close\r\n\r\n",
+            service.grpc_addr
+        )
+        .into_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin"), "{head}");
+    // A gRPC-web call over HTTP/1.1: one data frame (flag 0, length 0: an empty Empty).
+    let mut req = format!(
+        "POST /shoal.v1.Shoal/SwarmStatus HTTP/1.1\r\nHost: {}\r\nContent-Type: application/grpc-web+proto\r\n\
+         X-Grpc-Web: 1\r\nOrigin: http://dashboard.example\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+        service.grpc_addr
+    )
+    .into_bytes();
+    req.extend_from_slice(&[0, 0, 0, 0, 0]);
+    let (head, body) = http1(service.grpc_addr, req).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("application/grpc-web"), "{head}");
+    // The body is chunked; find the trailer frame (flag 0x80) saying grpc-status 0.
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("grpc-status:0") || text.contains("grpc-status: 0"), "{text:?}");
+    service.shutdown().await.expect("clean shutdown");
+}
