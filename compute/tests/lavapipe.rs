@@ -185,3 +185,23 @@ fn reused_buffers_never_leak_an_earlier_tasks_bytes() {
     let out = gpu().run_blocking(&partial, &[&input]).expect("runs");
     assert_eq!(out[0], [7u32, 0, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
 }
+
+#[test]
+fn a_buffer_beyond_the_device_limit_is_refused_before_allocation() {
+    let limit = gpu().device_info().max_storage_binding_bytes;
+    let len = limit + 4;
+    let k = KernelSpec::Custom(CustomKernel {
+        wgsl: DOUBLE.into(),
+        entry_point: "main".into(),
+        bindings: vec![CustomBinding { binding: 1, role: CustomRole::Output, len }],
+        workgroups: [1, 1, 1],
+        comparator: Comparator::Exact,
+        ops: 1,
+    });
+    match gpu().run_blocking(&k, &[]) {
+        Err(ComputeError::TooLarge { bytes, limit: l, .. }) => assert!(bytes > l, "{bytes} > {l}"),
+        // The core's own cap on kernel buffers may be below the device's.
+        Err(ComputeError::InvalidTask(m)) => assert!(m.contains("large") || m.contains("bytes"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
