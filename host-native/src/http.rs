@@ -28,7 +28,7 @@ pub fn router(plane: DataPlane, dist: &Path) -> Router {
         api.fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "the dashboard is not built (cargo xtask up builds it); /api/stats and /metrics are served",
+                "no dashboard in this build (its files go in server.dist); /api/stats, /metrics and /healthz are served",
             )
         })
     }

@@ -355,7 +355,11 @@ async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
         handles.push(tokio::spawn(worker::run(opts, stop_rx.clone())));
     }
     println!("Shoal is up.");
-    println!("  dashboard   http://{}/", service.http_addr);
+    if cfg.server.dist.join("index.html").is_file() {
+        println!("  dashboard   http://{}/", service.http_addr);
+    } else {
+        println!("  dashboard   not built yet (files go in {})", cfg.server.dist.display());
+    }
     println!("  stats       http://{}/api/stats", service.http_addr);
     println!("  metrics     http://{}/metrics", service.http_addr);
     println!("  gRPC        {}", service.grpc_url());
