@@ -323,7 +323,7 @@ async fn coordinator(mut cfg: ShoalConfig, a: CoordinatorArgs) -> Result<()> {
     let service = Service::start(cfg).await?;
     println!("workers:   {}", service.worker_url());
     println!("gRPC:      {}", service.grpc_url());
-    println!("dashboard: http://{}/", service.http_addr);
+    println!("http:      http://{}/ (/healthz, /metrics, /api/stats; the dashboard when built)", service.http_addr);
     shutdown_signal().await;
     eprintln!("shutting down…");
     service.shutdown().await?;
