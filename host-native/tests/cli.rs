@@ -125,32 +125,7 @@ fn the_command_drives_a_coordinator() {
     assert!(summary.as_array().expect("array").iter().all(|t| t["kind"] == "verified"));
     assert!(results.join("task-000003.out0").is_file());
 
-    // A job file: any kernel as JSON, inputs in base64.
-    let job_file = dir.path().join("job.json");
-    std::fs::write(
-        &job_file,
-        r#"{"name": "from a file", "redundancy": 2, "tasks": [
-            {"kernel": {"Sha256": {"count": 2, "message_len": 3}}, "inputs_base64": ["YWJjZGVm"]}
-        ]}"#,
-    )
-    .expect("job file written");
-    let file_results = dir.path().join("file-results");
-    ok(&shoal(&[
-        "submit",
-        "--coordinator",
-        &grpc_url,
-        "--file",
-        job_file.to_str().expect("utf-8"),
-        "--wait",
-        "--out",
-        file_results.to_str().expect("utf-8"),
-    ]));
-    let digests = std::fs::read(file_results.join("task-000000.out0")).expect("output written");
-    // SHA-256("abc") then SHA-256("def").
-    assert_eq!(&digests[..4], &[0xba, 0x78, 0x16, 0xbf]);
-    assert_eq!(&digests[32..36], &[0xcb, 0x83, 0x79, 0xac]);
-    let out = shoal(&["submit", "--coordinator", &grpc_url, "--kernel", "fft"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown kernel"));
+    job_file_round_trip(dir.path(), &grpc_url);
 
     let status = ok(&shoal(&["job", "status", &job, "--coordinator", &grpc_url, "--json"]));
     let status: serde_json::Value = serde_json::from_str(status.trim()).expect("json");
@@ -172,4 +147,35 @@ fn the_command_drives_a_coordinator() {
     assert!(printed.contains("[coordinator]") && printed.contains("default_redundancy = 2"), "{printed}");
     let _ = worker.0.kill();
     let _ = worker2.0.kill();
+}
+
+/// A job file (any kernel as JSON, inputs in base64) submitted and awaited;
+/// the digests are hashlib's; an unknown kernel is refused.
+fn job_file_round_trip(dir: &std::path::Path, grpc_url: &str) {
+    // A job file: any kernel as JSON, inputs in base64.
+    let job_file = dir.join("job.json");
+    std::fs::write(
+        &job_file,
+        r#"{"name": "from a file", "redundancy": 2, "tasks": [
+            {"kernel": {"Sha256": {"count": 2, "message_len": 3}}, "inputs_base64": ["YWJjZGVm"]}
+        ]}"#,
+    )
+    .expect("job file written");
+    let file_results = dir.join("file-results");
+    ok(&shoal(&[
+        "submit",
+        "--coordinator",
+        grpc_url,
+        "--file",
+        job_file.to_str().expect("utf-8"),
+        "--wait",
+        "--out",
+        file_results.to_str().expect("utf-8"),
+    ]));
+    let digests = std::fs::read(file_results.join("task-000000.out0")).expect("output written");
+    // SHA-256("abc") then SHA-256("def").
+    assert_eq!(&digests[..4], &[0xba, 0x78, 0x16, 0xbf]);
+    assert_eq!(&digests[32..36], &[0xcb, 0x83, 0x79, 0xac]);
+    let out = shoal(&["submit", "--coordinator", grpc_url, "--kernel", "fft"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown kernel"));
 }
