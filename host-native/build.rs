@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Build scripts are single-threaded; the variable only tells prost-build where protoc is.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto/shoal.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/shoal.proto"], &["proto"])?;
+    // Byte fields as `bytes::Bytes`: task inputs are decoded as views of the request
+    // buffer and travel to the workers without another copy.
+    tonic_prost_build::configure().bytes(".").compile_protos(&["proto/shoal.proto"], &["proto"])?;
     Ok(())
 }

@@ -175,7 +175,10 @@ async fn submit_job(
     }];
     for (k, inputs) in tasks {
         msgs.push(pb::SubmitJobRequest {
-            part: Some(pb::submit_job_request::Part::Task(pb::Task { kernel: Some(kernel_to_pb(&k)), inputs })),
+            part: Some(pb::submit_job_request::Part::Task(pb::Task {
+                kernel: Some(kernel_to_pb(&k)),
+                inputs: inputs.into_iter().map(bytes::Bytes::from).collect(),
+            })),
         });
     }
     Ok(c.submit_job(tokio_stream::iter(msgs)).await?.into_inner().job_id)

@@ -305,7 +305,7 @@ fn outcome_to_pb(index: u32, ended: EndedTask, omit_outputs: bool) -> pb::TaskOu
         EndedTask::Verified(v) => pb::TaskOutcome {
             index,
             kind: pb::task_outcome::Kind::Verified as i32,
-            outputs: if omit_outputs { Vec::new() } else { v.outputs.iter().map(|b| b.to_vec()).collect() },
+            outputs: if omit_outputs { Vec::new() } else { v.outputs.clone() },
             digest: v.digest.to_hex(),
             agreed: v.agreed.iter().map(ToString::to_string).collect(),
             outvoted: v.outvoted.iter().map(ToString::to_string).collect(),
@@ -395,7 +395,7 @@ impl Shoal for ShoalService {
                             validated.insert(key);
                         }
                     }
-                    tasks.push(TaskSpec { kernel, inputs: t.inputs.into_iter().map(bytes::Bytes::from).collect() });
+                    tasks.push(TaskSpec { kernel, inputs: t.inputs });
                 }
                 Some(Part::Header(_)) => return Err(Status::invalid_argument("a job has one header")),
                 None => return Err(Status::invalid_argument("empty message")),
@@ -679,8 +679,8 @@ fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::StateDiff {
             .map(|e| pb::DiffEntry {
                 delete: e.write == shoal_core::coordinator::ledger::WriteType::Delete,
                 namespace: e.namespace.to_string(),
-                key: e.key.clone(),
-                value: e.value.clone(),
+                key: bytes::Bytes::from(e.key.clone()),
+                value: bytes::Bytes::from(e.value.clone()),
             })
             .collect(),
     }

@@ -551,7 +551,7 @@ async fn submit_tasks(
         msgs.push(pb::SubmitJobRequest {
             part: Some(pb::submit_job_request::Part::Task(pb::Task {
                 kernel: Some(kernel_to_pb(k)),
-                inputs: inputs.clone(),
+                inputs: inputs.iter().map(|i| bytes::Bytes::copy_from_slice(i)).collect(),
             })),
         });
     }

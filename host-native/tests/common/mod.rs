@@ -133,7 +133,7 @@ pub async fn submit(
         msgs.push(pb::SubmitJobRequest {
             part: Some(pb::submit_job_request::Part::Task(pb::Task {
                 kernel: Some(kernel_to_pb(k)),
-                inputs: inputs.clone(),
+                inputs: inputs.iter().map(|i| bytes::Bytes::copy_from_slice(i)).collect(),
             })),
         });
     }
@@ -174,8 +174,8 @@ pub fn reference(kernel: &KernelSpec, inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
 }
 
 /// Whether outputs agree with the reference under the kernel's comparator.
-pub fn agrees(kernel: &KernelSpec, got: &[Vec<u8>], want: &[Vec<u8>]) -> bool {
-    let g: Vec<&[u8]> = got.iter().map(Vec::as_slice).collect();
+pub fn agrees(kernel: &KernelSpec, got: &[impl AsRef<[u8]>], want: &[Vec<u8>]) -> bool {
+    let g: Vec<&[u8]> = got.iter().map(AsRef::as_ref).collect();
     let w: Vec<&[u8]> = want.iter().map(Vec::as_slice).collect();
     kernel.comparator().agree(&g, &w)
 }
