@@ -324,7 +324,22 @@ async fn coordinator(mut cfg: ShoalConfig, a: CoordinatorArgs) -> Result<()> {
     println!("workers:   {}", service.worker_url());
     println!("gRPC:      {}", service.grpc_url());
     println!("http:      http://{}/ (/healthz, /metrics, /api/stats; the dashboard when built)", service.http_addr);
-    shutdown_signal().await;
+    // Until asked to stop — or until the engine stops by itself (a storage
+    // failure): then exit non-zero so a supervisor restarts it and the
+    // restart recovers from what was durable.
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                if service.engine.is_stopped() {
+                    let _ = service.shutdown().await;
+                    bail!("the coordinator stopped on a storage error (see the log); restart it to recover");
+                }
+            }
+        }
+    }
     eprintln!("shutting down…");
     service.shutdown().await?;
     Ok(())
