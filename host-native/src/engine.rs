@@ -23,7 +23,6 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use shoal_core::coordinator::ledger::StateDiff;
 use shoal_core::coordinator::{
     ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, OriginKey, Output, SubmitError,
@@ -114,8 +113,10 @@ pub struct TimedEvent {
 }
 
 /// Counters a scrape or a status call reads without a round trip.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug)]
 pub struct Gauges {
+    /// When the engine started (for uptime).
+    pub started: std::time::Instant,
     /// Worker connections open.
     pub connections: AtomicU64,
     /// Batches processed.
@@ -312,7 +313,12 @@ pub fn start(
     let (tx, rx) = mpsc::channel();
     let (events, _) = broadcast::channel(4096);
     let (diffs, _) = broadcast::channel(settings.diff_ring.max(1));
-    let gauges = Arc::new(Gauges::default());
+    let gauges = Arc::new(Gauges {
+        started: std::time::Instant::now(),
+        connections: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+        commits: AtomicU64::new(0),
+    });
     let stopped = Arc::new(AtomicBool::new(false));
     let durable = Arc::new(AtomicU64::new(0));
     let handle = EngineHandle {

@@ -555,8 +555,8 @@ impl Shoal for ShoalService {
             ledger_height: height,
             ledger_digest: digest,
             epoch,
-            jobs_open: 0,
-            uptime_ms: 0,
+            jobs_open: s.jobs_open,
+            uptime_ms: self.engine.gauges.started.elapsed().as_millis() as u64,
             tiers: s
                 .classes
                 .iter()
@@ -699,7 +699,7 @@ fn workers_pb(c: &shoal_core::coordinator::Coordinator) -> Vec<pb::Worker> {
             agreed: w.agreed,
             last_seen_ms: w.last_seen.0,
             connected: true,
-            slashed: w.credibility_ppm == 0 && w.agreed > 0,
+            slashed: w.slashed,
         })
         .collect()
 }

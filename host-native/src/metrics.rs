@@ -5,7 +5,6 @@
 //! histograms of commit time and of submission-to-verification latency,
 //! payouts per epoch.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -48,16 +47,9 @@ pub fn record_event(e: &Event) {
 
 /// Sets the swarm gauges from the coordinator.
 pub fn record_gauges(c: &Coordinator) {
-    let mut by_class: BTreeMap<(String, u8), u64> = BTreeMap::new();
-    for w in c.workers() {
-        let key = match w.class {
-            Some(cl) => (format!("{:?}", cl.backend), cl.tier as u8),
-            None => ("profiling".to_owned(), 0),
-        };
-        *by_class.entry(key).or_default() += 1;
-    }
-    for ((backend, tier), n) in by_class {
-        metrics::gauge!("shoal_workers", "backend" => backend, "tier" => tier.to_string()).set(n as f64);
+    for class in crate::status::SwarmStatus::of(c).classes {
+        metrics::gauge!("shoal_workers", "backend" => class.backend, "tier" => class.tier.to_string())
+            .set(f64::from(class.workers));
     }
     let s = c.stats();
     metrics::gauge!("shoal_tasks", "state" => "pending").set(c.pending_tasks() as f64);

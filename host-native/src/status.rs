@@ -24,6 +24,8 @@ pub struct SwarmStatus {
     pub workers_admitted: u32,
     /// Workers by class.
     pub classes: Vec<ClassCount>,
+    /// Jobs with tasks still pending.
+    pub jobs_open: u64,
     /// Tasks waiting for replicas or results.
     pub tasks_pending: u64,
     /// Tasks verified since start.
@@ -71,6 +73,7 @@ impl SwarmStatus {
             workers: workers.len() as u32,
             workers_admitted: workers.iter().filter(|w| w.class.is_some()).count() as u32,
             classes,
+            jobs_open: c.open_job_count() as u64,
             tasks_pending: c.pending_tasks() as u64,
             tasks_verified: s.verified,
             tasks_dead_lettered: s.dead_lettered,

@@ -393,6 +393,8 @@ pub struct WorkerView {
     pub agreed: u64,
     /// Last message time.
     pub last_seen: Millis,
+    /// Proven to lie (it is refused from then on).
+    pub slashed: bool,
 }
 
 /// Reputation that survives reconnects (and, persisted in
@@ -1196,6 +1198,11 @@ impl Coordinator {
         &self.epoch.history
     }
 
+    /// Jobs with tasks still pending.
+    pub fn open_job_count(&self) -> usize {
+        self.open_jobs.len()
+    }
+
     /// Tasks waiting for a replica or a result.
     pub fn pending_tasks(&self) -> usize {
         self.queued_tasks
@@ -1224,6 +1231,7 @@ impl Coordinator {
                 in_flight: w.in_flight,
                 agreed: self.reputation.get(&w.id).map_or(0, |r| r.agreed),
                 last_seen: w.last_seen,
+                slashed: self.reputation.get(&w.id).is_some_and(|r| r.slashed),
             })
             .collect()
     }
