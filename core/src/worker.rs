@@ -6,8 +6,11 @@
 //! session answers with [`WorkerOutput`]s: envelopes to send, kernels to
 //! run, runs to abort, and the end of the session. It checks every offer's
 //! inputs against their declared digest, declines work beyond its capacity,
-//! never sends a result for an assignment the coordinator cancelled, and
-//! heartbeats at the interval the coordinator asked for.
+//! never sends a result for an assignment the coordinator cancelled,
+//! heartbeats at the interval the coordinator asked for, and notices when
+//! its host was suspended (a hidden or frozen browser tab, a laptop lid):
+//! after a silence long enough for the coordinator to have re-queued its
+//! work, the session ends instead of sending stale results as if fresh.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -19,6 +22,10 @@ use crate::kernels::KernelSpec;
 use crate::time::Millis;
 use crate::wire::message::{ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, TaskAck, TaskDecline, TaskOffer};
 use crate::wire::{Envelope, Message};
+
+/// The shortest silence counted as a suspension, whatever the heartbeat
+/// interval: short stalls of a busy host are not suspensions.
+pub const MIN_SUSPENSION: Millis = Millis(15_000);
 
 /// Something the host must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +75,7 @@ pub struct WorkerSession {
     running: HashSet<AssignmentId>,
     heartbeat_every: Millis,
     next_heartbeat: Option<Millis>,
+    last_tick: Option<Millis>,
     seq: u64,
     completed: u64,
     outputs: VecDeque<WorkerOutput>,
@@ -85,6 +93,7 @@ impl WorkerSession {
             running: HashSet::new(),
             heartbeat_every: Millis::from_secs(10),
             next_heartbeat: None,
+            last_tick: None,
             seq: 0,
             completed: 0,
             outputs,
@@ -169,8 +178,30 @@ impl WorkerSession {
         }
     }
 
-    /// Advances the clock: heartbeats when due.
+    /// The longest the host may go without calling [`WorkerSession::tick`]
+    /// before the session counts as suspended: three heartbeats (the
+    /// coordinator has missed them and may have re-queued the work), and
+    /// never less than [`MIN_SUSPENSION`].
+    pub fn suspension_limit(&self) -> Millis {
+        Millis((self.heartbeat_every.0 * 3).max(MIN_SUSPENSION.0))
+    }
+
+    /// Advances the clock: heartbeats when due. The host ticks at least once
+    /// a heartbeat interval; a longer gap means the host was suspended, and
+    /// past [`WorkerSession::suspension_limit`] the session ends (running
+    /// work is aborted, its results never sent) so the host reconnects fresh.
     pub fn tick(&mut self, now: Millis) {
+        let last = self.last_tick.replace(now);
+        if let (Some(last), SessionState::Working { .. }) = (last, &self.state) {
+            let gap = now.since(last);
+            if gap > self.suspension_limit() {
+                self.close(format!(
+                    "suspended for {} s (hidden or frozen); the coordinator has re-queued this worker's work",
+                    gap.0 / 1000
+                ));
+                return;
+            }
+        }
         if let Some(t) = self.next_heartbeat {
             if now >= t && self.state != SessionState::Closed {
                 self.seq += 1;

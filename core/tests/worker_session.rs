@@ -154,3 +154,47 @@ fn corrupt_inputs_busy_and_cancelled_work_are_handled() {
     assert!(matches!(s.poll_output(), Some(WorkerOutput::Send(e)) if matches!(e.message, Message::TaskResult(_))));
     assert_eq!(s.running(), 0);
 }
+
+#[test]
+fn a_suspended_session_ends_instead_of_sending_stale_results() {
+    let mut s = WorkerSession::new(hello("tab"));
+    let _hello = s.poll_output();
+    let welcome = shoal_core::wire::message::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: WorkerId::new("tab").expect("id"),
+        heartbeat_interval_ms: 1_000,
+        max_frame_payload: 1 << 20,
+    };
+    s.handle(Millis(0), Envelope::bare(Message::Welcome(welcome)));
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 4 });
+    let inputs = vec![Bytes::from_static(b"abcd")];
+    let a = shoal_core::AssignmentId::from_bytes([7; 16]);
+    let offer = TaskOffer {
+        assignment: a,
+        task: shoal_core::TaskId::from_bytes([7; 16]),
+        job: shoal_core::JobId::from_bytes([1; 16]),
+        kernel,
+        inputs: vec![],
+        input_digest: Digest::of_parts(inputs.iter().map(|b| &b[..])),
+        deadline_ms: 1000,
+    };
+    s.handle(Millis(0), Envelope { message: Message::TaskOffer(offer), attachments: inputs });
+    let _ack_and_run: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+    // Regular ticks: heartbeats, no suspension (the limit is never below 15 s).
+    assert_eq!(s.suspension_limit(), shoal_core::worker::MIN_SUSPENSION);
+    for t in (500..=10_000).step_by(500) {
+        s.tick(Millis(t));
+    }
+    let beats: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+    assert_eq!(beats.len(), 10, "one heartbeat a second: {beats:?}");
+    assert!(matches!(s.state(), SessionState::Working { .. }));
+    // The tab is frozen for 40 s: the session ends, the run is aborted.
+    s.tick(Millis(50_000));
+    let outs: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+    assert_eq!(outs.first(), Some(&WorkerOutput::Abort(a)), "{outs:?}");
+    assert!(matches!(outs.last(), Some(WorkerOutput::Closed { reason }) if reason.contains("suspended for 40 s")));
+    assert_eq!(s.state(), &SessionState::Closed);
+    // The result that finishes after the thaw is never sent.
+    s.finished(a, Ok(vec![Bytes::from_static(b"stale")]));
+    assert_eq!(s.poll_output(), None);
+}
