@@ -351,6 +351,8 @@ async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
     }
     // Every local worker shares this machine's address.
     cfg.coordinator.distinct_origins = false;
+    // Tabs opened on the contribute page join as guests.
+    cfg.coordinator.allow_guests = true;
     let service = Service::start(cfg.clone()).await?;
     let n = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2));
     let (stop, stop_rx) = watch::channel(false);

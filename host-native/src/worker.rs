@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use shoal_core::kernels::KernelId;
 use shoal_core::rng::SplitMix64;
-use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth, MessageDecoder, WireLimits};
+use shoal_core::wire::message::{DeviceInfo, Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::PROTOCOL_VERSION;
 use shoal_core::worker::{WorkerOutput, WorkerSession};
 use shoal_core::{JobId, Millis, WorkerId};
@@ -101,18 +100,7 @@ pub enum WorkerError {
 
 /// The device this worker declares: the CPU reference kernels.
 pub fn cpu_device() -> DeviceInfo {
-    DeviceInfo {
-        backend: Backend::Cpu,
-        device_type: DeviceType::Cpu,
-        vendor: "cpu".into(),
-        name: std::env::consts::ARCH.into(),
-        driver: "shoal-core reference kernels".into(),
-        max_buffer_bytes: 1 << 30,
-        max_storage_binding_bytes: 1 << 28,
-        max_workgroup_invocations: 256,
-        // Custom WGSL needs a GPU executor; the CPU has references for the built-ins only.
-        kernels: vec![KernelId::Sha256, KernelId::MatmulF32, KernelId::Mandelbrot],
-    }
+    DeviceInfo::cpu_reference(std::env::consts::ARCH, "shoal-core reference kernels")
 }
 
 fn now_ms() -> Millis {

@@ -244,6 +244,26 @@ pub struct DeviceInfo {
     pub kernels: Vec<KernelId>,
 }
 
+impl DeviceInfo {
+    /// The device of a worker that runs the core's CPU reference kernels
+    /// (natively, or in a browser tab without WebGPU): the `Cpu` backend, so
+    /// the scheduler compares its float results only with other CPU workers.
+    /// Custom WGSL needs a GPU, so only the built-in kernels are declared.
+    pub fn cpu_reference(name: &str, driver: &str) -> DeviceInfo {
+        DeviceInfo {
+            backend: Backend::Cpu,
+            device_type: DeviceType::Cpu,
+            vendor: "cpu".into(),
+            name: name.into(),
+            driver: driver.into(),
+            max_buffer_bytes: 1 << 30,
+            max_storage_binding_bytes: 1 << 28,
+            max_workgroup_invocations: 256,
+            kernels: vec![KernelId::Sha256, KernelId::MatmulF32, KernelId::Mandelbrot],
+        }
+    }
+}
+
 /// First message of a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hello {

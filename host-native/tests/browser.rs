@@ -1,0 +1,327 @@
+//! Browser workers end to end: headless Chromium tabs (Playwright driving
+//! `/usr/bin/chromium` with WebGPU on SwiftShader) open the worker page the
+//! coordinator serves, join as guests over the real WebSocket, and run every
+//! kernel on WebGPU; the coordinator verifies their results against each
+//! other and against native workers, and re-queues the work of a closed tab.
+//!
+//! Needs the built page (`SHOAL_WEB_DIST`: wasm-bindgen output of
+//! shoal-web plus `web/www`) and playwright-core (`SHOAL_NODE_PATH`, a
+//! `node_modules` folder); `cargo xtask test` provides both.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use shoal_core::kernels::{
+    Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
+};
+use shoal_native::grpc::pb;
+use shoal_native::worker::Behaviour;
+use shoal_native::{Service, ShoalConfig};
+
+/// Tabs of one headless Chromium, driven by `web/tests/tabs.mjs`.
+struct Browser {
+    _child: ChildGuard,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<Value>,
+    /// The last status each tab posted.
+    status: HashMap<u64, Value>,
+    /// Everything else the driver said (errors, console), for failure messages.
+    log: Vec<String>,
+    /// Tabs opened so far (the driver numbers them from 0).
+    opened: u64,
+}
+
+impl Browser {
+    fn launch() -> Browser {
+        let node_path = std::env::var("SHOAL_NODE_PATH").unwrap_or_else(|_| {
+            panic!("SHOAL_NODE_PATH is not set: it must name a node_modules folder with playwright-core (`cargo xtask test` installs it)")
+        });
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/tests/tabs.mjs");
+        let mut child = Command::new(std::env::var("SHOAL_NODE").unwrap_or_else(|_| "node".into()))
+            .arg(script)
+            .env("NODE_PATH", node_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs the browser driver");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        Browser { _child: ChildGuard(child), stdin, lines, status: HashMap::new(), log: Vec::new(), opened: 0 }
+    }
+
+    fn command(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("the browser driver takes commands");
+    }
+
+    /// Reads what the driver said so far.
+    fn drain(&mut self) {
+        while let Ok(v) = self.lines.try_recv() {
+            match (v["tab"].as_u64(), v.get("status")) {
+                (Some(tab), Some(s)) => {
+                    self.status.insert(tab, s.clone());
+                }
+                _ => self.log.push(v.to_string()),
+            }
+        }
+    }
+
+    /// Waits until tab `tab`'s status satisfies `pred`; returns it.
+    async fn wait_tab(&mut self, tab: u64, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            self.drain();
+            if let Some(s) = self.status.get(&tab).filter(|s| pred(s)) {
+                return s.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tab {tab}: {what} not within {secs} s; last status {:?}; driver said {:?}",
+                self.status.get(&tab),
+                self.log
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Opens a worker tab on `url`; returns its number.
+    fn open(&mut self, url: &str) -> u64 {
+        self.command(&format!("open {url}"));
+        self.opened += 1;
+        self.opened - 1
+    }
+
+    /// Waits until the tab works for the coordinator; returns its worker id.
+    async fn admitted_id(&mut self, tab: u64) -> String {
+        let s = self.wait_tab(tab, "joins", 90, |s| s["phase"] == "working" && s["worker_id"].is_string()).await;
+        assert_eq!(s["device"]["backend"], "BrowserWebGpu", "the tab computes on WebGPU: {s}");
+        s["worker_id"].as_str().expect("id").to_owned()
+    }
+}
+
+fn browser_config(dir: &std::path::Path) -> ShoalConfig {
+    let dist = PathBuf::from(std::env::var("SHOAL_WEB_DIST").unwrap_or_else(|_| {
+        panic!("SHOAL_WEB_DIST is not set: it must name the built worker page (`cargo xtask test` builds it)")
+    }));
+    assert!(dist.join("shoal_web_bg.wasm").is_file(), "{} holds no built worker page", dist.display());
+    let mut cfg = test_config(dir);
+    cfg.server.dist = dist;
+    cfg.coordinator.allow_guests = true;
+    cfg
+}
+
+fn page_url(service: &Service) -> String {
+    format!("http://{}/index.html?autostart", service.http_addr)
+}
+
+/// Admitted workers the coordinator lists as browser workers.
+async fn browser_workers(c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>) -> Vec<String> {
+    let list = c.list_workers(pb::Empty {}).await.expect("workers").into_inner();
+    list.workers.into_iter().filter(|w| w.connected && w.backend == "BrowserWebGpu" && w.tier > 0).map(|w| w.id).collect()
+}
+
+const TRIPLE: &str = r"
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < arrayLength(&src)) { dst[id.x] = src[id.x] * 3u; }
+}
+";
+
+/// The right answer: the CPU reference, or for the custom kernel (which
+/// has none) its input tripled.
+fn expected(k: &KernelSpec, inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    if let KernelSpec::Custom(_) = k {
+        let tripled = inputs[0]
+            .chunks_exact(4)
+            .flat_map(|w| (u32::from_le_bytes([w[0], w[1], w[2], w[3]]) * 3).to_le_bytes())
+            .collect();
+        return vec![tripled];
+    }
+    reference(k, inputs)
+}
+
+/// Tasks of one job: each kernel with its inputs.
+type Tasks = Vec<(KernelSpec, Vec<Vec<u8>>)>;
+
+/// One job per kernel of the catalogue.
+fn kernel_jobs() -> Vec<(&'static str, Tasks)> {
+    let sha = (0..8u64)
+        .map(|i| {
+            let k = KernelSpec::Sha256(Sha256Params { count: 40, message_len: 64 });
+            (k.clone(), k.seeded_inputs(i))
+        })
+        .collect();
+    let matmul = (0..4u64)
+        .map(|i| {
+            let k = KernelSpec::MatmulF32(MatmulParams { m: 33, n: 17, k: 45 });
+            (k.clone(), k.seeded_inputs(100 + i))
+        })
+        .collect();
+    let mandel = (0..6)
+        .map(|i| {
+            let k = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(
+                24,
+                24,
+                -2.0 + f64::from(i) * 0.45,
+                -1.0,
+                0.05,
+                200,
+            ));
+            (k, vec![])
+        })
+        .collect();
+    let custom = (0..2u32)
+        .map(|j| {
+            let k = KernelSpec::Custom(CustomKernel {
+                wgsl: TRIPLE.into(),
+                entry_point: "main".into(),
+                bindings: vec![
+                    CustomBinding { binding: 0, role: CustomRole::Input, len: 256 },
+                    CustomBinding { binding: 1, role: CustomRole::Output, len: 256 },
+                ],
+                workgroups: [1, 1, 1],
+                comparator: Comparator::Exact,
+                ops: 64,
+            });
+            (k, vec![(0..64u32).flat_map(|i| (i + j).to_le_bytes()).collect()])
+        })
+        .collect();
+    vec![("sha256", sha), ("matmul", matmul), ("mandelbrot", mandel), ("custom wgsl", custom)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_browser_tabs_verify_every_kernel_and_a_closed_tab_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(browser_config(dir.path())).await.expect("service starts");
+    let mut c = client(&service).await;
+    let mut browser = Browser::launch();
+    let url = page_url(&service);
+    let t0 = browser.open(&url);
+    let t1 = browser.open(&url);
+    let (id0, id1) = (browser.admitted_id(t0).await, browser.admitted_id(t1).await);
+    let mut ids = vec![id0.clone(), id1.clone()];
+    ids.sort();
+    wait_admitted(&mut c, 2).await;
+    let mut listed = browser_workers(&mut c).await;
+    listed.sort();
+    assert_eq!(listed, ids, "the coordinator lists both tabs as admitted WebGPU workers");
+
+    // Every kernel, redundancy 2, no other worker: each task is verified by
+    // the two tabs, and equals the CPU reference (within tolerance for floats).
+    for (name, tasks) in kernel_jobs() {
+        let job = submit(&mut c, name, 2, &tasks).await;
+        let s = wait_finished(&mut c, &job, 120).await;
+        assert_eq!(s.verified, tasks.len() as u32, "{name}: {s:?}");
+        for o in results(&mut c, &job).await {
+            let (k, inputs) = &tasks[o.index as usize];
+            let want = expected(k, inputs);
+            assert!(agrees(k, &o.outputs, &want), "{name} task {}: within the comparator of the reference", o.index);
+            if k.comparator() == Comparator::Exact {
+                assert_eq!(o.outputs, want, "{name} task {} is bit-exact on WebGPU", o.index);
+            }
+            let mut agreed = o.agreed.clone();
+            agreed.sort();
+            assert_eq!(agreed, ids, "{name} task {} verified by the two tabs", o.index);
+        }
+    }
+
+    // A tab is closed while it holds work: its assignments are re-queued
+    // and the job completes on the other tab.
+    let heavy: Vec<_> = (0..24)
+        .map(|i| {
+            let k = KernelSpec::MatmulF32(MatmulParams::square(96));
+            (k.clone(), k.seeded_inputs(500 + i))
+        })
+        .collect();
+    let job = submit(&mut c, "survives a closed tab", 1, &heavy).await;
+    browser.wait_tab(t0, "holds work", 60, |s| s["running"].as_u64() > Some(0)).await;
+    let before = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job").into_inner();
+    assert!(!before.finished, "the job is still running when the tab closes: {before:?}");
+    browser.command(&format!("close {t0}"));
+    let s = wait_finished(&mut c, &job, 180).await;
+    assert_eq!(s.verified, heavy.len() as u32, "nothing lost: {s:?}");
+    for o in results(&mut c, &job).await {
+        let (k, inputs) = &heavy[o.index as usize];
+        assert!(agrees(k, &o.outputs, &reference(k, inputs)), "task {}", o.index);
+    }
+    let workers = c.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+    let connected: Vec<&str> =
+        workers.iter().filter(|w| w.connected && w.backend == "BrowserWebGpu").map(|w| w.id.as_str()).collect();
+    assert_eq!(connected, vec![id1.as_str()], "only the open tab is still connected ({id0} was closed)");
+    browser.command("quit");
+    service.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_browser_and_a_native_worker_verify_exact_kernels_together_and_floats_within_a_class() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(browser_config(dir.path())).await.expect("service starts");
+    let mut c = client(&service).await;
+    let mut browser = Browser::launch();
+    let url = page_url(&service);
+    let t0 = browser.open(&url);
+    let tab = browser.admitted_id(t0).await;
+    let mut workers = Workers::spawn(&service, "native", 1, Behaviour::Honest);
+    wait_admitted(&mut c, 2).await;
+
+    // Exact kernels: a tab on WebGPU and a native worker on the CPU reference agree bit for bit.
+    let jobs = kernel_jobs();
+    let exact: Vec<_> = jobs
+        .iter()
+        .filter(|(n, _)| matches!(*n, "sha256" | "mandelbrot"))
+        .flat_map(|(_, t)| t.iter().cloned())
+        .collect();
+    let job = submit(&mut c, "exact across classes", 2, &exact).await;
+    assert_eq!(wait_finished(&mut c, &job, 120).await.verified, exact.len() as u32);
+    for o in results(&mut c, &job).await {
+        let (k, inputs) = &exact[o.index as usize];
+        assert_eq!(o.outputs, reference(k, inputs));
+        let mut agreed = o.agreed.clone();
+        agreed.sort();
+        let mut pair = vec!["native0".to_owned(), tab.clone()];
+        pair.sort();
+        assert_eq!(agreed, pair, "a mixed pair verified task {}", o.index);
+    }
+
+    // Floats: replicas are compared only within one class, so the mixed
+    // pair cannot verify them; with a second worker of each class, every
+    // task is verified by two workers of one class.
+    let floats = jobs.into_iter().find(|(n, _)| *n == "matmul").expect("matmul").1;
+    let job = submit(&mut c, "floats within a class", 2, &floats).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let early = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job").into_inner();
+    assert_eq!(early.verified, 0, "a browser and a native worker never verify floats together: {early:?}");
+    let t1 = browser.open(&url);
+    let tab_b = browser.admitted_id(t1).await;
+    workers.add(&service, "native-b", 1, Behaviour::Honest);
+    let s = wait_finished(&mut c, &job, 120).await;
+    assert_eq!(s.verified, floats.len() as u32, "{s:?}");
+    for o in results(&mut c, &job).await {
+        let (k, inputs) = &floats[o.index as usize];
+        assert!(agrees(k, &o.outputs, &reference(k, inputs)));
+        let browsers = o.agreed.iter().filter(|w| **w == tab || **w == tab_b).count();
+        assert!(browsers == 0 || browsers == o.agreed.len(), "float replicas of one class: {:?}", o.agreed);
+    }
+    browser.command("quit");
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}

@@ -1,0 +1,393 @@
+//! The worker agent inside the Web Worker: takes the page's controls,
+//! finds the device, and keeps one protocol session with the coordinator
+//! alive — the core's [`WorkerSession`] over a gloo-net WebSocket, with the
+//! core's frames, exactly as the native worker does.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use gloo_net::websocket::futures::WebSocket;
+use gloo_net::websocket::{Message as WsMessage, WebSocketError};
+use gloo_timers::future::TimeoutFuture;
+use shoal_core::kernels::KernelSpec;
+use shoal_core::wire::message::{Hello, HelloAuth, MessageDecoder, WireLimits};
+use shoal_core::wire::PROTOCOL_VERSION;
+use shoal_core::worker::{SessionState, WorkerOutput, WorkerSession};
+use shoal_core::{AssignmentId, Millis, WorkerId};
+
+use crate::control::{Control, Phase, StartOptions, Status};
+use crate::exec::Executor;
+use crate::policy::{Backoff, GpuShare};
+
+/// How often the session's clock ticks (heartbeats, suspension check,
+/// status flush).
+const TICK_MS: u32 = 500;
+/// Least time between two status posts (changes of phase go at once).
+const STATUS_EVERY_MS: f64 = 250.0;
+
+/// The wall clock, in the core's unit.
+fn now() -> Millis {
+    Millis(js_sys::Date::now() as u64)
+}
+
+/// What the agent wants to be doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    Idle,
+    Paused,
+    Work,
+}
+
+/// Why a session ended.
+enum End {
+    /// The user changed what the agent should do.
+    User(Want),
+    /// Rejoin at once (new options, or a share that needs a new benchmark).
+    Rejoin,
+    /// The connection ended or was refused: reconnect after a backoff.
+    Dropped { reason: String, was_admitted: bool },
+}
+
+/// Something a session waits for.
+enum Event {
+    Ws(Option<Result<WsMessage, WebSocketError>>),
+    Done { assignment: AssignmentId, outcome: Result<Vec<Bytes>, String>, run_ms: u64 },
+    Tick,
+    Control(Option<Control>),
+}
+
+/// One assignment waiting for the device.
+struct Queued {
+    assignment: AssignmentId,
+    kernel: KernelSpec,
+    inputs: Vec<Bytes>,
+}
+
+/// The agent: options, device, status, and the rules of reconnection.
+pub(crate) struct Agent<P: Fn(&Status)> {
+    post: P,
+    status: Status,
+    posted: Option<Status>,
+    last_post: f64,
+    options: Option<StartOptions>,
+    executor: Option<Executor>,
+    share: GpuShare,
+    backoff: Backoff,
+    tab_id: String,
+}
+
+impl<P: Fn(&Status)> Agent<P> {
+    /// An idle agent that reports through `post`.
+    pub(crate) fn new(post: P) -> Self {
+        let seed = (js_sys::Math::random() * 2f64.powi(53)) as u64;
+        let tab_id = format!("tab-{:08x}", seed & 0xFFFF_FFFF);
+        Agent {
+            post,
+            status: Status { gpu_share: 100, ..Status::default() },
+            posted: None,
+            last_post: 0.0,
+            options: None,
+            executor: None,
+            share: GpuShare::new(100),
+            backoff: Backoff::new(seed),
+            tab_id,
+        }
+    }
+
+    fn post_now(&mut self) {
+        self.status.gpu_share = self.share.percent();
+        if self.posted.as_ref() != Some(&self.status) {
+            (self.post)(&self.status);
+            self.posted = Some(self.status.clone());
+            self.last_post = js_sys::Date::now();
+        }
+    }
+
+    /// Posts a changed status, at most every [`STATUS_EVERY_MS`] (the
+    /// clock's ticks flush what waited).
+    fn post_soon(&mut self) {
+        if js_sys::Date::now() - self.last_post >= STATUS_EVERY_MS {
+            self.post_now();
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        if self.status.phase != phase {
+            self.status.phase = phase;
+            self.post_now();
+        }
+    }
+
+    /// Takes a new start; a bad one leaves the agent failed with the reason.
+    fn accept_start(&mut self, options: StartOptions) -> Want {
+        if let Err(e) = options.validate() {
+            self.status.last_reason = e;
+            self.status.phase = Phase::Failed;
+            self.post_now();
+            return Want::Idle;
+        }
+        if self.options.as_ref().is_some_and(|o| o.use_gpu != options.use_gpu) {
+            self.executor = None;
+        }
+        self.share = options.share();
+        self.options = Some(options);
+        self.backoff.reset();
+        Want::Work
+    }
+
+    /// A control received while not connected.
+    fn control_when_idle(&mut self, control: Control, want: Want) -> Want {
+        match control {
+            Control::Start(o) => self.accept_start(o),
+            Control::Stop => Want::Idle,
+            Control::Pause if want == Want::Work => Want::Paused,
+            Control::Resume if want == Want::Paused && self.options.is_some() => Want::Work,
+            Control::SetGpuShare { percent } => {
+                self.share = GpuShare::new(percent);
+                self.post_now();
+                want
+            }
+            Control::Pause | Control::Resume => want,
+        }
+    }
+
+    /// Runs until the page goes away (its control channel closes).
+    pub(crate) async fn run(mut self, mut controls: UnboundedReceiver<Control>) {
+        let mut want = Want::Idle;
+        self.post_now();
+        loop {
+            if want != Want::Work {
+                if self.status.phase != Phase::Failed || want == Want::Paused {
+                    self.set_phase(if want == Want::Paused { Phase::Paused } else { Phase::Idle });
+                }
+                let Some(c) = controls.next().await else { return };
+                want = self.control_when_idle(c, want);
+                continue;
+            }
+            let Some(options) = self.options.clone() else {
+                want = Want::Idle;
+                continue;
+            };
+            let executor = match &self.executor {
+                Some(e) => e.clone(),
+                None => {
+                    self.set_phase(Phase::Detecting);
+                    let e = Executor::detect(options.use_gpu).await;
+                    self.status.device = Some(e.summary());
+                    if !e.note().is_empty() {
+                        self.status.last_reason = e.note().to_owned();
+                    }
+                    self.executor = Some(e.clone());
+                    e
+                }
+            };
+            self.set_phase(Phase::Connecting);
+            let reason = match WebSocket::open(&options.url) {
+                Ok(ws) => match self.session(ws, &options, &executor, &mut controls).await {
+                    End::User(w) => {
+                        want = w;
+                        continue;
+                    }
+                    End::Rejoin => continue,
+                    End::Dropped { reason, was_admitted } => {
+                        if was_admitted {
+                            self.backoff.reset();
+                        }
+                        reason
+                    }
+                },
+                Err(e) => format!("cannot open {}: {e}", options.url),
+            };
+            self.status.last_reason = reason;
+            self.status.running = 0;
+            self.set_phase(Phase::Reconnecting);
+            let delay = self.backoff.next_delay_ms() as u32;
+            let mut sleep = TimeoutFuture::new(delay).fuse();
+            loop {
+                futures_util::select! {
+                    () = sleep => break,
+                    c = controls.next() => {
+                        let Some(c) = c else { return };
+                        want = self.control_when_idle(c, want);
+                        if want != Want::Work {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection, from hello to close.
+    #[allow(clippy::too_many_lines)] // one event loop reads best in one piece
+    async fn session(
+        &mut self,
+        mut ws: WebSocket,
+        options: &StartOptions,
+        executor: &Executor,
+        controls: &mut UnboundedReceiver<Control>,
+    ) -> End {
+        let worker_id = options.worker_id.clone().unwrap_or_else(|| self.tab_id.clone());
+        let Ok(worker_id) = WorkerId::new(worker_id) else {
+            return End::User(Want::Idle);
+        };
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id,
+            auth: options.token.clone().map_or(HelloAuth::Guest, HelloAuth::Token),
+            device: executor.device_info(),
+            software: format!("shoal-web/{}", env!("CARGO_PKG_VERSION")),
+            max_concurrent: options.max_concurrent.max(1),
+        };
+        let mut session = WorkerSession::new(hello);
+        let limits = WireLimits::default();
+        let Ok(mut decoder) = MessageDecoder::new(limits) else {
+            return End::Dropped { reason: "bad wire limits".into(), was_admitted: false };
+        };
+        let (tx, mut events) = unbounded::<Event>();
+        wasm_bindgen_futures::spawn_local(ticker(tx.clone()));
+        let profiled_share = self.share;
+        let mut queue: VecDeque<Queued> = VecDeque::new();
+        let mut device_busy = false;
+        let mut admitted = false;
+        let mut after_close: Option<End> = None;
+        self.status.connections += 1;
+        loop {
+            // Perform what the session decided.
+            let mut out = BytesMut::new();
+            let mut closed = None;
+            while let Some(o) = session.poll_output() {
+                match o {
+                    WorkerOutput::Send(e) => {
+                        if let Err(err) = e.encode_into(&limits, &mut out) {
+                            self.status.last_reason = format!("cannot encode a message: {err}");
+                        }
+                    }
+                    WorkerOutput::Run { assignment, kernel, inputs, .. } => {
+                        queue.push_back(Queued { assignment, kernel, inputs });
+                    }
+                    WorkerOutput::Abort(a) => queue.retain(|q| q.assignment != a),
+                    WorkerOutput::Closed { reason } => closed = Some(reason),
+                }
+            }
+            if !device_busy {
+                if let Some(next) = queue.pop_front() {
+                    device_busy = true;
+                    wasm_bindgen_futures::spawn_local(run_one(executor.clone(), next, self.share, tx.clone()));
+                }
+            }
+            if !out.is_empty() && ws.send(WsMessage::Bytes(out.to_vec())).await.is_err() {
+                return End::Dropped { reason: "the connection failed while sending".into(), was_admitted: admitted };
+            }
+            if let SessionState::Working { worker_id } = session.state() {
+                if !admitted {
+                    admitted = true;
+                    self.status.worker_id = Some(worker_id.to_string());
+                    self.set_phase(Phase::Working);
+                }
+            }
+            self.status.running = session.running() as u32;
+            if let Some(reason) = closed {
+                // Dropping the socket closes it after what was sent.
+                drop(ws);
+                self.status.last_reason.clone_from(&reason);
+                self.status.running = 0;
+                self.post_now();
+                return after_close.unwrap_or(End::Dropped { reason, was_admitted: admitted });
+            }
+            self.post_soon();
+            let event = futures_util::select! {
+                m = ws.next().fuse() => Event::Ws(m),
+                e = events.next() => match e {
+                    Some(e) => e,
+                    None => Event::Tick,
+                },
+                c = controls.next() => Event::Control(c),
+            };
+            match event {
+                Event::Ws(Some(Ok(WsMessage::Bytes(b)))) => {
+                    decoder.push_bytes(Bytes::from(b));
+                    loop {
+                        match decoder.next_envelope() {
+                            Ok(Some(envelope)) => session.handle(now(), envelope),
+                            Ok(None) => break,
+                            Err(e) => {
+                                session.leave(&format!("undecodable frames from the coordinator: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Event::Ws(Some(Ok(WsMessage::Text(_)))) => {
+                    session.leave("the coordinator sent text; the protocol is binary");
+                }
+                Event::Ws(Some(Err(e))) => {
+                    return End::Dropped { reason: format!("connection: {e}"), was_admitted: admitted };
+                }
+                Event::Ws(None) => {
+                    return End::Dropped { reason: "the coordinator closed the connection".into(), was_admitted: admitted };
+                }
+                Event::Done { assignment, outcome, run_ms } => {
+                    device_busy = false;
+                    self.status.busy_ms += run_ms;
+                    let before = session.completed();
+                    session.finished(assignment, outcome);
+                    self.status.completed += session.completed() - before;
+                }
+                Event::Tick => session.tick(now()),
+                Event::Control(None) => {
+                    session.leave("the page closed");
+                    after_close = Some(End::User(Want::Idle));
+                }
+                Event::Control(Some(control)) => match control {
+                    Control::Stop => {
+                        session.leave("stopped by the user");
+                        after_close = Some(End::User(Want::Idle));
+                    }
+                    Control::Pause => {
+                        session.leave("paused by the user");
+                        after_close = Some(End::User(Want::Paused));
+                    }
+                    Control::SetGpuShare { percent } => {
+                        self.share = GpuShare::new(percent);
+                        self.post_now();
+                        if self.share.needs_new_profile(profiled_share) {
+                            session.leave("GPU share lowered: rejoining to be benchmarked again");
+                            after_close = Some(End::Rejoin);
+                        }
+                    }
+                    Control::Start(o) => {
+                        let next = self.accept_start(o);
+                        session.leave("restarting with new options");
+                        after_close = Some(if next == Want::Work { End::Rejoin } else { End::User(next) });
+                    }
+                    Control::Resume => {}
+                },
+            }
+        }
+    }
+}
+
+/// Ticks a session's clock until the session is gone.
+async fn ticker(tx: UnboundedSender<Event>) {
+    loop {
+        TimeoutFuture::new(TICK_MS).await;
+        if tx.unbounded_send(Event::Tick).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs one assignment, then holds its result for the share's idle time.
+async fn run_one(executor: Executor, q: Queued, share: GpuShare, tx: UnboundedSender<Event>) {
+    let start = js_sys::Date::now();
+    let outcome = executor.run(&q.kernel, &q.inputs).await;
+    let run_ms = (js_sys::Date::now() - start).max(0.0) as u64;
+    let hold = share.hold_ms(run_ms);
+    if hold > 0 {
+        TimeoutFuture::new(hold.min(u64::from(u32::MAX)) as u32).await;
+    }
+    let _ = tx.unbounded_send(Event::Done { assignment: q.assignment, outcome, run_ms });
+}

@@ -1,0 +1,207 @@
+//! The messages between the page and its Web Worker, as JSON strings (the
+//! page may be JavaScript, the dashboard, or a test driving the browser).
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::GpuShare;
+
+/// What the page asks of the worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// Connect and take work (again, after a stop).
+    Start(StartOptions),
+    /// Leave the coordinator cleanly and stay idle.
+    Stop,
+    /// Leave the coordinator (its work goes to others) until resumed.
+    Pause,
+    /// Rejoin after a pause.
+    Resume,
+    /// Use at most this share of the GPU's time.
+    SetGpuShare {
+        /// Percent, 10–100 (clamped).
+        percent: u8,
+    },
+}
+
+/// How to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartOptions {
+    /// The coordinator's worker endpoint, `ws://host:port/ws` (or `wss://`).
+    pub url: String,
+    /// A worker token from `shoal keygen`; without one the tab joins as a
+    /// guest (if the operator allows guests) under an identity the
+    /// coordinator assigns for this connection.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The worker id the token was made for (token mode only).
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// Percent of the GPU's time to use (default 100).
+    #[serde(default = "full_share")]
+    pub gpu_share: u8,
+    /// Assignments accepted at once (they run one after another).
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent: u16,
+    /// Use WebGPU when the browser has it (off: the CPU references in wasm).
+    #[serde(default = "yes")]
+    pub use_gpu: bool,
+}
+
+fn full_share() -> u8 {
+    100
+}
+
+fn default_concurrency() -> u16 {
+    2
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl StartOptions {
+    /// Options for `url` with every default (guest, full share, GPU).
+    pub fn guest(url: &str) -> Self {
+        StartOptions {
+            url: url.to_owned(),
+            token: None,
+            worker_id: None,
+            gpu_share: full_share(),
+            max_concurrent: default_concurrency(),
+            use_gpu: true,
+        }
+    }
+
+    /// Checks what a page may get wrong, with a message for its user.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+            return Err(format!("coordinator URL must start with ws:// or wss://, got {:?}", self.url));
+        }
+        if self.token.is_some() && self.worker_id.is_none() {
+            return Err("a token is made for one worker id: give workerId with the token".into());
+        }
+        if let Some(id) = &self.worker_id {
+            shoal_core::WorkerId::new(id.clone()).map_err(|e| format!("worker id {id:?}: {e}"))?;
+        }
+        if self.max_concurrent == 0 {
+            return Err("maxConcurrent must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The share, clamped to what the worker supports.
+    pub fn share(&self) -> GpuShare {
+        GpuShare::new(self.gpu_share)
+    }
+}
+
+/// Where the worker stands, for the page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Not started (or stopped).
+    #[default]
+    Idle,
+    /// Looking for the GPU.
+    Detecting,
+    /// Opening the connection.
+    Connecting,
+    /// Connected: being benchmarked, then taking work.
+    Working,
+    /// Waiting before the next connection attempt.
+    Reconnecting,
+    /// Paused by the user.
+    Paused,
+    /// Could not start (bad options); see `last_reason`.
+    Failed,
+}
+
+/// The device this tab computes on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSummary {
+    /// `BrowserWebGpu`, or `Cpu` without WebGPU.
+    pub backend: String,
+    /// Adapter or CPU name.
+    pub name: String,
+    /// Vendor.
+    pub vendor: String,
+    /// Adapter type (`Cpu` for a software adapter such as SwiftShader).
+    pub device_type: String,
+}
+
+/// A snapshot of the worker, posted to the page on every change (at most a
+/// few times a second).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Where it stands.
+    pub phase: Phase,
+    /// The id the coordinator knows this tab by (a guest's is assigned).
+    pub worker_id: Option<String>,
+    /// Its device, once detected.
+    pub device: Option<DeviceSummary>,
+    /// Percent of the GPU's time it may use.
+    pub gpu_share: u8,
+    /// Results sent over all connections.
+    pub completed: u64,
+    /// Assignments accepted and not yet finished.
+    pub running: u32,
+    /// Connections made.
+    pub connections: u64,
+    /// Milliseconds spent running kernels.
+    pub busy_ms: u64,
+    /// Why the last connection ended or the last attempt failed.
+    pub last_reason: String,
+}
+
+/// A message from the worker to the page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToPage {
+    /// The worker's wasm is loaded: it takes controls from now on.
+    Ready,
+    /// A new status.
+    Status(Status),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_round_trip_as_the_page_writes_them() {
+        let c: Control = serde_json::from_str(r#"{"type":"start","url":"ws://127.0.0.1:1/ws","gpuShare":50}"#)
+            .expect("a page's start");
+        let Control::Start(o) = &c else { panic!("{c:?}") };
+        assert_eq!((o.gpu_share, o.max_concurrent, o.use_gpu, o.token.as_deref()), (50, 2, true, None));
+        assert_eq!(o.validate(), Ok(()));
+        let back: Control = serde_json::from_str(&serde_json::to_string(&c).expect("json")).expect("back");
+        assert_eq!(back, c);
+        let share: Control = serde_json::from_str(r#"{"type":"set_gpu_share","percent":30}"#).expect("share");
+        assert_eq!(share, Control::SetGpuShare { percent: 30 });
+        assert!(serde_json::from_str::<Control>(r#"{"type":"start","url":"ws://x","gpu":1}"#).is_err());
+    }
+
+    #[test]
+    fn bad_start_options_are_explained() {
+        let mut o = StartOptions::guest("http://127.0.0.1/ws");
+        assert!(o.validate().expect_err("http").contains("ws://"));
+        o.url = "ws://127.0.0.1/ws".into();
+        o.token = Some("shoal_00".into());
+        assert!(o.validate().expect_err("token without id").contains("workerId"));
+        o.worker_id = Some("tab one".into());
+        assert!(o.validate().expect_err("bad id").contains("tab one"));
+        o.worker_id = Some("tab-1".into());
+        assert_eq!(o.validate(), Ok(()));
+    }
+
+    #[test]
+    fn status_is_plain_json_for_the_page() {
+        let s = Status { phase: Phase::Working, gpu_share: 100, completed: 3, ..Status::default() };
+        let v: serde_json::Value = serde_json::to_value(ToPage::Status(s)).expect("json");
+        assert_eq!(v["type"], "status");
+        assert_eq!(v["phase"], "working");
+        assert_eq!(v["completed"], 3);
+    }
+}

@@ -1,0 +1,120 @@
+//! Where a tab's kernels run: WebGPU through `shoal-compute`, or, in a
+//! browser without it, the core's CPU reference kernels compiled to wasm.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::{select, Either};
+use shoal_compute::{Gpu, GpuOptions};
+use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
+use shoal_core::wire::message::DeviceInfo;
+
+use crate::control::DeviceSummary;
+
+/// The longest one GPU dispatch may take before it counts as lost.
+const DISPATCH_TIMEOUT: Duration = Duration::from_mins(1);
+
+/// A tab's compute device.
+#[derive(Clone, Debug)]
+pub struct Executor {
+    gpu: Option<Rc<Gpu>>,
+    /// Why there is no GPU, when there is none.
+    note: String,
+}
+
+impl Executor {
+    /// WebGPU when `use_gpu` and the browser has an adapter; otherwise the
+    /// CPU references (with the reason kept for the status).
+    pub async fn detect(use_gpu: bool) -> Executor {
+        if !use_gpu {
+            return Executor { gpu: None, note: "WebGPU not requested".into() };
+        }
+        let gpu = match Gpu::new(GpuOptions { dispatch_timeout: DISPATCH_TIMEOUT, ..GpuOptions::default() }).await {
+            Ok(gpu) => gpu,
+            Err(e) => return Executor { gpu: None, note: format!("no WebGPU ({e}); computing on the CPU") },
+        };
+        let executor = Executor { gpu: Some(Rc::new(gpu)), note: String::new() };
+        match executor.warm_up().await {
+            Ok(()) => executor,
+            Err(e) => Executor { gpu: None, note: format!("WebGPU failed its first run ({e}); computing on the CPU") },
+        }
+    }
+
+    /// Compiles the built-in kernels' pipelines and checks one answer, so
+    /// that the coordinator's admission benchmark times the device's speed,
+    /// not shader compilation, and a broken adapter is caught before joining.
+    async fn warm_up(&self) -> Result<(), String> {
+        for kernel in [
+            KernelSpec::MatmulF32(MatmulParams::square(16)),
+            KernelSpec::Sha256(Sha256Params { count: 4, message_len: 64 }),
+            KernelSpec::Mandelbrot(MandelbrotParams::from_plane(8, 8, -2.0, -1.2, 0.3, 50)),
+        ] {
+            let inputs: Vec<Bytes> = kernel.seeded_inputs(1).into_iter().map(Bytes::from).collect();
+            let got = self.run(&kernel, &inputs).await?;
+            let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+            let want = kernel.run_cpu(&refs).map_err(|e| e.to_string())?;
+            let got: Vec<&[u8]> = got.iter().map(|b| &b[..]).collect();
+            let want: Vec<&[u8]> = want.iter().map(Vec::as_slice).collect();
+            if !kernel.comparator().agree(&got, &want) {
+                return Err(format!("{} disagrees with the CPU reference", kernel.id()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The CPU references only.
+    pub fn cpu() -> Executor {
+        Executor { gpu: None, note: String::new() }
+    }
+
+    /// Whether kernels run on WebGPU.
+    pub fn has_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    /// Why there is no GPU (empty when there is one or none was wanted).
+    pub fn note(&self) -> &str {
+        &self.note
+    }
+
+    /// What the hello declares: the adapter, or the CPU class.
+    pub fn device_info(&self) -> DeviceInfo {
+        match &self.gpu {
+            Some(g) => g.device_info(),
+            None => DeviceInfo::cpu_reference("wasm32", "shoal-core reference kernels (wasm)"),
+        }
+    }
+
+    /// The device, for the page.
+    pub fn summary(&self) -> DeviceSummary {
+        let d = self.device_info();
+        DeviceSummary {
+            backend: format!("{:?}", d.backend),
+            name: d.name,
+            vendor: d.vendor,
+            device_type: format!("{:?}", d.device_type),
+        }
+    }
+
+    /// Runs one kernel. A dispatch that outlives [`DISPATCH_TIMEOUT`] is
+    /// reported as failed (the browser gives no way to cancel it).
+    pub async fn run(&self, kernel: &KernelSpec, inputs: &[Bytes]) -> Result<Vec<Bytes>, String> {
+        let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+        let out = match &self.gpu {
+            None => kernel.run_cpu(&refs).map_err(|e| e.to_string())?,
+            Some(gpu) => {
+                let run = Box::pin(gpu.run(kernel, &refs));
+                let timeout =
+                    Box::pin(gloo_timers::future::TimeoutFuture::new(DISPATCH_TIMEOUT.as_millis() as u32));
+                match select(run, timeout).await {
+                    Either::Left((out, _)) => out.map_err(|e| e.to_string())?,
+                    Either::Right(((), _)) => {
+                        return Err(format!("GPU dispatch still running after {} s", DISPATCH_TIMEOUT.as_secs()))
+                    }
+                }
+            }
+        };
+        Ok(out.into_iter().map(Bytes::from).collect())
+    }
+}

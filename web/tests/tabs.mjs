@@ -1,0 +1,64 @@
+// Drives browser workers for the end-to-end tests: opens tabs of headless
+// Chromium on Shoal's worker page, reports every status they post as one
+// JSON line on stdout, and takes commands on stdin, one per line:
+//   open URL        open a new tab (in its own browser context) on URL
+//   close N         close tab N (as a user closing it: no goodbye is awaited)
+//   eval N JS       evaluate JS in tab N; prints {"tab":N,"eval":result}
+//   quit            close everything and exit
+// Needs NODE_PATH to hold playwright-core; Chromium from $SHOAL_CHROMIUM or
+// /usr/bin/chromium (flags of shared/TOOLCHAIN.md, WebGPU on; Playwright
+// gives each launch a fresh temporary profile).
+import { createInterface } from 'node:readline';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require('playwright-core');
+
+const say = obj => process.stdout.write(JSON.stringify(obj) + '\n');
+const browser = await chromium.launch({
+  executablePath: process.env.SHOAL_CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu',
+  ],
+});
+const tabs = [];
+
+async function open(url) {
+  const n = tabs.length;
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  tabs.push({ context, page });
+  page.on('console', msg => {
+    const text = msg.text();
+    if (text.startsWith('shoal-status ')) {
+      say({ tab: n, status: JSON.parse(text.slice('shoal-status '.length)) });
+    } else if (msg.type() === 'error' || msg.type() === 'warning') {
+      say({ tab: n, console: text });
+    }
+  });
+  page.on('pageerror', e => say({ tab: n, error: String(e) }));
+  await page.goto(url);
+  say({ tab: n, opened: url });
+}
+
+const rl = createInterface({ input: process.stdin });
+for await (const line of rl) {
+  const [cmd, arg, ...rest] = line.trim().split(' ');
+  try {
+    if (cmd === 'open') await open(arg);
+    else if (cmd === 'close') {
+      await tabs[Number(arg)].context.close();
+      say({ tab: Number(arg), closed: true });
+    } else if (cmd === 'eval') {
+      const result = await tabs[Number(arg)].page.evaluate(rest.join(' '));
+      say({ tab: Number(arg), eval: result ?? null });
+    } else if (cmd === 'quit') break;
+    else if (cmd) say({ error: `unknown command ${cmd}` });
+  } catch (e) {
+    say({ error: `${line}: ${e}` });
+  }
+}
+await browser.close();
+say({ quit: true });
