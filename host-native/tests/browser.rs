@@ -132,9 +132,15 @@ fn page_url(service: &Service) -> String {
 }
 
 /// Admitted workers the coordinator lists as browser workers.
-async fn browser_workers(c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>) -> Vec<String> {
+async fn browser_workers(
+    c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>,
+) -> Vec<String> {
     let list = c.list_workers(pb::Empty {}).await.expect("workers").into_inner();
-    list.workers.into_iter().filter(|w| w.connected && w.backend == "BrowserWebGpu" && w.tier > 0).map(|w| w.id).collect()
+    list.workers
+        .into_iter()
+        .filter(|w| w.connected && w.backend == "BrowserWebGpu" && w.tier > 0)
+        .map(|w| w.id)
+        .collect()
 }
 
 const TRIPLE: &str = r"
@@ -323,5 +329,118 @@ async fn a_browser_and_a_native_worker_verify_exact_kernels_together_and_floats_
     }
     browser.command("quit");
     workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}
+
+/// One measured workload: `tasks` copies of one kernel, redundancy 1.
+struct Workload {
+    name: &'static str,
+    tasks: Tasks,
+}
+
+fn workloads() -> Vec<Workload> {
+    let many = |k: KernelSpec, n: u64| (0..n).map(|i| (k.clone(), k.seeded_inputs(i))).collect::<Tasks>();
+    vec![
+        Workload { name: "matmul 256³ f32", tasks: many(KernelSpec::MatmulF32(MatmulParams::square(256)), 16) },
+        Workload {
+            name: "sha256 4096 × 64 B",
+            tasks: many(KernelSpec::Sha256(Sha256Params { count: 4096, message_len: 64 }), 16),
+        },
+        Workload {
+            name: "mandelbrot 256² × 256 it",
+            tasks: many(
+                KernelSpec::Mandelbrot(MandelbrotParams::from_plane(256, 256, -2.0, -1.2, 2.4 / 256.0, 256)),
+                16,
+            ),
+        },
+        Workload {
+            name: "tiny: sha256 1 × 16 B",
+            tasks: many(KernelSpec::Sha256(Sha256Params { count: 1, message_len: 16 }), 1000),
+        },
+    ]
+}
+
+/// Waits until `id` is the only admitted, connected worker.
+async fn wait_only(c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = c.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+        let live: Vec<&str> = list.iter().filter(|w| w.connected && w.tier > 0).map(|w| w.id.as_str()).collect();
+        if live == [id] {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "waiting for {id} alone, have {live:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs every workload on whatever single worker is connected; returns
+/// (tasks/s, GOPS) per workload.
+async fn measure(
+    c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>,
+) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for w in workloads() {
+        let t = std::time::Instant::now();
+        let job = submit(c, w.name, 1, &w.tasks).await;
+        let s = wait_finished(c, &job, 600).await;
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(s.verified, w.tasks.len() as u32, "{}", w.name);
+        let ops: u64 = w.tasks.iter().map(|(k, _)| k.cost().ops).sum();
+        out.push((w.tasks.len() as f64 / secs, ops as f64 / secs / 1e9));
+    }
+    out
+}
+
+/// The benchmark of the browser worker (not part of the suite: run it with
+/// `cargo xtask bench --browser`). One worker at a time, redundancy 1, the
+/// same jobs: a Chromium tab on WebGPU (SwiftShader), a native worker on
+/// lavapipe, a native worker on the CPU references. Prints a table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: cargo xtask bench --browser"]
+async fn browser_worker_benchmark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(browser_config(dir.path())).await.expect("service starts");
+    let mut c = client(&service).await;
+
+    let mut browser = Browser::launch();
+    let tab = browser.open(&page_url(&service));
+    browser.admitted_id(tab).await;
+    wait_admitted(&mut c, 1).await;
+    let web = measure(&mut c).await;
+    browser.command(&format!("close {tab}"));
+    browser.command("quit");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !browser_workers(&mut c).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the tab never left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let gpu = shoal_compute::Gpu::new(shoal_compute::GpuOptions::default()).await.expect("lavapipe");
+    let mut workers = Workers { stop: tokio::sync::watch::channel(false).0, handles: Vec::new() };
+    let lavapipe = shoal_native::worker::Executor::Gpu(std::sync::Arc::new(gpu));
+    workers.add_on(&service, "lavapipe", 1, Behaviour::Honest, &lavapipe);
+    wait_only(&mut c, "lavapipe0").await;
+    let native_gpu = measure(&mut c).await;
+    workers.stop_all().await;
+
+    let mut workers = Workers::spawn(&service, "cpu", 1, Behaviour::Honest);
+    wait_only(&mut c, "cpu0").await;
+    let native_cpu = measure(&mut c).await;
+    workers.stop_all().await;
+
+    println!("\n| workload (16 tasks; tiny: 1000) | browser tab, WebGPU (SwiftShader) | native, Vulkan (lavapipe) | native, CPU reference | tab ÷ lavapipe |");
+    println!("|---|---|---|---|---|");
+    for (i, w) in workloads().iter().enumerate() {
+        let cell = |(tps, gops): (f64, f64)| format!("{tps:.1} tasks/s, {gops:.3} GOPS");
+        println!(
+            "| {} | {} | {} | {} | {:.2} |",
+            w.name,
+            cell(web[i]),
+            cell(native_gpu[i]),
+            cell(native_cpu[i]),
+            web[i].0 / native_gpu[i].0
+        );
+    }
     service.shutdown().await.expect("clean shutdown");
 }

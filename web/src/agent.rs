@@ -327,7 +327,10 @@ impl<P: Fn(&Status)> Agent<P> {
                     return End::Dropped { reason: format!("connection: {e}"), was_admitted: admitted };
                 }
                 Event::Ws(None) => {
-                    return End::Dropped { reason: "the coordinator closed the connection".into(), was_admitted: admitted };
+                    return End::Dropped {
+                        reason: "the coordinator closed the connection".into(),
+                        was_admitted: admitted,
+                    };
                 }
                 Event::Done { assignment, outcome, run_ms } => {
                     device_busy = false;

@@ -105,8 +105,7 @@ impl Executor {
             None => kernel.run_cpu(&refs).map_err(|e| e.to_string())?,
             Some(gpu) => {
                 let run = Box::pin(gpu.run(kernel, &refs));
-                let timeout =
-                    Box::pin(gloo_timers::future::TimeoutFuture::new(DISPATCH_TIMEOUT.as_millis() as u32));
+                let timeout = Box::pin(gloo_timers::future::TimeoutFuture::new(DISPATCH_TIMEOUT.as_millis() as u32));
                 match select(run, timeout).await {
                     Either::Left((out, _)) => out.map_err(|e| e.to_string())?,
                     Either::Right(((), _)) => {

@@ -52,11 +52,12 @@ fn print_help() {
     println!(
         "cargo xtask <command>\n\n\
          up [ARGS]        run Shoal: `shoal up` (coordinator + storage + local workers + a verified demo job); ARGS go to it\n\
-         test             fmt, clippy, native tests, shoal-core built and tested on wasm32\n\
+         test             fmt, clippy, native tests (browser workers in Chromium included), wasm32 builds and tests\n\
          setup [--browser] [--gpu] [--trunk] [--all]\n\
          \x20                install missing tools (wasm target and wasm-bindgen-cli always)\n\
          fuzz [--runs N]  run each fuzz target N times (default 1000000) with nightly cargo-fuzz\n\
-         bench [ARGS]     cargo bench -p shoal-core; ARGS go to criterion"
+         bench [ARGS]     cargo bench -p shoal-core; ARGS go to criterion\n\
+         bench --browser  browser tab (WebGPU) vs native workers (lavapipe, CPU) on the same jobs"
     );
 }
 
@@ -142,10 +143,10 @@ fn ensure_wasm_bindgen() -> Result {
 }
 
 fn ensure_node() -> Result {
-    if have("node") {
+    if have("node") && have("npm") {
         return Ok(());
     }
-    apt_install(&["nodejs"])
+    apt_install(&["nodejs", "npm"])
 }
 
 fn ensure_trunk() -> Result {
@@ -177,8 +178,7 @@ const GRPCIO_VERSION: &str = "1.85.1";
 /// a non-Rust client: a virtual environment next to the build outputs,
 /// made once.
 fn ensure_python_grpc() -> Result<PathBuf> {
-    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let venv = target.join("shoal-pyenv");
+    let venv = target_dir().join("shoal-pyenv");
     let python = venv.join("bin").join("python");
     let ready = || output_of(&python, &["-c", "import grpc, grpc_tools"]).is_some();
     if ready() {
@@ -202,6 +202,71 @@ fn ensure_python_grpc() -> Result<PathBuf> {
     } else {
         Err(format!("{} cannot import grpc after installing it", python.display()))
     }
+}
+
+/// The playwright-core release the browser tests drive Chromium with.
+const PLAYWRIGHT_VERSION: &str = "1.65.1";
+
+/// Where build outputs go (`CARGO_TARGET_DIR`, else `target/`).
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// A `node_modules` folder with playwright-core (the browser tests' driver;
+/// it launches the Debian Chromium, it downloads no browser), made once.
+fn ensure_playwright() -> Result<PathBuf> {
+    let dir = target_dir().join("shoal-node");
+    let modules = dir.join("node_modules");
+    let manifest = modules.join("playwright-core").join("package.json");
+    let installed = std::fs::read_to_string(&manifest).unwrap_or_default();
+    if installed.contains(&format!("\"version\": \"{PLAYWRIGHT_VERSION}\"")) {
+        return Ok(modules);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    step(
+        &format!("npm install playwright-core@{PLAYWRIGHT_VERSION} (browser tests)"),
+        Command::new("npm").current_dir(&dir).args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--no-save",
+            &format!("playwright-core@{PLAYWRIGHT_VERSION}"),
+        ]),
+    )?;
+    if manifest.is_file() {
+        Ok(modules)
+    } else {
+        Err(format!("npm did not install playwright-core into {}", modules.display()))
+    }
+}
+
+/// Builds the browser worker's page into `out`: shoal-web for wasm32
+/// (release), its JavaScript bindings (wasm-bindgen, `--target web`), and
+/// the static files of `web/www`.
+fn build_web(out: &Path) -> Result {
+    step(
+        "shoal-web for wasm32 (release)",
+        cargo().args(["build", "-p", "shoal-web", "--target", WASM_TARGET, "--release", "--locked"]),
+    )?;
+    let wasm = target_dir().join(WASM_TARGET).join("release").join("shoal_web.wasm");
+    std::fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    step(
+        "wasm-bindgen shoal-web",
+        Command::new("wasm-bindgen")
+            .args(["--target", "web", "--no-typescript", "--out-dir"])
+            .arg(out)
+            .arg(&wasm)
+            .current_dir(root()),
+    )?;
+    let www = root().join("web").join("www");
+    let entries = std::fs::read_dir(&www).map_err(|e| format!("reading {}: {e}", www.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", www.display()))?;
+        let to = out.join(entry.file_name());
+        std::fs::copy(entry.path(), &to)
+            .map_err(|e| format!("copying {} to {}: {e}", entry.path().display(), to.display()))?;
+    }
+    Ok(())
 }
 
 fn ensure_browser() -> Result {
@@ -244,6 +309,10 @@ fn setup(args: &[String]) -> Result {
 // ---------------------------------------------------------------- commands
 
 fn up(args: &[String]) -> Result {
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen()?;
+    // The page `shoal up` serves (from ./dist): this tab as a worker.
+    build_web(&root().join("dist"))?;
     let mut c = cargo();
     c.args(["run", "--quiet", "--release", "--locked", "-p", "shoal-native", "--bin", "shoal", "--", "up"]);
     c.args(args);
@@ -280,6 +349,22 @@ fn test() -> Result {
         ]),
     )?;
     step(
+        "clippy (shoal-web on wasm32, the browser worker)",
+        cargo().args([
+            "clippy",
+            "-p",
+            "shoal-web",
+            "--target",
+            WASM_TARGET,
+            "--lib",
+            "--tests",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
         "clippy (shoal-core on wasm32)",
         cargo().args([
             "clippy",
@@ -296,7 +381,17 @@ fn test() -> Result {
         ]),
     )?;
     let python = ensure_python_grpc()?;
-    step("native tests", cargo().args(["test", "--workspace", "--locked"]).env("SHOAL_PYTHON", &python))?;
+    let node_modules = ensure_playwright()?;
+    let web_dist = target_dir().join("shoal-web-dist");
+    build_web(&web_dist)?;
+    step(
+        "native tests (browser workers in headless Chromium included)",
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .env("SHOAL_PYTHON", &python)
+            .env("SHOAL_WEB_DIST", &web_dist)
+            .env("SHOAL_NODE_PATH", &node_modules),
+    )?;
     step(
         "shoal-core builds for wasm32 (release)",
         cargo().args(["build", "-p", "shoal-core", "--target", WASM_TARGET, "--release", "--locked"]),
@@ -311,6 +406,13 @@ fn test() -> Result {
         "shoal-compute tests in headless Chromium (WebGPU, dedicated worker)",
         cargo()
             .args(["test", "-p", "shoal-compute", "--target", WASM_TARGET, "--test", "web", "--locked"])
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "90"),
+    )?;
+    step(
+        "shoal-web tests in headless Chromium (executor in a dedicated worker)",
+        cargo()
+            .args(["test", "-p", "shoal-web", "--target", WASM_TARGET, "--test", "web", "--locked"])
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
             .env("WASM_BINDGEN_TEST_TIMEOUT", "90"),
     )?;
@@ -350,6 +452,9 @@ fn fuzz(args: &[String]) -> Result {
 }
 
 fn bench(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "--browser") {
+        return bench_browser();
+    }
     let mut c = cargo();
     c.args(["bench", "--locked", "-p", "shoal-core", "--benches", "--"]).args(args);
     step("criterion benchmarks", &mut c)?;
@@ -364,9 +469,30 @@ fn bench(args: &[String]) -> Result {
     Ok(())
 }
 
+/// The browser worker's benchmark: a Chromium tab on WebGPU vs native
+/// workers on lavapipe and on the CPU, the same jobs, one worker at a time.
+fn bench_browser() -> Result {
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen()?;
+    ensure_node()?;
+    ensure_browser()?;
+    ensure_lavapipe()?;
+    let node_modules = ensure_playwright()?;
+    let web_dist = target_dir().join("shoal-web-dist");
+    build_web(&web_dist)?;
+    step(
+        "browser worker benchmark (release)",
+        cargo()
+            .args(["test", "--release", "--locked", "-p", "shoal-native", "--test", "browser", "--"])
+            .args(["--ignored", "--nocapture", "browser_worker_benchmark"])
+            .env("SHOAL_WEB_DIST", &web_dist)
+            .env("SHOAL_NODE_PATH", &node_modules),
+    )
+}
+
 /// Where criterion wrote its estimates.
 fn criterion_dir() -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from).join("criterion")
+    target_dir().join("criterion")
 }
 
 /// The mean time in nanoseconds of one benchmark of this run.
