@@ -22,7 +22,7 @@ pub fn router(plane: DataPlane, dist: &Path) -> Router {
         .route("/api/stats", get(stats).layer(CorsLayer::permissive()))
         .route("/ws", get(ws::upgrade))
         .with_state(plane);
-    if dist.join("index.html").is_file() {
+    if dist.join("index.html").is_file() || dist.join("worker.html").is_file() {
         api.fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))))
     } else {
         api.fallback(|| async {

@@ -377,6 +377,9 @@ async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
     } else {
         println!("  dashboard   not built yet (files go in {})", cfg.server.dist.display());
     }
+    if cfg.server.dist.join("worker.html").is_file() {
+        println!("  contribute  http://{}/worker.html (this browser tab as a worker)", service.http_addr);
+    }
     println!("  stats       http://{}/api/stats", service.http_addr);
     println!("  metrics     http://{}/metrics", service.http_addr);
     println!("  gRPC        {}", service.grpc_url());

@@ -128,7 +128,7 @@ fn browser_config(dir: &std::path::Path) -> ShoalConfig {
 }
 
 fn page_url(service: &Service) -> String {
-    format!("http://{}/index.html?autostart", service.http_addr)
+    format!("http://{}/worker.html?autostart", service.http_addr)
 }
 
 /// Admitted workers the coordinator lists as browser workers.
@@ -362,7 +362,7 @@ fn workloads() -> Vec<Workload> {
 
 /// Waits until `id` is the only admitted, connected worker.
 async fn wait_only(c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>, id: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     loop {
         let list = c.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
         let live: Vec<&str> = list.iter().filter(|w| w.connected && w.tier > 0).map(|w| w.id.as_str()).collect();
@@ -424,7 +424,7 @@ async fn browser_worker_benchmark() {
     let native_gpu = measure(&mut c).await;
     workers.stop_all().await;
 
-    let mut workers = Workers::spawn(&service, "cpu", 1, Behaviour::Honest);
+    let workers = Workers::spawn(&service, "cpu", 1, Behaviour::Honest);
     wait_only(&mut c, "cpu0").await;
     let native_cpu = measure(&mut c).await;
     workers.stop_all().await;

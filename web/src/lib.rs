@@ -13,23 +13,25 @@
 //!   reconnects, a GPU-share duty cycle and a pause.
 //!
 //! The messages and the throttling and backoff rules ([`control`],
-//! [`policy`]) are plain Rust, built and tested on every target.
+//! [`policy`]) are plain Rust, built and tested on every target. The
+//! `agent` feature (on by default) builds the Web Worker's side; a page
+//! that only drives a worker turns it off.
 
 pub mod control;
 pub mod policy;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "agent"))]
 mod agent;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "agent"))]
 mod exec;
 #[cfg(target_arch = "wasm32")]
 mod page;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "agent"))]
 mod scope;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "agent"))]
 pub use exec::Executor;
 #[cfg(target_arch = "wasm32")]
 pub use page::ShoalWorker;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "agent"))]
 pub use scope::worker_entry;

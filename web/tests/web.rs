@@ -5,7 +5,7 @@
 //! (`cargo xtask test` runs these with chromedriver; `webdriver.json` holds
 //! Chromium's flags.)
 
-#![cfg(target_arch = "wasm32")]
+#![cfg(all(target_arch = "wasm32", feature = "agent"))]
 
 use bytes::Bytes;
 use shoal_core::kernels::{KernelId, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};

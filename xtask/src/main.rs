@@ -383,6 +383,8 @@ fn test() -> Result {
     let python = ensure_python_grpc()?;
     let node_modules = ensure_playwright()?;
     let web_dist = target_dir().join("shoal-web-dist");
+    // Fresh each time: no file of an older build may satisfy a test.
+    let _ = std::fs::remove_dir_all(&web_dist);
     build_web(&web_dist)?;
     step(
         "native tests (browser workers in headless Chromium included)",
@@ -479,6 +481,8 @@ fn bench_browser() -> Result {
     ensure_lavapipe()?;
     let node_modules = ensure_playwright()?;
     let web_dist = target_dir().join("shoal-web-dist");
+    // Fresh each time: no file of an older build may satisfy a test.
+    let _ = std::fs::remove_dir_all(&web_dist);
     build_web(&web_dist)?;
     step(
         "browser worker benchmark (release)",
