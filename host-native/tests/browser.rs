@@ -444,3 +444,72 @@ async fn browser_worker_benchmark() {
     }
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// Waits until the coordinator lists `n` admitted browser workers.
+async fn wait_browsers(
+    c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>,
+    n: usize,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = browser_workers(c).await;
+        if live.len() == n {
+            return live;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "want {n} browser workers, have {live:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_user_pauses_throttles_and_stops_a_tab() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(browser_config(dir.path())).await.expect("service starts");
+    let mut c = client(&service).await;
+    let mut browser = Browser::launch();
+    let tab = browser.open(&page_url(&service));
+    let first = browser.admitted_id(tab).await;
+    assert_eq!(wait_browsers(&mut c, 1).await, vec![first.clone()]);
+
+    // Pause: the tab leaves (its work would go to others) and stays out.
+    browser.command(&format!("eval {tab} window.shoalWorker.pause()"));
+    browser.wait_tab(tab, "pauses", 30, |s| s["phase"] == "paused").await;
+    wait_browsers(&mut c, 0).await;
+    // Resume: it joins again, benchmarked afresh (a guest gets a new identity per connection).
+    browser.command(&format!("eval {tab} window.shoalWorker.resume()"));
+    let again =
+        browser.wait_tab(tab, "resumes", 60, |s| s["phase"] == "working" && s["worker_id"] != first.as_str()).await;
+    let second = again["worker_id"].as_str().expect("id").to_owned();
+    assert_eq!(wait_browsers(&mut c, 1).await, vec![second.clone()]);
+
+    // A GPU share below half of the measured one: the tab rejoins to be measured at its new speed.
+    let connections = again["connections"].as_u64().expect("connections");
+    browser.command(&format!("eval {tab} window.shoalWorker.setGpuShare(20)"));
+    let throttled = browser
+        .wait_tab(tab, "rejoins throttled", 60, |s| {
+            s["gpu_share"] == 20 && s["phase"] == "working" && s["connections"].as_u64() > Some(connections)
+        })
+        .await;
+    let third = throttled["worker_id"].as_str().expect("id").to_owned();
+    assert_eq!(wait_browsers(&mut c, 1).await, vec![third]);
+    // Still a working worker at 20 %: a job completes.
+    let job = submit(
+        &mut c,
+        "throttled",
+        1,
+        &[(
+            KernelSpec::Sha256(Sha256Params { count: 64, message_len: 64 }),
+            KernelSpec::Sha256(Sha256Params { count: 64, message_len: 64 }).seeded_inputs(1),
+        )],
+    )
+    .await;
+    assert_eq!(wait_finished(&mut c, &job, 60).await.verified, 1);
+
+    // Stop: a clean goodbye; the coordinator lists no browser worker.
+    browser.command(&format!("eval {tab} window.shoalWorker.stop()"));
+    let stopped = browser.wait_tab(tab, "stops", 30, |s| s["phase"] == "idle").await;
+    assert_eq!(stopped["last_reason"], "stopped by the user");
+    wait_browsers(&mut c, 0).await;
+    browser.command("quit");
+    service.shutdown().await.expect("clean shutdown");
+}
