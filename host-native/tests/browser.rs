@@ -450,7 +450,7 @@ async fn wait_browsers(
     c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>,
     n: usize,
 ) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     loop {
         let live = browser_workers(c).await;
         if live.len() == n {
