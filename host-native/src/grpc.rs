@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use shoal_core::coordinator::recovery::EndedTask;
 use shoal_core::coordinator::rewards::EpochSettlement;
-use shoal_core::coordinator::{Event, JobSpec, TaskSpec, Tier};
+use shoal_core::coordinator::{Coordinator, Event, JobSpec, TaskSpec, Tier};
 use shoal_core::kernels::{
     Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
 };
@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::{EngineGone, EngineHandle, TimedEvent};
 use crate::status::SwarmStatus;
+use crate::store::JobInfo;
 
 /// The generated protobuf types and service stubs.
 #[allow(missing_docs, unreachable_pub, clippy::pedantic)]
@@ -320,46 +321,45 @@ fn outcome_to_pb(index: u32, ended: EndedTask, omit_outputs: bool) -> pb::TaskOu
     }
 }
 
+/// A job's status from the coordinator's memory while it runs, else from
+/// its stored record.
+fn status_of(c: &Coordinator, job: JobId, stored: Option<JobInfo>) -> Option<pb::JobStatus> {
+    let name = stored.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+    let submitted_ms = stored.as_ref().map_or(0, |s| s.submitted.0);
+    if let Some(p) = c.job_progress(job) {
+        return Some(pb::JobStatus {
+            job_id: job.to_string(),
+            name,
+            tasks: p.tasks,
+            verified: p.verified,
+            dead_lettered: p.dead_lettered,
+            cancelled: p.cancelled,
+            finished: p.finished(),
+            submitted_ms,
+        });
+    }
+    let s = stored?;
+    let p = s.finished.clone().unwrap_or(shoal_core::coordinator::JobProgress {
+        tasks: s.tasks,
+        verified: 0,
+        dead_lettered: 0,
+        cancelled: 0,
+    });
+    Some(pb::JobStatus {
+        job_id: job.to_string(),
+        name,
+        tasks: p.tasks,
+        verified: p.verified,
+        dead_lettered: p.dead_lettered,
+        cancelled: p.cancelled,
+        finished: s.finished.is_some(),
+        submitted_ms,
+    })
+}
+
 /// A job's status from the coordinator's memory, or from storage once forgotten.
 async fn job_status(engine: &EngineHandle, job: JobId) -> Result<Option<pb::JobStatus>, Status> {
-    engine
-        .query(move |c, store| {
-            let stored = store.job(job).ok().flatten();
-            let name = stored.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-            let submitted_ms = stored.as_ref().map_or(0, |s| s.submitted.0);
-            // In memory while running; from storage once finished and forgotten.
-            if let Some(p) = c.job_progress(job) {
-                return Some(pb::JobStatus {
-                    job_id: job.to_string(),
-                    name,
-                    tasks: p.tasks,
-                    verified: p.verified,
-                    dead_lettered: p.dead_lettered,
-                    cancelled: p.cancelled,
-                    finished: p.finished(),
-                    submitted_ms,
-                });
-            }
-            let s = stored?;
-            let p = s.finished.clone().unwrap_or(shoal_core::coordinator::JobProgress {
-                tasks: s.tasks,
-                verified: 0,
-                dead_lettered: 0,
-                cancelled: 0,
-            });
-            Some(pb::JobStatus {
-                job_id: job.to_string(),
-                name,
-                tasks: p.tasks,
-                verified: p.verified,
-                dead_lettered: p.dead_lettered,
-                cancelled: p.cancelled,
-                finished: s.finished.is_some(),
-                submitted_ms,
-            })
-        })
-        .await
-        .map_err(gone)
+    engine.query(move |c, store| status_of(c, job, store.job(job).ok().flatten())).await.map_err(gone)
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -425,6 +425,30 @@ impl Shoal for ShoalService {
             .await?
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("no job {job}")))
+    }
+
+    async fn list_jobs(&self, _: Request<pb::Empty>) -> Result<Response<pb::JobList>, Status> {
+        let jobs = self
+            .engine
+            .query(|c, store| {
+                let stored = store.jobs(100).map_err(|e| Status::internal(e.to_string()))?;
+                Ok::<_, Status>(stored.into_iter().filter_map(|(job, info)| status_of(c, job, Some(info))).collect())
+            })
+            .await
+            .map_err(gone)??;
+        Ok(Response::new(pb::JobList { jobs }))
+    }
+
+    async fn job_kernels(&self, request: Request<pb::JobRef>) -> Result<Response<pb::KernelList>, Status> {
+        let job = parse_job(&request.get_ref().job_id)?;
+        let kernels = self
+            .engine
+            .query(move |_, store| store.job_kernels(job))
+            .await
+            .map_err(gone)?
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
+        Ok(Response::new(pb::KernelList { kernels: kernels.iter().map(kernel_to_pb).collect() }))
     }
 
     async fn cancel_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::CancelJobResponse>, Status> {

@@ -14,14 +14,16 @@ use tower_http::services::{ServeDir, ServeFile};
 use crate::status::SwarmStatus;
 use crate::ws::{self, DataPlane};
 
-/// The HTTP router.
-pub fn router(plane: DataPlane, dist: &Path) -> Router {
+/// The HTTP router; `grpc_web` (the API as gRPC-web) is served beside the
+/// pages, so the dashboard calls it on its own origin.
+pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router) -> Router {
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/stats", get(stats).layer(CorsLayer::permissive()))
         .route("/ws", get(ws::upgrade))
-        .with_state(plane);
+        .with_state(plane)
+        .merge(grpc_web);
     if dist.join("index.html").is_file() || dist.join("worker.html").is_file() {
         api.fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))))
     } else {

@@ -126,7 +126,20 @@ impl Service {
             send_queue: cfg.server.worker_send_queue,
             next_conn: Arc::new(AtomicU64::new(1)),
         };
-        let router = crate::http::router(plane, &cfg.server.dist);
+        let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(engine.clone()))
+            .max_decoding_message_size(cfg.server.max_grpc_message)
+            .max_encoding_message_size(cfg.server.max_grpc_message);
+        if cfg.server.api_token.is_empty() && !cfg.server.grpc.ip().is_loopback() {
+            tracing::warn!(grpc = %cfg.server.grpc, "gRPC is reachable beyond this machine without an API token (server.api_token)");
+        }
+        let svc = tonic::service::interceptor::InterceptedService::new(svc, RequireToken::new(&cfg.server.api_token));
+        // gRPC-web on the HTTP port too: the dashboard it serves calls the
+        // API on its own origin (the gRPC port keeps native gRPC and CORS).
+        let grpc_web = tonic::service::Routes::new(svc.clone())
+            .prepare()
+            .into_axum_router()
+            .layer(tonic_web::GrpcWebLayer::new());
+        let router = crate::http::router(plane, &cfg.server.dist, grpc_web);
         let mut rx = stop_rx.clone();
         let http_task = tokio::spawn(async move {
             let app = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -140,13 +153,6 @@ impl Service {
             }
         });
 
-        let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(engine.clone()))
-            .max_decoding_message_size(cfg.server.max_grpc_message)
-            .max_encoding_message_size(cfg.server.max_grpc_message);
-        if cfg.server.api_token.is_empty() && !cfg.server.grpc.ip().is_loopback() {
-            tracing::warn!(grpc = %cfg.server.grpc, "gRPC is reachable beyond this machine without an API token (server.api_token)");
-        }
-        let svc = tonic::service::interceptor::InterceptedService::new(svc, RequireToken::new(&cfg.server.api_token));
         let mut rx = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
         let grpc_task = tokio::spawn(async move {

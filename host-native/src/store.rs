@@ -13,7 +13,8 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use shoal_core::coordinator::ledger::{StateDiff, WriteType};
 use shoal_core::coordinator::recovery::{ns, EndedTask, Snapshot};
-use shoal_core::coordinator::{DeadLetter, JobProgress, VerifiedResult};
+use shoal_core::coordinator::{DeadLetter, JobProgress, JobSpec, VerifiedResult};
+use shoal_core::kernels::KernelSpec;
 use shoal_core::{JobId, Millis};
 
 /// Latest value of every key: `namespace ‖ 0 ‖ key` → value.
@@ -107,6 +108,8 @@ pub trait Store: Send + Sync {
     fn diff_heights(&self) -> Result<(u64, u64), StoreError>;
     /// Recent jobs, newest first, at most `limit`.
     fn jobs(&self, limit: usize) -> Result<Vec<(JobId, JobInfo)>, StoreError>;
+    /// The kernels of a job's tasks, in index order, if the job is stored.
+    fn job_kernels(&self, job: JobId) -> Result<Option<Vec<KernelSpec>>, StoreError>;
 }
 
 /// Values at least this long are kept once, in the state table; the diff
@@ -409,6 +412,14 @@ impl Store for RedbStore {
             }
         }
         Ok(out)
+    }
+
+    fn job_kernels(&self, job: JobId) -> Result<Option<Vec<KernelSpec>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        let Some(v) = table.get(state_key(ns::JOB, job.as_bytes()).as_slice())? else { return Ok(None) };
+        let (spec, _): (JobSpec, Millis) = postcard::from_bytes(v.value()).map_err(|e| corrupt("job", e))?;
+        Ok(Some(spec.tasks.into_iter().map(|t| t.kernel).collect()))
     }
 }
 

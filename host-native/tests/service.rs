@@ -265,5 +265,17 @@ async fn grpc_web_and_cors_serve_browsers_on_the_grpc_port() {
     // The body is chunked; find the trailer frame (flag 0x80) saying grpc-status 0.
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("grpc-status:0") || text.contains("grpc-status: 0"), "{text:?}");
+    // The same call on the HTTP port, as the dashboard it serves makes it (same origin).
+    let mut req = format!(
+        "POST /shoal.v1.Shoal/ListJobs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/grpc-web+proto\r\n\
+         X-Grpc-Web: 1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+        service.http_addr
+    )
+    .into_bytes();
+    req.extend_from_slice(&[0, 0, 0, 0, 0]);
+    let (head, body) = http1(service.http_addr, req).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("grpc-status:0") || text.contains("grpc-status: 0"), "{text:?}");
     service.shutdown().await.expect("clean shutdown");
 }
