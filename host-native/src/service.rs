@@ -135,10 +135,8 @@ impl Service {
         let svc = tonic::service::interceptor::InterceptedService::new(svc, RequireToken::new(&cfg.server.api_token));
         // gRPC-web on the HTTP port too: the dashboard it serves calls the
         // API on its own origin (the gRPC port keeps native gRPC and CORS).
-        let grpc_web = tonic::service::Routes::new(svc.clone())
-            .prepare()
-            .into_axum_router()
-            .layer(tonic_web::GrpcWebLayer::new());
+        let grpc_web =
+            tonic::service::Routes::new(svc.clone()).prepare().into_axum_router().layer(tonic_web::GrpcWebLayer::new());
         let router = crate::http::router(plane, &cfg.server.dist, grpc_web);
         let mut rx = stop_rx.clone();
         let http_task = tokio::spawn(async move {

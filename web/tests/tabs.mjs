@@ -4,6 +4,10 @@
 //   open URL        open a new tab (in its own browser context) on URL
 //   close N         close tab N (as a user closing it: no goodbye is awaited)
 //   eval N JS       evaluate JS in tab N; prints {"tab":N,"eval":result}
+//   screenshot N P  save a PNG of tab N's whole page to path P
+//   viewport N W H  resize tab N's viewport
+//   metrics N       Chromium's performance counters of tab N (CDP
+//                   Performance.getMetrics: TaskDuration is CPU seconds)
 //   quit            close everything and exit
 // Needs NODE_PATH to hold playwright-core; Chromium from $SHOAL_CHROMIUM or
 // /usr/bin/chromium (flags of shared/TOOLCHAIN.md, WebGPU on; Playwright
@@ -54,6 +58,18 @@ for await (const line of rl) {
     } else if (cmd === 'eval') {
       const result = await tabs[Number(arg)].page.evaluate(rest.join(' '));
       say({ tab: Number(arg), eval: result ?? null });
+    } else if (cmd === 'screenshot') {
+      await tabs[Number(arg)].page.screenshot({ path: rest[0], fullPage: true });
+      say({ tab: Number(arg), screenshot: rest[0] });
+    } else if (cmd === 'viewport') {
+      await tabs[Number(arg)].page.setViewportSize({ width: Number(rest[0]), height: Number(rest[1]) });
+      say({ tab: Number(arg), viewport: [Number(rest[0]), Number(rest[1])] });
+    } else if (cmd === 'metrics') {
+      const t = tabs[Number(arg)];
+      t.cdp ??= await t.context.newCDPSession(t.page);
+      await t.cdp.send('Performance.enable');
+      const { metrics } = await t.cdp.send('Performance.getMetrics');
+      say({ tab: Number(arg), metrics: Object.fromEntries(metrics.map(m => [m.name, m.value])) });
     } else if (cmd === 'quit') break;
     else if (cmd) say({ error: `unknown command ${cmd}` });
   } catch (e) {

@@ -1,0 +1,71 @@
+//! The coordinator's API over gRPC-web, on the dashboard's own origin.
+
+use tonic::metadata::MetadataValue;
+use tonic::Request;
+
+/// The generated messages and client of `shoal.proto`.
+#[allow(clippy::pedantic, missing_docs, unreachable_pub)]
+pub mod pb {
+    tonic::include_proto!("shoal.v1");
+}
+
+/// A client of the coordinator.
+pub type Client = pb::shoal_client::ShoalClient<tonic_web_wasm_client::Client>;
+
+/// A client for the coordinator that served this page.
+pub fn client() -> Client {
+    let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
+    pb::shoal_client::ShoalClient::new(tonic_web_wasm_client::Client::new(origin))
+}
+
+/// The operator's API token, from the page's `?token=` (needed when the
+/// coordinator sets `server.api_token`).
+fn token() -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    search.trim_start_matches('?').split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_owned))
+}
+
+/// A request carrying the token when there is one.
+pub fn request<T>(message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    if let Some(t) = token() {
+        if let Ok(v) = MetadataValue::try_from(format!("Bearer {t}")) {
+            r.metadata_mut().insert("authorization", v);
+        }
+    }
+    r
+}
+
+/// A gRPC failure as one line for people.
+pub fn explain(status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unauthenticated => "the coordinator wants an API token: open this page with ?token=…".into(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
+            format!("coordinator unreachable ({})", status.message())
+        }
+        _ => format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+/// The operations of one task, from the kernels' cost model (what the
+/// throughput chart sums as GOPS).
+pub fn ops(kernel: &pb::Kernel) -> u64 {
+    use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
+    let spec = match &kernel.kind {
+        Some(pb::kernel::Kind::Sha256(k)) => {
+            KernelSpec::Sha256(Sha256Params { count: k.count, message_len: k.message_len })
+        }
+        Some(pb::kernel::Kind::MatmulF32(k)) => KernelSpec::MatmulF32(MatmulParams { m: k.m, n: k.n, k: k.k }),
+        Some(pb::kernel::Kind::Mandelbrot(k)) => KernelSpec::Mandelbrot(MandelbrotParams {
+            width: k.width,
+            height: k.height,
+            x0: k.x0,
+            y0: k.y0,
+            step: k.step,
+            max_iter: k.max_iter,
+        }),
+        Some(pb::kernel::Kind::Custom(k)) => return k.ops,
+        None => return 0,
+    };
+    spec.cost().ops
+}

@@ -1,0 +1,212 @@
+//! Jobs: progress of each, and for one job its tasks — who agreed, who was
+//! outvoted, why a task was dead-lettered — with a Mandelbrot job's image
+//! assembled tile by tile as the tiles are verified.
+
+use leptos::html::Canvas;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use wasm_bindgen::{Clamped, JsCast};
+
+use crate::api::{self, pb};
+use crate::app::{job_kernels, live};
+use crate::view_model::{mandelbrot_rgba, tile_offset};
+
+/// Task rows shown for one job (the rest are counted).
+const ROWS: usize = 200;
+
+/// Where the tiles of a Mandelbrot job go.
+#[derive(Clone, Debug, PartialEq)]
+struct Layout {
+    tiles: Vec<pb::MandelbrotKernel>,
+    min_x0: i32,
+    min_y0: i32,
+    width: u32,
+    height: u32,
+}
+
+impl Layout {
+    /// The layout when every task of the job is a Mandelbrot tile of one step.
+    fn of(kernels: &[pb::Kernel]) -> Option<Layout> {
+        let tiles: Vec<pb::MandelbrotKernel> = kernels
+            .iter()
+            .map(|k| match &k.kind {
+                Some(pb::kernel::Kind::Mandelbrot(m)) => Some(*m),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let first = tiles.first()?;
+        if tiles.iter().any(|t| t.step != first.step || t.step <= 0) {
+            return None;
+        }
+        let min_x0 = tiles.iter().map(|t| t.x0).min()?;
+        let min_y0 = tiles.iter().map(|t| t.y0).min()?;
+        let (mut width, mut height) = (0, 0);
+        for t in &tiles {
+            let (x, y) = tile_offset(t.x0, t.y0, min_x0, min_y0, t.step);
+            width = width.max(x + t.width);
+            height = height.max(y + t.height);
+        }
+        (width <= 8192 && height <= 8192).then_some(Layout { tiles, min_x0, min_y0, width, height })
+    }
+}
+
+fn draw_tile(canvas: &web_sys::HtmlCanvasElement, layout: &Layout, index: u32, iterations: &[u8]) -> bool {
+    let Some(t) = layout.tiles.get(index as usize) else { return false };
+    if iterations.len() != (t.width * t.height * 4) as usize {
+        return false;
+    }
+    let Ok(Some(ctx)) = canvas.get_context("2d") else { return false };
+    let Ok(ctx) = ctx.dyn_into::<web_sys::CanvasRenderingContext2d>() else { return false };
+    let rgba = mandelbrot_rgba(iterations, t.max_iter);
+    let Ok(img) = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba), t.width, t.height) else {
+        return false;
+    };
+    let (x, y) = tile_offset(t.x0, t.y0, layout.min_x0, layout.min_y0, t.step);
+    ctx.put_image_data(&img, f64::from(x), f64::from(y)).is_ok()
+}
+
+/// What following one job's results updates.
+struct Follow {
+    generation: StoredValue<u64>,
+    mine: u64,
+    canvas: NodeRef<Canvas>,
+    outcomes: RwSignal<Vec<pb::TaskOutcome>>,
+    tiles_drawn: RwSignal<u32>,
+    layout: RwSignal<Option<Layout>>,
+}
+
+/// Streams a job's results (following until it ends), drawing Mandelbrot
+/// tiles as they arrive; stops when another job is selected.
+async fn follow(job: String, f: Follow) {
+    let kernels = job_kernels(&job).await.unwrap_or_default();
+    let lay = Layout::of(&kernels);
+    if let (Some(l), Some(c)) = (&lay, f.canvas.get_untracked()) {
+        c.set_width(l.width);
+        c.set_height(l.height);
+    }
+    f.layout.set(lay.clone());
+    let request = pb::StreamJobResultsRequest { job_id: job, follow: true, omit_outputs: lay.is_none() };
+    let Ok(stream) = api::client().stream_job_results(api::request(request)).await else { return };
+    let mut stream = stream.into_inner();
+    while let Ok(Some(mut o)) = stream.message().await {
+        if f.generation.get_value() != f.mine {
+            return;
+        }
+        if let (Some(l), Some(c)) = (&lay, f.canvas.get_untracked()) {
+            if o.kind == pb::task_outcome::Kind::Verified as i32
+                && o.outputs.first().is_some_and(|out| draw_tile(&c, l, o.index, out))
+            {
+                f.tiles_drawn.update(|n| *n += 1);
+            }
+        }
+        o.outputs.clear();
+        f.outcomes.update(|v| v.push(o));
+    }
+}
+
+/// The jobs page.
+#[component]
+pub fn JobsPage() -> impl IntoView {
+    let live = live();
+    let selected: RwSignal<Option<String>> = RwSignal::new(None);
+    let outcomes: RwSignal<Vec<pb::TaskOutcome>> = RwSignal::new(Vec::new());
+    let tiles_drawn = RwSignal::new(0u32);
+    let layout: RwSignal<Option<Layout>> = RwSignal::new(None);
+    let generation = StoredValue::new(0u64);
+    let canvas = NodeRef::<Canvas>::new();
+
+    // The newest job is shown until the user picks one.
+    Effect::new(move |_| {
+        if selected.with(Option::is_none) {
+            if let Some(j) = live.jobs.with(|j| j.first().map(|j| j.job_id.clone())) {
+                selected.set(Some(j));
+            }
+        }
+    });
+
+    // Follow the selected job's results.
+    Effect::new(move |_| {
+        let Some(job) = selected.get() else { return };
+        generation.update_value(|g| *g += 1);
+        let mine = generation.get_value();
+        outcomes.set(Vec::new());
+        tiles_drawn.set(0);
+        layout.set(None);
+        spawn_local(follow(job, Follow { generation, mine, canvas, outcomes, tiles_drawn, layout }));
+    });
+
+    let job_rows = move || {
+        live.jobs
+            .get()
+            .into_iter()
+            .map(|j| {
+                let id = j.job_id.clone();
+                let pick = id.clone();
+                let done = j.verified + j.dead_lettered + j.cancelled;
+                let pct = if j.tasks == 0 { 100.0 } else { f64::from(done) * 100.0 / f64::from(j.tasks) };
+                let name = if j.name.is_empty() { id.chars().take(8).collect() } else { j.name.clone() };
+                view! {
+                    <li class="job" data-job=id.clone() class:selected=move || selected.get().as_deref() == Some(id.as_str())
+                        on:click=move |_| selected.set(Some(pick.clone()))>
+                        <div class="job-name">{name}</div>
+                        <div class="bar"><div class="fill" style:width=format!("{pct:.1}%")></div></div>
+                        <div class="job-counts">
+                            {j.verified} " verified · " {j.dead_lettered} " dead-lettered · " {j.cancelled} " cancelled · "
+                            {j.tasks} " tasks" {if j.finished { " · finished" } else { "" }}
+                        </div>
+                    </li>
+                }
+            })
+            .collect_view()
+    };
+
+    let task_rows = move || {
+        outcomes.with(|v| {
+            v.iter()
+                .take(ROWS)
+                .map(|o| {
+                    let kind = match o.kind {
+                        k if k == pb::task_outcome::Kind::Verified as i32 => "verified",
+                        k if k == pb::task_outcome::Kind::DeadLettered as i32 => "dead-lettered",
+                        _ => "cancelled",
+                    };
+                    view! {
+                        <tr>
+                            <td>{o.index}</td>
+                            <td>{kind}</td>
+                            <td class="mono">{o.digest.chars().take(12).collect::<String>()}</td>
+                            <td class="mono">{o.agreed.join(", ")}</td>
+                            <td class="mono">{o.outvoted.join(", ")}</td>
+                            <td>{o.reason.clone()}</td>
+                        </tr>
+                    }
+                })
+                .collect_view()
+        })
+    };
+
+    view! {
+        <section>
+            <h2>"Jobs"</h2>
+            <Show when=move || live.jobs.with(Vec::is_empty)>
+                <p class="empty">"No job yet. Submit one with " <code>"shoal submit --kernel sha256 --tasks 100"</code> "."</p>
+            </Show>
+            <ul class="jobs">{job_rows}</ul>
+            <Show when=move || selected.with(Option::is_some)>
+                <h3>"Tasks of " <span class="mono">{move || selected.get().unwrap_or_default()}</span></h3>
+                <div class="mandelbrot" class:hidden=move || layout.with(Option::is_none)>
+                    <canvas node_ref=canvas data-tiles=move || tiles_drawn.get().to_string()
+                        data-total=move || layout.with(|l| l.as_ref().map_or(0, |l| l.tiles.len()).to_string())></canvas>
+                    <div>{move || format!("{} of {} tiles verified and drawn", tiles_drawn.get(), layout.with(|l| l.as_ref().map_or(0, |l| l.tiles.len())))}</div>
+                </div>
+                <div class="scroll">
+                    <table class="tasks">
+                        <thead><tr><th>"task"</th><th>"outcome"</th><th>"digest"</th><th>"agreed"</th><th>"outvoted"</th><th>"reason"</th></tr></thead>
+                        <tbody>{task_rows}</tbody>
+                    </table>
+                </div>
+                <p>{move || { let n = outcomes.with(Vec::len); if n > ROWS { format!("… and {} more", n - ROWS) } else { String::new() } }}</p>
+            </Show>
+        </section>
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per page.
+
+pub mod contribute;
+pub mod epochs;
+pub mod jobs;
+pub mod swarm;
+pub mod workers;
