@@ -25,7 +25,10 @@ pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router) -> Router {
         .with_state(plane)
         .merge(grpc_web);
     if dist.join("index.html").is_file() || dist.join("worker.html").is_file() {
-        api.fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))))
+        // The dashboard's files go out gzip-compressed to browsers that accept it.
+        api.fallback_service(tower_http::compression::Compression::new(
+            ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))),
+        ))
     } else {
         api.fallback(|| async {
             (
