@@ -10,111 +10,17 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use common::browser::Browser;
 use common::*;
-use serde_json::Value;
 use shoal_core::kernels::{
     Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
 };
 use shoal_native::grpc::pb;
 use shoal_native::worker::Behaviour;
 use shoal_native::{Service, ShoalConfig};
-
-/// Tabs of one headless Chromium, driven by `web/tests/tabs.mjs`.
-struct Browser {
-    _child: ChildGuard,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<Value>,
-    /// The last status each tab posted.
-    status: HashMap<u64, Value>,
-    /// Everything else the driver said (errors, console), for failure messages.
-    log: Vec<String>,
-    /// Tabs opened so far (the driver numbers them from 0).
-    opened: u64,
-}
-
-impl Browser {
-    fn launch() -> Browser {
-        let node_path = std::env::var("SHOAL_NODE_PATH").unwrap_or_else(|_| {
-            panic!("SHOAL_NODE_PATH is not set: it must name a node_modules folder with playwright-core (`cargo xtask test` installs it)")
-        });
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/tests/tabs.mjs");
-        let mut child = Command::new(std::env::var("SHOAL_NODE").unwrap_or_else(|_| "node".into()))
-            .arg(script)
-            .env("NODE_PATH", node_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node runs the browser driver");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        });
-        Browser { _child: ChildGuard(child), stdin, lines, status: HashMap::new(), log: Vec::new(), opened: 0 }
-    }
-
-    fn command(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("the browser driver takes commands");
-    }
-
-    /// Reads what the driver said so far.
-    fn drain(&mut self) {
-        while let Ok(v) = self.lines.try_recv() {
-            match (v["tab"].as_u64(), v.get("status")) {
-                (Some(tab), Some(s)) => {
-                    self.status.insert(tab, s.clone());
-                }
-                _ => self.log.push(v.to_string()),
-            }
-        }
-    }
-
-    /// Waits until tab `tab`'s status satisfies `pred`; returns it.
-    async fn wait_tab(&mut self, tab: u64, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            self.drain();
-            if let Some(s) = self.status.get(&tab).filter(|s| pred(s)) {
-                return s.clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "tab {tab}: {what} not within {secs} s; last status {:?}; driver said {:?}",
-                self.status.get(&tab),
-                self.log
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Opens a worker tab on `url`; returns its number.
-    fn open(&mut self, url: &str) -> u64 {
-        self.command(&format!("open {url}"));
-        self.opened += 1;
-        self.opened - 1
-    }
-
-    /// Waits until the tab works for the coordinator; returns its worker id.
-    async fn admitted_id(&mut self, tab: u64) -> String {
-        let s = self.wait_tab(tab, "joins", 90, |s| s["phase"] == "working" && s["worker_id"].is_string()).await;
-        assert_eq!(s["device"]["backend"], "BrowserWebGpu", "the tab computes on WebGPU: {s}");
-        s["worker_id"].as_str().expect("id").to_owned()
-    }
-}
 
 fn browser_config(dir: &std::path::Path) -> ShoalConfig {
     let dist = PathBuf::from(std::env::var("SHOAL_WEB_DIST").unwrap_or_else(|_| {

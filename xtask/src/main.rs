@@ -269,6 +269,21 @@ fn build_web(out: &Path) -> Result {
     Ok(())
 }
 
+/// Builds everything the coordinator serves into `out`: the dashboard
+/// (Trunk, `www/` + `ui/`) and the browser worker's files (`build_web`).
+fn build_site(out: &Path) -> Result {
+    ensure_trunk()?;
+    step(
+        "dashboard (trunk build --release)",
+        Command::new("trunk")
+            .args(["build", "--release", "--dist"])
+            .arg(out)
+            .current_dir(root())
+            .env("TRUNK_SKIP_VERSION_CHECK", "true"),
+    )?;
+    build_web(out)
+}
+
 fn ensure_browser() -> Result {
     if have("chromium") && have("chromedriver") {
         return Ok(());
@@ -311,8 +326,8 @@ fn setup(args: &[String]) -> Result {
 fn up(args: &[String]) -> Result {
     ensure_wasm_target()?;
     ensure_wasm_bindgen()?;
-    // The page `shoal up` serves (from ./dist): this tab as a worker.
-    build_web(&root().join("dist"))?;
+    // What `shoal up` serves (from ./dist): the dashboard and the browser worker.
+    build_site(&root().join("dist"))?;
     let mut c = cargo();
     c.args(["run", "--quiet", "--release", "--locked", "-p", "shoal-native", "--bin", "shoal", "--", "up"]);
     c.args(args);
@@ -365,6 +380,21 @@ fn test() -> Result {
         ]),
     )?;
     step(
+        "clippy (shoal-ui on wasm32, the dashboard)",
+        cargo().args([
+            "clippy",
+            "-p",
+            "shoal-ui",
+            "--target",
+            WASM_TARGET,
+            "--bins",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
         "clippy (shoal-core on wasm32)",
         cargo().args([
             "clippy",
@@ -385,9 +415,9 @@ fn test() -> Result {
     let web_dist = target_dir().join("shoal-web-dist");
     // Fresh each time: no file of an older build may satisfy a test.
     let _ = std::fs::remove_dir_all(&web_dist);
-    build_web(&web_dist)?;
+    build_site(&web_dist)?;
     step(
-        "native tests (browser workers in headless Chromium included)",
+        "native tests (browser workers and the dashboard in headless Chromium included)",
         cargo()
             .args(["test", "--workspace", "--locked"])
             .env("SHOAL_PYTHON", &python)

@@ -1,0 +1,219 @@
+//! The dashboard end to end, against the real `shoal up` (coordinator,
+//! storage, local workers, the Mandelbrot demo) on 127.0.0.1 and headless
+//! Chromium driven by Playwright: every page shows the numbers the gRPC API
+//! gives, the live chart moves, the Mandelbrot image completes, the
+//! Contribute button makes the tab a worker the Workers page then lists, the
+//! layout holds on a phone-width screen, and a coordinator that goes away is
+//! said so. Screenshots of every page are saved (`SHOAL_SCREENSHOTS`, else
+//! the test's temporary folder).
+//!
+//! Needs the built site (`SHOAL_WEB_DIST`: trunk output + the worker's files)
+//! and playwright-core (`SHOAL_NODE_PATH`); `cargo xtask test` provides both.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::{free_port, ChildGuard};
+use serde_json::Value;
+use shoal_core::kernels::{KernelSpec, Sha256Params};
+use shoal_native::grpc::pb;
+use shoal_native::grpc::pb::shoal_client::ShoalClient;
+
+type Client = ShoalClient<tonic::transport::Channel>;
+
+/// `shoal up` on free ports, serving the built site.
+struct Up {
+    child: Option<ChildGuard>,
+    http: u16,
+    client: Client,
+    _data: tempfile::TempDir,
+}
+
+fn site() -> PathBuf {
+    let dist = PathBuf::from(std::env::var("SHOAL_WEB_DIST").unwrap_or_else(|_| {
+        panic!("SHOAL_WEB_DIST is not set: it must name the built site (`cargo xtask test` builds it)")
+    }));
+    assert!(dist.join("index.html").is_file(), "{} holds no dashboard (trunk build)", dist.display());
+    dist
+}
+
+impl Up {
+    async fn start() -> Up {
+        let data = tempfile::tempdir().expect("tempdir");
+        let (http, grpc) = (free_port(), free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args(["up", "--workers", "2", "--data"])
+            .arg(data.path())
+            .args(["--set", &format!("server.http=127.0.0.1:{http}")])
+            .args(["--set", &format!("server.grpc=127.0.0.1:{grpc}")])
+            .args(["--set", &format!("server.dist={}", site().display())])
+            // A debug build's CPU workers and SwiftShader are slow; admit them.
+            .args(["--set", "coordinator.profile.min_mflops=1", "--set", "coordinator.profile.benchmark_size=64"])
+            .args(["--set", "coordinator.rewards.min_tasks=1"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        let child = ChildGuard(cmd.spawn().expect("shoal up starts"));
+        let url = format!("http://127.0.0.1:{grpc}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            if let Ok(c) = ShoalClient::connect(url.clone()).await {
+                break c;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "shoal up does not answer on {url}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        Up { child: Some(child), http, client, _data: data }
+    }
+
+    fn url(&self, page: &str) -> String {
+        format!("http://127.0.0.1:{}/#{page}", self.http)
+    }
+
+    /// Waits for the demo job to finish; returns it.
+    async fn demo(&mut self) -> pb::JobStatus {
+        let deadline = tokio::time::Instant::now() + Duration::from_mins(2);
+        loop {
+            let jobs = self.client.list_jobs(pb::Empty {}).await.expect("jobs").into_inner().jobs;
+            if let Some(j) = jobs.into_iter().find(|j| j.name.contains("mandelbrot") && j.finished) {
+                return j;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the demo job did not finish");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn screenshots() -> PathBuf {
+    let dir = std::env::var("SHOAL_SCREENSHOTS")
+        .map_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"), PathBuf::from);
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    dir
+}
+
+/// The text of the first element matching `selector`, spaces removed (numbers are grouped with spaces).
+fn text_of(selector: &str) -> String {
+    format!("document.querySelector('{selector}')?.textContent.replace(/\\s/g, '') ?? null")
+}
+
+async fn go(b: &mut Browser, tab: u64, page: &str) {
+    b.eval(tab, &format!("location.hash = '#{page}'")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[allow(clippy::too_many_lines)] // one walk through every page reads best in one piece
+async fn the_dashboard_shows_the_running_swarm_on_every_page() {
+    let shots = screenshots();
+    let mut up = Up::start().await;
+    let demo = up.demo().await;
+    let mut b = Browser::launch();
+    let tab = b.open(&up.url("swarm"));
+
+    // Swarm: the numbers of SwarmStatus, and the live stream is open.
+    let st = up.client.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+    let want = Value::String(st.tasks_verified.to_string());
+    b.wait_eval(tab, "verified tasks", &text_of("[data-stat=tasks_verified]"), |v| *v == want).await;
+    for (stat, value) in [("workers", u64::from(st.workers)), ("admitted", u64::from(st.workers_admitted))] {
+        let want = Value::String(value.to_string());
+        b.wait_eval(tab, stat, &text_of(&format!("[data-stat={stat}]")), |v| *v == want).await;
+    }
+    b.wait_eval(tab, "live stream", "document.querySelector('.live.on') !== null", |v| *v == true).await;
+    b.screenshot(tab, &shots.join("swarm.png")).await;
+
+    // The live chart moves as tasks are verified.
+    let k = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 });
+    let tasks: Vec<_> = (0..400).map(|i| (k.clone(), k.seeded_inputs(i))).collect();
+    let mut c = up.client.clone();
+    let job = common::submit(&mut c, "sha256 for the chart", 2, &tasks).await;
+    common::wait_finished(&mut c, &job, 120).await;
+    let peak = b
+        .wait_eval(
+            tab,
+            "chart peak",
+            "Number(document.querySelector('.chart-scale').textContent.match(/peak (\\d+)/)[1])",
+            |v| v.as_u64() > Some(0),
+        )
+        .await;
+    let points: String =
+        serde_json::from_value(b.eval(tab, "document.querySelector('.chart polyline').getAttribute('points')").await)
+            .expect("points");
+    assert!(points.split(' ').any(|p| !p.ends_with(",120.0")), "the line leaves the baseline (peak {peak}): {points}");
+    b.wait_eval(tab, "feed", "document.querySelector('.feed').textContent.includes('task_verified')", |v| *v == true)
+        .await;
+    b.screenshot(tab, &shots.join("swarm-live.png")).await;
+
+    // Workers: one row per worker, tasks done as ListWorkers says.
+    go(&mut b, tab, "workers").await;
+    let workers = up.client.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+    let want: serde_json::Map<String, Value> =
+        workers.iter().map(|w| (w.id.clone(), Value::String(w.agreed.to_string()))).collect();
+    let rows = "Object.fromEntries([...document.querySelectorAll('tr[data-worker]')].map(r => [r.dataset.worker, r.querySelector('[data-col=done]').textContent]))";
+    b.wait_eval(tab, "worker rows", rows, |v| v.as_object() == Some(&want)).await;
+    b.screenshot(tab, &shots.join("workers.png")).await;
+
+    // Jobs: the demo's image is assembled from its 64 verified tiles.
+    go(&mut b, tab, "jobs").await;
+    b.wait_eval(tab, "job list", &format!("document.querySelector('[data-job=\"{}\"]') !== null", demo.job_id), |v| {
+        *v == true
+    })
+    .await;
+    b.eval(tab, &format!("document.querySelector('[data-job=\"{}\"]').click()", demo.job_id)).await;
+    let total = Value::String(demo.tasks.to_string());
+    b.wait_eval(tab, "tiles drawn", "document.querySelector('.mandelbrot canvas').dataset.tiles", |v| *v == total)
+        .await;
+    b.screenshot(tab, &shots.join("jobs.png")).await;
+
+    // Epochs: settle one, and the payout table shows the exact base units.
+    let epochs = up.client.close_epoch(pb::Empty {}).await.expect("close epoch").into_inner().epochs;
+    let last = epochs.last().expect("an epoch").clone();
+    assert!(!last.payouts.is_empty(), "the demo's workers are paid");
+    go(&mut b, tab, "epochs").await;
+    let want: serde_json::Map<String, Value> =
+        last.payouts.iter().map(|p| (p.worker.clone(), Value::String(p.amount.clone()))).collect();
+    let payouts = format!(
+        "Object.fromEntries([...document.querySelectorAll('[data-epoch=\"{}\"] tr[data-payout]')].map(r => [r.dataset.payout, r.querySelector('[data-col=base]').textContent]))",
+        last.epoch
+    );
+    b.wait_eval(tab, "payouts", &payouts, |v| v.as_object() == Some(&want)).await;
+    b.screenshot(tab, &shots.join("epochs.png")).await;
+
+    // Contribute: one button makes this tab a worker; the Workers page lists it.
+    go(&mut b, tab, "contribute").await;
+    b.eval(tab, "document.querySelector('#start').click()").await;
+    let id = b
+        .wait_eval(tab, "the tab joins", "document.querySelector('#phase').textContent === 'working' && document.querySelector('#tier').textContent !== '—' ? document.querySelector('#worker-id').textContent : null", Value::is_string)
+        .await;
+    let id = id.as_str().expect("id").to_owned();
+    let listed = up.client.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+    let me = listed.iter().find(|w| w.id == id).unwrap_or_else(|| panic!("{id} not in {listed:?}"));
+    assert_eq!(me.backend, "BrowserWebGpu");
+    assert!(me.tier > 0 && me.connected, "{me:?}");
+    let want = Value::String(me.tier.to_string());
+    b.wait_eval(tab, "tier shown", &text_of("#tier"), |v| *v == want).await;
+    b.screenshot(tab, &shots.join("contribute.png")).await;
+    go(&mut b, tab, "workers").await;
+    b.wait_eval(
+        tab,
+        "the tab in the table",
+        &format!("document.querySelector('tr[data-worker=\"{id}\"]') !== null"),
+        |v| *v == true,
+    )
+    .await;
+
+    // A phone-width screen: nothing wider than the screen.
+    b.viewport(tab, 390, 844).await;
+    go(&mut b, tab, "swarm").await;
+    b.wait_eval(tab, "fits a phone", "document.documentElement.scrollWidth <= window.innerWidth + 1", |v| *v == true)
+        .await;
+    b.screenshot(tab, &shots.join("swarm-phone.png")).await;
+
+    // The coordinator goes away: the page says so.
+    drop(up.child.take());
+    b.wait_eval(tab, "unreachable shown", "document.querySelector('.live').textContent === 'offline' && (document.querySelector('[role=alert]')?.textContent ?? '').includes('unreachable')", |v| *v == true).await;
+    b.screenshot(tab, &shots.join("unreachable.png")).await;
+    b.command("quit");
+    println!("screenshots in {}", shots.display());
+}
