@@ -217,3 +217,55 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
     b.command("quit");
     println!("screenshots in {}", shots.display());
 }
+
+/// The dashboard's budgets (not part of the suite: `cargo xtask bench
+/// --dashboard`): bytes transferred for the first load (compressed, as
+/// served), time to first render and to the first data, and the CPU an
+/// idle open dashboard uses over a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: cargo xtask bench --dashboard"]
+async fn dashboard_budgets() {
+    let mut up = Up::start().await;
+    up.demo().await;
+    let mut b = Browser::launch();
+    let tab = b.open(&up.url("swarm"));
+    b.wait_eval(tab, "first data", "performance.getEntriesByName('shoal-first-data').length", |v| {
+        v.as_u64() == Some(1)
+    })
+    .await;
+    let load = b
+        .eval(
+            tab,
+            "(() => { const n = performance.getEntriesByType('navigation')[0]; const r = performance.getEntriesByType('resource'); return { transferred: n.transferSize + r.reduce((s, e) => s + e.transferSize, 0), decoded: n.decodedBodySize + r.reduce((s, e) => s + e.decodedBodySize, 0), files: r.map(e => [e.name.split('/').pop(), e.transferSize, e.decodedBodySize]), fcp: performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null, data: performance.getEntriesByName('shoal-first-data')[0].startTime }; })()",
+        )
+        .await;
+    // Idle: the demo is done, nothing happens; one minute of CPU time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = b.metrics(tab).await;
+    tokio::time::sleep(Duration::from_mins(1)).await;
+    let after = b.metrics(tab).await;
+    let cpu = |k: &str| after[k].as_f64().unwrap_or(0.0) - before[k].as_f64().unwrap_or(0.0);
+    let kib = |v: &Value| v.as_f64().unwrap_or(0.0) / 1024.0;
+    println!("\n| budget | measured | target |\n|---|---|---|");
+    println!(
+        "| first load transferred (HTML + JS + wasm + CSS, gzip as served) | {:.0} KiB ({:.0} KiB decoded) | ≤ 1 MB |",
+        kib(&load["transferred"]),
+        kib(&load["decoded"])
+    );
+    println!(
+        "| first contentful paint, headless Chromium, loopback | {:.0} ms | — |",
+        load["fcp"].as_f64().unwrap_or(f64::NAN)
+    );
+    println!(
+        "| first data on screen (wasm loaded, 6 gRPC-web calls answered) | {:.0} ms | — |",
+        load["data"].as_f64().unwrap_or(f64::NAN)
+    );
+    println!(
+        "| idle open dashboard, CPU over 60 s (renderer main thread) | {:.2} % ({:.0} ms task time, {:.0} ms script) | — |",
+        cpu("TaskDuration") / 60.0 * 100.0,
+        cpu("TaskDuration") * 1000.0,
+        cpu("ScriptDuration") * 1000.0
+    );
+    println!("files: {}", load["files"]);
+    b.command("quit");
+}

@@ -109,6 +109,12 @@ async fn refresh(live: Live) {
         live.shadow.set(Some(s.into_inner()));
     }
     live.error.set(None);
+    if live.refreshes.get_untracked() == 0 {
+        // The first data on screen, for the load-time budget.
+        if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
+            let _ = p.mark("shoal-first-data");
+        }
+    }
     live.refreshes.update(|n| *n += 1);
 }
 

@@ -57,7 +57,8 @@ fn print_help() {
          \x20                install missing tools (wasm target and wasm-bindgen-cli always)\n\
          fuzz [--runs N]  run each fuzz target N times (default 1000000) with nightly cargo-fuzz\n\
          bench [ARGS]     cargo bench -p shoal-core; ARGS go to criterion\n\
-         bench --browser  browser tab (WebGPU) vs native workers (lavapipe, CPU) on the same jobs"
+         bench --browser  browser tab (WebGPU) vs native workers (lavapipe, CPU) on the same jobs\n\
+         bench --dashboard  the dashboard's budgets: first-load bytes, time to first data, idle CPU"
     );
 }
 
@@ -348,68 +349,20 @@ fn test() -> Result {
         "clippy (native, all targets)",
         cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
     )?;
-    step(
-        "clippy (shoal-compute on wasm32, WebGPU backend)",
-        cargo().args([
-            "clippy",
-            "-p",
-            "shoal-compute",
-            "--target",
-            WASM_TARGET,
-            "--lib",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
-    step(
-        "clippy (shoal-web on wasm32, the browser worker)",
-        cargo().args([
-            "clippy",
-            "-p",
-            "shoal-web",
-            "--target",
-            WASM_TARGET,
-            "--lib",
-            "--tests",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
-    step(
-        "clippy (shoal-ui on wasm32, the dashboard)",
-        cargo().args([
-            "clippy",
-            "-p",
-            "shoal-ui",
-            "--target",
-            WASM_TARGET,
-            "--bins",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
-    step(
-        "clippy (shoal-core on wasm32)",
-        cargo().args([
-            "clippy",
-            "-p",
-            "shoal-core",
-            "--target",
-            WASM_TARGET,
-            "--lib",
-            "--tests",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
+    for (package, targets, what) in [
+        ("shoal-compute", &["--lib"][..], "WebGPU backend"),
+        ("shoal-web", &["--lib", "--tests"][..], "the browser worker"),
+        ("shoal-ui", &["--bins"][..], "the dashboard"),
+        ("shoal-core", &["--lib", "--tests"][..], "the core"),
+    ] {
+        step(
+            &format!("clippy ({package} on wasm32, {what})"),
+            cargo()
+                .args(["clippy", "-p", package, "--target", WASM_TARGET, "--locked"])
+                .args(targets)
+                .args(["--", "-D", "warnings"]),
+        )?;
+    }
     let python = ensure_python_grpc()?;
     let node_modules = ensure_playwright()?;
     let web_dist = target_dir().join("shoal-web-dist");
@@ -487,6 +440,9 @@ fn bench(args: &[String]) -> Result {
     if args.iter().any(|a| a == "--browser") {
         return bench_browser();
     }
+    if args.iter().any(|a| a == "--dashboard") {
+        return bench_dashboard();
+    }
     let mut c = cargo();
     c.args(["bench", "--locked", "-p", "shoal-core", "--benches", "--"]).args(args);
     step("criterion benchmarks", &mut c)?;
@@ -520,6 +476,27 @@ fn bench_browser() -> Result {
             .args(["test", "--release", "--locked", "-p", "shoal-native", "--test", "browser", "--"])
             .args(["--ignored", "--nocapture", "browser_worker_benchmark"])
             .env("SHOAL_WEB_DIST", &web_dist)
+            .env("SHOAL_NODE_PATH", &node_modules),
+    )
+}
+
+/// The dashboard's budgets: first-load bytes, time to first render and
+/// data, idle CPU over a minute, in headless Chromium against `shoal up`.
+fn bench_dashboard() -> Result {
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen()?;
+    ensure_node()?;
+    ensure_browser()?;
+    let node_modules = ensure_playwright()?;
+    let site = target_dir().join("shoal-web-dist");
+    let _ = std::fs::remove_dir_all(&site);
+    build_site(&site)?;
+    step(
+        "dashboard budgets (release)",
+        cargo()
+            .args(["test", "--release", "--locked", "-p", "shoal-native", "--test", "dashboard", "--"])
+            .args(["--ignored", "--nocapture", "dashboard_budgets"])
+            .env("SHOAL_WEB_DIST", &site)
             .env("SHOAL_NODE_PATH", &node_modules),
     )
 }
