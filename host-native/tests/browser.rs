@@ -129,7 +129,7 @@ async fn two_browser_tabs_verify_every_kernel_and_a_closed_tab_loses_nothing() {
     let url = page_url(&service);
     let t0 = browser.open(&url);
     let t1 = browser.open(&url);
-    let (id0, id1) = (browser.admitted_id(t0).await, browser.admitted_id(t1).await);
+    let (id0, id1) = (browser.admitted_id(t0, &mut c).await, browser.admitted_id(t1, &mut c).await);
     let mut ids = vec![id0.clone(), id1.clone()];
     ids.sort();
     wait_admitted(&mut c, 2).await;
@@ -191,7 +191,7 @@ async fn a_browser_and_a_native_worker_verify_exact_kernels_together_and_floats_
     let mut browser = Browser::launch();
     let url = page_url(&service);
     let t0 = browser.open(&url);
-    let tab = browser.admitted_id(t0).await;
+    let tab = browser.admitted_id(t0, &mut c).await;
     let mut workers = Workers::spawn(&service, "native", 1, Behaviour::Honest);
     wait_admitted(&mut c, 2).await;
 
@@ -223,7 +223,7 @@ async fn a_browser_and_a_native_worker_verify_exact_kernels_together_and_floats_
     let early = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job").into_inner();
     assert_eq!(early.verified, 0, "a browser and a native worker never verify floats together: {early:?}");
     let t1 = browser.open(&url);
-    let tab_b = browser.admitted_id(t1).await;
+    let tab_b = browser.admitted_id(t1, &mut c).await;
     workers.add(&service, "native-b", 1, Behaviour::Honest);
     let s = wait_finished(&mut c, &job, 120).await;
     assert_eq!(s.verified, floats.len() as u32, "{s:?}");
@@ -311,7 +311,7 @@ async fn browser_worker_benchmark() {
 
     let mut browser = Browser::launch();
     let tab = browser.open(&page_url(&service));
-    browser.admitted_id(tab).await;
+    browser.admitted_id(tab, &mut c).await;
     wait_admitted(&mut c, 1).await;
     let web = measure(&mut c).await;
     browser.command(&format!("close {tab}"));
@@ -374,7 +374,7 @@ async fn the_user_pauses_throttles_and_stops_a_tab() {
     let mut c = client(&service).await;
     let mut browser = Browser::launch();
     let tab = browser.open(&page_url(&service));
-    let first = browser.admitted_id(tab).await;
+    let first = browser.admitted_id(tab, &mut c).await;
     assert_eq!(wait_browsers(&mut c, 1).await, vec![first.clone()]);
 
     // Pause: the tab leaves (its work would go to others) and stays out.
@@ -383,20 +383,20 @@ async fn the_user_pauses_throttles_and_stops_a_tab() {
     wait_browsers(&mut c, 0).await;
     // Resume: it joins again, benchmarked afresh (a guest gets a new identity per connection).
     browser.command(&format!("eval {tab} window.shoalWorker.resume()"));
-    let again =
-        browser.wait_tab(tab, "resumes", 60, |s| s["phase"] == "working" && s["worker_id"] != first.as_str()).await;
-    let second = again["worker_id"].as_str().expect("id").to_owned();
+    browser.wait_tab(tab, "resumes", 60, |s| s["phase"] == "working" && s["worker_id"] != first.as_str()).await;
+    let second = browser.admitted_id(tab, &mut c).await;
+    assert_ne!(second, first);
     assert_eq!(wait_browsers(&mut c, 1).await, vec![second.clone()]);
 
     // A GPU share below half of the measured one: the tab rejoins to be measured at its new speed.
-    let connections = again["connections"].as_u64().expect("connections");
+    let connections = browser.status[&tab]["connections"].as_u64().expect("connections");
     browser.command(&format!("eval {tab} window.shoalWorker.setGpuShare(20)"));
-    let throttled = browser
+    browser
         .wait_tab(tab, "rejoins throttled", 60, |s| {
             s["gpu_share"] == 20 && s["phase"] == "working" && s["connections"].as_u64() > Some(connections)
         })
         .await;
-    let third = throttled["worker_id"].as_str().expect("id").to_owned();
+    let third = browser.admitted_id(tab, &mut c).await;
     assert_eq!(wait_browsers(&mut c, 1).await, vec![third]);
     // Still a working worker at 20 %: a job completes.
     let job = submit(

@@ -111,11 +111,29 @@ impl Browser {
         self.opened - 1
     }
 
-    /// Waits until the tab works for the coordinator; returns its worker id.
-    pub async fn admitted_id(&mut self, tab: u64) -> String {
-        let s = self.wait_tab(tab, "joins", 90, |s| s["phase"] == "working" && s["worker_id"].is_string()).await;
-        assert_eq!(s["device"]["backend"], "BrowserWebGpu", "the tab computes on WebGPU: {s}");
-        s["worker_id"].as_str().expect("id").to_owned()
+    /// Waits until the coordinator has admitted the tab (benchmarked and
+    /// tiered, not only greeted: a refused tab rejoins under a new guest
+    /// id); returns its worker id.
+    pub async fn admitted_id(
+        &mut self,
+        tab: u64,
+        c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_mins(2);
+        loop {
+            let s = self.wait_tab(tab, "joins", 90, |s| s["phase"] == "working" && s["worker_id"].is_string()).await;
+            assert_eq!(s["device"]["backend"], "BrowserWebGpu", "the tab computes on WebGPU: {s}");
+            let id = s["worker_id"].as_str().expect("id").to_owned();
+            let workers = c.list_workers(shoal_native::grpc::pb::Empty {}).await.expect("workers").into_inner().workers;
+            if workers.iter().any(|w| w.id == id && w.connected && w.tier > 0) {
+                return id;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tab {tab} ({id}) never admitted; last status {s}; workers {workers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
