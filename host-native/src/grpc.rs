@@ -724,6 +724,7 @@ fn workers_pb(c: &shoal_core::coordinator::Coordinator) -> Vec<pb::Worker> {
             last_seen_ms: w.last_seen.0,
             connected: true,
             slashed: w.slashed,
+            epoch_accuracy_ppm: w.epoch_accuracy_ppm,
         })
         .collect()
 }

@@ -152,6 +152,13 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
         workers.iter().map(|w| (w.id.clone(), Value::String(w.agreed.to_string()))).collect();
     let rows = "Object.fromEntries([...document.querySelectorAll('tr[data-worker]')].map(r => [r.dataset.worker, r.querySelector('[data-col=done]').textContent]))";
     b.wait_eval(tab, "worker rows", rows, |v| v.as_object() == Some(&want)).await;
+    // Accuracy of the open epoch: every local worker agreed on every demo tile.
+    let accuracy = "Object.fromEntries([...document.querySelectorAll('tr[data-worker]')].map(r => [r.dataset.worker, r.querySelector('[data-col=accuracy]').textContent]))";
+    let shown = b.eval(tab, accuracy).await;
+    for w in &workers {
+        assert_eq!(w.epoch_accuracy_ppm, Some(1_000_000), "{w:?}");
+        assert_eq!(shown[&w.id], "100.0 %", "{shown}");
+    }
     b.screenshot(tab, &shots.join("workers.png")).await;
 
     // Jobs: the demo's image is assembled from its 64 verified tiles.

@@ -395,6 +395,9 @@ pub struct WorkerView {
     pub last_seen: Millis,
     /// Proven to lie (it is refused from then on).
     pub slashed: bool,
+    /// Share of its results in the open epoch that agreed with the accepted
+    /// result, ppm (None before its first decided result this epoch).
+    pub epoch_accuracy_ppm: Option<u32>,
 }
 
 /// Reputation that survives reconnects (and, persisted in
@@ -1232,6 +1235,12 @@ impl Coordinator {
                 agreed: self.reputation.get(&w.id).map_or(0, |r| r.agreed),
                 last_seen: w.last_seen,
                 slashed: self.reputation.get(&w.id).is_some_and(|r| r.slashed),
+                epoch_accuracy_ppm: self
+                    .epoch
+                    .work
+                    .get(&w.id)
+                    .filter(|e| e.agreed + e.outvoted > 0)
+                    .map(crate::coordinator::rewards::EpochWork::accuracy_ppm),
             })
             .collect()
     }

@@ -17,6 +17,7 @@ enum Column {
     Speed,
     Credibility,
     Done,
+    Accuracy,
     InFlight,
     Seen,
 }
@@ -30,6 +31,7 @@ impl Column {
             Column::Speed => a.mflops.cmp(&b.mflops),
             Column::Credibility => a.credibility_ppm.cmp(&b.credibility_ppm),
             Column::Done => a.agreed.cmp(&b.agreed),
+            Column::Accuracy => a.epoch_accuracy_ppm.cmp(&b.epoch_accuracy_ppm),
             Column::InFlight => a.in_flight.cmp(&b.in_flight),
             Column::Seen => a.last_seen_ms.cmp(&b.last_seen_ms),
         }
@@ -70,6 +72,7 @@ pub fn WorkersPage() -> impl IntoView {
                         <td>{group_thousands(u128::from(w.mflops))}</td>
                         <td>{ppm_percent(w.credibility_ppm)}</td>
                         <td data-col="done">{w.agreed}</td>
+                        <td data-col="accuracy">{w.epoch_accuracy_ppm.map_or_else(|| "—".to_owned(), ppm_percent)}</td>
                         <td>{w.in_flight}</td>
                         <td>{ago(now, w.last_seen_ms)}</td>
                         <td>{if w.connected { "yes" } else { "no" }}</td>
@@ -95,6 +98,7 @@ pub fn WorkersPage() -> impl IntoView {
                             {header("MFLOPS", Column::Speed)}
                             {header("credibility", Column::Credibility)}
                             {header("tasks done", Column::Done)}
+                            {header("accuracy (epoch)", Column::Accuracy)}
                             {header("in flight", Column::InFlight)}
                             {header("last heartbeat", Column::Seen)}
                             <th>"connected"</th>
