@@ -13,6 +13,7 @@
 
 pub mod machine;
 pub mod sim;
+pub mod solo;
 pub mod table;
 
 pub use machine::{Action, ConsensusError, ConsensusMachine, Guard, Input, MachineConfig, Reply, Unique};

@@ -1,0 +1,326 @@
+//! A coordinator agreeing on its epoch settlements through the consensus
+//! machine as its single prover.
+//!
+//! Shoal pays nobody on one component's word: every settled epoch's digest
+//! goes through a consensus round before a settler acts on it. With one
+//! coordinator the round has one prover (quorum 2f + 1 = 1), and this
+//! module is its provider: it answers the machine's calls, holds the
+//! machine in `collecting` until a settlement waits, and reports what was
+//! agreed. Several coordinators replace it with peers on a network (the
+//! machine is the same; see [`super::sim`]). Sans-I/O like the rest: the
+//! host feeds settlements and the time, and wakes it at
+//! [`SoloSettlement::next_deadline`].
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::machine::{Action, ConsensusMachine, Input, MachineConfig, Reply, Unique};
+use super::table::{Event, State};
+use crate::time::Millis;
+
+/// A round's agreed settlement (round 0: nothing agreed yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agreed {
+    /// Consensus round.
+    pub round: u64,
+    /// The epoch it settles.
+    pub epoch: u64,
+    /// The settlement's digest (hex).
+    pub digest: String,
+}
+
+impl Unique for Agreed {
+    fn identity(&self) -> String {
+        format!("{}:{}", self.epoch, self.digest)
+    }
+    fn rank(&self) -> u64 {
+        self.round
+    }
+}
+
+/// A vote for a settlement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlementVote {
+    /// Round.
+    pub round: u64,
+    /// Identity of the settlement voted for.
+    pub settlement: String,
+}
+
+impl Unique for SettlementVote {
+    fn identity(&self) -> String {
+        self.settlement.clone()
+    }
+    fn rank(&self) -> u64 {
+        self.round
+    }
+}
+
+/// The prover: this coordinator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prover(pub String);
+
+impl Unique for Prover {
+    fn identity(&self) -> String {
+        self.0.clone()
+    }
+    fn rank(&self) -> u64 {
+        0
+    }
+}
+
+/// The settlement collected for the next round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collected {
+    /// The round it is for.
+    pub round: u64,
+    /// The epoch.
+    pub epoch: u64,
+    /// Its digest.
+    pub digest: String,
+}
+
+impl Unique for Collected {
+    fn identity(&self) -> String {
+        format!("{}:{}", self.epoch, self.digest)
+    }
+    fn rank(&self) -> u64 {
+        self.round
+    }
+}
+
+type Machine = ConsensusMachine<Agreed, SettlementVote, Prover, Collected>;
+
+/// Transitions kept for dashboards.
+pub const RECENT_TRANSITIONS: usize = 16;
+
+/// One transition, for dashboards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// When.
+    pub at: Millis,
+    /// From.
+    pub from: State,
+    /// To.
+    pub to: State,
+    /// On.
+    pub event: Event,
+}
+
+/// The single-prover settlement consensus.
+#[derive(Debug)]
+pub struct SoloSettlement {
+    m: Machine,
+    me: Prover,
+    /// Settled epochs waiting for agreement, oldest first.
+    waiting: VecDeque<(u64, String)>,
+    /// A `Collect` call held until a settlement waits.
+    held_collect: Option<u64>,
+    /// Agreed settlements, oldest first.
+    agreed: Vec<Agreed>,
+    recent: VecDeque<Step>,
+}
+
+fn genesis() -> Agreed {
+    Agreed { round: 0, epoch: 0, digest: String::new() }
+}
+
+impl SoloSettlement {
+    /// Starts the machine at `now` as prover `name`.
+    pub fn new(now: Millis, name: &str) -> Self {
+        let me = Prover(name.to_owned());
+        let cfg = MachineConfig { own: me.clone(), emit_on_own_sends: true, min_provers: 1 };
+        let mut s = SoloSettlement {
+            m: ConsensusMachine::new(cfg, Some(genesis())),
+            me,
+            waiting: VecDeque::new(),
+            held_collect: None,
+            agreed: Vec::new(),
+            recent: VecDeque::new(),
+        };
+        let _ = s.m.handle(now, Input::Start);
+        s.drive(now);
+        s
+    }
+
+    /// An epoch was settled: agree on its digest.
+    pub fn settled(&mut self, now: Millis, epoch: u64, digest: String) {
+        self.waiting.push_back((epoch, digest));
+        if let Some(request) = self.held_collect.take() {
+            let reply = self.collected();
+            let _ = self.m.handle(now, Input::Reply { request, reply });
+        }
+        self.drive(now);
+    }
+
+    /// Advances the clock (call at [`SoloSettlement::next_deadline`]).
+    pub fn tick(&mut self, now: Millis) {
+        let _ = self.m.handle(now, Input::Tick);
+        self.drive(now);
+    }
+
+    /// When [`SoloSettlement::tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.m.next_deadline()
+    }
+
+    /// The machine's state.
+    pub fn state(&self) -> State {
+        self.m.state()
+    }
+
+    /// When it entered that state.
+    pub fn state_entered(&self) -> Millis {
+        self.m.state_entered()
+    }
+
+    /// Transitions so far.
+    pub fn transition_count(&self) -> u64 {
+        self.m.transition_count()
+    }
+
+    /// Agreed settlements, oldest first.
+    pub fn agreed(&self) -> &[Agreed] {
+        &self.agreed
+    }
+
+    /// Settlements waiting for agreement.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The last transitions, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &Step> {
+        self.recent.iter()
+    }
+
+    fn collected(&self) -> Reply<Agreed, SettlementVote, Prover, Collected> {
+        let round = self.m.active().map_or(0, |a| a.round) + 1;
+        match self.waiting.front() {
+            Some((epoch, digest)) => Reply::Collected(Collected { round, epoch: *epoch, digest: digest.clone() }),
+            None => Reply::Failed("nothing to settle".into()),
+        }
+    }
+
+    /// Performs the machine's calls until it waits.
+    fn drive(&mut self, now: Millis) {
+        while let Some(action) = self.m.poll_action() {
+            let (request, reply) = match action {
+                Action::Transitioned { from, to, event } => {
+                    if self.recent.len() == RECENT_TRANSITIONS {
+                        self.recent.pop_front();
+                    }
+                    self.recent.push_back(Step { at: now, from, to, event });
+                    self.note_agreement();
+                    continue;
+                }
+                Action::Synchronize { request, existing } => {
+                    (request, Reply::Synced(existing.unwrap_or_else(genesis)))
+                }
+                Action::NextLeaders { request, .. } => (request, Reply::Leaders(vec![self.me.clone()])),
+                Action::Collect { request } => {
+                    if self.waiting.is_empty() {
+                        // Answered when a settlement arrives (or dropped when
+                        // the state's timeout moves the machine on).
+                        self.held_collect = Some(request);
+                        continue;
+                    }
+                    (request, self.collected())
+                }
+                Action::SendLiveness { request, .. }
+                | Action::SendProposal { request, .. }
+                | Action::SendConfirmation { request, .. } => (request, Reply::Done),
+                Action::ProveNextState { request, prior, collected } => {
+                    let round = prior.map_or(0, |p| p.round) + 1;
+                    (request, Reply::Proved(Agreed { round, epoch: collected.epoch, digest: collected.digest }))
+                }
+                Action::DecideAndSendVote { request, proposals } => match proposals.values().next() {
+                    Some(p) => {
+                        let vote = SettlementVote { round: p.round, settlement: p.identity() };
+                        (request, Reply::Voted { proposer: self.me.clone(), vote })
+                    }
+                    None => (request, Reply::Failed("no proposal".into())),
+                },
+                Action::CheckQuorum { request, votes } => (request, Reply::Quorum(!votes.is_empty())),
+                Action::FinalizeVotes { request, proposals, votes } => {
+                    (request, finalize(&proposals, &votes))
+                }
+            };
+            let _ = self.m.handle(now, Input::Reply { request, reply });
+        }
+    }
+
+    /// Records a newly active round as agreed, and retires its settlement.
+    fn note_agreement(&mut self) {
+        let Some(active) = self.m.active() else { return };
+        if active.round == 0 || self.agreed.last().is_some_and(|a| a.round >= active.round) {
+            return;
+        }
+        if self.waiting.front().is_some_and(|(e, d)| *e == active.epoch && *d == active.digest) {
+            self.waiting.pop_front();
+        }
+        self.agreed.push(active.clone());
+    }
+}
+
+/// The proposal every vote names (a quorum of one), or a failure.
+fn finalize(
+    proposals: &BTreeMap<String, Agreed>,
+    votes: &BTreeMap<String, SettlementVote>,
+) -> Reply<Agreed, SettlementVote, Prover, Collected> {
+    let Some(vote) = votes.values().next() else { return Reply::Failed("no vote".into()) };
+    if votes.values().any(|v| v.settlement != vote.settlement) {
+        return Reply::Failed("votes disagree".into());
+    }
+    match proposals.values().find(|p| p.identity() == vote.settlement) {
+        Some(p) => Reply::Finalized(p.clone()),
+        None => Reply::Failed("the voted settlement was not proposed".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ticks at every deadline until `until`.
+    fn run(s: &mut SoloSettlement, now: &mut Millis, span: Millis) {
+        let until = *now + span;
+        while let Some(d) = s.next_deadline() {
+            if d > until {
+                break;
+            }
+            *now = d.max(*now);
+            s.tick(*now);
+        }
+        *now = until;
+        s.tick(*now);
+    }
+
+    #[test]
+    fn every_settlement_is_agreed_in_order_and_the_machine_waits_between() {
+        let mut now = Millis(1_000);
+        let mut s = SoloSettlement::new(now, "coordinator");
+        run(&mut s, &mut now, Millis(4_000));
+        assert_eq!(s.state(), State::Collecting, "nothing to settle: it waits");
+        assert!(s.agreed().is_empty());
+        for (i, epoch) in [1u64, 2, 3].into_iter().enumerate() {
+            s.settled(now, epoch, format!("digest-{epoch}"));
+            run(&mut s, &mut now, Millis(5_000));
+            assert_eq!(s.agreed().len(), i + 1, "epoch {epoch} agreed; recent {:?}", s.recent().collect::<Vec<_>>());
+        }
+        let epochs: Vec<(u64, u64, &str)> = s.agreed().iter().map(|a| (a.round, a.epoch, a.digest.as_str())).collect();
+        assert_eq!(epochs, vec![(1, 1, "digest-1"), (2, 2, "digest-2"), (3, 3, "digest-3")]);
+        assert_eq!(s.waiting(), 0);
+        // Idle for a minute: it keeps cycling harmlessly (collect times out, resyncs), agrees nothing new.
+        let before = s.agreed().len();
+        run(&mut s, &mut now, Millis::from_mins(1));
+        assert_eq!(s.agreed().len(), before);
+        assert!(s.transition_count() > 0);
+        // Two settlements at once are agreed one round each.
+        s.settled(now, 4, "d4".into());
+        s.settled(now, 5, "d5".into());
+        run(&mut s, &mut now, Millis(30_000));
+        let last: Vec<u64> = s.agreed().iter().map(|a| a.epoch).collect();
+        assert_eq!(last, vec![1, 2, 3, 4, 5]);
+        assert!(s.recent().count() <= RECENT_TRANSITIONS);
+    }
+}
