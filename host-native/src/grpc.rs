@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::{EngineGone, EngineHandle, TimedEvent};
 use crate::status::SwarmStatus;
+use crate::settlement::SharedConsensus;
 use crate::store::JobInfo;
 
 /// The generated protobuf types and service stubs.
@@ -93,12 +94,13 @@ const CATCH_UP_STEP: usize = 256;
 #[derive(Clone)]
 pub struct ShoalService {
     engine: EngineHandle,
+    consensus: SharedConsensus,
 }
 
 impl ShoalService {
-    /// A service over this engine.
-    pub fn new(engine: EngineHandle) -> Self {
-        ShoalService { engine }
+    /// A service over this engine and its settlement consensus.
+    pub fn new(engine: EngineHandle, consensus: SharedConsensus) -> Self {
+        ShoalService { engine, consensus }
     }
 }
 
@@ -547,6 +549,31 @@ impl Shoal for ShoalService {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn consensus(&self, _: Request<pb::Empty>) -> Result<Response<pb::ConsensusStatus>, Status> {
+        use shoal_core::consensus::{transitions, State};
+        let view = self.consensus.lock().map_err(|_| Status::internal("consensus view poisoned"))?.clone();
+        let step = |from: State, event: shoal_core::consensus::Event, to: State, at: u64| pb::ConsensusTransition {
+            from: from.as_str().into(),
+            event: event.as_str().into(),
+            to: to.as_str().into(),
+            at_ms: at,
+        };
+        Ok(Response::new(pb::ConsensusStatus {
+            state: view.state.as_str().into(),
+            state_entered_ms: view.state_entered.0,
+            transitions: view.transitions,
+            waiting: view.waiting as u32,
+            agreed: view
+                .agreed
+                .iter()
+                .map(|a| pb::AgreedSettlement { round: a.round, epoch: a.epoch, digest: a.digest.clone() })
+                .collect(),
+            states: State::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
+            table: transitions().into_iter().map(|t| step(t.from, t.event, t.to, 0)).collect(),
+            recent: view.recent.iter().map(|s| step(s.from, s.event, s.to, s.at.0)).collect(),
+        }))
     }
 
     async fn list_workers(&self, _: Request<pb::Empty>) -> Result<Response<pb::WorkerList>, Status> {

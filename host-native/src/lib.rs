@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod service;
+pub mod settlement;
 pub mod status;
 pub mod store;
 pub mod worker;

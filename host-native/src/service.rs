@@ -126,7 +126,8 @@ impl Service {
             send_queue: cfg.server.worker_send_queue,
             next_conn: Arc::new(AtomicU64::new(1)),
         };
-        let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(engine.clone()))
+        let (consensus, consensus_task) = crate::settlement::spawn(engine.events(), stop_rx.clone());
+        let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(engine.clone(), consensus))
             .max_decoding_message_size(cfg.server.max_grpc_message)
             .max_encoding_message_size(cfg.server.max_grpc_message);
         if cfg.server.api_token.is_empty() && !cfg.server.grpc.ip().is_loopback() {
@@ -174,7 +175,7 @@ impl Service {
             engine,
             secret,
             stop,
-            servers: vec![http_task, grpc_task],
+            servers: vec![http_task, grpc_task, consensus_task],
             engine_thread: Some(engine_thread),
             shutdown_timeout: Duration::from_millis(cfg.server.shutdown_timeout_ms),
         })

@@ -279,3 +279,36 @@ async fn grpc_web_and_cors_serve_browsers_on_the_grpc_port() {
     assert!(text.contains("grpc-status:0") || text.contains("grpc-status: 0"), "{text:?}");
     service.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_settled_epoch_is_agreed_by_the_settlement_consensus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let workers = Workers::spawn(&service, "w", 2, Behaviour::Honest);
+    let mut c = client(&service).await;
+    wait_admitted(&mut c, 2).await;
+    let start = c.consensus(pb::Empty {}).await.expect("consensus").into_inner();
+    assert_eq!(start.states.len(), 11, "the machine's states");
+    assert_eq!(start.table.len(), 37, "its transition table");
+    assert!(start.agreed.is_empty());
+    for round in 1..=2u64 {
+        let job = submit(&mut c, "work", 2, &mixed_tasks(round * 1000)).await;
+        wait_finished(&mut c, &job, 60).await;
+        let epochs = c.close_epoch(pb::Empty {}).await.expect("close").into_inner().epochs;
+        let last = epochs.last().expect("an epoch").clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = c.consensus(pb::Empty {}).await.expect("consensus").into_inner();
+            if let Some(a) = s.agreed.iter().find(|a| a.epoch == last.epoch) {
+                assert_eq!(a.digest, last.digest, "the agreed digest is the settlement's");
+                assert_eq!(a.round, round, "one round per settlement");
+                assert!(s.transitions > 0 && !s.recent.is_empty());
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "epoch {} never agreed: {s:?}", last.epoch);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}

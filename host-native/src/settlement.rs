@@ -1,0 +1,100 @@
+//! Settlement consensus: every settled epoch's digest goes through the
+//! core's consensus machine (this coordinator as its single prover,
+//! [`SoloSettlement`]) before a settler acts on it. This task only feeds it
+//! the engine's settlements and the time, and publishes where it stands.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_core::consensus::solo::{Agreed, SoloSettlement, Step};
+use shoal_core::consensus::State;
+use shoal_core::coordinator::Event;
+use shoal_core::Millis;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::engine::TimedEvent;
+
+/// Agreed settlements kept for readers.
+const AGREED_KEPT: usize = 20;
+
+/// Where the settlement consensus stands, for the API.
+#[derive(Clone, Debug)]
+pub struct ConsensusView {
+    /// The machine's state.
+    pub state: State,
+    /// When it entered it (ms since the Unix epoch).
+    pub state_entered: Millis,
+    /// Transitions since the start.
+    pub transitions: u64,
+    /// Settlements waiting for agreement.
+    pub waiting: usize,
+    /// The last agreed settlements, oldest first.
+    pub agreed: Vec<Agreed>,
+    /// The last transitions, oldest first.
+    pub recent: Vec<Step>,
+}
+
+/// The view, shared with the API.
+pub type SharedConsensus = Arc<Mutex<ConsensusView>>;
+
+fn now_ms() -> Millis {
+    Millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+fn view_of(s: &SoloSettlement) -> ConsensusView {
+    let agreed = s.agreed();
+    ConsensusView {
+        state: s.state(),
+        state_entered: s.state_entered(),
+        transitions: s.transition_count(),
+        waiting: s.waiting(),
+        agreed: agreed[agreed.len().saturating_sub(AGREED_KEPT)..].to_vec(),
+        recent: s.recent().copied().collect(),
+    }
+}
+
+/// Starts the settlement consensus on the engine's events; it ends when
+/// `stop` turns true or the engine goes away.
+pub fn spawn(mut events: broadcast::Receiver<TimedEvent>, mut stop: watch::Receiver<bool>) -> (SharedConsensus, JoinHandle<()>) {
+    let mut solo = SoloSettlement::new(now_ms(), "coordinator");
+    let shared = Arc::new(Mutex::new(view_of(&solo)));
+    let publish = Arc::clone(&shared);
+    let task = tokio::spawn(async move {
+        loop {
+            let now = now_ms();
+            let wait = solo.next_deadline().map_or(Duration::from_mins(1), |d| Duration::from_millis(d.since(now).0));
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(TimedEvent { event: Event::EpochSettled(s), .. }) => {
+                        tracing::info!(epoch = s.epoch, digest = %s.digest, "settlement sent to consensus");
+                        solo.settled(now_ms(), s.epoch, s.digest.to_hex());
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "settlement consensus lagged behind the event stream");
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                () = tokio::time::sleep(wait) => solo.tick(now_ms()),
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        return;
+                    }
+                }
+            }
+            let before = publish.lock().map(|v| v.agreed.len()).unwrap_or(0);
+            let view = view_of(&solo);
+            if view.agreed.len() > before {
+                if let Some(a) = view.agreed.last() {
+                    tracing::info!(round = a.round, epoch = a.epoch, digest = %a.digest, "settlement agreed");
+                }
+            }
+            if let Ok(mut v) = publish.lock() {
+                *v = view;
+            }
+        }
+    });
+    (shared, task)
+}
