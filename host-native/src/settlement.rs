@@ -84,12 +84,10 @@ pub fn spawn(mut events: broadcast::Receiver<TimedEvent>, mut stop: watch::Recei
                     }
                 }
             }
-            let before = publish.lock().map(|v| v.agreed.len()).unwrap_or(0);
+            let before = publish.lock().map_or(0, |v| v.agreed.last().map_or(0, |a| a.round));
             let view = view_of(&solo);
-            if view.agreed.len() > before {
-                if let Some(a) = view.agreed.last() {
-                    tracing::info!(round = a.round, epoch = a.epoch, digest = %a.digest, "settlement agreed");
-                }
+            if let Some(a) = view.agreed.last().filter(|a| a.round > before) {
+                tracing::info!(round = a.round, epoch = a.epoch, digest = %a.digest, "settlement agreed");
             }
             if let Ok(mut v) = publish.lock() {
                 *v = view;
