@@ -16,8 +16,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::{EngineGone, EngineHandle, TimedEvent};
-use crate::status::SwarmStatus;
 use crate::settlement::SharedConsensus;
+use crate::status::SwarmStatus;
 use crate::store::JobInfo;
 
 /// The generated protobuf types and service stubs.

@@ -57,7 +57,10 @@ fn view_of(s: &SoloSettlement) -> ConsensusView {
 
 /// Starts the settlement consensus on the engine's events; it ends when
 /// `stop` turns true or the engine goes away.
-pub fn spawn(mut events: broadcast::Receiver<TimedEvent>, mut stop: watch::Receiver<bool>) -> (SharedConsensus, JoinHandle<()>) {
+pub fn spawn(
+    mut events: broadcast::Receiver<TimedEvent>,
+    mut stop: watch::Receiver<bool>,
+) -> (SharedConsensus, JoinHandle<()>) {
     let mut solo = SoloSettlement::new(now_ms(), "coordinator");
     let shared = Arc::new(Mutex::new(view_of(&solo)));
     let publish = Arc::clone(&shared);

@@ -187,6 +187,32 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
     b.wait_eval(tab, "payouts", &payouts, |v| v.as_object() == Some(&want)).await;
     b.screenshot(tab, &shots.join("epochs.png")).await;
 
+    // The settlement consensus agreed that epoch's digest; the Swarm page draws the machine's state on its diagram.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let s = up.client.consensus(pb::Empty {}).await.expect("consensus").into_inner();
+        if let Some(a) = s.agreed.iter().find(|a| a.epoch == last.epoch) {
+            assert_eq!(a.digest, last.digest);
+            break s.state;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "epoch {} not agreed: {s:?}", last.epoch);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    go(&mut b, tab, "swarm").await;
+    let want = Value::String(last.epoch.to_string());
+    b.wait_eval(
+        tab,
+        "agreed epoch shown",
+        "document.querySelector('[data-consensus-agreed]')?.dataset.consensusAgreed ?? null",
+        |v| *v == want,
+    )
+    .await;
+    let drawn = b.eval(tab, "[document.querySelectorAll('svg.consensus g.node').length, document.querySelectorAll('svg.consensus line').length, document.querySelector('svg.consensus g.node.current')?.dataset.state ?? null]").await;
+    assert_eq!(drawn[0], 11, "every state drawn: {drawn}");
+    assert!(drawn[1].as_u64() > Some(10), "its transitions drawn: {drawn}");
+    assert!(drawn[2].is_string(), "the current state is lit ({state} a moment ago): {drawn}");
+    b.screenshot(tab, &shots.join("swarm-consensus.png")).await;
+
     // Contribute: one button makes this tab a worker; the Workers page lists it.
     go(&mut b, tab, "contribute").await;
     b.eval(tab, "document.querySelector('#start').click()").await;

@@ -32,6 +32,8 @@ pub struct Live {
     pub epochs: RwSignal<Vec<pb::Epoch>>,
     /// Verification against ground truth.
     pub shadow: RwSignal<Option<pb::Shadow>>,
+    /// The settlement consensus.
+    pub consensus: RwSignal<Option<pb::ConsensusStatus>>,
     /// Recent events, newest first.
     pub feed: RwSignal<Vec<pb::SwarmEvent>>,
     /// Verified tasks and operations per second.
@@ -107,6 +109,9 @@ async fn refresh(live: Live) {
     }
     if let Ok(s) = c.shadow_stats(api::request(pb::Empty {})).await {
         live.shadow.set(Some(s.into_inner()));
+    }
+    if let Ok(s) = c.consensus(api::request(pb::Empty {})).await {
+        live.consensus.set(Some(s.into_inner()));
     }
     live.error.set(None);
     if live.refreshes.get_untracked() == 0 {
@@ -225,6 +230,7 @@ fn App() -> impl IntoView {
         jobs: RwSignal::new(Vec::new()),
         epochs: RwSignal::new(Vec::new()),
         shadow: RwSignal::new(None),
+        consensus: RwSignal::new(None),
         feed: RwSignal::new(Vec::new()),
         throughput: RwSignal::new(Throughput::default()),
         error: RwSignal::new(None),

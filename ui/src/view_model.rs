@@ -163,6 +163,31 @@ pub fn mandelbrot_rgba(iterations: &[u8], max_iter: u32) -> Vec<u8> {
     out
 }
 
+/// Centres of `n` nodes on an ellipse filling a `width` × `height` box
+/// (the first at the top, clockwise): the consensus diagram's layout.
+pub fn ring(n: usize, width: f64, height: f64, margin: f64) -> Vec<(f64, f64)> {
+    let (cx, cy) = (width / 2.0, height / 2.0);
+    let (rx, ry) = ((width / 2.0 - margin).max(0.0), (height / 2.0 - margin).max(0.0));
+    (0..n)
+        .map(|i| {
+            let a = -std::f64::consts::FRAC_PI_2 + std::f64::consts::TAU * i as f64 / n.max(1) as f64;
+            (cx + rx * a.cos(), cy + ry * a.sin())
+        })
+        .collect()
+}
+
+/// The segment from `a` to `b` shortened by `gap` at both ends (edges stop
+/// at the nodes' rims); `None` when the nodes are too close.
+pub fn edge(a: (f64, f64), b: (f64, f64), gap: f64) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let len = (dx * dx + dy * dy).sqrt();
+    if len <= 2.0 * gap {
+        return None;
+    }
+    let (ux, uy) = (dx / len, dy / len);
+    Some(((a.0 + ux * gap, a.1 + uy * gap), (b.0 - ux * gap, b.1 - uy * gap)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +237,18 @@ mod tests {
         let p = polyline(&[0, 5, 10], 100.0, 50.0);
         assert_eq!(p, "0.0,50.0 50.0,25.0 100.0,0.0");
         assert_eq!(polyline(&[0, 0], 10.0, 10.0), "0.0,10.0 10.0,10.0", "flat at zero, no division by zero");
+    }
+
+    #[test]
+    fn the_diagram_layout_is_a_ring_inside_its_box() {
+        let r = ring(4, 200.0, 100.0, 10.0);
+        assert_eq!(r.len(), 4);
+        let near = |p: (f64, f64), q: (f64, f64)| (p.0 - q.0).abs() < 1e-9 && (p.1 - q.1).abs() < 1e-9;
+        assert!(near(r[0], (100.0, 10.0)), "first at the top: {:?}", r[0]);
+        assert!(near(r[1], (190.0, 50.0)), "then clockwise: {:?}", r[1]);
+        let ((x0, y0), (x1, y1)) = edge((0.0, 0.0), (10.0, 0.0), 2.0).expect("long enough");
+        assert!(near((x0, y0), (2.0, 0.0)) && near((x1, y1), (8.0, 0.0)));
+        assert_eq!(edge((0.0, 0.0), (3.0, 0.0), 2.0), None);
     }
 
     #[test]

@@ -213,9 +213,7 @@ impl SoloSettlement {
                     self.note_agreement();
                     continue;
                 }
-                Action::Synchronize { request, existing } => {
-                    (request, Reply::Synced(existing.unwrap_or_else(genesis)))
-                }
+                Action::Synchronize { request, existing } => (request, Reply::Synced(existing.unwrap_or_else(genesis))),
                 Action::NextLeaders { request, .. } => (request, Reply::Leaders(vec![self.me.clone()])),
                 Action::Collect { request } => {
                     if self.waiting.is_empty() {
@@ -241,9 +239,7 @@ impl SoloSettlement {
                     None => (request, Reply::Failed("no proposal".into())),
                 },
                 Action::CheckQuorum { request, votes } => (request, Reply::Quorum(!votes.is_empty())),
-                Action::FinalizeVotes { request, proposals, votes } => {
-                    (request, finalize(&proposals, &votes))
-                }
+                Action::FinalizeVotes { request, proposals, votes } => (request, finalize(&proposals, &votes)),
             };
             let _ = self.m.handle(now, Input::Reply { request, reply });
         }

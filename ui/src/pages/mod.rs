@@ -1,5 +1,6 @@
 //! One module per page.
 
+pub mod consensus;
 pub mod contribute;
 pub mod epochs;
 pub mod jobs;

@@ -20,6 +20,31 @@ fn Stat(label: &'static str, #[prop(into)] value: Signal<String>, #[prop(optiona
     }
 }
 
+/// The latest events of the live stream.
+#[component]
+fn Feed() -> impl IntoView {
+    let live = live();
+    view! {
+        <h3>"Live"</h3>
+        <ul class="feed">
+            {move || {
+                let now = live.now_ms.get();
+                live.feed
+                    .get()
+                    .into_iter()
+                    .take(15)
+                    .map(|e| {
+                        let what = if e.worker.is_empty() { e.detail.clone() } else { format!("{} {}", e.worker, e.detail) };
+                        view! {
+                            <li><span class="kind">{e.kind}</span> " " {what} " " <span class="ago">{ago(now, e.at_ms)}</span></li>
+                        }
+                    })
+                    .collect_view()
+            }}
+        </ul>
+    }
+}
+
 /// The swarm page.
 #[component]
 pub fn SwarmPage() -> impl IntoView {
@@ -104,23 +129,8 @@ pub fn SwarmPage() -> impl IntoView {
                     </table>
                 </div>
             </div>
-            <h3>"Live"</h3>
-            <ul class="feed">
-                {move || {
-                    let now = live.now_ms.get();
-                    live.feed
-                        .get()
-                        .into_iter()
-                        .take(15)
-                        .map(|e| {
-                            let what = if e.worker.is_empty() { e.detail.clone() } else { format!("{} {}", e.worker, e.detail) };
-                            view! {
-                                <li><span class="kind">{e.kind}</span> " " {what} " " <span class="ago">{ago(now, e.at_ms)}</span></li>
-                            }
-                        })
-                        .collect_view()
-                }}
-            </ul>
+            <super::consensus::Consensus />
+            <Feed />
         </section>
     }
 }
