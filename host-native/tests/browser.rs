@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use common::browser::Browser;
 use common::*;
-use shoal_core::kernels::{
-    Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
-};
+use shoal_core::kernels::{Comparator, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
 use shoal_native::grpc::pb;
+use shoal_native::grpc::pb::shoal_client::ShoalClient;
 use shoal_native::worker::Behaviour;
 use shoal_native::{Service, ShoalConfig};
 
@@ -31,6 +30,14 @@ fn browser_config(dir: &std::path::Path) -> ShoalConfig {
     cfg.server.dist = dist;
     cfg.coordinator.allow_guests = true;
     cfg
+}
+
+/// A coordinator serving the worker page, its client, and a browser.
+async fn browser_swarm(dir: &std::path::Path) -> (Service, ShoalClient<tonic::transport::Channel>, Browser, String) {
+    let service = Service::start(browser_config(dir)).await.expect("service starts");
+    let c = client(&service).await;
+    let url = page_url(&service);
+    (service, c, Browser::launch(), url)
 }
 
 fn page_url(service: &Service) -> String {
@@ -48,15 +55,6 @@ async fn browser_workers(
         .map(|w| w.id)
         .collect()
 }
-
-const TRIPLE: &str = r"
-@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    if (id.x < arrayLength(&src)) { dst[id.x] = src[id.x] * 3u; }
-}
-";
 
 /// The right answer: the CPU reference, or for the custom kernel (which
 /// has none) its input tripled.
@@ -101,32 +99,15 @@ fn kernel_jobs() -> Vec<(&'static str, Tasks)> {
             (k, vec![])
         })
         .collect();
-    let custom = (0..2u32)
-        .map(|j| {
-            let k = KernelSpec::Custom(CustomKernel {
-                wgsl: TRIPLE.into(),
-                entry_point: "main".into(),
-                bindings: vec![
-                    CustomBinding { binding: 0, role: CustomRole::Input, len: 256 },
-                    CustomBinding { binding: 1, role: CustomRole::Output, len: 256 },
-                ],
-                workgroups: [1, 1, 1],
-                comparator: Comparator::Exact,
-                ops: 64,
-            });
-            (k, vec![(0..64u32).flat_map(|i| (i + j).to_le_bytes()).collect()])
-        })
-        .collect();
+    let custom =
+        (0..2u32).map(|j| (triple(TRIPLE), vec![(0..64u32).flat_map(|i| (i + j).to_le_bytes()).collect()])).collect();
     vec![("sha256", sha), ("matmul", matmul), ("mandelbrot", mandel), ("custom wgsl", custom)]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_browser_tabs_verify_every_kernel_and_a_closed_tab_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let service = Service::start(browser_config(dir.path())).await.expect("service starts");
-    let mut c = client(&service).await;
-    let mut browser = Browser::launch();
-    let url = page_url(&service);
+    let (service, mut c, mut browser, url) = browser_swarm(dir.path()).await;
     let t0 = browser.open(&url);
     let t1 = browser.open(&url);
     let (id0, id1) = (browser.admitted_id(t0, &mut c).await, browser.admitted_id(t1, &mut c).await);
@@ -186,10 +167,7 @@ async fn two_browser_tabs_verify_every_kernel_and_a_closed_tab_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_browser_and_a_native_worker_verify_exact_kernels_together_and_floats_within_a_class() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let service = Service::start(browser_config(dir.path())).await.expect("service starts");
-    let mut c = client(&service).await;
-    let mut browser = Browser::launch();
-    let url = page_url(&service);
+    let (service, mut c, mut browser, url) = browser_swarm(dir.path()).await;
     let t0 = browser.open(&url);
     let tab = browser.admitted_id(t0, &mut c).await;
     let mut workers = Workers::spawn(&service, "native", 1, Behaviour::Honest);

@@ -9,9 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use shoal_core::kernels::{
-    Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
-};
+use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
 use shoal_native::grpc::{kernel_to_pb, pb};
 use shoal_native::worker::{Behaviour, Executor};
 use shoal_native::Service;
@@ -20,29 +18,6 @@ fn lavapipe() -> Executor {
     let gpu = pollster::block_on(shoal_compute::Gpu::new(shoal_compute::GpuOptions::default()))
         .unwrap_or_else(|e| panic!("no Vulkan adapter ({e}); `cargo xtask setup --gpu` installs lavapipe"));
     Executor::Gpu(Arc::new(gpu))
-}
-
-const TRIPLE: &str = r"
-@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    if (id.x < arrayLength(&src)) { dst[id.x] = src[id.x] * 3u; }
-}
-";
-
-fn triple(wgsl: &str) -> KernelSpec {
-    KernelSpec::Custom(CustomKernel {
-        wgsl: wgsl.into(),
-        entry_point: "main".into(),
-        bindings: vec![
-            CustomBinding { binding: 0, role: CustomRole::Input, len: 256 },
-            CustomBinding { binding: 1, role: CustomRole::Output, len: 256 },
-        ],
-        workgroups: [1, 1, 1],
-        comparator: Comparator::Exact,
-        ops: 64,
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -460,42 +460,33 @@ fn bench(args: &[String]) -> Result {
 /// The browser worker's benchmark: a Chromium tab on WebGPU vs native
 /// workers on lavapipe and on the CPU, the same jobs, one worker at a time.
 fn bench_browser() -> Result {
-    ensure_wasm_target()?;
-    ensure_wasm_bindgen()?;
-    ensure_node()?;
-    ensure_browser()?;
     ensure_lavapipe()?;
-    let node_modules = ensure_playwright()?;
-    let web_dist = target_dir().join("shoal-web-dist");
-    // Fresh each time: no file of an older build may satisfy a test.
-    let _ = std::fs::remove_dir_all(&web_dist);
-    build_web(&web_dist)?;
-    step(
-        "browser worker benchmark (release)",
-        cargo()
-            .args(["test", "--release", "--locked", "-p", "shoal-native", "--test", "browser", "--"])
-            .args(["--ignored", "--nocapture", "browser_worker_benchmark"])
-            .env("SHOAL_WEB_DIST", &web_dist)
-            .env("SHOAL_NODE_PATH", &node_modules),
-    )
+    bench_in_chromium("browser worker benchmark", "browser", "browser_worker_benchmark", build_web)
 }
 
 /// The dashboard's budgets: first-load bytes, time to first render and
 /// data, idle CPU over a minute, in headless Chromium against `shoal up`.
 fn bench_dashboard() -> Result {
+    bench_in_chromium("dashboard budgets", "dashboard", "dashboard_budgets", build_site)
+}
+
+/// Runs one ignored benchmark test of shoal-native (release) that drives
+/// Chromium, after building what it serves with `build` into a fresh folder.
+fn bench_in_chromium(name: &str, test: &str, filter: &str, build: fn(&Path) -> Result) -> Result {
     ensure_wasm_target()?;
     ensure_wasm_bindgen()?;
     ensure_node()?;
     ensure_browser()?;
     let node_modules = ensure_playwright()?;
     let site = target_dir().join("shoal-web-dist");
+    // Fresh each time: no file of an older build may be measured.
     let _ = std::fs::remove_dir_all(&site);
-    build_site(&site)?;
+    build(&site)?;
     step(
-        "dashboard budgets (release)",
+        &format!("{name} (release)"),
         cargo()
-            .args(["test", "--release", "--locked", "-p", "shoal-native", "--test", "dashboard", "--"])
-            .args(["--ignored", "--nocapture", "dashboard_budgets"])
+            .args(["test", "--release", "--locked", "-p", "shoal-native", "--test", test, "--"])
+            .args(["--ignored", "--nocapture", filter])
             .env("SHOAL_WEB_DIST", &site)
             .env("SHOAL_NODE_PATH", &node_modules),
     )

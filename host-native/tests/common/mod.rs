@@ -237,3 +237,29 @@ impl Drop for ChildGuard {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
+
+/// A custom WGSL kernel that triples 64 u32 (exact comparator).
+pub const TRIPLE: &str = r"
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < arrayLength(&src)) { dst[id.x] = src[id.x] * 3u; }
+}
+";
+
+/// A custom kernel of this WGSL over 256-byte input and output buffers.
+pub fn triple(wgsl: &str) -> KernelSpec {
+    use shoal_core::kernels::{Comparator, CustomBinding, CustomKernel, CustomRole};
+    KernelSpec::Custom(CustomKernel {
+        wgsl: wgsl.into(),
+        entry_point: "main".into(),
+        bindings: vec![
+            CustomBinding { binding: 0, role: CustomRole::Input, len: 256 },
+            CustomBinding { binding: 1, role: CustomRole::Output, len: 256 },
+        ],
+        workgroups: [1, 1, 1],
+        comparator: Comparator::Exact,
+        ops: 64,
+    })
+}
