@@ -37,7 +37,7 @@ pub struct ShoalWorker {
     worker: Worker,
     shared: Rc<RefCell<Shared>>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_page_hide: Option<Closure<dyn FnMut()>>,
+    on_page_hide: Option<Closure<dyn FnMut()>>,
 }
 
 #[wasm_bindgen]
@@ -84,7 +84,7 @@ impl ShoalWorker {
             let _ = window.add_event_listener_with_callback("pagehide", close.as_ref().unchecked_ref());
             close
         });
-        Ok(ShoalWorker { worker, shared, _on_message: on_message, _on_page_hide: on_page_hide })
+        Ok(ShoalWorker { worker, shared, _on_message: on_message, on_page_hide })
     }
 
     /// Connects to the coordinator and takes work. `options` is an object:
@@ -172,6 +172,10 @@ impl ShoalWorker {
 
 impl Drop for ShoalWorker {
     fn drop(&mut self) {
+        // The page outlives this handle: its listener must not call a dropped closure.
+        if let (Some(window), Some(close)) = (web_sys::window(), self.on_page_hide.as_ref()) {
+            let _ = window.remove_event_listener_with_callback("pagehide", close.as_ref().unchecked_ref());
+        }
         self.worker.terminate();
     }
 }
