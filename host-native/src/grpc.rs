@@ -328,25 +328,20 @@ fn outcome_to_pb(index: u32, ended: EndedTask, omit_outputs: bool) -> pb::TaskOu
 fn status_of(c: &Coordinator, job: JobId, stored: Option<JobInfo>) -> Option<pb::JobStatus> {
     let name = stored.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     let submitted_ms = stored.as_ref().map_or(0, |s| s.submitted.0);
-    if let Some(p) = c.job_progress(job) {
-        return Some(pb::JobStatus {
-            job_id: job.to_string(),
-            name,
-            tasks: p.tasks,
-            verified: p.verified,
-            dead_lettered: p.dead_lettered,
-            cancelled: p.cancelled,
-            finished: p.finished(),
-            submitted_ms,
-        });
-    }
-    let s = stored?;
-    let p = s.finished.clone().unwrap_or(shoal_core::coordinator::JobProgress {
-        tasks: s.tasks,
-        verified: 0,
-        dead_lettered: 0,
-        cancelled: 0,
-    });
+    let (p, finished) = match c.job_progress(job) {
+        Some(p) => (p.clone(), p.finished()),
+        None => {
+            let s = stored?;
+            let finished = s.finished.is_some();
+            let p = s.finished.unwrap_or(shoal_core::coordinator::JobProgress {
+                tasks: s.tasks,
+                verified: 0,
+                dead_lettered: 0,
+                cancelled: 0,
+            });
+            (p, finished)
+        }
+    };
     Some(pb::JobStatus {
         job_id: job.to_string(),
         name,
@@ -354,7 +349,7 @@ fn status_of(c: &Coordinator, job: JobId, stored: Option<JobInfo>) -> Option<pb:
         verified: p.verified,
         dead_lettered: p.dead_lettered,
         cancelled: p.cancelled,
-        finished: s.finished.is_some(),
+        finished,
         submitted_ms,
     })
 }
