@@ -18,12 +18,19 @@ pub fn benchmark(n: u32, seed: u64) -> (KernelSpec, Vec<Vec<u8>>) {
 }
 
 /// Runs the benchmark on the GPU and checks it against the CPU reference
-/// with the kernel's comparator; returns the outputs when they agree.
+/// with the kernel's comparator: whether they agree.
 pub async fn run_and_check(gpu: &Gpu, n: u32, seed: u64) -> Result<bool, ComputeError> {
     let (kernel, inputs) = benchmark(n, seed);
     let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-    let got = gpu.run(&kernel, &refs).await?;
-    let want = kernel.run_cpu(&refs).map_err(|e| ComputeError::InvalidTask(e.to_string()))?;
+    check(gpu, &kernel, &refs).await
+}
+
+/// Runs any built-in kernel on the GPU and checks it against its CPU
+/// reference with the kernel's comparator: whether they agree (a device's
+/// self-test before it offers its work, e.g. a browser tab warming up).
+pub async fn check(gpu: &Gpu, kernel: &KernelSpec, inputs: &[&[u8]]) -> Result<bool, ComputeError> {
+    let got = gpu.run(kernel, inputs).await?;
+    let want = kernel.run_cpu(inputs).map_err(|e| ComputeError::InvalidTask(e.to_string()))?;
     let g: Vec<&[u8]> = got.iter().map(Vec::as_slice).collect();
     let w: Vec<&[u8]> = want.iter().map(Vec::as_slice).collect();
     Ok(kernel.comparator().agree(&g, &w))

@@ -19,8 +19,11 @@ use bytes::Bytes;
 use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, WorkerId};
 use crate::kernels::KernelSpec;
+use crate::rng::SplitMix64;
 use crate::time::Millis;
-use crate::wire::message::{ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, TaskAck, TaskDecline, TaskOffer};
+use crate::wire::message::{
+    ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, MessageDecoder, TaskAck, TaskDecline, TaskOffer,
+};
 use crate::wire::{Envelope, Message};
 
 /// The shortest silence counted as a suspension, whatever the heartbeat
@@ -159,6 +162,23 @@ impl WorkerSession {
         self.outputs.push_back(WorkerOutput::Run { assignment, job: offer.job, kernel: offer.kernel, inputs });
     }
 
+    /// Handles the bytes of one read from the connection: every envelope
+    /// they complete, in order. Frames that do not decode end the session
+    /// (a worker never guesses at a coordinator's bytes).
+    pub fn receive(&mut self, now: Millis, decoder: &mut MessageDecoder, bytes: Bytes) {
+        decoder.push_bytes(bytes);
+        loop {
+            match decoder.next_envelope() {
+                Ok(Some(envelope)) => self.handle(now, envelope),
+                Ok(None) => return,
+                Err(e) => {
+                    self.leave(&format!("undecodable frames from the coordinator: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
     /// Reports a finished run: its outputs, or why it failed. Results of
     /// cancelled or unknown assignments are dropped, never sent.
     pub fn finished(&mut self, assignment: AssignmentId, outcome: Result<Vec<Bytes>, String>) {
@@ -243,5 +263,58 @@ impl WorkerSession {
     /// The next thing to do.
     pub fn poll_output(&mut self) -> Option<WorkerOutput> {
         self.outputs.pop_front()
+    }
+}
+
+/// Reconnection delays of a worker: exponential from 250 ms to 10 s, plus
+/// up to half again of random jitter so that workers dropped together (a
+/// coordinator restart, a network blip) do not return together.
+#[derive(Debug)]
+pub struct Backoff {
+    base_ms: u64,
+    rng: SplitMix64,
+}
+
+impl Backoff {
+    /// First delay.
+    pub const FIRST_MS: u64 = 250;
+    /// Longest delay before jitter.
+    pub const MAX_MS: u64 = 10_000;
+
+    /// A backoff whose jitter comes from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Backoff { base_ms: Self::FIRST_MS, rng: SplitMix64::new(seed) }
+    }
+
+    /// The next delay, and doubles the one after.
+    pub fn next_delay_ms(&mut self) -> u64 {
+        let d = self.base_ms + self.rng.below(self.base_ms / 2 + 1);
+        self.base_ms = (self.base_ms * 2).min(Self::MAX_MS);
+        d
+    }
+
+    /// A connection succeeded: start again from the first delay.
+    pub fn reset(&mut self) {
+        self.base_ms = Self::FIRST_MS;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_resets() {
+        let mut b = Backoff::new(7);
+        let delays: Vec<u64> = (0..8).map(|_| b.next_delay_ms()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let base = (Backoff::FIRST_MS << i).min(Backoff::MAX_MS);
+            assert!((base..=base + base / 2).contains(d), "{i}: {d}");
+        }
+        let mut other = Backoff::new(8);
+        let theirs: Vec<u64> = (0..8).map(|_| other.next_delay_ms()).collect();
+        assert_ne!(delays, theirs, "different workers wait differently");
+        b.reset();
+        assert!(b.next_delay_ms() < Backoff::FIRST_MS * 2);
     }
 }

@@ -130,6 +130,7 @@ pub struct Gauges {
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<TimedEvent>,
+    settlements: broadcast::Sender<TimedEvent>,
     diffs: broadcast::Sender<Arc<StateDiff>>,
     /// Live counters.
     pub gauges: Arc<Gauges>,
@@ -188,6 +189,12 @@ impl EngineHandle {
         self.events.subscribe()
     }
 
+    /// Settled epochs from now on (their own channel: a listener to these
+    /// rare events neither wakes on every task nor lags behind them).
+    pub fn settlements(&self) -> broadcast::Receiver<TimedEvent> {
+        self.settlements.subscribe()
+    }
+
     /// Live diffs from now on.
     pub fn diffs(&self) -> broadcast::Receiver<Arc<StateDiff>> {
         self.diffs.subscribe()
@@ -214,10 +221,15 @@ impl Clock {
 
     /// Now.
     pub fn now(&mut self) -> Millis {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        self.last = self.last.max(Millis(wall));
+        self.last = self.last.max(wall_now());
         self.last
     }
+}
+
+/// The wall clock in the core's unit (ms since the Unix epoch); it may step
+/// back: state machines read a [`Clock`].
+pub fn wall_now() -> Millis {
+    Millis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
 }
 
 /// The engine's settings from the service configuration.
@@ -279,6 +291,7 @@ struct Committer {
     engine: mpsc::Sender<Command>,
     conns: HashMap<ConnId, tokio::sync::mpsc::Sender<Outbound>>,
     events: broadcast::Sender<TimedEvent>,
+    settlements: broadcast::Sender<TimedEvent>,
     diffs: broadcast::Sender<Arc<StateDiff>>,
     durable: Arc<AtomicU64>,
     gauges: Arc<Gauges>,
@@ -312,6 +325,7 @@ pub fn start(
     );
     let (tx, rx) = mpsc::channel();
     let (events, _) = broadcast::channel(4096);
+    let (settlements, _) = broadcast::channel(64);
     let (diffs, _) = broadcast::channel(settings.diff_ring.max(1));
     let gauges = Arc::new(Gauges {
         started: std::time::Instant::now(),
@@ -324,6 +338,7 @@ pub fn start(
     let handle = EngineHandle {
         tx: tx.clone(),
         events: events.clone(),
+        settlements: settlements.clone(),
         diffs: diffs.clone(),
         gauges: gauges.clone(),
         stopped: stopped.clone(),
@@ -335,6 +350,7 @@ pub fn start(
         engine: tx,
         conns: HashMap::new(),
         events,
+        settlements,
         diffs,
         durable: durable.clone(),
         gauges: gauges.clone(),
@@ -599,6 +615,9 @@ impl Committer {
                 Output::Event(event) => {
                     crate::metrics::record_event(&event);
                     log_event(&event);
+                    if matches!(event, Event::EpochSettled(_)) {
+                        let _ = self.settlements.send(TimedEvent { at: now, event: event.clone() });
+                    }
                     let _ = self.events.send(TimedEvent { at: now, event });
                 }
                 Output::Persist(_) => {}

@@ -24,7 +24,7 @@ pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router) -> Router {
         .route("/ws", get(ws::upgrade))
         .with_state(plane)
         .merge(grpc_web);
-    if dist.join("index.html").is_file() || dist.join("worker.html").is_file() {
+    if dist.is_dir() {
         // The dashboard's files go out gzip-compressed to browsers that accept it.
         api.fallback_service(tower_http::compression::Compression::new(
             ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))),

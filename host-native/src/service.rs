@@ -126,7 +126,7 @@ impl Service {
             send_queue: cfg.server.worker_send_queue,
             next_conn: Arc::new(AtomicU64::new(1)),
         };
-        let (consensus, consensus_task) = crate::settlement::spawn(engine.events(), stop_rx.clone());
+        let (consensus, consensus_task) = crate::settlement::spawn(engine.settlements(), stop_rx.clone());
         let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(engine.clone(), consensus))
             .max_decoding_message_size(cfg.server.max_grpc_message)
             .max_encoding_message_size(cfg.server.max_grpc_message);

@@ -14,7 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::engine::TimedEvent;
+use crate::engine::{Clock, TimedEvent};
 
 /// Agreed settlements kept for readers.
 const AGREED_KEPT: usize = 20;
@@ -39,10 +39,6 @@ pub struct ConsensusView {
 /// The view, shared with the API.
 pub type SharedConsensus = Arc<Mutex<ConsensusView>>;
 
-fn now_ms() -> Millis {
-    Millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
-}
-
 fn view_of(s: &SoloSettlement) -> ConsensusView {
     let agreed = s.agreed();
     ConsensusView {
@@ -61,18 +57,20 @@ pub fn spawn(
     mut events: broadcast::Receiver<TimedEvent>,
     mut stop: watch::Receiver<bool>,
 ) -> (SharedConsensus, JoinHandle<()>) {
-    let mut solo = SoloSettlement::new(now_ms(), "coordinator");
+    // The machine's deadlines need a clock that never steps back.
+    let mut clock = Clock::resume(Millis(0));
+    let mut solo = SoloSettlement::new(clock.now(), "coordinator");
     let shared = Arc::new(Mutex::new(view_of(&solo)));
     let publish = Arc::clone(&shared);
     let task = tokio::spawn(async move {
         loop {
-            let now = now_ms();
+            let now = clock.now();
             let wait = solo.next_deadline().map_or(Duration::from_mins(1), |d| Duration::from_millis(d.since(now).0));
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(TimedEvent { event: Event::EpochSettled(s), .. }) => {
                         tracing::info!(epoch = s.epoch, digest = %s.digest, "settlement sent to consensus");
-                        solo.settled(now_ms(), s.epoch, s.digest.to_hex());
+                        solo.settled(clock.now(), s.epoch, s.digest.to_hex());
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
@@ -80,7 +78,7 @@ pub fn spawn(
                     }
                     Err(RecvError::Closed) => return,
                 },
-                () = tokio::time::sleep(wait) => solo.tick(now_ms()),
+                () = tokio::time::sleep(wait) => solo.tick(clock.now()),
                 _ = stop.changed() => {
                     if *stop.borrow() {
                         return;

@@ -15,10 +15,12 @@ use futures_util::{SinkExt, StreamExt};
 use shoal_core::rng::SplitMix64;
 use shoal_core::wire::message::{DeviceInfo, Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::PROTOCOL_VERSION;
-use shoal_core::worker::{WorkerOutput, WorkerSession};
-use shoal_core::{JobId, Millis, WorkerId};
+use shoal_core::worker::{Backoff, WorkerOutput, WorkerSession};
+use shoal_core::{JobId, WorkerId};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::engine::wall_now;
 
 /// How a worker behaves (everything but `Honest` is for tests and
 /// simulations of Byzantine swarms).
@@ -103,16 +105,12 @@ pub fn cpu_device() -> DeviceInfo {
     DeviceInfo::cpu_reference(std::env::consts::ARCH, "shoal-core reference kernels")
 }
 
-fn now_ms() -> Millis {
-    Millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
-}
-
 /// Runs a worker until `stop` turns true (or, without reconnect, until
 /// its session ends).
 pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result<WorkerReport, WorkerError> {
     let mut report = WorkerReport::default();
     let mut rng = SplitMix64::new(opts.seed);
-    let mut backoff_ms = 250u64;
+    let mut backoff = Backoff::new(opts.seed.rotate_left(32));
     loop {
         if *stop.borrow() {
             return Ok(report);
@@ -120,7 +118,7 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
         match tokio_tungstenite::connect_async(opts.url.as_str()).await {
             Ok((ws, _)) => {
                 report.connections += 1;
-                backoff_ms = 250;
+                backoff.reset();
                 let (completed, reason) = session(&opts, ws, &mut rng, &mut stop).await;
                 report.completed += completed;
                 tracing::debug!(worker = %opts.worker_id, %reason, "session ended");
@@ -136,12 +134,10 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
         if !opts.reconnect || *stop.borrow() {
             return Ok(report);
         }
-        let jitter = rng.below(backoff_ms / 2 + 1);
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(backoff_ms + jitter)) => {}
+            () = tokio::time::sleep(Duration::from_millis(backoff.next_delay_ms())) => {}
             _ = stop.changed() => {}
         }
-        backoff_ms = (backoff_ms * 2).min(10_000);
     }
 }
 
@@ -240,19 +236,7 @@ async fn session(
         }
         tokio::select! {
             msg = stream.next() => match msg {
-                Some(Ok(WsMessage::Binary(b))) => {
-                    decoder.push_bytes(b);
-                    loop {
-                        match decoder.next_envelope() {
-                            Ok(Some(env)) => s.handle(now_ms(), env),
-                            Ok(None) => break,
-                            Err(e) => {
-                                s.leave(&format!("undecodable frames from the coordinator: {e}"));
-                                break;
-                            }
-                        }
-                    }
-                }
+                Some(Ok(WsMessage::Binary(b))) => s.receive(wall_now(), &mut decoder, b),
                 Some(Ok(WsMessage::Close(_))) | None => break "coordinator closed the connection".to_owned(),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break format!("websocket: {e}"),
@@ -263,7 +247,7 @@ async fn session(
                     s.finished(assignment, out);
                 }
             }
-            _ = tick.tick() => s.tick(now_ms()),
+            _ = tick.tick() => s.tick(wall_now()),
             _ = stop.changed() => {
                 if *stop.borrow() {
                     s.leave("worker stopping");

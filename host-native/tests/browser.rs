@@ -10,10 +10,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::browser::Browser;
+use common::browser::{site, Browser};
 use common::*;
 use shoal_core::kernels::{Comparator, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
 use shoal_native::grpc::pb;
@@ -22,10 +21,7 @@ use shoal_native::worker::Behaviour;
 use shoal_native::{Service, ShoalConfig};
 
 fn browser_config(dir: &std::path::Path) -> ShoalConfig {
-    let dist = PathBuf::from(std::env::var("SHOAL_WEB_DIST").unwrap_or_else(|_| {
-        panic!("SHOAL_WEB_DIST is not set: it must name the built worker page (`cargo xtask test` builds it)")
-    }));
-    assert!(dist.join("shoal_web_bg.wasm").is_file(), "{} holds no built worker page", dist.display());
+    let dist = site("shoal_web_bg.wasm");
     let mut cfg = test_config(dir);
     cfg.server.dist = dist;
     cfg.coordinator.allow_guests = true;

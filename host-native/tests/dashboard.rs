@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::browser::Browser;
+use common::browser::{site, Browser};
 use common::{free_port, ChildGuard};
 use serde_json::Value;
 use shoal_core::kernels::{KernelSpec, Sha256Params};
@@ -33,14 +33,6 @@ struct Up {
     _data: tempfile::TempDir,
 }
 
-fn site() -> PathBuf {
-    let dist = PathBuf::from(std::env::var("SHOAL_WEB_DIST").unwrap_or_else(|_| {
-        panic!("SHOAL_WEB_DIST is not set: it must name the built site (`cargo xtask test` builds it)")
-    }));
-    assert!(dist.join("index.html").is_file(), "{} holds no dashboard (trunk build)", dist.display());
-    dist
-}
-
 impl Up {
     async fn start() -> Up {
         let data = tempfile::tempdir().expect("tempdir");
@@ -50,7 +42,7 @@ impl Up {
             .arg(data.path())
             .args(["--set", &format!("server.http=127.0.0.1:{http}")])
             .args(["--set", &format!("server.grpc=127.0.0.1:{grpc}")])
-            .args(["--set", &format!("server.dist={}", site().display())])
+            .args(["--set", &format!("server.dist={}", site("index.html").display())])
             // A debug build's CPU workers and SwiftShader are slow; admit them.
             .args(["--set", "coordinator.profile.min_mflops=1", "--set", "coordinator.profile.benchmark_size=64"])
             .args(["--set", "coordinator.rewards.min_tasks=1"])

@@ -14,12 +14,12 @@ use gloo_timers::future::TimeoutFuture;
 use shoal_core::kernels::KernelSpec;
 use shoal_core::wire::message::{Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::PROTOCOL_VERSION;
-use shoal_core::worker::{SessionState, WorkerOutput, WorkerSession};
+use shoal_core::worker::{Backoff, SessionState, WorkerOutput, WorkerSession};
 use shoal_core::{AssignmentId, Millis, WorkerId};
 
 use crate::control::{Control, Phase, StartOptions, Status};
 use crate::exec::Executor;
-use crate::policy::{Backoff, GpuShare};
+use crate::policy::GpuShare;
 
 /// How often the session's clock ticks (heartbeats, suspension check,
 /// status flush).
@@ -307,19 +307,7 @@ impl<P: Fn(&Status)> Agent<P> {
                 c = controls.next() => Event::Control(c),
             };
             match event {
-                Event::Ws(Some(Ok(WsMessage::Bytes(b)))) => {
-                    decoder.push_bytes(Bytes::from(b));
-                    loop {
-                        match decoder.next_envelope() {
-                            Ok(Some(envelope)) => session.handle(now(), envelope),
-                            Ok(None) => break,
-                            Err(e) => {
-                                session.leave(&format!("undecodable frames from the coordinator: {e}"));
-                                break;
-                            }
-                        }
-                    }
-                }
+                Event::Ws(Some(Ok(WsMessage::Bytes(b)))) => session.receive(now(), &mut decoder, Bytes::from(b)),
                 Event::Ws(Some(Ok(WsMessage::Text(_)))) => {
                     session.leave("the coordinator sent text; the protocol is binary");
                 }

@@ -35,7 +35,12 @@ impl Executor {
             Err(e) => return Executor { gpu: None, note: format!("no WebGPU ({e}); computing on the CPU") },
         };
         let executor = Executor { gpu: Some(Rc::new(gpu)), note: String::new() };
-        match executor.warm_up().await {
+        let timeout = Box::pin(gloo_timers::future::TimeoutFuture::new(DISPATCH_TIMEOUT.as_millis() as u32));
+        let warm_up = match select(Box::pin(executor.warm_up()), timeout).await {
+            Either::Left((outcome, _)) => outcome,
+            Either::Right(((), _)) => Err(format!("still running after {} s", DISPATCH_TIMEOUT.as_secs())),
+        };
+        match warm_up {
             Ok(()) => executor,
             Err(e) => Executor { gpu: None, note: format!("WebGPU failed its first run ({e}); computing on the CPU") },
         }
@@ -45,18 +50,15 @@ impl Executor {
     /// that the coordinator's admission benchmark times the device's speed,
     /// not shader compilation, and a broken adapter is caught before joining.
     async fn warm_up(&self) -> Result<(), String> {
+        let Some(gpu) = &self.gpu else { return Ok(()) };
         for kernel in [
             KernelSpec::MatmulF32(MatmulParams::square(16)),
             KernelSpec::Sha256(Sha256Params { count: 4, message_len: 64 }),
             KernelSpec::Mandelbrot(MandelbrotParams::from_plane(8, 8, -2.0, -1.2, 0.3, 50)),
         ] {
-            let inputs: Vec<Bytes> = kernel.seeded_inputs(1).into_iter().map(Bytes::from).collect();
-            let got = self.run(&kernel, &inputs).await?;
-            let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
-            let want = kernel.run_cpu(&refs).map_err(|e| e.to_string())?;
-            let got: Vec<&[u8]> = got.iter().map(|b| &b[..]).collect();
-            let want: Vec<&[u8]> = want.iter().map(Vec::as_slice).collect();
-            if !kernel.comparator().agree(&got, &want) {
+            let inputs = kernel.seeded_inputs(1);
+            let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+            if !shoal_compute::profile::check(gpu, &kernel, &refs).await.map_err(|e| e.to_string())? {
                 return Err(format!("{} disagrees with the CPU reference", kernel.id()));
             }
         }

@@ -9,11 +9,11 @@
 //! - the **Web Worker** ([`worker_entry`], wasm32 only) runs the agent: the
 //!   core's [`shoal_core::worker::WorkerSession`] over a gloo-net WebSocket
 //!   with the core's frames, kernels on WebGPU through `shoal-compute` (or
-//!   the core's CPU references in wasm, declared as a CPU class), jittered
-//!   reconnects, a GPU-share duty cycle and a pause.
+//!   the core's CPU references in wasm, declared as a CPU class), the
+//!   core's jittered reconnects, a GPU-share duty cycle and a pause.
 //!
-//! The messages and the throttling and backoff rules ([`control`],
-//! [`policy`]) are plain Rust, built and tested on every target. The
+//! The messages and the throttling rule ([`control`], [`policy`]) are
+//! plain Rust, built and tested on every target. The
 //! `agent` feature (on by default) builds the Web Worker's side; a page
 //! that only drives a worker turns it off.
 

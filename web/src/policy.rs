@@ -1,7 +1,6 @@
-//! The worker's rules that are not I/O: how long to leave the GPU idle for
-//! a given share, and how long to wait before reconnecting.
-
-use shoal_core::rng::SplitMix64;
+//! The tab's throttling rule, which is not I/O: how long to leave the GPU
+//! idle for a given share (reconnection delays are the core's
+//! [`shoal_core::worker::Backoff`], shared with the native worker).
 
 /// The share of the GPU's time a tab may use, 10–100 percent.
 ///
@@ -42,39 +41,6 @@ impl GpuShare {
     }
 }
 
-/// Reconnection delays: exponential from 250 ms to 10 s, plus up to half
-/// again of random jitter so that tabs dropped together do not return
-/// together.
-#[derive(Debug)]
-pub struct Backoff {
-    base_ms: u64,
-    rng: SplitMix64,
-}
-
-impl Backoff {
-    /// First delay.
-    pub const FIRST_MS: u64 = 250;
-    /// Longest delay before jitter.
-    pub const MAX_MS: u64 = 10_000;
-
-    /// A backoff whose jitter comes from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Backoff { base_ms: Self::FIRST_MS, rng: SplitMix64::new(seed) }
-    }
-
-    /// The next delay, and doubles the one after.
-    pub fn next_delay_ms(&mut self) -> u64 {
-        let d = self.base_ms + self.rng.below(self.base_ms / 2 + 1);
-        self.base_ms = (self.base_ms * 2).min(Self::MAX_MS);
-        d
-    }
-
-    /// A connection succeeded: start again from the first delay.
-    pub fn reset(&mut self) {
-        self.base_ms = Self::FIRST_MS;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,20 +70,5 @@ mod tests {
         assert!(!GpuShare::new(50).needs_new_profile(full));
         assert!(GpuShare::new(49).needs_new_profile(full));
         assert!(!full.needs_new_profile(GpuShare::new(10)), "speeding up keeps deadlines valid");
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_resets() {
-        let mut b = Backoff::new(7);
-        let delays: Vec<u64> = (0..8).map(|_| b.next_delay_ms()).collect();
-        for (i, d) in delays.iter().enumerate() {
-            let base = (Backoff::FIRST_MS << i).min(Backoff::MAX_MS);
-            assert!((base..=base + base / 2).contains(d), "{i}: {d}");
-        }
-        let mut other = Backoff::new(8);
-        let theirs: Vec<u64> = (0..8).map(|_| other.next_delay_ms()).collect();
-        assert_ne!(delays, theirs, "different tabs wait differently");
-        b.reset();
-        assert!(b.next_delay_ms() < Backoff::FIRST_MS * 2);
     }
 }

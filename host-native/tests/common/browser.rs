@@ -12,6 +12,16 @@ use serde_json::Value;
 
 use super::ChildGuard;
 
+/// The built site the browser tests serve (`SHOAL_WEB_DIST`: trunk output
+/// plus the worker's files), checked to hold `file`.
+pub fn site(file: &str) -> PathBuf {
+    let dist = PathBuf::from(std::env::var("SHOAL_WEB_DIST").unwrap_or_else(|_| {
+        panic!("SHOAL_WEB_DIST is not set: it must name the built site (`cargo xtask test` builds it)")
+    }));
+    assert!(dist.join(file).is_file(), "{} holds no {file} (see `cargo xtask test`)", dist.display());
+    dist
+}
+
 /// Tabs of one headless Chromium, driven by `web/tests/tabs.mjs`.
 pub struct Browser {
     _child: ChildGuard,
