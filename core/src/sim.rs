@@ -390,7 +390,7 @@ impl Sim {
             max_concurrent: 2,
         };
         let l = self.latency();
-        self.at(now + l, Ev::ToCoordinator(conn, Envelope::bare(Message::Hello(hello))));
+        self.at(now + l, Ev::ToCoordinator(conn, Envelope::bare(Message::Hello(Box::new(hello)))));
         self.at(now + Millis::from_secs(10), Ev::Heartbeat(w, conn));
     }
 
@@ -455,7 +455,7 @@ impl Sim {
         let now = self.now;
         let behaviour = self.workers[w].behaviour;
         let roll = self.rng.below(100);
-        let benchmark = offer.job == JobId::from_bytes([0; 16]) && matches!(offer.kernel, KernelSpec::MatmulF32(_));
+        let benchmark = offer.job == JobId::from_bytes([0; 16]) && matches!(*offer.kernel, KernelSpec::MatmulF32(_));
         if let Behaviour::Flaky(p) = behaviour {
             if !benchmark && roll < u64::from(p) {
                 self.workers[w].conn = None;

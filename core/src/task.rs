@@ -178,18 +178,61 @@ pub struct Durations {
     pub cpu_ms: u64,
 }
 
+/// A moment that may not have come yet, in 8 bytes (`Option<Millis>`
+/// takes 16): a coordinator holds one lifecycle per assignment in flight
+/// and reads them on every acknowledgement and result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Option<Millis>", into = "Option<Millis>")]
+struct Stamp(u64);
+
+impl Stamp {
+    const NOT_YET: Stamp = Stamp(u64::MAX);
+
+    fn get(self) -> Option<Millis> {
+        (self != Self::NOT_YET).then_some(Millis(self.0))
+    }
+
+    fn set(&mut self, t: Millis) {
+        // The last millisecond of the u64 range reads as "not yet"; a clock
+        // never gets there.
+        self.0 = t.0.min(u64::MAX - 1);
+    }
+
+    fn get_or_set(&mut self, t: Millis) {
+        if *self == Self::NOT_YET {
+            self.set(t);
+        }
+    }
+}
+
+impl From<Option<Millis>> for Stamp {
+    fn from(t: Option<Millis>) -> Self {
+        let mut s = Stamp::NOT_YET;
+        if let Some(t) = t {
+            s.set(t);
+        }
+        s
+    }
+}
+
+impl From<Stamp> for Option<Millis> {
+    fn from(s: Stamp) -> Self {
+        s.get()
+    }
+}
+
 /// One task assignment's lifecycle record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskLifecycle {
     status: TaskStatus,
     justification: Cow<'static, str>,
     created_at: Millis,
-    answered_at: Option<Millis>,
-    accepted_at: Option<Millis>,
-    staged_at: Option<Millis>,
-    execute_started_at: Option<Millis>,
-    completed_at: Option<Millis>,
-    ended_at: Option<Millis>,
+    answered_at: Stamp,
+    accepted_at: Stamp,
+    staged_at: Stamp,
+    execute_started_at: Stamp,
+    completed_at: Stamp,
+    ended_at: Stamp,
 }
 
 impl TaskLifecycle {
@@ -199,12 +242,12 @@ impl TaskLifecycle {
             status: TaskStatus::New,
             justification: Cow::Borrowed("A new task was created"),
             created_at: now,
-            answered_at: None,
-            accepted_at: None,
-            staged_at: None,
-            execute_started_at: None,
-            completed_at: None,
-            ended_at: None,
+            answered_at: Stamp::NOT_YET,
+            accepted_at: Stamp::NOT_YET,
+            staged_at: Stamp::NOT_YET,
+            execute_started_at: Stamp::NOT_YET,
+            completed_at: Stamp::NOT_YET,
+            ended_at: Stamp::NOT_YET,
         }
     }
 
@@ -225,22 +268,22 @@ impl TaskLifecycle {
 
     /// When the worker accepted it.
     pub fn accepted_at(&self) -> Option<Millis> {
-        self.accepted_at
+        self.accepted_at.get()
     }
 
     /// When it reached the head of the worker's queue.
     pub fn staged_at(&self) -> Option<Millis> {
-        self.staged_at
+        self.staged_at.get()
     }
 
     /// When execution started.
     pub fn execute_started_at(&self) -> Option<Millis> {
-        self.execute_started_at
+        self.execute_started_at.get()
     }
 
     /// When results arrived.
     pub fn completed_at(&self) -> Option<Millis> {
-        self.completed_at
+        self.completed_at.get()
     }
 
     fn go(&mut self, to: TaskStatus, justification: Cow<'static, str>) -> Result<(), TransitionError> {
@@ -261,16 +304,16 @@ impl TaskLifecycle {
             return Err(TransitionError::AcceptWindowClosed);
         }
         self.go(TaskStatus::Accepted, Cow::Borrowed("Task accepted"))?;
-        self.answered_at = Some(now);
-        self.accepted_at = Some(now);
+        self.answered_at.set(now);
+        self.accepted_at.set(now);
         Ok(())
     }
 
     /// NEW → DECLINED with the worker's reason.
     pub fn decline(&mut self, now: Millis, justification: &str) -> Result<(), TransitionError> {
         self.go(TaskStatus::Declined, Cow::Owned(justification.to_owned()))?;
-        self.answered_at = Some(now);
-        self.ended_at = Some(now);
+        self.answered_at.set(now);
+        self.ended_at.set(now);
         Ok(())
     }
 
@@ -280,37 +323,37 @@ impl TaskLifecycle {
         if self.status != TaskStatus::Accepted {
             return Err(TransitionError::NotStageable(self.status));
         }
-        self.staged_at.get_or_insert(now);
+        self.staged_at.get_or_set(now);
         Ok(())
     }
 
     /// ACCEPTED → EXECUTING. A task never staged is staged now.
     pub fn start(&mut self, now: Millis) -> Result<(), TransitionError> {
         self.go(TaskStatus::Executing, Cow::Borrowed("Task execution started"))?;
-        self.staged_at.get_or_insert(now);
-        self.execute_started_at = Some(now);
+        self.staged_at.get_or_set(now);
+        self.execute_started_at.set(now);
         Ok(())
     }
 
     /// ACCEPTED or EXECUTING → COMPLETED: results arrived.
     pub fn complete(&mut self, now: Millis) -> Result<(), TransitionError> {
         self.go(TaskStatus::Completed, Cow::Borrowed("Task completed with results"))?;
-        self.completed_at = Some(now);
+        self.completed_at.set(now);
         Ok(())
     }
 
     /// COMPLETED → SUCCEEDED: results verified.
     pub fn succeed(&mut self, now: Millis) -> Result<(), TransitionError> {
         self.go(TaskStatus::Succeeded, Cow::Borrowed("Results verified"))?;
-        self.ended_at = Some(now);
+        self.ended_at.set(now);
         Ok(())
     }
 
     /// Any non-terminal status → CANCELLED with a reason.
     pub fn cancel(&mut self, now: Millis, justification: &str) -> Result<(), TransitionError> {
         self.go(TaskStatus::Cancelled, Cow::Owned(justification.to_owned()))?;
-        self.answered_at.get_or_insert(now);
-        self.ended_at = Some(now);
+        self.answered_at.get_or_set(now);
+        self.ended_at.set(now);
         Ok(())
     }
 
@@ -318,7 +361,7 @@ impl TaskLifecycle {
     pub fn due_timeout(&self, now: Millis) -> Option<Timeout> {
         match self.status {
             TaskStatus::New if now.since(self.created_at) > ACCEPT_TIMEOUT => Some(Timeout::Accept),
-            TaskStatus::Accepted => match (self.staged_at, self.accepted_at) {
+            TaskStatus::Accepted => match (self.staged_at.get(), self.accepted_at.get()) {
                 (Some(staged), _) if now.since(staged) > QUEUE_HEAD_TIMEOUT => Some(Timeout::QueueHead),
                 (None, Some(accepted)) if now.since(accepted) > ACCEPTED_STALL_TIMEOUT => Some(Timeout::AcceptedStall),
                 _ => None,
@@ -333,7 +376,7 @@ impl TaskLifecycle {
         let after = |t: Millis, d: Millis| Millis(t.0.saturating_add(d.0).saturating_add(1));
         match self.status {
             TaskStatus::New => Some(after(self.created_at, ACCEPT_TIMEOUT)),
-            TaskStatus::Accepted => match (self.staged_at, self.accepted_at) {
+            TaskStatus::Accepted => match (self.staged_at.get(), self.accepted_at.get()) {
                 (Some(staged), _) => Some(after(staged, QUEUE_HEAD_TIMEOUT)),
                 (None, Some(accepted)) => Some(after(accepted, ACCEPTED_STALL_TIMEOUT)),
                 (None, None) => None,
@@ -347,8 +390,8 @@ impl TaskLifecycle {
         let t = self.due_timeout(now)?;
         // The transition is legal by construction of `due_timeout`.
         self.go(t.outcome(), Cow::Borrowed(t.justification())).ok()?;
-        self.answered_at.get_or_insert(now);
-        self.ended_at = Some(now);
+        self.answered_at.get_or_set(now);
+        self.ended_at.set(now);
         Some(t)
     }
 
@@ -356,12 +399,12 @@ impl TaskLifecycle {
     /// idle = created → answered, staged = staged → started (or ended),
     /// cpu = started → completed.
     pub fn durations(&self) -> Durations {
-        let idle_ms = self.answered_at.map_or(0, |a| a.since(self.created_at).0);
-        let staged_ms = match (self.staged_at, self.execute_started_at.or(self.ended_at)) {
+        let idle_ms = self.answered_at.get().map_or(0, |a| a.since(self.created_at).0);
+        let staged_ms = match (self.staged_at.get(), self.execute_started_at.get().or(self.ended_at.get())) {
             (Some(s), Some(e)) => e.since(s).0,
             _ => 0,
         };
-        let cpu_ms = match (self.execute_started_at, self.completed_at) {
+        let cpu_ms = match (self.execute_started_at.get(), self.completed_at.get()) {
             (Some(s), Some(c)) => c.since(s).0,
             _ => 0,
         };

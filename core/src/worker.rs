@@ -89,7 +89,7 @@ impl WorkerSession {
     pub fn new(hello: Hello) -> Self {
         let max_concurrent = usize::from(hello.max_concurrent.max(1));
         let mut outputs = VecDeque::new();
-        outputs.push_back(WorkerOutput::Send(Envelope::bare(Message::Hello(hello))));
+        outputs.push_back(WorkerOutput::Send(Envelope::bare(Message::Hello(Box::new(hello)))));
         WorkerSession {
             state: SessionState::Greeting,
             max_concurrent,
@@ -159,7 +159,12 @@ impl WorkerSession {
         }
         self.running.insert(assignment);
         self.send(Message::TaskAck(TaskAck { assignment }));
-        self.outputs.push_back(WorkerOutput::Run { assignment, job: offer.job, kernel: offer.kernel, inputs });
+        self.outputs.push_back(WorkerOutput::Run {
+            assignment,
+            job: offer.job,
+            kernel: std::sync::Arc::unwrap_or_clone(offer.kernel),
+            inputs,
+        });
     }
 
     /// Handles the bytes of one read from the connection: every envelope

@@ -99,7 +99,7 @@ impl Harness {
             software: "test".into(),
             max_concurrent: 4,
         };
-        self.send(conn, Message::Hello(hello))
+        self.send(conn, Message::Hello(Box::new(hello)))
     }
 
     /// Connects and passes the benchmark; returns the outputs after admission.
@@ -211,7 +211,7 @@ fn tokens_guests_capacity_and_versions() {
         software: String::new(),
         max_concurrent: 1,
     };
-    let out = h.send(5, Message::Hello(hello.clone()));
+    let out = h.send(5, Message::Hello(Box::new(hello.clone())));
     assert_eq!(error_codes(&out, 5), vec![ErrorCode::ProtocolVersion]);
     hello.protocol_version = PROTOCOL_VERSION;
     // A message before hello is a protocol violation.

@@ -124,7 +124,7 @@ fn sample_offer() -> (Message, Vec<Bytes>) {
         assignment: AssignmentId::from_bytes([1; 16]),
         task: TaskId::from_bytes([2; 16]),
         job: JobId::from_bytes([3; 16]),
-        kernel: spec,
+        kernel: spec.into(),
         inputs: inputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
         input_digest: Digest::of_parts(inputs.iter().map(|b| &b[..])),
         deadline_ms: 30_000,
@@ -138,7 +138,7 @@ fn every_message() -> Vec<Envelope> {
     let (offer, inputs) = sample_offer();
     let outputs = vec![Bytes::from_static(b"out-0"), Bytes::from_static(b"")];
     vec![
-        Envelope::bare(Message::Hello(Hello {
+        Envelope::bare(Message::Hello(Box::new(Hello {
             protocol_version: shoal_core::wire::PROTOCOL_VERSION,
             worker_id: id.clone(),
             auth: HelloAuth::Token("shoal_00".into()),
@@ -155,7 +155,7 @@ fn every_message() -> Vec<Envelope> {
             },
             software: "shoal-worker/0.1".into(),
             max_concurrent: 2,
-        })),
+        }))),
         Envelope::bare(Message::Welcome(Welcome {
             protocol_version: 1,
             worker_id: id,
@@ -271,7 +271,7 @@ fn peer_controlled_fields_are_capped() {
     ));
     // An offer naming an invalid kernel is refused at decode time.
     let Message::TaskOffer(mut o) = offer else { unreachable!() };
-    o.kernel = KernelSpec::Sha256(Sha256Params { count: 0, message_len: 1 });
+    o.kernel = KernelSpec::Sha256(Sha256Params { count: 0, message_len: 1 }).into();
     let m = Message::TaskOffer(o);
     assert!(matches!(
         Message::decode(m.frame_type(), &m.encode_payload().expect("encodes"), &WireLimits::default()),

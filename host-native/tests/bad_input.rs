@@ -59,14 +59,14 @@ fn error_codes(envs: &[Envelope]) -> Vec<ErrorCode> {
 }
 
 fn hello(id: &str, token: String) -> Envelope {
-    Envelope::bare(Message::Hello(Hello {
+    Envelope::bare(Message::Hello(Box::new(Hello {
         protocol_version: PROTOCOL_VERSION,
         worker_id: WorkerId::new(id).expect("id"),
         auth: HelloAuth::Token(token),
         device: cpu_device(),
         software: "test".into(),
         max_concurrent: 4,
-    }))
+    })))
 }
 
 /// Answers offers correctly until `want` non-benchmark offers were answered; returns those results.

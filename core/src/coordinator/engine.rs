@@ -17,12 +17,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::config::CoordinatorConfig;
 use super::ledger::Ledger;
 use super::profile::{benchmark_spec, classify, mflops, Tier, WorkerClass};
 use super::recovery::{ns, task_record_key, EndedTask, OpenEpoch, Snapshot, WorkerRecord};
 use super::rewards::{settle_epoch, EpochSettlement, EpochWork};
+use super::slots::Slots;
 use crate::auth::{verify_token, MasterSecret};
 use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, TaskId, WorkerId};
@@ -434,8 +436,10 @@ struct Worker {
     capacity: u32,
     in_flight: u32,
     last_seen: Millis,
-    /// Assignments in flight.
-    live: Vec<AssignmentId>,
+    /// Assignments in flight (inline up to a typical worker depth: the
+    /// list is read on every result, and a separate allocation would be
+    /// one more cache miss).
+    live: SmallVec<[AssignmentId; 16]>,
 }
 
 impl Worker {
@@ -607,10 +611,13 @@ struct Task {
     phase: TaskPhase,
     /// Replicas still to hand out.
     open_slots: u8,
-    live: Vec<AssignmentId>,
+    /// Replicas in flight; inline for the usual redundancy (read on every
+    /// result: kept in the task's own cache lines).
+    live: SmallVec<[AssignmentId; 2]>,
     results: Vec<ReplicaResult>,
-    /// Workers (and their origins) this task was ever given to.
-    tried: Vec<(u32, OriginKey)>,
+    /// Workers (and their origins) this task was ever given to (inline for
+    /// the usual redundancy, as `live`).
+    tried: SmallVec<[(u32, OriginKey); 2]>,
     class: Option<WorkerClass>,
     attempts: u32,
     /// Failures on the way and the workers they harmed (rare: boxed so a
@@ -660,11 +667,35 @@ struct EpochState {
     history: Vec<EpochSettlement>,
 }
 
+/// A ledger record's bytes: small records (most of them, written on every
+/// verified task) are encoded on the stack and copied once into a vector
+/// of their exact size, instead of growing a vector step by step.
+fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut buf = [0u8; 512];
+    match postcard::to_slice(record, &mut buf) {
+        Ok(bytes) => bytes.to_vec(),
+        Err(_) => postcard::to_allocvec(record).unwrap_or_default(),
+    }
+}
+
 /// Removes `task` from the undecided list of worker number `num` (the
 /// list itself stays, so the next result does not allocate a new one).
 fn forget_undecided(undecided: &mut IdMap<u32, Vec<TaskKey>>, num: u32, task: TaskKey) {
     if let Some(list) = undecided.get_mut(&num) {
-        list.retain(|k| *k != task);
+        if let Some(i) = list.iter().position(|k| *k == task) {
+            list.swap_remove(i);
+        }
+    }
+}
+
+/// Removes `item` from an unordered list: stops at the match and moves
+/// one element, instead of scanning and shifting the whole list.
+fn remove_item<A: smallvec::Array>(list: &mut SmallVec<A>, item: &A::Item)
+where
+    A::Item: PartialEq,
+{
+    if let Some(i) = list.iter().position(|x| x == item) {
+        list.swap_remove(i);
     }
 }
 
@@ -753,7 +784,7 @@ pub struct Coordinator {
     queued_tasks: usize,
     /// Unfinished jobs by expiry.
     open_jobs: BTreeSet<(Millis, JobId)>,
-    assignments: IdMap<AssignmentId, Assignment>,
+    assignments: Slots<Assignment>,
     deadlines: BTreeSet<(Millis, AssignmentId)>,
     /// Acknowledgement deadlines of offers: all `now + ack_timeout`, so they
     /// arrive in order and a FIFO holds them; entries of assignments that
@@ -826,7 +857,7 @@ impl Coordinator {
             ready: BTreeSet::new(),
             queued_tasks: 0,
             open_jobs: BTreeSet::new(),
-            assignments: IdMap::default(),
+            assignments: Slots::default(),
             deadlines: BTreeSet::new(),
             ack_fifo: VecDeque::new(),
             ringers,
@@ -934,18 +965,14 @@ impl Coordinator {
     /// this round, and the open epoch's counters, so a restart resumes them.
     fn flush_worker_records(&mut self) {
         let mut dirty: Vec<WorkerId> = self.dirty.drain().collect();
-        dirty.sort();
+        dirty.sort_unstable();
         for id in dirty {
             let record = WorkerRecord {
                 reputation: self.reputation.get(&id).cloned().unwrap_or_default(),
                 epoch: self.epoch.number,
                 work: self.epoch.work.get(&id).cloned().unwrap_or_default(),
             };
-            self.ledger.put(
-                ns::WORKER_STATE,
-                id.as_str().as_bytes().to_vec(),
-                postcard::to_allocvec(&record).unwrap_or_default(),
-            );
+            self.ledger.put(ns::WORKER_STATE, id.as_str().as_bytes().to_vec(), encode_record(&record));
         }
         if std::mem::take(&mut self.epoch_dirty) {
             let open = OpenEpoch {
@@ -954,7 +981,7 @@ impl Coordinator {
                 carried: self.epoch.carried,
                 forfeited: self.epoch.forfeited,
             };
-            self.ledger.put(ns::EPOCH_OPEN, Vec::new(), postcard::to_allocvec(&open).unwrap_or_default());
+            self.ledger.put(ns::EPOCH_OPEN, Vec::new(), encode_record(&open));
         }
     }
 
@@ -1048,9 +1075,9 @@ impl Coordinator {
                 min_tier: spec.min_tier,
                 phase: TaskPhase::Pending,
                 open_slots: redundancy,
-                live: Vec::new(),
+                live: SmallVec::new(),
                 results: Vec::new(),
-                tried: Vec::new(),
+                tried: SmallVec::new(),
                 class: None,
                 attempts: 0,
                 trouble: None,
@@ -1274,7 +1301,7 @@ impl Coordinator {
             w.last_seen = now;
         }
         match (env.message, widx) {
-            (Message::Hello(h), None) => self.on_hello(now, conn, h),
+            (Message::Hello(h), None) => self.on_hello(now, conn, *h),
             (Message::Hello(_), Some(_)) => self.violation(now, conn, "second hello"),
             (_, None) => self.violation(now, conn, "the first message must be a hello"),
             (Message::TaskAck(a), Some(w)) => self.on_ack(now, conn, w, a.assignment),
@@ -1351,7 +1378,7 @@ impl Coordinator {
             capacity: u32::from(h.max_concurrent.clamp(1, self.cfg.worker_queue.max(1))),
             in_flight: 0,
             last_seen: now,
-            live: Vec::new(),
+            live: SmallVec::new(),
         };
         let idx = match self.free_slots.pop() {
             Some(i) => {
@@ -1564,7 +1591,19 @@ impl Coordinator {
         let Some(worker) = self.worker_mut(w) else { return };
         let conn = worker.conn;
         let load = worker.in_flight + 1;
-        let aid = AssignmentId::from_bytes(self.ids.next());
+        // Task and ringer offers all wait `ack_timeout`: their deadlines come in order.
+        let in_fifo = !matches!(kind, Kind::Benchmark { .. }) && deadline == now + self.cfg.ack_timeout;
+        let assignment = Assignment {
+            task,
+            spec: Arc::clone(&spec),
+            worker: w,
+            life: TaskLifecycle::new(now),
+            offered: now,
+            deadline,
+            in_fifo,
+            kind,
+        };
+        let aid = self.assignments.insert(self.ids.next(), assignment);
         if let Some(worker) = self.worker_mut(w) {
             worker.live.push(aid);
         }
@@ -1585,22 +1624,16 @@ impl Coordinator {
             assignment: aid,
             task: task_id,
             job,
-            kernel: (*spec).clone(),
+            kernel: spec,
             inputs: inputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
             input_digest,
             deadline_ms: deadline.since(now).0,
         };
-        // Task and ringer offers all wait `ack_timeout`: their deadlines come in order.
-        let in_fifo = !matches!(kind, Kind::Benchmark { .. }) && deadline == now + self.cfg.ack_timeout;
         if in_fifo {
             self.ack_fifo.push_back((deadline, aid));
         } else {
             self.deadlines.insert((deadline, aid));
         }
-        self.assignments.insert(
-            aid,
-            Assignment { task, spec, worker: w, life: TaskLifecycle::new(now), offered: now, deadline, in_fifo, kind },
-        );
         self.stats.offers += 1;
         self.send(conn, Message::TaskOffer(offer), inputs);
     }
@@ -1635,11 +1668,10 @@ impl Coordinator {
     }
 
     fn on_ack(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, aid: AssignmentId) {
-        if !self.owns(w, aid) {
-            return self.stale(conn, aid);
-        }
-        let Some(a) = self.assignments.get(&aid) else { return };
-        let new_deadline = self.exec_deadline(now, a);
+        let new_deadline = match self.assignments.get(&aid) {
+            Some(a) if a.worker == w && !a.life.status().is_terminal() => self.exec_deadline(now, a),
+            _ => return self.stale(conn, aid),
+        };
         let Some(a) = self.assignments.get_mut(&aid) else { return };
         if a.life.accept(now).and_then(|()| a.life.start(now)).is_err() {
             return;
@@ -1682,7 +1714,7 @@ impl Coordinator {
             let _ = a.life.cancel(now, how.reason());
         }
         if let Some(worker) = self.worker_mut(a.worker) {
-            worker.live.retain(|x| *x != aid);
+            remove_item(&mut worker.live, &aid);
             let (conn, load) = (worker.conn, worker.in_flight.saturating_sub(1));
             self.set_load(a.worker, load);
             if how.tells_worker() {
@@ -1706,7 +1738,7 @@ impl Coordinator {
         };
         let num = self.worker(a.worker).map_or(u32::MAX, |w| w.num);
         let Some(t) = self.tasks.get_mut(tid) else { return };
-        t.live.retain(|x| *x != aid);
+        remove_item(&mut t.live, &aid);
         if t.phase != TaskPhase::Pending || matches!(how, Release::Withdrawn(_)) {
             return;
         }
@@ -1729,11 +1761,11 @@ impl Coordinator {
 
     fn on_result(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, r: &TaskResult, outputs: Vec<Bytes>) {
         let aid = r.assignment;
-        if !self.owns(w, aid) {
-            return self.stale(conn, aid);
-        }
+        let a = match self.assignments.get(&aid) {
+            Some(a) if a.worker == w && !a.life.status().is_terminal() => a,
+            _ => return self.stale(conn, aid),
+        };
         self.stats.results += 1;
-        let Some(a) = self.assignments.get(&aid) else { return };
         let well_formed =
             a.spec.outputs_fit(&outputs) && Digest::of_parts(outputs.iter().map(|b| &b[..])) == r.output_digest;
         if !well_formed {
@@ -1761,7 +1793,7 @@ impl Coordinator {
         let reward = polo_score(d.idle_ms, d.staged_ms, d.cpu_ms).reward;
         let (wid, class, num) = match self.worker_mut(w) {
             Some(worker) => {
-                worker.live.retain(|x| *x != aid);
+                remove_item(&mut worker.live, &aid);
                 (worker.id.clone(), worker.class(), worker.num)
             }
             None => return,
@@ -1804,7 +1836,7 @@ impl Coordinator {
                 let Some(tid) = a.task else { return };
                 let digest = r.output_digest;
                 let Some(t) = self.tasks.get_mut(tid) else { return };
-                t.live.retain(|x| *x != aid);
+                remove_item(&mut t.live, &aid);
                 if t.phase != TaskPhase::Pending {
                     return;
                 }
@@ -1956,7 +1988,7 @@ impl Coordinator {
             agreed: agreed.iter().map(|(w, _)| w.clone()).collect(),
             outvoted: outvoted.clone(),
         };
-        let record = postcard::to_allocvec(&verified).unwrap_or_default();
+        let record = encode_record(&verified);
         t.verified = Some(Box::new(verified));
         for r in &results {
             forget_undecided(&mut self.undecided, r.num, tid);
@@ -2088,7 +2120,7 @@ impl Coordinator {
         if j.progress.finished() {
             let p = j.progress.clone();
             self.open_jobs.remove(&(j.expires, job));
-            self.ledger.put(ns::JOB_FINISHED, job.as_bytes().to_vec(), postcard::to_allocvec(&p).unwrap_or_default());
+            self.ledger.put(ns::JOB_FINISHED, job.as_bytes().to_vec(), encode_record(&p));
             self.event(Event::JobFinished {
                 job,
                 verified: p.verified,

@@ -8,6 +8,7 @@
 //! - [`ledger`]: chained state diffs and their broadcaster.
 //! - [`recovery`]: the stored records and the restart path.
 //! - [`config`]: every number, with the seeds' defaults.
+//! - `slots`: the assignments in flight, found by the slot their id names.
 
 pub mod config;
 pub mod engine;
@@ -15,6 +16,7 @@ pub mod ledger;
 pub mod profile;
 pub mod recovery;
 pub mod rewards;
+mod slots;
 
 pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger};
 pub use engine::{

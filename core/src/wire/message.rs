@@ -303,8 +303,9 @@ pub struct TaskOffer {
     pub task: TaskId,
     /// The job the task belongs to.
     pub job: JobId,
-    /// What to run.
-    pub kernel: KernelSpec,
+    /// What to run (shared with the task that holds it: an offer does not
+    /// copy the kernel's parameters or its source).
+    pub kernel: std::sync::Arc<KernelSpec>,
     /// Lengths of the input attachments that follow.
     pub inputs: Vec<AttachmentMeta>,
     /// [`Digest::of_parts`] of the inputs, so a worker detects corruption.
@@ -414,8 +415,9 @@ pub struct Goodbye {
 /// Every message of the worker protocol.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
-    /// See [`Hello`].
-    Hello(Hello),
+    /// See [`Hello`] (boxed: it is the largest message and is sent once per
+    /// connection, so every other message stays small).
+    Hello(Box<Hello>),
     /// See [`Welcome`].
     Welcome(Welcome),
     /// See [`TaskOffer`].
