@@ -63,8 +63,14 @@ fn print_help() {
 }
 
 /// The workspace root (the parent of this crate's folder).
+/// The workspace this xtask was run for. `cargo run` sets
+/// `CARGO_MANIFEST_DIR` for the process: a target folder shared by several
+/// checkouts may hold an xtask binary built in another one, whose
+/// compile-time path can be gone.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    let manifest =
+        env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn cargo() -> Command {
