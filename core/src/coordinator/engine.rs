@@ -1030,7 +1030,11 @@ impl Coordinator {
                 .map_err(|error| SubmitError::InvalidTask { index, error })?;
         }
         let job = JobId::from_bytes(self.ids.next());
-        let value = postcard::to_allocvec(&(&spec, now)).unwrap_or_default();
+        // Sized up front: a job's record holds its inputs (megabytes for big
+        // jobs), and a vector grown by doubling would copy them again and again.
+        let size_hint =
+            64 + spec.tasks.iter().flat_map(|t| &t.inputs).map(|b| b.len() + 10).sum::<usize>() + 64 * spec.tasks.len();
+        let value = postcard::to_extend(&(&spec, now), Vec::with_capacity(size_hint)).unwrap_or_default();
         self.ledger.put(ns::JOB, job.as_bytes().to_vec(), value);
         let n = spec.tasks.len() as u32;
         self.insert_job(job, spec, now + self.cfg.task_ttl, BTreeMap::new());
