@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 use super::config::CoordinatorConfig;
 use super::ledger::Ledger;
 use super::profile::{benchmark_spec, classify, mflops, Tier, WorkerClass};
-use super::recovery::{ns, task_record_key, EndedTask, OpenEpoch, Snapshot, WorkerRecord};
+use super::recovery::{ns, task_record_key, EndedTask, OpenEpoch, Snapshot, WorkerRecordRef};
 use super::rewards::{settle_epoch, EpochSettlement, EpochWork};
 use super::slots::Slots;
 use crate::auth::{verify_token, MasterSecret};
@@ -678,6 +678,30 @@ fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
     }
 }
 
+/// The workers whose records must be written at the end of the round, in
+/// the order they were first touched (deterministic on every platform,
+/// and no sort per round).
+#[derive(Debug, Default)]
+struct DirtyWorkers {
+    order: Vec<WorkerId>,
+    seen: std::collections::HashSet<WorkerId, BuildHasherDefault<DefaultHasher>>,
+}
+
+impl DirtyWorkers {
+    fn insert(&mut self, id: WorkerId) {
+        if !self.seen.contains(&id) {
+            self.seen.insert(id.clone());
+            self.order.push(id);
+        }
+    }
+
+    /// The workers touched since the last call, in first-touch order.
+    fn take(&mut self) -> Vec<WorkerId> {
+        self.seen.clear();
+        std::mem::take(&mut self.order)
+    }
+}
+
 /// Removes `task` from the undecided list of worker number `num` (the
 /// list itself stays, so the next result does not allocate a new one).
 fn forget_undecided(undecided: &mut IdMap<u32, Vec<TaskKey>>, num: u32, task: TaskKey) {
@@ -795,7 +819,7 @@ pub struct Coordinator {
     ledger: Ledger,
     epoch: EpochState,
     /// Workers whose reputation or epoch work changed this round.
-    dirty: std::collections::HashSet<WorkerId, BuildHasherDefault<DefaultHasher>>,
+    dirty: DirtyWorkers,
     /// The open epoch's counters changed this round.
     epoch_dirty: bool,
     stats: CoordinatorStats,
@@ -872,7 +896,7 @@ impl Coordinator {
                 forfeited: 0,
                 history: Vec::new(),
             },
-            dirty: std::collections::HashSet::default(),
+            dirty: DirtyWorkers::default(),
             epoch_dirty: false,
             stats: CoordinatorStats::default(),
             shadow: ShadowStats::default(),
@@ -964,13 +988,12 @@ impl Coordinator {
     /// Records the reputation and open-epoch work of every worker touched
     /// this round, and the open epoch's counters, so a restart resumes them.
     fn flush_worker_records(&mut self) {
-        let mut dirty: Vec<WorkerId> = self.dirty.drain().collect();
-        dirty.sort_unstable();
-        for id in dirty {
-            let record = WorkerRecord {
-                reputation: self.reputation.get(&id).cloned().unwrap_or_default(),
+        let (none, idle) = (Reputation::default(), EpochWork::default());
+        for id in self.dirty.take() {
+            let record = WorkerRecordRef {
+                reputation: self.reputation.get(&id).unwrap_or(&none),
                 epoch: self.epoch.number,
-                work: self.epoch.work.get(&id).cloned().unwrap_or_default(),
+                work: self.epoch.work.get(&id).unwrap_or(&idle),
             };
             self.ledger.put(ns::WORKER_STATE, id.as_str().as_bytes().to_vec(), encode_record(&record));
         }
@@ -2258,7 +2281,13 @@ impl Coordinator {
             &self.epoch.work.iter().map(|(w, e)| (w.clone(), e.clone())).collect(),
         );
         self.epoch_dirty = true;
-        self.dirty.extend(self.epoch.work.keys().cloned());
+        // In id order, so the closing round's records do not follow the
+        // hash map's layout.
+        let mut worked: Vec<WorkerId> = self.epoch.work.keys().cloned().collect();
+        worked.sort_unstable();
+        for w in worked {
+            self.dirty.insert(w);
+        }
         self.ledger.put(
             ns::EPOCH,
             self.epoch.number.to_be_bytes().to_vec(),

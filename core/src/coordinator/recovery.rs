@@ -56,6 +56,15 @@ pub fn task_record_key(job: JobId, index: u32) -> Vec<u8> {
     k
 }
 
+/// [`WorkerRecord`] borrowed from the coordinator's maps: encodes to the
+/// same bytes without copying the counters first.
+#[derive(Serialize)]
+pub(crate) struct WorkerRecordRef<'a> {
+    pub(crate) reputation: &'a Reputation,
+    pub(crate) epoch: u64,
+    pub(crate) work: &'a EpochWork,
+}
+
 /// A worker's reputation and its work in the open epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerRecord {
