@@ -7,6 +7,7 @@
 //! worker; [`config`] the TOML configuration.
 
 pub mod bench;
+mod blob_log;
 pub mod config;
 pub mod engine;
 pub mod grpc;
