@@ -37,8 +37,9 @@ pub struct BenchArgs {
     /// throughput/payload: workers.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
-    /// payload: tasks of 1 MiB.
-    #[arg(long, default_value_t = 200)]
+    /// payload: tasks of 1 MiB (enough for several seconds of steady
+    /// state; shorter runs mostly measure the start).
+    #[arg(long, default_value_t = 600)]
     pub payload_tasks: usize,
     /// idle: connections.
     #[arg(long, default_value_t = 10_000)]
