@@ -235,53 +235,33 @@ impl RedbStore {
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
         let state = txn.open_table(STATE)?;
-        let refs = txn.open_table(BLOBS)?;
-        let mut inline = state.range(start..end)?.peekable();
-        let mut blobs = refs.range(start..end)?.peekable();
-        loop {
-            let next_inline = match inline.peek() {
-                Some(Ok((k, _))) => Some(k.value().to_vec()),
-                Some(Err(_)) => {
-                    return Err(inline
-                        .next()
-                        .and_then(Result::err)
-                        .map_or_else(|| StoreError::Db("range".into()), Into::into))
+        // Values in the blob file are few (a job's inputs, big outputs):
+        // listed first, then merged into the walk over the B-tree.
+        let mut blobs = Vec::new();
+        for item in txn.open_table(BLOBS)?.range(start..end)? {
+            let (k, r) = item?;
+            blobs.push((k.value().to_vec(), r.value().to_vec()));
+        }
+        let mut blobs = blobs.into_iter().peekable();
+        for item in state.range(start..end)? {
+            let (k, v) = item?;
+            let key = k.value();
+            while let Some((bk, r)) = blobs.next_if(|(bk, _)| bk.as_slice() <= key) {
+                // A key in both was overwritten by the small value.
+                if bk.as_slice() != key && !f(&bk, &self.blob(&r)?)? {
+                    return Ok(());
                 }
-                None => None,
-            };
-            let next_blob = match blobs.peek() {
-                Some(Ok((k, _))) => Some(k.value().to_vec()),
-                Some(Err(_)) => {
-                    return Err(blobs
-                        .next()
-                        .and_then(Result::err)
-                        .map_or_else(|| StoreError::Db("range".into()), Into::into))
-                }
-                None => None,
-            };
-            let go_on = match (next_inline, next_blob) {
-                (None, None) => return Ok(()),
-                (Some(ik), Some(bk)) if bk < ik => {
-                    let (_, r) = blobs.next().expect("peeked")?;
-                    f(&bk, &self.blob(r.value())?)?
-                }
-                (Some(ik), bk) => {
-                    // A key in both: the small value written later wins.
-                    if bk.as_deref() == Some(ik.as_slice()) {
-                        blobs.next();
-                    }
-                    let (_, v) = inline.next().expect("peeked")?;
-                    f(&ik, v.value())?
-                }
-                (None, Some(bk)) => {
-                    let (_, r) = blobs.next().expect("peeked")?;
-                    f(&bk, &self.blob(r.value())?)?
-                }
-            };
-            if !go_on {
+            }
+            if !f(key, v.value())? {
                 return Ok(());
             }
         }
+        for (bk, r) in blobs {
+            if !f(&bk, &self.blob(&r)?)? {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     fn scan(
