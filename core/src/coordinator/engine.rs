@@ -689,8 +689,8 @@ struct DirtyWorkers {
 
 impl DirtyWorkers {
     fn insert(&mut self, id: WorkerId) {
-        if !self.seen.contains(&id) {
-            self.seen.insert(id.clone());
+        // One hash per call; the clone is a reference count.
+        if self.seen.insert(id.clone()) {
             self.order.push(id);
         }
     }
@@ -704,11 +704,9 @@ impl DirtyWorkers {
 
 /// Removes `task` from the undecided list of worker number `num` (the
 /// list itself stays, so the next result does not allocate a new one).
-fn forget_undecided(undecided: &mut IdMap<u32, Vec<TaskKey>>, num: u32, task: TaskKey) {
+fn forget_undecided(undecided: &mut IdMap<u32, SmallVec<[TaskKey; 4]>>, num: u32, task: TaskKey) {
     if let Some(list) = undecided.get_mut(&num) {
-        if let Some(i) = list.iter().position(|k| *k == task) {
-            list.swap_remove(i);
-        }
+        remove_item(list, &task);
     }
 }
 
@@ -795,7 +793,7 @@ pub struct Coordinator {
     reputation: Map<WorkerId, Reputation>,
     /// Undecided tasks holding a result of each worker, connected or not
     /// (so a liar who left is still slashed and its votes withdrawn).
-    undecided: IdMap<u32, Vec<TaskKey>>,
+    undecided: IdMap<u32, SmallVec<[TaskKey; 4]>>,
     /// Stable numbers of worker ids (see `Worker::num`).
     worker_nums: Map<WorkerId, u32>,
     /// The next number to give (numbers are never reused).
