@@ -404,9 +404,10 @@ impl Store for RedbStore {
     fn job(&self, job: JobId) -> Result<Option<JobInfo>, StoreError> {
         let Some(meta) = self.job_meta(job)? else { return Ok(None) };
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(STATE)?;
-        let finished = match table.get(state_key(ns::JOB_FINISHED, job.as_bytes()).as_slice())? {
-            Some(v) => Some(postcard::from_bytes(v.value()).map_err(|e| corrupt("job-finished", e))?),
+        let state = txn.open_table(STATE)?;
+        let refs = txn.open_table(BLOBS)?;
+        let finished = match self.state_value(&state, &refs, &state_key(ns::JOB_FINISHED, job.as_bytes()))? {
+            Some(v) => Some(postcard::from_bytes(v.bytes()).map_err(|e| corrupt("job-finished", e))?),
             None => None,
         };
         Ok(Some(JobInfo { tasks: meta.tasks, submitted: meta.submitted, finished, name: meta.name }))
