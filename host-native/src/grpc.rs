@@ -726,7 +726,7 @@ fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::StateDiff {
                 delete: e.write == shoal_core::coordinator::ledger::WriteType::Delete,
                 namespace: e.namespace.to_string(),
                 key: bytes::Bytes::from(e.key.clone()),
-                value: bytes::Bytes::from(e.value.clone()),
+                value: bytes::Bytes::from(Vec::<u8>::from(e.value.clone())),
             })
             .collect(),
     }

@@ -11,9 +11,9 @@
 use std::path::Path;
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
-use shoal_core::coordinator::ledger::{StateDiff, WriteType};
-use shoal_core::coordinator::recovery::{ns, EndedTask, Snapshot};
-use shoal_core::coordinator::{DeadLetter, JobProgress, JobSpec, VerifiedResult};
+use shoal_core::coordinator::ledger::{content_addressed, EntryValue, StateDiff, WriteType};
+use shoal_core::coordinator::recovery::{ns, EndedTask, JobRecord, Snapshot};
+use shoal_core::coordinator::{DeadLetter, JobProgress, VerifiedResult};
 use shoal_core::kernels::KernelSpec;
 use shoal_core::{JobId, Millis};
 
@@ -141,7 +141,8 @@ struct LoggedEntry<'a> {
     namespace: &'a str,
     key: &'a [u8],
     /// None: the value is the state table's value of this key.
-    value: Option<&'a [u8]>,
+    #[serde(borrow)]
+    value: Option<std::borrow::Cow<'a, [u8]>>,
 }
 
 fn state_key(namespace: &str, key: &[u8]) -> Vec<u8> {
@@ -302,6 +303,9 @@ impl Store for RedbStore {
                 for e in &d.entries {
                     let k = state_key(&e.namespace, &e.key);
                     match e.write {
+                        // Same key, same bytes: already stored (an input
+                        // shared by several tasks or jobs).
+                        WriteType::Put if content_addressed(&e.namespace) && refs.get(k.as_slice())?.is_some() => {}
                         WriteType::Put if e.value.len() >= BLOB_MIN => {
                             let r = self.blobs.append(&e.value)?;
                             let r = postcard::to_allocvec(&r).map_err(|e| corrupt("blob ref", e))?;
@@ -310,7 +314,7 @@ impl Store for RedbStore {
                             wrote_blobs = true;
                         }
                         WriteType::Put => {
-                            state.insert(k.as_slice(), e.value.as_slice())?;
+                            state.insert(k.as_slice(), e.value.flat().as_ref())?;
                         }
                         WriteType::Delete => {
                             state.remove(k.as_slice())?;
@@ -330,7 +334,7 @@ impl Store for RedbStore {
                             namespace: &e.namespace,
                             key: &e.key,
                             value: (e.write == WriteType::Delete || e.value.len() < OUT_OF_LINE)
-                                .then_some(e.value.as_slice()),
+                                .then(|| e.value.flat()),
                         })
                         .collect(),
                 };
@@ -398,6 +402,20 @@ impl Store for RedbStore {
         for namespace in [ns::WORKER_STATE, ns::EPOCH, ns::EPOCH_OPEN] {
             self.scan(namespace, &[], |k, v| apply(namespace, k, v).map(|()| true))?;
         }
+        // The inputs stored apart that open tasks still need.
+        let needed = s.needed_inputs();
+        if !needed.is_empty() {
+            let txn = self.db.begin_read()?;
+            let state = txn.open_table(STATE)?;
+            let refs = txn.open_table(BLOBS)?;
+            for digest in needed {
+                let key = state_key(ns::INPUT, digest.as_bytes());
+                let v = self.state_value(&state, &refs, &key)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("the stored inputs {digest} of an unfinished job are missing"))
+                })?;
+                s.apply(ns::INPUT, digest.as_bytes(), v.bytes()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            }
+        }
         Ok((s, clock))
     }
 
@@ -454,7 +472,7 @@ impl Store for RedbStore {
             let mut entries = Vec::with_capacity(logged.entries.len());
             for e in logged.entries {
                 let value = match e.value {
-                    Some(v) => v.to_vec(),
+                    Some(v) => v.into_owned(),
                     None => self
                         .state_value(&state, &refs, &state_key(e.namespace, e.key))?
                         .map(|v| v.bytes().to_vec())
@@ -466,7 +484,7 @@ impl Store for RedbStore {
                     write: e.write,
                     namespace: std::borrow::Cow::Owned(e.namespace.to_owned()),
                     key: e.key.to_vec(),
-                    value,
+                    value: EntryValue::Bytes(value),
                 });
             }
             out.push(StateDiff { height: logged.height, prev: logged.prev, digest: logged.digest, entries });
@@ -511,8 +529,8 @@ impl Store for RedbStore {
         let state = txn.open_table(STATE)?;
         let refs = txn.open_table(BLOBS)?;
         let Some(v) = self.state_value(&state, &refs, &state_key(ns::JOB, job.as_bytes()))? else { return Ok(None) };
-        let (spec, _): (JobSpec, Millis) = postcard::from_bytes(v.bytes()).map_err(|e| corrupt("job", e))?;
-        Ok(Some(spec.tasks.into_iter().map(|t| t.kernel).collect()))
+        let record = JobRecord::decode(v.bytes()).map_err(|e| corrupt("job", e))?;
+        Ok(Some(record.kernels()))
     }
 }
 
@@ -595,6 +613,36 @@ mod tests {
         // The blob file holds the three big values, appended once each.
         let blobs = std::fs::metadata(path.with_extension("blobs")).expect("blob file").len();
         assert_eq!(blobs, 3 * (BLOB_MIN as u64 + 7));
+    }
+
+    #[test]
+    fn inputs_under_their_digest_are_written_once_and_come_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.redb");
+        let parts = vec![bytes::Bytes::from(vec![5u8; BLOB_MIN]), bytes::Bytes::from_static(b"tail")];
+        let digest = shoal_core::Digest::of_parts(parts.iter().map(|b| &b[..]));
+        let mut ledger = Ledger::default();
+        ledger.put_inputs(digest, parts.clone());
+        let first = ledger.seal().expect("diff");
+        // The same inputs again (another job): nothing more on disk.
+        ledger.put_inputs(digest, parts.clone());
+        let second = ledger.seal().expect("diff");
+        {
+            let s = RedbStore::open(&path).expect("open");
+            for d in [&first, &second] {
+                s.commit(&Commit { diffs: std::slice::from_ref(d), clock: Millis(1), jobs: vec![], retain: 0 })
+                    .expect("commit");
+            }
+        }
+        let blobs = std::fs::metadata(path.with_extension("blobs")).expect("blob file").len();
+        assert_eq!(blobs, (8 + BLOB_MIN + 8 + 4) as u64, "length-prefixed parts, once");
+        let s = RedbStore::open(&path).expect("reopen");
+        let d = s.diffs(1, 2, 10).expect("diffs");
+        assert!(d[0].verify(&shoal_core::Digest::default()) && d[1].verify(&first.digest));
+        let mut snap = Snapshot::default();
+        s.scan(ns::INPUT, &[], |k, v| snap.apply(ns::INPUT, k, v).map(|()| true).map_err(|e| corrupt("input", e)))
+            .expect("scan");
+        assert_eq!(snap.inputs.get(&digest), Some(&parts));
     }
 
     #[test]

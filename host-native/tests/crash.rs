@@ -50,7 +50,8 @@ fn start(data: &std::path::Path, http: u16, grpc: u16) -> ChildGuard {
 async fn connect(grpc: u16) -> ShoalClient<tonic::transport::Channel> {
     for _ in 0..300 {
         if let Ok(c) = ShoalClient::connect(format!("http://127.0.0.1:{grpc}")).await {
-            let mut c = c;
+            // A diff holds a whole job's inputs (8 MiB here).
+            let mut c = c.max_decoding_message_size(64 << 20);
             if c.swarm_status(pb::Empty {}).await.is_ok() {
                 return c;
             }
@@ -86,8 +87,16 @@ async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
         handles.push(tokio::spawn(worker::run(opts, rx.clone())));
     }
 
-    let kernel = KernelSpec::Sha256(Sha256Params { count: 64, message_len: 256 });
-    let tasks: Vec<_> = (0..200u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
+    // Odd tasks carry 64 KiB of inputs (stored apart, under their digest,
+    // and read back on restart); even ones 16 KiB (inside the job's record).
+    let tasks: Vec<_> = (0..200u64)
+        .map(|i| {
+            let kernel =
+                KernelSpec::Sha256(Sha256Params { count: if i % 2 == 1 { 256 } else { 64 }, message_len: 256 });
+            let inputs = kernel.seeded_inputs(i);
+            (kernel, inputs)
+        })
+        .collect();
     let job = submit(&mut c, "crash test", 2, &tasks).await;
 
     let mut rng = SplitMix64::new(0x00C0_FFEE);

@@ -22,7 +22,10 @@ use smallvec::SmallVec;
 use super::config::CoordinatorConfig;
 use super::ledger::Ledger;
 use super::profile::{benchmark_spec, classify, mflops, Tier, WorkerClass};
-use super::recovery::{ns, task_record_key, EndedTask, OpenEpoch, Snapshot, WorkerRecordRef};
+use super::recovery::{
+    ns, task_record_key, EndedTask, JobRecordRef, OpenEpoch, Snapshot, StoredInputsRef, TaskRecordRef, WorkerRecordRef,
+    INPUTS_APART,
+};
 use super::rewards::{settle_epoch, EpochSettlement, EpochWork};
 use super::slots::Slots;
 use crate::auth::{verify_token, MasterSecret};
@@ -1051,14 +1054,35 @@ impl Coordinator {
                 .map_err(|error| SubmitError::InvalidTask { index, error })?;
         }
         let job = JobId::from_bytes(self.ids.next());
-        // Sized up front: a job's record holds its inputs (megabytes for big
-        // jobs), and a vector grown by doubling would copy them again and again.
-        let size_hint =
-            64 + spec.tasks.iter().flat_map(|t| &t.inputs).map(|b| b.len() + 10).sum::<usize>() + 64 * spec.tasks.len();
-        let value = postcard::to_extend(&(&spec, now), Vec::with_capacity(size_hint)).unwrap_or_default();
-        self.ledger.put(ns::JOB, job.as_bytes().to_vec(), value);
+        // Each task's inputs are hashed once: the digest a worker checks is
+        // also the key big inputs are stored under, and the ledger's chain
+        // commits to them through it (no second pass, no copy).
+        let digests: Vec<Digest> =
+            spec.tasks.iter().map(|t| Digest::of_parts(t.inputs.iter().map(|b| &b[..]))).collect();
+        let mut stored_apart = BTreeSet::new();
+        let mut tasks = Vec::with_capacity(spec.tasks.len());
+        for (t, digest) in spec.tasks.iter().zip(&digests) {
+            let apart = t.inputs.iter().map(Bytes::len).sum::<usize>() >= INPUTS_APART;
+            if apart && stored_apart.insert(*digest) {
+                self.ledger.put_inputs(*digest, t.inputs.clone());
+            }
+            tasks.push(TaskRecordRef {
+                kernel: &t.kernel,
+                inputs: if apart { StoredInputsRef::Apart(digest) } else { StoredInputsRef::Inline(&t.inputs) },
+            });
+        }
+        let record = JobRecordRef {
+            tasks,
+            redundancy: spec.redundancy,
+            quorum: spec.quorum,
+            priority: spec.priority,
+            min_tier: spec.min_tier,
+            allow_adaptive: spec.allow_adaptive,
+            submitted: now,
+        };
+        self.ledger.put(ns::JOB, job.as_bytes().to_vec(), postcard::to_allocvec(&record).unwrap_or_default());
         let n = spec.tasks.len() as u32;
-        self.insert_job(job, spec, now + self.cfg.task_ttl, BTreeMap::new());
+        self.insert_job(job, spec, digests, now + self.cfg.task_ttl, BTreeMap::new());
         self.event(Event::JobAccepted { job, tasks: n });
         self.finish_round(now);
         Ok(job)
@@ -1066,7 +1090,15 @@ impl Coordinator {
 
     /// Creates a job's tasks: the ones in `ended` as they ended, the others
     /// queued.
-    fn insert_job(&mut self, job: JobId, spec: JobSpec, expires: Millis, mut ended: BTreeMap<u32, EndedTask>) {
+    /// `digests` are the tasks' input digests, in order.
+    fn insert_job(
+        &mut self,
+        job: JobId,
+        spec: JobSpec,
+        digests: Vec<Digest>,
+        expires: Millis,
+        mut ended: BTreeMap<u32, EndedTask>,
+    ) {
         let redundancy = spec.redundancy.unwrap_or(self.cfg.default_redundancy);
         let quorum = spec.quorum.unwrap_or(redundancy);
         let mut ids = Vec::with_capacity(spec.tasks.len());
@@ -1075,11 +1107,10 @@ impl Coordinator {
         let mut first = None;
         // Tasks of a job often share one kernel spec: share one allocation.
         let mut last_spec: Option<Arc<KernelSpec>> = None;
-        for (index, t) in spec.tasks.into_iter().enumerate() {
+        for ((index, t), input_digest) in spec.tasks.into_iter().enumerate().zip(digests) {
             let key = self.tasks.next_key();
             let id = self.tasks.id_for(key);
             first.get_or_insert(key);
-            let input_digest = Digest::of_parts(t.inputs.iter().map(|b| &b[..]));
             let mut task = Task {
                 id,
                 key,
@@ -1178,7 +1209,22 @@ impl Coordinator {
                 continue;
             }
             let expires = stored.submitted + c.cfg.task_ttl;
-            c.insert_job(job, stored.spec, expires, stored.ended);
+            let mut spec = stored.spec;
+            let mut digests = Vec::with_capacity(spec.tasks.len());
+            for (index, t) in spec.tasks.iter_mut().enumerate() {
+                match stored.apart.get(&(index as u32)) {
+                    Some(digest) => {
+                        // Inputs stored apart; a host provides the ones
+                        // open tasks need (`Snapshot::needed_inputs`).
+                        if !stored.ended.contains_key(&(index as u32)) {
+                            t.inputs = snapshot.inputs.get(digest).cloned().unwrap_or_default();
+                        }
+                        digests.push(*digest);
+                    }
+                    None => digests.push(Digest::of_parts(t.inputs.iter().map(|b| &b[..]))),
+                }
+            }
+            c.insert_job(job, spec, digests, expires, stored.ended);
         }
         c
     }

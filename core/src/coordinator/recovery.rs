@@ -13,20 +13,30 @@
 //! stopped. Nothing verified is lost and nothing is credited twice, because
 //! a verification and its credit are written in the same diff.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::engine::{DeadLetter, JobProgress, JobSpec, Reputation, VerifiedResult};
+use super::engine::{DeadLetter, JobProgress, JobSpec, Reputation, TaskSpec, VerifiedResult};
+use super::ledger::EntryValue;
+use super::profile::Tier;
 use super::rewards::{EpochSettlement, EpochWork};
 use crate::digest::Digest;
 use crate::ids::{JobId, WorkerId};
+use crate::kernels::KernelSpec;
 use crate::time::Millis;
 
 /// The namespaces of the entries the engine writes.
 pub mod ns {
-    /// Job id → `(JobSpec, submitted at)`.
+    /// Job id → [`JobRecord`](super::JobRecord).
     pub const JOB: &str = "job";
+    /// A task's input digest → its inputs (content-addressed: the key is
+    /// the SHA-256 of the value, see
+    /// [`EntryValue::Parts`](crate::coordinator::ledger::EntryValue)); for
+    /// tasks whose inputs are at least
+    /// [`INPUTS_APART`](super::INPUTS_APART) bytes.
+    pub const INPUT: &str = "input";
     /// Job id → [`JobProgress`](crate::coordinator::JobProgress) once every task ended.
     pub const JOB_FINISHED: &str = "job-finished";
     /// Job id → empty: the job was cancelled.
@@ -45,6 +55,87 @@ pub mod ns {
     pub const EPOCH: &str = "epoch";
     /// Empty key → [`OpenEpoch`](super::OpenEpoch).
     pub const EPOCH_OPEN: &str = "epoch-open";
+}
+
+/// Tasks whose inputs take at least this many bytes have them stored
+/// apart, once, under their digest ([`ns::INPUT`]); smaller ones are
+/// written inside the job's record (one entry for a job of tiny tasks).
+pub const INPUTS_APART: usize = 64 * 1024;
+
+/// A task's inputs as its job's record holds them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StoredInputs {
+    /// The inputs themselves.
+    Inline(Vec<Bytes>),
+    /// Stored apart under [`ns::INPUT`] with this key (their digest).
+    Apart(Digest),
+}
+
+/// A task as its job's record holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// What to run.
+    pub kernel: KernelSpec,
+    /// Its inputs.
+    pub inputs: StoredInputs,
+}
+
+/// A job's durable record (value of [`ns::JOB`]): its settings, its tasks
+/// (inputs inline or by digest) and when it was submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The tasks, in order.
+    pub tasks: Vec<TaskRecord>,
+    /// As submitted.
+    pub redundancy: Option<u8>,
+    /// As submitted.
+    pub quorum: Option<u8>,
+    /// As submitted.
+    pub priority: u8,
+    /// As submitted.
+    pub min_tier: Tier,
+    /// As submitted.
+    pub allow_adaptive: bool,
+    /// When (coordinator clock).
+    pub submitted: Millis,
+}
+
+/// [`JobRecord`] borrowed from a submitted job: encodes to the same bytes.
+#[derive(Serialize)]
+pub(crate) struct JobRecordRef<'a> {
+    pub(crate) tasks: Vec<TaskRecordRef<'a>>,
+    pub(crate) redundancy: Option<u8>,
+    pub(crate) quorum: Option<u8>,
+    pub(crate) priority: u8,
+    pub(crate) min_tier: Tier,
+    pub(crate) allow_adaptive: bool,
+    pub(crate) submitted: Millis,
+}
+
+/// [`TaskRecord`] borrowed.
+#[derive(Serialize)]
+pub(crate) struct TaskRecordRef<'a> {
+    pub(crate) kernel: &'a KernelSpec,
+    pub(crate) inputs: StoredInputsRef<'a>,
+}
+
+/// [`StoredInputs`] borrowed.
+#[derive(Serialize)]
+pub(crate) enum StoredInputsRef<'a> {
+    Inline(&'a [Bytes]),
+    Apart(&'a Digest),
+}
+
+impl JobRecord {
+    /// Decodes a stored job record.
+    pub fn decode(value: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(value)
+    }
+
+    /// The tasks' kernels, in order.
+    pub fn kernels(self) -> Vec<KernelSpec> {
+        self.tasks.into_iter().map(|t| t.kernel).collect()
+    }
 }
 
 /// Key of a task's record: the job id then the task's index (u32 BE), so
@@ -100,8 +191,11 @@ pub enum EndedTask {
 /// A job as it was stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredJob {
-    /// What was submitted.
+    /// What was submitted (the inputs of the tasks in `apart` are empty:
+    /// they are in [`Snapshot::inputs`]).
     pub spec: JobSpec,
+    /// Tasks whose inputs are stored apart, by index: their digest.
+    pub apart: BTreeMap<u32, Digest>,
     /// When (coordinator clock).
     pub submitted: Millis,
     /// Final counters, if every task ended.
@@ -148,6 +242,9 @@ pub struct Snapshot {
     pub open_epoch: Option<OpenEpoch>,
     /// Settled epochs, by number.
     pub history: BTreeMap<u64, EpochSettlement>,
+    /// Inputs stored apart, by digest (only those an open task needs:
+    /// see [`Snapshot::needed_inputs`]).
+    pub inputs: BTreeMap<Digest, Vec<Bytes>>,
 }
 
 fn corrupt(namespace: &str, key: &[u8], error: impl std::fmt::Display) -> RecoveryError {
@@ -171,16 +268,45 @@ impl Snapshot {
     pub fn apply(&mut self, namespace: &str, key: &[u8], value: &[u8]) -> Result<(), RecoveryError> {
         match namespace {
             ns::JOB => {
-                let (spec, submitted): (JobSpec, Millis) =
-                    postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?;
+                let record = JobRecord::decode(value).map_err(|e| corrupt(namespace, key, e))?;
                 let job = job_key(namespace, key)?;
+                let submitted = record.submitted;
+                let mut apart = BTreeMap::new();
+                let tasks = (record.tasks.into_iter().enumerate())
+                    .map(|(i, t)| TaskSpec {
+                        kernel: t.kernel,
+                        inputs: match t.inputs {
+                            StoredInputs::Inline(inputs) => inputs,
+                            StoredInputs::Apart(digest) => {
+                                apart.insert(i as u32, digest);
+                                Vec::new()
+                            }
+                        },
+                    })
+                    .collect();
+                let spec = JobSpec {
+                    tasks,
+                    redundancy: record.redundancy,
+                    quorum: record.quorum,
+                    priority: record.priority,
+                    min_tier: record.min_tier,
+                    allow_adaptive: record.allow_adaptive,
+                };
                 let entry = self.jobs.entry(job).or_insert(StoredJob {
                     spec,
+                    apart,
                     submitted,
                     finished: None,
                     ended: BTreeMap::new(),
                 });
                 entry.submitted = submitted;
+            }
+            ns::INPUT => {
+                let digest = key.try_into().map(Digest).map_err(|_| corrupt(namespace, key, "a key of 32 bytes"))?;
+                let parts = EntryValue::split_parts(value)
+                    .filter(|p| Digest::of_parts(p.iter().map(|b| &b[..])) == digest)
+                    .ok_or_else(|| corrupt(namespace, key, "the value is not the inputs its key names"))?;
+                self.inputs.insert(digest, parts);
             }
             ns::JOB_FINISHED => {
                 let p: JobProgress = postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?;
@@ -224,6 +350,21 @@ impl Snapshot {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Digests of the inputs stored apart that unfinished jobs still need
+    /// (their task has not ended) and that have not been applied yet: a
+    /// host reads these [`ns::INPUT`] entries after the jobs and tasks.
+    pub fn needed_inputs(&self) -> BTreeSet<Digest> {
+        let mut out = BTreeSet::new();
+        for j in self.jobs.values().filter(|j| j.finished.is_none()) {
+            for (index, digest) in &j.apart {
+                if !j.ended.contains_key(index) && !self.inputs.contains_key(digest) {
+                    out.insert(*digest);
+                }
+            }
+        }
+        out
     }
 
     /// Unfinished jobs: the ones a restarted coordinator runs on.
