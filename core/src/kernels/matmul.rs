@@ -68,20 +68,26 @@ impl MatmulParams {
         Comparator::Tolerance { rel: 1e-4, abs: self.k as f32 / 262_144.0 }
     }
 
+    /// C on the CPU. Every element sums its k products in ascending k from
+    /// 0.0, as the shader does, so the result does not depend on the path.
     pub(super) fn run_cpu(&self, a: &[u8], b: &[u8]) -> Vec<u8> {
         let (m, n, k) = (self.m as usize, self.n as usize, self.k as usize);
-        let a = f32s(a);
         let b = f32s(b);
         let mut c = vec![0f32; m * n];
-        // i-k-j order: each c element still sums its k terms in ascending
-        // k, as the shader does, while rows of b are read contiguously.
-        for i in 0..m {
-            let row = &mut c[i * n..(i + 1) * n];
-            for kk in 0..k {
-                let aik = a[i * k + kk];
-                let brow = &b[kk * n..(kk + 1) * n];
-                for (cj, bj) in row.iter_mut().zip(brow) {
-                    *cj += aik * bj;
+        if n < NARROW {
+            narrow(a, &b, k, n, &mut c);
+        } else {
+            let a = f32s(a);
+            // i-k-j order: rows of b are read contiguously and the j loop
+            // vectorises (its elements are independent).
+            for i in 0..m {
+                let row = &mut c[i * n..(i + 1) * n];
+                for kk in 0..k {
+                    let aik = a[i * k + kk];
+                    let brow = &b[kk * n..(kk + 1) * n];
+                    for (cj, bj) in row.iter_mut().zip(brow) {
+                        *cj += aik * bj;
+                    }
                 }
             }
         }
@@ -89,7 +95,81 @@ impl MatmulParams {
     }
 }
 
+/// Below this many columns of B, [`narrow`] runs instead of the i-k-j
+/// loop (whose inner loop would be a few elements long).
+const NARROW: usize = 8;
+/// Rows of A a [`narrow`] block works on together.
+const BLOCK: usize = 8;
+
+/// C = A × B for a narrow B (matrix-vector products and the like): A is
+/// read straight from its bytes, [`BLOCK`] rows at a time, transposed so
+/// that the rows' sums advance side by side (independent additions the
+/// CPU overlaps or vectorises; each sum keeps its own ascending order).
+fn narrow(a: &[u8], b: &[f32], k: usize, n: usize, c: &mut [f32]) {
+    let mut t = vec![[0f32; BLOCK]; k];
+    for (cblock, ablock) in c.chunks_mut(BLOCK * n).zip(a.chunks(4 * k * BLOCK)) {
+        for (r, row) in ablock.chunks_exact(4 * k).enumerate() {
+            for (tk, w) in t.iter_mut().zip(row.chunks_exact(4)) {
+                tk[r] = f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            }
+        }
+        let rows = cblock.len() / n;
+        for j in 0..n {
+            let mut acc = [0f32; BLOCK];
+            for (tk, bk) in t.iter().zip(b.iter().skip(j).step_by(n)) {
+                for (s, x) in acc.iter_mut().zip(tk) {
+                    *s += x * bk;
+                }
+            }
+            for (r, s) in acc.iter().take(rows).enumerate() {
+                cblock[r * n + j] = *s;
+            }
+        }
+    }
+}
+
 /// Little-endian f32s of `bytes` (length a multiple of 4).
 pub(super) fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    /// The definition, term by term.
+    fn reference(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0f32;
+                for kk in 0..k {
+                    s += a[i * k + kk] * b[kk * n + j];
+                }
+                c[i * n + j] = s;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn every_path_sums_in_the_shaders_order_bit_for_bit() {
+        let mut rng = SplitMix64::new(3);
+        for (m, n, k) in
+            [(1, 1, 1), (7, 1, 5), (8, 1, 64), (33, 1, 17), (20, 3, 9), (9, 7, 31), (17, 8, 12), (5, 19, 4)]
+        {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.unit_f32()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.unit_f32()).collect();
+            let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            let p = MatmulParams { m: m as u32, n: n as u32, k: k as u32 };
+            let got = f32s(&p.run_cpu(&bytes(&a), &bytes(&b)));
+            let want = reference(&a, &b, m, n, k);
+            assert_eq!(
+                got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{m}×{n}×{k}"
+            );
+        }
+    }
 }
