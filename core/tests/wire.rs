@@ -364,3 +364,44 @@ fn pilot_errors_are_typed() {
     let b64 = br#"{"task_id":"t","result_type":"file","filename":"x.csv","file_data":"!!","completed_at":"z"}"#;
     assert!(matches!(PilotInbound::decode(&pilot_frame(pilot::SEND_RESULTS, b64)), Err(PilotError::Json { .. })));
 }
+
+#[test]
+fn a_batch_sends_big_attachments_as_their_own_messages_and_they_arrive_uncopied() {
+    use shoal_core::wire::MessageBatch;
+    let limits = WireLimits::default();
+    let big = Bytes::from(vec![7u8; MessageBatch::APART + 5]);
+    let small = Bytes::from_static(b"small output");
+    let a = AssignmentId::from_bytes([4; 16]);
+    let envelopes = vec![
+        Envelope::task_result(a, vec![small.clone(), big.clone()]),
+        Envelope::bare(Message::TaskAck(TaskAck { assignment: a })),
+        Envelope::task_result(a, vec![big.clone()]),
+    ];
+    let mut batch = MessageBatch::new();
+    for e in &envelopes {
+        batch.push(e, &limits).expect("valid");
+    }
+    let mut one = BytesMut::new();
+    for e in &envelopes {
+        e.encode_into(&limits, &mut one).expect("valid");
+    }
+    let total = one.len();
+    assert_eq!(batch.len(), total);
+    let messages = batch.take();
+    assert!(batch.is_empty() && batch.take().is_empty());
+    // [result + small + big's header] [big] [ack + result + big's header] [big]
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages.concat(), one.to_vec(), "the same bytes as one encoding");
+    assert!(messages[1].as_ptr() == big.as_ptr() && messages[3].as_ptr() == big.as_ptr(), "shared, not copied");
+    let mut d = MessageDecoder::new(limits).expect("limits");
+    let mut got = Vec::new();
+    for m in messages {
+        d.push_bytes(m);
+        while let Some(e) = d.next_envelope().expect("valid") {
+            got.push(e);
+        }
+    }
+    assert_eq!(got, envelopes);
+    assert_eq!(got[2].attachments[0].as_ptr(), big.as_ptr(), "the decoder hands the message out as the payload");
+    d.finish().expect("nothing left over");
+}

@@ -10,11 +10,11 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use shoal_core::rng::SplitMix64;
 use shoal_core::wire::message::{DeviceInfo, Hello, HelloAuth, MessageDecoder, WireLimits};
-use shoal_core::wire::PROTOCOL_VERSION;
+use shoal_core::wire::{MessageBatch, PROTOCOL_VERSION};
 use shoal_core::worker::{Backoff, WorkerOutput, WorkerSession};
 use shoal_core::{JobId, WorkerId};
 use tokio::sync::{mpsc, watch};
@@ -167,12 +167,12 @@ async fn session(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let end = loop {
         // Perform what the session decided.
-        let mut buf = BytesMut::new();
+        let mut batch = MessageBatch::new();
         let mut closed = None;
         while let Some(o) = s.poll_output() {
             match o {
                 WorkerOutput::Send(e) => {
-                    if let Err(err) = e.encode_into(&limits, &mut buf) {
+                    if let Err(err) = batch.push(&e, &limits) {
                         tracing::warn!(error = %err, "cannot encode");
                     }
                 }
@@ -227,7 +227,12 @@ async fn session(
                 WorkerOutput::Closed { reason } => closed = Some(reason),
             }
         }
-        if !buf.is_empty() && sink.send(WsMessage::Binary(buf.freeze())).await.is_err() {
+        let messages = batch.take();
+        let mut failed = false;
+        for m in &messages {
+            failed |= sink.feed(WsMessage::Binary(m.clone())).await.is_err();
+        }
+        if failed || (!messages.is_empty() && sink.flush().await.is_err()) {
             break "send failed".to_owned();
         }
         if let Some(reason) = closed {

@@ -20,7 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use shoal_core::coordinator::OriginKey;
 use shoal_core::wire::frame::FrameError;
 use shoal_core::wire::message::{ErrorCode, ErrorMessage, Goodbye, MessageDecoder, WireError, WireLimits};
-use shoal_core::wire::{Envelope, Message};
+use shoal_core::wire::{Envelope, Message, MessageBatch};
 
 use crate::engine::{Command, EngineHandle, Outbound};
 
@@ -154,14 +154,16 @@ async fn run_connection(
             }
             out = rx.recv() => {
                 let Some(first) = out else { return "coordinator dropped the connection".to_owned() };
-                let mut buf = BytesMut::new();
+                // Small frames share a message; big attachments go as
+                // their own messages, never copied into the batch.
+                let mut batch = MessageBatch::new();
                 let mut closing = None;
                 let mut next = Some(first);
                 while let Some(o) = next.take() {
                     match o {
                         Outbound::Envelopes(es) => {
                             for e in es {
-                                if let Err(err) = e.encode_into(&plane.limits, &mut buf) {
+                                if let Err(err) = batch.push(&e, &plane.limits) {
                                     tracing::error!(conn, error = %err, "cannot encode an envelope");
                                 }
                             }
@@ -171,11 +173,16 @@ async fn run_connection(
                             break;
                         }
                     }
-                    if buf.len() < WRITE_BATCH {
+                    if batch.len() < WRITE_BATCH {
                         next = rx.try_recv().ok();
                     }
                 }
-                if !buf.is_empty() && sink.send(WsMessage::Binary(buf.freeze())).await.is_err() {
+                for m in batch.take() {
+                    if sink.feed(WsMessage::Binary(m)).await.is_err() {
+                        return "send failed".to_owned();
+                    }
+                }
+                if sink.flush().await.is_err() {
                     return "send failed".to_owned();
                 }
                 if let Some(reason) = closing {

@@ -273,6 +273,19 @@ impl FrameDecoder {
             return Ok(None);
         }
         let (frame_type, total) = parse_header(&self.partial, limit)?;
+        // A header that ended one chunk, and a chunk that starts with the
+        // whole payload (how big attachments are sent, see
+        // `MessageBatch`): a slice of that chunk, nothing assembled.
+        if self.partial.len() == HEADER_LEN && total > HEADER_LEN {
+            if let Some(front) = self.chunks.front_mut().filter(|f| f.len() >= total - HEADER_LEN) {
+                let payload = front.split_to(total - HEADER_LEN);
+                if front.is_empty() {
+                    self.chunks.pop_front();
+                }
+                self.partial.clear();
+                return Ok(Some(Frame { frame_type, payload }));
+            }
+        }
         if self.partial.len() < total && !self.fill_partial(total) {
             return Ok(None);
         }
