@@ -2,15 +2,23 @@
 //!
 //! A value written into redb goes through a zeroed page buffer, a copy,
 //! a checksum per page and the page cache; a job of 20 MiB of inputs took
-//! 50–150 ms to commit that way on the build machine. Here a value is one
-//! positioned write per segment from the caller's bytes (a task's inputs
-//! are written from the buffers they arrived in), and the B-tree keeps a
-//! [`BlobRef`] (where, how long, its XXH3-128 checksum: damage detection
-//! at memory speed; what a value *is* is the ledger's SHA-256 business).
-//! The file is flushed to disk
-//! before the transaction that refers to it commits, so a committed ref
-//! always names durable bytes; a crash in between leaves unreferenced bytes
-//! at the end of the file, never a dangling ref. Reads check the checksum.
+//! 50–150 ms to commit that way on the build machine. Here a value is
+//! appended from the caller's bytes (a task's inputs straight from the
+//! buffers they arrived in), and the B-tree keeps a [`BlobRef`] (where, how
+//! long, its XXH3-128 checksum: damage detection at memory speed; what a
+//! value *is* is the ledger's SHA-256 business).
+//!
+//! On Linux appends bypass the page cache (`O_DIRECT`): on the build
+//! machine buffered writes cost 2.6 s of kernel CPU per GiB (page cache
+//! allocation and copy), direct ones 0.5 s, at three times the speed. The
+//! price is alignment: each value starts on a 4 KiB boundary and is padded
+//! to one, staged through a reused aligned buffer. Where the file system
+//! refuses direct I/O (tmpfs), appends are ordinary writes.
+//!
+//! The file is flushed to disk before the transaction that refers to it
+//! commits, so a committed ref always names durable bytes; a crash in
+//! between leaves unreferenced bytes at the end of the file, never a
+//! dangling ref. Reads check the checksum.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -33,15 +41,46 @@ pub(crate) struct BlobRef {
     pub(crate) check: u128,
 }
 
+/// Alignment of direct I/O: offsets, lengths and memory (a multiple of
+/// every logical block size in use).
+const ALIGN: usize = 4096;
+/// Size of the aligned staging buffer of direct appends.
+const STAGE: usize = 1 << 20;
+
 /// The append-only file of big values.
 pub(crate) struct BlobLog {
+    /// Reads, syncs, and appends when direct I/O is not in use.
     file: File,
-    /// Where the next value goes (the file's length).
-    end: Mutex<u64>,
+    appender: Mutex<Appender>,
+}
+
+struct Appender {
+    /// Where the next value goes.
+    end: u64,
+    /// A handle opened for direct I/O, while the file system accepts it.
+    direct: Option<File>,
+    /// `STAGE + ALIGN` bytes: the aligned `STAGE` inside it is the staging
+    /// buffer (allocated on the first direct append).
+    stage: Vec<u8>,
 }
 
 fn io(what: &str, e: &std::io::Error) -> StoreError {
     StoreError::Db(format!("blob file: {what}: {e}"))
+}
+
+#[cfg(target_os = "linux")]
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_: &Path) -> Option<File> {
+    None
+}
+
+fn round_up(n: u64) -> u64 {
+    n.div_ceil(ALIGN as u64) * ALIGN as u64
 }
 
 impl BlobLog {
@@ -56,13 +95,38 @@ impl BlobLog {
             .open(path)
             .map_err(|e| io("open", &e))?;
         let end = file.metadata().map_err(|e| io("metadata", &e))?.len();
-        Ok(BlobLog { file, end: Mutex::new(end) })
+        let direct = open_direct(path);
+        if direct.is_none() {
+            tracing::debug!(path = %path.display(), "blob file without direct I/O");
+        }
+        Ok(BlobLog { file, appender: Mutex::new(Appender { end, direct, stage: Vec::new() }) })
+    }
+
+    /// Bytes of file a value of `len` bytes takes (tests).
+    #[cfg(test)]
+    pub(crate) fn footprint(&self, len: u64) -> u64 {
+        if self.appender.lock().is_ok_and(|a| a.direct.is_some()) {
+            round_up(len)
+        } else {
+            len
+        }
     }
 
     /// Appends a value's bytes; durable only after [`BlobLog::sync`].
     pub(crate) fn append(&self, value: &EntryValue) -> Result<BlobRef, StoreError> {
-        let mut end = self.end.lock().map_err(|_| StoreError::Db("blob file lock poisoned".into()))?;
-        let offset = *end;
+        let mut a = self.appender.lock().map_err(|_| StoreError::Db("blob file lock poisoned".into()))?;
+        if a.direct.is_some() {
+            match a.append_direct(value) {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    // Refused by the file system after all: ordinary writes
+                    // from now on (the bytes already written are unreferenced).
+                    tracing::warn!(error = %e, "direct I/O failed on the blob file; using buffered writes");
+                    a.direct = None;
+                }
+            }
+        }
+        let offset = a.end;
         let mut at = offset;
         let mut check = Xxh3::new();
         let mut failed = None;
@@ -78,7 +142,7 @@ impl BlobLog {
         if let Some(e) = failed {
             return Err(io("write", &e));
         }
-        *end = at;
+        a.end = at;
         Ok(BlobRef { offset, len: at - offset, check: check.digest128() })
     }
 
@@ -104,6 +168,50 @@ impl BlobLog {
     }
 }
 
+impl Appender {
+    /// Appends through the aligned staging buffer at the next aligned
+    /// offset, the last block padded with zeros.
+    fn append_direct(&mut self, value: &EntryValue) -> std::io::Result<BlobRef> {
+        if self.stage.is_empty() {
+            self.stage = vec![0u8; STAGE + ALIGN];
+        }
+        let skip = self.stage.as_ptr().align_offset(ALIGN);
+        let (Some(file), Some(stage)) = (self.direct.as_ref(), self.stage.get_mut(skip..skip + STAGE)) else {
+            return Err(std::io::Error::other("no aligned staging buffer"));
+        };
+        let offset = round_up(self.end);
+        let (mut at, mut fill, mut len) = (offset, 0usize, 0u64);
+        let mut check = Xxh3::new();
+        let mut failed = None;
+        value.for_each_segment(|mut s| {
+            check.update(s);
+            len += s.len() as u64;
+            while !s.is_empty() && failed.is_none() {
+                let n = s.len().min(STAGE - fill);
+                stage[fill..fill + n].copy_from_slice(&s[..n]);
+                (fill, s) = (fill + n, &s[n..]);
+                if fill == STAGE {
+                    match file.write_all_at(stage, at) {
+                        Ok(()) => (at, fill) = (at + STAGE as u64, 0),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if fill > 0 {
+            let padded = round_up(fill as u64) as usize;
+            stage[fill..padded].fill(0);
+            file.write_all_at(&stage[..padded], at)?;
+            at += padded as u64;
+        }
+        self.end = at;
+        Ok(BlobRef { offset, len, check: check.digest128() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,12 +232,18 @@ mod tests {
         assert_eq!(log.read(&b).expect("b"), vec![7u8; 100_000]);
         // Appends continue after what is there.
         let c = log.append(&b"third".to_vec().into()).expect("append");
-        assert_eq!(c.offset, b.offset + b.len);
+        assert!(c.offset >= b.offset + b.len);
         // Parts are written as their length-prefixed bytes.
         let parts = EntryValue::Parts(vec![bytes::Bytes::from_static(b"ab"), bytes::Bytes::from(vec![1u8; 70_000])]);
         let p = log.append(&parts).expect("append parts");
-        assert_eq!(p.offset, c.offset + c.len);
+        assert!(p.offset >= c.offset + c.len);
         assert_eq!(log.read(&p).expect("parts"), parts.flat().as_ref());
+        // Longer than the staging buffer: written in several pieces.
+        let long: Vec<u8> = (0..2 * STAGE + 12_345).map(|i| (i % 251) as u8).collect();
+        let l = log.append(&EntryValue::Parts(vec![bytes::Bytes::from(long.clone())])).expect("long");
+        let want = EntryValue::Parts(vec![bytes::Bytes::from(long)]).flat().into_owned();
+        assert_eq!(log.read(&l).expect("long"), want);
+        assert_eq!(log.footprint(l.len), std::fs::metadata(&path).expect("len").len() - l.offset);
         // A flipped byte, a ref past the end: errors, not wrong data.
         log.file.write_all_at(b"F", a.offset).expect("damage");
         assert!(matches!(log.read(&a), Err(StoreError::Corrupt(_))));
