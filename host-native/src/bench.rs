@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// state; shorter runs mostly measure the start).
     #[arg(long, default_value_t = 600)]
     pub payload_tasks: usize,
+    /// payload: jobs (of 20 tasks) submitted and unfinished at a time, as
+    /// clients that submit the next job when one finishes.
+    #[arg(long, default_value_t = 4)]
+    pub payload_in_flight: usize,
     /// idle: connections.
     #[arg(long, default_value_t = 10_000)]
     pub idle_workers: usize,
@@ -86,7 +90,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         rows.push(("verified tiny tasks/s (redundancy 2, WebSocket, redb)", format!("{r:.0}"), "≥ 40,000"));
     }
     if all || a.which == "payload" {
-        let r = payload(&tmp.join("payload"), a.workers, a.payload_tasks).await?;
+        let r = payload(&tmp.join("payload"), a.workers, a.payload_tasks, a.payload_in_flight).await?;
         println!(
             "payload: {:.0} MB/s of 1 MiB inputs delivered to workers (redundancy 2); {:.2} CPU-s per GB delivered \
              (client, coordinator and workers in this process)",
@@ -231,25 +235,33 @@ impl LocalSwarm {
         Ok(LocalSwarm { service, stop, workers: handles, client })
     }
 
-    /// Submits the jobs (one after the other, or concurrently as
-    /// independent clients would), waits for all; returns the verified
-    /// tasks and the seconds it took.
-    async fn run(&mut self, jobs: Vec<Tasks>, concurrent: bool) -> Result<(u64, f64)> {
+    /// Submits the jobs, one after the other (`in_flight == 0`: tasks
+    /// start while later jobs arrive), or as independent clients that keep
+    /// `in_flight` jobs submitted and unfinished at a time; waits for all.
+    /// Returns the verified tasks and the seconds it took.
+    async fn run(&mut self, jobs: Vec<Tasks>, in_flight: usize) -> Result<(u64, f64)> {
         let started = Instant::now();
-        let mut ids = Vec::new();
-        if concurrent {
-            let mut submissions = Vec::new();
+        if in_flight > 0 {
+            let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
+            let mut clients = Vec::new();
             for tasks in jobs {
                 let mut c = self.client.clone();
-                submissions.push(tokio::spawn(async move { submit_job(&mut c, tasks, 2).await }));
+                let permits = permits.clone();
+                clients.push(tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await?;
+                    let id = submit_job(&mut c, tasks, 2).await?;
+                    wait_jobs(&mut c, &[id]).await
+                }));
             }
-            for s in submissions {
-                ids.push(s.await??);
+            let mut verified = 0;
+            for c in clients {
+                verified += c.await??;
             }
-        } else {
-            for tasks in jobs {
-                ids.push(submit_job(&mut self.client, tasks, 2).await?);
-            }
+            return Ok((verified, started.elapsed().as_secs_f64()));
+        }
+        let mut ids = Vec::new();
+        for tasks in jobs {
+            ids.push(submit_job(&mut self.client, tasks, 2).await?);
         }
         let verified = wait_jobs(&mut self.client, &ids).await?;
         Ok((verified, started.elapsed().as_secs_f64()))
@@ -280,7 +292,7 @@ async fn throughput(data: &Path, workers: usize, tasks: usize) -> Result<f64> {
     let mut swarm = LocalSwarm::start(data, workers, 64).await?;
     let jobs = jobs_of(&KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 }), tasks, 10_000);
     // One client submitting job after job (tasks start while later jobs arrive).
-    let (verified, secs) = swarm.run(jobs, false).await?;
+    let (verified, secs) = swarm.run(jobs, 0).await?;
     swarm.stop().await?;
     if verified < tasks as u64 {
         bail!("only {verified} of {tasks} verified");
@@ -299,14 +311,14 @@ struct Payload {
 }
 
 /// MB/s of 1 MiB inputs delivered to workers (each task goes to 2).
-async fn payload(data: &Path, workers: usize, tasks: usize) -> Result<Payload> {
+async fn payload(data: &Path, workers: usize, tasks: usize, in_flight: usize) -> Result<Payload> {
     let mut swarm = LocalSwarm::start(data, workers, 4).await?;
     // A = 4096×64 f32 = 1 MiB, B = 64×1: little compute, a megabyte in.
     // Inputs are made before the clock starts.
     let jobs = jobs_of(&KernelSpec::MatmulF32(MatmulParams { m: 4096, n: 1, k: 64 }), tasks, 20);
     let sent: usize = jobs.iter().flatten().map(|(_, i)| i.iter().map(Vec::len).sum::<usize>()).sum();
     let cpu = process_cpu_secs();
-    let (verified, secs) = swarm.run(jobs, true).await?;
+    let (verified, secs) = swarm.run(jobs, in_flight.max(1)).await?;
     let cpu = process_cpu_secs() - cpu;
     swarm.stop().await?;
     if verified < tasks as u64 {
