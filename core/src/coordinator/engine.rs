@@ -9,7 +9,6 @@
 //! acknowledges something a crash could lose.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::ops::Bound;
@@ -42,8 +41,13 @@ use crate::wire::message::{
 };
 use crate::wire::{Envelope, Message, PROTOCOL_VERSION};
 
-/// Hash maps with a fixed hasher: deterministic iteration, no OS randomness.
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+/// Hash maps with a fixed hasher: deterministic, no OS randomness (and
+/// nothing depends on their iteration order: what is written or paid
+/// from them is sorted first). foldhash rather than SipHash: worker ids
+/// are hashed several times per replica. Neither is keyed by a secret,
+/// so neither resists chosen collisions any better; ids of peers are
+/// capped in length and number.
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 /// Maps keyed by ids this coordinator generated from its entropy: the key
 /// bytes are already uniformly random and peers cannot choose them, so the
 /// hash is a cheap fold of the bytes (lookups of peer-sent unknown ids
@@ -687,7 +691,7 @@ fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
 #[derive(Debug, Default)]
 struct DirtyWorkers {
     order: Vec<WorkerId>,
-    seen: std::collections::HashSet<WorkerId, BuildHasherDefault<DefaultHasher>>,
+    seen: std::collections::HashSet<WorkerId, foldhash::fast::FixedState>,
 }
 
 impl DirtyWorkers {
