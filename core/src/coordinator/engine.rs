@@ -312,8 +312,9 @@ pub struct VerifiedResult {
     pub outputs: Vec<Bytes>,
     /// Their digest.
     pub digest: Digest,
-    /// Workers that agreed.
-    pub agreed: Vec<WorkerId>,
+    /// Workers that agreed (inline for the usual quorum of two: one
+    /// allocation fewer per verified task; encoded as a list, like a `Vec`).
+    pub agreed: SmallVec<[WorkerId; 2]>,
     /// Workers that were outvoted.
     pub outvoted: Vec<WorkerId>,
 }
@@ -2046,7 +2047,7 @@ impl Coordinator {
         let outputs = std::mem::take(&mut results[group[0]].outputs);
         let digest = results[group[0]].digest;
         let (job, task_id) = (t.job, t.id);
-        let mut agreed = Vec::new();
+        let mut agreed: SmallVec<[(WorkerId, u64); 4]> = SmallVec::new();
         let mut outvoted = Vec::new();
         let mut liars = Vec::new();
         for (i, r) in results.iter().enumerate() {
