@@ -43,6 +43,22 @@ impl Digest {
         Digest(h.finalize().into())
     }
 
+    /// XXH3-128 of several byte strings framed as in [`Digest::of_parts`]:
+    /// not a name for the bytes (that is the SHA-256), a check at memory
+    /// speed that they arrived as they were sent (a task offer carries both;
+    /// a worker checks this one).
+    pub fn check_of_parts<'a, I>(parts: I) -> u128
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        h.digest128()
+    }
+
     /// The raw bytes.
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -145,11 +145,11 @@ impl WorkerSession {
 
     fn on_offer(&mut self, offer: TaskOffer, inputs: Vec<Bytes>) {
         let assignment = offer.assignment;
-        if Digest::of_parts(inputs.iter().map(|b| &b[..])) != offer.input_digest {
+        if Digest::check_of_parts(inputs.iter().map(|b| &b[..])) != offer.input_check {
             self.send(Message::Error(ErrorMessage {
                 code: ErrorCode::Malformed,
                 assignment: Some(assignment),
-                message: "inputs do not match their digest".into(),
+                message: "inputs do not match their checksum".into(),
             }));
             return;
         }

@@ -127,6 +127,7 @@ fn sample_offer() -> (Message, Vec<Bytes>) {
         kernel: spec.into(),
         inputs: inputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
         input_digest: Digest::of_parts(inputs.iter().map(|b| &b[..])),
+        input_check: Digest::check_of_parts(inputs.iter().map(|b| &b[..])),
         deadline_ms: 30_000,
     };
     (Message::TaskOffer(offer), inputs)

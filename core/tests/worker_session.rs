@@ -116,21 +116,21 @@ fn corrupt_inputs_busy_and_cancelled_work_are_handled() {
     assert!(matches!(s.poll_output(), Some(WorkerOutput::Send(e)) if matches!(e.message, Message::Hello(_))));
     let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 4 });
     let inputs = vec![Bytes::from_static(b"abcd")];
-    let offer = |n: u8, digest: Digest| TaskOffer {
+    let digest = Digest::of_parts(inputs.iter().map(|b| &b[..]));
+    let offer = |n: u8, check: u128| TaskOffer {
         assignment: shoal_core::AssignmentId::from_bytes([n; 16]),
         task: shoal_core::TaskId::from_bytes([n; 16]),
         job: shoal_core::JobId::from_bytes([1; 16]),
         kernel: kernel.clone().into(),
         inputs: vec![],
         input_digest: digest,
+        input_check: check,
         deadline_ms: 1000,
     };
-    let good = Digest::of_parts(inputs.iter().map(|b| &b[..]));
-    // Corrupted inputs: refused with an error, never run.
-    s.handle(
-        Millis(0),
-        Envelope { message: Message::TaskOffer(offer(1, Digest::of(b"x"))), attachments: inputs.clone() },
-    );
+    let good = Digest::check_of_parts(inputs.iter().map(|b| &b[..]));
+    // Corrupted inputs (a flipped byte): refused with an error, never run.
+    let flipped = vec![Bytes::from_static(b"abce")];
+    s.handle(Millis(0), Envelope { message: Message::TaskOffer(offer(1, good)), attachments: flipped });
     assert!(matches!(s.poll_output(), Some(WorkerOutput::Send(e)) if matches!(e.message, Message::Error(_))));
     assert_eq!(s.poll_output(), None);
     // Two fit (max_concurrent 2), the third is declined.
@@ -176,6 +176,7 @@ fn a_suspended_session_ends_instead_of_sending_stale_results() {
         kernel: kernel.into(),
         inputs: vec![],
         input_digest: Digest::of_parts(inputs.iter().map(|b| &b[..])),
+        input_check: Digest::check_of_parts(inputs.iter().map(|b| &b[..])),
         deadline_ms: 1000,
     };
     s.handle(Millis(0), Envelope { message: Message::TaskOffer(offer), attachments: inputs });

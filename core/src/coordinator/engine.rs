@@ -613,6 +613,8 @@ struct Task {
     working_set: u64,
     inputs: Vec<Bytes>,
     input_digest: Digest,
+    /// [`Digest::check_of_parts`] of the inputs (what workers check).
+    input_check: u128,
     quorum: u8,
     priority: u8,
     min_tier: Tier,
@@ -673,6 +675,12 @@ struct EpochState {
     carried: u128,
     forfeited: u128,
     history: Vec<EpochSettlement>,
+}
+
+/// A task's inputs' digest (their name) and checksum (what a worker checks).
+fn input_ids(inputs: &[Bytes]) -> (Digest, u128) {
+    let parts = || inputs.iter().map(|b| &b[..]);
+    (Digest::of_parts(parts()), Digest::check_of_parts(parts()))
 }
 
 /// A ledger record's bytes: small records (most of them, written on every
@@ -1062,11 +1070,10 @@ impl Coordinator {
         // Each task's inputs are hashed once: the digest a worker checks is
         // also the key big inputs are stored under, and the ledger's chain
         // commits to them through it (no second pass, no copy).
-        let digests: Vec<Digest> =
-            spec.tasks.iter().map(|t| Digest::of_parts(t.inputs.iter().map(|b| &b[..]))).collect();
+        let digests: Vec<(Digest, u128)> = spec.tasks.iter().map(|t| input_ids(&t.inputs)).collect();
         let mut stored_apart = BTreeSet::new();
         let mut tasks = Vec::with_capacity(spec.tasks.len());
-        for (t, digest) in spec.tasks.iter().zip(&digests) {
+        for (t, (digest, _)) in spec.tasks.iter().zip(&digests) {
             let apart = t.inputs.iter().map(Bytes::len).sum::<usize>() >= INPUTS_APART;
             if apart && stored_apart.insert(*digest) {
                 self.ledger.put_inputs(*digest, t.inputs.clone());
@@ -1095,12 +1102,12 @@ impl Coordinator {
 
     /// Creates a job's tasks: the ones in `ended` as they ended, the others
     /// queued.
-    /// `digests` are the tasks' input digests, in order.
+    /// `digests` are the tasks' input digests and checksums, in order.
     fn insert_job(
         &mut self,
         job: JobId,
         spec: JobSpec,
-        digests: Vec<Digest>,
+        digests: Vec<(Digest, u128)>,
         expires: Millis,
         mut ended: BTreeMap<u32, EndedTask>,
     ) {
@@ -1112,7 +1119,7 @@ impl Coordinator {
         let mut first = None;
         // Tasks of a job often share one kernel spec: share one allocation.
         let mut last_spec: Option<Arc<KernelSpec>> = None;
-        for ((index, t), input_digest) in spec.tasks.into_iter().enumerate().zip(digests) {
+        for ((index, t), (input_digest, input_check)) in spec.tasks.into_iter().enumerate().zip(digests) {
             let key = self.tasks.next_key();
             let id = self.tasks.id_for(key);
             first.get_or_insert(key);
@@ -1131,6 +1138,7 @@ impl Coordinator {
                 },
                 inputs: t.inputs,
                 input_digest,
+                input_check,
                 quorum,
                 priority: spec.priority,
                 min_tier: spec.min_tier,
@@ -1224,9 +1232,9 @@ impl Coordinator {
                         if !stored.ended.contains_key(&(index as u32)) {
                             t.inputs = snapshot.inputs.get(digest).cloned().unwrap_or_default();
                         }
-                        digests.push(*digest);
+                        digests.push((*digest, Digest::check_of_parts(t.inputs.iter().map(|b| &b[..]))));
                     }
-                    None => digests.push(Digest::of_parts(t.inputs.iter().map(|b| &b[..]))),
+                    None => digests.push(input_ids(&t.inputs)),
                 }
             }
             c.insert_job(job, spec, digests, expires, stored.ended);
@@ -1684,17 +1692,13 @@ impl Coordinator {
             worker.live.push(aid);
         }
         self.set_load(w, load);
-        let (job, task_id, input_digest) = match task.and_then(|t| self.tasks.get_mut(t)) {
+        let (job, task_id, (input_digest, input_check)) = match task.and_then(|t| self.tasks.get_mut(t)) {
             Some(t) => {
                 t.live.push(aid);
-                (t.job, t.id, t.input_digest)
+                (t.job, t.id, (t.input_digest, t.input_check))
             }
             // Ringers and benchmarks get a fresh id so they look like any task.
-            None => (
-                JobId::from_bytes([0; 16]),
-                TaskId::from_bytes(self.ids.next()),
-                Digest::of_parts(inputs.iter().map(|b| &b[..])),
-            ),
+            None => (JobId::from_bytes([0; 16]), TaskId::from_bytes(self.ids.next()), input_ids(&inputs)),
         };
         let offer = TaskOffer {
             assignment: aid,
@@ -1703,6 +1707,7 @@ impl Coordinator {
             kernel: spec,
             inputs: inputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
             input_digest,
+            input_check,
             deadline_ms: deadline.since(now).0,
         };
         if in_fifo {
