@@ -613,8 +613,9 @@ struct Task {
     working_set: u64,
     inputs: Vec<Bytes>,
     input_digest: Digest,
-    /// [`Digest::check_of_parts`] of the inputs (what workers check).
-    input_check: u128,
+    /// [`Digest::check_of_parts`] of the inputs (what workers check), as
+    /// bytes: a `u128` field would align the whole task to 16 bytes.
+    input_check: [u8; 16],
     quorum: u8,
     priority: u8,
     min_tier: Tier,
@@ -1138,7 +1139,7 @@ impl Coordinator {
                 },
                 inputs: t.inputs,
                 input_digest,
-                input_check,
+                input_check: input_check.to_le_bytes(),
                 quorum,
                 priority: spec.priority,
                 min_tier: spec.min_tier,
@@ -1695,7 +1696,7 @@ impl Coordinator {
         let (job, task_id, (input_digest, input_check)) = match task.and_then(|t| self.tasks.get_mut(t)) {
             Some(t) => {
                 t.live.push(aid);
-                (t.job, t.id, (t.input_digest, t.input_check))
+                (t.job, t.id, (t.input_digest, u128::from_le_bytes(t.input_check)))
             }
             // Ringers and benchmarks get a fresh id so they look like any task.
             None => (JobId::from_bytes([0; 16]), TaskId::from_bytes(self.ids.next()), input_ids(&inputs)),
