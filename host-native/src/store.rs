@@ -566,6 +566,19 @@ mod tests {
         assert_eq!(snap.ledger_digest, diffs[2499].digest);
     }
 
+    /// Commits each diff in its own transaction, closes the store and
+    /// opens it again.
+    fn commit_each_and_reopen(path: &Path, diffs: &[&StateDiff]) -> RedbStore {
+        {
+            let s = RedbStore::open(path).expect("open");
+            for d in diffs {
+                s.commit(&Commit { diffs: std::slice::from_ref(*d), clock: Millis(1), jobs: vec![], retain: 0 })
+                    .expect("commit");
+            }
+        }
+        RedbStore::open(path).expect("reopen")
+    }
+
     #[test]
     fn big_values_live_in_the_blob_file_and_read_back_in_key_order() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -581,14 +594,7 @@ mod tests {
         ledger.put("note", b"b".to_vec(), b"small b".to_vec());
         ledger.put("note", b"c".to_vec(), big(3));
         let second = ledger.seal().expect("diff");
-        {
-            let s = RedbStore::open(&path).expect("open");
-            for d in [&first, &second] {
-                s.commit(&Commit { diffs: std::slice::from_ref(d), clock: Millis(1), jobs: vec![], retain: 0 })
-                    .expect("commit");
-            }
-        }
-        let s = RedbStore::open(&path).expect("reopen");
+        let s = commit_each_and_reopen(&path, &[&first, &second]);
         let mut seen = Vec::new();
         s.scan("note", &[], |k, v| {
             seen.push((k.to_vec(), v.to_vec()));
@@ -627,14 +633,7 @@ mod tests {
         // The same inputs again (another job): nothing more on disk.
         ledger.put_inputs(digest, parts.clone());
         let second = ledger.seal().expect("diff");
-        {
-            let s = RedbStore::open(&path).expect("open");
-            for d in [&first, &second] {
-                s.commit(&Commit { diffs: std::slice::from_ref(d), clock: Millis(1), jobs: vec![], retain: 0 })
-                    .expect("commit");
-            }
-        }
-        let s = RedbStore::open(&path).expect("reopen");
+        let s = commit_each_and_reopen(&path, &[&first, &second]);
         let blobs = std::fs::metadata(path.with_extension("blobs")).expect("blob file").len();
         assert_eq!(blobs, s.blobs.footprint((8 + BLOB_MIN + 8 + 4) as u64), "length-prefixed parts, once");
         let d = s.diffs(1, 2, 10).expect("diffs");
