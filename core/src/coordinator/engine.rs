@@ -1068,9 +1068,10 @@ impl Coordinator {
                 .map_err(|error| SubmitError::InvalidTask { index, error })?;
         }
         let job = JobId::from_bytes(self.ids.next());
-        // Each task's inputs are hashed once: the digest a worker checks is
+        // Each task's inputs are hashed once: the digest that names them is
         // also the key big inputs are stored under, and the ledger's chain
-        // commits to them through it (no second pass, no copy).
+        // commits to them through it (no second pass, no copy). Workers
+        // check the cheap checksum.
         let digests: Vec<(Digest, u128)> = spec.tasks.iter().map(|t| input_ids(&t.inputs)).collect();
         let mut stored_apart = BTreeSet::new();
         let mut tasks = Vec::with_capacity(spec.tasks.len());
@@ -1093,7 +1094,17 @@ impl Coordinator {
             allow_adaptive: spec.allow_adaptive,
             submitted: now,
         };
-        self.ledger.put(ns::JOB, job.as_bytes().to_vec(), postcard::to_allocvec(&record).unwrap_or_default());
+        // Sized up front: the record holds the small inputs (a megabyte for a
+        // job of 10 000 tiny tasks), and a vector grown by doubling would
+        // copy them again and again.
+        let inline: usize = (record.tasks.iter())
+            .map(|t| match t.inputs {
+                StoredInputsRef::Inline(inputs) => inputs.iter().map(|b| b.len() + 10).sum(),
+                StoredInputsRef::Apart(_) => 34,
+            })
+            .sum();
+        let value = postcard::to_extend(&record, Vec::with_capacity(64 + inline + 64 * record.tasks.len()));
+        self.ledger.put(ns::JOB, job.as_bytes().to_vec(), value.unwrap_or_default());
         let n = spec.tasks.len() as u32;
         self.insert_job(job, spec, digests, now + self.cfg.task_ttl, BTreeMap::new());
         self.event(Event::JobAccepted { job, tasks: n });
