@@ -219,6 +219,17 @@ fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
+/// An empty temporary folder for a step that runs Chromium (its `TMPDIR`):
+/// Chromium leaves a `scoped_dir` of ~50 MB in the temporary folder each
+/// time it is killed, which piled up in `/tmp` run after run. Emptied
+/// before the step and after it.
+fn browser_tmp() -> PathBuf {
+    let dir = target_dir().join("browser-tmp");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
 /// A `node_modules` folder with playwright-core (the browser tests' driver;
 /// it launches the Debian Chromium, it downloads no browser), made once.
 fn ensure_playwright() -> Result<PathBuf> {
@@ -381,7 +392,8 @@ fn test() -> Result {
             .args(["test", "--workspace", "--locked"])
             .env("SHOAL_PYTHON", &python)
             .env("SHOAL_WEB_DIST", &web_dist)
-            .env("SHOAL_NODE_PATH", &node_modules),
+            .env("SHOAL_NODE_PATH", &node_modules)
+            .env("TMPDIR", browser_tmp()),
     )?;
     step(
         "shoal-core builds for wasm32 (release)",
@@ -398,15 +410,18 @@ fn test() -> Result {
         cargo()
             .args(["test", "-p", "shoal-compute", "--target", WASM_TARGET, "--test", "web", "--locked"])
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "90"),
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "90")
+            .env("TMPDIR", browser_tmp()),
     )?;
     step(
         "shoal-web tests in headless Chromium (executor in a dedicated worker)",
         cargo()
             .args(["test", "-p", "shoal-web", "--target", WASM_TARGET, "--test", "web", "--locked"])
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "90"),
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "90")
+            .env("TMPDIR", browser_tmp()),
     )?;
+    let _ = std::fs::remove_dir_all(target_dir().join("browser-tmp"));
     step("benchmarks compile", cargo().args(["bench", "-p", "shoal-core", "--no-run", "--locked"]))?;
     println!("\nall checks passed in {:.0?}", t.elapsed());
     Ok(())
@@ -494,7 +509,8 @@ fn bench_in_chromium(name: &str, test: &str, filter: &str, build: fn(&Path) -> R
             .args(["test", "--release", "--locked", "-p", "shoal-native", "--test", test, "--"])
             .args(["--ignored", "--nocapture", filter])
             .env("SHOAL_WEB_DIST", &site)
-            .env("SHOAL_NODE_PATH", &node_modules),
+            .env("SHOAL_NODE_PATH", &node_modules)
+            .env("TMPDIR", browser_tmp()),
     )
 }
 
