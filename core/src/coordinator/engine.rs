@@ -8,6 +8,7 @@
 //! acknowledges it, so a host that writes `Persist` before sending never
 //! acknowledges something a crash could lose.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -22,7 +23,7 @@ use super::config::CoordinatorConfig;
 use super::ledger::Ledger;
 use super::profile::{benchmark_spec, classify, mflops, Tier, WorkerClass};
 use super::recovery::{
-    ns, task_record_key, EndedTask, JobRecordRef, OpenEpoch, Snapshot, StoredInputsRef, TaskRecordRef, WorkerRecordRef,
+    ns, task_record_key, EndedTask, JobRecord, OpenEpoch, Snapshot, StoredInputs, TaskRecord, WorkerRecordRef,
     INPUTS_APART,
 };
 use super::rewards::{settle_epoch, EpochSettlement, EpochWork};
@@ -1080,12 +1081,16 @@ impl Coordinator {
             if apart && stored_apart.insert(*digest) {
                 self.ledger.put_inputs(*digest, t.inputs.clone());
             }
-            tasks.push(TaskRecordRef {
-                kernel: &t.kernel,
-                inputs: if apart { StoredInputsRef::Apart(digest) } else { StoredInputsRef::Inline(&t.inputs) },
+            tasks.push(TaskRecord {
+                kernel: Cow::Borrowed(&t.kernel),
+                inputs: if apart {
+                    StoredInputs::Apart(*digest)
+                } else {
+                    StoredInputs::Inline(Cow::Borrowed(&t.inputs))
+                },
             });
         }
-        let record = JobRecordRef {
+        let record = JobRecord {
             tasks,
             redundancy: spec.redundancy,
             quorum: spec.quorum,
@@ -1098,9 +1103,9 @@ impl Coordinator {
         // job of 10 000 tiny tasks), and a vector grown by doubling would
         // copy them again and again.
         let inline: usize = (record.tasks.iter())
-            .map(|t| match t.inputs {
-                StoredInputsRef::Inline(inputs) => inputs.iter().map(|b| b.len() + 10).sum(),
-                StoredInputsRef::Apart(_) => 34,
+            .map(|t| match &t.inputs {
+                StoredInputs::Inline(inputs) => inputs.iter().map(|b| b.len() + 10).sum(),
+                StoredInputs::Apart(_) => 34,
             })
             .sum();
         let value = postcard::to_extend(&record, Vec::with_capacity(64 + inline + 64 * record.tasks.len()));

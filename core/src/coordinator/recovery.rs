@@ -13,6 +13,7 @@
 //! stopped. Nothing verified is lost and nothing is credited twice, because
 //! a verification and its credit are written in the same diff.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
@@ -63,29 +64,32 @@ pub mod ns {
 pub const INPUTS_APART: usize = 64 * 1024;
 
 /// A task's inputs as its job's record holds them.
+///
+/// The record types borrow what a submitted job already holds when the
+/// coordinator writes them, and own what they decode.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum StoredInputs {
+pub enum StoredInputs<'a> {
     /// The inputs themselves.
-    Inline(Vec<Bytes>),
+    Inline(Cow<'a, [Bytes]>),
     /// Stored apart under [`ns::INPUT`] with this key (their digest).
     Apart(Digest),
 }
 
 /// A task as its job's record holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TaskRecord {
+pub struct TaskRecord<'a> {
     /// What to run.
-    pub kernel: KernelSpec,
+    pub kernel: Cow<'a, KernelSpec>,
     /// Its inputs.
-    pub inputs: StoredInputs,
+    pub inputs: StoredInputs<'a>,
 }
 
 /// A job's durable record (value of [`ns::JOB`]): its settings, its tasks
 /// (inputs inline or by digest) and when it was submitted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
+pub struct JobRecord<'a> {
     /// The tasks, in order.
-    pub tasks: Vec<TaskRecord>,
+    pub tasks: Vec<TaskRecord<'a>>,
     /// As submitted.
     pub redundancy: Option<u8>,
     /// As submitted.
@@ -100,41 +104,15 @@ pub struct JobRecord {
     pub submitted: Millis,
 }
 
-/// [`JobRecord`] borrowed from a submitted job: encodes to the same bytes.
-#[derive(Serialize)]
-pub(crate) struct JobRecordRef<'a> {
-    pub(crate) tasks: Vec<TaskRecordRef<'a>>,
-    pub(crate) redundancy: Option<u8>,
-    pub(crate) quorum: Option<u8>,
-    pub(crate) priority: u8,
-    pub(crate) min_tier: Tier,
-    pub(crate) allow_adaptive: bool,
-    pub(crate) submitted: Millis,
-}
-
-/// [`TaskRecord`] borrowed.
-#[derive(Serialize)]
-pub(crate) struct TaskRecordRef<'a> {
-    pub(crate) kernel: &'a KernelSpec,
-    pub(crate) inputs: StoredInputsRef<'a>,
-}
-
-/// [`StoredInputs`] borrowed.
-#[derive(Serialize)]
-pub(crate) enum StoredInputsRef<'a> {
-    Inline(&'a [Bytes]),
-    Apart(&'a Digest),
-}
-
-impl JobRecord {
+impl JobRecord<'_> {
     /// Decodes a stored job record.
-    pub fn decode(value: &[u8]) -> Result<Self, postcard::Error> {
+    pub fn decode(value: &[u8]) -> Result<JobRecord<'static>, postcard::Error> {
         postcard::from_bytes(value)
     }
 
     /// The tasks' kernels, in order.
     pub fn kernels(self) -> Vec<KernelSpec> {
-        self.tasks.into_iter().map(|t| t.kernel).collect()
+        self.tasks.into_iter().map(|t| t.kernel.into_owned()).collect()
     }
 }
 
@@ -274,9 +252,9 @@ impl Snapshot {
                 let mut apart = BTreeMap::new();
                 let tasks = (record.tasks.into_iter().enumerate())
                     .map(|(i, t)| TaskSpec {
-                        kernel: t.kernel,
+                        kernel: t.kernel.into_owned(),
                         inputs: match t.inputs {
-                            StoredInputs::Inline(inputs) => inputs,
+                            StoredInputs::Inline(inputs) => inputs.into_owned(),
                             StoredInputs::Apart(digest) => {
                                 apart.insert(i as u32, digest);
                                 Vec::new()
