@@ -16,7 +16,7 @@
 //! - [`score`]: the polo score of a completed task.
 //! - [`auth`]: HMAC worker tokens.
 //! - [`kernels`]: the catalogue of compute kernels (WGSL + CPU reference).
-//! - [`ids`] and [`digest`]: identifiers and SHA-256 digests.
+//! - [`ids`] and [`digest`]: identifiers and BLAKE3 digests.
 //! - [`time`]: the millisecond time type every time-dependent function takes.
 
 pub mod amount;
@@ -34,6 +34,6 @@ pub mod time;
 pub mod wire;
 pub mod worker;
 
-pub use digest::Digest;
+pub use digest::{Digest, DigestHasher};
 pub use ids::{AssignmentId, JobId, TaskId, WorkerId};
 pub use time::Millis;

@@ -6,7 +6,7 @@
 //! appended from the caller's bytes (a task's inputs straight from the
 //! buffers they arrived in), and the B-tree keeps a [`BlobRef`] (where, how
 //! long, its XXH3-128 checksum: damage detection at memory speed; what a
-//! value *is* is the ledger's SHA-256 business).
+//! value *is* is the ledger's digests' business).
 //!
 //! On Linux appends bypass the page cache (`O_DIRECT`): on the build
 //! machine buffered writes cost 2.6 s of kernel CPU per GiB (page cache

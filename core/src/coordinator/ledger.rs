@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use super::recovery::ns;
 use crate::digest::Digest;
@@ -49,7 +48,7 @@ pub struct DiffEntry {
 /// payload path. As `Parts` they are shared with the task, and their
 /// bytes are defined as each part prefixed by its length (u64 LE) — the
 /// very bytes [`Digest::of_parts`] hashes, so the task's input digest is
-/// the SHA-256 of the value.
+/// the digest of the value.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(from = "Vec<u8>", into = "Vec<u8>")]
 pub enum EntryValue {
@@ -99,7 +98,7 @@ impl EntryValue {
         }
     }
 
-    /// SHA-256 of the value's bytes.
+    /// [`Digest::of`] the value's bytes.
     pub fn digest(&self) -> Digest {
         match self {
             EntryValue::Bytes(v) => Digest::of(v),
@@ -157,7 +156,7 @@ impl PartialEq<Vec<u8>> for EntryValue {
 }
 
 /// Whether entries of `namespace` are content-addressed: the key is the
-/// SHA-256 of the value. The chain then commits to such a value through
+/// [`Digest`] of the value. The chain then commits to such a value through
 /// its key (the coordinator hashed it once already), and
 /// [`StateDiff::verify`] checks the key against the value.
 pub fn content_addressed(namespace: &str) -> bool {
@@ -173,7 +172,7 @@ pub struct StateDiff {
     pub entries: Vec<DiffEntry>,
     /// Digest of the previous diff (zero for the first).
     pub prev: Digest,
-    /// SHA-256(prev ‖ height ‖ entries), a content-addressed entry's value
+    /// Digest(prev ‖ height ‖ entries), a content-addressed entry's value
     /// counted by its key.
     pub digest: Digest,
 }
@@ -181,24 +180,26 @@ pub struct StateDiff {
 impl StateDiff {
     /// The digest this diff must carry.
     pub fn compute_digest(prev: &Digest, height: u64, entries: &[DiffEntry]) -> Digest {
-        let mut h = Sha256::new();
+        let mut h = crate::digest::DigestHasher::default();
         h.update(prev.as_bytes());
-        h.update(height.to_be_bytes());
+        h.update(&height.to_be_bytes());
         for e in entries {
-            h.update([match e.write {
+            h.update(&[match e.write {
                 WriteType::Put => 0u8,
                 WriteType::Delete => 1,
             }]);
             for part in [e.namespace.as_bytes(), &e.key] {
-                h.update((part.len() as u64).to_be_bytes());
+                h.update(&(part.len() as u64).to_be_bytes());
                 h.update(part);
             }
-            h.update((e.value.len() as u64).to_be_bytes());
+            h.update(&(e.value.len() as u64).to_be_bytes());
             if !content_addressed(&e.namespace) {
-                e.value.for_each_segment(|s| h.update(s));
+                e.value.for_each_segment(|s| {
+                    h.update(s);
+                });
             }
         }
-        Digest(h.finalize().into())
+        h.finish()
     }
 
     /// Whether the digest is right and follows `prev`, and every

@@ -33,7 +33,7 @@ pub mod ns {
     /// Job id → [`JobRecord`](super::JobRecord).
     pub const JOB: &str = "job";
     /// A task's input digest → its inputs (content-addressed: the key is
-    /// the SHA-256 of the value, see
+    /// the digest of the value, see
     /// [`EntryValue::Parts`](crate::coordinator::ledger::EntryValue)); for
     /// tasks whose inputs are at least
     /// [`INPUTS_APART`](super::INPUTS_APART) bytes.

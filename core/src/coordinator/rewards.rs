@@ -231,7 +231,7 @@ pub fn settle_epoch(
     EpochSettlement { epoch, reward, carried_in, forfeited, operator_cut, payouts, carried_out, digest }
 }
 
-/// SHA-256 over the canonical (postcard) encoding of the epoch number, the
+/// [`Digest`] of the canonical (postcard) encoding of the epoch number, the
 /// operator cut and the payout list.
 fn settlement_digest(epoch: u64, operator_cut: u128, payouts: &[Payout]) -> Digest {
     let bytes = postcard::to_allocvec(&(epoch, operator_cut, payouts)).unwrap_or_default();

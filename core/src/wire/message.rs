@@ -314,8 +314,8 @@ pub struct TaskOffer {
     /// [`Digest::check_of_parts`] of the inputs, computed when the task was
     /// submitted: a worker checks it on receipt, so damage on the way or a
     /// wrong attachment is refused. (A worker cannot tell a consistent lie
-    /// of its coordinator from the truth either way; a SHA-256 pass per
-    /// replica bought no more than this, at a tenth of the speed.)
+    /// of its coordinator from the truth either way; a cryptographic pass
+    /// per replica would buy no more than this, at a fraction of the speed.)
     pub input_check: u128,
     /// How long the worker has, from receipt, before the coordinator gives
     /// the task to someone else.
