@@ -47,6 +47,19 @@ pub const SECRET_FILE: &str = "worker.secret";
 /// Name of the storage file in the data folder.
 pub const STORE_FILE: &str = "shoal.redb";
 
+/// Largest HTTP/2 frame a gRPC client may send (the protocol's default is
+/// 16 KiB): a 1 MiB task input arrives in a few frames instead of 64, each
+/// of which costs a parse, a flow-control update and a wake-up.
+const GRPC_MAX_FRAME: u32 = 1 << 20;
+/// HTTP/2 flow-control window of one gRPC stream (hyper's default is
+/// 1 MiB): a client streaming a job's inputs does not wait for a window
+/// update after each megabyte. What a stream may have buffered is bounded
+/// by it (and by the connection window below).
+const GRPC_STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 flow-control window of one gRPC connection, all its streams
+/// together: clients submitting several jobs at once over one connection.
+const GRPC_CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// Loads the secret tokens are derived from, creating it on first start.
 pub fn load_or_create_secret(data: &Path) -> Result<MasterSecret, ServiceError> {
     let path = data.join(SECRET_FILE);
@@ -157,6 +170,9 @@ impl Service {
         let grpc_task = tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
                 .accept_http1(true)
+                .max_frame_size(GRPC_MAX_FRAME)
+                .initial_stream_window_size(GRPC_STREAM_WINDOW)
+                .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
                 .layer(tower_http::cors::CorsLayer::permissive())
                 .layer(tonic_web::GrpcWebLayer::new())
                 .add_service(svc)
