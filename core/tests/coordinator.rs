@@ -694,3 +694,34 @@ fn big_inputs_are_stored_once_apart_committed_by_digest_and_come_back_after_a_re
     assert!(h2.c.job_progress(job).expect("known").finished());
     assert_eq!(h2.c.job_progress(job).expect("known").verified, 3);
 }
+
+#[test]
+fn a_job_prepared_task_by_task_is_the_job_hashed_at_once() {
+    use shoal_core::coordinator::PreparedJob;
+
+    let big = KernelSpec::Sha256(Sha256Params { count: 256, message_len: 256 });
+    let small = KernelSpec::Sha256(Sha256Params { count: 2, message_len: 8 });
+    let tasks = vec![
+        TaskSpec { kernel: big.clone(), inputs: big.seeded_inputs(3).into_iter().map(Bytes::from).collect() },
+        TaskSpec { kernel: small.clone(), inputs: small.seeded_inputs(4).into_iter().map(Bytes::from).collect() },
+    ];
+    let mut prepared = PreparedJob::new(JobSpec { priority: 3, ..JobSpec::new(Vec::new()) });
+    for t in &tasks {
+        prepared.push(t.clone());
+    }
+    let at_once = JobSpec { priority: 3, ..JobSpec::new(tasks) };
+    assert_eq!(prepared.spec(), &at_once);
+    assert_eq!(prepared, PreparedJob::from(at_once.clone()));
+    // Two identical coordinators persist the very same diff for either.
+    let mut a = Harness::new(config(), None);
+    let mut b = Harness::new(config(), None);
+    let ja = a.c.submit_job(a.now, prepared).expect("accepted");
+    let jb = b.c.submit_job(b.now, at_once).expect("accepted");
+    assert_eq!(ja, jb);
+    let persisted = |out: Vec<Output>| -> Vec<_> {
+        out.into_iter().filter_map(|o| if let Output::Persist(d) = o { Some(d) } else { None }).collect()
+    };
+    let (da, db) = (persisted(a.drain()), persisted(b.drain()));
+    assert!(!da.is_empty());
+    assert_eq!(da, db);
+}

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_core::coordinator::ledger::StateDiff;
 use shoal_core::coordinator::{
-    ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, OriginKey, Output, SubmitError,
+    ConnId, Coordinator, CoordinatorConfig, Event, Input, OriginKey, Output, PreparedJob, SubmitError,
 };
 use shoal_core::wire::message::Goodbye;
 use shoal_core::wire::{Envelope, Message};
@@ -78,8 +78,8 @@ pub enum Command {
     },
     /// A client submits a job; answered once it is durable.
     Submit {
-        /// The job.
-        spec: JobSpec,
+        /// The job, its inputs hashed (off the engine's thread).
+        job: PreparedJob,
         /// The client's name for it.
         name: String,
         /// Where the answer goes.
@@ -163,10 +163,15 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineGone)
     }
 
-    /// Submits a job; returns once it is durable.
-    pub async fn submit(&self, spec: JobSpec, name: String) -> Result<Result<JobId, SubmitError>, EngineGone> {
+    /// Submits a job; returns once it is durable. A [`JobSpec`](shoal_core::coordinator::JobSpec) is
+    /// hashed on the caller's thread; a [`PreparedJob`] was hashed as it was built.
+    pub async fn submit(
+        &self,
+        job: impl Into<PreparedJob>,
+        name: String,
+    ) -> Result<Result<JobId, SubmitError>, EngineGone> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Submit { spec, name, reply })?;
+        self.send(Command::Submit { job: job.into(), name, reply })?;
         rx.await.map_err(|_| EngineGone)
     }
 
@@ -481,10 +486,10 @@ impl Engine {
                     registrations.push((conn, None));
                     inputs.push(Input::Disconnected { conn });
                 }
-                Command::Submit { spec, name, reply } => {
+                Command::Submit { job, name, reply } => {
                     self.coord.handle_batch(now, inputs.drain(..));
-                    let tasks = spec.tasks.len() as u32;
-                    let r = self.coord.submit_job(now, spec);
+                    let tasks = job.spec().tasks.len() as u32;
+                    let r = self.coord.submit_job(now, job);
                     if let Ok(job) = &r {
                         jobs.push((*job, JobMeta { name, tasks, submitted: now }));
                     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use shoal_core::coordinator::recovery::EndedTask;
 use shoal_core::coordinator::rewards::EpochSettlement;
-use shoal_core::coordinator::{Coordinator, Event, JobSpec, TaskSpec, Tier};
+use shoal_core::coordinator::{Coordinator, Event, JobSpec, PreparedJob, TaskSpec, Tier};
 use shoal_core::kernels::{
     Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
 };
@@ -372,42 +372,44 @@ impl Shoal for ShoalService {
         let Some(pb::SubmitJobRequest { part: Some(Part::Header(header)) }) = stream.message().await? else {
             return Err(Status::invalid_argument("the first message of SubmitJob must be the job header"));
         };
-        let mut tasks = Vec::new();
+        // Settings first (the header is checked before any input is read);
+        // each task's inputs are hashed as it arrives, while still in cache.
+        let mut job = PreparedJob::new(JobSpec {
+            tasks: Vec::new(),
+            redundancy: small(header.redundancy, "redundancy")?,
+            quorum: small(header.quorum, "quorum")?,
+            priority: small(header.priority, "priority")?.unwrap_or(0),
+            min_tier: tier_from(header.min_tier)?,
+            allow_adaptive: header.allow_adaptive,
+        });
         let mut validated = std::collections::HashSet::new();
         while let Some(m) = stream.message().await? {
+            let index = job.spec().tasks.len();
             match m.part {
                 Some(Part::Task(t)) => {
-                    if tasks.len() >= MAX_TASKS_PER_JOB {
+                    if index >= MAX_TASKS_PER_JOB {
                         return Err(Status::resource_exhausted(format!("a job has at most {MAX_TASKS_PER_JOB} tasks")));
                     }
                     let kernel = kernel_from_pb(t.kernel)
-                        .map_err(|s| Status::invalid_argument(format!("task {}: {}", tasks.len(), s.message())))?;
+                        .map_err(|s| Status::invalid_argument(format!("task {index}: {}", s.message())))?;
                     // Custom shaders are validated at the door (once per distinct shader).
                     if matches!(kernel, KernelSpec::Custom(_)) {
                         let key =
                             shoal_core::Digest::of_parts([kernel.wgsl().as_bytes(), kernel.entry_point().as_bytes()]);
                         if !validated.contains(&key) {
                             shoal_compute::validate_kernel(&kernel)
-                                .map_err(|e| Status::invalid_argument(format!("task {}: {e}", tasks.len())))?;
+                                .map_err(|e| Status::invalid_argument(format!("task {index}: {e}")))?;
                             validated.insert(key);
                         }
                     }
-                    tasks.push(TaskSpec { kernel, inputs: t.inputs });
+                    job.push(TaskSpec { kernel, inputs: t.inputs });
                 }
                 Some(Part::Header(_)) => return Err(Status::invalid_argument("a job has one header")),
                 None => return Err(Status::invalid_argument("empty message")),
             }
         }
-        let n = tasks.len() as u32;
-        let spec = JobSpec {
-            tasks,
-            redundancy: small(header.redundancy, "redundancy")?,
-            quorum: small(header.quorum, "quorum")?,
-            priority: small(header.priority, "priority")?.unwrap_or(0),
-            min_tier: tier_from(header.min_tier)?,
-            allow_adaptive: header.allow_adaptive,
-        };
-        match self.engine.submit(spec, header.name).await.map_err(gone)? {
+        let n = job.spec().tasks.len() as u32;
+        match self.engine.submit(job, header.name).await.map_err(gone)? {
             Ok(job) => Ok(Response::new(pb::SubmitJobResponse { job_id: job.to_string(), tasks: n })),
             Err(e @ shoal_core::coordinator::SubmitError::QueueFull { .. }) => {
                 Err(Status::resource_exhausted(e.to_string()))

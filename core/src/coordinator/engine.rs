@@ -244,6 +244,49 @@ impl JobSpec {
     }
 }
 
+/// A job whose tasks' inputs are already hashed: their digest (the name
+/// they are stored and committed under) and checksum (what a worker
+/// checks).
+///
+/// Hashing is the coordinator's largest cost per input byte. A host builds
+/// the job as its tasks arrive ([`PreparedJob::push`]) and hashes each
+/// task's inputs then, while they are still in the cache from being
+/// received, and on its own threads rather than the engine's. The hashes
+/// are computed here, from the very inputs the job carries, so a host
+/// cannot pair a task with another's names. A plain [`JobSpec`] converts
+/// (hashing everything at once).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreparedJob {
+    spec: JobSpec,
+    ids: Vec<(Digest, u128)>,
+}
+
+impl PreparedJob {
+    /// A job with `settings`'s replication, priority and tier, and its
+    /// tasks (hashed now); more may be pushed.
+    pub fn new(settings: JobSpec) -> Self {
+        let ids = settings.tasks.iter().map(|t| input_ids(&t.inputs)).collect();
+        PreparedJob { spec: settings, ids }
+    }
+
+    /// Appends a task, hashing its inputs.
+    pub fn push(&mut self, task: TaskSpec) {
+        self.ids.push(input_ids(&task.inputs));
+        self.spec.tasks.push(task);
+    }
+
+    /// The job.
+    pub fn spec(&self) -> &JobSpec {
+        &self.spec
+    }
+}
+
+impl From<JobSpec> for PreparedJob {
+    fn from(spec: JobSpec) -> Self {
+        PreparedJob::new(spec)
+    }
+}
+
 /// Why a job was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -1048,7 +1091,8 @@ impl Coordinator {
 
     /// Accepts a job: validates every task, records it durably (the
     /// `Persist` output precedes anything else) and queues its tasks.
-    pub fn submit_job(&mut self, now: Millis, spec: JobSpec) -> Result<JobId, SubmitError> {
+    pub fn submit_job(&mut self, now: Millis, job: impl Into<PreparedJob>) -> Result<JobId, SubmitError> {
+        let PreparedJob { spec, ids: digests } = job.into();
         self.start(now);
         if spec.tasks.is_empty() {
             return Err(SubmitError::Empty);
@@ -1069,11 +1113,10 @@ impl Coordinator {
                 .map_err(|error| SubmitError::InvalidTask { index, error })?;
         }
         let job = JobId::from_bytes(self.ids.next());
-        // Each task's inputs are hashed once: the digest that names them is
-        // also the key big inputs are stored under, and the ledger's chain
-        // commits to them through it (no second pass, no copy). Workers
-        // check the cheap checksum.
-        let digests: Vec<(Digest, u128)> = spec.tasks.iter().map(|t| input_ids(&t.inputs)).collect();
+        // Each task's inputs were hashed once (`PreparedJob`): the digest
+        // that names them is also the key big inputs are stored under, and
+        // the ledger's chain commits to them through it (no second pass, no
+        // copy). Workers check the cheap checksum.
         let mut stored_apart = BTreeSet::new();
         let mut tasks = Vec::with_capacity(spec.tasks.len());
         for (t, (digest, _)) in spec.tasks.iter().zip(&digests) {

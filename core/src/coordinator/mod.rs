@@ -21,7 +21,7 @@ mod slots;
 pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger};
 pub use engine::{
     ConnId, Coordinator, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output,
-    ShadowStats, SubmitError, TaskPhase, TaskSpec, VerifiedResult, WorkerView,
+    PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, VerifiedResult, WorkerView,
 };
 pub use profile::{ProfilePolicy, Tier, WorkerClass};
 pub use recovery::{RecoveryError, Snapshot};
