@@ -11,14 +11,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use fastwebsockets::{Frame, OpCode, Payload};
 use shoal_core::rng::SplitMix64;
 use shoal_core::wire::message::{DeviceInfo, Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::{MessageBatch, PROTOCOL_VERSION};
 use shoal_core::worker::{Backoff, WorkerOutput, WorkerSession};
 use shoal_core::{JobId, WorkerId};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::engine::wall_now;
 
@@ -115,8 +114,8 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
         if *stop.borrow() {
             return Ok(report);
         }
-        match tokio_tungstenite::connect_async(opts.url.as_str()).await {
-            Ok((ws, _)) => {
+        match connect(&opts.url).await {
+            Ok(ws) => {
                 report.connections += 1;
                 backoff.reset();
                 let (completed, reason) = session(&opts, ws, &mut rng, &mut stop).await;
@@ -126,7 +125,7 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
             }
             Err(e) => {
                 if !opts.reconnect {
-                    return Err(WorkerError::Connect { url: opts.url.clone(), reason: e.to_string() });
+                    return Err(WorkerError::Connect { url: opts.url.clone(), reason: e });
                 }
                 report.last_reason = format!("connect: {e}");
             }
@@ -141,7 +140,79 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Upgraded = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+type Ws = fastwebsockets::WebSocket<Upgraded>;
+
+/// Opens the WebSocket to the coordinator (`ws://host:port/path`).
+async fn connect(url: &str) -> Result<Ws, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("ws") {
+        return Err("the coordinator URL must start with ws://".to_owned());
+    }
+    let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
+        return Err("the URL names no host".to_owned());
+    };
+    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), uri.port_u16().unwrap_or(80)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
+        .header("Sec-WebSocket-Version", "13")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let (ws, _) = fastwebsockets::handshake::client(&hyper_util::rt::TokioExecutor::new(), request, stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// What the reading side of a session hands the session.
+enum Incoming {
+    /// A binary frame's payload (the core's frames, as a byte stream).
+    Bytes(Bytes),
+    /// A ping to answer.
+    Ping(Bytes),
+    /// The connection ended, for this reason.
+    End(String),
+}
+
+/// Reads frames into `to` until the connection ends. Its own task:
+/// reading a frame is not cancel-safe, so it is never raced against
+/// anything else.
+async fn read_frames(
+    mut read: fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Upgraded>>,
+    to: mpsc::Sender<Incoming>,
+) {
+    let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+    loop {
+        let incoming = match read.read_frame(&mut no_obligations).await {
+            Ok(frame) => {
+                let bytes = match frame.payload {
+                    Payload::Bytes(b) => b.freeze(),
+                    Payload::Owned(v) => Bytes::from(v),
+                    other => Bytes::copy_from_slice(&other),
+                };
+                match frame.opcode {
+                    OpCode::Binary | OpCode::Continuation => Incoming::Bytes(bytes),
+                    OpCode::Ping => Incoming::Ping(bytes),
+                    OpCode::Close => Incoming::End("coordinator closed the connection".to_owned()),
+                    OpCode::Text | OpCode::Pong => continue,
+                }
+            }
+            Err(fastwebsockets::WebSocketError::UnexpectedEOF) => {
+                Incoming::End("coordinator closed the connection".to_owned())
+            }
+            Err(e) => Incoming::End(format!("websocket: {e}")),
+        };
+        let end = matches!(incoming, Incoming::End(_));
+        if to.send(incoming).await.is_err() || end {
+            return;
+        }
+    }
+}
 
 /// One connection; returns results sent and why it ended.
 #[allow(clippy::too_many_lines)] // one select loop reads best in one piece
@@ -162,7 +233,13 @@ async fn session(
     let mut s = WorkerSession::new(hello);
     let limits = WireLimits::default();
     let Ok(mut decoder) = MessageDecoder::new(limits) else { return (0, "bad limits".into()) };
-    let (mut sink, mut stream) = ws.split();
+    let mut ws = ws;
+    ws.set_auto_pong(false);
+    ws.set_auto_close(false);
+    ws.set_max_message_size(limits.max_frame_payload as usize + 64);
+    let (read, mut sink) = ws.split(tokio::io::split);
+    let (incoming_tx, mut incoming) = mpsc::channel(16);
+    let reader = tokio::spawn(read_frames(read, incoming_tx));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let end = loop {
@@ -227,24 +304,27 @@ async fn session(
                 WorkerOutput::Closed { reason } => closed = Some(reason),
             }
         }
-        let messages = batch.take();
         let mut failed = false;
-        for m in &messages {
-            failed |= sink.feed(WsMessage::Binary(m.clone())).await.is_err();
+        for m in batch.take() {
+            failed = failed || sink.write_frame(Frame::binary(Payload::Owned(m.into()))).await.is_err();
         }
-        if failed || (!messages.is_empty() && sink.flush().await.is_err()) {
+        if failed {
             break "send failed".to_owned();
         }
         if let Some(reason) = closed {
-            let _ = sink.send(WsMessage::Close(None)).await;
+            let _ = sink.write_frame(Frame::close(1000, b"")).await;
             break reason;
         }
         tokio::select! {
-            msg = stream.next() => match msg {
-                Some(Ok(WsMessage::Binary(b))) => s.receive(wall_now(), &mut decoder, b),
-                Some(Ok(WsMessage::Close(_))) | None => break "coordinator closed the connection".to_owned(),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break format!("websocket: {e}"),
+            msg = incoming.recv() => match msg {
+                Some(Incoming::Bytes(b)) => s.receive(wall_now(), &mut decoder, b),
+                Some(Incoming::Ping(p)) => {
+                    if sink.write_frame(Frame::pong(Payload::Owned(p.into()))).await.is_err() {
+                        break "send failed".to_owned();
+                    }
+                }
+                Some(Incoming::End(why)) => break why,
+                None => break "coordinator closed the connection".to_owned(),
             },
             Some((assignment, out)) = done_rx.recv() => {
                 s.finished(assignment, out);
@@ -260,5 +340,6 @@ async fn session(
             }
         }
     };
+    reader.abort();
     (s.completed(), end)
 }

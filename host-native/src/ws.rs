@@ -6,29 +6,45 @@
 //! ready). A protocol error ends the connection with the reason sent,
 //! logged and counted; a worker that cannot keep up with its queue is
 //! disconnected by the engine; neither affects other workers.
+//!
+//! The WebSocket layer is `fastwebsockets`: a big attachment goes out as
+//! one vectored write of the frame header and the attachment's own buffer
+//! (no copy into a socket buffer), and frames are read into spare capacity
+//! (no zeroing). Its reads are not cancel-safe, so the reader and the
+//! writer are two loops of the connection's task that never cancel each
+//! other mid-frame; the reader reaches the socket's write side only through
+//! the writer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
+use hyper_util::rt::TokioIo;
 use shoal_core::coordinator::OriginKey;
 use shoal_core::wire::frame::FrameError;
 use shoal_core::wire::message::{ErrorCode, ErrorMessage, Goodbye, MessageDecoder, WireError, WireLimits};
 use shoal_core::wire::{Envelope, Message, MessageBatch};
+use tokio::sync::mpsc;
 
 use crate::engine::{Command, EngineHandle, Outbound};
 
-/// Initial read and write buffer of a connection.
-const IDLE_BUFFER: usize = 4096;
-
 /// Bytes gathered into one outgoing WebSocket message at most.
 const WRITE_BATCH: usize = 256 * 1024;
+
+/// What a connection's reader asks of its writer.
+enum Control {
+    /// Answer a ping.
+    Pong(Bytes),
+    /// Send these (an error and a goodbye), close, and end for this reason.
+    Fail(Vec<Bytes>, String),
+    /// The worker closed: answer its close and end.
+    Closed,
+}
 
 /// What the data plane shares.
 #[derive(Clone)]
@@ -63,28 +79,49 @@ pub fn origin_key(ip: IpAddr) -> OriginKey {
 pub async fn upgrade(
     State(plane): State<DataPlane>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ws: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
     if plane.engine.gauges.connections.load(Ordering::Relaxed) >= plane.max_connections {
         metrics::counter!("shoal_ws_refused_total", "reason" => "capacity").increment(1);
         return (StatusCode::SERVICE_UNAVAILABLE, "the coordinator is at its connection limit").into_response();
     }
-    let cap = plane.limits.max_frame_payload as usize + 64;
-    // Small socket buffers (they grow with a message when needed): an idle
-    // worker costs a few KiB, not the 256 KiB of the defaults.
-    ws.read_buffer_size(IDLE_BUFFER)
-        .write_buffer_size(IDLE_BUFFER)
-        .max_message_size(cap.max(WRITE_BATCH))
-        .max_frame_size(cap.max(WRITE_BATCH))
-        .on_upgrade(move |socket| serve(plane, socket, peer))
+    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        return (StatusCode::BAD_REQUEST, "/ws takes a WebSocket upgrade").into_response();
+    }
+    let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad WebSocket upgrade: {e}")).into_response(),
+    };
+    tokio::spawn(async move {
+        match upgraded.await {
+            Ok(mut ws) => {
+                // Frames over the cap end the connection (before their
+                // payload is read); the core's decoder caps messages.
+                let cap = plane.limits.max_frame_payload as usize + 64;
+                ws.set_max_message_size(cap.max(WRITE_BATCH) + 1);
+                ws.set_auto_pong(false);
+                ws.set_auto_close(false);
+                serve(plane, ws, peer).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    response.map(axum::body::Body::new)
 }
 
-async fn serve(plane: DataPlane, socket: WebSocket, peer: SocketAddr) {
+type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: SocketAddr) {
     let conn = plane.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Outbound>(plane.send_queue.max(1));
+    let (tx, mut rx) = mpsc::channel::<Outbound>(plane.send_queue.max(1));
     plane.engine.gauges.connections.fetch_add(1, Ordering::Relaxed);
     let outcome = if plane.engine.send(Command::Connected { conn, origin: origin_key(peer.ip()), tx }).is_ok() {
-        run_connection(&plane, conn, socket, &mut rx).await
+        let (read, write) = ws.split(tokio::io::split);
+        let (control_tx, control_rx) = mpsc::channel(4);
+        tokio::select! {
+            why = read_loop(&plane, conn, read, control_tx) => why,
+            why = write_loop(&plane, write, &mut rx, control_rx) => why,
+        }
     } else {
         "coordinator stopping".to_owned()
     };
@@ -93,65 +130,95 @@ async fn serve(plane: DataPlane, socket: WebSocket, peer: SocketAddr) {
     tracing::debug!(conn, %peer, reason = %outcome, "worker connection ended");
 }
 
-/// Moves bytes both ways until either side ends; returns why it ended.
-async fn run_connection(
+/// Reads frames until the worker leaves or breaks the protocol; the
+/// writer is told what to send on the way out (it ends the connection).
+async fn read_loop(
     plane: &DataPlane,
     conn: u64,
-    socket: WebSocket,
-    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    mut read: fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Upgraded>>,
+    control: mpsc::Sender<Control>,
 ) -> String {
-    let (mut sink, mut stream) = socket.split();
     let mut decoder = match MessageDecoder::new(plane.limits) {
         Ok(d) => d,
         Err(e) => return e.to_string(),
     };
-    loop {
-        tokio::select! {
-            msg = stream.next() => {
-                let failure = match msg {
-                    Some(Ok(WsMessage::Binary(b))) => {
-                        decoder.push_bytes(b);
-                        let mut failure = None;
-                        loop {
-                            match decoder.next_envelope() {
-                                Ok(Some(envelope)) => {
-                                    if plane.engine.send(Command::Received { conn, envelope }).is_err() {
-                                        return "coordinator stopping".to_owned();
-                                    }
-                                }
-                                Ok(None) => break,
-                                Err(e) => {
-                                    let code = if matches!(e, WireError::Frame(FrameError::TooLarge { .. })) {
-                                        ErrorCode::TooLarge
-                                    } else {
-                                        ErrorCode::Malformed
-                                    };
-                                    failure = Some((code, e.to_string()));
-                                    break;
-                                }
+    // Obligated answers are off (auto pong and close): nothing to send here.
+    let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+    let ended = loop {
+        let frame = match read.read_frame(&mut no_obligations).await {
+            Ok(frame) => frame,
+            Err(WebSocketError::FrameTooLarge) => {
+                break Control::Fail(
+                    protocol_error_frames(plane, ErrorCode::TooLarge, "WebSocket frame over the cap"),
+                    "WebSocket frame over the cap".to_owned(),
+                )
+            }
+            Err(WebSocketError::UnexpectedEOF) => return "closed by the worker".to_owned(),
+            Err(e) => return format!("websocket: {e}"),
+        };
+        let failure = match frame.opcode {
+            OpCode::Binary | OpCode::Continuation => {
+                decoder.push_bytes(payload_bytes(frame.payload));
+                let mut failure = None;
+                loop {
+                    match decoder.next_envelope() {
+                        Ok(Some(envelope)) => {
+                            if plane.engine.send(Command::Received { conn, envelope }).is_err() {
+                                return "coordinator stopping".to_owned();
                             }
                         }
-                        failure
+                        Ok(None) => break,
+                        Err(e) => {
+                            let code = if matches!(e, WireError::Frame(FrameError::TooLarge { .. })) {
+                                ErrorCode::TooLarge
+                            } else {
+                                ErrorCode::Malformed
+                            };
+                            failure = Some((code, e.to_string()));
+                            break;
+                        }
                     }
-                    Some(Ok(WsMessage::Text(_))) => {
-                        Some((ErrorCode::Malformed, "text messages are not part of the protocol".to_owned()))
-                    }
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => None,
-                    Some(Ok(WsMessage::Close(_))) | None => return "closed by the worker".to_owned(),
-                    Some(Err(e)) => return format!("websocket: {e}"),
-                };
-                if let Some((code, why)) = failure {
-                    tracing::info!(conn, reason = %why, "worker disconnected for a protocol error");
-                    metrics::counter!("shoal_ws_disconnects_total", "reason" => "protocol").increment(1);
-                    let mut buf = BytesMut::new();
-                    for e in protocol_error(code, why.clone()) {
-                        let _ = e.encode_into(&plane.limits, &mut buf);
-                    }
-                    let _ = sink.send(WsMessage::Binary(buf.freeze())).await;
-                    let _ = sink.send(WsMessage::Close(None)).await;
-                    return why;
                 }
+                failure
             }
+            OpCode::Text => Some((ErrorCode::Malformed, "text messages are not part of the protocol".to_owned())),
+            OpCode::Ping => {
+                // A full control queue only loses the pong.
+                let _ = control.try_send(Control::Pong(payload_bytes(frame.payload)));
+                None
+            }
+            OpCode::Pong => None,
+            OpCode::Close => break Control::Closed,
+        };
+        if let Some((code, why)) = failure {
+            break Control::Fail(protocol_error_frames(plane, code, &why), why);
+        }
+    };
+    let why = match &ended {
+        Control::Fail(_, why) => {
+            tracing::info!(conn, reason = %why, "worker disconnected for a protocol error");
+            metrics::counter!("shoal_ws_disconnects_total", "reason" => "protocol").increment(1);
+            why.clone()
+        }
+        _ => "closed by the worker".to_owned(),
+    };
+    if control.send(ended).await.is_err() {
+        return why;
+    }
+    // The writer sends the last words and ends the connection.
+    std::future::pending().await
+}
+
+/// Sends what the engine queues (small envelopes batched, attachments as
+/// their own messages) and what the reader asks; returns why it ended.
+async fn write_loop(
+    plane: &DataPlane,
+    mut write: fastwebsockets::WebSocketWrite<tokio::io::WriteHalf<Upgraded>>,
+    rx: &mut mpsc::Receiver<Outbound>,
+    mut control: mpsc::Receiver<Control>,
+) -> String {
+    loop {
+        tokio::select! {
             out = rx.recv() => {
                 let Some(first) = out else { return "coordinator dropped the connection".to_owned() };
                 // Small frames share a message; big attachments go as
@@ -164,7 +231,7 @@ async fn run_connection(
                         Outbound::Envelopes(es) => {
                             for e in es {
                                 if let Err(err) = batch.push(&e, &plane.limits) {
-                                    tracing::error!(conn, error = %err, "cannot encode an envelope");
+                                    tracing::error!(error = %err, "cannot encode an envelope");
                                 }
                             }
                         }
@@ -178,20 +245,54 @@ async fn run_connection(
                     }
                 }
                 for m in batch.take() {
-                    if sink.feed(WsMessage::Binary(m)).await.is_err() {
+                    if write.write_frame(Frame::binary(Payload::Borrowed(&m))).await.is_err() {
                         return "send failed".to_owned();
                     }
                 }
-                if sink.flush().await.is_err() {
-                    return "send failed".to_owned();
-                }
                 if let Some(reason) = closing {
-                    let _ = sink.send(WsMessage::Close(None)).await;
+                    let _ = write.write_frame(Frame::close(1000, b"")).await;
                     return reason;
                 }
             }
+            Some(c) = control.recv() => match c {
+                Control::Pong(payload) => {
+                    if write.write_frame(Frame::pong(Payload::Borrowed(&payload))).await.is_err() {
+                        return "send failed".to_owned();
+                    }
+                }
+                Control::Fail(last_words, why) => {
+                    for m in &last_words {
+                        let _ = write.write_frame(Frame::binary(Payload::Borrowed(m))).await;
+                    }
+                    let _ = write.write_frame(Frame::close(1002, b"")).await;
+                    return why;
+                }
+                Control::Closed => {
+                    let _ = write.write_frame(Frame::close(1000, b"")).await;
+                    return "closed by the worker".to_owned();
+                }
+            },
         }
     }
+}
+
+/// A frame's payload as shared bytes: the read buffer's own bytes, without
+/// a copy, when it is one.
+fn payload_bytes(payload: Payload<'_>) -> Bytes {
+    match payload {
+        Payload::Bytes(b) => b.freeze(),
+        Payload::Owned(v) => Bytes::from(v),
+        other => Bytes::copy_from_slice(&other),
+    }
+}
+
+/// The encoded error and goodbye of a protocol-error disconnect.
+fn protocol_error_frames(plane: &DataPlane, code: ErrorCode, why: &str) -> Vec<Bytes> {
+    let mut buf = BytesMut::new();
+    for e in protocol_error(code, why.to_owned()) {
+        let _ = e.encode_into(&plane.limits, &mut buf);
+    }
+    vec![buf.freeze()]
 }
 
 /// The error and goodbye a worker gets before a protocol-error disconnect.
