@@ -140,6 +140,11 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
     }
 }
 
+/// The largest WebSocket frame a worker takes from its coordinator: a
+/// batch of small envelopes, or one attachment (at most the core's frame
+/// cap, which is smaller).
+const MAX_MESSAGE: usize = 64 << 20;
+
 type Upgraded = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
 type Ws = fastwebsockets::WebSocket<Upgraded>;
 
@@ -236,7 +241,7 @@ async fn session(
     let mut ws = ws;
     ws.set_auto_pong(false);
     ws.set_auto_close(false);
-    ws.set_max_message_size(limits.max_frame_payload as usize + 64);
+    ws.set_max_message_size(MAX_MESSAGE.max(limits.max_frame_payload as usize + 64));
     let (read, mut sink) = ws.split(tokio::io::split);
     let (incoming_tx, mut incoming) = mpsc::channel(16);
     let reader = tokio::spawn(read_frames(read, incoming_tx));
