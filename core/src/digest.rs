@@ -90,11 +90,19 @@ impl Digest {
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
-        let mut h = DigestHasher::default();
-        for p in parts {
-            h.update(&(p.len() as u64).to_le_bytes()).update(p);
+        let mut small = SmallFrames::default();
+        let mut parts = parts.into_iter();
+        while let Some(p) = parts.next() {
+            if !small.push(p) {
+                let mut h = DigestHasher::default();
+                h.update(small.bytes());
+                for p in std::iter::once(p).chain(parts) {
+                    h.update(&(p.len() as u64).to_le_bytes()).update(p);
+                }
+                return h.finish();
+            }
         }
-        h.finish()
+        Digest::of(small.bytes())
     }
 
     /// XXH3-128 of several byte strings framed as in [`Digest::of_parts`]:
@@ -105,12 +113,20 @@ impl Digest {
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for p in parts {
-            h.update(&(p.len() as u64).to_le_bytes());
-            h.update(p);
+        let mut small = SmallFrames::default();
+        let mut parts = parts.into_iter();
+        while let Some(p) = parts.next() {
+            if !small.push(p) {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                h.update(small.bytes());
+                for p in std::iter::once(p).chain(parts) {
+                    h.update(&(p.len() as u64).to_le_bytes());
+                    h.update(p);
+                }
+                return h.digest128();
+            }
         }
-        h.digest128()
+        xxhash_rust::xxh3::xxh3_128(small.bytes())
     }
 
     /// The raw bytes.
@@ -121,6 +137,42 @@ impl Digest {
     /// Lowercase hex, 64 characters.
     pub fn to_hex(&self) -> String {
         hex_lower(&self.0)
+    }
+}
+
+/// Framed parts gathered on the stack while they are small (most task
+/// inputs and results of tiny tasks): hashed in one call instead of
+/// through a streaming hasher, whose state alone is larger than they are
+/// (a coordinator restarting with a million tasks names each one).
+struct SmallFrames {
+    buf: [u8; SmallFrames::CAP],
+    len: usize,
+}
+
+impl SmallFrames {
+    const CAP: usize = 512;
+
+    /// Appends `part` framed; false (and nothing appended) when it does
+    /// not fit.
+    fn push(&mut self, part: &[u8]) -> bool {
+        let end = self.len + 8 + part.len();
+        if end > Self::CAP {
+            return false;
+        }
+        self.buf[self.len..self.len + 8].copy_from_slice(&(part.len() as u64).to_le_bytes());
+        self.buf[self.len + 8..end].copy_from_slice(part);
+        self.len = end;
+        true
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Default for SmallFrames {
+    fn default() -> Self {
+        SmallFrames { buf: [0; Self::CAP], len: 0 }
     }
 }
 
@@ -207,6 +259,23 @@ mod tests {
         }
         h.update(&whole[at..]);
         assert_eq!(h.finish(), Digest::of(&whole));
+    }
+
+    #[test]
+    fn small_and_large_parts_hash_their_framing() {
+        for lens in [&[0usize, 3][..], &[100, 300], &[300, 400], &[10, 600, 5], &[5000]] {
+            let parts: Vec<Vec<u8>> = lens.iter().map(|&n| (0..n).map(|i| (i * 13 % 256) as u8).collect()).collect();
+            let framed: Vec<u8> = parts
+                .iter()
+                .flat_map(|p| (p.len() as u64).to_le_bytes().into_iter().chain(p.iter().copied()))
+                .collect();
+            assert_eq!(Digest::of_parts(parts.iter().map(Vec::as_slice)), Digest::of(&framed), "{lens:?}");
+            assert_eq!(
+                Digest::check_of_parts(parts.iter().map(Vec::as_slice)),
+                xxhash_rust::xxh3::xxh3_128(&framed),
+                "{lens:?}"
+            );
+        }
     }
 
     #[test]
