@@ -145,8 +145,7 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
 /// cap, which is smaller).
 const MAX_MESSAGE: usize = 64 << 20;
 
-type Upgraded = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
-type Ws = fastwebsockets::WebSocket<Upgraded>;
+type Ws = fastwebsockets::WebSocket<crate::ws::Upgraded>;
 
 /// Opens the WebSocket to the coordinator (`ws://host:port/path`).
 async fn connect(url: &str) -> Result<Ws, String> {
@@ -187,26 +186,15 @@ enum Incoming {
 /// Reads frames into `to` until the connection ends. Its own task:
 /// reading a frame is not cancel-safe, so it is never raced against
 /// anything else.
-async fn read_frames(
-    mut read: fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Upgraded>>,
-    to: mpsc::Sender<Incoming>,
-) {
-    let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+async fn read_frames(mut read: crate::ws::FrameReader, to: mpsc::Sender<Incoming>) {
     loop {
-        let incoming = match read.read_frame(&mut no_obligations).await {
-            Ok(frame) => {
-                let bytes = match frame.payload {
-                    Payload::Bytes(b) => b.freeze(),
-                    Payload::Owned(v) => Bytes::from(v),
-                    other => Bytes::copy_from_slice(&other),
-                };
-                match frame.opcode {
-                    OpCode::Binary | OpCode::Continuation => Incoming::Bytes(bytes),
-                    OpCode::Ping => Incoming::Ping(bytes),
-                    OpCode::Close => Incoming::End("coordinator closed the connection".to_owned()),
-                    OpCode::Text | OpCode::Pong => continue,
-                }
-            }
+        let incoming = match crate::ws::next_frame(&mut read).await {
+            Ok((opcode, bytes)) => match opcode {
+                OpCode::Binary | OpCode::Continuation => Incoming::Bytes(bytes),
+                OpCode::Ping => Incoming::Ping(bytes),
+                OpCode::Close => Incoming::End("coordinator closed the connection".to_owned()),
+                OpCode::Text | OpCode::Pong => continue,
+            },
             Err(fastwebsockets::WebSocketError::UnexpectedEOF) => {
                 Incoming::End("coordinator closed the connection".to_owned())
             }
@@ -238,11 +226,7 @@ async fn session(
     let mut s = WorkerSession::new(hello);
     let limits = WireLimits::default();
     let Ok(mut decoder) = MessageDecoder::new(limits) else { return (0, "bad limits".into()) };
-    let mut ws = ws;
-    ws.set_auto_pong(false);
-    ws.set_auto_close(false);
-    ws.set_max_message_size(MAX_MESSAGE.max(limits.max_frame_payload as usize + 64));
-    let (read, mut sink) = ws.split(tokio::io::split);
+    let (read, mut sink) = crate::ws::split_frames(ws, MAX_MESSAGE.max(limits.max_frame_payload as usize + 64));
     let (incoming_tx, mut incoming) = mpsc::channel(16);
     let reader = tokio::spawn(read_frames(read, incoming_tx));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();

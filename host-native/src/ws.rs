@@ -94,29 +94,57 @@ pub async fn upgrade(
     };
     tokio::spawn(async move {
         match upgraded.await {
-            Ok(mut ws) => {
-                // Frames over the cap end the connection (before their
-                // payload is read); the core's decoder caps messages.
-                let cap = plane.limits.max_frame_payload as usize + 64;
-                ws.set_max_message_size(cap.max(WRITE_BATCH) + 1);
-                ws.set_auto_pong(false);
-                ws.set_auto_close(false);
-                serve(plane, ws, peer).await;
-            }
+            Ok(ws) => serve(plane, ws, peer).await,
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
     });
     response.map(axum::body::Body::new)
 }
 
-type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+/// An upgraded HTTP connection: what both ends of the data plane speak over.
+pub(crate) type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+/// The reading half of a data-plane WebSocket.
+pub(crate) type FrameReader = fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Upgraded>>;
+/// The writing half of a data-plane WebSocket.
+pub(crate) type FrameWriter = fastwebsockets::WebSocketWrite<tokio::io::WriteHalf<Upgraded>>;
+
+/// Splits a data-plane WebSocket (either end) into a reader and a writer.
+/// Frames longer than `max_frame` end the connection before their payload
+/// is read. Pings and closes are handed to the caller, who answers them
+/// through its writer (the reader cannot write).
+pub(crate) fn split_frames(
+    mut ws: fastwebsockets::WebSocket<Upgraded>,
+    max_frame: usize,
+) -> (FrameReader, FrameWriter) {
+    ws.set_max_message_size(max_frame + 1);
+    ws.set_auto_pong(false);
+    ws.set_auto_close(false);
+    ws.split(tokio::io::split)
+}
+
+/// The next frame: its opcode and its payload as shared bytes (the read
+/// buffer's own bytes, without a copy). Not cancel-safe.
+pub(crate) async fn next_frame(read: &mut FrameReader) -> Result<(OpCode, Bytes), WebSocketError> {
+    // Automatic answers are off (`split_frames`): nothing is ever obliged.
+    let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+    let frame = read.read_frame(&mut no_obligations).await?;
+    let bytes = match frame.payload {
+        Payload::Bytes(b) => b.freeze(),
+        Payload::Owned(v) => Bytes::from(v),
+        other => Bytes::copy_from_slice(&other),
+    };
+    Ok((frame.opcode, bytes))
+}
 
 async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: SocketAddr) {
     let conn = plane.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Outbound>(plane.send_queue.max(1));
     plane.engine.gauges.connections.fetch_add(1, Ordering::Relaxed);
     let outcome = if plane.engine.send(Command::Connected { conn, origin: origin_key(peer.ip()), tx }).is_ok() {
-        let (read, write) = ws.split(tokio::io::split);
+        // The core's decoder caps messages; a frame is at most a batch or
+        // one attachment of the core's cap.
+        let max_frame = (plane.limits.max_frame_payload as usize + 64).max(WRITE_BATCH);
+        let (read, write) = split_frames(ws, max_frame);
         let (control_tx, control_rx) = mpsc::channel(4);
         tokio::select! {
             why = read_loop(&plane, conn, read, control_tx) => why,
@@ -132,20 +160,13 @@ async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: 
 
 /// Reads frames until the worker leaves or breaks the protocol; the
 /// writer is told what to send on the way out (it ends the connection).
-async fn read_loop(
-    plane: &DataPlane,
-    conn: u64,
-    mut read: fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Upgraded>>,
-    control: mpsc::Sender<Control>,
-) -> String {
+async fn read_loop(plane: &DataPlane, conn: u64, mut read: FrameReader, control: mpsc::Sender<Control>) -> String {
     let mut decoder = match MessageDecoder::new(plane.limits) {
         Ok(d) => d,
         Err(e) => return e.to_string(),
     };
-    // Obligated answers are off (auto pong and close): nothing to send here.
-    let mut no_obligations = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
     let ended = loop {
-        let frame = match read.read_frame(&mut no_obligations).await {
+        let (opcode, payload) = match next_frame(&mut read).await {
             Ok(frame) => frame,
             Err(WebSocketError::FrameTooLarge) => {
                 break Control::Fail(
@@ -156,9 +177,9 @@ async fn read_loop(
             Err(WebSocketError::UnexpectedEOF) => return "closed by the worker".to_owned(),
             Err(e) => return format!("websocket: {e}"),
         };
-        let failure = match frame.opcode {
+        let failure = match opcode {
             OpCode::Binary | OpCode::Continuation => {
-                decoder.push_bytes(payload_bytes(frame.payload));
+                decoder.push_bytes(payload);
                 let mut failure = None;
                 loop {
                     match decoder.next_envelope() {
@@ -184,7 +205,7 @@ async fn read_loop(
             OpCode::Text => Some((ErrorCode::Malformed, "text messages are not part of the protocol".to_owned())),
             OpCode::Ping => {
                 // A full control queue only loses the pong.
-                let _ = control.try_send(Control::Pong(payload_bytes(frame.payload)));
+                let _ = control.try_send(Control::Pong(payload));
                 None
             }
             OpCode::Pong => None,
@@ -213,7 +234,7 @@ async fn read_loop(
 /// their own messages) and what the reader asks; returns why it ended.
 async fn write_loop(
     plane: &DataPlane,
-    mut write: fastwebsockets::WebSocketWrite<tokio::io::WriteHalf<Upgraded>>,
+    mut write: FrameWriter,
     rx: &mut mpsc::Receiver<Outbound>,
     mut control: mpsc::Receiver<Control>,
 ) -> String {
@@ -273,16 +294,6 @@ async fn write_loop(
                 }
             },
         }
-    }
-}
-
-/// A frame's payload as shared bytes: the read buffer's own bytes, without
-/// a copy, when it is one.
-fn payload_bytes(payload: Payload<'_>) -> Bytes {
-    match payload {
-        Payload::Bytes(b) => b.freeze(),
-        Payload::Owned(v) => Bytes::from(v),
-        other => Bytes::copy_from_slice(&other),
     }
 }
 
