@@ -90,19 +90,14 @@ impl Digest {
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
-        let mut small = SmallFrames::default();
-        let mut parts = parts.into_iter();
-        while let Some(p) = parts.next() {
-            if !small.push(p) {
-                let mut h = DigestHasher::default();
-                h.update(small.bytes());
-                for p in std::iter::once(p).chain(parts) {
-                    h.update(&(p.len() as u64).to_le_bytes()).update(p);
-                }
-                return h.finish();
+        hash_framed(parts, Digest::of, |head, rest| {
+            let mut h = DigestHasher::default();
+            h.update(head);
+            for p in rest {
+                h.update(&(p.len() as u64).to_le_bytes()).update(p);
             }
-        }
-        Digest::of(small.bytes())
+            h.finish()
+        })
     }
 
     /// XXH3-128 of several byte strings framed as in [`Digest::of_parts`]:
@@ -113,20 +108,15 @@ impl Digest {
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
-        let mut small = SmallFrames::default();
-        let mut parts = parts.into_iter();
-        while let Some(p) = parts.next() {
-            if !small.push(p) {
-                let mut h = xxhash_rust::xxh3::Xxh3::new();
-                h.update(small.bytes());
-                for p in std::iter::once(p).chain(parts) {
-                    h.update(&(p.len() as u64).to_le_bytes());
-                    h.update(p);
-                }
-                return h.digest128();
+        hash_framed(parts, xxhash_rust::xxh3::xxh3_128, |head, rest| {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(head);
+            for p in rest {
+                h.update(&(p.len() as u64).to_le_bytes());
+                h.update(p);
             }
-        }
-        xxhash_rust::xxh3::xxh3_128(small.bytes())
+            h.digest128()
+        })
     }
 
     /// The raw bytes.
@@ -138,6 +128,25 @@ impl Digest {
     pub fn to_hex(&self) -> String {
         hex_lower(&self.0)
     }
+}
+
+/// Hashes `parts`, each prefixed with its length (u64 LE): in one call
+/// (`whole`) while the framed bytes fit a stack buffer, else by streaming
+/// (`streamed` gets the framed bytes gathered so far, then the parts still
+/// to frame).
+fn hash_framed<'a, R>(
+    parts: impl IntoIterator<Item = &'a [u8]>,
+    whole: impl FnOnce(&[u8]) -> R,
+    streamed: impl FnOnce(&[u8], &mut dyn Iterator<Item = &'a [u8]>) -> R,
+) -> R {
+    let mut small = SmallFrames::default();
+    let mut parts = parts.into_iter();
+    while let Some(p) = parts.next() {
+        if !small.push(p) {
+            return streamed(small.bytes(), &mut std::iter::once(p).chain(parts));
+        }
+    }
+    whole(small.bytes())
 }
 
 /// Framed parts gathered on the stack while they are small (most task
