@@ -36,14 +36,39 @@ use crate::engine::{Command, EngineHandle, Outbound};
 /// Bytes gathered into one outgoing WebSocket message at most.
 const WRITE_BATCH: usize = 256 * 1024;
 
-/// What a connection's reader asks of its writer.
-enum Control {
-    /// Answer a ping.
-    Pong(Bytes),
+/// How a connection ends, once its reader knows.
+enum Ending {
     /// Send these (an error and a goodbye), close, and end for this reason.
     Fail(Vec<Bytes>, String),
     /// The worker closed: answer its close and end.
     Closed,
+}
+
+/// What a connection's reader asks of its writer: two slots and a wake-up
+/// (a few dozen bytes per connection; a queue would cost kilobytes on
+/// every idle worker).
+#[derive(Default)]
+struct Control {
+    /// The latest ping's payload: only the latest need be answered (RFC
+    /// 6455, 5.5.3).
+    pong: std::sync::Mutex<Option<Bytes>>,
+    /// How the connection ends.
+    ending: std::sync::Mutex<Option<Ending>>,
+    /// Wakes the writer.
+    wake: tokio::sync::Notify,
+}
+
+impl Control {
+    fn set<T>(&self, slot: &std::sync::Mutex<Option<T>>, value: T) {
+        if let Ok(mut s) = slot.lock() {
+            *s = Some(value);
+        }
+        self.wake.notify_one();
+    }
+
+    fn take<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
+        slot.lock().ok().and_then(|mut s| s.take())
+    }
 }
 
 /// What the data plane shares.
@@ -145,10 +170,10 @@ async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: 
         // one attachment of the core's cap.
         let max_frame = (plane.limits.max_frame_payload as usize + 64).max(WRITE_BATCH);
         let (read, write) = split_frames(ws, max_frame);
-        let (control_tx, control_rx) = mpsc::channel(4);
+        let control = Control::default();
         tokio::select! {
-            why = read_loop(&plane, conn, read, control_tx) => why,
-            why = write_loop(&plane, write, &mut rx, control_rx) => why,
+            why = read_loop(&plane, conn, read, &control) => why,
+            why = write_loop(&plane, write, &mut rx, &control) => why,
         }
     } else {
         "coordinator stopping".to_owned()
@@ -160,7 +185,7 @@ async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: 
 
 /// Reads frames until the worker leaves or breaks the protocol; the
 /// writer is told what to send on the way out (it ends the connection).
-async fn read_loop(plane: &DataPlane, conn: u64, mut read: FrameReader, control: mpsc::Sender<Control>) -> String {
+async fn read_loop(plane: &DataPlane, conn: u64, mut read: FrameReader, control: &Control) -> String {
     let mut decoder = match MessageDecoder::new(plane.limits) {
         Ok(d) => d,
         Err(e) => return e.to_string(),
@@ -169,7 +194,7 @@ async fn read_loop(plane: &DataPlane, conn: u64, mut read: FrameReader, control:
         let (opcode, payload) = match next_frame(&mut read).await {
             Ok(frame) => frame,
             Err(WebSocketError::FrameTooLarge) => {
-                break Control::Fail(
+                break Ending::Fail(
                     protocol_error_frames(plane, ErrorCode::TooLarge, "WebSocket frame over the cap"),
                     "WebSocket frame over the cap".to_owned(),
                 )
@@ -204,28 +229,21 @@ async fn read_loop(plane: &DataPlane, conn: u64, mut read: FrameReader, control:
             }
             OpCode::Text => Some((ErrorCode::Malformed, "text messages are not part of the protocol".to_owned())),
             OpCode::Ping => {
-                // A full control queue only loses the pong.
-                let _ = control.try_send(Control::Pong(payload));
+                control.set(&control.pong, payload);
                 None
             }
             OpCode::Pong => None,
-            OpCode::Close => break Control::Closed,
+            OpCode::Close => break Ending::Closed,
         };
         if let Some((code, why)) = failure {
-            break Control::Fail(protocol_error_frames(plane, code, &why), why);
+            break Ending::Fail(protocol_error_frames(plane, code, &why), why);
         }
     };
-    let why = match &ended {
-        Control::Fail(_, why) => {
-            tracing::info!(conn, reason = %why, "worker disconnected for a protocol error");
-            metrics::counter!("shoal_ws_disconnects_total", "reason" => "protocol").increment(1);
-            why.clone()
-        }
-        _ => "closed by the worker".to_owned(),
-    };
-    if control.send(ended).await.is_err() {
-        return why;
+    if let Ending::Fail(_, why) = &ended {
+        tracing::info!(conn, reason = %why, "worker disconnected for a protocol error");
+        metrics::counter!("shoal_ws_disconnects_total", "reason" => "protocol").increment(1);
     }
+    control.set(&control.ending, ended);
     // The writer sends the last words and ends the connection.
     std::future::pending().await
 }
@@ -236,7 +254,7 @@ async fn write_loop(
     plane: &DataPlane,
     mut write: FrameWriter,
     rx: &mut mpsc::Receiver<Outbound>,
-    mut control: mpsc::Receiver<Control>,
+    control: &Control,
 ) -> String {
     loop {
         tokio::select! {
@@ -275,24 +293,27 @@ async fn write_loop(
                     return reason;
                 }
             }
-            Some(c) = control.recv() => match c {
-                Control::Pong(payload) => {
+            () = control.wake.notified() => {
+                if let Some(payload) = Control::take(&control.pong) {
                     if write.write_frame(Frame::pong(Payload::Borrowed(&payload))).await.is_err() {
                         return "send failed".to_owned();
                     }
                 }
-                Control::Fail(last_words, why) => {
-                    for m in &last_words {
-                        let _ = write.write_frame(Frame::binary(Payload::Borrowed(m))).await;
+                match Control::take(&control.ending) {
+                    Some(Ending::Fail(last_words, why)) => {
+                        for m in &last_words {
+                            let _ = write.write_frame(Frame::binary(Payload::Borrowed(m))).await;
+                        }
+                        let _ = write.write_frame(Frame::close(1002, b"")).await;
+                        return why;
                     }
-                    let _ = write.write_frame(Frame::close(1002, b"")).await;
-                    return why;
+                    Some(Ending::Closed) => {
+                        let _ = write.write_frame(Frame::close(1000, b"")).await;
+                        return "closed by the worker".to_owned();
+                    }
+                    None => {}
                 }
-                Control::Closed => {
-                    let _ = write.write_frame(Frame::close(1000, b"")).await;
-                    return "closed by the worker".to_owned();
-                }
-            },
+            }
         }
     }
 }

@@ -124,6 +124,14 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     assert_eq!(error_codes(&got), vec![ErrorCode::Malformed]);
     assert!(closed);
 
+    // A ping is answered with its payload; the connection stays open.
+    let mut ws = open(&service).await;
+    ws.send(WsMessage::Ping(Bytes::from_static(b"still there?"))).await.expect("sent");
+    let pong = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("answered in time");
+    assert!(matches!(pong, Some(Ok(WsMessage::Pong(ref p))) if &p[..] == b"still there?"), "{pong:?}");
+    let (got, closed) = receive(&mut ws, 1).await;
+    assert!(got.is_empty() && !closed, "{got:?}");
+
     // A wrong token.
     let mut ws = open(&service).await;
     send(&mut ws, &[hello("mallory", "shoal_not-a-token".into())]).await;
