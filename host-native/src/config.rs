@@ -31,6 +31,10 @@ pub struct ServerConfig {
     /// Messages queued towards one worker before it counts as too slow and
     /// is disconnected (its work is re-queued).
     pub worker_send_queue: usize,
+    /// A worker that takes none of what is being sent to it for this long
+    /// is disconnected (its work is re-queued), ms: a peer that stops
+    /// reading cannot hold its connection forever.
+    pub write_stall_ms: u64,
     /// Diffs kept in storage (seed: 10 000; 0 keeps all), pruned every 1000.
     pub diff_retain: u64,
     /// Recent diffs kept in memory for live subscribers (seed: 100).
@@ -56,6 +60,7 @@ impl Default for ServerConfig {
             dist: PathBuf::from("dist"),
             max_connections: 20_000,
             worker_send_queue: 4096,
+            write_stall_ms: 30_000,
             diff_retain: 10_000,
             diff_ring: 100,
             shutdown_timeout_ms: 10_000,

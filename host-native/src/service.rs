@@ -140,6 +140,7 @@ impl Service {
             limits,
             max_connections: cfg.server.max_connections as u64,
             send_queue: cfg.server.worker_send_queue,
+            write_stall: Duration::from_millis(cfg.server.write_stall_ms.max(1)),
             next_conn: Arc::new(AtomicU64::new(1)),
         };
         let (consensus, consensus_task) = crate::settlement::spawn(engine.settlements(), stop_rx.clone());

@@ -82,6 +82,9 @@ pub struct DataPlane {
     pub max_connections: u64,
     /// Outbound queue per worker.
     pub send_queue: usize,
+    /// How long one frame may take to leave before the worker counts as
+    /// gone (it stopped reading).
+    pub write_stall: std::time::Duration,
     /// Connection numbers.
     pub next_conn: Arc<AtomicU64>,
 }
@@ -284,36 +287,49 @@ async fn write_loop(
                     }
                 }
                 for m in batch.take() {
-                    if write.write_frame(Frame::binary(Payload::Borrowed(&m))).await.is_err() {
-                        return "send failed".to_owned();
+                    if let Err(why) = send(plane, &mut write, Frame::binary(Payload::Borrowed(&m))).await {
+                        return why;
                     }
                 }
                 if let Some(reason) = closing {
-                    let _ = write.write_frame(Frame::close(1000, b"")).await;
+                    let _ = send(plane, &mut write, Frame::close(1000, b"")).await;
                     return reason;
                 }
             }
             () = control.wake.notified() => {
                 if let Some(payload) = Control::take(&control.pong) {
-                    if write.write_frame(Frame::pong(Payload::Borrowed(&payload))).await.is_err() {
-                        return "send failed".to_owned();
+                    if let Err(why) = send(plane, &mut write, Frame::pong(Payload::Borrowed(&payload))).await {
+                        return why;
                     }
                 }
                 match Control::take(&control.ending) {
                     Some(Ending::Fail(last_words, why)) => {
                         for m in &last_words {
-                            let _ = write.write_frame(Frame::binary(Payload::Borrowed(m))).await;
+                            let _ = send(plane, &mut write, Frame::binary(Payload::Borrowed(m))).await;
                         }
-                        let _ = write.write_frame(Frame::close(1002, b"")).await;
+                        let _ = send(plane, &mut write, Frame::close(1002, b"")).await;
                         return why;
                     }
                     Some(Ending::Closed) => {
-                        let _ = write.write_frame(Frame::close(1000, b"")).await;
+                        let _ = send(plane, &mut write, Frame::close(1000, b"")).await;
                         return "closed by the worker".to_owned();
                     }
                     None => {}
                 }
             }
+        }
+    }
+}
+
+/// Writes one frame, within the data plane's stall limit; the error is why
+/// the connection ends.
+async fn send(plane: &DataPlane, write: &mut FrameWriter, frame: Frame<'_>) -> Result<(), String> {
+    match tokio::time::timeout(plane.write_stall, write.write_frame(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("send failed: {e}")),
+        Err(_) => {
+            metrics::counter!("shoal_ws_disconnects_total", "reason" => "stalled").increment(1);
+            Err(format!("the worker took nothing for {} ms", plane.write_stall.as_millis()))
         }
     }
 }

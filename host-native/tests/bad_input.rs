@@ -1,7 +1,8 @@
 //! Bad input over real sockets: garbage, oversize lengths, wrong tokens,
 //! results for tasks never assigned, replayed results, a thousand
-//! connections opened and dropped. Each is refused with a clear reason and
-//! the coordinator keeps serving everyone else.
+//! connections opened and dropped, a worker that stops reading. Each is
+//! refused or dropped with a clear reason and the coordinator keeps serving
+//! everyone else.
 
 mod common;
 
@@ -175,5 +176,52 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     let metrics = shoal_native::metrics::render();
     assert!(metrics.contains("shoal_ws_disconnects_total"), "protocol errors are counted");
     honest.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_that_stops_reading_is_disconnected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.server.write_stall_ms = 500;
+    let service = Service::start(cfg).await.expect("service starts");
+    let mut c = client(&service).await;
+    let id = WorkerId::new("sloth").expect("id");
+    let mut ws = open(&service).await;
+    send(&mut ws, &[hello("sloth", derive_token(&service.secret, &id))]).await;
+    // It answers the benchmark (and is admitted), then reads nothing more.
+    let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
+    let mut benchmarked = false;
+    while !benchmarked {
+        let Some(Ok(WsMessage::Binary(b))) =
+            tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("in time")
+        else {
+            panic!("the connection ended before the benchmark");
+        };
+        dec.push_bytes(b);
+        while let Ok(Some(e)) = dec.next_envelope() {
+            if let Message::TaskOffer(o) = &e.message {
+                let refs: Vec<&[u8]> = e.attachments.iter().map(|b| &b[..]).collect();
+                let out: Vec<Bytes> = o.kernel.run_cpu(&refs).expect("runs").into_iter().map(Bytes::from).collect();
+                let ack =
+                    Envelope::bare(Message::TaskAck(shoal_core::wire::message::TaskAck { assignment: o.assignment }));
+                send(&mut ws, &[ack, Envelope::task_result(o.assignment, out)]).await;
+                benchmarked = true;
+            }
+        }
+    }
+    // Inputs of 8 MiB: the offers it is given (4 at a time) are more than
+    // the sockets' buffers hold.
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 131_072, message_len: 64 });
+    let tasks: Vec<_> = (0..12u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
+    submit(&mut c, "for a worker that stops reading", 1, &tasks).await;
+    let gauge = &service.engine.gauges.connections;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gauge.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "a worker that reads nothing keeps its connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(shoal_native::metrics::render().contains(r#"reason="stalled""#), "counted as stalled");
+    drop(ws);
     service.shutdown().await.expect("clean shutdown");
 }
