@@ -70,6 +70,18 @@ fn hello(id: &str, token: String) -> Envelope {
     })))
 }
 
+/// Answers `e` if it is an offer: runs its kernel, sends the ack and the
+/// result; returns the result and whether it was a benchmark task.
+async fn answer(ws: &mut Ws, e: &Envelope) -> Option<(Envelope, bool)> {
+    let Message::TaskOffer(o) = &e.message else { return None };
+    let refs: Vec<&[u8]> = e.attachments.iter().map(|b| &b[..]).collect();
+    let out: Vec<Bytes> = o.kernel.run_cpu(&refs).expect("runs").into_iter().map(Bytes::from).collect();
+    let ack = Envelope::bare(Message::TaskAck(shoal_core::wire::message::TaskAck { assignment: o.assignment }));
+    let result = Envelope::task_result(o.assignment, out);
+    send(ws, &[ack, result.clone()]).await;
+    Some((result, o.job == shoal_core::JobId::from_bytes([0; 16])))
+}
+
 /// Answers offers correctly until `want` non-benchmark offers were answered; returns those results.
 async fn work(ws: &mut Ws, want: usize) -> Vec<Envelope> {
     let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
@@ -82,16 +94,8 @@ async fn work(ws: &mut Ws, want: usize) -> Vec<Envelope> {
         };
         dec.push_bytes(b);
         while let Ok(Some(e)) = dec.next_envelope() {
-            if let Message::TaskOffer(o) = &e.message {
-                let refs: Vec<&[u8]> = e.attachments.iter().map(|b| &b[..]).collect();
-                let out: Vec<Bytes> = o.kernel.run_cpu(&refs).expect("runs").into_iter().map(Bytes::from).collect();
-                let ack =
-                    Envelope::bare(Message::TaskAck(shoal_core::wire::message::TaskAck { assignment: o.assignment }));
-                let result = Envelope::task_result(o.assignment, out);
-                send(ws, &[ack, result.clone()]).await;
-                if o.job != shoal_core::JobId::from_bytes([0; 16]) {
-                    answered.push(result);
-                }
+            if let Some((result, false)) = answer(ws, &e).await {
+                answered.push(result);
             }
         }
     }
@@ -200,14 +204,7 @@ async fn a_worker_that_stops_reading_is_disconnected() {
         };
         dec.push_bytes(b);
         while let Ok(Some(e)) = dec.next_envelope() {
-            if let Message::TaskOffer(o) = &e.message {
-                let refs: Vec<&[u8]> = e.attachments.iter().map(|b| &b[..]).collect();
-                let out: Vec<Bytes> = o.kernel.run_cpu(&refs).expect("runs").into_iter().map(Bytes::from).collect();
-                let ack =
-                    Envelope::bare(Message::TaskAck(shoal_core::wire::message::TaskAck { assignment: o.assignment }));
-                send(&mut ws, &[ack, Envelope::task_result(o.assignment, out)]).await;
-                benchmarked = true;
-            }
+            benchmarked |= answer(&mut ws, &e).await.is_some();
         }
     }
     // Inputs of 8 MiB: the offers it is given (4 at a time) are more than
