@@ -248,9 +248,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blake3_test_vectors() {
-        assert_eq!(Digest::of(b"").to_hex(), "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
-        assert_eq!(Digest::of(b"abc").to_hex(), "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+    fn a_hasher_fed_in_pieces_equals_the_one_shot_digest() {
+        // (The BLAKE3 known answers are in tests/vectors.rs, run natively and on wasm32.)
         let mut h = DigestHasher::default();
         h.update(b"a").update(b"bc");
         assert_eq!(h.finish(), Digest::of(b"abc"));

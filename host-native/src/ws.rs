@@ -38,8 +38,8 @@ const WRITE_BATCH: usize = 256 * 1024;
 
 /// How a connection ends, once its reader knows.
 enum Ending {
-    /// Send these (an error and a goodbye), close, and end for this reason.
-    Fail(Vec<Bytes>, String),
+    /// Send this (an error and a goodbye), close, and end for this reason.
+    Fail(Bytes, String),
     /// The worker closed: answer its close and end.
     Closed,
 }
@@ -304,9 +304,7 @@ async fn write_loop(
                 }
                 match Control::take(&control.ending) {
                     Some(Ending::Fail(last_words, why)) => {
-                        for m in &last_words {
-                            let _ = send(plane, &mut write, Frame::binary(Payload::Borrowed(m))).await;
-                        }
+                        let _ = send(plane, &mut write, Frame::binary(Payload::Borrowed(&last_words))).await;
                         let _ = send(plane, &mut write, Frame::close(1002, b"")).await;
                         return why;
                     }
@@ -335,12 +333,12 @@ async fn send(plane: &DataPlane, write: &mut FrameWriter, frame: Frame<'_>) -> R
 }
 
 /// The encoded error and goodbye of a protocol-error disconnect.
-fn protocol_error_frames(plane: &DataPlane, code: ErrorCode, why: &str) -> Vec<Bytes> {
+fn protocol_error_frames(plane: &DataPlane, code: ErrorCode, why: &str) -> Bytes {
     let mut buf = BytesMut::new();
     for e in protocol_error(code, why.to_owned()) {
         let _ = e.encode_into(&plane.limits, &mut buf);
     }
-    vec![buf.freeze()]
+    buf.freeze()
 }
 
 /// The error and goodbye a worker gets before a protocol-error disconnect.
