@@ -5,7 +5,7 @@
 //! other and against native workers, and re-queues the work of a closed tab.
 //!
 //! Needs the built page (`SHOAL_WEB_DIST`: wasm-bindgen output of
-//! shoal-web plus `web/www`) and playwright-core (`SHOAL_NODE_PATH`, a
+//! shoal-web plus the worker page of `www/`) and playwright-core (`SHOAL_NODE_PATH`, a
 //! `node_modules` folder); `cargo xtask test` provides both.
 
 mod common;

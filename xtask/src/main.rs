@@ -21,6 +21,8 @@ use std::time::Instant;
 /// The trunk release that builds with the pinned rustc (0.22 needs a newer one).
 const TRUNK_VERSION: &str = "0.21.14";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
+/// The browser worker's page in `www/`, served next to the dashboard.
+const WORKER_PAGE_FILES: [&str; 2] = ["worker.html", "shoal-worker.js"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -260,7 +262,7 @@ fn ensure_playwright() -> Result<PathBuf> {
 
 /// Builds the browser worker's page into `out`: shoal-web for wasm32
 /// (release), its JavaScript bindings (wasm-bindgen, `--target web`), and
-/// the static files of `web/www`.
+/// the worker page's static files of `www/` ([`WORKER_PAGE_FILES`]).
 fn build_web(out: &Path) -> Result {
     step(
         "shoal-web for wasm32 (release)",
@@ -276,13 +278,12 @@ fn build_web(out: &Path) -> Result {
             .arg(&wasm)
             .current_dir(root()),
     )?;
-    let www = root().join("web").join("www");
-    let entries = std::fs::read_dir(&www).map_err(|e| format!("reading {}: {e}", www.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("reading {}: {e}", www.display()))?;
-        let to = out.join(entry.file_name());
-        std::fs::copy(entry.path(), &to)
-            .map_err(|e| format!("copying {} to {}: {e}", entry.path().display(), to.display()))?;
+    // The worker page is plain static files beside the dashboard's entry in
+    // `www/`: Trunk builds only what `index.html` links, so they are copied.
+    let www = root().join("www");
+    for name in WORKER_PAGE_FILES {
+        let (from, to) = (www.join(name), out.join(name));
+        std::fs::copy(&from, &to).map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))?;
     }
     Ok(())
 }
