@@ -1,0 +1,371 @@
+//! Dispatch and the watchdog: which ready task goes to which idle worker
+//! (least loaded, distinct workers and origins, tiers, ringers, adaptive
+//! replication), the offer, acknowledgement and execution deadlines, and
+//! every way an assignment ends without a result (decline, failure, timeout,
+//! departure, withdrawal) with its poison-guard accounting.
+
+use std::cmp::Reverse;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::ids::{AssignmentId, JobId, TaskId};
+use crate::kernels::{Comparator, KernelSpec};
+use crate::task::TaskLifecycle;
+use crate::time::Millis;
+use crate::wire::message::{AttachmentMeta, Cancel, ErrorCode, ErrorMessage, TaskOffer};
+use crate::wire::Message;
+
+use super::registry::{WorkerIdx, WorkerState};
+use super::tasks::{input_ids, TaskKey};
+use super::types::{ConnId, TaskPhase};
+use super::{remove_item, Coordinator};
+
+#[derive(Debug, Clone)]
+pub(super) enum Kind {
+    Task,
+    Ringer { expected: Arc<Vec<Vec<u8>>> },
+    Benchmark { expected: Arc<Vec<Vec<u8>>>, flops: u64 },
+}
+
+#[derive(Debug)]
+pub(super) struct Assignment {
+    pub(super) task: Option<TaskKey>,
+    pub(super) spec: Arc<KernelSpec>,
+    pub(super) worker: WorkerIdx,
+    pub(super) life: TaskLifecycle,
+    pub(super) offered: Millis,
+    pub(super) deadline: Millis,
+    /// The deadline sits in the acknowledgement FIFO, not the ordered set.
+    pub(super) in_fifo: bool,
+    pub(super) kind: Kind,
+}
+
+#[derive(Debug)]
+pub(super) struct Ringer {
+    pub(super) spec: Arc<KernelSpec>,
+    pub(super) inputs: Vec<Bytes>,
+    pub(super) expected: Arc<Vec<Vec<u8>>>,
+}
+
+/// Why an assignment ended without a result.
+pub(super) enum Release<'a> {
+    /// The worker declined it.
+    Declined(&'a str),
+    /// The worker reported a failure (counts against the task).
+    Failed(&'a str),
+    /// Its deadline passed (counts against the task once executing).
+    TimedOut { executing: bool, why: &'a str },
+    /// Its worker left (counts against the task once executing).
+    Left { executing: bool, why: &'a str },
+    /// No longer needed (the task was decided or cancelled).
+    Withdrawn(&'a str),
+}
+
+impl Release<'_> {
+    pub(super) fn reason(&self) -> &str {
+        match self {
+            Release::Declined(w) | Release::Failed(w) | Release::Withdrawn(w) => w,
+            Release::TimedOut { why, .. } | Release::Left { why, .. } => why,
+        }
+    }
+
+    pub(super) fn harms(&self) -> bool {
+        match self {
+            Release::Failed(_) => true,
+            Release::TimedOut { executing, .. } | Release::Left { executing, .. } => *executing,
+            Release::Declined(_) | Release::Withdrawn(_) => false,
+        }
+    }
+
+    pub(super) fn tells_worker(&self) -> bool {
+        matches!(self, Release::TimedOut { .. } | Release::Withdrawn(_))
+    }
+}
+
+/// Candidates examined per replica before a task is skipped this round.
+pub(super) const PICK_SCAN: usize = 64;
+
+/// Tasks skipped per dispatch round before the round stops.
+pub(super) const READY_SCAN: usize = 256;
+
+impl Coordinator {
+    pub(super) fn dispatch(&mut self, now: Millis) {
+        let mut cursor: Option<(Reverse<u8>, TaskKey)> = None;
+        let mut skipped = 0;
+        while !self.idle.is_empty() && skipped < READY_SCAN {
+            let next = match &cursor {
+                None => self.ready.first().copied(),
+                Some(k) => self.ready.range((Bound::Excluded(*k), Bound::Unbounded)).next().copied(),
+            };
+            let Some(key) = next else { break };
+            let tid = key.1;
+            match self.pick_worker(tid) {
+                Some(w) => {
+                    if self.cfg.credibility.ringer_pct > 0
+                        && self.rng.below(100) < u64::from(self.cfg.credibility.ringer_pct)
+                    {
+                        self.send_ringer(now, w);
+                        continue;
+                    }
+                    self.assign(now, tid, w);
+                    // Stay on this task while it needs replicas; move on otherwise.
+                    if !self.ready.contains(&key) {
+                        cursor = Some(key);
+                    }
+                }
+                None => {
+                    skipped += 1;
+                    cursor = Some(key);
+                }
+            }
+        }
+    }
+
+    pub(super) fn pick_worker(&self, tid: TaskKey) -> Option<WorkerIdx> {
+        let t = self.tasks.get(tid)?;
+        let need = t.working_set;
+        let float = !matches!(t.spec.comparator(), Comparator::Exact);
+        self.idle.iter().take(PICK_SCAN).map(|(_, i)| *i).find(|&i| {
+            let Some(w) = self.worker(i) else { return false };
+            let WorkerState::Active { class, .. } = w.state else { return false };
+            class.tier >= t.min_tier
+                && w.device.kernels.contains(&t.spec.id())
+                && w.device.max_buffer_bytes >= need
+                && !t.tried.iter().any(|&(tw, to)| tw == w.num || (self.cfg.distinct_origins && to == w.origin))
+                && !(float && self.cfg.homogeneous_floats && t.class.is_some_and(|c| c != class))
+        })
+    }
+
+    pub(super) fn assign(&mut self, now: Millis, tid: TaskKey, w: WorkerIdx) {
+        let Some(t) = self.tasks.get(tid) else { return };
+        if t.attempts >= self.cfg.max_delivery_attempts {
+            let reason = format!("{} delivery attempts exhausted", t.attempts);
+            self.dead_letter(tid, reason);
+            return;
+        }
+        let (spec, inputs) = (t.spec.clone(), t.inputs.clone());
+        let first = t.attempts == 0;
+        let adaptive_ok = t.adaptive && self.cfg.credibility.adaptive_replication;
+        let Some(worker) = self.worker(w) else { return };
+        let (origin, class, wid, num) = (worker.origin, worker.class(), worker.id.clone(), worker.num);
+        // Adaptive replication: a trusted worker may run a task alone, unless spot-checked.
+        let solo = first
+            && adaptive_ok
+            && self.credibility(&wid) >= self.cfg.credibility.trust_threshold_ppm
+            && self.rng.below(100) >= u64::from(self.cfg.credibility.spot_check_pct);
+        let Some(t) = self.tasks.get_mut(tid) else { return };
+        t.attempts += 1;
+        t.open_slots = t.open_slots.saturating_sub(1);
+        if solo {
+            t.open_slots = 0;
+            t.quorum = 1;
+            self.stats.solo_tasks += 1;
+        }
+        t.tried.push((num, origin));
+        if t.class.is_none() {
+            t.class = class;
+        }
+        if t.open_slots == 0 {
+            let key = t.ready_key();
+            self.ready.remove(&key);
+        }
+        let deadline = now + self.cfg.ack_timeout;
+        self.offer(now, w, Some(tid), spec, inputs, Kind::Task, deadline);
+    }
+
+    pub(super) fn send_ringer(&mut self, now: Millis, w: WorkerIdx) {
+        let r = &self.ringers[self.rng.below(self.ringers.len() as u64) as usize];
+        let (spec, inputs, expected) = (r.spec.clone(), r.inputs.clone(), r.expected.clone());
+        self.stats.ringers += 1;
+        let deadline = now + self.cfg.ack_timeout;
+        self.offer(now, w, None, spec, inputs, Kind::Ringer { expected }, deadline);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn offer(
+        &mut self,
+        now: Millis,
+        w: WorkerIdx,
+        task: Option<TaskKey>,
+        spec: Arc<KernelSpec>,
+        inputs: Vec<Bytes>,
+        kind: Kind,
+        deadline: Millis,
+    ) {
+        let Some(worker) = self.worker_mut(w) else { return };
+        let conn = worker.conn;
+        let load = worker.in_flight + 1;
+        // Task and ringer offers all wait `ack_timeout`: their deadlines come in order.
+        let in_fifo = !matches!(kind, Kind::Benchmark { .. }) && deadline == now + self.cfg.ack_timeout;
+        let assignment = Assignment {
+            task,
+            spec: Arc::clone(&spec),
+            worker: w,
+            life: TaskLifecycle::new(now),
+            offered: now,
+            deadline,
+            in_fifo,
+            kind,
+        };
+        let aid = self.assignments.insert(self.ids.next(), assignment);
+        if let Some(worker) = self.worker_mut(w) {
+            worker.live.push(aid);
+        }
+        self.set_load(w, load);
+        let (job, task_id, (input_digest, input_check)) = match task.and_then(|t| self.tasks.get_mut(t)) {
+            Some(t) => {
+                t.live.push(aid);
+                (t.job, t.id, (t.input_digest, u128::from_le_bytes(t.input_check)))
+            }
+            // Ringers and benchmarks get a fresh id so they look like any task.
+            None => (JobId::from_bytes([0; 16]), TaskId::from_bytes(self.ids.next()), input_ids(&inputs)),
+        };
+        let offer = TaskOffer {
+            assignment: aid,
+            task: task_id,
+            job,
+            kernel: spec,
+            inputs: inputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
+            input_digest,
+            input_check,
+            deadline_ms: deadline.since(now).0,
+        };
+        if in_fifo {
+            self.ack_fifo.push_back((deadline, aid));
+        } else {
+            self.deadlines.insert((deadline, aid));
+        }
+        self.stats.offers += 1;
+        self.send(conn, Message::TaskOffer(offer), inputs);
+    }
+
+    /// Execution deadline from the kernel's cost and the worker's speed.
+    pub(super) fn exec_deadline(&self, now: Millis, a: &Assignment) -> Millis {
+        let mflops = match self.worker(a.worker).map(|w| &w.state) {
+            Some(WorkerState::Active { mflops, .. }) => *mflops,
+            _ => self.cfg.profile.min_mflops,
+        }
+        .max(1);
+        let expected_ms = a.spec.ops() / (mflops * 1_000);
+        let budget = Millis(expected_ms.saturating_mul(self.cfg.exec_slack_pct) / 100);
+        now + budget.max(self.cfg.exec_timeout_floor)
+    }
+
+    /// Whether the assignment belongs to worker `w` and is still open.
+    pub(super) fn owns(&self, w: WorkerIdx, aid: AssignmentId) -> bool {
+        self.assignments.get(&aid).is_some_and(|a| a.worker == w && !a.life.status().is_terminal())
+    }
+
+    pub(super) fn stale(&mut self, conn: ConnId, aid: AssignmentId) {
+        self.stats.stale_results += 1;
+        let message = "unknown or expired assignment".to_owned();
+        self.send(
+            conn,
+            Message::Error(ErrorMessage { code: ErrorCode::UnknownAssignment, assignment: Some(aid), message }),
+            vec![],
+        );
+    }
+
+    pub(super) fn on_ack(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, aid: AssignmentId) {
+        let new_deadline = match self.assignments.get(&aid) {
+            Some(a) if a.worker == w && !a.life.status().is_terminal() => self.exec_deadline(now, a),
+            _ => return self.stale(conn, aid),
+        };
+        let Some(a) = self.assignments.get_mut(&aid) else { return };
+        if a.life.accept(now).and_then(|()| a.life.start(now)).is_err() {
+            return;
+        }
+        if !a.in_fifo {
+            self.deadlines.remove(&(a.deadline, aid));
+        }
+        a.in_fifo = false;
+        a.deadline = new_deadline;
+        self.deadlines.insert((new_deadline, aid));
+    }
+
+    pub(super) fn on_decline(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, aid: AssignmentId, reason: &str) {
+        if !self.owns(w, aid) {
+            return self.stale(conn, aid);
+        }
+        if let Some(a) = self.assignments.get_mut(&aid) {
+            let _ = a.life.decline(now, reason);
+        }
+        self.release(now, aid, &Release::Declined(reason));
+    }
+
+    pub(super) fn on_failure(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, aid: AssignmentId, why: &str) {
+        if !self.owns(w, aid) {
+            return self.stale(conn, aid);
+        }
+        let id = self.worker(w).map(|x| x.id.to_string()).unwrap_or_default();
+        self.release(now, aid, &Release::Failed(&format!("{id}: {why}")));
+    }
+
+    /// Ends an open assignment without a result: frees the worker's slot,
+    /// tells the worker when it should stop, records harm against the task
+    /// (poison guard) and re-queues the replica, as `how` says.
+    pub(super) fn release(&mut self, now: Millis, aid: AssignmentId, how: &Release<'_>) {
+        let Some(mut a) = self.assignments.remove(&aid) else { return };
+        if !a.in_fifo {
+            self.deadlines.remove(&(a.deadline, aid));
+        }
+        if !a.life.status().is_terminal() {
+            let _ = a.life.cancel(now, how.reason());
+        }
+        if let Some(worker) = self.worker_mut(a.worker) {
+            remove_item(&mut worker.live, &aid);
+            let (conn, load) = (worker.conn, worker.in_flight.saturating_sub(1));
+            self.set_load(a.worker, load);
+            if how.tells_worker() {
+                let reason = how.reason().to_owned();
+                self.send(conn, Message::Cancel(Cancel { assignment: aid, reason }), vec![]);
+            }
+        }
+        let Some(tid) = a.task else {
+            // A benchmark that was not completed refuses the worker.
+            if matches!(a.kind, Kind::Benchmark { .. }) && !matches!(how, Release::Left { .. }) {
+                if let Some((conn, id)) = self.worker(a.worker).map(|w| (w.conn, w.id.clone())) {
+                    self.refuse(
+                        conn,
+                        Some(id),
+                        ErrorCode::Refused,
+                        format!("benchmark not completed: {}", how.reason()),
+                    );
+                }
+            }
+            return;
+        };
+        let num = self.worker(a.worker).map_or(u32::MAX, |w| w.num);
+        let Some(t) = self.tasks.get_mut(tid) else { return };
+        remove_item(&mut t.live, &aid);
+        if t.phase != TaskPhase::Pending || matches!(how, Release::Withdrawn(_)) {
+            return;
+        }
+        t.open_slots += 1;
+        if how.harms() {
+            let trouble = t.trouble.get_or_insert_with(Box::default);
+            trouble.failures.push(how.reason().to_owned());
+            if !trouble.harmed.contains(&num) {
+                trouble.harmed.push(num);
+            }
+        }
+        let harmed = t.trouble.as_ref().map_or(0, |x| x.harmed.len());
+        if harmed as u32 >= self.cfg.poison_threshold {
+            let reason = format!("poison: hung, crashed or lost {harmed} workers");
+            return self.dead_letter(tid, reason);
+        }
+        let key = t.ready_key();
+        self.ready.insert(key);
+    }
+
+    pub(super) fn time_out(&mut self, now: Millis, aid: AssignmentId) {
+        let Some(a) = self.assignments.get(&aid) else { return };
+        self.stats.timeouts += 1;
+        let executing = a.life.execute_started_at().is_some();
+        let id = self.worker(a.worker).map(|w| w.id.to_string()).unwrap_or_default();
+        let why = if executing { format!("{id}: execution timed out") } else { format!("{id}: no ack in time") };
+        self.release(now, aid, &Release::TimedOut { executing, why: &why });
+    }
+}

@@ -1,0 +1,132 @@
+//! Epochs and the glue to rewards: per-worker work of the open epoch,
+//! the records that let a restart resume it, stakes, and closing an epoch
+//! into an exact settlement.
+
+use crate::coordinator::recovery::{ns, OpenEpoch, WorkerRecordRef};
+use crate::coordinator::rewards::{settle_epoch, EpochSettlement, EpochWork};
+use crate::ids::WorkerId;
+use crate::time::Millis;
+
+use super::registry::Reputation;
+use super::types::{Event, Output};
+use super::{encode_record, Coordinator, Map};
+
+#[derive(Debug)]
+pub(super) struct EpochState {
+    pub(super) number: u64,
+    pub(super) opened: Millis,
+    pub(super) verified: u64,
+    pub(super) work: Map<WorkerId, EpochWork>,
+    pub(super) carried: u128,
+    pub(super) forfeited: u128,
+    pub(super) history: Vec<EpochSettlement>,
+}
+
+/// The workers whose records must be written at the end of the round, in
+/// the order they were first touched (deterministic on every platform,
+/// and no sort per round).
+#[derive(Debug, Default)]
+pub(super) struct DirtyWorkers {
+    pub(super) order: Vec<WorkerId>,
+    pub(super) seen: std::collections::HashSet<WorkerId, foldhash::fast::FixedState>,
+}
+
+impl DirtyWorkers {
+    pub(super) fn insert(&mut self, id: WorkerId) {
+        // One hash per call; the clone is a reference count.
+        if self.seen.insert(id.clone()) {
+            self.order.push(id);
+        }
+    }
+
+    /// The workers touched since the last call, in first-touch order.
+    pub(super) fn take(&mut self) -> Vec<WorkerId> {
+        self.seen.clear();
+        std::mem::take(&mut self.order)
+    }
+}
+
+impl Coordinator {
+    /// Records the reputation and open-epoch work of every worker touched
+    /// this round, and the open epoch's counters, so a restart resumes them.
+    pub(super) fn flush_worker_records(&mut self) {
+        let (none, idle) = (Reputation::default(), EpochWork::default());
+        for id in self.dirty.take() {
+            let record = WorkerRecordRef {
+                reputation: self.reputation.get(&id).unwrap_or(&none),
+                epoch: self.epoch.number,
+                work: self.epoch.work.get(&id).unwrap_or(&idle),
+            };
+            self.ledger.put(ns::WORKER_STATE, id.as_str().as_bytes().to_vec(), encode_record(&record));
+        }
+        if std::mem::take(&mut self.epoch_dirty) {
+            let open = OpenEpoch {
+                number: self.epoch.number,
+                verified: self.epoch.verified,
+                carried: self.epoch.carried,
+                forfeited: self.epoch.forfeited,
+            };
+            self.ledger.put(ns::EPOCH_OPEN, Vec::new(), encode_record(&open));
+        }
+    }
+
+    /// Sets a worker's stake (base units).
+    pub fn set_stake(&mut self, worker: &WorkerId, stake: u128) {
+        self.reputation.entry(worker.clone()).or_default().stake = stake;
+        self.epoch.work.entry(worker.clone()).or_default().stake = stake;
+        self.dirty.insert(worker.clone());
+    }
+
+    /// Closes the current epoch now (e.g. at shutdown or on operator request).
+    pub fn close_epoch(&mut self, now: Millis) {
+        self.maybe_close_epoch(now, true);
+        self.flush_worker_records();
+        if let Some(diff) = self.ledger.seal() {
+            self.outputs.push_back(Output::Persist(diff));
+        }
+        self.outputs.extend(self.staged.drain(..));
+    }
+
+    pub(super) fn maybe_close_epoch(&mut self, now: Millis, force: bool) {
+        let by_count = self.cfg.epoch.every_verified_tasks.is_some_and(|n| self.epoch.verified >= n.max(1));
+        let by_time =
+            self.cfg.epoch.every.is_some_and(|d| now.since(self.epoch.opened) >= d.max(Millis::from_secs(30)));
+        if !(force || by_count || by_time) {
+            return;
+        }
+        let s = settle_epoch(
+            &self.cfg.rewards,
+            self.epoch.number,
+            self.epoch.carried,
+            self.epoch.forfeited,
+            &self.epoch.work.iter().map(|(w, e)| (w.clone(), e.clone())).collect(),
+        );
+        self.epoch_dirty = true;
+        // In id order, so the closing round's records do not follow the
+        // hash map's layout.
+        let mut worked: Vec<WorkerId> = self.epoch.work.keys().cloned().collect();
+        worked.sort_unstable();
+        for w in worked {
+            self.dirty.insert(w);
+        }
+        self.ledger.put(
+            ns::EPOCH,
+            self.epoch.number.to_be_bytes().to_vec(),
+            postcard::to_allocvec(&s).unwrap_or_default(),
+        );
+        self.epoch.number += 1;
+        self.epoch.opened = now;
+        self.epoch.verified = 0;
+        self.epoch.carried = s.carried_out;
+        self.epoch.forfeited = 0;
+        let mut stakes: Vec<(WorkerId, u128)> =
+            self.reputation.iter().filter(|(_, r)| r.stake > 0).map(|(w, r)| (w.clone(), r.stake)).collect();
+        stakes.sort();
+        self.epoch.work.clear();
+        for (w, stake) in stakes {
+            self.epoch.work.entry(w).or_default().stake = stake;
+        }
+        self.event(Event::EpochSettled(Box::new(s.clone())));
+        self.epoch.history.push(s);
+    }
+}

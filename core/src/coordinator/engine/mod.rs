@@ -1,0 +1,493 @@
+//! The coordinator state machine.
+//!
+//! Sans-I/O in the style of quinn-proto: the host feeds [`Input`]s with the
+//! time they happened ([`Coordinator::handle`]), submits and cancels jobs
+//! through methods, then drains [`Output`]s ([`Coordinator::poll_output`])
+//! and sleeps until [`Coordinator::next_wakeup`]. Within one call, the
+//! state diff of every durable change is emitted *before* any message that
+//! acknowledges it, so a host that writes `Persist` before sending never
+//! acknowledges something a crash could lose.
+//!
+//! This file holds the machine's state, the driving API (a round: inputs,
+//! then dispatch, epoch and records, then the sealed diff before the
+//! staged messages) and the queries. Each concern has a file of its own:
+//!
+//! - `types`: the public vocabulary (inputs, outputs, events, job specs,
+//!   views, errors);
+//! - `tasks`: the task slab, jobs, submission, restart, cancellation;
+//! - `registry`: connections, hellos, admission, load, departures;
+//! - `dispatch`: matching ready tasks with idle workers, offers, deadlines
+//!   and every way an assignment ends without a result;
+//! - `verification`: voting, escalation, acceptance and credit, shadow
+//!   checks, dead letters, slashing;
+//! - `epochs`: the open epoch's work and records, stakes, settlement.
+
+mod dispatch;
+mod epochs;
+mod registry;
+mod tasks;
+mod types;
+mod verification;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use smallvec::SmallVec;
+
+use crate::auth::MasterSecret;
+use crate::coordinator::config::CoordinatorConfig;
+use crate::coordinator::ledger::Ledger;
+use crate::coordinator::rewards::EpochSettlement;
+use crate::coordinator::slots::Slots;
+use crate::ids::{AssignmentId, JobId, TaskId, WorkerId};
+use crate::kernels::KernelSpec;
+use crate::rng::SplitMix64;
+use crate::time::Millis;
+use crate::wire::{Envelope, Message};
+
+use self::dispatch::{Assignment, Ringer};
+use self::epochs::{DirtyWorkers, EpochState};
+pub(crate) use self::registry::Reputation;
+use self::registry::{Conn, Worker, WorkerIdx, WorkerState};
+use self::tasks::{Job, TaskKey, TaskSlab};
+pub use self::types::{
+    ConnId, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output, PreparedJob,
+    ShadowStats, SubmitError, TaskPhase, TaskSpec, VerifiedResult, WorkerView,
+};
+
+/// Hash maps with a fixed hasher: deterministic, no OS randomness (and
+/// nothing depends on their iteration order: what is written or paid
+/// from them is sorted first). foldhash rather than SipHash: worker ids
+/// are hashed several times per replica. Neither is keyed by a secret,
+/// so neither resists chosen collisions any better; ids of peers are
+/// capped in length and number.
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// Maps keyed by ids this coordinator generated from its entropy: the key
+/// bytes are already uniformly random and peers cannot choose them, so the
+/// hash is a cheap fold of the bytes (lookups of peer-sent unknown ids
+/// only miss).
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Folds the bytes of a random id into 64 bits.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+}
+
+/// A ledger record's bytes: small records (most of them, written on every
+/// verified task) are encoded on the stack and copied once into a vector
+/// of their exact size, instead of growing a vector step by step.
+fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut buf = [0u8; 512];
+    match postcard::to_slice(record, &mut buf) {
+        Ok(bytes) => bytes.to_vec(),
+        Err(_) => postcard::to_allocvec(record).unwrap_or_default(),
+    }
+}
+
+/// Removes `item` from an unordered list: stops at the match and moves
+/// one element, instead of scanning and shifting the whole list.
+fn remove_item<A: smallvec::Array>(list: &mut SmallVec<A>, item: &A::Item)
+where
+    A::Item: PartialEq,
+{
+    if let Some(i) = list.iter().position(|x| x == item) {
+        list.swap_remove(i);
+    }
+}
+
+/// Generates 16-byte ids from host-provided entropy (two independent
+/// 64-bit streams: ids stay unique across coordinators).
+#[derive(Debug)]
+struct IdGen(SplitMix64, SplitMix64);
+
+impl IdGen {
+    fn next(&mut self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.0.next_u64().to_le_bytes());
+        b[8..].copy_from_slice(&self.1.next_u64().to_le_bytes());
+        b
+    }
+}
+
+/// How often housekeeping (eviction, hello deadlines, epoch by time) runs.
+const HOUSEKEEPING: Millis = Millis(1_000);
+
+/// Size of the ringer pool.
+const RINGERS: usize = 16;
+
+/// The coordinator.
+#[derive(Debug)]
+pub struct Coordinator {
+    cfg: CoordinatorConfig,
+    secret: Option<MasterSecret>,
+    ids: IdGen,
+    rng: SplitMix64,
+    conns: IdMap<ConnId, Conn>,
+    workers: Vec<Option<Worker>>,
+    free_slots: Vec<WorkerIdx>,
+    by_id: Map<WorkerId, WorkerIdx>,
+    reputation: Map<WorkerId, Reputation>,
+    /// Undecided tasks holding a result of each worker, connected or not
+    /// (so a liar who left is still slashed and its votes withdrawn).
+    undecided: IdMap<u32, SmallVec<[TaskKey; 4]>>,
+    /// Stable numbers of worker ids (see `Worker::num`).
+    worker_nums: Map<WorkerId, u32>,
+    /// The next number to give (numbers are never reused).
+    next_worker_num: u32,
+    /// Active workers with room, by load.
+    idle: BTreeSet<(u32, WorkerIdx)>,
+    jobs: IdMap<JobId, Job>,
+    tasks: TaskSlab,
+    ready: BTreeSet<(Reverse<u8>, TaskKey)>,
+    queued_tasks: usize,
+    /// Unfinished jobs by expiry.
+    open_jobs: BTreeSet<(Millis, JobId)>,
+    assignments: Slots<Assignment>,
+    deadlines: BTreeSet<(Millis, AssignmentId)>,
+    /// Acknowledgement deadlines of offers: all `now + ack_timeout`, so they
+    /// arrive in order and a FIFO holds them; entries of assignments that
+    /// were acknowledged or ended are skipped lazily.
+    ack_fifo: VecDeque<(Millis, AssignmentId)>,
+    ringers: Vec<Ringer>,
+    dead_letters: Vec<DeadLetter>,
+    ledger: Ledger,
+    epoch: EpochState,
+    /// Workers whose reputation or epoch work changed this round.
+    dirty: DirtyWorkers,
+    /// The open epoch's counters changed this round.
+    epoch_dirty: bool,
+    stats: CoordinatorStats,
+    shadow: ShadowStats,
+    next_housekeeping: Millis,
+    staged: Vec<Output>,
+    outputs: VecDeque<Output>,
+    started: bool,
+}
+
+impl Coordinator {
+    /// A coordinator with this configuration, worker secret (None: tokens
+    /// are not checked) and 32 bytes of host entropy (ids, ringer inputs).
+    pub fn new(cfg: CoordinatorConfig, secret: Option<MasterSecret>, entropy: [u8; 32]) -> Self {
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&entropy[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        let mut rng = SplitMix64::new(word(2) ^ word(3).rotate_left(17));
+        let ringers = (0..RINGERS)
+            .map(|i| {
+                let spec = Arc::new(if i % 2 == 0 {
+                    KernelSpec::Sha256(crate::kernels::Sha256Params { count: 4, message_len: 32 })
+                } else {
+                    KernelSpec::Mandelbrot(crate::kernels::MandelbrotParams::from_plane(
+                        8,
+                        8,
+                        -2.0 + (i as f64) * 0.1,
+                        -1.0,
+                        0.05,
+                        64,
+                    ))
+                });
+                let inputs: Vec<Bytes> = spec.seeded_inputs(rng.next_u64()).into_iter().map(Bytes::from).collect();
+                let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+                let expected = Arc::new(spec.run_cpu(&refs).unwrap_or_default());
+                Ringer { spec, inputs, expected }
+            })
+            .collect();
+        Coordinator {
+            secret,
+            ids: IdGen(SplitMix64::new(word(0)), SplitMix64::new(word(1))),
+            rng,
+            conns: IdMap::default(),
+            workers: Vec::new(),
+            free_slots: Vec::new(),
+            by_id: Map::default(),
+            reputation: Map::default(),
+            undecided: IdMap::default(),
+            worker_nums: Map::default(),
+            next_worker_num: 0,
+            idle: BTreeSet::new(),
+            jobs: IdMap::default(),
+            tasks: TaskSlab {
+                prefix: SplitMix64::new(word(1) ^ 0x5441_534B).next_u64().to_le_bytes(),
+                ..TaskSlab::default()
+            },
+            ready: BTreeSet::new(),
+            queued_tasks: 0,
+            open_jobs: BTreeSet::new(),
+            assignments: Slots::default(),
+            deadlines: BTreeSet::new(),
+            ack_fifo: VecDeque::new(),
+            ringers,
+            dead_letters: Vec::new(),
+            ledger: Ledger::default(),
+            epoch: EpochState {
+                number: 0,
+                opened: Millis::ZERO,
+                verified: 0,
+                work: Map::default(),
+                carried: 0,
+                forfeited: 0,
+                history: Vec::new(),
+            },
+            dirty: DirtyWorkers::default(),
+            epoch_dirty: false,
+            stats: CoordinatorStats::default(),
+            shadow: ShadowStats::default(),
+            next_housekeeping: Millis::ZERO,
+            staged: Vec::new(),
+            outputs: VecDeque::new(),
+            started: false,
+            cfg,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.cfg
+    }
+
+    /// Feeds one input that happened at `now`.
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        self.handle_batch(now, std::iter::once(input));
+    }
+
+    /// Feeds several inputs that happened at `now` as one round: one
+    /// dispatch pass and one state diff for all of them (group commit),
+    /// which is how a host that reads many frames at once should call it.
+    pub fn handle_batch(&mut self, now: Millis, inputs: impl IntoIterator<Item = Input>) {
+        self.start(now);
+        for input in inputs {
+            match input {
+                Input::Connected { conn, origin } => {
+                    self.conns.insert(conn, Conn { origin, worker: None, opened: now });
+                }
+                Input::Received { conn, envelope } => self.on_envelope(now, conn, envelope),
+                Input::Disconnected { conn } => self.on_disconnect(now, conn, "connection closed"),
+                Input::Tick => self.on_tick(now),
+            }
+        }
+        self.finish_round(now);
+    }
+
+    /// The next output to perform, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the host must call `handle(_, Input::Tick)` at the latest.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        let mut t = self.next_housekeeping;
+        if let Some((d, _)) = self.deadlines.first() {
+            t = t.min(*d);
+        }
+        if let Some((d, _)) = self.ack_fifo.front() {
+            t = t.min(*d);
+        }
+        Some(t)
+    }
+
+    fn start(&mut self, now: Millis) {
+        if !self.started {
+            self.started = true;
+            self.epoch.opened = now;
+            self.next_housekeeping = now + HOUSEKEEPING;
+        }
+    }
+
+    fn finish_round(&mut self, now: Millis) {
+        // Drop acknowledgement deadlines that no longer matter from the front.
+        while let Some((_, aid)) = self.ack_fifo.front() {
+            if self.assignments.get(aid).is_some_and(|a| a.in_fifo) {
+                break;
+            }
+            self.ack_fifo.pop_front();
+        }
+        self.dispatch(now);
+        self.maybe_close_epoch(now, false);
+        self.flush_worker_records();
+        if let Some(diff) = self.ledger.seal() {
+            self.outputs.push_back(Output::Persist(diff));
+        }
+        self.outputs.extend(self.staged.drain(..));
+    }
+
+    fn send(&mut self, conn: ConnId, message: Message, attachments: Vec<Bytes>) {
+        self.staged.push(Output::Send { conn, envelope: Envelope { message, attachments } });
+    }
+
+    fn event(&mut self, e: Event) {
+        self.staged.push(Output::Event(e));
+    }
+
+    /// A job's progress.
+    pub fn job_progress(&self, job: JobId) -> Option<&JobProgress> {
+        self.jobs.get(&job).map(|j| &j.progress)
+    }
+
+    /// A job's task ids, in submission order.
+    pub fn job_tasks(&self, job: JobId) -> Option<&[TaskId]> {
+        self.jobs.get(&job).map(|j| j.tasks.as_slice())
+    }
+
+    /// A task's phase.
+    pub fn task_phase(&self, task: TaskId) -> Option<TaskPhase> {
+        self.tasks.key_of(task).and_then(|k| self.tasks.get(k)).map(|t| t.phase)
+    }
+
+    /// A task's accepted result.
+    pub fn task_result(&self, task: TaskId) -> Option<&VerifiedResult> {
+        self.tasks.key_of(task).and_then(|k| self.tasks.get(k)).and_then(|t| t.verified.as_deref())
+    }
+
+    /// The dead-letter queue.
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.dead_letters
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &CoordinatorStats {
+        &self.stats
+    }
+
+    /// Shadow-mode statistics.
+    pub fn shadow(&self) -> &ShadowStats {
+        &self.shadow
+    }
+
+    /// Closed epochs.
+    pub fn epochs(&self) -> &[EpochSettlement] {
+        &self.epoch.history
+    }
+
+    /// Jobs with tasks still pending.
+    pub fn open_job_count(&self) -> usize {
+        self.open_jobs.len()
+    }
+
+    /// Tasks waiting for a replica or a result.
+    pub fn pending_tasks(&self) -> usize {
+        self.queued_tasks
+    }
+
+    /// Every connected worker.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.workers
+            .iter()
+            .flatten()
+            .map(|w| WorkerView {
+                id: w.id.clone(),
+                class: w.class(),
+                mflops: match w.state {
+                    WorkerState::Active { mflops, .. } => Some(mflops),
+                    WorkerState::Profiling => None,
+                },
+                credibility_ppm: self.credibility(&w.id),
+                in_flight: w.in_flight,
+                agreed: self.reputation.get(&w.id).map_or(0, |r| r.agreed),
+                last_seen: w.last_seen,
+                slashed: self.reputation.get(&w.id).is_some_and(|r| r.slashed),
+                epoch_accuracy_ppm: self
+                    .epoch
+                    .work
+                    .get(&w.id)
+                    .filter(|e| e.agreed + e.outvoted > 0)
+                    .map(crate::coordinator::rewards::EpochWork::accuracy_ppm),
+            })
+            .collect()
+    }
+
+    /// Credibility of a worker, ppm: `1 − f/(k+1)` after k agreements; 0 once slashed.
+    pub fn credibility(&self, worker: &WorkerId) -> u32 {
+        let r = self.reputation.get(worker).cloned().unwrap_or_default();
+        if r.slashed {
+            return 0;
+        }
+        let f = u64::from(self.cfg.credibility.assumed_fault_ppm);
+        (1_000_000 - (f / (r.agreed + 1)).min(1_000_000)) as u32
+    }
+
+    /// Task slots held in memory (released tasks free their slots a chunk
+    /// of 1024 at a time).
+    pub fn task_slots(&self) -> usize {
+        self.tasks.chunks.iter().flatten().map(|c| c.slots.len()).sum()
+    }
+
+    /// Worker ids the coordinator keeps books for (connected or not).
+    pub fn remembered_workers(&self) -> usize {
+        self.reputation.len()
+    }
+
+    fn on_tick(&mut self, now: Millis) {
+        while let Some(&(t, aid)) = self.ack_fifo.front() {
+            if t > now {
+                break;
+            }
+            self.ack_fifo.pop_front();
+            if self.assignments.get(&aid).is_some_and(|a| a.in_fifo && a.deadline == t) {
+                self.time_out(now, aid);
+            }
+        }
+        while let Some(&(t, aid)) = self.deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.deadlines.remove(&(t, aid));
+            self.time_out(now, aid);
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            self.housekeeping(now);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Millis) {
+        while let Some(&(expires, job)) = self.open_jobs.first() {
+            if expires > now {
+                break;
+            }
+            self.open_jobs.remove(&(expires, job));
+            let pending: Vec<TaskKey> = self.jobs.get(&job).map_or_else(Vec::new, |j| {
+                j.keys().filter(|k| self.tasks.get(*k).is_some_and(|t| t.phase == TaskPhase::Pending)).collect()
+            });
+            for tid in pending {
+                self.withdraw_live(now, tid, "task expired");
+                let reason = format!("not decided within {} s of submission", self.cfg.task_ttl.0 / 1000);
+                self.dead_letter(tid, reason);
+            }
+        }
+        let stale: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match c.worker.and_then(|i| self.worker(i)) {
+                Some(w) => now.since(w.last_seen) > self.cfg.stale_after,
+                None => now.since(c.opened) > self.cfg.ack_timeout,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in stale {
+            self.staged.push(Output::Close { conn, reason: "silent for too long".into() });
+            self.on_disconnect(now, conn, "silent for too long");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The worker registry: connections, hellos and tokens, admission by a
+//! timed benchmark, load bookkeeping for dispatch, departures, refusals
+//! and protocol violations. A worker's reputation lives here too, keyed by
+//! its id so it survives reconnects.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use crate::auth::verify_token;
+use crate::coordinator::profile::{benchmark_spec, classify, WorkerClass};
+use crate::coordinator::recovery::ns;
+use crate::ids::{AssignmentId, WorkerId};
+use crate::time::Millis;
+use crate::wire::message::{DeviceInfo, ErrorCode, ErrorMessage, Goodbye, Hello, HelloAuth, Welcome};
+use crate::wire::{Envelope, Message, PROTOCOL_VERSION};
+
+use super::dispatch::{Kind, Release};
+use super::types::{ConnId, Event, OriginKey, Output};
+use super::Coordinator;
+
+/// Reputation that survives reconnects (and, persisted in
+/// [`WorkerRecord`], restarts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reputation {
+    /// Verified agreements and passed ringers since joining.
+    pub(crate) agreed: u64,
+    /// Caught lying.
+    pub(crate) slashed: bool,
+    /// Stake held.
+    pub(crate) stake: u128,
+}
+
+pub(super) type WorkerIdx = u32;
+
+#[derive(Debug)]
+pub(super) enum WorkerState {
+    /// Running the benchmark.
+    Profiling,
+    /// Admitted.
+    Active { class: WorkerClass, mflops: u64 },
+}
+
+#[derive(Debug)]
+pub(super) struct Worker {
+    pub(super) id: WorkerId,
+    /// Stable number of this worker id (never reused, survives reconnects).
+    pub(super) num: u32,
+    pub(super) conn: ConnId,
+    pub(super) origin: OriginKey,
+    pub(super) device: DeviceInfo,
+    pub(super) state: WorkerState,
+    pub(super) capacity: u32,
+    pub(super) in_flight: u32,
+    pub(super) last_seen: Millis,
+    /// Assignments in flight (inline up to a typical worker depth: the
+    /// list is read on every result, and a separate allocation would be
+    /// one more cache miss).
+    pub(super) live: SmallVec<[AssignmentId; 16]>,
+}
+
+impl Worker {
+    pub(super) fn class(&self) -> Option<WorkerClass> {
+        match self.state {
+            WorkerState::Active { class, .. } => Some(class),
+            WorkerState::Profiling => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) origin: OriginKey,
+    pub(super) worker: Option<WorkerIdx>,
+    pub(super) opened: Millis,
+}
+
+impl Coordinator {
+    pub(super) fn refuse(&mut self, conn: ConnId, worker: Option<WorkerId>, code: ErrorCode, reason: String) {
+        self.send(conn, Message::Error(ErrorMessage { code, assignment: None, message: reason.clone() }), vec![]);
+        self.send(conn, Message::Goodbye(Goodbye { reason: reason.clone() }), vec![]);
+        self.staged.push(Output::Close { conn, reason: reason.clone() });
+        self.event(Event::WorkerRefused { worker, reason });
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(w) = c.worker {
+                self.remove_worker(w);
+            }
+        }
+    }
+
+    pub(super) fn on_envelope(&mut self, now: Millis, conn: ConnId, env: Envelope) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let widx = c.worker;
+        if let Some(w) = widx.and_then(|i| self.worker_mut(i)) {
+            w.last_seen = now;
+        }
+        match (env.message, widx) {
+            (Message::Hello(h), None) => self.on_hello(now, conn, *h),
+            (Message::Hello(_), Some(_)) => self.violation(now, conn, "second hello"),
+            (_, None) => self.violation(now, conn, "the first message must be a hello"),
+            (Message::TaskAck(a), Some(w)) => self.on_ack(now, conn, w, a.assignment),
+            (Message::TaskDecline(d), Some(w)) => self.on_decline(now, conn, w, d.assignment, &d.reason),
+            (Message::TaskResult(r), Some(w)) => self.on_result(now, conn, w, &r, env.attachments),
+            (Message::Error(e), Some(w)) => {
+                if let Some(a) = e.assignment {
+                    self.on_failure(now, conn, w, a, &format!("{:?}: {}", e.code, e.message));
+                }
+            }
+            (Message::Progress(_) | Message::Heartbeat(_), Some(_)) => {}
+            (Message::Goodbye(g), Some(_)) => self.on_disconnect(now, conn, &format!("goodbye: {}", g.reason)),
+            (Message::Welcome(_) | Message::TaskOffer(_) | Message::Cancel(_), Some(_)) => {
+                self.violation(now, conn, "workers do not send welcome, offers or cancels");
+            }
+        }
+    }
+
+    pub(super) fn violation(&mut self, now: Millis, conn: ConnId, why: &str) {
+        self.send(
+            conn,
+            Message::Error(ErrorMessage { code: ErrorCode::Malformed, assignment: None, message: why.into() }),
+            vec![],
+        );
+        self.staged.push(Output::Close { conn, reason: why.into() });
+        self.on_disconnect(now, conn, why);
+    }
+
+    pub(super) fn on_hello(&mut self, now: Millis, conn: ConnId, h: Hello) {
+        if h.protocol_version != PROTOCOL_VERSION {
+            let why = format!("protocol version {} is not {PROTOCOL_VERSION}", h.protocol_version);
+            return self.refuse(conn, Some(h.worker_id), ErrorCode::ProtocolVersion, why);
+        }
+        let id = match (&h.auth, &self.secret) {
+            (HelloAuth::Guest, _) if self.cfg.allow_guests => WorkerId::guest(self.ids.next()),
+            (HelloAuth::Guest, _) => {
+                return self.refuse(conn, Some(h.worker_id), ErrorCode::Unauthorized, "guests are not allowed".into());
+            }
+            (HelloAuth::Token(t), Some(secret)) => {
+                if let Err(e) = verify_token(secret, &h.worker_id, t) {
+                    return self.refuse(conn, Some(h.worker_id), ErrorCode::Unauthorized, e.to_string());
+                }
+                h.worker_id.clone()
+            }
+            (HelloAuth::Token(_), None) => h.worker_id.clone(),
+        };
+        if self.reputation.get(&id).is_some_and(|r| r.slashed) {
+            return self.refuse(conn, Some(id), ErrorCode::Refused, "slashed for returning wrong results".into());
+        }
+        if let Some(&old) = self.by_id.get(&id) {
+            // A reconnect replaces the old connection.
+            let old_conn = self.worker_mut(old).map(|w| w.conn);
+            if let Some(oc) = old_conn {
+                self.staged.push(Output::Close { conn: oc, reason: "replaced by a new connection".into() });
+                self.on_disconnect(now, oc, "replaced by a new connection");
+            }
+        } else if self.by_id.len() >= self.cfg.max_workers {
+            let why = format!("at capacity ({} workers)", self.cfg.max_workers);
+            return self.refuse(conn, Some(id), ErrorCode::Busy, why);
+        }
+        let Some(origin) = self.conns.get(&conn).map(|c| c.origin) else { return };
+        let next = self.next_worker_num;
+        let num = *self.worker_nums.entry(id.clone()).or_insert_with(|| next);
+        if num == next {
+            self.next_worker_num += 1;
+        }
+        let worker = Worker {
+            id: id.clone(),
+            num,
+            conn,
+            origin,
+            device: h.device,
+            state: WorkerState::Profiling,
+            capacity: u32::from(h.max_concurrent.clamp(1, self.cfg.worker_queue.max(1))),
+            in_flight: 0,
+            last_seen: now,
+            live: SmallVec::new(),
+        };
+        let idx = match self.free_slots.pop() {
+            Some(i) => {
+                self.workers[i as usize] = Some(worker);
+                i
+            }
+            None => {
+                self.workers.push(Some(worker));
+                (self.workers.len() - 1) as WorkerIdx
+            }
+        };
+        self.by_id.insert(id.clone(), idx);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.worker = Some(idx);
+        }
+        self.reputation.entry(id.clone()).or_default();
+        self.send(
+            conn,
+            Message::Welcome(Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                worker_id: id,
+                heartbeat_interval_ms: self.cfg.heartbeat_interval.0 as u32,
+                max_frame_payload: self.cfg.max_frame_payload,
+            }),
+            vec![],
+        );
+        // The benchmark: fresh inputs, answer computed here, timed here.
+        let spec = Arc::new(benchmark_spec(&self.cfg.profile));
+        let inputs: Vec<Bytes> = spec.seeded_inputs(self.rng.next_u64()).into_iter().map(Bytes::from).collect();
+        let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+        let expected = Arc::new(spec.run_cpu(&refs).unwrap_or_default());
+        let flops = spec.ops();
+        let deadline = now + self.cfg.ack_timeout + self.cfg.exec_timeout_floor.max(Millis::from_secs(60));
+        self.offer(now, idx, None, spec, inputs, Kind::Benchmark { expected, flops }, deadline);
+    }
+
+    pub(super) fn worker_mut(&mut self, idx: WorkerIdx) -> Option<&mut Worker> {
+        self.workers.get_mut(idx as usize).and_then(Option::as_mut)
+    }
+
+    pub(super) fn worker(&self, idx: WorkerIdx) -> Option<&Worker> {
+        self.workers.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    /// Re-indexes a worker in the idle set after its load changed.
+    pub(super) fn set_load(&mut self, idx: WorkerIdx, in_flight: u32) {
+        let Some(w) = self.worker_mut(idx) else { return };
+        let (old, cap, active) = (w.in_flight, w.capacity, matches!(w.state, WorkerState::Active { .. }));
+        w.in_flight = in_flight;
+        self.idle.remove(&(old, idx));
+        if active && in_flight < cap {
+            self.idle.insert((in_flight, idx));
+        }
+    }
+
+    pub(super) fn remove_worker(&mut self, idx: WorkerIdx) {
+        let Some(w) = self.workers.get_mut(idx as usize).and_then(Option::take) else { return };
+        self.idle.remove(&(w.in_flight, idx));
+        self.by_id.remove(&w.id);
+        self.free_slots.push(idx);
+    }
+
+    pub(super) fn on_disconnect(&mut self, now: Millis, conn: ConnId, why: &str) {
+        let Some(c) = self.conns.remove(&conn) else { return };
+        let Some(idx) = c.worker else { return };
+        let Some(w) = self.worker(idx) else { return };
+        let (id, live, num) = (w.id.clone(), w.live.clone(), w.num);
+        for aid in live {
+            let executing = self.assignments.get(&aid).is_some_and(|a| a.life.execute_started_at().is_some());
+            self.stats.requeued_on_leave += 1;
+            let reason = format!("{id} left ({why})");
+            self.release(now, aid, &Release::Left { executing, why: &reason });
+        }
+        self.remove_worker(idx);
+        self.forget_guest(&id, num);
+        self.event(Event::WorkerLeft { worker: id, reason: why.into() });
+    }
+
+    /// A guest never comes back under the same id, so once it left with no
+    /// undecided result its bookkeeping goes (otherwise tabs connecting and
+    /// leaving would grow the coordinator's memory without bound). Its
+    /// epoch earnings stay until the epoch closes.
+    pub(super) fn forget_guest(&mut self, id: &WorkerId, num: u32) {
+        if !id.as_str().starts_with("guest-") || self.undecided.get(&num).is_some_and(|l| !l.is_empty()) {
+            return;
+        }
+        self.undecided.remove(&num);
+        self.worker_nums.remove(id);
+        if self.reputation.get(id).is_some_and(|r| !r.slashed) {
+            self.reputation.remove(id);
+        }
+    }
+
+    pub(super) fn admit(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, correct: bool, measured: u64) {
+        let Some(worker) = self.worker(w) else { return };
+        let id = worker.id.clone();
+        if !correct {
+            return self.refuse(
+                conn,
+                Some(id),
+                ErrorCode::Refused,
+                crate::coordinator::profile::Refusal::WrongAnswer.to_string(),
+            );
+        }
+        let alloc = worker.device.max_buffer_bytes;
+        match classify(&self.cfg.profile, measured, alloc) {
+            Ok(p) => {
+                let class = WorkerClass { backend: worker.device.backend, tier: p.tier };
+                if let Some(worker) = self.worker_mut(w) {
+                    worker.state = WorkerState::Active { class, mflops: p.mflops };
+                }
+                let load = self.worker(w).map_or(0, |x| x.in_flight);
+                self.set_load(w, load);
+                let rec = postcard::to_allocvec(&(class, p.mflops, now)).unwrap_or_default();
+                self.ledger.put(ns::WORKER, id.as_str().as_bytes().to_vec(), rec);
+                self.event(Event::WorkerAdmitted { worker: id, class, mflops: p.mflops });
+            }
+            Err(refusal) => self.refuse(conn, Some(id), ErrorCode::Refused, refusal.to_string()),
+        }
+    }
+}

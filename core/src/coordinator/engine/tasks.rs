@@ -1,0 +1,487 @@
+//! Jobs and their tasks: the slab that stores tasks in submission order,
+//! submission (validation, the durable job record), restart from stored
+//! records, cancellation, forgetting finished jobs, and the end of a task.
+
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::auth::MasterSecret;
+use crate::coordinator::config::CoordinatorConfig;
+use crate::coordinator::ledger::Ledger;
+use crate::coordinator::profile::{Tier, WorkerClass};
+use crate::coordinator::recovery::{ns, EndedTask, JobRecord, Snapshot, StoredInputs, TaskRecord, INPUTS_APART};
+use crate::coordinator::rewards::EpochWork;
+use crate::digest::Digest;
+use crate::ids::{AssignmentId, JobId, TaskId};
+use crate::kernels::KernelSpec;
+use crate::time::Millis;
+
+use super::types::{
+    DeadLetter, Event, JobProgress, JobSpec, OriginKey, PreparedJob, SubmitError, TaskPhase, VerifiedResult,
+};
+use super::verification::{forget_undecided, ReplicaResult};
+use super::{encode_record, Coordinator};
+
+/// A task's place in the [`TaskSlab`]: its submission sequence number.
+pub(super) type TaskKey = u64;
+
+/// Tasks per slab chunk.
+pub(super) const CHUNK: usize = 1024;
+
+/// A block of consecutive tasks, freed as a whole once all are released.
+#[derive(Debug)]
+pub(super) struct Chunk {
+    pub(super) slots: Vec<Option<Task>>,
+    pub(super) live: usize,
+}
+
+/// Tasks stored in submission order, in chunks of 1024. Dispatch walks tasks
+/// in that order and jobs finish roughly in it, so memory is touched
+/// sequentially (a hash map would scatter a million tasks over the heap and
+/// miss the cache on every access); a chunk is freed as soon as all its
+/// tasks are released, so a long-running job only pins its own chunks.
+///
+/// A task id is this coordinator's 8-byte random prefix followed by the
+/// task's key, so ids stay globally unique while an id leads straight to
+/// its slot, with no index to maintain.
+#[derive(Debug, Default)]
+pub(super) struct TaskSlab {
+    pub(super) prefix: [u8; 8],
+    /// Key of the first slot of `chunks[0]`.
+    pub(super) base: TaskKey,
+    pub(super) chunks: VecDeque<Option<Chunk>>,
+    pub(super) next: TaskKey,
+}
+
+impl TaskSlab {
+    pub(super) fn next_key(&self) -> TaskKey {
+        self.next
+    }
+
+    pub(super) fn id_for(&self, key: TaskKey) -> TaskId {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.prefix);
+        b[8..].copy_from_slice(&key.to_be_bytes());
+        TaskId::from_bytes(b)
+    }
+
+    pub(super) fn insert(&mut self, task: Task) -> TaskKey {
+        let key = self.next;
+        self.next += 1;
+        let full = self.chunks.back().is_none_or(|c| c.as_ref().is_none_or(|c| c.slots.len() == CHUNK));
+        if full {
+            self.chunks.push_back(Some(Chunk { slots: Vec::with_capacity(CHUNK), live: 0 }));
+        }
+        if let Some(Some(c)) = self.chunks.back_mut() {
+            c.slots.push(Some(task));
+            c.live += 1;
+        }
+        key
+    }
+
+    pub(super) fn locate(&self, key: TaskKey) -> Option<(usize, usize)> {
+        let off = usize::try_from(key.checked_sub(self.base)?).ok()?;
+        Some((off / CHUNK, off % CHUNK))
+    }
+
+    pub(super) fn get(&self, key: TaskKey) -> Option<&Task> {
+        let (c, i) = self.locate(key)?;
+        self.chunks.get(c)?.as_ref()?.slots.get(i)?.as_ref()
+    }
+
+    pub(super) fn get_mut(&mut self, key: TaskKey) -> Option<&mut Task> {
+        let (c, i) = self.locate(key)?;
+        self.chunks.get_mut(c)?.as_mut()?.slots.get_mut(i)?.as_mut()
+    }
+
+    pub(super) fn key_of(&self, id: TaskId) -> Option<TaskKey> {
+        let b = id.as_bytes();
+        if b[..8] != self.prefix {
+            return None;
+        }
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&b[8..]);
+        let key = u64::from_be_bytes(k);
+        self.get(key).is_some_and(|t| t.id == id).then_some(key)
+    }
+
+    pub(super) fn remove(&mut self, key: TaskKey) {
+        let Some((c, i)) = self.locate(key) else { return };
+        let Some(Some(chunk)) = self.chunks.get_mut(c) else { return };
+        if chunk.slots.get_mut(i).and_then(Option::take).is_none() {
+            return;
+        }
+        chunk.live -= 1;
+        if chunk.live == 0 && chunk.slots.len() == CHUNK {
+            self.chunks[c] = None;
+        }
+        while matches!(self.chunks.front(), Some(None)) {
+            self.chunks.pop_front();
+            self.base += CHUNK as u64;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Trouble {
+    pub(super) failures: Vec<String>,
+    pub(super) harmed: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub(super) struct Task {
+    pub(super) id: TaskId,
+    pub(super) key: TaskKey,
+    pub(super) job: JobId,
+    pub(super) spec: Arc<KernelSpec>,
+    /// Bytes a worker must hold (inputs + outputs).
+    pub(super) working_set: u64,
+    pub(super) inputs: Vec<Bytes>,
+    pub(super) input_digest: Digest,
+    /// [`Digest::check_of_parts`] of the inputs (what workers check), as
+    /// bytes: a `u128` field would align the whole task to 16 bytes.
+    pub(super) input_check: [u8; 16],
+    pub(super) quorum: u8,
+    pub(super) priority: u8,
+    pub(super) min_tier: Tier,
+    pub(super) phase: TaskPhase,
+    /// Replicas still to hand out.
+    pub(super) open_slots: u8,
+    /// Replicas in flight; inline for the usual redundancy (read on every
+    /// result: kept in the task's own cache lines).
+    pub(super) live: SmallVec<[AssignmentId; 2]>,
+    pub(super) results: Vec<ReplicaResult>,
+    /// Workers (and their origins) this task was ever given to (inline for
+    /// the usual redundancy, as `live`).
+    pub(super) tried: SmallVec<[(u32, OriginKey); 2]>,
+    pub(super) class: Option<WorkerClass>,
+    pub(super) attempts: u32,
+    /// Failures on the way and the workers they harmed (rare: boxed so a
+    /// queued task stays small).
+    pub(super) trouble: Option<Box<Trouble>>,
+    pub(super) escalated: bool,
+    pub(super) adaptive: bool,
+    pub(super) verified: Option<Box<VerifiedResult>>,
+}
+
+impl Task {
+    pub(super) fn ready_key(&self) -> (Reverse<u8>, TaskKey) {
+        (Reverse(self.priority), self.key)
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) progress: JobProgress,
+    pub(super) tasks: Vec<TaskId>,
+    /// The tasks' keys are `first .. first + tasks.len()`.
+    pub(super) first: TaskKey,
+    pub(super) expires: Millis,
+}
+
+impl Job {
+    pub(super) fn keys(&self) -> std::ops::Range<TaskKey> {
+        self.first..self.first + self.tasks.len() as u64
+    }
+}
+
+/// A task's inputs' digest (their name) and checksum (what a worker checks).
+pub(super) fn input_ids(inputs: &[Bytes]) -> (Digest, u128) {
+    let parts = || inputs.iter().map(|b| &b[..]);
+    (Digest::of_parts(parts()), Digest::check_of_parts(parts()))
+}
+
+impl Coordinator {
+    /// Position of a task in its job.
+    pub(super) fn index_of(&self, job: JobId, tid: TaskKey) -> u32 {
+        self.jobs.get(&job).map_or(0, |j| (tid - j.first) as u32)
+    }
+
+    /// Accepts a job: validates every task, records it durably (the
+    /// `Persist` output precedes anything else) and queues its tasks.
+    pub fn submit_job(&mut self, now: Millis, job: impl Into<PreparedJob>) -> Result<JobId, SubmitError> {
+        let PreparedJob { spec, ids: digests } = job.into();
+        self.start(now);
+        if spec.tasks.is_empty() {
+            return Err(SubmitError::Empty);
+        }
+        if self.queued_tasks + spec.tasks.len() > self.cfg.max_queued_tasks {
+            return Err(SubmitError::QueueFull { queued: self.queued_tasks, limit: self.cfg.max_queued_tasks });
+        }
+        let redundancy = spec.redundancy.unwrap_or(self.cfg.default_redundancy);
+        let quorum = spec.quorum.unwrap_or(redundancy);
+        if quorum == 0 || quorum > redundancy || redundancy > self.cfg.max_replicas {
+            return Err(SubmitError::Replication { redundancy, quorum, max: self.cfg.max_replicas });
+        }
+        for (index, t) in spec.tasks.iter().enumerate() {
+            let refs: Vec<&[u8]> = t.inputs.iter().map(|b| &b[..]).collect();
+            t.kernel
+                .validate()
+                .and_then(|()| t.kernel.check_inputs(&refs))
+                .map_err(|error| SubmitError::InvalidTask { index, error })?;
+        }
+        let job = JobId::from_bytes(self.ids.next());
+        // Each task's inputs were hashed once (`PreparedJob`): the digest
+        // that names them is also the key big inputs are stored under, and
+        // the ledger's chain commits to them through it (no second pass, no
+        // copy). Workers check the cheap checksum.
+        let mut stored_apart = BTreeSet::new();
+        let mut tasks = Vec::with_capacity(spec.tasks.len());
+        for (t, (digest, _)) in spec.tasks.iter().zip(&digests) {
+            let apart = t.inputs.iter().map(Bytes::len).sum::<usize>() >= INPUTS_APART;
+            if apart && stored_apart.insert(*digest) {
+                self.ledger.put_inputs(*digest, t.inputs.clone());
+            }
+            tasks.push(TaskRecord {
+                kernel: Cow::Borrowed(&t.kernel),
+                inputs: if apart {
+                    StoredInputs::Apart(*digest)
+                } else {
+                    StoredInputs::Inline(Cow::Borrowed(&t.inputs))
+                },
+            });
+        }
+        let record = JobRecord {
+            tasks,
+            redundancy: spec.redundancy,
+            quorum: spec.quorum,
+            priority: spec.priority,
+            min_tier: spec.min_tier,
+            allow_adaptive: spec.allow_adaptive,
+            submitted: now,
+        };
+        // Sized up front: the record holds the small inputs (a megabyte for a
+        // job of 10 000 tiny tasks), and a vector grown by doubling would
+        // copy them again and again.
+        let inline: usize = (record.tasks.iter())
+            .map(|t| match &t.inputs {
+                StoredInputs::Inline(inputs) => inputs.iter().map(|b| b.len() + 10).sum(),
+                StoredInputs::Apart(_) => 34,
+            })
+            .sum();
+        let value = postcard::to_extend(&record, Vec::with_capacity(64 + inline + 64 * record.tasks.len()));
+        self.ledger.put(ns::JOB, job.as_bytes().to_vec(), value.unwrap_or_default());
+        let n = spec.tasks.len() as u32;
+        self.insert_job(job, spec, digests, now + self.cfg.task_ttl, BTreeMap::new());
+        self.event(Event::JobAccepted { job, tasks: n });
+        self.finish_round(now);
+        Ok(job)
+    }
+
+    /// Creates a job's tasks: the ones in `ended` as they ended, the others
+    /// queued.
+    /// `digests` are the tasks' input digests and checksums, in order.
+    pub(super) fn insert_job(
+        &mut self,
+        job: JobId,
+        spec: JobSpec,
+        digests: Vec<(Digest, u128)>,
+        expires: Millis,
+        mut ended: BTreeMap<u32, EndedTask>,
+    ) {
+        let redundancy = spec.redundancy.unwrap_or(self.cfg.default_redundancy);
+        let quorum = spec.quorum.unwrap_or(redundancy);
+        let mut ids = Vec::with_capacity(spec.tasks.len());
+        let n = spec.tasks.len() as u32;
+        let mut progress = JobProgress { tasks: n, verified: 0, dead_lettered: 0, cancelled: 0 };
+        let mut first = None;
+        // Tasks of a job often share one kernel spec: share one allocation.
+        let mut last_spec: Option<Arc<KernelSpec>> = None;
+        for ((index, t), (input_digest, input_check)) in spec.tasks.into_iter().enumerate().zip(digests) {
+            let key = self.tasks.next_key();
+            let id = self.tasks.id_for(key);
+            first.get_or_insert(key);
+            let mut task = Task {
+                id,
+                key,
+                job,
+                working_set: t.kernel.working_set(),
+                spec: match &last_spec {
+                    Some(prev) if **prev == t.kernel => Arc::clone(prev),
+                    _ => {
+                        let spec = Arc::new(t.kernel);
+                        last_spec = Some(Arc::clone(&spec));
+                        spec
+                    }
+                },
+                inputs: t.inputs,
+                input_digest,
+                input_check: input_check.to_le_bytes(),
+                quorum,
+                priority: spec.priority,
+                min_tier: spec.min_tier,
+                phase: TaskPhase::Pending,
+                open_slots: redundancy,
+                live: SmallVec::new(),
+                results: Vec::new(),
+                tried: SmallVec::new(),
+                class: None,
+                attempts: 0,
+                trouble: None,
+                escalated: false,
+                adaptive: spec.allow_adaptive,
+                verified: None,
+            };
+            match ended.remove(&(index as u32)) {
+                None => {
+                    self.ready.insert(task.ready_key());
+                    self.queued_tasks += 1;
+                }
+                Some(end) => {
+                    task.inputs = Vec::new();
+                    task.open_slots = 0;
+                    match end {
+                        EndedTask::Verified(v) => {
+                            task.phase = TaskPhase::Verified;
+                            task.verified = Some(Box::new(v));
+                            progress.verified += 1;
+                        }
+                        EndedTask::DeadLettered(letter) => {
+                            task.phase = TaskPhase::DeadLettered;
+                            progress.dead_lettered += 1;
+                            self.dead_letters.push(DeadLetter { task: id, ..letter });
+                        }
+                    }
+                }
+            }
+            self.tasks.insert(task);
+            ids.push(id);
+        }
+        self.open_jobs.insert((expires, job));
+        self.jobs.insert(job, Job { progress, tasks: ids, first: first.unwrap_or(0), expires });
+    }
+
+    /// Rebuilds a coordinator after a restart from what it had stored (see
+    /// [`super::recovery`]). `now` is the host's clock; unfinished jobs
+    /// keep their deadline relative to when they were submitted, on the
+    /// condition that the host's clock continues the stored one (a host
+    /// keeps it monotonic across restarts by storing its last value).
+    pub fn recover(
+        cfg: CoordinatorConfig,
+        secret: Option<MasterSecret>,
+        entropy: [u8; 32],
+        now: Millis,
+        snapshot: Snapshot,
+    ) -> Self {
+        let mut c = Coordinator::new(cfg, secret, entropy);
+        c.start(now);
+        c.ledger = Ledger::resume(snapshot.ledger_height, snapshot.ledger_digest);
+        let open = snapshot.open_epoch.unwrap_or_default();
+        let next_after_history = snapshot.history.keys().next_back().map_or(0, |n| n + 1);
+        c.epoch.number = open.number.max(next_after_history);
+        if c.epoch.number == open.number {
+            c.epoch.verified = open.verified;
+            c.epoch.carried = open.carried;
+            c.epoch.forfeited = open.forfeited;
+        } else {
+            c.epoch.carried = snapshot.history.values().next_back().map_or(0, |s| s.carried_out);
+        }
+        c.epoch.history = snapshot.history.into_values().collect();
+        for (id, record) in snapshot.workers {
+            if record.epoch == c.epoch.number && record.work != EpochWork::default() {
+                c.epoch.work.insert(id.clone(), record.work);
+            } else if record.reputation.stake > 0 {
+                c.epoch.work.entry(id.clone()).or_default().stake = record.reputation.stake;
+            }
+            c.reputation.insert(id, record.reputation);
+        }
+        for (job, stored) in snapshot.jobs {
+            if stored.finished.is_some() {
+                continue;
+            }
+            let expires = stored.submitted + c.cfg.task_ttl;
+            let mut spec = stored.spec;
+            let mut digests = Vec::with_capacity(spec.tasks.len());
+            for (index, t) in spec.tasks.iter_mut().enumerate() {
+                match stored.apart.get(&(index as u32)) {
+                    Some(digest) => {
+                        // Inputs stored apart; a host provides the ones
+                        // open tasks need (`Snapshot::needed_inputs`).
+                        if !stored.ended.contains_key(&(index as u32)) {
+                            t.inputs = snapshot.inputs.get(digest).cloned().unwrap_or_default();
+                        }
+                        digests.push((*digest, Digest::check_of_parts(t.inputs.iter().map(|b| &b[..]))));
+                    }
+                    None => digests.push(input_ids(&t.inputs)),
+                }
+            }
+            c.insert_job(job, spec, digests, expires, stored.ended);
+        }
+        c
+    }
+
+    /// Cancels a job: pending tasks end as cancelled, their running
+    /// replicas are withdrawn. False for an unknown job.
+    pub fn cancel_job(&mut self, now: Millis, job: JobId) -> bool {
+        let Some(j) = self.jobs.get(&job) else { return false };
+        for tid in j.keys() {
+            let pending = self.tasks.get(tid).is_some_and(|t| t.phase == TaskPhase::Pending);
+            if pending {
+                self.withdraw_live(now, tid, "job cancelled");
+                self.end_task(tid, TaskPhase::Cancelled);
+            }
+        }
+        self.ledger.put(ns::JOB_CANCELLED, job.as_bytes().to_vec(), Vec::new());
+        self.finish_round(now);
+        true
+    }
+
+    /// Drops a finished job and its tasks' results from memory (after the
+    /// host has persisted or delivered them). False if unknown or unfinished.
+    pub fn forget_job(&mut self, job: JobId) -> bool {
+        if !self.jobs.get(&job).is_some_and(|j| j.progress.finished()) {
+            return false;
+        }
+        if let Some(j) = self.jobs.remove(&job) {
+            for key in j.keys() {
+                self.tasks.remove(key);
+            }
+        }
+        true
+    }
+
+    /// Moves a pending task to a final phase and updates its job.
+    pub(super) fn end_task(&mut self, tid: TaskKey, phase: TaskPhase) {
+        let Some(t) = self.tasks.get_mut(tid) else { return };
+        if t.phase != TaskPhase::Pending {
+            return;
+        }
+        t.phase = phase;
+        t.open_slots = 0;
+        let key = t.ready_key();
+        let job = t.job;
+        for r in &t.results {
+            forget_undecided(&mut self.undecided, r.num, tid);
+        }
+        // Inputs are no longer needed; undecided results are dropped.
+        t.inputs = Vec::new();
+        if phase != TaskPhase::Verified {
+            t.results.clear();
+        }
+        self.ready.remove(&key);
+        self.queued_tasks = self.queued_tasks.saturating_sub(1);
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        match phase {
+            TaskPhase::Verified => j.progress.verified += 1,
+            TaskPhase::DeadLettered => j.progress.dead_lettered += 1,
+            TaskPhase::Cancelled => j.progress.cancelled += 1,
+            TaskPhase::Pending => {}
+        }
+        if j.progress.finished() {
+            let p = j.progress.clone();
+            self.open_jobs.remove(&(j.expires, job));
+            self.ledger.put(ns::JOB_FINISHED, job.as_bytes().to_vec(), encode_record(&p));
+            self.event(Event::JobFinished {
+                job,
+                verified: p.verified,
+                dead_lettered: p.dead_lettered,
+                cancelled: p.cancelled,
+            });
+        }
+    }
+}

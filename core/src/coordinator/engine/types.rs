@@ -1,0 +1,398 @@
+//! The coordinator's public vocabulary: what a host feeds in ([`Input`]),
+//! what comes out ([`Output`], [`Event`]), jobs as submitted ([`JobSpec`],
+//! [`PreparedJob`]) and what queries return (progress, results, views,
+//! counters). Plain data: no behaviour beyond small helpers.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use crate::coordinator::profile::{Tier, WorkerClass};
+use crate::coordinator::rewards::EpochSettlement;
+use crate::digest::Digest;
+use crate::ids::{JobId, TaskId, WorkerId};
+use crate::kernels::{KernelError, KernelSpec};
+use crate::time::Millis;
+use crate::wire::Envelope;
+
+use super::tasks::input_ids;
+
+/// A connection, numbered by the host.
+pub type ConnId = u64;
+
+/// A network origin (e.g. a hash of the IP /24), chosen by the host.
+pub type OriginKey = u64;
+
+/// Something that happened, fed to [`Coordinator::handle`].
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // envelopes are moved, not stored
+pub enum Input {
+    /// A worker connection opened.
+    Connected {
+        /// Host's id of the connection.
+        conn: ConnId,
+        /// Its network origin.
+        origin: OriginKey,
+    },
+    /// A decoded envelope arrived on a connection.
+    Received {
+        /// Which connection.
+        conn: ConnId,
+        /// What arrived.
+        envelope: Envelope,
+    },
+    /// The connection closed (or the host dropped it for a protocol error).
+    Disconnected {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// A wake-up the coordinator asked for (or any time: spurious ticks are harmless).
+    Tick,
+}
+
+/// Something the host must do or show.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Write this diff durably before performing any output after it.
+    Persist(crate::coordinator::ledger::StateDiff),
+    /// Send an envelope on a connection.
+    Send {
+        /// Which connection.
+        conn: ConnId,
+        /// What to send.
+        envelope: Envelope,
+    },
+    /// Close a connection (after sending what was queued for it).
+    Close {
+        /// Which connection.
+        conn: ConnId,
+        /// Why, for logs.
+        reason: String,
+    },
+    /// Something for dashboards and logs.
+    Event(Event),
+}
+
+/// What happened, for dashboards, metrics and logs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A worker passed its benchmark and was admitted.
+    WorkerAdmitted {
+        /// Who.
+        worker: WorkerId,
+        /// Its class.
+        class: WorkerClass,
+        /// Its measured speed.
+        mflops: u64,
+    },
+    /// A worker was refused (auth, capacity, benchmark).
+    WorkerRefused {
+        /// Who, if known.
+        worker: Option<WorkerId>,
+        /// Why.
+        reason: String,
+    },
+    /// A worker left or was evicted; its work was re-queued.
+    WorkerLeft {
+        /// Who.
+        worker: WorkerId,
+        /// Why.
+        reason: String,
+    },
+    /// A job was accepted.
+    JobAccepted {
+        /// Which.
+        job: JobId,
+        /// Its task count.
+        tasks: u32,
+    },
+    /// A task's result was accepted by quorum.
+    TaskVerified {
+        /// The job.
+        job: JobId,
+        /// The task.
+        task: TaskId,
+        /// Its position in the job.
+        index: u32,
+        /// Workers whose results agree with the accepted one.
+        agreed: Vec<WorkerId>,
+        /// Workers whose results were outvoted.
+        outvoted: Vec<WorkerId>,
+    },
+    /// A task went to the dead-letter queue.
+    TaskDeadLettered {
+        /// The job.
+        job: JobId,
+        /// The task.
+        task: TaskId,
+        /// Its position in the job.
+        index: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Every task of a job ended.
+    JobFinished {
+        /// Which.
+        job: JobId,
+        /// Tasks verified.
+        verified: u32,
+        /// Tasks dead-lettered.
+        dead_lettered: u32,
+        /// Tasks cancelled.
+        cancelled: u32,
+    },
+    /// A worker was proven to lie and was slashed.
+    WorkerSlashed {
+        /// Who.
+        worker: WorkerId,
+        /// Why.
+        reason: String,
+        /// Stake forfeited.
+        forfeited: u128,
+    },
+    /// An epoch closed.
+    EpochSettled(Box<EpochSettlement>),
+}
+
+/// One task of a job: a kernel with its parameters and inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// What to run.
+    pub kernel: KernelSpec,
+    /// The inputs, in the kernel's order.
+    pub inputs: Vec<Bytes>,
+}
+
+/// A job as submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The tasks.
+    pub tasks: Vec<TaskSpec>,
+    /// Replicas per task (default from the config; 1 for lite jobs).
+    pub redundancy: Option<u8>,
+    /// Agreeing results needed (default: the redundancy).
+    pub quorum: Option<u8>,
+    /// Higher runs first.
+    pub priority: u8,
+    /// Lowest tier allowed to run it.
+    pub min_tier: Tier,
+    /// May trusted workers run its tasks alone?
+    pub allow_adaptive: bool,
+}
+
+impl JobSpec {
+    /// A job of these tasks with the defaults.
+    pub fn new(tasks: Vec<TaskSpec>) -> Self {
+        JobSpec { tasks, redundancy: None, quorum: None, priority: 0, min_tier: Tier::Low, allow_adaptive: true }
+    }
+}
+
+/// A job whose tasks' inputs are already hashed: their digest (the name
+/// they are stored and committed under) and checksum (what a worker
+/// checks).
+///
+/// Hashing is the coordinator's largest cost per input byte. A host builds
+/// the job as its tasks arrive ([`PreparedJob::push`]) and hashes each
+/// task's inputs then, while they are still in the cache from being
+/// received, and on its own threads rather than the engine's. The hashes
+/// are computed here, from the very inputs the job carries, so a host
+/// cannot pair a task with another's names. A plain [`JobSpec`] converts
+/// (hashing everything at once).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreparedJob {
+    pub(super) spec: JobSpec,
+    pub(super) ids: Vec<(Digest, u128)>,
+}
+
+impl PreparedJob {
+    /// A job with `settings`'s replication, priority and tier, and its
+    /// tasks (hashed now); more may be pushed.
+    pub fn new(settings: JobSpec) -> Self {
+        let ids = settings.tasks.iter().map(|t| input_ids(&t.inputs)).collect();
+        PreparedJob { spec: settings, ids }
+    }
+
+    /// Appends a task, hashing its inputs.
+    pub fn push(&mut self, task: TaskSpec) {
+        self.ids.push(input_ids(&task.inputs));
+        self.spec.tasks.push(task);
+    }
+
+    /// The job.
+    pub fn spec(&self) -> &JobSpec {
+        &self.spec
+    }
+}
+
+impl From<JobSpec> for PreparedJob {
+    fn from(spec: JobSpec) -> Self {
+        PreparedJob::new(spec)
+    }
+}
+
+/// Why a job was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// No tasks.
+    #[error("a job needs at least one task")]
+    Empty,
+    /// The queue is full (back-pressure).
+    #[error("{queued} tasks are queued; the limit is {limit}")]
+    QueueFull {
+        /// Tasks queued now.
+        queued: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A task's kernel or inputs are invalid.
+    #[error("task {index}: {error}")]
+    InvalidTask {
+        /// Which task.
+        index: usize,
+        /// What is wrong.
+        error: KernelError,
+    },
+    /// Redundancy or quorum out of range.
+    #[error("redundancy {redundancy} and quorum {quorum} must satisfy 1 ≤ quorum ≤ redundancy ≤ {max}")]
+    Replication {
+        /// Requested redundancy.
+        redundancy: u8,
+        /// Requested quorum.
+        quorum: u8,
+        /// The configured cap.
+        max: u8,
+    },
+}
+
+/// Where a task stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskPhase {
+    /// Waiting for replicas or results.
+    Pending,
+    /// Accepted by quorum.
+    Verified,
+    /// Given up on (see the dead-letter queue).
+    DeadLettered,
+    /// Withdrawn with its job.
+    Cancelled,
+}
+
+/// A task in the dead-letter queue, with the reasons.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The job.
+    pub job: JobId,
+    /// The task.
+    pub task: TaskId,
+    /// Its position in the job.
+    pub index: u32,
+    /// The final reason.
+    pub reason: String,
+    /// Every failure on the way.
+    pub failures: Vec<String>,
+}
+
+/// The accepted result of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedResult {
+    /// The outputs.
+    pub outputs: Vec<Bytes>,
+    /// Their digest.
+    pub digest: Digest,
+    /// Workers that agreed (inline for the usual quorum of two: one
+    /// allocation fewer per verified task; encoded as a list, like a `Vec`).
+    pub agreed: SmallVec<[WorkerId; 2]>,
+    /// Workers that were outvoted.
+    pub outvoted: Vec<WorkerId>,
+}
+
+/// Progress of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// Tasks in all.
+    pub tasks: u32,
+    /// Verified.
+    pub verified: u32,
+    /// Dead-lettered.
+    pub dead_lettered: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+}
+
+impl JobProgress {
+    /// Whether every task ended.
+    pub fn finished(&self) -> bool {
+        self.verified + self.dead_lettered + self.cancelled == self.tasks
+    }
+}
+
+/// Counters for metrics and the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorStats {
+    /// Offers sent (task replicas, ringers and benchmarks).
+    pub offers: u64,
+    /// Results received.
+    pub results: u64,
+    /// Tasks verified.
+    pub verified: u64,
+    /// Tasks whose replicas disagreed at least once.
+    pub mismatched_tasks: u64,
+    /// Extra replicas requested by escalation.
+    pub escalations: u64,
+    /// Tasks dead-lettered.
+    pub dead_lettered: u64,
+    /// Assignments that timed out.
+    pub timeouts: u64,
+    /// Assignments re-queued after their worker left.
+    pub requeued_on_leave: u64,
+    /// Workers slashed.
+    pub slashed: u64,
+    /// Ringers sent.
+    pub ringers: u64,
+    /// Ringers answered wrongly.
+    pub ringers_failed: u64,
+    /// Tasks run by a single trusted worker (adaptive replication).
+    pub solo_tasks: u64,
+    /// Stale results refused (assignment no longer valid).
+    pub stale_results: u64,
+}
+
+/// Shadow-mode comparison with ground truth (ringers always; the CPU
+/// reference of verified tasks when enabled). Never changes an outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowStats {
+    /// Results compared with the truth.
+    pub compared: u64,
+    /// Results equal to the truth.
+    pub matched: u64,
+    /// Results different from the truth.
+    pub mismatched: u64,
+    /// Accepted results that are wrong (verification said yes, truth says no).
+    pub false_positives: u64,
+    /// Outvoted results that were right (verification said no, truth says yes).
+    pub false_negatives: u64,
+}
+
+/// A worker as dashboards see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerView {
+    /// Id.
+    pub id: WorkerId,
+    /// Class once admitted.
+    pub class: Option<WorkerClass>,
+    /// Measured MFLOPS once admitted.
+    pub mflops: Option<u64>,
+    /// Credibility, ppm.
+    pub credibility_ppm: u32,
+    /// Assignments in flight.
+    pub in_flight: u32,
+    /// Verified agreements (all time).
+    pub agreed: u64,
+    /// Last message time.
+    pub last_seen: Millis,
+    /// Proven to lie (it is refused from then on).
+    pub slashed: bool,
+    /// Share of its results in the open epoch that agreed with the accepted
+    /// result, ppm (None before its first decided result this epoch).
+    pub epoch_accuracy_ppm: Option<u32>,
+}
