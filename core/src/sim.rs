@@ -517,10 +517,10 @@ impl Sim {
                     }
                 }
                 Output::Event(Event::WorkerSlashed { worker, .. }) => self.slashed.push(worker),
-                Output::Event(_) | Output::Persist(_) => {}
+                Output::Event(_) | Output::Persist(_) | Output::Answer { .. } => {}
             }
         }
-        if let Some(t) = self.coord.next_wakeup() {
+        if let Some(t) = self.coord.poll_timeout() {
             let t = t.max(self.now);
             if self.wake_scheduled.is_none_or(|s| t < s) {
                 self.wake_scheduled = Some(t);

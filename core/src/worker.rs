@@ -1,9 +1,10 @@
 //! The worker side of the protocol, sans-I/O: the same session drives the
 //! native worker and the browser tab.
 //!
-//! The host feeds received envelopes ([`WorkerSession::handle`]), reports
-//! finished kernels ([`WorkerSession::finished`]) and ticks the clock; the
-//! session answers with [`WorkerOutput`]s: envelopes to send, kernels to
+//! The host feeds [`WorkerInput`]s with the time they happened
+//! ([`WorkerSession::handle`]: received envelopes, finished kernels, the
+//! user leaving, and a tick whenever [`WorkerSession::poll_timeout`] comes
+//! due) and drains [`WorkerOutput`]s ([`WorkerSession::poll_output`]): envelopes to send, kernels to
 //! run, runs to abort, and the end of the session. It checks every offer's
 //! inputs against their declared digest, declines work beyond its capacity,
 //! never sends a result for an assignment the coordinator cancelled,
@@ -29,6 +30,30 @@ use crate::wire::{Envelope, Message};
 /// The shortest silence counted as a suspension, whatever the heartbeat
 /// interval: short stalls of a busy host are not suspensions.
 pub const MIN_SUSPENSION: Millis = Millis(15_000);
+
+/// Something that happened, fed to [`WorkerSession::handle`].
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // moved, never stored
+pub enum WorkerInput {
+    /// The coordinator sent this envelope.
+    Received(Envelope),
+    /// A kernel the session asked to run ([`WorkerOutput::Run`]) ended.
+    Finished {
+        /// The assignment it was run for.
+        assignment: AssignmentId,
+        /// Its outputs, or why it failed.
+        outcome: Result<Vec<Bytes>, String>,
+    },
+    /// The time [`WorkerSession::poll_timeout`] asked for came (or any
+    /// time: early ticks are harmless). A tick long after the previous one
+    /// tells the session its host was suspended.
+    Tick,
+    /// The user or the host ends the session (stop, pause, page closed).
+    Leave {
+        /// Why, told to the coordinator.
+        reason: String,
+    },
+}
 
 /// Something the host must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,7 +144,17 @@ impl WorkerSession {
     }
 
     /// Handles an envelope from the coordinator.
-    pub fn handle(&mut self, now: Millis, envelope: Envelope) {
+    /// Feeds one input that happened at `now`.
+    pub fn handle(&mut self, now: Millis, input: WorkerInput) {
+        match input {
+            WorkerInput::Received(envelope) => self.on_envelope(now, envelope),
+            WorkerInput::Finished { assignment, outcome } => self.on_finished(assignment, outcome),
+            WorkerInput::Tick => self.on_tick(now),
+            WorkerInput::Leave { reason } => self.leave(&reason),
+        }
+    }
+
+    fn on_envelope(&mut self, now: Millis, envelope: Envelope) {
         if self.state == SessionState::Closed {
             return;
         }
@@ -174,7 +209,7 @@ impl WorkerSession {
         decoder.push_bytes(bytes);
         loop {
             match decoder.next_envelope() {
-                Ok(Some(envelope)) => self.handle(now, envelope),
+                Ok(Some(envelope)) => self.on_envelope(now, envelope),
                 Ok(None) => return,
                 Err(e) => {
                     self.leave(&format!("undecodable frames from the coordinator: {e}"));
@@ -186,7 +221,7 @@ impl WorkerSession {
 
     /// Reports a finished run: its outputs, or why it failed. Results of
     /// cancelled or unknown assignments are dropped, never sent.
-    pub fn finished(&mut self, assignment: AssignmentId, outcome: Result<Vec<Bytes>, String>) {
+    fn on_finished(&mut self, assignment: AssignmentId, outcome: Result<Vec<Bytes>, String>) {
         if self.state == SessionState::Closed || !self.running.remove(&assignment) {
             return;
         }
@@ -211,11 +246,11 @@ impl WorkerSession {
         Millis((self.heartbeat_every.0 * 3).max(MIN_SUSPENSION.0))
     }
 
-    /// Advances the clock: heartbeats when due. The host ticks at least once
-    /// a heartbeat interval; a longer gap means the host was suspended, and
+    /// Advances the clock: heartbeats when due. The host ticks at each
+    /// [`WorkerSession::poll_timeout`]; a much longer gap means the host was suspended, and
     /// past [`WorkerSession::suspension_limit`] the session ends (running
     /// work is aborted, its results never sent) so the host reconnects fresh.
-    pub fn tick(&mut self, now: Millis) {
+    fn on_tick(&mut self, now: Millis) {
         let last = self.last_tick.replace(now);
         if let (Some(last), SessionState::Working { .. }) = (last, &self.state) {
             let gap = now.since(last);
@@ -237,13 +272,15 @@ impl WorkerSession {
         }
     }
 
-    /// When [`WorkerSession::tick`] next has something to do.
-    pub fn next_wakeup(&self) -> Option<Millis> {
+    /// When the session next needs a [`WorkerInput::Tick`] (the next
+    /// heartbeat); `None` before the coordinator welcomed it. A host sleeps
+    /// until then, or until something else happens.
+    pub fn poll_timeout(&self) -> Option<Millis> {
         self.next_heartbeat
     }
 
     /// Ends the session from this side (the user stopped the worker).
-    pub fn leave(&mut self, reason: &str) {
+    fn leave(&mut self, reason: &str) {
         if self.state != SessionState::Closed {
             self.send(Message::Goodbye(Goodbye { reason: reason.to_owned() }));
             self.close(reason.to_owned());

@@ -56,7 +56,7 @@ impl Host {
 
     /// Answers actions until the machine is quiet.
     fn drive(&mut self, m: &mut Machine, now: Millis) {
-        while let Some(action) = m.poll_action() {
+        while let Some(action) = m.poll_output() {
             let reply = match action {
                 Action::Transitioned { from, to, event } => {
                     self.transitions.push((from, event, to));
@@ -104,7 +104,7 @@ impl Host {
     fn run(&mut self, m: &mut Machine, now: &mut Millis, ms: u64) {
         let end = *now + Millis(ms);
         self.drive(m, *now);
-        while let Some(t) = m.next_deadline() {
+        while let Some(t) = m.poll_timeout() {
             if t > end {
                 break;
             }
@@ -242,7 +242,7 @@ fn timeouts_count_from_entering_the_state() {
     host.run(&mut m, &mut now, 1_500);
     let entered = m.state_entered();
     assert_eq!(m.state(), State::Proving);
-    assert_eq!(m.next_deadline(), Some(entered + Millis::from_secs(120)));
+    assert_eq!(m.poll_timeout(), Some(entered + Millis::from_secs(120)));
     let until_just_before = 120_000 - (now.0 - entered.0) - 1;
     host.run(&mut m, &mut now, until_just_before);
     assert_eq!(m.state(), State::Proving, "not a millisecond early");
@@ -374,7 +374,7 @@ mod properties {
                     Ok(()) | Err(ConsensusError::NoTransition { .. } | ConsensusError::ConflictingVote { .. }) => {}
                     Err(e @ ConsensusError::GuardFailed { .. }) => prop_assert!(false, "no guard is installed: {}", e),
                 }
-                while let Some(a) = m.poll_action() {
+                while let Some(a) = m.poll_output() {
                     if let Action::Transitioned { from, to, event } = a {
                         prop_assert_eq!(next_state(from, event), Some(to));
                     }

@@ -725,3 +725,44 @@ fn a_job_prepared_task_by_task_is_the_job_hashed_at_once() {
     assert!(!da.is_empty());
     assert_eq!(da, db);
 }
+
+#[test]
+fn commands_are_inputs_answered_after_the_rounds_diff_with_their_tickets() {
+    use shoal_core::coordinator::{Answer, Command, Ticket};
+    let mut h = Harness::new(config(), None);
+    h.join(1, 1, "w1", Backend::Cpu);
+    let worker = WorkerId::new("w1").expect("valid id");
+    let inputs = vec![
+        Input::Command { ticket: Ticket(7), command: Command::SubmitJob(sha_job(2, 1).into()) },
+        Input::Command { ticket: Ticket(8), command: Command::CancelJob(shoal_core::JobId::from_bytes([9; 16])) },
+        Input::Command { ticket: Ticket(9), command: Command::SetStake { worker: worker.clone(), stake: 5_000 } },
+        Input::Command { ticket: Ticket(10), command: Command::SubmitJob(JobSpec::new(vec![]).into()) },
+        Input::Command { ticket: Ticket(11), command: Command::CloseEpoch },
+    ];
+    h.c.handle_batch(h.now, inputs);
+    let out = h.drain();
+    // One round: one diff, first, holding the job and the stake.
+    let diffs: Vec<usize> = (0..out.len()).filter(|&i| matches!(out[i], Output::Persist(_))).collect();
+    assert_eq!(diffs, vec![0], "one diff for the whole batch, before anything else");
+    let Output::Persist(diff) = &out[0] else { unreachable!() };
+    assert!(diff.entries.iter().any(|e| e.namespace == "job"));
+    assert!(diff.entries.iter().any(|e| e.namespace == "worker-state" && e.key == b"w1"));
+    let answers: Vec<(Ticket, &Answer)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Answer { ticket, answer } => Some((*ticket, answer)),
+            _ => None,
+        })
+        .collect();
+    let tickets: Vec<u64> = answers.iter().map(|(t, _)| t.0).collect();
+    assert_eq!(tickets, vec![7, 8, 9, 10, 11], "every command answered once, in order");
+    let Answer::JobSubmitted(Ok(job)) = answers[0].1 else { panic!("job refused: {:?}", answers[0].1) };
+    assert_eq!(answers[1].1, &Answer::JobCancelled(false));
+    assert_eq!(answers[2].1, &Answer::StakeSet);
+    assert!(matches!(answers[3].1, Answer::JobSubmitted(Err(shoal_core::coordinator::SubmitError::Empty))));
+    assert_eq!(answers[4].1, &Answer::EpochClosed);
+    assert!(events(&out).iter().any(|e| matches!(e, Event::EpochSettled(_))));
+    // The job joined the round's dispatch: its tasks were offered in the same batch.
+    assert!(!offers(&out, 1).is_empty());
+    assert_eq!(h.c.job_progress(*job).map(|p| p.tasks), Some(2));
+}

@@ -11,7 +11,7 @@ use shoal_core::coordinator::{Coordinator, CoordinatorConfig, Input, JobSpec, Ou
 use shoal_core::kernels::{KernelId, KernelSpec, MandelbrotParams, Sha256Params};
 use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth, TaskOffer};
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
-use shoal_core::worker::{SessionState, WorkerOutput, WorkerSession};
+use shoal_core::worker::{SessionState, WorkerInput, WorkerOutput, WorkerSession};
 use shoal_core::{Digest, Millis, WorkerId};
 
 fn hello(id: &str) -> Hello {
@@ -41,7 +41,7 @@ fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) {
         let mut moved = false;
         let mut to_coord: VecDeque<(u64, Envelope)> = VecDeque::new();
         for (i, s) in sessions.iter_mut().enumerate() {
-            s.tick(*now);
+            s.handle(*now, WorkerInput::Tick);
             while let Some(o) = s.poll_output() {
                 moved = true;
                 match o {
@@ -49,7 +49,13 @@ fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) {
                     WorkerOutput::Run { assignment, kernel, inputs, .. } => {
                         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
                         let out = kernel.run_cpu(&refs).map_err(|e| e.to_string());
-                        s.finished(assignment, out.map(|o| o.into_iter().map(Bytes::from).collect()));
+                        s.handle(
+                            *now,
+                            WorkerInput::Finished {
+                                assignment,
+                                outcome: out.map(|o| o.into_iter().map(Bytes::from).collect()),
+                            },
+                        );
                     }
                     WorkerOutput::Abort(_) | WorkerOutput::Closed { .. } => {}
                 }
@@ -63,7 +69,7 @@ fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) {
         while let Some(o) = c.poll_output() {
             if let Output::Send { conn, envelope } = o {
                 moved = true;
-                sessions[conn as usize].handle(*now, envelope);
+                sessions[conn as usize].handle(*now, WorkerInput::Received(envelope));
             }
         }
         if !moved {
@@ -130,12 +136,21 @@ fn corrupt_inputs_busy_and_cancelled_work_are_handled() {
     let good = Digest::check_of_parts(inputs.iter().map(|b| &b[..]));
     // Corrupted inputs (a flipped byte): refused with an error, never run.
     let flipped = vec![Bytes::from_static(b"abce")];
-    s.handle(Millis(0), Envelope { message: Message::TaskOffer(offer(1, good)), attachments: flipped });
+    s.handle(
+        Millis(0),
+        WorkerInput::Received(Envelope { message: Message::TaskOffer(offer(1, good)), attachments: flipped }),
+    );
     assert!(matches!(s.poll_output(), Some(WorkerOutput::Send(e)) if matches!(e.message, Message::Error(_))));
     assert_eq!(s.poll_output(), None);
     // Two fit (max_concurrent 2), the third is declined.
     for n in 2..5 {
-        s.handle(Millis(0), Envelope { message: Message::TaskOffer(offer(n, good)), attachments: inputs.clone() });
+        s.handle(
+            Millis(0),
+            WorkerInput::Received(Envelope {
+                message: Message::TaskOffer(offer(n, good)),
+                attachments: inputs.clone(),
+            }),
+        );
     }
     let outs: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
     assert_eq!(outs.iter().filter(|o| matches!(o, WorkerOutput::Run { .. })).count(), 2);
@@ -144,13 +159,22 @@ fn corrupt_inputs_busy_and_cancelled_work_are_handled() {
     let a2 = shoal_core::AssignmentId::from_bytes([2; 16]);
     s.handle(
         Millis(0),
-        Envelope::bare(Message::Cancel(shoal_core::wire::message::Cancel { assignment: a2, reason: "done".into() })),
+        WorkerInput::Received(Envelope::bare(Message::Cancel(shoal_core::wire::message::Cancel {
+            assignment: a2,
+            reason: "done".into(),
+        }))),
     );
     assert_eq!(s.poll_output(), Some(WorkerOutput::Abort(a2)));
-    s.finished(a2, Ok(vec![Bytes::from_static(b"late")]));
+    s.handle(Millis(0), WorkerInput::Finished { assignment: a2, outcome: Ok(vec![Bytes::from_static(b"late")]) });
     assert_eq!(s.poll_output(), None);
     // The other is sent.
-    s.finished(shoal_core::AssignmentId::from_bytes([3; 16]), Ok(vec![Bytes::from_static(b"out")]));
+    s.handle(
+        Millis(0),
+        WorkerInput::Finished {
+            assignment: shoal_core::AssignmentId::from_bytes([3; 16]),
+            outcome: Ok(vec![Bytes::from_static(b"out")]),
+        },
+    );
     assert!(matches!(s.poll_output(), Some(WorkerOutput::Send(e)) if matches!(e.message, Message::TaskResult(_))));
     assert_eq!(s.running(), 0);
 }
@@ -165,7 +189,7 @@ fn a_suspended_session_ends_instead_of_sending_stale_results() {
         heartbeat_interval_ms: 1_000,
         max_frame_payload: 1 << 20,
     };
-    s.handle(Millis(0), Envelope::bare(Message::Welcome(welcome)));
+    s.handle(Millis(0), WorkerInput::Received(Envelope::bare(Message::Welcome(welcome))));
     let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 4 });
     let inputs = vec![Bytes::from_static(b"abcd")];
     let a = shoal_core::AssignmentId::from_bytes([7; 16]);
@@ -179,23 +203,23 @@ fn a_suspended_session_ends_instead_of_sending_stale_results() {
         input_check: Digest::check_of_parts(inputs.iter().map(|b| &b[..])),
         deadline_ms: 1000,
     };
-    s.handle(Millis(0), Envelope { message: Message::TaskOffer(offer), attachments: inputs });
+    s.handle(Millis(0), WorkerInput::Received(Envelope { message: Message::TaskOffer(offer), attachments: inputs }));
     let _ack_and_run: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
     // Regular ticks: heartbeats, no suspension (the limit is never below 15 s).
     assert_eq!(s.suspension_limit(), shoal_core::worker::MIN_SUSPENSION);
     for t in (500..=10_000).step_by(500) {
-        s.tick(Millis(t));
+        s.handle(Millis(t), WorkerInput::Tick);
     }
     let beats: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
     assert_eq!(beats.len(), 10, "one heartbeat a second: {beats:?}");
     assert!(matches!(s.state(), SessionState::Working { .. }));
     // The tab is frozen for 40 s: the session ends, the run is aborted.
-    s.tick(Millis(50_000));
+    s.handle(Millis(50_000), WorkerInput::Tick);
     let outs: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
     assert_eq!(outs.first(), Some(&WorkerOutput::Abort(a)), "{outs:?}");
     assert!(matches!(outs.last(), Some(WorkerOutput::Closed { reason }) if reason.contains("suspended for 40 s")));
     assert_eq!(s.state(), &SessionState::Closed);
     // The result that finishes after the thaw is never sent.
-    s.finished(a, Ok(vec![Bytes::from_static(b"stale")]));
+    s.handle(Millis(0), WorkerInput::Finished { assignment: a, outcome: Ok(vec![Bytes::from_static(b"stale")]) });
     assert_eq!(s.poll_output(), None);
 }

@@ -25,7 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_core::coordinator::ledger::StateDiff;
 use shoal_core::coordinator::{
-    ConnId, Coordinator, CoordinatorConfig, Event, Input, OriginKey, Output, PreparedJob, SubmitError,
+    Answer, Command as CoreCommand, ConnId, Coordinator, CoordinatorConfig, Event, Input, OriginKey, Output,
+    PreparedJob, SubmitError, Ticket,
 };
 use shoal_core::wire::message::Goodbye;
 use shoal_core::wire::{Envelope, Message};
@@ -288,6 +289,8 @@ struct Engine {
     /// When each outstanding offer was produced, for the dispatch-latency
     /// histogram (offer → acknowledgement, the commit included).
     offered: HashMap<shoal_core::AssignmentId, std::time::Instant>,
+    /// The last ticket given to a command.
+    next_ticket: u64,
 }
 
 struct Committer {
@@ -377,6 +380,7 @@ pub fn start(
         gauges,
         next_gauges: Millis::ZERO,
         offered: HashMap::new(),
+        next_ticket: 0,
     };
     let join = std::thread::Builder::new()
         .name("shoal-engine".into())
@@ -392,6 +396,42 @@ pub fn start(
         })
         .map_err(|e| StoreError::Db(format!("cannot start the engine thread: {e}")))?;
     Ok((handle, join))
+}
+
+/// A command of this batch waiting for the core's answer.
+enum Waiting {
+    Submit { name: String, tasks: u32, reply: oneshot::Sender<Result<JobId, SubmitError>> },
+    Cancel(oneshot::Sender<bool>),
+    CloseEpoch(oneshot::Sender<()>),
+}
+
+impl Waiting {
+    /// The reply to deliver once the batch is durable (an accepted job's
+    /// metadata joins the same commit).
+    fn answer(self, answer: Answer, now: Millis, jobs: &mut Vec<(JobId, JobMeta)>) -> Reply {
+        match (self, answer) {
+            (Waiting::Submit { name, tasks, reply }, Answer::JobSubmitted(r)) => {
+                if let Ok(job) = &r {
+                    jobs.push((*job, JobMeta { name, tasks, submitted: now }));
+                }
+                Box::new(move || {
+                    let _ = reply.send(r);
+                })
+            }
+            (Waiting::Cancel(reply), Answer::JobCancelled(known)) => Box::new(move || {
+                let _ = reply.send(known);
+            }),
+            (Waiting::CloseEpoch(reply), Answer::EpochClosed) => Box::new(move || {
+                let _ = reply.send(());
+            }),
+            (_, answer) => {
+                // Dropping the reply tells the caller the engine is gone;
+                // the core answers each command with its own kind.
+                tracing::error!(?answer, "an answer of another kind than its command");
+                Box::new(|| {})
+            }
+        }
+    }
 }
 
 /// Envelopes of one batch, grouped by connection in first-seen order.
@@ -427,7 +467,7 @@ impl Engine {
         let mut stop = false;
         while !stop {
             let now = self.clock.now();
-            let wait = self.coord.next_wakeup().map_or(1_000, |t| t.0.saturating_sub(now.0)).min(1_000);
+            let wait = self.coord.poll_timeout().map_or(1_000, |t| t.0.saturating_sub(now.0)).min(1_000);
             let mut batch = Vec::new();
             match self.rx.recv_timeout(Duration::from_millis(wait)) {
                 Ok(c) => batch.push(c),
@@ -450,6 +490,12 @@ impl Engine {
         }
     }
 
+    /// A fresh ticket for a command.
+    fn ticket(&mut self) -> Ticket {
+        self.next_ticket += 1;
+        Ticket(self.next_ticket)
+    }
+
     /// Forgets jobs whose end is durable (their results are read from storage from now on).
     fn forget_durable(&mut self) {
         let durable = self.durable.load(Ordering::Acquire);
@@ -460,14 +506,16 @@ impl Engine {
         }
     }
 
-    /// Processes one batch into what the committer must do.
+    /// Processes one batch into what the committer must do: every command
+    /// of the batch is one input of one round of the core (one diff, one
+    /// commit); queries read the state that round left.
     fn step(&mut self, batch: Vec<Command>, mut stop: bool) -> Flush {
         self.batch += 1;
         let now = self.clock.now();
-        let mut inputs = Vec::new();
-        let mut replies: Vec<Reply> = Vec::new();
+        let mut inputs = Vec::with_capacity(batch.len() + 1);
+        let mut queries: Vec<Query> = Vec::new();
+        let mut waiting: HashMap<Ticket, Waiting> = HashMap::new();
         let mut registrations = Vec::new();
-        let mut jobs = Vec::new();
         for cmd in batch {
             match cmd {
                 Command::Connected { conn, origin, tx } => {
@@ -487,47 +535,41 @@ impl Engine {
                     inputs.push(Input::Disconnected { conn });
                 }
                 Command::Submit { job, name, reply } => {
-                    self.coord.handle_batch(now, inputs.drain(..));
                     let tasks = job.spec().tasks.len() as u32;
-                    let r = self.coord.submit_job(now, job);
-                    if let Ok(job) = &r {
-                        jobs.push((*job, JobMeta { name, tasks, submitted: now }));
-                    }
-                    replies.push(Box::new(move || {
-                        let _ = reply.send(r);
-                    }));
+                    let ticket = self.ticket();
+                    waiting.insert(ticket, Waiting::Submit { name, tasks, reply });
+                    inputs.push(Input::Command { ticket, command: CoreCommand::SubmitJob(job) });
                 }
                 Command::Cancel { job, reply } => {
-                    self.coord.handle_batch(now, inputs.drain(..));
-                    let r = self.coord.cancel_job(now, job);
-                    replies.push(Box::new(move || {
-                        let _ = reply.send(r);
-                    }));
+                    let ticket = self.ticket();
+                    waiting.insert(ticket, Waiting::Cancel(reply));
+                    inputs.push(Input::Command { ticket, command: CoreCommand::CancelJob(job) });
                 }
-                Command::Query(q) => {
-                    self.coord.handle_batch(now, inputs.drain(..));
-                    replies.push(q(&self.coord, self.store.as_ref()));
-                }
+                Command::Query(q) => queries.push(q),
                 Command::CloseEpoch { reply } => {
-                    self.coord.handle_batch(now, inputs.drain(..));
-                    self.coord.close_epoch(now);
-                    replies.push(Box::new(move || {
-                        let _ = reply.send(());
-                    }));
+                    let ticket = self.ticket();
+                    waiting.insert(ticket, Waiting::CloseEpoch(reply));
+                    inputs.push(Input::Command { ticket, command: CoreCommand::CloseEpoch });
                 }
                 Command::Stop => stop = true,
             }
         }
-        if self.coord.next_wakeup().is_some_and(|t| t <= now) {
+        if self.coord.poll_timeout().is_some_and(|t| t <= now) {
             inputs.push(Input::Tick);
         }
         self.coord.handle_batch(now, inputs);
+        let mut replies: Vec<Reply> = queries.into_iter().map(|q| q(&self.coord, self.store.as_ref())).collect();
+        let mut jobs = Vec::new();
         self.gauges.batches.fetch_add(1, Ordering::Relaxed);
         let mut diffs = Vec::new();
         let mut actions = Vec::new();
         while let Some(o) = self.coord.poll_output() {
             match o {
                 Output::Persist(d) => diffs.push(d),
+                Output::Answer { ticket, answer } => match waiting.remove(&ticket) {
+                    Some(w) => replies.push(w.answer(answer, now, &mut jobs)),
+                    None => tracing::error!(ticket = ticket.0, "an answer nobody waits for"),
+                },
                 other => {
                     match &other {
                         Output::Send { envelope: Envelope { message: Message::TaskOffer(o), .. }, .. } => {
@@ -625,7 +667,7 @@ impl Committer {
                     }
                     let _ = self.events.send(TimedEvent { at: now, event });
                 }
-                Output::Persist(_) => {}
+                Output::Persist(_) | Output::Answer { .. } => {}
             }
         }
         for (conn, envelopes) in outbox.drain() {

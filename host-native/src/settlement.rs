@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_core::consensus::solo::{Agreed, SoloSettlement, Step};
+use shoal_core::consensus::solo::{Agreed, SettlementInput, SoloSettlement, Step};
 use shoal_core::consensus::State;
 use shoal_core::coordinator::Event;
 use shoal_core::Millis;
@@ -65,12 +65,12 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         loop {
             let now = clock.now();
-            let wait = solo.next_deadline().map_or(Duration::from_mins(1), |d| Duration::from_millis(d.since(now).0));
+            let wait = solo.poll_timeout().map_or(Duration::from_mins(1), |d| Duration::from_millis(d.since(now).0));
             tokio::select! {
                 ev = events.recv() => match ev {
                     Ok(TimedEvent { event: Event::EpochSettled(s), .. }) => {
                         tracing::info!(epoch = s.epoch, digest = %s.digest, "settlement sent to consensus");
-                        solo.settled(clock.now(), s.epoch, s.digest.to_hex());
+                        solo.handle(clock.now(), SettlementInput::Settled { epoch: s.epoch, digest: s.digest.to_hex() });
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
@@ -78,18 +78,17 @@ pub fn spawn(
                     }
                     Err(RecvError::Closed) => return,
                 },
-                () = tokio::time::sleep(wait) => solo.tick(clock.now()),
+                () = tokio::time::sleep(wait) => solo.handle(clock.now(), SettlementInput::Tick),
                 _ = stop.changed() => {
                     if *stop.borrow() {
                         return;
                     }
                 }
             }
-            let before = publish.lock().map_or(0, |v| v.agreed.last().map_or(0, |a| a.round));
-            let view = view_of(&solo);
-            if let Some(a) = view.agreed.last().filter(|a| a.round > before) {
+            while let Some(a) = solo.poll_output() {
                 tracing::info!(round = a.round, epoch = a.epoch, digest = %a.digest, "settlement agreed");
             }
+            let view = view_of(&solo);
             if let Ok(mut v) = publish.lock() {
                 *v = view;
             }

@@ -15,7 +15,7 @@ use fastwebsockets::{Frame, OpCode, Payload};
 use shoal_core::rng::SplitMix64;
 use shoal_core::wire::message::{DeviceInfo, Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::{MessageBatch, PROTOCOL_VERSION};
-use shoal_core::worker::{Backoff, WorkerOutput, WorkerSession};
+use shoal_core::worker::{Backoff, WorkerInput, WorkerOutput, WorkerSession};
 use shoal_core::{JobId, WorkerId};
 use tokio::sync::{mpsc, watch};
 
@@ -230,7 +230,6 @@ async fn session(
     let (incoming_tx, mut incoming) = mpsc::channel(16);
     let reader = tokio::spawn(read_frames(read, incoming_tx));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     let end = loop {
         // Perform what the session decided.
         let mut batch = MessageBatch::new();
@@ -281,7 +280,7 @@ async fn session(
                     // batch's message); anything bigger on a blocking thread.
                     if kernel_is_tiny {
                         let (assignment, out) = work();
-                        s.finished(assignment, out);
+                        s.handle(wall_now(), WorkerInput::Finished { assignment, outcome: out });
                     } else {
                         let tx = done_tx.clone();
                         tokio::task::spawn_blocking(move || {
@@ -304,6 +303,15 @@ async fn session(
             let _ = sink.write_frame(Frame::close(1000, b"")).await;
             break reason;
         }
+        // Sleep until the session's next deadline (a heartbeat), or until
+        // something else happens.
+        let wake = s.poll_timeout().map(|t| Duration::from_millis(t.0.saturating_sub(wall_now().0)));
+        let timer = async {
+            match wake {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             msg = incoming.recv() => match msg {
                 Some(Incoming::Bytes(b)) => s.receive(wall_now(), &mut decoder, b),
@@ -315,16 +323,16 @@ async fn session(
                 Some(Incoming::End(why)) => break why,
                 None => break "coordinator closed the connection".to_owned(),
             },
-            Some((assignment, out)) = done_rx.recv() => {
-                s.finished(assignment, out);
-                while let Ok((assignment, out)) = done_rx.try_recv() {
-                    s.finished(assignment, out);
+            Some((assignment, outcome)) = done_rx.recv() => {
+                s.handle(wall_now(), WorkerInput::Finished { assignment, outcome });
+                while let Ok((assignment, outcome)) = done_rx.try_recv() {
+                    s.handle(wall_now(), WorkerInput::Finished { assignment, outcome });
                 }
             }
-            _ = tick.tick() => s.tick(wall_now()),
+            () = timer => s.handle(wall_now(), WorkerInput::Tick),
             _ = stop.changed() => {
                 if *stop.borrow() {
-                    s.leave("worker stopping");
+                    s.handle(wall_now(), WorkerInput::Leave { reason: "worker stopping".into() });
                 }
             }
         }

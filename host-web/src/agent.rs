@@ -14,16 +14,13 @@ use gloo_timers::future::TimeoutFuture;
 use shoal_core::kernels::KernelSpec;
 use shoal_core::wire::message::{Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::PROTOCOL_VERSION;
-use shoal_core::worker::{Backoff, SessionState, WorkerOutput, WorkerSession};
+use shoal_core::worker::{Backoff, SessionState, WorkerInput, WorkerOutput, WorkerSession};
 use shoal_core::{AssignmentId, Millis, WorkerId};
 
 use crate::control::{Control, Phase, StartOptions, Status};
 use crate::exec::Executor;
 use crate::policy::GpuShare;
 
-/// How often the session's clock ticks (heartbeats, suspension check,
-/// status flush).
-const TICK_MS: u32 = 500;
 /// Least time between two status posts (changes of phase go at once).
 const STATUS_EVERY_MS: f64 = 250.0;
 
@@ -106,7 +103,14 @@ impl<P: Fn(&Status)> Agent<P> {
     }
 
     /// Posts a changed status, at most every [`STATUS_EVERY_MS`] (the
-    /// clock's ticks flush what waited).
+    /// agent wakes when one waits: [`Agent::status_due_in`]).
+    /// Milliseconds until a changed status that waits may be posted; None
+    /// when nothing waits.
+    fn status_due_in(&self) -> Option<f64> {
+        (self.posted.as_ref() != Some(&self.status))
+            .then(|| (self.last_post + STATUS_EVERY_MS - js_sys::Date::now()).max(0.0))
+    }
+
     fn post_soon(&mut self) {
         if js_sys::Date::now() - self.last_post >= STATUS_EVERY_MS {
             self.post_now();
@@ -247,7 +251,6 @@ impl<P: Fn(&Status)> Agent<P> {
             return End::Dropped { reason: "bad wire limits".into(), was_admitted: false };
         };
         let (tx, mut events) = unbounded::<Event>();
-        wasm_bindgen_futures::spawn_local(ticker(tx.clone()));
         let profiled_share = self.share;
         let mut queue: VecDeque<Queued> = VecDeque::new();
         let mut device_busy = false;
@@ -298,7 +301,23 @@ impl<P: Fn(&Status)> Agent<P> {
                 return after_close.unwrap_or(End::Dropped { reason, was_admitted: admitted });
             }
             self.post_soon();
+            // Sleep until the session's next deadline (a heartbeat) or a
+            // waiting status post, or until something else happens.
+            let session_due = session.poll_timeout().map(|t| (t.0 as f64 - js_sys::Date::now()).max(0.0));
+            let wait = match (session_due, self.status_due_in()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timer = async move {
+                match wait {
+                    Some(ms) => TimeoutFuture::new(ms.min(f64::from(u32::MAX)) as u32).await,
+                    None => futures_util::future::pending::<()>().await,
+                }
+            }
+            .fuse();
+            futures_util::pin_mut!(timer);
             let event = futures_util::select! {
+                () = timer => Event::Tick,
                 m = ws.next().fuse() => Event::Ws(m),
                 e = events.next() => match e {
                     Some(e) => e,
@@ -309,7 +328,10 @@ impl<P: Fn(&Status)> Agent<P> {
             match event {
                 Event::Ws(Some(Ok(WsMessage::Bytes(b)))) => session.receive(now(), &mut decoder, Bytes::from(b)),
                 Event::Ws(Some(Ok(WsMessage::Text(_)))) => {
-                    session.leave("the coordinator sent text; the protocol is binary");
+                    session.handle(
+                        now(),
+                        WorkerInput::Leave { reason: "the coordinator sent text; the protocol is binary".into() },
+                    );
                 }
                 Event::Ws(Some(Err(e))) => {
                     return End::Dropped { reason: format!("connection: {e}"), was_admitted: admitted };
@@ -324,49 +346,44 @@ impl<P: Fn(&Status)> Agent<P> {
                     device_busy = false;
                     self.status.busy_ms += run_ms;
                     let before = session.completed();
-                    session.finished(assignment, outcome);
+                    session.handle(now(), WorkerInput::Finished { assignment, outcome });
                     self.status.completed += session.completed() - before;
                 }
-                Event::Tick => session.tick(now()),
+                Event::Tick => session.handle(now(), WorkerInput::Tick),
                 Event::Control(None) => {
-                    session.leave("the page closed");
+                    session.handle(now(), WorkerInput::Leave { reason: "the page closed".into() });
                     after_close = Some(End::User(Want::Idle));
                 }
                 Event::Control(Some(control)) => match control {
                     Control::Stop => {
-                        session.leave("stopped by the user");
+                        session.handle(now(), WorkerInput::Leave { reason: "stopped by the user".into() });
                         after_close = Some(End::User(Want::Idle));
                     }
                     Control::Pause => {
-                        session.leave("paused by the user");
+                        session.handle(now(), WorkerInput::Leave { reason: "paused by the user".into() });
                         after_close = Some(End::User(Want::Paused));
                     }
                     Control::SetGpuShare { percent } => {
                         self.share = GpuShare::new(percent);
                         self.post_now();
                         if self.share.needs_new_profile(profiled_share) {
-                            session.leave("GPU share lowered: rejoining to be benchmarked again");
+                            session.handle(
+                                now(),
+                                WorkerInput::Leave {
+                                    reason: "GPU share lowered: rejoining to be benchmarked again".into(),
+                                },
+                            );
                             after_close = Some(End::Rejoin);
                         }
                     }
                     Control::Start(o) => {
                         let next = self.accept_start(o);
-                        session.leave("restarting with new options");
+                        session.handle(now(), WorkerInput::Leave { reason: "restarting with new options".into() });
                         after_close = Some(if next == Want::Work { End::Rejoin } else { End::User(next) });
                     }
                     Control::Resume => {}
                 },
             }
-        }
-    }
-}
-
-/// Ticks a session's clock until the session is gone.
-async fn ticker(tx: UnboundedSender<Event>) {
-    loop {
-        TimeoutFuture::new(TICK_MS).await;
-        if tx.unbounded_send(Event::Tick).is_err() {
-            return;
         }
     }
 }

@@ -197,7 +197,7 @@ pub enum Input<S, V, P, C> {
         /// The state.
         state: S,
     },
-    /// Time passed (deliver at or after [`ConsensusMachine::next_deadline`]).
+    /// Time passed (deliver at or after [`ConsensusMachine::poll_timeout`]).
     Tick,
 }
 
@@ -387,12 +387,12 @@ impl<S: Unique, V: Unique, P: Unique, C: Unique> ConsensusMachine<S, V, P, C> {
     }
 
     /// The next action for the host.
-    pub fn poll_action(&mut self) -> Option<Action<S, V, C>> {
+    pub fn poll_output(&mut self) -> Option<Action<S, V, C>> {
         self.actions.pop_front()
     }
 
     /// When the host must deliver [`Input::Tick`] at the latest.
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         match (self.deadline.map(|d| d.0), self.retry.map(|r| r.0)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -195,7 +195,7 @@ impl Net {
     /// Answers node `i`'s provider calls (one arm per provider call).
     #[allow(clippy::too_many_lines)]
     fn drive(&mut self, i: usize) {
-        while let Some(action) = self.nodes[i].m.poll_action() {
+        while let Some(action) = self.nodes[i].m.poll_output() {
             let role = self.nodes[i].role;
             let (request, reply) = match action {
                 Action::Transitioned { .. } => {
@@ -379,7 +379,7 @@ impl Net {
                 self.drive(to);
             }
             for i in 0..self.n {
-                if self.nodes[i].m.next_deadline().is_some_and(|d| d <= now) {
+                if self.nodes[i].m.poll_timeout().is_some_and(|d| d <= now) {
                     let _ = self.nodes[i].m.handle(now, Input::Tick);
                 }
                 // Pacemaker: a node stuck in a round re-synchronizes.

@@ -8,8 +8,9 @@
 //! machine in `collecting` until a settlement waits, and reports what was
 //! agreed. Several coordinators replace it with peers on a network (the
 //! machine is the same; see [`super::sim`]). Sans-I/O like the rest: the
-//! host feeds settlements and the time, and wakes it at
-//! [`SoloSettlement::next_deadline`].
+//! host feeds settlements and the time ([`SoloSettlement::handle`]), wakes
+//! it at [`SoloSettlement::poll_timeout`], and drains what was agreed
+//! ([`SoloSettlement::poll_output`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -106,6 +107,21 @@ pub struct Step {
     pub event: Event,
 }
 
+/// Something that happened, fed to [`SoloSettlement::handle`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettlementInput {
+    /// An epoch was settled: agree on its digest.
+    Settled {
+        /// The epoch.
+        epoch: u64,
+        /// Its settlement's digest (hex).
+        digest: String,
+    },
+    /// The time [`SoloSettlement::poll_timeout`] asked for came (early
+    /// ticks are harmless).
+    Tick,
+}
+
 /// The single-prover settlement consensus.
 #[derive(Debug)]
 pub struct SoloSettlement {
@@ -117,6 +133,8 @@ pub struct SoloSettlement {
     held_collect: Option<u64>,
     /// Agreed settlements, oldest first.
     agreed: Vec<Agreed>,
+    /// Agreed settlements not yet polled.
+    fresh: VecDeque<Agreed>,
     recent: VecDeque<Step>,
 }
 
@@ -135,6 +153,7 @@ impl SoloSettlement {
             waiting: VecDeque::new(),
             held_collect: None,
             agreed: Vec::new(),
+            fresh: VecDeque::new(),
             recent: VecDeque::new(),
         };
         let _ = s.m.handle(now, Input::Start);
@@ -142,25 +161,31 @@ impl SoloSettlement {
         s
     }
 
-    /// An epoch was settled: agree on its digest.
-    pub fn settled(&mut self, now: Millis, epoch: u64, digest: String) {
-        self.waiting.push_back((epoch, digest));
-        if let Some(request) = self.held_collect.take() {
-            let reply = self.collected();
-            let _ = self.m.handle(now, Input::Reply { request, reply });
+    /// Feeds one input that happened at `now`.
+    pub fn handle(&mut self, now: Millis, input: SettlementInput) {
+        match input {
+            SettlementInput::Settled { epoch, digest } => {
+                self.waiting.push_back((epoch, digest));
+                if let Some(request) = self.held_collect.take() {
+                    let reply = self.collected();
+                    let _ = self.m.handle(now, Input::Reply { request, reply });
+                }
+            }
+            SettlementInput::Tick => {
+                let _ = self.m.handle(now, Input::Tick);
+            }
         }
         self.drive(now);
     }
 
-    /// Advances the clock (call at [`SoloSettlement::next_deadline`]).
-    pub fn tick(&mut self, now: Millis) {
-        let _ = self.m.handle(now, Input::Tick);
-        self.drive(now);
+    /// The next newly agreed settlement, oldest first (each once).
+    pub fn poll_output(&mut self) -> Option<Agreed> {
+        self.fresh.pop_front()
     }
 
-    /// When [`SoloSettlement::tick`] has something to do.
-    pub fn next_deadline(&self) -> Option<Millis> {
-        self.m.next_deadline()
+    /// When the machine next needs a [`SettlementInput::Tick`].
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.m.poll_timeout()
     }
 
     /// The machine's state.
@@ -203,7 +228,7 @@ impl SoloSettlement {
 
     /// Performs the machine's calls until it waits.
     fn drive(&mut self, now: Millis) {
-        while let Some(action) = self.m.poll_action() {
+        while let Some(action) = self.m.poll_output() {
             let (request, reply) = match action {
                 Action::Transitioned { from, to, event } => {
                     if self.recent.len() == RECENT_TRANSITIONS {
@@ -255,6 +280,7 @@ impl SoloSettlement {
             self.waiting.pop_front();
         }
         self.agreed.push(active.clone());
+        self.fresh.push_back(active.clone());
     }
 }
 
@@ -280,15 +306,15 @@ mod tests {
     /// Ticks at every deadline until `until`.
     fn run(s: &mut SoloSettlement, now: &mut Millis, span: Millis) {
         let until = *now + span;
-        while let Some(d) = s.next_deadline() {
+        while let Some(d) = s.poll_timeout() {
             if d > until {
                 break;
             }
             *now = d.max(*now);
-            s.tick(*now);
+            s.handle(*now, SettlementInput::Tick);
         }
         *now = until;
-        s.tick(*now);
+        s.handle(*now, SettlementInput::Tick);
     }
 
     #[test]
@@ -299,12 +325,14 @@ mod tests {
         assert_eq!(s.state(), State::Collecting, "nothing to settle: it waits");
         assert!(s.agreed().is_empty());
         for (i, epoch) in [1u64, 2, 3].into_iter().enumerate() {
-            s.settled(now, epoch, format!("digest-{epoch}"));
+            s.handle(now, SettlementInput::Settled { epoch, digest: format!("digest-{epoch}") });
             run(&mut s, &mut now, Millis(5_000));
             assert_eq!(s.agreed().len(), i + 1, "epoch {epoch} agreed; recent {:?}", s.recent().collect::<Vec<_>>());
         }
         let epochs: Vec<(u64, u64, &str)> = s.agreed().iter().map(|a| (a.round, a.epoch, a.digest.as_str())).collect();
         assert_eq!(epochs, vec![(1, 1, "digest-1"), (2, 2, "digest-2"), (3, 3, "digest-3")]);
+        let polled: Vec<u64> = std::iter::from_fn(|| s.poll_output()).map(|a| a.epoch).collect();
+        assert_eq!(polled, vec![1, 2, 3], "each agreement is polled once");
         assert_eq!(s.waiting(), 0);
         // Idle for a minute: it keeps cycling harmlessly (collect times out, resyncs), agrees nothing new.
         let before = s.agreed().len();
@@ -312,8 +340,8 @@ mod tests {
         assert_eq!(s.agreed().len(), before);
         assert!(s.transition_count() > 0);
         // Two settlements at once are agreed one round each.
-        s.settled(now, 4, "d4".into());
-        s.settled(now, 5, "d5".into());
+        s.handle(now, SettlementInput::Settled { epoch: 4, digest: "d4".into() });
+        s.handle(now, SettlementInput::Settled { epoch: 5, digest: "d5".into() });
         run(&mut s, &mut now, Millis(30_000));
         let last: Vec<u64> = s.agreed().iter().map(|a| a.epoch).collect();
         assert_eq!(last, vec![1, 2, 3, 4, 5]);

@@ -8,7 +8,7 @@ use crate::ids::WorkerId;
 use crate::time::Millis;
 
 use super::registry::Reputation;
-use super::types::{Event, Output};
+use super::types::Event;
 use super::{encode_record, Coordinator, Map};
 
 #[derive(Debug)]
@@ -70,21 +70,11 @@ impl Coordinator {
         }
     }
 
-    /// Sets a worker's stake (base units).
-    pub fn set_stake(&mut self, worker: &WorkerId, stake: u128) {
+    /// Sets a worker's stake (base units); recorded at the end of the round.
+    pub(super) fn stake(&mut self, worker: &WorkerId, stake: u128) {
         self.reputation.entry(worker.clone()).or_default().stake = stake;
         self.epoch.work.entry(worker.clone()).or_default().stake = stake;
         self.dirty.insert(worker.clone());
-    }
-
-    /// Closes the current epoch now (e.g. at shutdown or on operator request).
-    pub fn close_epoch(&mut self, now: Millis) {
-        self.maybe_close_epoch(now, true);
-        self.flush_worker_records();
-        if let Some(diff) = self.ledger.seal() {
-            self.outputs.push_back(Output::Persist(diff));
-        }
-        self.outputs.extend(self.staged.drain(..));
     }
 
     pub(super) fn maybe_close_epoch(&mut self, now: Millis, force: bool) {

@@ -1,9 +1,9 @@
 //! The coordinator state machine.
 //!
 //! Sans-I/O in the style of quinn-proto: the host feeds [`Input`]s with the
-//! time they happened ([`Coordinator::handle`]), submits and cancels jobs
-//! through methods, then drains [`Output`]s ([`Coordinator::poll_output`])
-//! and sleeps until [`Coordinator::next_wakeup`]. Within one call, the
+//! time they happened ([`Coordinator::handle`]): workers' frames and
+//! operators' [`Command`]s alike, then drains [`Output`]s ([`Coordinator::poll_output`])
+//! and sleeps until [`Coordinator::poll_timeout`]. Within one call, the
 //! state diff of every durable change is emitted *before* any message that
 //! acknowledges it, so a host that writes `Persist` before sending never
 //! acknowledges something a crash could lose.
@@ -55,8 +55,8 @@ pub(crate) use self::registry::Reputation;
 use self::registry::{Conn, Worker, WorkerIdx, WorkerState};
 use self::tasks::{Job, TaskKey, TaskSlab};
 pub use self::types::{
-    ConnId, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output, PreparedJob,
-    ShadowStats, SubmitError, TaskPhase, TaskSpec, VerifiedResult, WorkerView,
+    Answer, Command, ConnId, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output,
+    PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult, WorkerView,
 };
 
 /// Hash maps with a fixed hasher: deterministic, no OS randomness (and
@@ -285,9 +285,54 @@ impl Coordinator {
                 Input::Received { conn, envelope } => self.on_envelope(now, conn, envelope),
                 Input::Disconnected { conn } => self.on_disconnect(now, conn, "connection closed"),
                 Input::Tick => self.on_tick(now),
+                Input::Command { ticket, command } => {
+                    let answer = self.command(now, command);
+                    self.staged.push(Output::Answer { ticket, answer });
+                }
             }
         }
         self.finish_round(now);
+    }
+
+    /// Performs a command within the current round.
+    fn command(&mut self, now: Millis, command: Command) -> Answer {
+        match command {
+            Command::SubmitJob(job) => Answer::JobSubmitted(self.submit(now, job)),
+            Command::CancelJob(job) => Answer::JobCancelled(self.cancel(now, job)),
+            Command::CloseEpoch => {
+                self.maybe_close_epoch(now, true);
+                Answer::EpochClosed
+            }
+            Command::SetStake { worker, stake } => {
+                self.stake(&worker, stake);
+                Answer::StakeSet
+            }
+        }
+    }
+
+    /// Submits a job as a round of its own and returns the answer directly
+    /// (for simulations and tests; a host batches [`Command::SubmitJob`]).
+    pub fn submit_job(&mut self, now: Millis, job: impl Into<PreparedJob>) -> Result<JobId, SubmitError> {
+        self.start(now);
+        let answer = self.submit(now, job.into());
+        self.finish_round(now);
+        answer
+    }
+
+    /// Cancels a job as a round of its own ([`Command::CancelJob`]); false
+    /// for an unknown job.
+    pub fn cancel_job(&mut self, now: Millis, job: JobId) -> bool {
+        self.start(now);
+        let known = self.cancel(now, job);
+        self.finish_round(now);
+        known
+    }
+
+    /// Closes the open epoch as a round of its own ([`Command::CloseEpoch`]).
+    pub fn close_epoch(&mut self, now: Millis) {
+        self.start(now);
+        self.maybe_close_epoch(now, true);
+        self.seal_round();
     }
 
     /// The next output to perform, in order.
@@ -296,7 +341,7 @@ impl Coordinator {
     }
 
     /// When the host must call `handle(_, Input::Tick)` at the latest.
-    pub fn next_wakeup(&self) -> Option<Millis> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         let mut t = self.next_housekeeping;
         if let Some((d, _)) = self.deadlines.first() {
             t = t.min(*d);
@@ -325,6 +370,12 @@ impl Coordinator {
         }
         self.dispatch(now);
         self.maybe_close_epoch(now, false);
+        self.seal_round();
+    }
+
+    /// Ends a round: the records it touched are written, its diff sealed
+    /// and queued before everything it staged (messages, events, answers).
+    fn seal_round(&mut self) {
         self.flush_worker_records();
         if let Some(diff) = self.ledger.seal() {
             self.outputs.push_back(Output::Persist(diff));

@@ -202,11 +202,10 @@ impl Coordinator {
         self.jobs.get(&job).map_or(0, |j| (tid - j.first) as u32)
     }
 
-    /// Accepts a job: validates every task, records it durably (the
-    /// `Persist` output precedes anything else) and queues its tasks.
-    pub fn submit_job(&mut self, now: Millis, job: impl Into<PreparedJob>) -> Result<JobId, SubmitError> {
-        let PreparedJob { spec, ids: digests } = job.into();
-        self.start(now);
+    /// Accepts a job: validates every task, records it durably (in this
+    /// round's diff) and queues its tasks.
+    pub(super) fn submit(&mut self, now: Millis, job: PreparedJob) -> Result<JobId, SubmitError> {
+        let PreparedJob { spec, ids: digests } = job;
         if spec.tasks.is_empty() {
             return Err(SubmitError::Empty);
         }
@@ -269,7 +268,6 @@ impl Coordinator {
         let n = spec.tasks.len() as u32;
         self.insert_job(job, spec, digests, now + self.cfg.task_ttl, BTreeMap::new());
         self.event(Event::JobAccepted { job, tasks: n });
-        self.finish_round(now);
         Ok(job)
     }
 
@@ -417,7 +415,7 @@ impl Coordinator {
 
     /// Cancels a job: pending tasks end as cancelled, their running
     /// replicas are withdrawn. False for an unknown job.
-    pub fn cancel_job(&mut self, now: Millis, job: JobId) -> bool {
+    pub(super) fn cancel(&mut self, now: Millis, job: JobId) -> bool {
         let Some(j) = self.jobs.get(&job) else { return false };
         for tid in j.keys() {
             let pending = self.tasks.get(tid).is_some_and(|t| t.phase == TaskPhase::Pending);
@@ -427,7 +425,6 @@ impl Coordinator {
             }
         }
         self.ledger.put(ns::JOB_CANCELLED, job.as_bytes().to_vec(), Vec::new());
-        self.finish_round(now);
         true
     }
 

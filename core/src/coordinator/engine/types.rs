@@ -48,6 +48,57 @@ pub enum Input {
     },
     /// A wake-up the coordinator asked for (or any time: spurious ticks are harmless).
     Tick,
+    /// An operator's or a program's command; answered by an
+    /// [`Output::Answer`] with the same ticket, after the round's
+    /// [`Output::Persist`] (so an answer never reports something a crash
+    /// could lose).
+    Command {
+        /// The caller's number for it, echoed in the answer.
+        ticket: Ticket,
+        /// What is asked.
+        command: Command,
+    },
+}
+
+/// A caller's number for a [`Command`]: the host picks it (unique among
+/// its commands in flight) and finds the caller again by it when the
+/// [`Output::Answer`] comes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// What people and programs ask of the coordinator, as opposed to what
+/// workers send it. A command is an input like any other: it joins the
+/// round (and the group commit) of the batch it arrives in.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Accept a job: validate every task, record it durably, queue it.
+    SubmitJob(PreparedJob),
+    /// Cancel a job: its pending tasks end as cancelled, their running
+    /// replicas are withdrawn.
+    CancelJob(JobId),
+    /// Close the open epoch now and settle it (an operator's request, or
+    /// a shutdown).
+    CloseEpoch,
+    /// Set a worker's stake, in base units.
+    SetStake {
+        /// Whose.
+        worker: WorkerId,
+        /// The new stake.
+        stake: u128,
+    },
+}
+
+/// The coordinator's answer to a [`Command`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// The job's id, or why it was refused.
+    JobSubmitted(Result<JobId, SubmitError>),
+    /// Whether the job was known (false: unknown or already forgotten).
+    JobCancelled(bool),
+    /// The epoch was closed; its settlement is in the same round's events.
+    EpochClosed,
+    /// The stake is recorded.
+    StakeSet,
 }
 
 /// Something the host must do or show.
@@ -71,6 +122,13 @@ pub enum Output {
     },
     /// Something for dashboards and logs.
     Event(Event),
+    /// The answer to a [`Command`]: deliver it to whoever holds the ticket.
+    Answer {
+        /// The command's ticket.
+        ticket: Ticket,
+        /// The answer.
+        answer: Answer,
+    },
 }
 
 /// What happened, for dashboards, metrics and logs.
