@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shoal_core::coordinator::{ConnId, Coordinator, CoordinatorConfig, Input, JobSpec, Output, TaskSpec};
+use shoal_core::coordinator::{ConnId, Coordinator, CoordinatorConfig, Input, JobSpec, OriginKey, Output, TaskSpec};
 use shoal_core::kernels::{KernelId, KernelSpec, Sha256Params};
 use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth, TaskAck, TaskOffer};
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
@@ -99,7 +99,7 @@ impl Bench {
             evict: true,
         };
         for w in 0..WORKERS {
-            b.c.handle(b.now, Input::Connected { conn: w, origin: w });
+            b.c.handle(b.now, Input::Connected { conn: ConnId(w), origin: OriginKey(w) });
             let hello = Hello {
                 protocol_version: PROTOCOL_VERSION,
                 worker_id: WorkerId::new(format!("w{w}")).expect("valid"),
@@ -118,7 +118,10 @@ impl Bench {
                 software: "bench".into(),
                 max_concurrent: 16,
             };
-            b.c.handle(b.now, Input::Received { conn: w, envelope: Envelope::bare(Message::Hello(Box::new(hello))) });
+            b.c.handle(
+                b.now,
+                Input::Received { conn: ConnId(w), envelope: Envelope::bare(Message::Hello(Box::new(hello))) },
+            );
             b.collect();
         }
         // Answer the benchmarks: every worker is admitted.

@@ -83,6 +83,32 @@ random_id!(
     AssignmentId
 );
 
+impl JobId {
+    /// The job id of the admission benchmark a coordinator offers right
+    /// after its welcome (all zero bytes: no real job is ever named so,
+    /// their ids come from 128 random bits). Named once here, so neither
+    /// side compares with a literal.
+    pub const BENCHMARK: JobId = JobId([0; 16]);
+}
+
+/// A worker connection, numbered by the host that accepted it (unique
+/// among its open connections). Its own type so it is never confused
+/// with an origin, a worker's number or a count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn-{}", self.0)
+    }
+}
+
+/// The network origin of a connection as the host sees it (e.g. a hash of
+/// the client's /24 or /48): replicas of one task go to workers of
+/// distinct origins, so one machine or network cannot outvote the rest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OriginKey(pub u64);
+
 fn format_dashed(b: &[u8; 16], f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let h = hex_lower(b);
     write!(f, "{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])

@@ -35,5 +35,5 @@ pub mod wire;
 pub mod worker;
 
 pub use digest::{Digest, DigestHasher};
-pub use ids::{AssignmentId, JobId, TaskId, WorkerId};
+pub use ids::{AssignmentId, ConnId, JobId, OriginKey, TaskId, WorkerId};
 pub use time::Millis;

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
 
-use crate::coordinator::{ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, Output, TaskPhase, TaskSpec};
+use crate::coordinator::{
+    ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, OriginKey, Output, TaskPhase, TaskSpec,
+};
 use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, WorkerId};
 use crate::kernels::{KernelId, KernelSpec, Sha256Params};
@@ -187,7 +189,7 @@ struct SimWorker {
     id: WorkerId,
     behaviour: Behaviour,
     mflops: u64,
-    origin: u64,
+    origin: OriginKey,
     conn: Option<ConnId>,
     gone: bool,
 }
@@ -225,7 +227,7 @@ pub fn run_keeping(cfg: SimConfig) -> (SimReport, Coordinator, Vec<JobId>) {
     let mut workers = Vec::new();
     for (g, group) in cfg.workers.iter().enumerate() {
         for i in 0..group.count {
-            let origin = if group.same_origin { 1_000_000 + g as u64 } else { workers.len() as u64 };
+            let origin = OriginKey(if group.same_origin { 1_000_000 + g as u64 } else { workers.len() as u64 });
             workers.push(SimWorker {
                 id: WorkerId::new(format!("w{g}-{i}")).unwrap_or_else(|_| WorkerId::guest([0; 16])),
                 behaviour: group.behaviour,
@@ -246,7 +248,7 @@ pub fn run_keeping(cfg: SimConfig) -> (SimReport, Coordinator, Vec<JobId>) {
         seq: 0,
         workers,
         conn_owner: BTreeMap::new(),
-        next_conn: 1,
+        next_conn: ConnId(1),
         jobs: Vec::new(),
         truth: BTreeMap::new(),
         slashed: Vec::new(),
@@ -366,7 +368,7 @@ impl Sim {
             return;
         }
         let conn = self.next_conn;
-        self.next_conn += 1;
+        self.next_conn.0 += 1;
         self.conn_owner.insert(conn, w);
         self.workers[w].conn = Some(conn);
         let now = self.now;
@@ -455,7 +457,7 @@ impl Sim {
         let now = self.now;
         let behaviour = self.workers[w].behaviour;
         let roll = self.rng.below(100);
-        let benchmark = offer.job == JobId::from_bytes([0; 16]) && matches!(*offer.kernel, KernelSpec::MatmulF32(_));
+        let benchmark = offer.job == JobId::BENCHMARK;
         if let Behaviour::Flaky(p) = behaviour {
             if !benchmark && roll < u64::from(p) {
                 self.workers[w].conn = None;
@@ -544,7 +546,7 @@ impl Sim {
                         let mut a = v.agreed.clone();
                         a.sort();
                         a.dedup();
-                        let mut origins: Vec<u64> = a
+                        let mut origins: Vec<OriginKey> = a
                             .iter()
                             .filter_map(|id| self.workers.iter().find(|w| w.id == *id).map(|w| w.origin))
                             .collect();

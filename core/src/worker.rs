@@ -64,7 +64,7 @@ pub enum WorkerOutput {
     Run {
         /// The assignment, to report back with.
         assignment: AssignmentId,
-        /// The job it belongs to (the zero id for the admission benchmark).
+        /// The job it belongs to ([`JobId::BENCHMARK`] for the admission benchmark).
         job: JobId,
         /// What to run.
         kernel: KernelSpec,

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use shoal_core::auth::{derive_token, MasterSecret};
 use shoal_core::coordinator::{
-    ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, Output, TaskPhase, TaskSpec, Tier,
+    ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, OriginKey, Output, TaskPhase, TaskSpec, Tier,
 };
 use shoal_core::kernels::{KernelId, KernelSpec, MatmulParams, Sha256Params};
 use shoal_core::wire::message::{
@@ -85,12 +85,12 @@ impl Harness {
         std::iter::from_fn(|| self.c.poll_output()).collect()
     }
 
-    fn send(&mut self, conn: ConnId, message: Message) -> Vec<Output> {
-        self.input(Input::Received { conn, envelope: Envelope::bare(message) })
+    fn send(&mut self, conn: u64, message: Message) -> Vec<Output> {
+        self.input(Input::Received { conn: ConnId(conn), envelope: Envelope::bare(message) })
     }
 
-    fn hello(&mut self, conn: ConnId, origin: u64, id: &str, auth: HelloAuth, backend: Backend) -> Vec<Output> {
-        self.input(Input::Connected { conn, origin });
+    fn hello(&mut self, conn: u64, origin: u64, id: &str, auth: HelloAuth, backend: Backend) -> Vec<Output> {
+        self.input(Input::Connected { conn: ConnId(conn), origin: OriginKey(origin) });
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             worker_id: WorkerId::new(id).expect("valid id"),
@@ -103,27 +103,29 @@ impl Harness {
     }
 
     /// Connects and passes the benchmark; returns the outputs after admission.
-    fn join(&mut self, conn: ConnId, origin: u64, id: &str, backend: Backend) -> Vec<Output> {
+    fn join(&mut self, conn: u64, origin: u64, id: &str, backend: Backend) -> Vec<Output> {
         let out = self.hello(conn, origin, id, HelloAuth::Token(String::new()), backend);
         let (offer, inputs) = offers(&out, conn).remove(0);
         self.advance(1);
         let outputs = answer(&offer, &inputs);
-        self.input(Input::Received { conn, envelope: result_env(&offer, outputs) })
+        self.input(Input::Received { conn: ConnId(conn), envelope: result_env(&offer, outputs) })
     }
 
     /// Acks and answers an offer correctly.
-    fn complete(&mut self, conn: ConnId, offer: &TaskOffer, inputs: &[Bytes]) -> Vec<Output> {
+    fn complete(&mut self, conn: u64, offer: &TaskOffer, inputs: &[Bytes]) -> Vec<Output> {
         let mut out = self.send(conn, Message::TaskAck(TaskAck { assignment: offer.assignment }));
         self.advance(2);
-        out.extend(self.input(Input::Received { conn, envelope: result_env(offer, answer(offer, inputs)) }));
+        out.extend(
+            self.input(Input::Received { conn: ConnId(conn), envelope: result_env(offer, answer(offer, inputs)) }),
+        );
         out
     }
 }
 
-fn offers(out: &[Output], to: ConnId) -> Vec<(TaskOffer, Vec<Bytes>)> {
+fn offers(out: &[Output], to: u64) -> Vec<(TaskOffer, Vec<Bytes>)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send { conn, envelope } if *conn == to => match &envelope.message {
+            Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
                 Message::TaskOffer(offer) => Some((offer.clone(), envelope.attachments.clone())),
                 _ => None,
             },
@@ -136,10 +138,10 @@ fn events(out: &[Output]) -> Vec<Event> {
     out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e.clone()) } else { None }).collect()
 }
 
-fn error_codes(out: &[Output], to: ConnId) -> Vec<ErrorCode> {
+fn error_codes(out: &[Output], to: u64) -> Vec<ErrorCode> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send { conn, envelope } if *conn == to => match &envelope.message {
+            Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
                 Message::Error(e) => Some(e.code),
                 _ => None,
             },
@@ -148,8 +150,8 @@ fn error_codes(out: &[Output], to: ConnId) -> Vec<ErrorCode> {
         .collect()
 }
 
-fn closed(out: &[Output], to: ConnId) -> bool {
-    out.iter().any(|o| matches!(o, Output::Close { conn, .. } if *conn == to))
+fn closed(out: &[Output], to: u64) -> bool {
+    out.iter().any(|o| matches!(o, Output::Close { conn, .. } if *conn == ConnId(to)))
 }
 
 #[test]
@@ -165,7 +167,7 @@ fn a_correct_fast_benchmark_admits_and_a_wrong_one_refuses() {
     let (offer, inputs) = offers(&out, 2).remove(0);
     let mut wrong = answer(&offer, &inputs);
     wrong[0] = Bytes::from(vec![0u8; wrong[0].len()]);
-    let out = h.input(Input::Received { conn: 2, envelope: result_env(&offer, wrong) });
+    let out = h.input(Input::Received { conn: ConnId(2), envelope: result_env(&offer, wrong) });
     assert_eq!(error_codes(&out, 2), vec![ErrorCode::Refused]);
     assert!(closed(&out, 2));
     assert_eq!(h.c.workers().len(), 1);
@@ -179,7 +181,7 @@ fn speed_is_measured_by_the_coordinator_clock() {
     let out = h.hello(1, 1, "slowpoke", HelloAuth::Token(String::new()), Backend::Cpu);
     let (offer, inputs) = offers(&out, 1).remove(0);
     h.advance(5_000); // 2·16³ flops in 5 s ≈ 0 MFLOPS, whatever the worker claims
-    let out = h.input(Input::Received { conn: 1, envelope: result_env(&offer, answer(&offer, &inputs)) });
+    let out = h.input(Input::Received { conn: ConnId(1), envelope: result_env(&offer, answer(&offer, &inputs)) });
     assert!(matches!(&events(&out)[..], [Event::WorkerRefused { reason, .. }] if reason.contains("MFLOPS")));
 }
 
@@ -202,7 +204,7 @@ fn tokens_guests_capacity_and_versions() {
     );
     let out = h.hello(4, 4, "w4", HelloAuth::Token(other), Backend::Vulkan);
     assert_eq!(error_codes(&out, 4), vec![ErrorCode::Busy], "at capacity");
-    h.input(Input::Connected { conn: 5, origin: 5 });
+    h.input(Input::Connected { conn: ConnId(5), origin: OriginKey(5) });
     let mut hello = Hello {
         protocol_version: 99,
         worker_id: WorkerId::new("w5").expect("valid"),
@@ -215,7 +217,7 @@ fn tokens_guests_capacity_and_versions() {
     assert_eq!(error_codes(&out, 5), vec![ErrorCode::ProtocolVersion]);
     hello.protocol_version = PROTOCOL_VERSION;
     // A message before hello is a protocol violation.
-    h.input(Input::Connected { conn: 6, origin: 6 });
+    h.input(Input::Connected { conn: ConnId(6), origin: OriginKey(6) });
     let out = h.send(6, Message::TaskAck(TaskAck { assignment: shoal_core::AssignmentId::from_bytes([1; 16]) }));
     assert!(closed(&out, 6));
 }
@@ -268,13 +270,14 @@ fn declined_and_unacknowledged_offers_move_on_never_back() {
     h.join(3, 3, "c", Backend::Vulkan);
     h.advance(h.c.config().ack_timeout.0 + 1);
     let out = h.input(Input::Tick);
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::Send { conn: 2, envelope } if matches!(envelope.message, Message::Cancel(_)))));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Send { conn: ConnId(2), envelope } if matches!(envelope.message, Message::Cancel(_)))
+    ));
     let (offer_c, _) = offers(&out, 3).remove(0);
     assert_eq!(offer_c.task, offer.task);
     // b's late result is refused cleanly.
-    let late = h.input(Input::Received { conn: 2, envelope: result_env(&offer_b, vec![Bytes::from(vec![0u8; 64])]) });
+    let late =
+        h.input(Input::Received { conn: ConnId(2), envelope: result_env(&offer_b, vec![Bytes::from(vec![0u8; 64])]) });
     assert_eq!(error_codes(&late, 2), vec![ErrorCode::UnknownAssignment]);
     assert_eq!(h.c.stats().stale_results, 1);
 }
@@ -301,9 +304,9 @@ fn execution_deadline_follows_cost_and_measured_speed() {
     assert_eq!(h.c.stats().timeouts, 0, "not before {expected} ms");
     h.advance(2);
     let out = h.input(Input::Tick);
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::Send { conn: 1, envelope } if matches!(envelope.message, Message::Cancel(_)))));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Send { conn: ConnId(1), envelope } if matches!(envelope.message, Message::Cancel(_)))
+    ));
     assert_eq!(h.c.stats().timeouts, 1);
 }
 
@@ -356,7 +359,7 @@ fn float_replicas_stay_within_one_class() {
     spec.redundancy = Some(2);
     h.c.submit_job(h.now, spec).expect("accepted");
     let out = h.drain();
-    let classes: Vec<ConnId> = (1..=3).filter(|c| !offers(&out, *c).is_empty()).collect();
+    let classes: Vec<u64> = (1..=3).filter(|c| !offers(&out, *c).is_empty()).collect();
     assert!(classes == vec![1, 3], "both replicas on Vulkan workers, got {classes:?}");
 }
 
@@ -445,8 +448,8 @@ fn a_liar_who_left_is_still_slashed_and_nobody_else_is() {
     h.send(1, Message::TaskAck(TaskAck { assignment: lo.assignment }));
     let mut wrong = answer(&lo, &li);
     wrong[0] = Bytes::from(vec![0xEE; wrong[0].len()]);
-    h.input(Input::Received { conn: 1, envelope: result_env(&lo, wrong) });
-    h.input(Input::Disconnected { conn: 1 });
+    h.input(Input::Received { conn: ConnId(1), envelope: result_env(&lo, wrong) });
+    h.input(Input::Disconnected { conn: ConnId(1) });
     h.join(3, 3, "newcomer", Backend::Vulkan);
     let out = h.complete(2, &ho, &hi);
     // The disagreement escalates to the newcomer, whose answer decides.
@@ -473,7 +476,7 @@ fn a_reconnecting_worker_never_gets_the_same_task_again() {
     let out = h.drain();
     let (offer, _) = offers(&out, 1).remove(0);
     h.send(1, Message::TaskAck(TaskAck { assignment: offer.assignment }));
-    h.input(Input::Disconnected { conn: 1 });
+    h.input(Input::Disconnected { conn: ConnId(1) });
     // c takes a's freed slot in the registry and gets the task; it declines.
     let out = h.join(2, 2, "c", Backend::Vulkan);
     let (to_c, _) = offers(&out, 2).remove(0);
@@ -495,8 +498,8 @@ fn guests_coming_and_going_leave_no_books_behind() {
     for conn in 2..200 {
         let out = h.hello(conn, conn, "ignored", HelloAuth::Guest, Backend::BrowserWebGpu);
         let (offer, inputs) = offers(&out, conn).remove(0);
-        h.input(Input::Received { conn, envelope: result_env(&offer, answer(&offer, &inputs)) });
-        h.input(Input::Disconnected { conn });
+        h.input(Input::Received { conn: ConnId(conn), envelope: result_env(&offer, answer(&offer, &inputs)) });
+        h.input(Input::Disconnected { conn: ConnId(conn) });
     }
     assert_eq!(h.c.remembered_workers(), 1, "only the operator's worker is remembered");
 }

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use shoal_core::coordinator::{Coordinator, CoordinatorConfig, Input, JobSpec, Output, TaskSpec};
+use shoal_core::coordinator::{ConnId, Coordinator, CoordinatorConfig, Input, JobSpec, OriginKey, Output, TaskSpec};
 use shoal_core::kernels::{KernelId, KernelSpec, MandelbrotParams, Sha256Params};
 use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth, TaskOffer};
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
@@ -63,13 +63,13 @@ fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) {
         }
         *now = *now + Millis(1);
         for (conn, envelope) in to_coord {
-            c.handle(*now, Input::Received { conn, envelope });
+            c.handle(*now, Input::Received { conn: ConnId(conn), envelope });
         }
         c.handle(*now, Input::Tick);
         while let Some(o) = c.poll_output() {
             if let Output::Send { conn, envelope } = o {
                 moved = true;
-                sessions[conn as usize].handle(*now, WorkerInput::Received(envelope));
+                sessions[conn.0 as usize].handle(*now, WorkerInput::Received(envelope));
             }
         }
         if !moved {
@@ -87,7 +87,7 @@ fn sessions_join_work_and_get_their_results_verified() {
     let mut now = Millis(10_000);
     let mut sessions: Vec<WorkerSession> = (0..3).map(|i| WorkerSession::new(hello(&format!("w{i}")))).collect();
     for i in 0..3 {
-        c.handle(now, Input::Connected { conn: i, origin: i });
+        c.handle(now, Input::Connected { conn: ConnId(i), origin: OriginKey(i) });
     }
     pump(&mut c, &mut sessions, &mut now);
     assert!(sessions.iter().all(|s| matches!(s.state(), SessionState::Working { .. })));

@@ -682,7 +682,7 @@ impl Committer {
             // Full: the worker does not keep up; closed: it is gone.
             // Either way the core hears it left, and re-queues its work.
             if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
-                tracing::warn!(conn, "worker too slow to read its queue; disconnecting");
+                tracing::warn!(%conn, "worker too slow to read its queue; disconnecting");
                 metrics::counter!("shoal_ws_disconnects_total", "reason" => "slow").increment(1);
             }
             self.conns.remove(&conn);
@@ -696,7 +696,7 @@ impl Committer {
             let bye = Envelope::bare(Message::Goodbye(Goodbye { reason: "coordinator shutting down".into() }));
             let _ = tx.try_send(Outbound::Envelopes(vec![bye]));
             let _ = tx.try_send(Outbound::Close("coordinator shutting down".into()));
-            tracing::debug!(conn, "closed at shutdown");
+            tracing::debug!(%conn, "closed at shutdown");
         }
     }
 }

@@ -242,7 +242,7 @@ async fn session(
                     }
                 }
                 WorkerOutput::Run { assignment, job, kernel, inputs } => {
-                    let benchmark = job == JobId::from_bytes([0; 16]);
+                    let benchmark = job == JobId::BENCHMARK;
                     let roll = rng.below(100) as u8;
                     let noise = rng.next_u64();
                     let behaviour = if benchmark { Behaviour::Honest } else { opts.behaviour };

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
 use hyper_util::rt::TokioIo;
-use shoal_core::coordinator::OriginKey;
+use shoal_core::coordinator::{ConnId, OriginKey};
 use shoal_core::wire::frame::FrameError;
 use shoal_core::wire::message::{ErrorCode, ErrorMessage, Goodbye, MessageDecoder, WireError, WireLimits};
 use shoal_core::wire::{Envelope, Message, MessageBatch};
@@ -100,7 +100,7 @@ pub fn origin_key(ip: IpAddr) -> OriginKey {
         },
     };
     let d = shoal_core::Digest::of(&bytes);
-    u64::from_le_bytes(d.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+    OriginKey(u64::from_le_bytes(d.as_bytes()[..8].try_into().unwrap_or([0; 8])))
 }
 
 /// `GET /ws`: upgrades a worker.
@@ -165,7 +165,7 @@ pub(crate) async fn next_frame(read: &mut FrameReader) -> Result<(OpCode, Bytes)
 }
 
 async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: SocketAddr) {
-    let conn = plane.next_conn.fetch_add(1, Ordering::Relaxed);
+    let conn = ConnId(plane.next_conn.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel::<Outbound>(plane.send_queue.max(1));
     plane.engine.gauges.connections.fetch_add(1, Ordering::Relaxed);
     let outcome = if plane.engine.send(Command::Connected { conn, origin: origin_key(peer.ip()), tx }).is_ok() {
@@ -183,12 +183,12 @@ async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: 
     };
     plane.engine.gauges.connections.fetch_sub(1, Ordering::Relaxed);
     let _ = plane.engine.send(Command::Disconnected { conn });
-    tracing::debug!(conn, %peer, reason = %outcome, "worker connection ended");
+    tracing::debug!(%conn, %peer, reason = %outcome, "worker connection ended");
 }
 
 /// Reads frames until the worker leaves or breaks the protocol; the
 /// writer is told what to send on the way out (it ends the connection).
-async fn read_loop(plane: &DataPlane, conn: u64, mut read: FrameReader, control: &Control) -> String {
+async fn read_loop(plane: &DataPlane, conn: ConnId, mut read: FrameReader, control: &Control) -> String {
     let mut decoder = match MessageDecoder::new(plane.limits) {
         Ok(d) => d,
         Err(e) => return e.to_string(),
@@ -243,7 +243,7 @@ async fn read_loop(plane: &DataPlane, conn: u64, mut read: FrameReader, control:
         }
     };
     if let Ending::Fail(_, why) = &ended {
-        tracing::info!(conn, reason = %why, "worker disconnected for a protocol error");
+        tracing::info!(%conn, reason = %why, "worker disconnected for a protocol error");
         metrics::counter!("shoal_ws_disconnects_total", "reason" => "protocol").increment(1);
     }
     control.set(&control.ending, ended);

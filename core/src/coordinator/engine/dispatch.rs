@@ -17,7 +17,7 @@ use crate::time::Millis;
 use crate::wire::message::{AttachmentMeta, Cancel, ErrorCode, ErrorMessage, TaskOffer};
 use crate::wire::Message;
 
-use super::registry::{WorkerIdx, WorkerState};
+use super::registry::{WorkerIdx, WorkerNum, WorkerState};
 use super::tasks::{input_ids, TaskKey};
 use super::types::{ConnId, TaskPhase};
 use super::{remove_item, Coordinator};
@@ -198,7 +198,8 @@ impl Coordinator {
         let conn = worker.conn;
         let load = worker.in_flight + 1;
         // Task and ringer offers all wait `ack_timeout`: their deadlines come in order.
-        let in_fifo = !matches!(kind, Kind::Benchmark { .. }) && deadline == now + self.cfg.ack_timeout;
+        let benchmark = matches!(kind, Kind::Benchmark { .. });
+        let in_fifo = !benchmark && deadline == now + self.cfg.ack_timeout;
         let assignment = Assignment {
             task,
             spec: Arc::clone(&spec),
@@ -219,8 +220,14 @@ impl Coordinator {
                 t.live.push(aid);
                 (t.job, t.id, (t.input_digest, u128::from_le_bytes(t.input_check)))
             }
-            // Ringers and benchmarks get a fresh id so they look like any task.
-            None => (JobId::from_bytes([0; 16]), TaskId::from_bytes(self.ids.next()), input_ids(&inputs)),
+            // Ringers and benchmarks get fresh ids. The admission benchmark
+            // is named by `JobId::BENCHMARK`; a ringer by a random job id, as
+            // a real task is.
+            None => {
+                let task_id = TaskId::from_bytes(self.ids.next());
+                let job = if benchmark { JobId::BENCHMARK } else { JobId::from_bytes(self.ids.next()) };
+                (job, task_id, input_ids(&inputs))
+            }
         };
         let offer = TaskOffer {
             assignment: aid,
@@ -337,7 +344,7 @@ impl Coordinator {
             }
             return;
         };
-        let num = self.worker(a.worker).map_or(u32::MAX, |w| w.num);
+        let num = self.worker(a.worker).map_or(WorkerNum::NONE, |w| w.num);
         let Some(t) = self.tasks.get_mut(tid) else { return };
         remove_item(&mut t.live, &aid);
         if t.phase != TaskPhase::Pending || matches!(how, Release::Withdrawn(_)) {

@@ -52,7 +52,7 @@ use crate::wire::{Envelope, Message};
 use self::dispatch::{Assignment, Ringer};
 use self::epochs::{DirtyWorkers, EpochState};
 pub(crate) use self::registry::Reputation;
-use self::registry::{Conn, Worker, WorkerIdx, WorkerState};
+use self::registry::{Conn, Worker, WorkerIdx, WorkerNum, WorkerState};
 use self::tasks::{Job, TaskKey, TaskSlab};
 pub use self::types::{
     Answer, Command, ConnId, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output,
@@ -149,11 +149,11 @@ pub struct Coordinator {
     reputation: Map<WorkerId, Reputation>,
     /// Undecided tasks holding a result of each worker, connected or not
     /// (so a liar who left is still slashed and its votes withdrawn).
-    undecided: IdMap<u32, SmallVec<[TaskKey; 4]>>,
+    undecided: IdMap<WorkerNum, SmallVec<[TaskKey; 4]>>,
     /// Stable numbers of worker ids (see `Worker::num`).
-    worker_nums: Map<WorkerId, u32>,
+    worker_nums: Map<WorkerId, WorkerNum>,
     /// The next number to give (numbers are never reused).
-    next_worker_num: u32,
+    next_worker_num: WorkerNum,
     /// Active workers with room, by load.
     idle: BTreeSet<(u32, WorkerIdx)>,
     jobs: IdMap<JobId, Job>,
@@ -225,7 +225,7 @@ impl Coordinator {
             reputation: Map::default(),
             undecided: IdMap::default(),
             worker_nums: Map::default(),
-            next_worker_num: 0,
+            next_worker_num: WorkerNum(0),
             idle: BTreeSet::new(),
             jobs: IdMap::default(),
             tasks: TaskSlab {

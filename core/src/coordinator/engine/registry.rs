@@ -35,6 +35,18 @@ pub(crate) struct Reputation {
 
 pub(super) type WorkerIdx = u32;
 
+/// A worker id's number in this coordinator: given at its first hello,
+/// never reused, the same across reconnects. Per-task lists (who tried a
+/// task, whose results are undecided) hold it instead of the id: four
+/// bytes, no reference count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct WorkerNum(pub(super) u32);
+
+impl WorkerNum {
+    /// Stands for a worker no longer registered.
+    pub(super) const NONE: WorkerNum = WorkerNum(u32::MAX);
+}
+
 #[derive(Debug)]
 pub(super) enum WorkerState {
     /// Running the benchmark.
@@ -47,7 +59,7 @@ pub(super) enum WorkerState {
 pub(super) struct Worker {
     pub(super) id: WorkerId,
     /// Stable number of this worker id (never reused, survives reconnects).
-    pub(super) num: u32,
+    pub(super) num: WorkerNum,
     pub(super) conn: ConnId,
     pub(super) origin: OriginKey,
     pub(super) device: DeviceInfo,
@@ -162,7 +174,7 @@ impl Coordinator {
         let next = self.next_worker_num;
         let num = *self.worker_nums.entry(id.clone()).or_insert_with(|| next);
         if num == next {
-            self.next_worker_num += 1;
+            self.next_worker_num.0 += 1;
         }
         let worker = Worker {
             id: id.clone(),
@@ -257,7 +269,7 @@ impl Coordinator {
     /// undecided result its bookkeeping goes (otherwise tabs connecting and
     /// leaving would grow the coordinator's memory without bound). Its
     /// epoch earnings stay until the epoch closes.
-    pub(super) fn forget_guest(&mut self, id: &WorkerId, num: u32) {
+    pub(super) fn forget_guest(&mut self, id: &WorkerId, num: WorkerNum) {
         if !id.as_str().starts_with("guest-") || self.undecided.get(&num).is_some_and(|l| !l.is_empty()) {
             return;
         }

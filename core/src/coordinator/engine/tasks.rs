@@ -21,6 +21,7 @@ use crate::ids::{AssignmentId, JobId, TaskId};
 use crate::kernels::KernelSpec;
 use crate::time::Millis;
 
+use super::registry::WorkerNum;
 use super::types::{
     DeadLetter, Event, JobProgress, JobSpec, OriginKey, PreparedJob, SubmitError, TaskPhase, VerifiedResult,
 };
@@ -130,7 +131,7 @@ impl TaskSlab {
 #[derive(Debug, Default)]
 pub(super) struct Trouble {
     pub(super) failures: Vec<String>,
-    pub(super) harmed: Vec<u32>,
+    pub(super) harmed: Vec<WorkerNum>,
 }
 
 #[derive(Debug)]
@@ -158,7 +159,7 @@ pub(super) struct Task {
     pub(super) results: Vec<ReplicaResult>,
     /// Workers (and their origins) this task was ever given to (inline for
     /// the usual redundancy, as `live`).
-    pub(super) tried: SmallVec<[(u32, OriginKey); 2]>,
+    pub(super) tried: SmallVec<[(WorkerNum, OriginKey); 2]>,
     pub(super) class: Option<WorkerClass>,
     pub(super) attempts: u32,
     /// Failures on the way and the workers they harmed (rare: boxed so a

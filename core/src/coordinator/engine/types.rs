@@ -10,18 +10,13 @@ use smallvec::SmallVec;
 use crate::coordinator::profile::{Tier, WorkerClass};
 use crate::coordinator::rewards::EpochSettlement;
 use crate::digest::Digest;
+pub use crate::ids::{ConnId, OriginKey};
 use crate::ids::{JobId, TaskId, WorkerId};
 use crate::kernels::{KernelError, KernelSpec};
 use crate::time::Millis;
 use crate::wire::Envelope;
 
 use super::tasks::input_ids;
-
-/// A connection, numbered by the host.
-pub type ConnId = u64;
-
-/// A network origin (e.g. a hash of the IP /24), chosen by the host.
-pub type OriginKey = u64;
 
 /// Something that happened, fed to [`Coordinator::handle`].
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use crate::wire::message::{ErrorCode, ErrorMessage, Goodbye, TaskResult};
 use crate::wire::Message;
 
 use super::dispatch::{Kind, Release};
-use super::registry::WorkerIdx;
+use super::registry::{WorkerIdx, WorkerNum};
 use super::tasks::{Task, TaskKey};
 use super::types::{ConnId, DeadLetter, Event, Output, TaskPhase, VerifiedResult};
 use super::{encode_record, remove_item, Coordinator, IdMap};
@@ -28,7 +28,7 @@ use super::{encode_record, remove_item, Coordinator, IdMap};
 pub(super) struct ReplicaResult {
     pub(super) worker_id: WorkerId,
     /// The worker's stable number.
-    pub(super) num: u32,
+    pub(super) num: WorkerNum,
     pub(super) class: Option<WorkerClass>,
     pub(super) outputs: Vec<Bytes>,
     pub(super) digest: Digest,
@@ -37,7 +37,11 @@ pub(super) struct ReplicaResult {
 
 /// Removes `task` from the undecided list of worker number `num` (the
 /// list itself stays, so the next result does not allocate a new one).
-pub(super) fn forget_undecided(undecided: &mut IdMap<u32, SmallVec<[TaskKey; 4]>>, num: u32, task: TaskKey) {
+pub(super) fn forget_undecided(
+    undecided: &mut IdMap<WorkerNum, SmallVec<[TaskKey; 4]>>,
+    num: WorkerNum,
+    task: TaskKey,
+) {
     if let Some(list) = undecided.get_mut(&num) {
         remove_item(list, &task);
     }
