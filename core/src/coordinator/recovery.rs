@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::{DeadLetter, JobProgress, JobSpec, Reputation, TaskSpec, VerifiedResult};
 use super::ledger::EntryValue;
-use super::profile::Tier;
+use super::profile::{Tier, WorkerClass};
 use super::rewards::{EpochSettlement, EpochWork};
 use crate::digest::Digest;
 use crate::ids::{JobId, WorkerId};
@@ -46,11 +46,11 @@ pub mod ns {
     pub const TASK: &str = "task";
     /// [`task_record_key`] → [`DeadLetter`](crate::coordinator::DeadLetter).
     pub const DEAD_LETTER: &str = "dead-letter";
-    /// Worker id → `(class, MFLOPS, admitted at)`, on admission.
+    /// Worker id → [`AdmittedWorker`](super::AdmittedWorker), on admission.
     pub const WORKER: &str = "worker";
     /// Worker id → [`WorkerRecord`](super::WorkerRecord).
     pub const WORKER_STATE: &str = "worker-state";
-    /// Worker id → `(reason, forfeited stake)`.
+    /// Worker id → [`SlashRecord`](super::SlashRecord).
     pub const SLASHED: &str = "slashed";
     /// Epoch number (u64 BE) → [`EpochSettlement`](crate::coordinator::rewards::EpochSettlement).
     pub const EPOCH: &str = "epoch";
@@ -114,6 +114,56 @@ impl JobRecord<'_> {
     pub fn kernels(self) -> Vec<KernelSpec> {
         self.tasks.into_iter().map(|t| t.kernel.into_owned()).collect()
     }
+}
+
+/// The bytes of a record (or of anything hashed as canonical bytes): its
+/// postcard encoding. The one way the core encodes what it stores or
+/// hashes. Small records (most of them, one per verified task) are encoded
+/// on the stack and copied once into a vector of their exact size.
+///
+/// # Panics
+/// Never for the core's records: they are plain data (no maps with
+/// non-string keys, no sequences of unknown length), which postcard
+/// encodes into a vector without failing. A record type that could fail
+/// is a bug, caught by the recovery tests, never written as empty bytes.
+pub(crate) fn encode<T: Serialize + ?Sized>(record: &T) -> Vec<u8> {
+    let mut buf = [0u8; 512];
+    match postcard::to_slice(record, &mut buf) {
+        Ok(bytes) => bytes.to_vec(),
+        Err(_) => encode_into(record, Vec::new()),
+    }
+}
+
+/// [`encode`] appended to `buf` (a caller that knows a record is big
+/// reserves its size up front instead of growing a vector by doubling).
+///
+/// # Panics
+/// As [`encode`]: never for the core's records.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(record: &T, buf: Vec<u8>) -> Vec<u8> {
+    match postcard::to_extend(record, buf) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("a record is plain data and always encodes: {e}"),
+    }
+}
+
+/// A worker's admission (value of [`ns::WORKER`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmittedWorker {
+    /// Its class (backend and tier).
+    pub class: WorkerClass,
+    /// Its measured speed.
+    pub mflops: u64,
+    /// When (coordinator clock).
+    pub admitted: Millis,
+}
+
+/// A slashing (value of [`ns::SLASHED`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlashRecord<'a> {
+    /// Why the worker was slashed.
+    pub reason: Cow<'a, str>,
+    /// Stake forfeited, base units.
+    pub forfeited: u128,
 }
 
 /// Key of a task's record: the job id then the task's index (u32 BE), so
@@ -348,5 +398,29 @@ impl Snapshot {
     /// Unfinished jobs: the ones a restarted coordinator runs on.
     pub fn open_jobs(&self) -> impl Iterator<Item = JobId> + '_ {
         self.jobs.iter().filter(|(_, j)| j.finished.is_none()).map(|(id, _)| *id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::profile::Tier;
+    use crate::wire::message::Backend;
+
+    /// The named records encode to the bytes of the tuples written before
+    /// they had names, so stores written then still decode.
+    #[test]
+    fn named_records_keep_the_bytes_of_the_tuples_they_replaced() {
+        let class = WorkerClass { backend: Backend::Vulkan, tier: Tier::High };
+        let admitted = AdmittedWorker { class, mflops: 1234, admitted: Millis(99) };
+        let tuple = postcard::to_allocvec(&(class, 1234u64, Millis(99))).expect("encodes");
+        assert_eq!(encode(&admitted), tuple);
+        assert_eq!(postcard::from_bytes::<AdmittedWorker>(&tuple).expect("decodes"), admitted);
+        let slash = SlashRecord { reason: Cow::Borrowed("outvoted"), forfeited: 5 };
+        let tuple = postcard::to_allocvec(&("outvoted", 5u128)).expect("encodes");
+        assert_eq!(encode(&slash), tuple);
+        // A record bigger than the stack buffer takes the vector path, same bytes.
+        let big = vec![7u8; 4096];
+        assert_eq!(encode(&big), postcard::to_allocvec(&big).expect("encodes"));
     }
 }

@@ -234,7 +234,7 @@ pub fn settle_epoch(
 /// [`Digest`] of the canonical (postcard) encoding of the epoch number, the
 /// operator cut and the payout list.
 fn settlement_digest(epoch: u64, operator_cut: u128, payouts: &[Payout]) -> Digest {
-    let bytes = postcard::to_allocvec(&(epoch, operator_cut, payouts)).unwrap_or_default();
+    let bytes = super::recovery::encode(&(epoch, operator_cut, payouts));
     Digest::of(&bytes)
 }
 

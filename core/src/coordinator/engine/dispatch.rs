@@ -12,7 +12,6 @@ use bytes::Bytes;
 
 use crate::ids::{AssignmentId, JobId, TaskId};
 use crate::kernels::{Comparator, KernelSpec};
-use crate::task::TaskLifecycle;
 use crate::time::Millis;
 use crate::wire::message::{AttachmentMeta, Cancel, ErrorCode, ErrorMessage, TaskOffer};
 use crate::wire::Message;
@@ -34,8 +33,12 @@ pub(super) struct Assignment {
     pub(super) task: Option<TaskKey>,
     pub(super) spec: Arc<KernelSpec>,
     pub(super) worker: WorkerIdx,
-    pub(super) life: TaskLifecycle,
+    /// When it was offered.
     pub(super) offered: Millis,
+    /// When the worker acknowledged it and began executing (an
+    /// assignment is open from its offer until it ends, when it leaves
+    /// the slab: these two stamps are its whole lifecycle).
+    pub(super) acked: Option<Millis>,
     pub(super) deadline: Millis,
     /// The deadline sits in the acknowledgement FIFO, not the ordered set.
     pub(super) in_fifo: bool,
@@ -200,16 +203,8 @@ impl Coordinator {
         // Task and ringer offers all wait `ack_timeout`: their deadlines come in order.
         let benchmark = matches!(kind, Kind::Benchmark { .. });
         let in_fifo = !benchmark && deadline == now + self.cfg.ack_timeout;
-        let assignment = Assignment {
-            task,
-            spec: Arc::clone(&spec),
-            worker: w,
-            life: TaskLifecycle::new(now),
-            offered: now,
-            deadline,
-            in_fifo,
-            kind,
-        };
+        let assignment =
+            Assignment { task, spec: Arc::clone(&spec), worker: w, offered: now, acked: None, deadline, in_fifo, kind };
         let aid = self.assignments.insert(self.ids.next(), assignment);
         if let Some(worker) = self.worker_mut(w) {
             worker.live.push(aid);
@@ -262,7 +257,7 @@ impl Coordinator {
 
     /// Whether the assignment belongs to worker `w` and is still open.
     pub(super) fn owns(&self, w: WorkerIdx, aid: AssignmentId) -> bool {
-        self.assignments.get(&aid).is_some_and(|a| a.worker == w && !a.life.status().is_terminal())
+        self.assignments.get(&aid).is_some_and(|a| a.worker == w)
     }
 
     pub(super) fn stale(&mut self, conn: ConnId, aid: AssignmentId) {
@@ -277,13 +272,14 @@ impl Coordinator {
 
     pub(super) fn on_ack(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, aid: AssignmentId) {
         let new_deadline = match self.assignments.get(&aid) {
-            Some(a) if a.worker == w && !a.life.status().is_terminal() => self.exec_deadline(now, a),
+            Some(a) if a.worker == w => self.exec_deadline(now, a),
             _ => return self.stale(conn, aid),
         };
         let Some(a) = self.assignments.get_mut(&aid) else { return };
-        if a.life.accept(now).and_then(|()| a.life.start(now)).is_err() {
-            return;
+        if a.acked.is_some() {
+            return; // a repeated ack changes nothing
         }
+        a.acked = Some(now);
         if !a.in_fifo {
             self.deadlines.remove(&(a.deadline, aid));
         }
@@ -292,34 +288,28 @@ impl Coordinator {
         self.deadlines.insert((new_deadline, aid));
     }
 
-    pub(super) fn on_decline(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, aid: AssignmentId, reason: &str) {
+    pub(super) fn on_decline(&mut self, conn: ConnId, w: WorkerIdx, aid: AssignmentId, reason: &str) {
         if !self.owns(w, aid) {
             return self.stale(conn, aid);
         }
-        if let Some(a) = self.assignments.get_mut(&aid) {
-            let _ = a.life.decline(now, reason);
-        }
-        self.release(now, aid, &Release::Declined(reason));
+        self.release(aid, &Release::Declined(reason));
     }
 
-    pub(super) fn on_failure(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, aid: AssignmentId, why: &str) {
+    pub(super) fn on_failure(&mut self, conn: ConnId, w: WorkerIdx, aid: AssignmentId, why: &str) {
         if !self.owns(w, aid) {
             return self.stale(conn, aid);
         }
         let id = self.worker(w).map(|x| x.id.to_string()).unwrap_or_default();
-        self.release(now, aid, &Release::Failed(&format!("{id}: {why}")));
+        self.release(aid, &Release::Failed(&format!("{id}: {why}")));
     }
 
     /// Ends an open assignment without a result: frees the worker's slot,
     /// tells the worker when it should stop, records harm against the task
     /// (poison guard) and re-queues the replica, as `how` says.
-    pub(super) fn release(&mut self, now: Millis, aid: AssignmentId, how: &Release<'_>) {
-        let Some(mut a) = self.assignments.remove(&aid) else { return };
+    pub(super) fn release(&mut self, aid: AssignmentId, how: &Release<'_>) {
+        let Some(a) = self.assignments.remove(&aid) else { return };
         if !a.in_fifo {
             self.deadlines.remove(&(a.deadline, aid));
-        }
-        if !a.life.status().is_terminal() {
-            let _ = a.life.cancel(now, how.reason());
         }
         if let Some(worker) = self.worker_mut(a.worker) {
             remove_item(&mut worker.live, &aid);
@@ -367,12 +357,12 @@ impl Coordinator {
         self.ready.insert(key);
     }
 
-    pub(super) fn time_out(&mut self, now: Millis, aid: AssignmentId) {
+    pub(super) fn time_out(&mut self, aid: AssignmentId) {
         let Some(a) = self.assignments.get(&aid) else { return };
         self.stats.timeouts += 1;
-        let executing = a.life.execute_started_at().is_some();
+        let executing = a.acked.is_some();
         let id = self.worker(a.worker).map(|w| w.id.to_string()).unwrap_or_default();
         let why = if executing { format!("{id}: execution timed out") } else { format!("{id}: no ack in time") };
-        self.release(now, aid, &Release::TimedOut { executing, why: &why });
+        self.release(aid, &Release::TimedOut { executing, why: &why });
     }
 }

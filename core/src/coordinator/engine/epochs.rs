@@ -2,14 +2,14 @@
 //! the records that let a restart resume it, stakes, and closing an epoch
 //! into an exact settlement.
 
-use crate::coordinator::recovery::{ns, OpenEpoch, WorkerRecordRef};
+use crate::coordinator::recovery::{encode, ns, OpenEpoch, WorkerRecordRef};
 use crate::coordinator::rewards::{settle_epoch, EpochSettlement, EpochWork};
 use crate::ids::WorkerId;
 use crate::time::Millis;
 
 use super::registry::Reputation;
 use super::types::Event;
-use super::{encode_record, Coordinator, Map};
+use super::{Coordinator, Map};
 
 #[derive(Debug)]
 pub(super) struct EpochState {
@@ -57,7 +57,7 @@ impl Coordinator {
                 epoch: self.epoch.number,
                 work: self.epoch.work.get(&id).unwrap_or(&idle),
             };
-            self.ledger.put(ns::WORKER_STATE, id.as_str().as_bytes().to_vec(), encode_record(&record));
+            self.ledger.put(ns::WORKER_STATE, id.as_str().as_bytes().to_vec(), encode(&record));
         }
         if std::mem::take(&mut self.epoch_dirty) {
             let open = OpenEpoch {
@@ -66,7 +66,7 @@ impl Coordinator {
                 carried: self.epoch.carried,
                 forfeited: self.epoch.forfeited,
             };
-            self.ledger.put(ns::EPOCH_OPEN, Vec::new(), encode_record(&open));
+            self.ledger.put(ns::EPOCH_OPEN, Vec::new(), encode(&open));
         }
     }
 
@@ -99,11 +99,7 @@ impl Coordinator {
         for w in worked {
             self.dirty.insert(w);
         }
-        self.ledger.put(
-            ns::EPOCH,
-            self.epoch.number.to_be_bytes().to_vec(),
-            postcard::to_allocvec(&s).unwrap_or_default(),
-        );
+        self.ledger.put(ns::EPOCH, self.epoch.number.to_be_bytes().to_vec(), encode(&s));
         self.epoch.number += 1;
         self.epoch.opened = now;
         self.epoch.verified = 0;

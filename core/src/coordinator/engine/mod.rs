@@ -35,7 +35,6 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Serialize;
 use smallvec::SmallVec;
 
 use crate::auth::MasterSecret;
@@ -91,17 +90,6 @@ impl std::hash::Hasher for IdHasher {
     }
 
     fn write_usize(&mut self, _: usize) {}
-}
-
-/// A ledger record's bytes: small records (most of them, written on every
-/// verified task) are encoded on the stack and copied once into a vector
-/// of their exact size, instead of growing a vector step by step.
-fn encode_record<T: Serialize>(record: &T) -> Vec<u8> {
-    let mut buf = [0u8; 512];
-    match postcard::to_slice(record, &mut buf) {
-        Ok(bytes) => bytes.to_vec(),
-        Err(_) => postcard::to_allocvec(record).unwrap_or_default(),
-    }
 }
 
 /// Removes `item` from an unordered list: stops at the match and moves
@@ -283,7 +271,7 @@ impl Coordinator {
                     self.conns.insert(conn, Conn { origin, worker: None, opened: now });
                 }
                 Input::Received { conn, envelope } => self.on_envelope(now, conn, envelope),
-                Input::Disconnected { conn } => self.on_disconnect(now, conn, "connection closed"),
+                Input::Disconnected { conn } => self.on_disconnect(conn, "connection closed"),
                 Input::Tick => self.on_tick(now),
                 Input::Command { ticket, command } => {
                     let answer = self.command(now, command);
@@ -298,7 +286,7 @@ impl Coordinator {
     fn command(&mut self, now: Millis, command: Command) -> Answer {
         match command {
             Command::SubmitJob(job) => Answer::JobSubmitted(self.submit(now, job)),
-            Command::CancelJob(job) => Answer::JobCancelled(self.cancel(now, job)),
+            Command::CancelJob(job) => Answer::JobCancelled(self.cancel(job)),
             Command::CloseEpoch => {
                 self.maybe_close_epoch(now, true);
                 Answer::EpochClosed
@@ -323,7 +311,7 @@ impl Coordinator {
     /// for an unknown job.
     pub fn cancel_job(&mut self, now: Millis, job: JobId) -> bool {
         self.start(now);
-        let known = self.cancel(now, job);
+        let known = self.cancel(job);
         self.finish_round(now);
         known
     }
@@ -496,7 +484,7 @@ impl Coordinator {
             }
             self.ack_fifo.pop_front();
             if self.assignments.get(&aid).is_some_and(|a| a.in_fifo && a.deadline == t) {
-                self.time_out(now, aid);
+                self.time_out(aid);
             }
         }
         while let Some(&(t, aid)) = self.deadlines.first() {
@@ -504,7 +492,7 @@ impl Coordinator {
                 break;
             }
             self.deadlines.remove(&(t, aid));
-            self.time_out(now, aid);
+            self.time_out(aid);
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
@@ -522,7 +510,7 @@ impl Coordinator {
                 j.keys().filter(|k| self.tasks.get(*k).is_some_and(|t| t.phase == TaskPhase::Pending)).collect()
             });
             for tid in pending {
-                self.withdraw_live(now, tid, "task expired");
+                self.withdraw_live(tid, "task expired");
                 let reason = format!("not decided within {} s of submission", self.cfg.task_ttl.0 / 1000);
                 self.dead_letter(tid, reason);
             }
@@ -538,7 +526,7 @@ impl Coordinator {
             .collect();
         for conn in stale {
             self.staged.push(Output::Close { conn, reason: "silent for too long".into() });
-            self.on_disconnect(now, conn, "silent for too long");
+            self.on_disconnect(conn, "silent for too long");
         }
     }
 }

@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 
 use crate::auth::verify_token;
 use crate::coordinator::profile::{benchmark_spec, classify, WorkerClass};
-use crate::coordinator::recovery::ns;
+use crate::coordinator::recovery::{encode, ns, AdmittedWorker};
 use crate::ids::{AssignmentId, WorkerId};
 use crate::time::Millis;
 use crate::wire::message::{DeviceInfo, ErrorCode, ErrorMessage, Goodbye, Hello, HelloAuth, Welcome};
@@ -110,32 +110,32 @@ impl Coordinator {
         }
         match (env.message, widx) {
             (Message::Hello(h), None) => self.on_hello(now, conn, *h),
-            (Message::Hello(_), Some(_)) => self.violation(now, conn, "second hello"),
-            (_, None) => self.violation(now, conn, "the first message must be a hello"),
+            (Message::Hello(_), Some(_)) => self.violation(conn, "second hello"),
+            (_, None) => self.violation(conn, "the first message must be a hello"),
             (Message::TaskAck(a), Some(w)) => self.on_ack(now, conn, w, a.assignment),
-            (Message::TaskDecline(d), Some(w)) => self.on_decline(now, conn, w, d.assignment, &d.reason),
+            (Message::TaskDecline(d), Some(w)) => self.on_decline(conn, w, d.assignment, &d.reason),
             (Message::TaskResult(r), Some(w)) => self.on_result(now, conn, w, &r, env.attachments),
             (Message::Error(e), Some(w)) => {
                 if let Some(a) = e.assignment {
-                    self.on_failure(now, conn, w, a, &format!("{:?}: {}", e.code, e.message));
+                    self.on_failure(conn, w, a, &format!("{:?}: {}", e.code, e.message));
                 }
             }
             (Message::Progress(_) | Message::Heartbeat(_), Some(_)) => {}
-            (Message::Goodbye(g), Some(_)) => self.on_disconnect(now, conn, &format!("goodbye: {}", g.reason)),
+            (Message::Goodbye(g), Some(_)) => self.on_disconnect(conn, &format!("goodbye: {}", g.reason)),
             (Message::Welcome(_) | Message::TaskOffer(_) | Message::Cancel(_), Some(_)) => {
-                self.violation(now, conn, "workers do not send welcome, offers or cancels");
+                self.violation(conn, "workers do not send welcome, offers or cancels");
             }
         }
     }
 
-    pub(super) fn violation(&mut self, now: Millis, conn: ConnId, why: &str) {
+    pub(super) fn violation(&mut self, conn: ConnId, why: &str) {
         self.send(
             conn,
             Message::Error(ErrorMessage { code: ErrorCode::Malformed, assignment: None, message: why.into() }),
             vec![],
         );
         self.staged.push(Output::Close { conn, reason: why.into() });
-        self.on_disconnect(now, conn, why);
+        self.on_disconnect(conn, why);
     }
 
     pub(super) fn on_hello(&mut self, now: Millis, conn: ConnId, h: Hello) {
@@ -164,7 +164,7 @@ impl Coordinator {
             let old_conn = self.worker_mut(old).map(|w| w.conn);
             if let Some(oc) = old_conn {
                 self.staged.push(Output::Close { conn: oc, reason: "replaced by a new connection".into() });
-                self.on_disconnect(now, oc, "replaced by a new connection");
+                self.on_disconnect(oc, "replaced by a new connection");
             }
         } else if self.by_id.len() >= self.cfg.max_workers {
             let why = format!("at capacity ({} workers)", self.cfg.max_workers);
@@ -249,16 +249,16 @@ impl Coordinator {
         self.free_slots.push(idx);
     }
 
-    pub(super) fn on_disconnect(&mut self, now: Millis, conn: ConnId, why: &str) {
+    pub(super) fn on_disconnect(&mut self, conn: ConnId, why: &str) {
         let Some(c) = self.conns.remove(&conn) else { return };
         let Some(idx) = c.worker else { return };
         let Some(w) = self.worker(idx) else { return };
         let (id, live, num) = (w.id.clone(), w.live.clone(), w.num);
         for aid in live {
-            let executing = self.assignments.get(&aid).is_some_and(|a| a.life.execute_started_at().is_some());
+            let executing = self.assignments.get(&aid).is_some_and(|a| a.acked.is_some());
             self.stats.requeued_on_leave += 1;
             let reason = format!("{id} left ({why})");
-            self.release(now, aid, &Release::Left { executing, why: &reason });
+            self.release(aid, &Release::Left { executing, why: &reason });
         }
         self.remove_worker(idx);
         self.forget_guest(&id, num);
@@ -300,7 +300,7 @@ impl Coordinator {
                 }
                 let load = self.worker(w).map_or(0, |x| x.in_flight);
                 self.set_load(w, load);
-                let rec = postcard::to_allocvec(&(class, p.mflops, now)).unwrap_or_default();
+                let rec = encode(&AdmittedWorker { class, mflops: p.mflops, admitted: now });
                 self.ledger.put(ns::WORKER, id.as_str().as_bytes().to_vec(), rec);
                 self.event(Event::WorkerAdmitted { worker: id, class, mflops: p.mflops });
             }

@@ -14,7 +14,9 @@ use crate::auth::MasterSecret;
 use crate::coordinator::config::CoordinatorConfig;
 use crate::coordinator::ledger::Ledger;
 use crate::coordinator::profile::{Tier, WorkerClass};
-use crate::coordinator::recovery::{ns, EndedTask, JobRecord, Snapshot, StoredInputs, TaskRecord, INPUTS_APART};
+use crate::coordinator::recovery::{
+    encode, encode_into, ns, EndedTask, JobRecord, Snapshot, StoredInputs, TaskRecord, INPUTS_APART,
+};
 use crate::coordinator::rewards::EpochWork;
 use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, TaskId};
@@ -26,7 +28,7 @@ use super::types::{
     DeadLetter, Event, JobProgress, JobSpec, OriginKey, PreparedJob, SubmitError, TaskPhase, VerifiedResult,
 };
 use super::verification::{forget_undecided, ReplicaResult};
-use super::{encode_record, Coordinator};
+use super::Coordinator;
 
 /// A task's place in the [`TaskSlab`]: its submission sequence number.
 pub(super) type TaskKey = u64;
@@ -264,8 +266,8 @@ impl Coordinator {
                 StoredInputs::Apart(_) => 34,
             })
             .sum();
-        let value = postcard::to_extend(&record, Vec::with_capacity(64 + inline + 64 * record.tasks.len()));
-        self.ledger.put(ns::JOB, job.as_bytes().to_vec(), value.unwrap_or_default());
+        let value = encode_into(&record, Vec::with_capacity(64 + inline + 64 * record.tasks.len()));
+        self.ledger.put(ns::JOB, job.as_bytes().to_vec(), value);
         let n = spec.tasks.len() as u32;
         self.insert_job(job, spec, digests, now + self.cfg.task_ttl, BTreeMap::new());
         self.event(Event::JobAccepted { job, tasks: n });
@@ -416,12 +418,12 @@ impl Coordinator {
 
     /// Cancels a job: pending tasks end as cancelled, their running
     /// replicas are withdrawn. False for an unknown job.
-    pub(super) fn cancel(&mut self, now: Millis, job: JobId) -> bool {
+    pub(super) fn cancel(&mut self, job: JobId) -> bool {
         let Some(j) = self.jobs.get(&job) else { return false };
         for tid in j.keys() {
             let pending = self.tasks.get(tid).is_some_and(|t| t.phase == TaskPhase::Pending);
             if pending {
-                self.withdraw_live(now, tid, "job cancelled");
+                self.withdraw_live(tid, "job cancelled");
                 self.end_task(tid, TaskPhase::Cancelled);
             }
         }
@@ -473,7 +475,7 @@ impl Coordinator {
         if j.progress.finished() {
             let p = j.progress.clone();
             self.open_jobs.remove(&(j.expires, job));
-            self.ledger.put(ns::JOB_FINISHED, job.as_bytes().to_vec(), encode_record(&p));
+            self.ledger.put(ns::JOB_FINISHED, job.as_bytes().to_vec(), encode(&p));
             self.event(Event::JobFinished {
                 job,
                 verified: p.verified,

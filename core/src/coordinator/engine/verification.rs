@@ -3,13 +3,15 @@
 //! shadow comparison with the CPU reference, the dead-letter queue, and
 //! slashing of proven liars.
 
+use std::borrow::Cow;
+
 use std::cmp::Reverse;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::coordinator::profile::{mflops, WorkerClass};
-use crate::coordinator::recovery::{ns, task_record_key};
+use crate::coordinator::recovery::{encode, ns, task_record_key, SlashRecord};
 use crate::digest::Digest;
 use crate::ids::WorkerId;
 use crate::kernels::Comparator;
@@ -22,7 +24,7 @@ use super::dispatch::{Kind, Release};
 use super::registry::{WorkerIdx, WorkerNum};
 use super::tasks::{Task, TaskKey};
 use super::types::{ConnId, DeadLetter, Event, Output, TaskPhase, VerifiedResult};
-use super::{encode_record, remove_item, Coordinator, IdMap};
+use super::{remove_item, Coordinator, IdMap};
 
 #[derive(Debug)]
 pub(super) struct ReplicaResult {
@@ -51,7 +53,7 @@ impl Coordinator {
     pub(super) fn on_result(&mut self, now: Millis, conn: ConnId, w: WorkerIdx, r: &TaskResult, outputs: Vec<Bytes>) {
         let aid = r.assignment;
         let a = match self.assignments.get(&aid) {
-            Some(a) if a.worker == w && !a.life.status().is_terminal() => a,
+            Some(a) if a.worker == w => a,
             _ => return self.stale(conn, aid),
         };
         self.stats.results += 1;
@@ -68,18 +70,15 @@ impl Coordinator {
                 }),
                 vec![],
             );
-            return self.release(now, aid, &Release::Failed(&format!("{id}: malformed result")));
+            return self.release(aid, &Release::Failed(&format!("{id}: malformed result")));
         }
-        let Some(mut a) = self.assignments.remove(&aid) else { return };
+        let Some(a) = self.assignments.remove(&aid) else { return };
         if !a.in_fifo {
             self.deadlines.remove(&(a.deadline, aid));
         }
-        if a.life.status() == crate::task::TaskStatus::New {
-            let _ = a.life.accept(now).and_then(|()| a.life.start(now));
-        }
-        let _ = a.life.complete(now);
-        let d = a.life.durations();
-        let reward = polo_score(d.idle_ms, d.staged_ms, d.cpu_ms).reward;
+        // A result without an ack counts as acknowledged and executed now.
+        let acked = a.acked.unwrap_or(now);
+        let reward = polo_score(acked.since(a.offered).0, 0, now.since(acked).0).reward;
         let (wid, class, num) = match self.worker_mut(w) {
             Some(worker) => {
                 remove_item(&mut worker.live, &aid);
@@ -116,7 +115,7 @@ impl Coordinator {
                     self.stats.ringers_failed += 1;
                     let id = self.worker(w).map(|x| x.id.clone());
                     if let Some(id) = id {
-                        self.slash(now, &id, "wrong answer to a task with a known answer");
+                        self.slash(&id, "wrong answer to a task with a known answer");
                     }
                 }
             }
@@ -131,7 +130,7 @@ impl Coordinator {
                 }
                 t.results.push(ReplicaResult { worker_id: wid, num, class, outputs, digest, reward });
                 self.undecided.entry(num).or_default().push(tid);
-                self.evaluate(now, tid);
+                self.evaluate(tid);
             }
         }
     }
@@ -167,7 +166,7 @@ impl Coordinator {
     /// quorum; otherwise keep exactly enough replicas outstanding for the
     /// best group to reach it, up to the replica cap; at the cap, a strict
     /// majority of at least two decides, else the task is undecidable.
-    pub(super) fn evaluate(&mut self, now: Millis, tid: TaskKey) {
+    pub(super) fn evaluate(&mut self, tid: TaskKey) {
         let Some(t) = self.tasks.get(tid) else { return };
         // Fast path: bit-exact kernel, every result identical, quorum reached.
         if matches!(t.spec.comparator(), Comparator::Exact)
@@ -175,13 +174,13 @@ impl Coordinator {
             && t.results.iter().all(|r| r.digest == t.results[0].digest)
         {
             let all: Vec<usize> = (0..t.results.len()).collect();
-            return self.accept(now, tid, &all);
+            return self.accept(tid, &all);
         }
         let groups = self.groups(t);
         let q = usize::from(t.quorum);
         if let Some(g) = groups.iter().find(|g| g.len() >= q) {
             let g = g.clone();
-            return self.accept(now, tid, &g);
+            return self.accept(tid, &g);
         }
         let best = groups.iter().map(Vec::len).max().unwrap_or(0);
         let outstanding = t.live.len() + usize::from(t.open_slots);
@@ -214,7 +213,7 @@ impl Coordinator {
         match sorted.as_slice() {
             [first, rest @ ..] if first.len() >= 2 && rest.first().is_none_or(|r| r.len() < first.len()) => {
                 let g = first.clone();
-                self.accept(now, tid, &g);
+                self.accept(tid, &g);
             }
             _ => {
                 let reason =
@@ -224,8 +223,8 @@ impl Coordinator {
         }
     }
 
-    pub(super) fn accept(&mut self, now: Millis, tid: TaskKey, group: &[usize]) {
-        self.withdraw_live(now, tid, "task verified");
+    pub(super) fn accept(&mut self, tid: TaskKey, group: &[usize]) {
+        self.withdraw_live(tid, "task verified");
         if self.cfg.shadow_cpu_reference {
             self.shadow_compare(tid, group);
         }
@@ -252,7 +251,7 @@ impl Coordinator {
             agreed: agreed.iter().map(|(w, _)| w.clone()).collect(),
             outvoted: outvoted.clone(),
         };
-        let record = encode_record(&verified);
+        let record = encode(&verified);
         t.verified = Some(Box::new(verified));
         for r in &results {
             forget_undecided(&mut self.undecided, r.num, tid);
@@ -293,7 +292,7 @@ impl Coordinator {
         self.end_task(tid, TaskPhase::Verified);
         if self.cfg.credibility.slash_outvoted {
             for w in &liars {
-                self.slash(now, w, &format!("outvoted on task {task_id}"));
+                self.slash(w, &format!("outvoted on task {task_id}"));
             }
         }
     }
@@ -330,10 +329,10 @@ impl Coordinator {
     }
 
     /// Withdraws a task's running replicas (their workers get a cancel).
-    pub(super) fn withdraw_live(&mut self, now: Millis, tid: TaskKey, why: &str) {
+    pub(super) fn withdraw_live(&mut self, tid: TaskKey, why: &str) {
         let live = self.tasks.get_mut(tid).map(|t| std::mem::take(&mut t.live)).unwrap_or_default();
         for aid in live {
-            self.release(now, aid, &Release::Withdrawn(why));
+            self.release(aid, &Release::Withdrawn(why));
         }
     }
 
@@ -343,11 +342,7 @@ impl Coordinator {
         let (task_id, job) = (t.id, t.job);
         let index = self.index_of(job, tid);
         let letter = DeadLetter { job, task: task_id, index, reason: reason.clone(), failures };
-        self.ledger.put(
-            ns::DEAD_LETTER,
-            task_record_key(job, index),
-            postcard::to_allocvec(&letter).unwrap_or_default(),
-        );
+        self.ledger.put(ns::DEAD_LETTER, task_record_key(job, index), encode(&letter));
         self.dead_letters.push(letter);
         self.stats.dead_lettered += 1;
         self.event(Event::TaskDeadLettered { job, task: task_id, index, reason });
@@ -357,7 +352,7 @@ impl Coordinator {
     /// A proven liar: credibility gone, banned, stake and epoch earnings
     /// forfeited, its undecided results discarded (their tasks re-queued),
     /// its running assignments withdrawn, its connection closed.
-    pub(super) fn slash(&mut self, now: Millis, id: &WorkerId, reason: &str) {
+    pub(super) fn slash(&mut self, id: &WorkerId, reason: &str) {
         let id = id.clone();
         let num = self.worker_nums.get(&id).copied();
         let pending = num.and_then(|n| self.undecided.remove(&n)).unwrap_or_default();
@@ -388,14 +383,14 @@ impl Coordinator {
         self.ledger.put(
             ns::SLASHED,
             id.as_str().as_bytes().to_vec(),
-            postcard::to_allocvec(&(reason, forfeited)).unwrap_or_default(),
+            encode(&SlashRecord { reason: Cow::Borrowed(reason), forfeited }),
         );
         let conn = self.by_id.get(&id).and_then(|&w| self.worker(w)).map(|w| w.conn);
         self.event(Event::WorkerSlashed { worker: id, reason: reason.to_owned(), forfeited });
         if let Some(conn) = conn {
             self.send(conn, Message::Goodbye(Goodbye { reason: format!("slashed: {reason}") }), vec![]);
             self.staged.push(Output::Close { conn, reason: format!("slashed: {reason}") });
-            self.on_disconnect(now, conn, "slashed");
+            self.on_disconnect(conn, "slashed");
         }
     }
 }
