@@ -60,7 +60,7 @@ pub enum WorkerInput {
 pub enum WorkerOutput {
     /// Send this envelope to the coordinator.
     Send(Envelope),
-    /// Run this kernel on these inputs, then call [`WorkerSession::finished`].
+    /// Run this kernel on these inputs, then report it with [`WorkerInput::Finished`].
     Run {
         /// The assignment, to report back with.
         assignment: AssignmentId,
@@ -238,7 +238,7 @@ impl WorkerSession {
         }
     }
 
-    /// The longest the host may go without calling [`WorkerSession::tick`]
+    /// The longest the host may go without a [`WorkerInput::Tick`]
     /// before the session counts as suspended: three heartbeats (the
     /// coordinator has missed them and may have re-queued the work), and
     /// never less than [`MIN_SUSPENSION`].

@@ -9,9 +9,11 @@
 //! - [`table`]: states, events, the transition table, timeouts, and
 //!   Mermaid / Graphviz diagrams rendered from the table.
 //! - [`machine`]: the machine itself.
-//! - [`sim`]: several machines on a simulated, partly Byzantine network.
+//! - `sim` (feature `sim`): several machines on a simulated, partly
+//!   Byzantine network.
 
 pub mod machine;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod solo;
 pub mod table;

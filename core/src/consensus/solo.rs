@@ -7,7 +7,7 @@
 //! module is its provider: it answers the machine's calls, holds the
 //! machine in `collecting` until a settlement waits, and reports what was
 //! agreed. Several coordinators replace it with peers on a network (the
-//! machine is the same; see [`super::sim`]). Sans-I/O like the rest: the
+//! machine is the same; see `consensus::sim`, feature `sim`). Sans-I/O like the rest: the
 //! host feeds settlements and the time ([`SoloSettlement::handle`]), wakes
 //! it at [`SoloSettlement::poll_timeout`], and drains what was agreed
 //! ([`SoloSettlement::poll_output`]).

@@ -1,23 +1,15 @@
 //! The ledger: every durable change of the coordinator as an entry of a
-//! per-round state diff, each diff chained to the previous one by digest,
-//! and a broadcaster that fans diffs out to subscribers with the seed's
-//! semantics (ring buffer of 100 recent diffs, 64-slot subscriber queues,
-//! per-subscriber drop counts, catch-up-then-live with no duplicates).
+//! per-round state diff, each diff chained to the previous one by digest.
+//! Fanning diffs out to live subscribers is the host's job (the native
+//! host keeps a ring of recent diffs in a broadcast channel).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::recovery::ns;
 use crate::digest::Digest;
-
-/// Recent diffs kept in memory (seed: 100).
-pub const DEFAULT_RING_SIZE: usize = 100;
-/// Undelivered diffs a subscriber may hold before diffs are dropped (seed: 64).
-pub const SUBSCRIBER_QUEUE: usize = 64;
 
 /// Put or delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,102 +278,6 @@ impl Ledger {
     }
 }
 
-/// A subscriber's handle.
-pub type SubscriberId = u64;
-
-#[derive(Debug)]
-struct Subscriber {
-    queue: VecDeque<Arc<StateDiff>>,
-    dropped: u64,
-    last_queued: u64,
-}
-
-/// Fans sealed diffs out to subscribers (dashboards, followers).
-#[derive(Debug)]
-pub struct Broadcaster {
-    ring: VecDeque<Arc<StateDiff>>,
-    capacity: usize,
-    subscribers: BTreeMap<SubscriberId, Subscriber>,
-}
-
-impl Broadcaster {
-    /// A broadcaster keeping the last `capacity` diffs (0 means the default 100).
-    pub fn new(capacity: usize) -> Self {
-        let capacity = if capacity == 0 { DEFAULT_RING_SIZE } else { capacity };
-        Broadcaster { ring: VecDeque::with_capacity(capacity), capacity, subscribers: BTreeMap::new() }
-    }
-
-    /// Height of the most recently published diff (0 if none).
-    pub fn latest_height(&self) -> u64 {
-        self.ring.back().map_or(0, |d| d.height)
-    }
-
-    /// Diffs currently buffered.
-    pub fn buffered(&self) -> usize {
-        self.ring.len()
-    }
-
-    /// Buffered diffs with `from ≤ height ≤ to`, oldest first.
-    pub fn range(&self, from: u64, to: u64) -> Vec<Arc<StateDiff>> {
-        self.ring.iter().filter(|d| d.height >= from && d.height <= to).cloned().collect()
-    }
-
-    /// Publishes a diff: buffered, and queued to every subscriber with room
-    /// (a full subscriber's drop count grows instead).
-    pub fn publish(&mut self, diff: StateDiff) {
-        let diff = Arc::new(diff);
-        if self.ring.len() == self.capacity {
-            self.ring.pop_front();
-        }
-        self.ring.push_back(diff.clone());
-        for s in self.subscribers.values_mut() {
-            if diff.height <= s.last_queued {
-                continue;
-            }
-            if s.queue.len() >= SUBSCRIBER_QUEUE {
-                s.dropped += 1;
-            } else {
-                s.queue.push_back(diff.clone());
-                s.last_queued = diff.height;
-            }
-        }
-    }
-
-    /// Subscribes `id` (replacing an earlier subscription of the same id).
-    /// With `from_height > 0`, the buffered diffs from that height are
-    /// queued first (catch-up, not bounded by the live queue size); live
-    /// diffs follow without duplicates. Returns the catch-up count.
-    pub fn subscribe(&mut self, id: SubscriberId, from_height: u64) -> usize {
-        let mut s = Subscriber { queue: VecDeque::new(), dropped: 0, last_queued: self.latest_height() };
-        if from_height > 0 {
-            s.queue.extend(self.range(from_height, u64::MAX));
-        }
-        let n = s.queue.len();
-        self.subscribers.insert(id, s);
-        n
-    }
-
-    /// Removes a subscriber; returns its drop count.
-    pub fn unsubscribe(&mut self, id: SubscriberId) -> Option<u64> {
-        self.subscribers.remove(&id).map(|s| s.dropped)
-    }
-
-    /// The next diff for a subscriber.
-    pub fn next_for(&mut self, id: SubscriberId) -> Option<Arc<StateDiff>> {
-        self.subscribers.get_mut(&id)?.queue.pop_front()
-    }
-
-    /// Diffs dropped for a subscriber (0 if unknown).
-    pub fn dropped(&self, id: SubscriberId) -> u64 {
-        self.subscribers.get(&id).map_or(0, |s| s.dropped)
-    }
-
-    /// Number of subscribers.
-    pub fn subscriber_count(&self) -> usize {
-        self.subscribers.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,37 +299,5 @@ mod tests {
         let mut forged = b.clone();
         forged.entries[0].value = vec![9].into();
         assert!(!forged.verify(&a.digest));
-    }
-
-    #[test]
-    fn ring_buffer_like_the_seed() {
-        let mut b = Broadcaster::new(5);
-        let mut l = Ledger::default();
-        for i in 1..=8 {
-            b.publish(diff(&mut l, i));
-        }
-        assert_eq!(b.buffered(), 5);
-        assert_eq!(b.latest_height(), 8);
-        let heights: Vec<u64> = b.range(4, 8).iter().map(|d| d.height).collect();
-        assert_eq!(heights, vec![4, 5, 6, 7, 8]);
-        assert!(b.range(1, 3).is_empty());
-    }
-
-    #[test]
-    fn slow_subscribers_drop_and_catch_up_has_no_duplicates() {
-        let mut b = Broadcaster::new(0);
-        let mut l = Ledger::default();
-        b.subscribe(1, 0);
-        for i in 0..100u8 {
-            b.publish(diff(&mut l, i));
-        }
-        assert_eq!(b.dropped(1), 36, "64 queued, 36 dropped");
-        // A catch-up subscriber from height 90 gets 90..100 once, then live.
-        assert_eq!(b.subscribe(2, 90), 11);
-        b.publish(diff(&mut l, 200));
-        let got: Vec<u64> = std::iter::from_fn(|| b.next_for(2)).map(|d| d.height).collect();
-        assert_eq!(got, (90..=101).collect::<Vec<_>>());
-        assert_eq!(b.unsubscribe(1), Some(37), "the live diff after catch-up was dropped too");
-        assert_eq!(b.subscriber_count(), 1);
     }
 }

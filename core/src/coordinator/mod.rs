@@ -5,7 +5,7 @@
 //!   scheduler, watchdog, verification, credibility, slashing, epochs).
 //! - [`profile`]: measured speed, tiers, classes, admission.
 //! - [`rewards`]: exact integer epoch settlement.
-//! - [`ledger`]: chained state diffs and their broadcaster.
+//! - [`ledger`]: chained state diffs.
 //! - [`recovery`]: the stored records and the restart path.
 //! - [`config`]: every number, with the seeds' defaults.
 //! - `slots`: the assignments in flight, found by the slot their id names.

@@ -42,9 +42,9 @@ pub mod ns {
     pub const JOB_FINISHED: &str = "job-finished";
     /// Job id → empty: the job was cancelled.
     pub const JOB_CANCELLED: &str = "job-cancelled";
-    /// [`task_record_key`] → [`VerifiedResult`](crate::coordinator::VerifiedResult).
+    /// [`task_record_key`](super::task_record_key) → [`VerifiedResult`](crate::coordinator::VerifiedResult).
     pub const TASK: &str = "task";
-    /// [`task_record_key`] → [`DeadLetter`](crate::coordinator::DeadLetter).
+    /// [`task_record_key`](super::task_record_key) → [`DeadLetter`](crate::coordinator::DeadLetter).
     pub const DEAD_LETTER: &str = "dead-letter";
     /// Worker id → [`AdmittedWorker`](super::AdmittedWorker), on admission.
     pub const WORKER: &str = "worker";

@@ -358,7 +358,7 @@ impl Coordinator {
     }
 
     /// Rebuilds a coordinator after a restart from what it had stored (see
-    /// [`super::recovery`]). `now` is the host's clock; unfinished jobs
+    /// [`crate::coordinator::recovery`]). `now` is the host's clock; unfinished jobs
     /// keep their deadline relative to when they were submitted, on the
     /// condition that the host's clock continues the stored one (a host
     /// keeps it monotonic across restarts by storing its last value).

@@ -18,7 +18,7 @@ use crate::wire::Envelope;
 
 use super::tasks::input_ids;
 
-/// Something that happened, fed to [`Coordinator::handle`].
+/// Something that happened, fed to [`Coordinator::handle`](crate::coordinator::Coordinator::handle).
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)] // envelopes are moved, not stored
 pub enum Input {
