@@ -8,10 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/shoal.proto");
     // Byte fields as `bytes::Bytes`: task inputs are decoded as views of the request
     // buffer and travel to the workers without another copy.
-    // Messages are encoded into a buffer reserved to their size (`src/grpc_codec.rs`).
+    // Messages are encoded into a buffer reserved to their size (`src/grpc/codec.rs`).
     tonic_prost_build::configure()
         .bytes(".")
-        .codec_path("crate::grpc_codec::ShoalCodec")
+        .codec_path("crate::grpc::codec::ShoalCodec")
         .compile_protos(&["proto/shoal.proto"], &["proto"])?;
     Ok(())
 }

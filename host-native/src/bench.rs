@@ -443,7 +443,7 @@ async fn idle(data: &Path, n: usize, secs: u64) -> Result<(u64, u64, u32)> {
     let counter = evicted.clone();
     let watcher = tokio::spawn(async move {
         while let Ok(Some(e)) = events.message().await {
-            if e.kind == "worker_left" {
+            if e.kind() == pb::swarm_event::Kind::WorkerLeft {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }

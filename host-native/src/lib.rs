@@ -11,7 +11,6 @@ mod blob_log;
 pub mod config;
 pub mod engine;
 pub mod grpc;
-pub mod grpc_codec;
 pub mod http;
 pub mod metrics;
 pub mod service;

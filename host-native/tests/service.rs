@@ -28,7 +28,7 @@ async fn eight_native_workers_verify_jobs_of_every_kernel() {
     assert_eq!(outcomes.len(), tasks.len());
     for o in &outcomes {
         let (k, inputs) = &tasks[o.index as usize];
-        assert_eq!(o.kind, pb::task_outcome::Kind::Verified as i32);
+        assert_eq!(o.kind(), pb::task_outcome::Kind::Verified);
         assert!(agrees(k, &o.outputs, &reference(k, inputs)), "task {} agrees with the CPU reference", o.index);
         assert_eq!(o.agreed.len(), 2, "two distinct workers agreed");
         assert_ne!(o.agreed[0], o.agreed[1]);

@@ -47,23 +47,28 @@ pub fn explain(status: &tonic::Status) -> String {
     }
 }
 
+/// A Mandelbrot tile's parameters as the core knows them.
+pub fn mandelbrot_params(k: &pb::MandelbrotKernel) -> shoal_core::kernels::MandelbrotParams {
+    shoal_core::kernels::MandelbrotParams {
+        width: k.width,
+        height: k.height,
+        x0: k.x0,
+        y0: k.y0,
+        step: k.step,
+        max_iter: k.max_iter,
+    }
+}
+
 /// The operations of one task, from the kernels' cost model (what the
 /// throughput chart sums as GOPS).
 pub fn ops(kernel: &pb::Kernel) -> u64 {
-    use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
+    use shoal_core::kernels::{KernelSpec, MatmulParams, Sha256Params};
     let spec = match &kernel.kind {
         Some(pb::kernel::Kind::Sha256(k)) => {
             KernelSpec::Sha256(Sha256Params { count: k.count, message_len: k.message_len })
         }
         Some(pb::kernel::Kind::MatmulF32(k)) => KernelSpec::MatmulF32(MatmulParams { m: k.m, n: k.n, k: k.k }),
-        Some(pb::kernel::Kind::Mandelbrot(k)) => KernelSpec::Mandelbrot(MandelbrotParams {
-            width: k.width,
-            height: k.height,
-            x0: k.x0,
-            y0: k.y0,
-            step: k.step,
-            max_iter: k.max_iter,
-        }),
+        Some(pb::kernel::Kind::Mandelbrot(k)) => KernelSpec::Mandelbrot(mandelbrot_params(k)),
         Some(pb::kernel::Kind::Custom(k)) => return k.ops,
         None => return 0,
     };

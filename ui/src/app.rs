@@ -142,7 +142,7 @@ async fn follow_events(live: Live) {
                 kick();
                 let mut stream = stream.into_inner();
                 while let Ok(Some(event)) = stream.message().await {
-                    if event.kind == "task_verified" {
+                    if event.kind() == pb::swarm_event::Kind::TaskVerified {
                         let ops = ops_of(&event.job_id, event.task_index).await;
                         live.throughput.update(|t| t.record(now_ms() / 1000, ops));
                     }

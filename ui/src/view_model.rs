@@ -1,6 +1,7 @@
 //! The dashboard's arithmetic, free of the browser: amounts in tokens,
-//! relative times, the live throughput series, Mandelbrot tile placement and
-//! colours. Tested natively; the components only display what this computes.
+//! relative times, the live throughput series, Mandelbrot tile colours
+//! (placement is the core's `ImageLayout`). Tested natively; the
+//! components only display what this computes.
 
 use shoal_core::coordinator::rewards::TOKEN;
 
@@ -134,30 +135,19 @@ pub fn polyline(values: &[u32], width: f64, height: f64) -> String {
         .join(" ")
 }
 
-/// Where one Mandelbrot tile goes in the job's image: the tile's top-left
-/// pixel relative to the job's top-left (coordinates in Q4.27, one step per
-/// pixel).
-pub fn tile_offset(x0: i32, y0: i32, min_x0: i32, min_y0: i32, step: i32) -> (u32, u32) {
-    let step = i64::from(step.max(1));
-    let dx = (i64::from(x0) - i64::from(min_x0)) / step;
-    let dy = (i64::from(y0) - i64::from(min_y0)) / step;
-    (dx.max(0) as u32, dy.max(0) as u32)
-}
-
 /// RGBA pixels of a tile from its iteration counts (little-endian u32 per
 /// pixel): inside the set black, outside a blue-to-gold ramp.
 pub fn mandelbrot_rgba(iterations: &[u8], max_iter: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(iterations.len());
     for px in iterations.chunks_exact(4) {
         let it = u32::from_le_bytes([px[0], px[1], px[2], px[3]]);
-        if it >= max_iter {
-            out.extend_from_slice(&[0, 0, 0, 255]);
-        } else {
-            let t = (f64::from(it) / f64::from(max_iter.max(1))).sqrt();
+        if let Some(t) = shoal_core::kernels::mandelbrot::escape_shade(it, max_iter) {
             let r = (255.0 * t) as u8;
             let g = (200.0 * t * t + 30.0 * (1.0 - t)) as u8;
             let b = (90.0 + 120.0 * (1.0 - t)) as u8;
             out.extend_from_slice(&[r, g, b, 255]);
+        } else {
+            out.extend_from_slice(&[0, 0, 0, 255]);
         }
     }
     out
@@ -252,10 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn tiles_land_where_their_coordinates_say() {
-        let step = 1 << 20;
-        assert_eq!(tile_offset(-2 << 27, -1 << 27, -2 << 27, -1 << 27, step), (0, 0));
-        assert_eq!(tile_offset((-2 << 27) + 64 * step, (-1 << 27) + 128 * step, -2 << 27, -1 << 27, step), (64, 128));
+    fn tiles_are_shaded_black_inside_the_set() {
         let px = mandelbrot_rgba(&[7, 0, 0, 0, 100, 0, 0, 0], 100);
         assert_eq!(&px[4..], &[0, 0, 0, 255], "inside the set is black");
         assert_eq!(px.len(), 8);

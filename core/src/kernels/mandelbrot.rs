@@ -145,3 +145,134 @@ impl MandelbrotParams {
         out
     }
 }
+
+/// A square view of the Mandelbrot set cut into square tiles, one task
+/// per tile in row-major order: the one tiling the CLI (`shoal submit
+/// --kernel mandelbrot`), the `shoal up` demo and the dashboard share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    /// Image edge in pixels.
+    pub edge: u32,
+    /// Tile edge in pixels (the last row and column may be narrower).
+    pub tile: u32,
+    /// Iteration cap of every tile.
+    pub max_iter: u32,
+}
+
+impl Tiling {
+    /// The whole set (−2.25…0.75 by −1.5…1.5) in `edge` × `edge` pixels,
+    /// in tiles of `tile` (clamped to 1…edge and to [`MAX_TILE_EDGE`]).
+    pub fn new(edge: u32, tile: u32, max_iter: u32) -> Self {
+        let edge = edge.max(1);
+        Tiling { edge, tile: tile.clamp(1, edge.min(MAX_TILE_EDGE)), max_iter }
+    }
+
+    /// Tiles per row (and per column).
+    pub fn per_row(&self) -> u32 {
+        self.edge.div_ceil(self.tile)
+    }
+
+    /// The tiles' parameters, row by row.
+    pub fn tiles(&self) -> Vec<MandelbrotParams> {
+        let step = 3.0 / f64::from(self.edge);
+        let mut tiles = Vec::with_capacity((self.per_row() * self.per_row()) as usize);
+        for ty in (0..self.edge).step_by(self.tile as usize) {
+            for tx in (0..self.edge).step_by(self.tile as usize) {
+                tiles.push(MandelbrotParams::from_plane(
+                    self.tile.min(self.edge - tx),
+                    self.tile.min(self.edge - ty),
+                    -2.25 + f64::from(tx) * step,
+                    -1.5 + f64::from(ty) * step,
+                    step,
+                    self.max_iter,
+                ));
+            }
+        }
+        tiles
+    }
+}
+
+/// Where the tiles of one image go: any set of Mandelbrot tiles of one
+/// step (a [`Tiling`]'s, or a client's own), placed by their plane
+/// coordinates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageLayout {
+    /// Real part of the image's left edge (Q4.27).
+    pub min_x0: i32,
+    /// Imaginary part of its top edge (Q4.27).
+    pub min_y0: i32,
+    /// The common step (Q4.27).
+    pub step: i32,
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+}
+
+impl ImageLayout {
+    /// The layout of these tiles, if they share one positive step and
+    /// make an image of at most `max_edge` pixels a side.
+    pub fn of(tiles: &[MandelbrotParams], max_edge: u32) -> Option<ImageLayout> {
+        let first = tiles.first()?;
+        if first.step <= 0 || tiles.iter().any(|t| t.step != first.step) {
+            return None;
+        }
+        let min_x0 = tiles.iter().map(|t| t.x0).min()?;
+        let min_y0 = tiles.iter().map(|t| t.y0).min()?;
+        let mut layout = ImageLayout { min_x0, min_y0, step: first.step, width: 0, height: 0 };
+        for t in tiles {
+            let (x, y) = layout.offset(t);
+            layout.width = layout.width.max(x.saturating_add(t.width));
+            layout.height = layout.height.max(y.saturating_add(t.height));
+        }
+        (layout.width <= max_edge && layout.height <= max_edge).then_some(layout)
+    }
+
+    /// A tile's top-left pixel in the image (rounded to the nearest
+    /// pixel: tiles cut from floating-point plane coordinates sit a
+    /// rounding step off the exact multiples of the step).
+    pub fn offset(&self, tile: &MandelbrotParams) -> (u32, u32) {
+        let step = i64::from(self.step.max(1));
+        let dx = (i64::from(tile.x0) - i64::from(self.min_x0) + step / 2).div_euclid(step);
+        let dy = (i64::from(tile.y0) - i64::from(self.min_y0) + step / 2).div_euclid(step);
+        (dx.clamp(0, i64::from(u32::MAX)) as u32, dy.clamp(0, i64::from(u32::MAX)) as u32)
+    }
+}
+
+/// How far out a pixel escaped, for shading: `None` inside the set (the
+/// count reached `max_iter`), else `√(count / max_iter)` in 0…1.
+pub fn escape_shade(count: u32, max_iter: u32) -> Option<f64> {
+    (count < max_iter).then(|| (f64::from(count) / f64::from(max_iter.max(1))).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tiling_covers_its_image_once_and_its_layout_places_every_tile() {
+        let tiling = Tiling::new(200, 64, 256);
+        let tiles = tiling.tiles();
+        assert_eq!(tiling.per_row(), 4);
+        assert_eq!(tiles.len(), 16);
+        let layout = ImageLayout::of(&tiles, 8192).expect("one step");
+        assert_eq!((layout.width, layout.height), (200, 200));
+        let mut covered = vec![0u8; 200 * 200];
+        for (i, t) in tiles.iter().enumerate() {
+            let (x, y) = layout.offset(t);
+            assert_eq!((x, y), ((i as u32 % 4) * 64, (i as u32 / 4) * 64), "row-major placement");
+            for yy in y..y + t.height {
+                for xx in x..x + t.width {
+                    covered[(yy * 200 + xx) as usize] += 1;
+                }
+            }
+        }
+        assert!(covered.iter().all(|&c| c == 1), "every pixel exactly once");
+        assert_eq!(ImageLayout::of(&tiles, 100), None, "too big for the cap");
+        let mut mixed = tiles.clone();
+        mixed[1].step += 1;
+        assert_eq!(ImageLayout::of(&mixed, 8192), None, "tiles of different steps");
+        assert_eq!(escape_shade(256, 256), None);
+        assert_eq!(escape_shade(64, 256), Some(0.5));
+    }
+}

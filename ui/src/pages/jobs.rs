@@ -9,44 +9,33 @@ use wasm_bindgen::{Clamped, JsCast};
 
 use crate::api::{self, pb};
 use crate::app::{job_kernels, live};
-use crate::view_model::{mandelbrot_rgba, tile_offset};
+use shoal_core::kernels::mandelbrot::{ImageLayout, MandelbrotParams};
+
+use crate::view_model::mandelbrot_rgba;
 
 /// Task rows shown for one job (the rest are counted).
 const ROWS: usize = 200;
 
-/// Where the tiles of a Mandelbrot job go.
+/// Where the tiles of a Mandelbrot job go (the core's layout, shared with
+/// the CLI's image).
 #[derive(Clone, Debug, PartialEq)]
 struct Layout {
-    tiles: Vec<pb::MandelbrotKernel>,
-    min_x0: i32,
-    min_y0: i32,
-    width: u32,
-    height: u32,
+    tiles: Vec<MandelbrotParams>,
+    image: ImageLayout,
 }
 
 impl Layout {
     /// The layout when every task of the job is a Mandelbrot tile of one step.
     fn of(kernels: &[pb::Kernel]) -> Option<Layout> {
-        let tiles: Vec<pb::MandelbrotKernel> = kernels
+        let tiles: Vec<MandelbrotParams> = kernels
             .iter()
             .map(|k| match &k.kind {
-                Some(pb::kernel::Kind::Mandelbrot(m)) => Some(*m),
+                Some(pb::kernel::Kind::Mandelbrot(m)) => Some(api::mandelbrot_params(m)),
                 _ => None,
             })
             .collect::<Option<_>>()?;
-        let first = tiles.first()?;
-        if tiles.iter().any(|t| t.step != first.step || t.step <= 0) {
-            return None;
-        }
-        let min_x0 = tiles.iter().map(|t| t.x0).min()?;
-        let min_y0 = tiles.iter().map(|t| t.y0).min()?;
-        let (mut width, mut height) = (0, 0);
-        for t in &tiles {
-            let (x, y) = tile_offset(t.x0, t.y0, min_x0, min_y0, t.step);
-            width = width.max(x + t.width);
-            height = height.max(y + t.height);
-        }
-        (width <= 8192 && height <= 8192).then_some(Layout { tiles, min_x0, min_y0, width, height })
+        let image = ImageLayout::of(&tiles, 8192)?;
+        Some(Layout { tiles, image })
     }
 }
 
@@ -61,7 +50,7 @@ fn draw_tile(canvas: &web_sys::HtmlCanvasElement, layout: &Layout, index: u32, i
     let Ok(img) = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba), t.width, t.height) else {
         return false;
     };
-    let (x, y) = tile_offset(t.x0, t.y0, layout.min_x0, layout.min_y0, t.step);
+    let (x, y) = layout.image.offset(t);
     ctx.put_image_data(&img, f64::from(x), f64::from(y)).is_ok()
 }
 
@@ -81,8 +70,8 @@ async fn follow(job: String, f: Follow) {
     let kernels = job_kernels(&job).await.unwrap_or_default();
     let lay = Layout::of(&kernels);
     if let (Some(l), Some(c)) = (&lay, f.canvas.get_untracked()) {
-        c.set_width(l.width);
-        c.set_height(l.height);
+        c.set_width(l.image.width);
+        c.set_height(l.image.height);
     }
     f.layout.set(lay.clone());
     let request = pb::StreamJobResultsRequest { job_id: job, follow: true, omit_outputs: lay.is_none() };
@@ -93,7 +82,7 @@ async fn follow(job: String, f: Follow) {
             return;
         }
         if let (Some(l), Some(c)) = (&lay, f.canvas.get_untracked()) {
-            if o.kind == pb::task_outcome::Kind::Verified as i32
+            if o.kind() == pb::task_outcome::Kind::Verified
                 && o.outputs.first().is_some_and(|out| draw_tile(&c, l, o.index, out))
             {
                 f.tiles_drawn.update(|n| *n += 1);
@@ -165,10 +154,10 @@ pub fn JobsPage() -> impl IntoView {
             v.iter()
                 .take(ROWS)
                 .map(|o| {
-                    let kind = match o.kind {
-                        k if k == pb::task_outcome::Kind::Verified as i32 => "verified",
-                        k if k == pb::task_outcome::Kind::DeadLettered as i32 => "dead-lettered",
-                        _ => "cancelled",
+                    let kind = match o.kind() {
+                        pb::task_outcome::Kind::Verified => "verified",
+                        pb::task_outcome::Kind::DeadLettered => "dead-lettered",
+                        pb::task_outcome::Kind::Cancelled => "cancelled",
                     };
                     view! {
                         <tr>

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use crate::api::pb;
 use crate::app::live;
 use crate::view_model::{ago, group_thousands, polyline, HISTORY_SECS};
 
@@ -18,6 +19,11 @@ fn Stat(label: &'static str, #[prop(into)] value: Signal<String>, #[prop(optiona
             <div class="label">{label}</div>
         </div>
     }
+}
+
+/// An event's kind as the feed shows it (`task_verified`).
+fn event_name(e: &pb::SwarmEvent) -> String {
+    e.kind().as_str_name().to_ascii_lowercase()
 }
 
 /// The latest events of the live stream.
@@ -36,7 +42,7 @@ fn Feed() -> impl IntoView {
                     .map(|e| {
                         let what = if e.worker.is_empty() { e.detail.clone() } else { format!("{} {}", e.worker, e.detail) };
                         view! {
-                            <li><span class="kind">{e.kind}</span> " " {what} " " <span class="ago">{ago(now, e.at_ms)}</span></li>
+                            <li><span class="kind">{event_name(&e)}</span> " " {what} " " <span class="ago">{ago(now, e.at_ms)}</span></li>
                         }
                     })
                     .collect_view()

@@ -17,7 +17,7 @@ use tonic_prost::ProstDecoder;
 
 /// The codec the generated service and client use (see `build.rs`).
 #[derive(Debug, Clone, Copy)]
-pub struct ShoalCodec<T, U>(PhantomData<(T, U)>);
+pub(crate) struct ShoalCodec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Default for ShoalCodec<T, U> {
     fn default() -> Self {
@@ -46,7 +46,7 @@ where
 
 /// Encodes a prost message into a buffer reserved to its encoded length.
 #[derive(Debug, Clone, Copy)]
-pub struct PresizedEncoder<T>(PhantomData<T>);
+pub(crate) struct PresizedEncoder<T>(PhantomData<T>);
 
 impl<T: Message> Encoder for PresizedEncoder<T> {
     type Item = T;

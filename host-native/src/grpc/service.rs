@@ -1,94 +1,30 @@
-//! The control plane: the `shoal.v1.Shoal` gRPC service (also served as
-//! gRPC-web), and the conversions between its messages and the core's types.
+//! The `shoal.v1.Shoal` service: every call, answered from the engine
+//! (durable before acknowledged) or from storage.
 
-use std::pin::Pin;
-use std::time::Duration;
-
-use futures_util::Stream;
-use shoal_core::coordinator::recovery::EndedTask;
-use shoal_core::coordinator::rewards::EpochSettlement;
-use shoal_core::coordinator::{Coordinator, Event, JobSpec, PreparedJob, TaskSpec, Tier};
-use shoal_core::kernels::{
-    Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
+use super::convert::{
+    diff_to_pb, epoch_to_pb, event_to_pb, kernel_from_pb, kernel_to_pb, outcome_to_pb, parse_job, small, tier_from,
+    workers_pb,
 };
-use shoal_core::JobId;
-use tokio::sync::broadcast::error::RecvError;
-use tonic::{Request, Response, Status, Streaming};
-
-use crate::engine::{EngineGone, EngineHandle, TimedEvent};
+use super::pb;
+use super::pb::shoal_server::Shoal;
+use crate::engine::{EngineGone, EngineHandle};
 use crate::settlement::SharedConsensus;
 use crate::status::SwarmStatus;
 use crate::store::JobInfo;
-
-/// The generated protobuf types and service stubs.
-#[allow(missing_docs, unreachable_pub, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("shoal.v1");
-}
-
-use pb::shoal_server::Shoal;
-
-/// Checks the control plane's bearer token on every call (when one is configured).
-#[derive(Clone)]
-pub struct RequireToken {
-    expected: Option<std::sync::Arc<str>>,
-}
-
-impl RequireToken {
-    /// Requires `token` (an empty one requires nothing).
-    pub fn new(token: &str) -> Self {
-        RequireToken { expected: (!token.is_empty()).then(|| token.into()) }
-    }
-}
-
-impl tonic::service::Interceptor for RequireToken {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else { return Ok(request) };
-        let given = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let ok = given.strip_prefix("Bearer ").is_some_and(|t| {
-            // Constant time in the token's length.
-            t.len() == expected.len() && t.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-        });
-        if ok {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("this coordinator requires an API token (authorization: Bearer …)"))
-        }
-    }
-}
-
-/// Adds the bearer token to every call of a client.
-#[derive(Clone)]
-pub struct WithToken {
-    header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-}
-
-impl WithToken {
-    /// Sends `token` (an empty one sends nothing).
-    pub fn new(token: &str) -> Result<Self, Status> {
-        if token.is_empty() {
-            return Ok(WithToken { header: None });
-        }
-        let header = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Status::invalid_argument("the API token must be printable ASCII"))?;
-        Ok(WithToken { header: Some(header) })
-    }
-}
-
-impl tonic::service::Interceptor for WithToken {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(h) = &self.header {
-            request.metadata_mut().insert("authorization", h.clone());
-        }
-        Ok(request)
-    }
-}
+use futures_util::Stream;
+use shoal_core::coordinator::{Coordinator, Event, JobSpec, PreparedJob, TaskSpec};
+use shoal_core::kernels::KernelSpec;
+use shoal_core::JobId;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status, Streaming};
 
 /// Most tasks one job may have.
 pub const MAX_TASKS_PER_JOB: usize = 1_000_000;
+
 /// Diffs read from storage per catch-up step.
-const CATCH_UP_STEP: usize = 256;
+pub(super) const CATCH_UP_STEP: usize = 256;
 
 /// The service.
 #[derive(Clone)]
@@ -104,228 +40,13 @@ impl ShoalService {
     }
 }
 
-fn gone(_: EngineGone) -> Status {
+pub(super) fn gone(_: EngineGone) -> Status {
     Status::unavailable("the coordinator is not running")
-}
-
-/// Parses a job id given by a client.
-pub fn parse_job(s: &str) -> Result<JobId, Status> {
-    s.trim().parse().map_err(|_| Status::invalid_argument(format!("`{s}` is not a job id (32 hex digits)")))
-}
-
-/// A protobuf kernel as the core's kernel spec.
-pub fn kernel_from_pb(k: Option<pb::Kernel>) -> Result<KernelSpec, Status> {
-    use pb::kernel::Kind;
-    let kind = k.and_then(|k| k.kind).ok_or_else(|| Status::invalid_argument("task without a kernel"))?;
-    Ok(match kind {
-        Kind::Sha256(p) => KernelSpec::Sha256(Sha256Params { count: p.count, message_len: p.message_len }),
-        Kind::MatmulF32(p) => KernelSpec::MatmulF32(MatmulParams { m: p.m, n: p.n, k: p.k }),
-        Kind::Mandelbrot(p) => KernelSpec::Mandelbrot(MandelbrotParams {
-            width: p.width,
-            height: p.height,
-            x0: p.x0,
-            y0: p.y0,
-            step: p.step,
-            max_iter: p.max_iter,
-        }),
-        Kind::Custom(c) => {
-            let workgroups: [u32; 3] = match c.workgroups.as_slice() {
-                [x] => [*x, 1, 1],
-                [x, y] => [*x, *y, 1],
-                [x, y, z] => [*x, *y, *z],
-                _ => return Err(Status::invalid_argument("custom kernel: workgroups needs 1 to 3 numbers")),
-            };
-            let comparator = match (c.tolerance_rel, c.tolerance_abs) {
-                (None, None) => Comparator::Exact,
-                (rel, abs) => Comparator::Tolerance { rel: rel.unwrap_or(0.0), abs: abs.unwrap_or(0.0) },
-            };
-            KernelSpec::Custom(CustomKernel {
-                wgsl: c.wgsl,
-                entry_point: c.entry_point,
-                bindings: c
-                    .bindings
-                    .iter()
-                    .map(|b| CustomBinding {
-                        binding: b.binding,
-                        role: if b.role == pb::custom_binding::Role::Output as i32 {
-                            CustomRole::Output
-                        } else {
-                            CustomRole::Input
-                        },
-                        len: b.len,
-                    })
-                    .collect(),
-                workgroups,
-                comparator,
-                ops: c.ops,
-            })
-        }
-    })
-}
-
-/// The core's kernel spec as a protobuf kernel.
-pub fn kernel_to_pb(k: &KernelSpec) -> pb::Kernel {
-    use pb::kernel::Kind;
-    let kind = match k {
-        KernelSpec::Sha256(p) => Kind::Sha256(pb::Sha256Kernel { count: p.count, message_len: p.message_len }),
-        KernelSpec::MatmulF32(p) => Kind::MatmulF32(pb::MatmulKernel { m: p.m, n: p.n, k: p.k }),
-        KernelSpec::Mandelbrot(p) => Kind::Mandelbrot(pb::MandelbrotKernel {
-            width: p.width,
-            height: p.height,
-            x0: p.x0,
-            y0: p.y0,
-            step: p.step,
-            max_iter: p.max_iter,
-        }),
-        KernelSpec::Custom(c) => Kind::Custom(pb::CustomKernel {
-            wgsl: c.wgsl.clone(),
-            entry_point: c.entry_point.clone(),
-            bindings: c
-                .bindings
-                .iter()
-                .map(|b| pb::CustomBinding {
-                    binding: b.binding,
-                    role: match b.role {
-                        CustomRole::Input => pb::custom_binding::Role::Input as i32,
-                        CustomRole::Output => pb::custom_binding::Role::Output as i32,
-                    },
-                    len: b.len,
-                })
-                .collect(),
-            workgroups: c.workgroups.to_vec(),
-            tolerance_rel: match c.comparator {
-                Comparator::Tolerance { rel, .. } => Some(rel),
-                Comparator::Exact => None,
-            },
-            tolerance_abs: match c.comparator {
-                Comparator::Tolerance { abs, .. } => Some(abs),
-                Comparator::Exact => None,
-            },
-            ops: c.ops,
-        }),
-    };
-    pb::Kernel { kind: Some(kind) }
-}
-
-fn tier_from(n: u32) -> Result<Tier, Status> {
-    match n {
-        0 | 1 => Ok(Tier::Low),
-        2 => Ok(Tier::Mid),
-        3 => Ok(Tier::High),
-        _ => Err(Status::invalid_argument(format!("min_tier {n}: tiers are 1, 2 and 3"))),
-    }
-}
-
-fn small(n: u32, what: &str) -> Result<Option<u8>, Status> {
-    match n {
-        0 => Ok(None),
-        1..=255 => Ok(Some(n as u8)),
-        _ => Err(Status::invalid_argument(format!("{what} {n} is out of range"))),
-    }
-}
-
-fn epoch_to_pb(s: &EpochSettlement) -> pb::Epoch {
-    pb::Epoch {
-        epoch: s.epoch,
-        reward: s.reward.to_string(),
-        carried_in: s.carried_in.to_string(),
-        forfeited: s.forfeited.to_string(),
-        operator_cut: s.operator_cut.to_string(),
-        carried_out: s.carried_out.to_string(),
-        digest: s.digest.to_hex(),
-        payouts: s
-            .payouts
-            .iter()
-            .map(|p| pb::Payout {
-                worker: p.worker.to_string(),
-                amount: p.amount.to_string(),
-                bounty: p.bounty.to_string(),
-                weight: p.weight.to_string(),
-                tasks: p.tasks,
-                accuracy_ppm: p.accuracy_ppm,
-                bonus: p.bonus,
-            })
-            .collect(),
-    }
-}
-
-/// An event as the protobuf feed shows it.
-pub fn event_to_pb(e: &TimedEvent) -> pb::SwarmEvent {
-    let mut m = pb::SwarmEvent { at_ms: e.at.0, ..Default::default() };
-    match &e.event {
-        Event::WorkerAdmitted { worker, class, mflops } => {
-            m.kind = "worker_admitted".into();
-            m.worker = worker.to_string();
-            m.detail = format!("{:?} tier {} at {mflops} MFLOPS", class.backend, class.tier as u8);
-        }
-        Event::WorkerRefused { worker, reason } => {
-            m.kind = "worker_refused".into();
-            m.worker = worker.as_ref().map(ToString::to_string).unwrap_or_default();
-            m.detail.clone_from(reason);
-        }
-        Event::WorkerLeft { worker, reason } => {
-            m.kind = "worker_left".into();
-            m.worker = worker.to_string();
-            m.detail.clone_from(reason);
-        }
-        Event::JobAccepted { job, tasks } => {
-            m.kind = "job_accepted".into();
-            m.job_id = job.to_string();
-            m.detail = format!("{tasks} tasks");
-        }
-        Event::TaskVerified { job, index, agreed, outvoted, .. } => {
-            m.kind = "task_verified".into();
-            m.job_id = job.to_string();
-            m.task_index = *index;
-            m.detail = format!("{} agreed, {} outvoted", agreed.len(), outvoted.len());
-        }
-        Event::TaskDeadLettered { job, index, reason, .. } => {
-            m.kind = "task_dead_lettered".into();
-            m.job_id = job.to_string();
-            m.task_index = *index;
-            m.detail.clone_from(reason);
-        }
-        Event::JobFinished { job, verified, dead_lettered, cancelled } => {
-            m.kind = "job_finished".into();
-            m.job_id = job.to_string();
-            m.detail = format!("{verified} verified, {dead_lettered} dead-lettered, {cancelled} cancelled");
-        }
-        Event::WorkerSlashed { worker, reason, forfeited } => {
-            m.kind = "worker_slashed".into();
-            m.worker = worker.to_string();
-            m.detail = format!("{reason}; forfeited {forfeited}");
-        }
-        Event::EpochSettled(s) => {
-            m.kind = "epoch_settled".into();
-            m.detail = format!("epoch {} settled, digest {}", s.epoch, s.digest);
-        }
-    }
-    m
-}
-
-fn outcome_to_pb(index: u32, ended: EndedTask, omit_outputs: bool) -> pb::TaskOutcome {
-    match ended {
-        EndedTask::Verified(v) => pb::TaskOutcome {
-            index,
-            kind: pb::task_outcome::Kind::Verified as i32,
-            outputs: if omit_outputs { Vec::new() } else { v.outputs.clone() },
-            digest: v.digest.to_hex(),
-            agreed: v.agreed.iter().map(ToString::to_string).collect(),
-            outvoted: v.outvoted.iter().map(ToString::to_string).collect(),
-            reason: String::new(),
-        },
-        EndedTask::DeadLettered(d) => pb::TaskOutcome {
-            index,
-            kind: pb::task_outcome::Kind::DeadLettered as i32,
-            reason: d.reason,
-            ..Default::default()
-        },
-    }
 }
 
 /// A job's status from the coordinator's memory while it runs, else from
 /// its stored record.
-fn status_of(c: &Coordinator, job: JobId, stored: Option<JobInfo>) -> Option<pb::JobStatus> {
+pub(super) fn status_of(c: &Coordinator, job: JobId, stored: Option<JobInfo>) -> Option<pb::JobStatus> {
     let name = stored.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     let submitted_ms = stored.as_ref().map_or(0, |s| s.submitted.0);
     let (p, finished) = match c.job_progress(job) {
@@ -355,11 +76,11 @@ fn status_of(c: &Coordinator, job: JobId, stored: Option<JobInfo>) -> Option<pb:
 }
 
 /// A job's status from the coordinator's memory, or from storage once forgotten.
-async fn job_status(engine: &EngineHandle, job: JobId) -> Result<Option<pb::JobStatus>, Status> {
+pub(super) async fn job_status(engine: &EngineHandle, job: JobId) -> Result<Option<pb::JobStatus>, Status> {
     engine.query(move |c, store| status_of(c, job, store.job(job).ok().flatten())).await.map_err(gone)
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Shoal for ShoalService {
@@ -505,7 +226,7 @@ impl Shoal for ShoalService {
                             if !sent.contains(&index) {
                                 let c = pb::TaskOutcome {
                                     index,
-                                    kind: pb::task_outcome::Kind::Cancelled as i32,
+                                    kind: pb::task_outcome::Kind::Cancelled.into(),
                                     reason: "job cancelled".into(),
                                     ..Default::default()
                                 };
@@ -650,7 +371,7 @@ impl Shoal for ShoalService {
                 let item = match events.recv().await {
                     Ok(e) => Ok(event_to_pb(&e)),
                     Err(RecvError::Lagged(n)) => Ok(pb::SwarmEvent {
-                        kind: "lagged".into(),
+                        kind: pb::swarm_event::Kind::Lagged.into(),
                         detail: format!("{n} events dropped for this slow subscriber"),
                         ..Default::default()
                     }),
@@ -714,41 +435,4 @@ impl Shoal for ShoalService {
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
-}
-
-fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::StateDiff {
-    pb::StateDiff {
-        height: d.height,
-        prev: d.prev.to_hex(),
-        digest: d.digest.to_hex(),
-        entries: d
-            .entries
-            .iter()
-            .map(|e| pb::DiffEntry {
-                delete: e.write == shoal_core::coordinator::ledger::WriteType::Delete,
-                namespace: e.namespace.to_string(),
-                key: bytes::Bytes::from(e.key.clone()),
-                value: bytes::Bytes::from(Vec::<u8>::from(e.value.clone())),
-            })
-            .collect(),
-    }
-}
-
-fn workers_pb(c: &shoal_core::coordinator::Coordinator) -> Vec<pb::Worker> {
-    c.workers()
-        .into_iter()
-        .map(|w| pb::Worker {
-            id: w.id.to_string(),
-            backend: w.class.map(|cl| format!("{:?}", cl.backend)).unwrap_or_default(),
-            tier: w.class.map_or(0, |cl| cl.tier as u32),
-            mflops: w.mflops.unwrap_or(0),
-            credibility_ppm: w.credibility_ppm,
-            in_flight: w.in_flight,
-            agreed: w.agreed,
-            last_seen_ms: w.last_seen.0,
-            connected: true,
-            slashed: w.slashed,
-            epoch_accuracy_ppm: w.epoch_accuracy_ppm,
-        })
-        .collect()
 }

@@ -1,0 +1,234 @@
+//! The command line: every subcommand and its arguments (clap).
+
+use clap::{Args, Parser, Subcommand};
+use shoal_native::bench;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "A verifiable compute swarm of browser tabs and spare GPUs")]
+pub(crate) struct Cli {
+    /// Configuration file (TOML; `shoal config print` shows every key).
+    #[arg(long, global = true, env = "SHOAL_CONFIG")]
+    pub(super) config: Option<PathBuf>,
+    /// Override a configuration key, e.g. `--set coordinator.default_redundancy=3` (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub(super) sets: Vec<String>,
+    /// Logs as JSON lines.
+    #[arg(long, global = true)]
+    pub(super) log_json: bool,
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Command {
+    /// Coordinator + embedded storage + dashboard + local workers, with a demo job.
+    Up(UpArgs),
+    /// The coordinator service alone.
+    Coordinator(CoordinatorArgs),
+    /// A native worker.
+    Worker(WorkerArgs),
+    /// Submit a job.
+    Submit(SubmitArgs),
+    /// A job's status, results, or cancellation.
+    Job {
+        #[command(subcommand)]
+        action: JobAction,
+    },
+    /// Connected workers.
+    Workers(ClientArgs),
+    /// Settled epochs and their payouts.
+    Epochs(ClientArgs),
+    /// Derive a worker's token from the coordinator's secret.
+    Keygen(KeygenArgs),
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Simulate a Byzantine swarm: in-process and deterministic, or with
+    /// `--coordinator` as real workers over sockets against a running coordinator.
+    Sim(SimArgs),
+    /// Benchmarks of the service over real sockets.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+pub(super) struct UpArgs {
+    /// Local native workers to start (default: one per core, at least 2).
+    #[arg(long)]
+    pub(super) workers: Option<usize>,
+    /// Data folder.
+    #[arg(long)]
+    pub(super) data: Option<PathBuf>,
+    /// Do not submit the demo job.
+    #[arg(long)]
+    pub(super) no_demo: bool,
+    /// Exit once the demo job is verified (for scripts and CI).
+    #[arg(long)]
+    pub(super) exit_after_demo: bool,
+}
+
+#[derive(Args)]
+pub(super) struct CoordinatorArgs {
+    /// Data folder (storage file and worker secret).
+    #[arg(long)]
+    pub(super) data: Option<PathBuf>,
+    /// gRPC / gRPC-web address.
+    #[arg(long)]
+    pub(super) grpc: Option<std::net::SocketAddr>,
+    /// HTTP address (workers' /ws, /metrics, /api/stats, dashboard).
+    #[arg(long)]
+    pub(super) http: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+pub(super) struct WorkerArgs {
+    /// Coordinator's worker URL.
+    #[arg(long, default_value = "ws://127.0.0.1:14690/ws")]
+    pub(super) coordinator: String,
+    /// Token from `shoal keygen` (omit to join as a guest, if allowed).
+    #[arg(long, env = "SHOAL_TOKEN")]
+    pub(super) token: Option<String>,
+    /// Worker id (must match the token).
+    #[arg(long, default_value = "worker-1")]
+    pub(super) id: String,
+    /// Assignments at once.
+    #[arg(long, default_value_t = 2)]
+    pub(super) concurrency: u16,
+    /// Run kernels on the CPU reference implementations even if a GPU is present.
+    #[arg(long, conflicts_with = "gpu")]
+    pub(super) cpu: bool,
+    /// Run kernels on any GPU adapter, software ones (lavapipe) included.
+    /// Default: a hardware GPU if one is present, else the CPU.
+    #[arg(long)]
+    pub(super) gpu: bool,
+}
+
+#[derive(Args, Clone)]
+pub(super) struct ClientArgs {
+    /// Coordinator's gRPC URL.
+    #[arg(long, default_value = "http://127.0.0.1:14689")]
+    pub(super) coordinator: String,
+    /// JSON output.
+    #[arg(long)]
+    pub(super) json: bool,
+    /// The coordinator's API token (server.api_token), if it requires one.
+    #[arg(long, env = "SHOAL_API_TOKEN", default_value = "", hide_env_values = true)]
+    pub(super) api_token: String,
+}
+
+#[derive(Args)]
+pub(super) struct SubmitArgs {
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+    /// Built-in kernel: sha256, matmul or mandelbrot.
+    #[arg(long, conflicts_with = "file")]
+    pub(super) kernel: Option<String>,
+    /// Job file (JSON: {"name", "redundancy", "tasks": [{"kernel": …, "inputs_base64": […]}]}).
+    #[arg(long)]
+    pub(super) file: Option<PathBuf>,
+    /// Tasks (sha256, matmul: seeded random inputs).
+    #[arg(long, default_value_t = 16)]
+    pub(super) tasks: u32,
+    /// sha256: messages per task; matmul: matrix edge; mandelbrot: image edge in pixels.
+    #[arg(long, default_value_t = 256)]
+    pub(super) size: u32,
+    /// mandelbrot: tile edge in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub(super) tile: u32,
+    /// Replicas per task (0: the coordinator's default).
+    #[arg(long, default_value_t = 0)]
+    pub(super) redundancy: u32,
+    /// Name of the job.
+    #[arg(long, default_value = "")]
+    pub(super) name: String,
+    /// Wait for the job with a progress bar, then write its results.
+    #[arg(long)]
+    pub(super) wait: bool,
+    /// Where `--wait` writes results.
+    #[arg(long, default_value = "shoal-results")]
+    pub(super) out: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub(super) enum JobAction {
+    /// Progress.
+    Status {
+        /// Job id.
+        job: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Write the outputs of ended tasks to a folder.
+    Results {
+        /// Job id.
+        job: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Folder.
+        #[arg(long, default_value = "shoal-results")]
+        out: PathBuf,
+    },
+    /// Cancel pending tasks.
+    Cancel {
+        /// Job id.
+        job: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+pub(super) struct KeygenArgs {
+    /// Worker id to make a token for.
+    #[arg(long)]
+    pub(super) worker: String,
+    /// Data folder holding the coordinator's secret.
+    #[arg(long)]
+    pub(super) data: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(super) enum ConfigAction {
+    /// The effective configuration (defaults, file, environment, flags).
+    Print,
+}
+
+#[derive(Args)]
+pub(super) struct SimArgs {
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub(super) seed: u64,
+    /// Honest workers.
+    #[arg(long, default_value_t = 20)]
+    pub(super) workers: usize,
+    /// Lying workers (random wrong answers).
+    #[arg(long, default_value_t = 0)]
+    pub(super) liars: usize,
+    /// Colluding workers (the same wrong answer).
+    #[arg(long, default_value_t = 0)]
+    pub(super) colluders: usize,
+    /// Percent of their tasks the dishonest workers lie on.
+    #[arg(long, default_value_t = 100)]
+    pub(super) lie_pct: u32,
+    /// Tasks.
+    #[arg(long, default_value_t = 10_000)]
+    pub(super) tasks: usize,
+    /// Replicas per task.
+    #[arg(long, default_value_t = 2)]
+    pub(super) redundancy: u8,
+    /// JSON summary.
+    #[arg(long)]
+    pub(super) json: bool,
+    /// Run the workers over real sockets against this coordinator's gRPC URL
+    /// (e.g. http://127.0.0.1:14689) instead of in-process.
+    #[arg(long)]
+    pub(super) coordinator: Option<String>,
+    /// With --coordinator: its workers' WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:14690/ws")]
+    pub(super) worker_url: String,
+    /// With --coordinator: its data folder (worker tokens are derived from its secret).
+    #[arg(long, default_value = "shoal-data")]
+    pub(super) data: PathBuf,
+}

@@ -1,0 +1,234 @@
+//! The client commands: submit a job, follow it, write its results, cancel
+//! it, list workers and epochs, all over the gRPC API.
+
+use super::args::{ClientArgs, JobAction, SubmitArgs};
+use super::output;
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use shoal_core::kernels::mandelbrot::Tiling;
+use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
+use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::{kernel_to_pb, pb, WithToken};
+use std::path::Path;
+use std::time::Duration;
+
+/// A gRPC client that sends the API token, if one is given.
+pub(super) type Client =
+    ShoalClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WithToken>>;
+
+pub(super) async fn connect(a: &ClientArgs) -> Result<Client> {
+    let channel = tonic::transport::Endpoint::from_shared(a.coordinator.clone())
+        .with_context(|| format!("`{}` is not a URL", a.coordinator))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {}", a.coordinator))?;
+    let token = WithToken::new(&a.api_token).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    Ok(ShoalClient::with_interceptor(channel, token)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20))
+}
+
+/// The tasks of a Mandelbrot image cut by the core's tiling (the demo's
+/// and `submit --kernel mandelbrot`'s).
+pub(super) fn mandelbrot_tasks(tiling: &Tiling) -> Tasks {
+    tiling.tiles().into_iter().map(|t| (KernelSpec::Mandelbrot(t), Vec::new())).collect()
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct JobFile {
+    #[serde(default)]
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) redundancy: u32,
+    pub(super) tasks: Vec<JobFileTask>,
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct JobFileTask {
+    pub(super) kernel: KernelSpec,
+    #[serde(default)]
+    pub(super) inputs_base64: Vec<String>,
+}
+
+/// Tasks of a job: a kernel and its inputs each.
+pub(super) type Tasks = Vec<(KernelSpec, Vec<Vec<u8>>)>;
+
+pub(super) fn tasks_from(a: &SubmitArgs) -> Result<(Tasks, String, u32)> {
+    if let Some(path) = &a.file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let f: JobFile =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a job file", path.display()))?;
+        let mut tasks = Vec::new();
+        for (i, t) in f.tasks.into_iter().enumerate() {
+            let inputs = t
+                .inputs_base64
+                .iter()
+                .map(|s| base64::engine::general_purpose::STANDARD.decode(s))
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("task {i}: inputs are not base64"))?;
+            tasks.push((t.kernel, inputs));
+        }
+        let name = if a.name.is_empty() { f.name } else { a.name.clone() };
+        return Ok((tasks, name, if a.redundancy > 0 { a.redundancy } else { f.redundancy }));
+    }
+    let kernel = a.kernel.as_deref().unwrap_or("mandelbrot");
+    let seed = u64::from(std::process::id());
+    let tasks = match kernel {
+        "mandelbrot" => mandelbrot_tasks(&Tiling::new(a.size, a.tile, 256)),
+        "sha256" => (0..a.tasks)
+            .map(|i| {
+                let k = KernelSpec::Sha256(Sha256Params { count: a.size.max(1), message_len: 64 });
+                let inputs = k.seeded_inputs(seed ^ u64::from(i));
+                (k, inputs)
+            })
+            .collect(),
+        "matmul" => (0..a.tasks)
+            .map(|i| {
+                let k = KernelSpec::MatmulF32(MatmulParams::square(a.size.clamp(1, 2048)));
+                let inputs = k.seeded_inputs(seed ^ u64::from(i));
+                (k, inputs)
+            })
+            .collect(),
+        other => bail!("unknown kernel `{other}`: sha256, matmul or mandelbrot (or --file for any kernel)"),
+    };
+    let name = if a.name.is_empty() { format!("{kernel} ×{}", tasks.len()) } else { a.name.clone() };
+    Ok((tasks, name, a.redundancy))
+}
+
+pub(super) async fn submit_tasks(
+    c: &mut Client,
+    name: &str,
+    redundancy: u32,
+    tasks: &[(KernelSpec, Vec<Vec<u8>>)],
+) -> Result<String> {
+    let header = pb::SubmitJobRequest {
+        part: Some(pb::submit_job_request::Part::Header(pb::JobHeader {
+            redundancy,
+            name: name.to_owned(),
+            ..Default::default()
+        })),
+    };
+    let mut msgs = vec![header];
+    for (k, inputs) in tasks {
+        msgs.push(pb::SubmitJobRequest {
+            part: Some(pb::submit_job_request::Part::Task(pb::Task {
+                kernel: Some(kernel_to_pb(k)),
+                inputs: inputs.iter().map(|i| bytes::Bytes::copy_from_slice(i)).collect(),
+            })),
+        });
+    }
+    let r =
+        c.submit_job(tokio_stream::iter(msgs)).await.map_err(|s| anyhow::anyhow!("job refused: {}", s.message()))?;
+    Ok(r.into_inner().job_id)
+}
+
+pub(super) async fn wait_with_progress(c: &mut Client, job: &str) -> Result<pb::JobStatus> {
+    let bar = output::progress_bar();
+    loop {
+        let s = c.get_job(pb::JobRef { job_id: job.to_owned() }).await?.into_inner();
+        bar.set_length(u64::from(s.tasks));
+        bar.set_position(u64::from(s.verified + s.dead_lettered + s.cancelled));
+        if s.finished {
+            bar.finish_and_clear();
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub(super) async fn outcomes(c: &mut Client, job: &str) -> Result<Vec<pb::TaskOutcome>> {
+    let mut s = c
+        .stream_job_results(pb::StreamJobResultsRequest { job_id: job.to_owned(), follow: false, omit_outputs: false })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(o) = s.message().await? {
+        out.push(o);
+    }
+    Ok(out)
+}
+
+/// Writes `task-NNNNNN.outK` files and a `summary.json`; returns how many files.
+pub(super) async fn write_results(
+    c: &mut Client,
+    job: &str,
+    _tasks: &[(KernelSpec, Vec<Vec<u8>>)],
+    dir: &Path,
+) -> Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let all = outcomes(c, job).await?;
+    let mut files = 0;
+    let mut summary = Vec::new();
+    for o in &all {
+        for (k, bytes) in o.outputs.iter().enumerate() {
+            std::fs::write(dir.join(format!("task-{:06}.out{k}", o.index)), bytes)?;
+            files += 1;
+        }
+        summary.push(output::outcome_summary(o));
+    }
+    std::fs::write(dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    Ok(files)
+}
+
+/// The image of a Mandelbrot job as a binary PGM: its tiles placed by
+/// the core's layout.
+pub(super) async fn assemble_mandelbrot(c: &mut Client, job: &str, tiles: &[MandelbrotParams]) -> Result<Vec<u8>> {
+    let outcomes = outcomes(c, job).await?;
+    output::mandelbrot_pgm(tiles, &outcomes).context("the tiles do not make one image")
+}
+
+pub(super) async fn submit(a: SubmitArgs) -> Result<()> {
+    let (tasks, name, redundancy) = tasks_from(&a)?;
+    let mut c = connect(&a.client).await?;
+    let job = submit_tasks(&mut c, &name, redundancy, &tasks).await?;
+    if a.client.json {
+        println!("{}", serde_json::json!({ "job_id": job, "tasks": tasks.len() }));
+    } else {
+        println!("{job}");
+    }
+    if a.wait {
+        let s = wait_with_progress(&mut c, &job).await?;
+        let n = write_results(&mut c, &job, &tasks, &a.out).await?;
+        eprintln!(
+            "{} verified, {} dead-lettered, {} cancelled; {n} output files in {}",
+            s.verified,
+            s.dead_lettered,
+            s.cancelled,
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn job(action: JobAction) -> Result<()> {
+    match action {
+        JobAction::Status { job, client } => {
+            let mut c = connect(&client).await?;
+            let s = c.get_job(pb::JobRef { job_id: job }).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            output::print_job_status(&s.into_inner(), client.json);
+        }
+        JobAction::Results { job, client, out } => {
+            let mut c = connect(&client).await?;
+            let n = write_results(&mut c, &job, &[], &out).await?;
+            println!("{n} output files in {}", out.display());
+        }
+        JobAction::Cancel { job, client } => {
+            let mut c = connect(&client).await?;
+            let r = c.cancel_job(pb::JobRef { job_id: job.clone() }).await?.into_inner();
+            println!("{}", if r.cancelled { "cancelled" } else { "unknown or already finished" });
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn workers(a: ClientArgs) -> Result<()> {
+    let mut c = connect(&a).await?;
+    let list = c.list_workers(pb::Empty {}).await?.into_inner().workers;
+    output::print_workers(&list, a.json)
+}
+
+pub(super) async fn epochs(a: ClientArgs) -> Result<()> {
+    let mut c = connect(&a).await?;
+    let list = c.epochs(pb::Empty {}).await?.into_inner().epochs;
+    output::print_epochs(&list, a.json)
+}

@@ -1,0 +1,66 @@
+//! The `shoal` command: run a coordinator, a worker, or the whole swarm on
+//! one machine; submit jobs and read results; inspect workers and epochs;
+//! simulate and benchmark.
+//!
+//! - `args`: the subcommands and their arguments;
+//! - `serve`: the run modes (`up`, `coordinator`, `worker`, `keygen`);
+//! - `client`: the client commands over gRPC (`submit`, `job`, `workers`,
+//!   `epochs`);
+//! - `output`: how their answers are printed (tables, JSON, progress,
+//!   result files, the demo image);
+//! - `sim`: `shoal sim`, in-process or over sockets.
+
+mod args;
+mod client;
+mod output;
+mod serve;
+mod sim;
+
+pub(crate) use self::args::Cli;
+use self::args::{Command, ConfigAction};
+use self::client::{epochs, job, submit, workers};
+use self::serve::{coordinator, keygen, run_worker, up};
+use self::sim::{sim, sim_over_sockets};
+use anyhow::Result;
+use shoal_native::{bench, ShoalConfig};
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<ShoalConfig> {
+    let mut cfg = ShoalConfig::load(cli.config.as_deref(), std::env::vars(), &cli.sets)?;
+    cfg.server.log_json |= cli.log_json;
+    Ok(cfg)
+}
+
+pub(crate) async fn run(cli: Cli) -> Result<()> {
+    let cfg = load_config(&cli)?;
+    if !matches!(cli.command, Command::Config { .. }) {
+        init_logs(cfg.server.log_json);
+    }
+    match cli.command {
+        Command::Up(a) => up(cfg, a).await,
+        Command::Coordinator(a) => coordinator(cfg, a).await,
+        Command::Worker(a) => run_worker(a).await,
+        Command::Submit(a) => submit(a).await,
+        Command::Job { action } => job(action).await,
+        Command::Workers(a) => workers(a).await,
+        Command::Epochs(a) => epochs(a).await,
+        Command::Keygen(a) => keygen(cfg, a),
+        Command::Config { action: ConfigAction::Print } => {
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Command::Sim(a) if a.coordinator.is_some() => sim_over_sockets(&a).await,
+        Command::Sim(a) => sim(&a),
+        Command::Bench(a) => bench::run(a).await,
+    }
+}

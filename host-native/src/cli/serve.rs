@@ -1,0 +1,186 @@
+//! The run modes: `shoal up` (coordinator, local workers and the demo
+//! job), `shoal coordinator`, `shoal worker`, and `shoal keygen` beside them.
+
+use super::args::{ClientArgs, CoordinatorArgs, KeygenArgs, UpArgs, WorkerArgs};
+use super::client::{assemble_mandelbrot, connect, mandelbrot_tasks, submit_tasks, wait_with_progress, write_results};
+use anyhow::{bail, Context, Result};
+use shoal_core::auth::derive_token;
+use shoal_core::kernels::mandelbrot::Tiling;
+use shoal_core::WorkerId;
+use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
+use shoal_native::{Service, ShoalConfig};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub(super) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub(super) async fn coordinator(mut cfg: ShoalConfig, a: CoordinatorArgs) -> Result<()> {
+    if let Some(d) = a.data {
+        cfg.server.data = d;
+    }
+    if let Some(g) = a.grpc {
+        cfg.server.grpc = g;
+    }
+    if let Some(h) = a.http {
+        cfg.server.http = h;
+    }
+    let service = Service::start(cfg).await?;
+    println!("workers:   {}", service.worker_url());
+    println!("gRPC:      {}", service.grpc_url());
+    println!("http:      http://{}/ (/healthz, /metrics, /api/stats; the dashboard when built)", service.http_addr);
+    // Until asked to stop — or until the engine stops by itself (a storage
+    // failure): then exit non-zero so a supervisor restarts it and the
+    // restart recovers from what was durable.
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                if service.engine.is_stopped() {
+                    let _ = service.shutdown().await;
+                    bail!("the coordinator stopped on a storage error (see the log); restart it to recover");
+                }
+            }
+        }
+    }
+    eprintln!("shutting down…");
+    service.shutdown().await?;
+    Ok(())
+}
+
+pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
+    if let Some(d) = a.data {
+        cfg.server.data = d;
+    }
+    // Every local worker shares this machine's address.
+    cfg.coordinator.distinct_origins = false;
+    // Tabs opened on the contribute page join as guests.
+    cfg.coordinator.allow_guests = true;
+    let service = Service::start(cfg.clone()).await?;
+    let n = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2));
+    let (stop, stop_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let id = WorkerId::new(format!("local-{i}"))?;
+        let opts = WorkerOptions {
+            url: service.worker_url(),
+            token: Some(derive_token(&service.secret, &id)),
+            worker_id: id,
+            max_concurrent: 2,
+            behaviour: Behaviour::Honest,
+            reconnect: true,
+            executor: shoal_native::worker::Executor::Cpu,
+            seed: i as u64 + 1,
+        };
+        handles.push(tokio::spawn(worker::run(opts, stop_rx.clone())));
+    }
+    println!("Shoal is up.");
+    if cfg.server.dist.join("index.html").is_file() {
+        println!("  dashboard   http://{}/", service.http_addr);
+    } else {
+        println!("  dashboard   not built yet (files go in {})", cfg.server.dist.display());
+    }
+    if cfg.server.dist.join("worker.html").is_file() {
+        println!("  contribute  http://{}/worker.html (this browser tab as a worker)", service.http_addr);
+    }
+    println!("  stats       http://{}/api/stats", service.http_addr);
+    println!("  metrics     http://{}/metrics", service.http_addr);
+    println!("  gRPC        {}", service.grpc_url());
+    println!("  workers     {} ({n} local native workers on the CPU reference kernels)", service.worker_url());
+    println!("  data        {}", cfg.server.data.display());
+    if !a.no_demo {
+        let tiling = Tiling::new(512, 64, 256);
+        let tasks = mandelbrot_tasks(&tiling);
+        let client =
+            ClientArgs { coordinator: service.grpc_url(), json: false, api_token: cfg.server.api_token.clone() };
+        let mut c = connect(&client).await?;
+        let job = submit_tasks(&mut c, "demo: mandelbrot 512×512", 2, &tasks).await?;
+        println!("  demo job    {job}: {} Mandelbrot tiles, each verified by 2 workers", tasks.len());
+        let status = wait_with_progress(&mut c, &job).await?;
+        let out = cfg.server.data.join("mandelbrot.pgm");
+        let written = write_results(&mut c, &job, &tasks, &out.with_extension("")).await?;
+        let image = assemble_mandelbrot(&mut c, &job, &tiling.tiles()).await?;
+        std::fs::write(&out, image).with_context(|| format!("writing {}", out.display()))?;
+        println!(
+            "  demo done   {} of {} tiles verified; image {} ({written} result files)",
+            status.verified,
+            status.tasks,
+            out.display()
+        );
+    }
+    if !a.exit_after_demo {
+        println!("Ctrl-C stops.");
+        shutdown_signal().await;
+    }
+    let _ = stop.send(true);
+    for h in handles {
+        let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
+    }
+    service.shutdown().await?;
+    Ok(())
+}
+
+pub(super) async fn run_worker(a: WorkerArgs) -> Result<()> {
+    let executor = if a.cpu {
+        Executor::Cpu
+    } else {
+        match shoal_compute::Gpu::new(shoal_compute::GpuOptions { allow_software: a.gpu, ..Default::default() }).await {
+            Ok(gpu) => {
+                let info = gpu.adapter_info();
+                eprintln!("GPU: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+                // What the device really holds (declared in the hello; tiers use it).
+                let stable = gpu.max_stable_allocation(4 << 30, 16 << 20).await;
+                eprintln!("GPU: largest stable allocation {} MiB", stable >> 20);
+                Executor::Gpu(std::sync::Arc::new(gpu))
+            }
+            Err(e) if a.gpu => bail!("--gpu: {e}"),
+            Err(e) => {
+                eprintln!("no hardware GPU ({e}); running the CPU reference kernels");
+                Executor::Cpu
+            }
+        }
+    };
+    let (stop, rx) = watch::channel(false);
+    let opts = WorkerOptions {
+        url: a.coordinator.clone(),
+        worker_id: WorkerId::new(a.id.clone())?,
+        token: a.token,
+        max_concurrent: a.concurrency,
+        behaviour: Behaviour::Honest,
+        reconnect: true,
+        executor,
+        seed: std::process::id().into(),
+    };
+    let handle = tokio::spawn(worker::run(opts, rx));
+    eprintln!("worker {} → {}", a.id, a.coordinator);
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    let report = handle.await??;
+    eprintln!("worker {}: {} results sent over {} connections", a.id, report.completed, report.connections);
+    Ok(())
+}
+
+pub(super) fn keygen(cfg: ShoalConfig, a: KeygenArgs) -> Result<()> {
+    let data = a.data.unwrap_or(cfg.server.data);
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let secret = shoal_native::service::load_or_create_secret(&data)?;
+    let id = WorkerId::new(a.worker)?;
+    println!("{}", derive_token(&secret, &id));
+    Ok(())
+}

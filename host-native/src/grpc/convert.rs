@@ -1,0 +1,299 @@
+//! Proto ↔ core: kernels, events, epochs, outcomes, diffs and workers in
+//! the service's messages, and the checks on what a client sends.
+
+use super::pb;
+use crate::engine::TimedEvent;
+use shoal_core::coordinator::recovery::EndedTask;
+use shoal_core::coordinator::rewards::EpochSettlement;
+use shoal_core::coordinator::{Event, Tier};
+use shoal_core::kernels::{
+    Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
+};
+use shoal_core::JobId;
+use tonic::Status;
+
+/// Parses a job id given by a client.
+pub fn parse_job(s: &str) -> Result<JobId, Status> {
+    s.trim().parse().map_err(|_| Status::invalid_argument(format!("`{s}` is not a job id (32 hex digits)")))
+}
+
+/// A protobuf kernel as the core's kernel spec.
+pub fn kernel_from_pb(k: Option<pb::Kernel>) -> Result<KernelSpec, Status> {
+    use pb::kernel::Kind;
+    let kind = k.and_then(|k| k.kind).ok_or_else(|| Status::invalid_argument("task without a kernel"))?;
+    Ok(match kind {
+        Kind::Sha256(p) => KernelSpec::Sha256(Sha256Params { count: p.count, message_len: p.message_len }),
+        Kind::MatmulF32(p) => KernelSpec::MatmulF32(MatmulParams { m: p.m, n: p.n, k: p.k }),
+        Kind::Mandelbrot(p) => KernelSpec::Mandelbrot(MandelbrotParams {
+            width: p.width,
+            height: p.height,
+            x0: p.x0,
+            y0: p.y0,
+            step: p.step,
+            max_iter: p.max_iter,
+        }),
+        Kind::Custom(c) => {
+            let workgroups: [u32; 3] = match c.workgroups.as_slice() {
+                [x] => [*x, 1, 1],
+                [x, y] => [*x, *y, 1],
+                [x, y, z] => [*x, *y, *z],
+                _ => return Err(Status::invalid_argument("custom kernel: workgroups needs 1 to 3 numbers")),
+            };
+            let comparator = match (c.tolerance_rel, c.tolerance_abs) {
+                (None, None) => Comparator::Exact,
+                (rel, abs) => Comparator::Tolerance { rel: rel.unwrap_or(0.0), abs: abs.unwrap_or(0.0) },
+            };
+            let bindings = (c.bindings.iter())
+                .map(|b| {
+                    let role = match pb::custom_binding::Role::try_from(b.role) {
+                        Ok(pb::custom_binding::Role::Input) => CustomRole::Input,
+                        Ok(pb::custom_binding::Role::Output) => CustomRole::Output,
+                        Err(_) => {
+                            let why = format!("custom kernel: binding {} has no role numbered {}", b.binding, b.role);
+                            return Err(Status::invalid_argument(why));
+                        }
+                    };
+                    Ok(CustomBinding { binding: b.binding, role, len: b.len })
+                })
+                .collect::<Result<_, Status>>()?;
+            KernelSpec::Custom(CustomKernel {
+                wgsl: c.wgsl,
+                entry_point: c.entry_point,
+                bindings,
+                workgroups,
+                comparator,
+                ops: c.ops,
+            })
+        }
+    })
+}
+
+/// The core's kernel spec as a protobuf kernel.
+pub fn kernel_to_pb(k: &KernelSpec) -> pb::Kernel {
+    use pb::kernel::Kind;
+    let kind = match k {
+        KernelSpec::Sha256(p) => Kind::Sha256(pb::Sha256Kernel { count: p.count, message_len: p.message_len }),
+        KernelSpec::MatmulF32(p) => Kind::MatmulF32(pb::MatmulKernel { m: p.m, n: p.n, k: p.k }),
+        KernelSpec::Mandelbrot(p) => Kind::Mandelbrot(pb::MandelbrotKernel {
+            width: p.width,
+            height: p.height,
+            x0: p.x0,
+            y0: p.y0,
+            step: p.step,
+            max_iter: p.max_iter,
+        }),
+        KernelSpec::Custom(c) => Kind::Custom(pb::CustomKernel {
+            wgsl: c.wgsl.clone(),
+            entry_point: c.entry_point.clone(),
+            bindings: c
+                .bindings
+                .iter()
+                .map(|b| pb::CustomBinding {
+                    binding: b.binding,
+                    role: match b.role {
+                        CustomRole::Input => pb::custom_binding::Role::Input.into(),
+                        CustomRole::Output => pb::custom_binding::Role::Output.into(),
+                    },
+                    len: b.len,
+                })
+                .collect(),
+            workgroups: c.workgroups.to_vec(),
+            tolerance_rel: match c.comparator {
+                Comparator::Tolerance { rel, .. } => Some(rel),
+                Comparator::Exact => None,
+            },
+            tolerance_abs: match c.comparator {
+                Comparator::Tolerance { abs, .. } => Some(abs),
+                Comparator::Exact => None,
+            },
+            ops: c.ops,
+        }),
+    };
+    pb::Kernel { kind: Some(kind) }
+}
+
+pub(super) fn tier_from(n: u32) -> Result<Tier, Status> {
+    match n {
+        0 | 1 => Ok(Tier::Low),
+        2 => Ok(Tier::Mid),
+        3 => Ok(Tier::High),
+        _ => Err(Status::invalid_argument(format!("min_tier {n}: tiers are 1, 2 and 3"))),
+    }
+}
+
+pub(super) fn small(n: u32, what: &str) -> Result<Option<u8>, Status> {
+    match n {
+        0 => Ok(None),
+        1..=255 => Ok(Some(n as u8)),
+        _ => Err(Status::invalid_argument(format!("{what} {n} is out of range"))),
+    }
+}
+
+pub(super) fn epoch_to_pb(s: &EpochSettlement) -> pb::Epoch {
+    pb::Epoch {
+        epoch: s.epoch,
+        reward: s.reward.to_string(),
+        carried_in: s.carried_in.to_string(),
+        forfeited: s.forfeited.to_string(),
+        operator_cut: s.operator_cut.to_string(),
+        carried_out: s.carried_out.to_string(),
+        digest: s.digest.to_hex(),
+        payouts: s
+            .payouts
+            .iter()
+            .map(|p| pb::Payout {
+                worker: p.worker.to_string(),
+                amount: p.amount.to_string(),
+                bounty: p.bounty.to_string(),
+                weight: p.weight.to_string(),
+                tasks: p.tasks,
+                accuracy_ppm: p.accuracy_ppm,
+                bonus: p.bonus,
+            })
+            .collect(),
+    }
+}
+
+/// An event as the protobuf feed shows it.
+pub fn event_to_pb(e: &TimedEvent) -> pb::SwarmEvent {
+    let mut m = pb::SwarmEvent { at_ms: e.at.0, ..Default::default() };
+    match &e.event {
+        Event::WorkerAdmitted { worker, class, mflops } => {
+            m.set_kind(pb::swarm_event::Kind::WorkerAdmitted);
+            m.worker = worker.to_string();
+            m.detail = format!("{:?} tier {} at {mflops} MFLOPS", class.backend, class.tier as u8);
+        }
+        Event::WorkerRefused { worker, reason } => {
+            m.set_kind(pb::swarm_event::Kind::WorkerRefused);
+            m.worker = worker.as_ref().map(ToString::to_string).unwrap_or_default();
+            m.detail.clone_from(reason);
+        }
+        Event::WorkerLeft { worker, reason } => {
+            m.set_kind(pb::swarm_event::Kind::WorkerLeft);
+            m.worker = worker.to_string();
+            m.detail.clone_from(reason);
+        }
+        Event::JobAccepted { job, tasks } => {
+            m.set_kind(pb::swarm_event::Kind::JobAccepted);
+            m.job_id = job.to_string();
+            m.detail = format!("{tasks} tasks");
+        }
+        Event::TaskVerified { job, index, agreed, outvoted, .. } => {
+            m.set_kind(pb::swarm_event::Kind::TaskVerified);
+            m.job_id = job.to_string();
+            m.task_index = *index;
+            m.detail = format!("{} agreed, {} outvoted", agreed.len(), outvoted.len());
+        }
+        Event::TaskDeadLettered { job, index, reason, .. } => {
+            m.set_kind(pb::swarm_event::Kind::TaskDeadLettered);
+            m.job_id = job.to_string();
+            m.task_index = *index;
+            m.detail.clone_from(reason);
+        }
+        Event::JobFinished { job, verified, dead_lettered, cancelled } => {
+            m.set_kind(pb::swarm_event::Kind::JobFinished);
+            m.job_id = job.to_string();
+            m.detail = format!("{verified} verified, {dead_lettered} dead-lettered, {cancelled} cancelled");
+        }
+        Event::WorkerSlashed { worker, reason, forfeited } => {
+            m.set_kind(pb::swarm_event::Kind::WorkerSlashed);
+            m.worker = worker.to_string();
+            m.detail = format!("{reason}; forfeited {forfeited}");
+        }
+        Event::EpochSettled(s) => {
+            m.set_kind(pb::swarm_event::Kind::EpochSettled);
+            m.detail = format!("epoch {} settled, digest {}", s.epoch, s.digest);
+        }
+    }
+    m
+}
+
+pub(super) fn outcome_to_pb(index: u32, ended: EndedTask, omit_outputs: bool) -> pb::TaskOutcome {
+    match ended {
+        EndedTask::Verified(v) => pb::TaskOutcome {
+            index,
+            kind: pb::task_outcome::Kind::Verified.into(),
+            outputs: if omit_outputs { Vec::new() } else { v.outputs.clone() },
+            digest: v.digest.to_hex(),
+            agreed: v.agreed.iter().map(ToString::to_string).collect(),
+            outvoted: v.outvoted.iter().map(ToString::to_string).collect(),
+            reason: String::new(),
+        },
+        EndedTask::DeadLettered(d) => pb::TaskOutcome {
+            index,
+            kind: pb::task_outcome::Kind::DeadLettered.into(),
+            reason: d.reason,
+            ..Default::default()
+        },
+    }
+}
+
+pub(super) fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::StateDiff {
+    pb::StateDiff {
+        height: d.height,
+        prev: d.prev.to_hex(),
+        digest: d.digest.to_hex(),
+        entries: d
+            .entries
+            .iter()
+            .map(|e| pb::DiffEntry {
+                delete: e.write == shoal_core::coordinator::ledger::WriteType::Delete,
+                namespace: e.namespace.to_string(),
+                key: bytes::Bytes::from(e.key.clone()),
+                value: bytes::Bytes::from(Vec::<u8>::from(e.value.clone())),
+            })
+            .collect(),
+    }
+}
+
+pub(super) fn workers_pb(c: &shoal_core::coordinator::Coordinator) -> Vec<pb::Worker> {
+    c.workers()
+        .into_iter()
+        .map(|w| pb::Worker {
+            id: w.id.to_string(),
+            backend: w.class.map(|cl| format!("{:?}", cl.backend)).unwrap_or_default(),
+            tier: w.class.map_or(0, |cl| cl.tier as u32),
+            mflops: w.mflops.unwrap_or(0),
+            credibility_ppm: w.credibility_ppm,
+            in_flight: w.in_flight,
+            agreed: w.agreed,
+            last_seen_ms: w.last_seen.0,
+            connected: true,
+            slashed: w.slashed,
+            epoch_accuracy_ppm: w.epoch_accuracy_ppm,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binding role is matched by the generated enum: an unknown number
+    /// is refused, never read as an input.
+    #[test]
+    fn a_custom_binding_of_an_unknown_role_is_refused() {
+        let binding = |role| pb::CustomBinding { binding: 0, role, len: 256 };
+        let kernel = |role| pb::Kernel {
+            kind: Some(pb::kernel::Kind::Custom(pb::CustomKernel {
+                wgsl: "@compute @workgroup_size(1) fn main() {}".into(),
+                entry_point: "main".into(),
+                bindings: vec![binding(role)],
+                workgroups: vec![1],
+                ops: 1,
+                ..Default::default()
+            })),
+        };
+        let err = kernel_from_pb(Some(kernel(7))).expect_err("role 7 does not exist");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("no role numbered 7"), "{}", err.message());
+        let Ok(KernelSpec::Custom(k)) = kernel_from_pb(Some(kernel(pb::custom_binding::Role::Output.into()))) else {
+            panic!("a known role is accepted")
+        };
+        assert_eq!(k.bindings[0].role, CustomRole::Output);
+        assert_eq!(
+            kernel_to_pb(&KernelSpec::Custom(k)).kind.map(|k| matches!(k, pb::kernel::Kind::Custom(_))),
+            Some(true)
+        );
+    }
+}
