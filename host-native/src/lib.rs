@@ -4,10 +4,11 @@
 //! moves bytes for it: workers over WebSocket ([`ws`]), people and
 //! programs over gRPC and gRPC-web ([`grpc`]), operators over HTTP
 //! ([`http`]), durability in redb ([`store`]). [`worker`] is the native
-//! worker; [`config`] the TOML configuration.
+//! worker; [`config`] the TOML configuration; [`cli`] the `shoal` command.
 
 pub mod bench;
 mod blob_log;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod grpc;

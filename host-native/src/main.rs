@@ -1,9 +1,4 @@
-//! The `shoal` binary: the command line lives in `cli/`.
-
-mod cli;
-
-use anyhow::{Context, Result};
-use clap::Parser;
+//! The `shoal` binary: the command line is `shoal_native::cli`.
 
 /// mimalloc: the coordinator allocates and frees many small records per
 /// task (offers, results, ledger entries); measured faster than the system
@@ -12,8 +7,6 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> Result<()> {
-    let cli = cli::Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-    runtime.block_on(cli::run(cli))
+fn main() -> anyhow::Result<()> {
+    shoal_native::cli::main()
 }

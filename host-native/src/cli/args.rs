@@ -1,12 +1,14 @@
 //! The command line: every subcommand and its arguments (clap).
 
-use clap::{Args, Parser, Subcommand};
-use shoal_native::bench;
 use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::bench;
 
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "A verifiable compute swarm of browser tabs and spare GPUs")]
-pub(crate) struct Cli {
+pub(super) struct Cli {
     /// Configuration file (TOML; `shoal config print` shows every key).
     #[arg(long, global = true, env = "SHOAL_CONFIG")]
     pub(super) config: Option<PathBuf>,

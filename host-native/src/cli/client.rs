@@ -1,16 +1,19 @@
 //! The client commands: submit a job, follow it, write its results, cancel
 //! it, list workers and epochs, all over the gRPC API.
 
-use super::args::{ClientArgs, JobAction, SubmitArgs};
-use super::output;
+use std::path::Path;
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use shoal_core::kernels::mandelbrot::Tiling;
 use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
-use shoal_native::grpc::pb::shoal_client::ShoalClient;
-use shoal_native::grpc::{kernel_to_pb, pb, WithToken};
-use std::path::Path;
-use std::time::Duration;
+
+use crate::grpc::pb::shoal_client::ShoalClient;
+use crate::grpc::{kernel_to_pb, pb, WithToken};
+
+use super::args::{ClientArgs, JobAction, SubmitArgs};
+use super::output;
 
 /// A gRPC client that sends the API token, if one is given.
 pub(super) type Client =

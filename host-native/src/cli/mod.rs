@@ -1,4 +1,4 @@
-//! The `shoal` command: run a coordinator, a worker, or the whole swarm on
+//! The `shoal` command (its `main` is [`main`]): run a coordinator, a worker, or the whole swarm on
 //! one machine; submit jobs and read results; inspect workers and epochs;
 //! simulate and benchmark.
 //!
@@ -16,13 +16,14 @@ mod output;
 mod serve;
 mod sim;
 
-pub(crate) use self::args::Cli;
+use self::args::Cli;
 use self::args::{Command, ConfigAction};
 use self::client::{epochs, job, submit, workers};
 use self::serve::{coordinator, keygen, run_worker, up};
 use self::sim::{sim, sim_over_sockets};
-use anyhow::Result;
-use shoal_native::{bench, ShoalConfig};
+use crate::{bench, ShoalConfig};
+use anyhow::{Context, Result};
+use clap::Parser;
 
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -41,7 +42,7 @@ fn load_config(cli: &Cli) -> Result<ShoalConfig> {
     Ok(cfg)
 }
 
-pub(crate) async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<()> {
     let cfg = load_config(&cli)?;
     if !matches!(cli.command, Command::Config { .. }) {
         init_logs(cfg.server.log_json);
@@ -63,4 +64,13 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Sim(a) => sim(&a),
         Command::Bench(a) => bench::run(a).await,
     }
+}
+
+/// The whole `shoal` command: parses the arguments, starts a runtime, runs
+/// the subcommand. The `shoal` binary is this call; so is the end-to-end
+/// tests' copy of it (`tests/`), built fresh by cargo for them.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(run(cli))
 }

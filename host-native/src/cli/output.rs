@@ -3,7 +3,8 @@
 
 use anyhow::Result;
 use shoal_core::kernels::mandelbrot::{escape_shade, ImageLayout, MandelbrotParams};
-use shoal_native::grpc::pb;
+
+use crate::grpc::pb;
 
 /// The bar `--wait` and `shoal up` show while a job runs.
 pub(super) fn progress_bar() -> indicatif::ProgressBar {

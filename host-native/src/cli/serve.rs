@@ -1,16 +1,19 @@
 //! The run modes: `shoal up` (coordinator, local workers and the demo
 //! job), `shoal coordinator`, `shoal worker`, and `shoal keygen` beside them.
 
-use super::args::{ClientArgs, CoordinatorArgs, KeygenArgs, UpArgs, WorkerArgs};
-use super::client::{assemble_mandelbrot, connect, mandelbrot_tasks, submit_tasks, wait_with_progress, write_results};
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use shoal_core::auth::derive_token;
 use shoal_core::kernels::mandelbrot::Tiling;
 use shoal_core::WorkerId;
-use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
-use shoal_native::{Service, ShoalConfig};
-use std::time::Duration;
 use tokio::sync::watch;
+
+use crate::worker::{self, Behaviour, Executor, WorkerOptions};
+use crate::{Service, ShoalConfig};
+
+use super::args::{ClientArgs, CoordinatorArgs, KeygenArgs, UpArgs, WorkerArgs};
+use super::client::{assemble_mandelbrot, connect, mandelbrot_tasks, submit_tasks, wait_with_progress, write_results};
 
 pub(super) async fn shutdown_signal() {
     #[cfg(unix)]
@@ -85,7 +88,7 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
             max_concurrent: 2,
             behaviour: Behaviour::Honest,
             reconnect: true,
-            executor: shoal_native::worker::Executor::Cpu,
+            executor: crate::worker::Executor::Cpu,
             seed: i as u64 + 1,
         };
         handles.push(tokio::spawn(worker::run(opts, stop_rx.clone())));
@@ -179,7 +182,7 @@ pub(super) async fn run_worker(a: WorkerArgs) -> Result<()> {
 pub(super) fn keygen(cfg: ShoalConfig, a: KeygenArgs) -> Result<()> {
     let data = a.data.unwrap_or(cfg.server.data);
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let secret = shoal_native::service::load_or_create_secret(&data)?;
+    let secret = crate::service::load_or_create_secret(&data)?;
     let id = WorkerId::new(a.worker)?;
     println!("{}", derive_token(&secret, &id));
     Ok(())

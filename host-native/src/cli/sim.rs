@@ -1,16 +1,19 @@
 //! `shoal sim`: the deterministic in-process simulator, or honest and
 //! dishonest native workers over real sockets against a running coordinator.
 
-use super::args::{ClientArgs, SimArgs};
-use super::client::{connect, outcomes, submit_tasks, wait_with_progress, Tasks};
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use shoal_core::auth::derive_token;
 use shoal_core::kernels::{KernelSpec, Sha256Params};
 use shoal_core::WorkerId;
-use shoal_native::grpc::pb;
-use shoal_native::worker::{self, Behaviour, WorkerOptions};
-use std::time::Duration;
 use tokio::sync::watch;
+
+use crate::grpc::pb;
+use crate::worker::{self, Behaviour, WorkerOptions};
+
+use super::args::{ClientArgs, SimArgs};
+use super::client::{connect, outcomes, submit_tasks, wait_with_progress, Tasks};
 
 pub(super) fn sim(a: &SimArgs) -> Result<()> {
     use shoal_core::sim::{self, SimConfig, WorkerGroup};
@@ -64,7 +67,7 @@ pub(super) fn sim(a: &SimArgs) -> Result<()> {
 /// result checked against the CPU reference.
 pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
     let grpc = a.coordinator.clone().unwrap_or_default();
-    let secret = shoal_native::service::load_or_create_secret(&a.data)
+    let secret = crate::service::load_or_create_secret(&a.data)
         .with_context(|| format!("reading the coordinator's secret in {}", a.data.display()))?;
     let (stop, rx) = watch::channel(false);
     let mut handles = Vec::new();
@@ -83,7 +86,7 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
                 max_concurrent: 8,
                 behaviour,
                 reconnect: true,
-                executor: shoal_native::worker::Executor::Cpu,
+                executor: crate::worker::Executor::Cpu,
                 seed: a.seed ^ (i as u64) << 8,
             };
             handles.push(tokio::spawn(worker::run(opts, rx.clone())));

@@ -1,8 +1,6 @@
 //! Proto ↔ core: kernels, events, epochs, outcomes, diffs and workers in
 //! the service's messages, and the checks on what a client sends.
 
-use super::pb;
-use crate::engine::TimedEvent;
 use shoal_core::coordinator::recovery::EndedTask;
 use shoal_core::coordinator::rewards::EpochSettlement;
 use shoal_core::coordinator::{Event, Tier};
@@ -11,6 +9,10 @@ use shoal_core::kernels::{
 };
 use shoal_core::JobId;
 use tonic::Status;
+
+use crate::engine::TimedEvent;
+
+use super::pb;
 
 /// Parses a job id given by a client.
 pub fn parse_job(s: &str) -> Result<JobId, Status> {

@@ -1,24 +1,27 @@
 //! The `shoal.v1.Shoal` service: every call, answered from the engine
 //! (durable before acknowledged) or from storage.
 
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+use shoal_core::coordinator::{Coordinator, Event, JobSpec, PreparedJob, TaskSpec};
+use shoal_core::kernels::KernelSpec;
+use shoal_core::JobId;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::{EngineGone, EngineHandle};
+use crate::settlement::SharedConsensus;
+use crate::status::SwarmStatus;
+use crate::store::JobInfo;
+
 use super::convert::{
     diff_to_pb, epoch_to_pb, event_to_pb, kernel_from_pb, kernel_to_pb, outcome_to_pb, parse_job, small, tier_from,
     workers_pb,
 };
 use super::pb;
 use super::pb::shoal_server::Shoal;
-use crate::engine::{EngineGone, EngineHandle};
-use crate::settlement::SharedConsensus;
-use crate::status::SwarmStatus;
-use crate::store::JobInfo;
-use futures_util::Stream;
-use shoal_core::coordinator::{Coordinator, Event, JobSpec, PreparedJob, TaskSpec};
-use shoal_core::kernels::KernelSpec;
-use shoal_core::JobId;
-use std::pin::Pin;
-use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
-use tonic::{Request, Response, Status, Streaming};
 
 /// Most tasks one job may have.
 pub const MAX_TASKS_PER_JOB: usize = 1_000_000;

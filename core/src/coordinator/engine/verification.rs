@@ -4,7 +4,6 @@
 //! slashing of proven liars.
 
 use std::borrow::Cow;
-
 use std::cmp::Reverse;
 
 use bytes::Bytes;

@@ -21,7 +21,7 @@ const SETTINGS: [&str; 8] = [
 ];
 
 fn shoal(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"));
     cmd.args(args).env("RUST_LOG", "warn");
     for s in SETTINGS {
         cmd.args(["--set", s]);
@@ -40,7 +40,7 @@ fn the_command_drives_a_coordinator() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8 path");
     let (http, grpc) = (free_port(), free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"));
     cmd.args(["coordinator", "--data", data])
         .args(["--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
         .env("RUST_LOG", "warn")
@@ -87,7 +87,7 @@ fn the_command_drives_a_coordinator() {
 
     // A native worker process, and a job submitted and awaited by the CLI.
     let mut worker = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
+        Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
             .args(["worker", "--coordinator", &ws_url, "--id", "cli-worker", "--token", token.trim()])
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
@@ -95,7 +95,7 @@ fn the_command_drives_a_coordinator() {
             .expect("worker starts"),
     );
     let mut worker2 = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
+        Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
             .args(["worker", "--coordinator", &ws_url, "--id", "cli-worker-2"])
             .args(["--token", ok(&shoal(&["keygen", "--worker", "cli-worker-2", "--data", data])).trim()])
             .env("RUST_LOG", "warn")

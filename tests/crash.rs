@@ -18,7 +18,7 @@ use shoal_native::worker::{self, Behaviour, WorkerOptions};
 use tokio::sync::watch;
 
 fn start(data: &std::path::Path, http: u16, grpc: u16) -> ChildGuard {
-    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+    let child = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
         .args(["coordinator", "--data"])
         .arg(data)
         .args(["--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])

@@ -20,8 +20,8 @@ async fn python_grpcio_submits_and_reads_results() {
     let workers = Workers::spawn(&service, "w", 3, Behaviour::Honest);
     let root = env!("CARGO_MANIFEST_DIR");
     let out = tokio::process::Command::new(&python)
-        .arg(format!("{root}/tests/python/grpc_client.py"))
-        .arg(format!("{root}/proto"))
+        .arg(format!("{root}/python/grpc_client.py"))
+        .arg(format!("{root}/../host-native/proto"))
         .arg(service.grpc_addr.to_string())
         .output()
         .await

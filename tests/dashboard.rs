@@ -37,7 +37,7 @@ impl Up {
     async fn start() -> Up {
         let data = tempfile::tempdir().expect("tempdir");
         let (http, grpc) = (free_port(), free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"));
         cmd.args(["up", "--workers", "2", "--data"])
             .arg(data.path())
             .args(["--set", &format!("server.http=127.0.0.1:{http}")])

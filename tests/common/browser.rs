@@ -1,4 +1,4 @@
-//! Tabs of one headless Chromium, driven by `host-web/tests/tabs.mjs` through
+//! Tabs of one headless Chromium, driven by `tests/browser/tabs.mjs` through
 //! Playwright: the browser tests' hands and eyes.
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ pub fn site(file: &str) -> PathBuf {
     dist
 }
 
-/// Tabs of one headless Chromium, driven by `host-web/tests/tabs.mjs`.
+/// Tabs of one headless Chromium, driven by `tests/browser/tabs.mjs`.
 pub struct Browser {
     _child: ChildGuard,
     stdin: ChildStdin,
@@ -42,7 +42,7 @@ impl Browser {
         let node_path = std::env::var("SHOAL_NODE_PATH").unwrap_or_else(|_| {
             panic!("SHOAL_NODE_PATH is not set: it must name a node_modules folder with playwright-core (`cargo xtask test` installs it)")
         });
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../host-web/tests/tabs.mjs");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/tabs.mjs");
         let mut child = Command::new(std::env::var("SHOAL_NODE").unwrap_or_else(|_| "node".into()))
             .arg(script)
             .env("NODE_PATH", node_path)
