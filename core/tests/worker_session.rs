@@ -223,3 +223,33 @@ fn a_suspended_session_ends_instead_of_sending_stale_results() {
     s.handle(Millis(0), WorkerInput::Finished { assignment: a, outcome: Ok(vec![Bytes::from_static(b"stale")]) });
     assert_eq!(s.poll_output(), None);
 }
+
+/// A host that sleeps until `poll_timeout` and ticks then (as both worker
+/// hosts do) heartbeats on time and is never taken for suspended.
+#[test]
+fn a_host_woken_only_at_poll_timeout_heartbeats_on_time() {
+    let mut s = WorkerSession::new(hello("sleeper"));
+    let _hello = s.poll_output();
+    assert_eq!(s.poll_timeout(), None, "nothing to wake for before the welcome");
+    let welcome = shoal_core::wire::message::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: WorkerId::new("sleeper").expect("id"),
+        heartbeat_interval_ms: 10_000,
+        max_frame_payload: 1 << 20,
+    };
+    s.handle(Millis(5_000), WorkerInput::Received(Envelope::bare(Message::Welcome(welcome))));
+    let mut beats = 0;
+    for round in 1..=30u64 {
+        let due = s.poll_timeout().expect("a heartbeat is due");
+        assert_eq!(due, Millis(5_000 + round * 10_000), "wakes exactly at the next heartbeat");
+        s.handle(due, WorkerInput::Tick);
+        while let Some(o) = s.poll_output() {
+            match o {
+                WorkerOutput::Send(e) if matches!(e.message, Message::Heartbeat(_)) => beats += 1,
+                other => panic!("only heartbeats: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(beats, 30);
+    assert!(matches!(s.state(), SessionState::Working { .. }), "ticks a heartbeat apart are no suspension");
+}
