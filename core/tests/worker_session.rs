@@ -35,6 +35,17 @@ fn hello(id: &str) -> Hello {
     }
 }
 
+/// The coordinator's welcome of worker `id`, heartbeats every `interval_ms`.
+fn welcome(id: &str, interval_ms: u32) -> WorkerInput {
+    let welcome = shoal_core::wire::message::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: WorkerId::new(id).expect("id"),
+        heartbeat_interval_ms: interval_ms,
+        max_frame_payload: 1 << 20,
+    };
+    WorkerInput::Received(Envelope::bare(Message::Welcome(welcome)))
+}
+
 /// Moves every message until nothing moves; runs kernels at once.
 fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) {
     loop {
@@ -183,13 +194,7 @@ fn corrupt_inputs_busy_and_cancelled_work_are_handled() {
 fn a_suspended_session_ends_instead_of_sending_stale_results() {
     let mut s = WorkerSession::new(hello("tab"));
     let _hello = s.poll_output();
-    let welcome = shoal_core::wire::message::Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        worker_id: WorkerId::new("tab").expect("id"),
-        heartbeat_interval_ms: 1_000,
-        max_frame_payload: 1 << 20,
-    };
-    s.handle(Millis(0), WorkerInput::Received(Envelope::bare(Message::Welcome(welcome))));
+    s.handle(Millis(0), welcome("tab", 1_000));
     let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 4 });
     let inputs = vec![Bytes::from_static(b"abcd")];
     let a = shoal_core::AssignmentId::from_bytes([7; 16]);
@@ -231,13 +236,7 @@ fn a_host_woken_only_at_poll_timeout_heartbeats_on_time() {
     let mut s = WorkerSession::new(hello("sleeper"));
     let _hello = s.poll_output();
     assert_eq!(s.poll_timeout(), None, "nothing to wake for before the welcome");
-    let welcome = shoal_core::wire::message::Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        worker_id: WorkerId::new("sleeper").expect("id"),
-        heartbeat_interval_ms: 10_000,
-        max_frame_payload: 1 << 20,
-    };
-    s.handle(Millis(5_000), WorkerInput::Received(Envelope::bare(Message::Welcome(welcome))));
+    s.handle(Millis(5_000), welcome("sleeper", 10_000));
     let mut beats = 0;
     for round in 1..=30u64 {
         let due = s.poll_timeout().expect("a heartbeat is due");
