@@ -33,7 +33,10 @@ pub(crate) struct Reputation {
     pub(crate) stake: u128,
 }
 
-pub(super) type WorkerIdx = u32;
+/// A connected worker's slot in the coordinator's worker table (slots of
+/// workers that left are reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct WorkerIdx(pub(super) u32);
 
 /// A worker id's number in this coordinator: given at its first hello,
 /// never reused, the same across reconnects. Per-task lists (who tried a
@@ -190,12 +193,12 @@ impl Coordinator {
         };
         let idx = match self.free_slots.pop() {
             Some(i) => {
-                self.workers[i as usize] = Some(worker);
+                self.workers[i.0 as usize] = Some(worker);
                 i
             }
             None => {
                 self.workers.push(Some(worker));
-                (self.workers.len() - 1) as WorkerIdx
+                WorkerIdx((self.workers.len() - 1) as u32)
             }
         };
         self.by_id.insert(id.clone(), idx);
@@ -224,11 +227,11 @@ impl Coordinator {
     }
 
     pub(super) fn worker_mut(&mut self, idx: WorkerIdx) -> Option<&mut Worker> {
-        self.workers.get_mut(idx as usize).and_then(Option::as_mut)
+        self.workers.get_mut(idx.0 as usize).and_then(Option::as_mut)
     }
 
     pub(super) fn worker(&self, idx: WorkerIdx) -> Option<&Worker> {
-        self.workers.get(idx as usize).and_then(Option::as_ref)
+        self.workers.get(idx.0 as usize).and_then(Option::as_ref)
     }
 
     /// Re-indexes a worker in the idle set after its load changed.
@@ -243,7 +246,7 @@ impl Coordinator {
     }
 
     pub(super) fn remove_worker(&mut self, idx: WorkerIdx) {
-        let Some(w) = self.workers.get_mut(idx as usize).and_then(Option::take) else { return };
+        let Some(w) = self.workers.get_mut(idx.0 as usize).and_then(Option::take) else { return };
         self.idle.remove(&(w.in_flight, idx));
         self.by_id.remove(&w.id);
         self.free_slots.push(idx);

@@ -31,7 +31,8 @@ use super::verification::{forget_undecided, ReplicaResult};
 use super::Coordinator;
 
 /// A task's place in the [`TaskSlab`]: its submission sequence number.
-pub(super) type TaskKey = u64;
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct TaskKey(pub(super) u64);
 
 /// Tasks per slab chunk.
 pub(super) const CHUNK: usize = 1024;
@@ -69,13 +70,13 @@ impl TaskSlab {
     pub(super) fn id_for(&self, key: TaskKey) -> TaskId {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&self.prefix);
-        b[8..].copy_from_slice(&key.to_be_bytes());
+        b[8..].copy_from_slice(&key.0.to_be_bytes());
         TaskId::from_bytes(b)
     }
 
     pub(super) fn insert(&mut self, task: Task) -> TaskKey {
         let key = self.next;
-        self.next += 1;
+        self.next.0 += 1;
         let full = self.chunks.back().is_none_or(|c| c.as_ref().is_none_or(|c| c.slots.len() == CHUNK));
         if full {
             self.chunks.push_back(Some(Chunk { slots: Vec::with_capacity(CHUNK), live: 0 }));
@@ -88,7 +89,7 @@ impl TaskSlab {
     }
 
     pub(super) fn locate(&self, key: TaskKey) -> Option<(usize, usize)> {
-        let off = usize::try_from(key.checked_sub(self.base)?).ok()?;
+        let off = usize::try_from(key.0.checked_sub(self.base.0)?).ok()?;
         Some((off / CHUNK, off % CHUNK))
     }
 
@@ -109,7 +110,7 @@ impl TaskSlab {
         }
         let mut k = [0u8; 8];
         k.copy_from_slice(&b[8..]);
-        let key = u64::from_be_bytes(k);
+        let key = TaskKey(u64::from_be_bytes(k));
         self.get(key).is_some_and(|t| t.id == id).then_some(key)
     }
 
@@ -125,7 +126,7 @@ impl TaskSlab {
         }
         while matches!(self.chunks.front(), Some(None)) {
             self.chunks.pop_front();
-            self.base += CHUNK as u64;
+            self.base.0 += CHUNK as u64;
         }
     }
 }
@@ -188,8 +189,8 @@ pub(super) struct Job {
 }
 
 impl Job {
-    pub(super) fn keys(&self) -> std::ops::Range<TaskKey> {
-        self.first..self.first + self.tasks.len() as u64
+    pub(super) fn keys(&self) -> impl Iterator<Item = TaskKey> + use<> {
+        (self.first.0..self.first.0 + self.tasks.len() as u64).map(TaskKey)
     }
 }
 
@@ -202,7 +203,7 @@ pub(super) fn input_ids(inputs: &[Bytes]) -> (Digest, u128) {
 impl Coordinator {
     /// Position of a task in its job.
     pub(super) fn index_of(&self, job: JobId, tid: TaskKey) -> u32 {
-        self.jobs.get(&job).map_or(0, |j| (tid - j.first) as u32)
+        self.jobs.get(&job).map_or(0, |j| (tid.0 - j.first.0) as u32)
     }
 
     /// Accepts a job: validates every task, records it durably (in this
@@ -354,7 +355,7 @@ impl Coordinator {
             ids.push(id);
         }
         self.open_jobs.insert((expires, job));
-        self.jobs.insert(job, Job { progress, tasks: ids, first: first.unwrap_or(0), expires });
+        self.jobs.insert(job, Job { progress, tasks: ids, first: first.unwrap_or_default(), expires });
     }
 
     /// Rebuilds a coordinator after a restart from what it had stored (see
