@@ -1,6 +1,8 @@
-//! `kill -9` the coordinator process at random points of a job, restart it
-//! on the same data folder, repeat: every job completes, no verified result
-//! is lost or changed, no reward is credited twice, the ledger chains.
+//! `kill -9` the coordinator process at random points of its jobs, restart
+//! it on the same data folder, repeat: every job completes, no verified
+//! result is lost or changed, no reward is credited twice, the ledger
+//! chains. Every kill is checked to have landed while work was unfinished
+//! and after some of it was verified since the restart.
 
 mod common;
 
@@ -16,6 +18,9 @@ use shoal_native::grpc::pb;
 use shoal_native::grpc::pb::shoal_client::ShoalClient;
 use shoal_native::worker::{self, Behaviour, WorkerOptions};
 use tokio::sync::watch;
+
+type Client = ShoalClient<tonic::transport::Channel>;
+type Tasks = Vec<(KernelSpec, Vec<Vec<u8>>)>;
 
 fn start(data: &std::path::Path, http: u16, grpc: u16) -> ChildGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
@@ -47,7 +52,7 @@ fn start(data: &std::path::Path, http: u16, grpc: u16) -> ChildGuard {
     ChildGuard(child)
 }
 
-async fn connect(grpc: u16) -> ShoalClient<tonic::transport::Channel> {
+async fn connect(grpc: u16) -> Client {
     for _ in 0..300 {
         if let Ok(c) = ShoalClient::connect(format!("http://127.0.0.1:{grpc}")).await {
             // A diff holds a whole job's inputs (8 MiB here).
@@ -61,8 +66,39 @@ async fn connect(grpc: u16) -> ShoalClient<tonic::transport::Channel> {
     panic!("the coordinator did not come up");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
+/// A job of `n` SHA-256 tasks: odd ones carry 64 KiB of inputs (stored
+/// apart, under their digest, and read back on restart), even ones 16 KiB
+/// (inside the job's record).
+fn tasks(n: u64, seed: u64) -> Tasks {
+    (0..n)
+        .map(|i| {
+            let kernel =
+                KernelSpec::Sha256(Sha256Params { count: if i % 2 == 1 { 256 } else { 64 }, message_len: 256 });
+            let inputs = kernel.seeded_inputs(seed ^ i);
+            (kernel, inputs)
+        })
+        .collect()
+}
+
+/// Verified tasks of each job, and whether all of them finished.
+async fn progress(c: &mut Client, jobs: &[(String, Tasks)]) -> (Vec<u32>, bool) {
+    let mut verified = Vec::with_capacity(jobs.len());
+    let mut all_finished = true;
+    for (job, _) in jobs {
+        let s = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job known").into_inner();
+        all_finished &= s.finished;
+        verified.push(s.verified);
+    }
+    (verified, all_finished)
+}
+
+/// Lands `kills` kills, each after some task was verified since the last
+/// restart (and a random moment more) while work is still unfinished:
+/// `kill -9`, restart, check nothing verified went back. A job of
+/// `job_tasks` tasks is submitted whenever every job has finished, so
+/// there is always work to kill in the middle of. Then checks every
+/// result, the credits and the ledger's chain; returns the epochs.
+async fn kill_rounds(kills: usize, job_tasks: u64, seed: u64) -> usize {
     let dir = tempfile::tempdir().expect("tempdir");
     let (http, grpc) = (free_port(), free_port());
     let mut coordinator = start(dir.path(), http, grpc);
@@ -87,52 +123,68 @@ async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
         handles.push(tokio::spawn(worker::run(opts, rx.clone())));
     }
 
-    // Odd tasks carry 64 KiB of inputs (stored apart, under their digest,
-    // and read back on restart); even ones 16 KiB (inside the job's record).
-    let tasks: Vec<_> = (0..200u64)
-        .map(|i| {
-            let kernel =
-                KernelSpec::Sha256(Sha256Params { count: if i % 2 == 1 { 256 } else { 64 }, message_len: 256 });
-            let inputs = kernel.seeded_inputs(i);
-            (kernel, inputs)
-        })
-        .collect();
-    let job = submit(&mut c, "crash test", 2, &tasks).await;
-
-    let mut rng = SplitMix64::new(0x00C0_FFEE);
-    let mut verified_seen = Vec::new();
-    for round in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150 + rng.below(500))).await;
-        let s = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job").into_inner();
-        verified_seen.push(s.verified);
-        // SIGKILL: no shutdown, no flush.
+    let mut rng = SplitMix64::new(seed);
+    let mut jobs: Vec<(String, Tasks)> = Vec::new();
+    let mut landed = 0;
+    for attempt in 0..kills * 4 {
+        if landed == kills {
+            break;
+        }
+        let (mut before, finished) = progress(&mut c, &jobs).await;
+        if finished {
+            let t = tasks(job_tasks, rng.next_u64());
+            let job = submit(&mut c, &format!("crash test {}", jobs.len()), 2, &t).await;
+            jobs.push((job, t));
+            before.push(0);
+        }
+        // Wait for progress since the restart, then a random moment more.
+        let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+        loop {
+            let (now, _) = progress(&mut c, &jobs).await;
+            if now.iter().sum::<u32>() > before.iter().sum::<u32>() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "attempt {attempt}: no progress in 60 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(60))).await;
+        let (at_kill, finished) = progress(&mut c, &jobs).await;
+        if finished {
+            continue; // too late for this one: a new job comes first
+        }
+        // SIGKILL: no shutdown, no flush; work was verified since the last
+        // restart and some is still unfinished.
         drop(coordinator);
+        landed += 1;
         coordinator = start(dir.path(), http, grpc);
         c = connect(grpc).await;
-        let after = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job survives").into_inner();
-        assert!(
-            after.verified >= s.verified,
-            "round {round}: verified went back from {} to {}",
-            s.verified,
-            after.verified
-        );
+        let (after, _) = progress(&mut c, &jobs).await;
+        for (j, (a, b)) in after.iter().zip(&at_kill).enumerate() {
+            assert!(a >= b, "kill {landed}, job {j}: verified went back from {b} to {a}");
+        }
     }
-    let status = wait_finished(&mut c, &job, 120).await;
-    assert_eq!(status.verified, 200, "every task verified in the end ({verified_seen:?} along the way)");
-    let outcomes = results(&mut c, &job).await;
-    assert_eq!(outcomes.len(), 200);
-    for o in &outcomes {
-        let (k, inputs) = &tasks[o.index as usize];
-        assert_eq!(o.outputs, reference(k, inputs), "task {} correct", o.index);
+    assert_eq!(landed, kills, "every kill landed in the middle of unfinished work");
+    let mut agreements = 0;
+    for (job, t) in &jobs {
+        let status = wait_finished(&mut c, job, 120).await;
+        assert_eq!(status.verified as usize, t.len(), "every task of {job} verified in the end");
+        let outcomes = results(&mut c, job).await;
+        assert_eq!(outcomes.len(), t.len());
+        for o in &outcomes {
+            let (k, inputs) = &t[o.index as usize];
+            assert_eq!(o.outputs, reference(k, inputs), "job {job}, task {} correct", o.index);
+        }
+        agreements += 2 * t.len() as u64;
     }
-    // Epochs close after 50 verified tasks (at the end of the batch that
-    // reaches 50); settling the open one, every epoch together pays exactly
-    // the 400 agreements of 200 tasks verified by two workers each.
+    // Every epoch together, the open one settled now, pays exactly the
+    // agreements of the tasks verified (two workers each).
     let epochs = c.close_epoch(pb::Empty {}).await.expect("epochs").into_inner().epochs;
-    assert!((4..=5).contains(&epochs.len()), "{epochs:?}");
     let credited: u64 = epochs.iter().flat_map(|e| e.payouts.iter()).map(|p| p.tasks).sum();
-    assert_eq!(credited, 400, "no agreement credited twice or lost");
-    // The ledger chains from the first diff to the last, across four crashes.
+    assert_eq!(credited, agreements, "no agreement credited twice or lost ({} epochs)", epochs.len());
+    // An epoch closes once 50 tasks are verified in it, the last one now.
+    let verified_tasks = agreements / 2;
+    assert!(epochs.len() as u64 <= verified_tasks / 50 + 1, "{} epochs for {verified_tasks} tasks", epochs.len());
+    // The ledger chains from the first diff to the last, across every crash.
     let head = c.swarm_status(pb::Empty {}).await.expect("status").into_inner().ledger_height;
     let mut diffs =
         c.stream_state_diffs(pb::StreamStateDiffsRequest { from_height: 1 }).await.expect("diffs").into_inner();
@@ -146,4 +198,20 @@ async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
     for h in handles {
         let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
     }
+    epochs.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
+    let epochs = kill_rounds(4, 200, 0x00C0_FFEE).await;
+    // Epochs close after 50 verified tasks (at the end of the batch that
+    // reaches 50), and the open one is settled at the end.
+    assert!(epochs >= 2, "{epochs} epochs");
+}
+
+/// A hundred kills at random points of several jobs (a new one whenever
+/// the last finished), inputs stored apart and inline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_kills_over_several_jobs_lose_nothing_and_credit_nothing_twice() {
+    kill_rounds(100, 120, 0x5EED_0100).await;
 }
