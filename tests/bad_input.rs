@@ -102,6 +102,11 @@ async fn work(ws: &mut Ws, want: usize) -> Vec<Envelope> {
     answered
 }
 
+/// The value of one series in a Prometheus text rendering (0 if absent).
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -144,13 +149,21 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     assert_eq!(error_codes(&got), vec![ErrorCode::Unauthorized], "{got:?}");
     assert!(closed);
 
-    // A thousand connections opened and dropped, some mid-frame.
+    // A thousand connections opened and dropped, some mid-frame: each is
+    // counted while open and forgotten once gone.
+    let gauge = &service.engine.gauges.connections;
+    let open_before = gauge.load(std::sync::atomic::Ordering::Relaxed);
     for i in 0..1000 {
         let mut ws = open(&service).await;
         if i % 3 == 0 {
             let _ = ws.send(WsMessage::Binary(Bytes::from_static(&[0, 0, 0, 16, 0, 0, 1]))).await;
         }
         drop(ws);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gauge.load(std::sync::atomic::Ordering::Relaxed) != open_before {
+        assert!(tokio::time::Instant::now() < deadline, "dropped connections are still counted as open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     // A real worker, then results for assignments it never had, and a replay.
@@ -165,9 +178,15 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     let stale_before = c.swarm_status(pb::Empty {}).await.expect("status").into_inner().stale_results;
     let forged = Envelope::task_result(AssignmentId::from_bytes([0xAB; 16]), vec![Bytes::from_static(b"forged")]);
     send(&mut ws, &[forged, answered[0].clone()]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
-    assert!(st.stale_results >= stale_before + 2, "forged and replayed results refused: {st:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+        if st.stale_results >= stale_before + 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "forged and replayed results refused: {st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Everyone else kept working: the job completes, correct.
     drop(ws);
@@ -177,8 +196,10 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
         let (k, inputs) = &tasks[o.index as usize];
         assert_eq!(o.outputs, reference(k, inputs));
     }
-    let metrics = shoal_native::metrics::render();
-    assert!(metrics.contains("shoal_ws_disconnects_total"), "protocol errors are counted");
+    // The three protocol violations above (garbage, an oversized length,
+    // text) are counted under their own reason.
+    let protocol = counter(&shoal_native::metrics::render(), r#"shoal_ws_disconnects_total{reason="protocol"}"#);
+    assert!(protocol >= 3.0, "protocol errors are counted: {protocol}");
     honest.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
