@@ -106,17 +106,29 @@ async fn liars_and_killed_workers_never_get_a_wrong_result_accepted_and_nothing_
     let tasks: Vec<_> =
         mixed_tasks(11).into_iter().filter(|(k, _)| k.comparator() == shoal_core::kernels::Comparator::Exact).collect();
     let mut more = Vec::new();
-    for i in 0..40u64 {
+    for i in 0..400u64 {
         let k =
-            shoal_core::kernels::KernelSpec::Sha256(shoal_core::kernels::Sha256Params { count: 4, message_len: 32 });
+            shoal_core::kernels::KernelSpec::Sha256(shoal_core::kernels::Sha256Params { count: 256, message_len: 64 });
         more.push((k.clone(), k.seeded_inputs(1000 + i)));
     }
     let tasks: Vec<_> = tasks.into_iter().chain(more).collect();
     let job = submit(&mut c, "under attack", 2, &tasks).await;
-    // Kill two honest workers while the job runs.
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    workers.kill("honest0");
-    workers.kill("honest1");
+    // Kill two honest workers, each while it holds work (the coordinator
+    // counts assignments in flight to it) and the job is unfinished.
+    let mut to_kill = vec!["honest0", "honest1"];
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+    while !to_kill.is_empty() {
+        let listed = c.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+        let s = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job").into_inner();
+        assert!(!s.finished, "the job finished before {to_kill:?} were seen holding work");
+        for w in listed.iter().filter(|w| w.in_flight > 0) {
+            if let Some(pos) = to_kill.iter().position(|n| *n == w.id) {
+                workers.kill(to_kill.remove(pos));
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{to_kill:?} never held work");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let status = wait_finished(&mut c, &job, 90).await;
     assert_eq!(status.verified, tasks.len() as u32, "nothing lost: {status:?}");
     for o in results(&mut c, &job).await {
