@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use shoal_core::consensus::sim::{Net, Role};
+use shoal_core::consensus::sim::{Net, NetErrors, Role};
 use shoal_core::Millis;
 
 const DELAY: (u64, u64) = (5, 50);
@@ -20,6 +20,7 @@ fn four_honest_nodes_agree_round_after_round() {
     net.run(Millis::from_secs(30));
     assert_eq!(net.conflict(), None, "honest nodes finalized conflicting states");
     assert!(net.min_honest_round() >= 5, "every node finalized rounds: {}", net.min_honest_round());
+    assert_eq!(net.errors(), &NetErrors::default(), "no machine refused an input");
 }
 
 #[test]
@@ -54,5 +55,8 @@ fn byzantine_minorities_never_break_safety_and_the_swarm_recovers_from_partition
         let after = net.min_honest_round();
         println!("{} nodes {:?}: lowest honest round {before_heal} at heal, {after} at the end", roles.len(), roles);
         assert!(after > before_heal + 2, "honest nodes keep finalizing after the partition heals ({roles:?})");
+        // No machine refused an input (a refusal is never thrown away: an
+        // accusation of equivocation would name the accused here).
+        assert_eq!(net.errors(), &NetErrors::default(), "{roles:?}");
     }
 }

@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use super::{Action, ConsensusMachine, Input, MachineConfig, Reply, Unique};
+use super::{Action, ConsensusError, ConsensusMachine, Input, MachineConfig, Reply, Unique};
 use crate::digest::Digest;
 use crate::rng::SplitMix64;
 use crate::time::Millis;
@@ -125,6 +125,21 @@ pub struct Net {
     msgs: Vec<Option<(usize, Msg)>>,
     seq: u64,
     nodes: Vec<Node>,
+    errors: NetErrors,
+}
+
+/// What the machines answered `handle()` with when it failed, counted
+/// instead of thrown away: on an asynchronous network some inputs arrive
+/// where the table has nothing for them (late replies, stale messages),
+/// and a node that sees two different votes from one voter says so.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetErrors {
+    /// Inputs with no transition in the receiver's state.
+    pub no_transition: u64,
+    /// Transitions a guard refused.
+    pub guard_failed: u64,
+    /// Accusations of equivocation: the voters accused, by node index.
+    pub equivocators: BTreeSet<usize>,
 }
 
 impl Net {
@@ -160,6 +175,7 @@ impl Net {
             msgs: Vec::new(),
             seq: 0,
             nodes,
+            errors: NetErrors::default(),
         }
     }
 
@@ -342,8 +358,27 @@ impl Net {
                 }
             };
             let now = self.now;
-            let _ = self.nodes[i].m.handle(now, Input::Reply { request, reply });
+            self.handle(i, now, Input::Reply { request, reply });
         }
+    }
+
+    /// Feeds node `i` an input, counting what it refuses.
+    fn handle(&mut self, i: usize, now: Millis, input: Msg) {
+        match self.nodes[i].m.handle(now, input) {
+            Ok(()) => {}
+            Err(ConsensusError::NoTransition { .. }) => self.errors.no_transition += 1,
+            Err(ConsensusError::GuardFailed { .. }) => self.errors.guard_failed += 1,
+            Err(ConsensusError::ConflictingVote { voter, .. }) => {
+                // Peers are named `n<index>` (`Peer::identity`).
+                let index = voter.strip_prefix('n').and_then(|n| n.parse().ok());
+                self.errors.equivocators.insert(index.unwrap_or(usize::MAX));
+            }
+        }
+    }
+
+    /// The machines' refusals so far.
+    pub fn errors(&self) -> &NetErrors {
+        &self.errors
     }
 
     /// Runs the network until `until` (10 ms steps).
@@ -375,17 +410,17 @@ impl Net {
                         .or_default()
                         .insert(peer.0);
                 }
-                let _ = self.nodes[to].m.handle(now, msg);
+                self.handle(to, now, msg);
                 self.drive(to);
             }
             for i in 0..self.n {
                 if self.nodes[i].m.poll_timeout().is_some_and(|d| d <= now) {
-                    let _ = self.nodes[i].m.handle(now, Input::Tick);
+                    self.handle(i, now, Input::Tick);
                 }
                 // Pacemaker: a node stuck in a round re-synchronizes.
                 if now.since(self.nodes[i].last_progress) > Millis::from_secs(8) {
                     self.nodes[i].last_progress = now;
-                    let _ = self.nodes[i].m.handle(now, Input::InduceSync);
+                    self.handle(i, now, Input::InduceSync);
                 }
                 self.drive(i);
             }
@@ -395,7 +430,7 @@ impl Net {
     /// Starts every node.
     pub fn start(&mut self) {
         for i in 0..self.n {
-            let _ = self.nodes[i].m.handle(Millis(0), Input::Start);
+            self.handle(i, Millis(0), Input::Start);
             self.drive(i);
         }
     }
