@@ -296,7 +296,9 @@ async fn browser_worker_benchmark() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let gpu = shoal_compute::Gpu::new(shoal_compute::GpuOptions::default()).await.expect("lavapipe");
+    let vulkan = shoal_compute::GpuOptions { backends: Some(wgpu::Backends::VULKAN), ..Default::default() };
+    let gpu = shoal_compute::Gpu::new(vulkan).await.expect("lavapipe");
+    assert_eq!(gpu.adapter_info().backend, wgpu::Backend::Vulkan, "the native column is Vulkan");
     let mut workers = Workers { stop: tokio::sync::watch::channel(false).0, handles: Vec::new() };
     let lavapipe = shoal_native::worker::Executor::Gpu(std::sync::Arc::new(gpu));
     workers.add_on(&service, "lavapipe", 1, Behaviour::Honest, &lavapipe);

@@ -15,8 +15,10 @@ use shoal_native::worker::{Behaviour, Executor};
 use shoal_native::Service;
 
 fn lavapipe() -> Executor {
-    let gpu = pollster::block_on(shoal_compute::Gpu::new(shoal_compute::GpuOptions::default()))
+    let vulkan = shoal_compute::GpuOptions { backends: Some(wgpu::Backends::VULKAN), ..Default::default() };
+    let gpu = pollster::block_on(shoal_compute::Gpu::new(vulkan))
         .unwrap_or_else(|e| panic!("no Vulkan adapter ({e}); `cargo xtask setup --gpu` installs lavapipe"));
+    assert_eq!(gpu.adapter_info().backend, wgpu::Backend::Vulkan, "these tests claim a Vulkan driver");
     Executor::Gpu(Arc::new(gpu))
 }
 

@@ -64,11 +64,20 @@ pub struct GpuOptions {
     pub allow_software: bool,
     /// Longest a dispatch may take (native; on the web the host races a timer).
     pub dispatch_timeout: Duration,
+    /// Only these backends (None: wgpu's defaults, or `WGPU_BACKEND`). A
+    /// test that claims a Vulkan driver asks for Vulkan alone, so it never
+    /// passes on another backend by accident.
+    pub backends: Option<wgpu::Backends>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { high_performance: true, allow_software: true, dispatch_timeout: Duration::from_secs(30) }
+        GpuOptions {
+            high_performance: true,
+            allow_software: true,
+            dispatch_timeout: Duration::from_secs(30),
+            backends: None,
+        }
     }
 }
 
@@ -186,7 +195,11 @@ fn scope_error(e: wgpu::Error) -> ComputeError {
 impl Gpu {
     /// Opens the best adapter with its full limits.
     pub async fn new(options: GpuOptions) -> Result<Gpu, ComputeError> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if let Some(backends) = options.backends {
+            descriptor.backends = backends;
+        }
+        let instance = wgpu::Instance::new(descriptor);
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: if options.high_performance {

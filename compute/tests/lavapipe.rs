@@ -17,11 +17,14 @@ use shoal_core::kernels::{
 fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
-        pollster::block_on(Gpu::new(GpuOptions::default())).unwrap_or_else(|e| {
+        let vulkan = GpuOptions { backends: Some(wgpu::Backends::VULKAN), ..GpuOptions::default() };
+        let gpu = pollster::block_on(Gpu::new(vulkan)).unwrap_or_else(|e| {
             panic!(
                 "no Vulkan adapter ({e}); install Mesa's lavapipe: `cargo xtask setup --gpu` (apt mesa-vulkan-drivers)"
             )
-        })
+        });
+        assert_eq!(gpu.adapter_info().backend, wgpu::Backend::Vulkan, "these tests claim a Vulkan driver");
+        gpu
     })
 }
 
