@@ -149,6 +149,22 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     assert_eq!(error_codes(&got), vec![ErrorCode::Unauthorized], "{got:?}");
     assert!(closed);
 
+    // A well-formed message before the hello: refused, and counted like
+    // any refusal (the wrong token above was one too).
+    let refused = |m: &str| counter(m, r#"shoal_events_total{kind="worker_refused"}"#);
+    let refused_before = refused(&shoal_native::metrics::render());
+    let mut ws = open(&service).await;
+    let ack = shoal_core::wire::message::TaskAck { assignment: AssignmentId::from_bytes([1; 16]) };
+    send(&mut ws, &[Envelope::bare(Message::TaskAck(ack))]).await;
+    let (got, closed) = receive(&mut ws, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::Malformed], "{got:?}");
+    assert!(closed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while refused(&shoal_native::metrics::render()) < refused_before + 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "a violation before the hello is counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // A thousand connections opened and dropped, some mid-frame: each is
     // counted while open and forgotten once gone.
     let gauge = &service.engine.gauges.connections;
@@ -210,6 +226,7 @@ async fn a_worker_that_stops_reading_is_disconnected() {
     let mut cfg = test_config(dir.path());
     cfg.server.write_stall_ms = 500;
     let service = Service::start(cfg).await.expect("service starts");
+    let mut events = service.engine.events();
     let mut c = client(&service).await;
     let id = WorkerId::new("sloth").expect("id");
     let mut ws = open(&service).await;
@@ -240,6 +257,18 @@ async fn a_worker_that_stops_reading_is_disconnected() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(shoal_native::metrics::render().contains(r#"reason="stalled""#), "counted as stalled");
+    // And it left for that reason, not as a plain closed connection.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        let left =
+            tokio::time::timeout_at(deadline, events.recv()).await.expect("the worker-left event").expect("event");
+        if let shoal_core::coordinator::Event::WorkerLeft { worker, reason } = left.event {
+            if worker == id {
+                break reason;
+            }
+        }
+    };
+    assert!(reason.contains("took nothing"), "left because it stalled: {reason}");
     drop(ws);
     service.shutdown().await.expect("clean shutdown");
 }

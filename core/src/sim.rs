@@ -341,7 +341,7 @@ impl Sim {
                     if self.rng.below(100) < u64::from(pct) {
                         self.workers[w].gone = true;
                         if let Some(conn) = self.workers[w].conn.take() {
-                            self.coord.handle(now, Input::Disconnected { conn });
+                            self.coord.handle(now, Input::Disconnected { conn, reason: "connection closed".into() });
                         }
                     }
                 }
@@ -461,7 +461,7 @@ impl Sim {
         if let Behaviour::Flaky(p) = behaviour {
             if !benchmark && roll < u64::from(p) {
                 self.workers[w].conn = None;
-                self.coord.handle(now, Input::Disconnected { conn });
+                self.coord.handle(now, Input::Disconnected { conn, reason: "connection closed".into() });
                 let back = now + Millis::from_secs(5 + self.rng.below(20));
                 self.at(back, Ev::Connect(w));
                 return;

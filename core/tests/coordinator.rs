@@ -220,6 +220,13 @@ fn tokens_guests_capacity_and_versions() {
     h.input(Input::Connected { conn: ConnId(6), origin: OriginKey(6) });
     let out = h.send(6, Message::TaskAck(TaskAck { assignment: shoal_core::AssignmentId::from_bytes([1; 16]) }));
     assert!(closed(&out, 6));
+    assert!(
+        events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::WorkerRefused { worker: None, reason } if reason.contains("hello"))),
+        "a violation before the hello is a refusal the host logs and counts: {:?}",
+        events(&out)
+    );
 }
 
 #[test]
@@ -449,7 +456,7 @@ fn a_liar_who_left_is_still_slashed_and_nobody_else_is() {
     let mut wrong = answer(&lo, &li);
     wrong[0] = Bytes::from(vec![0xEE; wrong[0].len()]);
     h.input(Input::Received { conn: ConnId(1), envelope: result_env(&lo, wrong) });
-    h.input(Input::Disconnected { conn: ConnId(1) });
+    h.input(Input::Disconnected { conn: ConnId(1), reason: "connection closed".into() });
     h.join(3, 3, "newcomer", Backend::Vulkan);
     let out = h.complete(2, &ho, &hi);
     // The disagreement escalates to the newcomer, whose answer decides.
@@ -476,7 +483,7 @@ fn a_reconnecting_worker_never_gets_the_same_task_again() {
     let out = h.drain();
     let (offer, _) = offers(&out, 1).remove(0);
     h.send(1, Message::TaskAck(TaskAck { assignment: offer.assignment }));
-    h.input(Input::Disconnected { conn: ConnId(1) });
+    h.input(Input::Disconnected { conn: ConnId(1), reason: "connection closed".into() });
     // c takes a's freed slot in the registry and gets the task; it declines.
     let out = h.join(2, 2, "c", Backend::Vulkan);
     let (to_c, _) = offers(&out, 2).remove(0);
@@ -499,7 +506,7 @@ fn guests_coming_and_going_leave_no_books_behind() {
         let out = h.hello(conn, conn, "ignored", HelloAuth::Guest, Backend::BrowserWebGpu);
         let (offer, inputs) = offers(&out, conn).remove(0);
         h.input(Input::Received { conn: ConnId(conn), envelope: result_env(&offer, answer(&offer, &inputs)) });
-        h.input(Input::Disconnected { conn: ConnId(conn) });
+        h.input(Input::Disconnected { conn: ConnId(conn), reason: "connection closed".into() });
     }
     assert_eq!(h.c.remembered_workers(), 1, "only the operator's worker is remembered");
 }

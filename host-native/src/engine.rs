@@ -76,6 +76,8 @@ pub enum Command {
     Disconnected {
         /// Which.
         conn: ConnId,
+        /// Why, as the data plane saw it.
+        reason: String,
     },
     /// A client submits a job; answered once it is durable.
     Submit {
@@ -530,9 +532,9 @@ impl Engine {
                     }
                     inputs.push(Input::Received { conn, envelope });
                 }
-                Command::Disconnected { conn } => {
+                Command::Disconnected { conn, reason } => {
                     registrations.push((conn, None));
-                    inputs.push(Input::Disconnected { conn });
+                    inputs.push(Input::Disconnected { conn, reason });
                 }
                 Command::Submit { job, name, reply } => {
                     let tasks = job.spec().tasks.len() as u32;
@@ -686,7 +688,12 @@ impl Committer {
                 metrics::counter!("shoal_ws_disconnects_total", "reason" => "slow").increment(1);
             }
             self.conns.remove(&conn);
-            let _ = self.engine.send(Command::Disconnected { conn });
+            let reason = if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
+                "too slow to read its queue"
+            } else {
+                "connection gone"
+            };
+            let _ = self.engine.send(Command::Disconnected { conn, reason: reason.into() });
         }
     }
 

@@ -175,20 +175,26 @@ async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: 
         let (read, write) = split_frames(ws, max_frame);
         let control = Control::default();
         tokio::select! {
-            why = read_loop(&plane, conn, read, &control) => why,
+            why = read_loop(&plane, conn, peer, read, &control) => why,
             why = write_loop(&plane, write, &mut rx, &control) => why,
         }
     } else {
         "coordinator stopping".to_owned()
     };
     plane.engine.gauges.connections.fetch_sub(1, Ordering::Relaxed);
-    let _ = plane.engine.send(Command::Disconnected { conn });
     tracing::debug!(%conn, %peer, reason = %outcome, "worker connection ended");
+    let _ = plane.engine.send(Command::Disconnected { conn, reason: outcome });
 }
 
 /// Reads frames until the worker leaves or breaks the protocol; the
 /// writer is told what to send on the way out (it ends the connection).
-async fn read_loop(plane: &DataPlane, conn: ConnId, mut read: FrameReader, control: &Control) -> String {
+async fn read_loop(
+    plane: &DataPlane,
+    conn: ConnId,
+    peer: SocketAddr,
+    mut read: FrameReader,
+    control: &Control,
+) -> String {
     let mut decoder = match MessageDecoder::new(plane.limits) {
         Ok(d) => d,
         Err(e) => return e.to_string(),
@@ -243,7 +249,7 @@ async fn read_loop(plane: &DataPlane, conn: ConnId, mut read: FrameReader, contr
         }
     };
     if let Ending::Fail(_, why) = &ended {
-        tracing::info!(%conn, reason = %why, "worker disconnected for a protocol error");
+        tracing::info!(%conn, %peer, reason = %why, "worker disconnected for a protocol error");
         metrics::counter!("shoal_ws_disconnects_total", "reason" => "protocol").increment(1);
     }
     control.set(&control.ending, ended);

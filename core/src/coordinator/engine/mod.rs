@@ -271,7 +271,7 @@ impl Coordinator {
                     self.conns.insert(conn, Conn { origin, worker: None, opened: now });
                 }
                 Input::Received { conn, envelope } => self.on_envelope(now, conn, envelope),
-                Input::Disconnected { conn } => self.on_disconnect(conn, "connection closed"),
+                Input::Disconnected { conn, reason } => self.on_disconnect(conn, &reason),
                 Input::Tick => self.on_tick(now),
                 Input::Command { ticket, command } => {
                     let answer = self.command(now, command);

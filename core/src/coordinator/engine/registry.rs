@@ -138,6 +138,11 @@ impl Coordinator {
             vec![],
         );
         self.staged.push(Output::Close { conn, reason: why.into() });
+        if self.conns.get(&conn).is_some_and(|c| c.worker.is_none()) {
+            // Before its hello a connection is nobody: it is refused, so
+            // the violation is seen and counted like any refusal.
+            self.event(Event::WorkerRefused { worker: None, reason: why.into() });
+        }
         self.on_disconnect(conn, why);
     }
 

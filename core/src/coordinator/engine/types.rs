@@ -40,6 +40,9 @@ pub enum Input {
     Disconnected {
         /// Which connection.
         conn: ConnId,
+        /// Why, as the host saw it (it becomes the worker-left event's
+        /// reason: a stalled reader, a protocol error, a closed socket).
+        reason: String,
     },
     /// A wake-up the coordinator asked for (or any time: spurious ticks are harmless).
     Tick,
