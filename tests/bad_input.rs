@@ -272,3 +272,33 @@ async fn a_worker_that_stops_reading_is_disconnected() {
     drop(ws);
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// A job's name is capped (a 40 MB name once made every later `ListJobs`
+/// fail): an oversized one is refused with the limit named, and listing
+/// keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversized_job_name_is_refused_and_listing_keeps_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let mut c = client(&service).await;
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 8 });
+    let job = |name: String| {
+        let header = pb::JobHeader { redundancy: 1, name, ..Default::default() };
+        let task = pb::Task {
+            kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)),
+            inputs: kernel.seeded_inputs(1).into_iter().map(Bytes::from).collect(),
+        };
+        tokio_stream::iter([
+            pb::SubmitJobRequest { part: Some(pb::submit_job_request::Part::Header(header)) },
+            pb::SubmitJobRequest { part: Some(pb::submit_job_request::Part::Task(task)) },
+        ])
+    };
+    let limit = shoal_native::grpc::MAX_JOB_NAME_BYTES;
+    let err = c.submit_job(job("n".repeat(limit + 1))).await.expect_err("an oversized name is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains(&format!("at most {limit} bytes")), "{}", err.message());
+    c.submit_job(job("n".repeat(limit))).await.expect("a name at the limit is accepted");
+    let jobs = c.list_jobs(pb::Empty {}).await.expect("listing works").into_inner().jobs;
+    assert_eq!(jobs.len(), 1);
+    service.shutdown().await.expect("clean shutdown");
+}

@@ -13,7 +13,7 @@ mod service;
 
 pub use self::auth::{RequireToken, WithToken};
 pub use self::convert::{event_to_pb, kernel_from_pb, kernel_to_pb, parse_job};
-pub use self::service::{ShoalService, MAX_TASKS_PER_JOB};
+pub use self::service::{ShoalService, MAX_JOB_NAME_BYTES, MAX_TASKS_PER_JOB};
 
 /// The generated protobuf types and service stubs.
 #[allow(missing_docs, unreachable_pub, clippy::pedantic)]

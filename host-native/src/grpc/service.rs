@@ -25,6 +25,9 @@ use super::pb::shoal_server::Shoal;
 
 /// Most tasks one job may have.
 pub const MAX_TASKS_PER_JOB: usize = 1_000_000;
+/// Longest job name accepted, in bytes: names are listed with every job,
+/// and a list call must never fail because one record is large.
+pub const MAX_JOB_NAME_BYTES: usize = 256;
 
 /// Diffs read from storage per catch-up step.
 pub(super) const CATCH_UP_STEP: usize = 256;
@@ -96,6 +99,10 @@ impl Shoal for ShoalService {
         let Some(pb::SubmitJobRequest { part: Some(Part::Header(header)) }) = stream.message().await? else {
             return Err(Status::invalid_argument("the first message of SubmitJob must be the job header"));
         };
+        if header.name.len() > MAX_JOB_NAME_BYTES {
+            let why = format!("a job's name is at most {MAX_JOB_NAME_BYTES} bytes, this one {}", header.name.len());
+            return Err(Status::invalid_argument(why));
+        }
         // Settings first (the header is checked before any input is read);
         // each task's inputs are hashed as it arrives, while still in cache.
         let mut job = PreparedJob::new(JobSpec {
