@@ -127,6 +127,23 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     assert_eq!(error_codes(&got), vec![ErrorCode::TooLarge], "{got:?}");
     assert!(closed);
 
+    // Before its hello a stranger is held to 64 KiB: one bigger frame is
+    // refused before it is read, and so are smaller ones adding up to more
+    // (a frame header declaring big attachments, then their bytes).
+    let mut ws = open(&service).await;
+    ws.send(WsMessage::Binary(Bytes::from(vec![0u8; 100 * 1024]))).await.expect("sent");
+    let (got, closed) = receive(&mut ws, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::TooLarge], "{got:?}");
+    assert!(closed);
+    let mut ws = open(&service).await;
+    let mut declared = vec![0, 0, 0, 16, 0, 0x20, 0, 0]; // a frame of 2 MiB to come
+    declared.resize(declared.len() + 40 * 1024, 0);
+    ws.send(WsMessage::Binary(Bytes::from(declared))).await.expect("sent");
+    let _ = ws.send(WsMessage::Binary(Bytes::from(vec![0u8; 40 * 1024]))).await;
+    let (got, closed) = receive(&mut ws, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::TooLarge], "{got:?}");
+    assert!(closed);
+
     // Text frames are not the protocol.
     let mut ws = open(&service).await;
     ws.send(WsMessage::Text("hello?".into())).await.expect("sent");

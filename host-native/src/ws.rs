@@ -164,15 +164,19 @@ pub(crate) async fn next_frame(read: &mut FrameReader) -> Result<(OpCode, Bytes)
     Ok((frame.opcode, bytes))
 }
 
+/// The largest WebSocket frame a worker may send once it said hello: the
+/// core's decoder caps messages, and a frame is at most a batch or one
+/// attachment of the core's cap.
+fn read_max_frame(plane: &DataPlane) -> usize {
+    (plane.limits.max_frame_payload as usize + 64).max(WRITE_BATCH)
+}
+
 async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: SocketAddr) {
     let conn = ConnId(plane.next_conn.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel::<Outbound>(plane.send_queue.max(1));
     plane.engine.gauges.connections.fetch_add(1, Ordering::Relaxed);
     let outcome = if plane.engine.send(Command::Connected { conn, origin: origin_key(peer.ip()), tx }).is_ok() {
-        // The core's decoder caps messages; a frame is at most a batch or
-        // one attachment of the core's cap.
-        let max_frame = (plane.limits.max_frame_payload as usize + 64).max(WRITE_BATCH);
-        let (read, write) = split_frames(ws, max_frame);
+        let (read, write) = split_frames(ws, read_max_frame(&plane));
         let control = Control::default();
         tokio::select! {
             why = read_loop(&plane, conn, peer, read, &control) => why,
@@ -185,6 +189,12 @@ async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: 
     tracing::debug!(%conn, %peer, reason = %outcome, "worker connection ended");
     let _ = plane.engine.send(Command::Disconnected { conn, reason: outcome });
 }
+
+/// Bytes a connection may send before its hello: a hello is a few hundred
+/// bytes, and nothing a stranger sends before it is held beyond this (a
+/// frame over it is refused before it is read; the core closes a
+/// connection that has not said hello within its ack timeout).
+pub const MAX_BEFORE_HELLO: usize = 64 * 1024;
 
 /// Reads frames until the worker leaves or breaks the protocol; the
 /// writer is told what to send on the way out (it ends the connection).
@@ -199,25 +209,44 @@ async fn read_loop(
         Ok(d) => d,
         Err(e) => return e.to_string(),
     };
+    // Until the first message (the hello), frames are capped small and so
+    // are the bytes they add up to.
+    let max_frame = read_max_frame(plane);
+    read.set_max_message_size(MAX_BEFORE_HELLO + 1);
+    let mut before_hello = Some(0usize);
     let ended = loop {
         let (opcode, payload) = match next_frame(&mut read).await {
             Ok(frame) => frame,
             Err(WebSocketError::FrameTooLarge) => {
-                break Ending::Fail(
-                    protocol_error_frames(plane, ErrorCode::TooLarge, "WebSocket frame over the cap"),
-                    "WebSocket frame over the cap".to_owned(),
-                )
+                let why = if before_hello.is_some() {
+                    format!("more than {MAX_BEFORE_HELLO} bytes before the hello")
+                } else {
+                    "WebSocket frame over the cap".to_owned()
+                };
+                break Ending::Fail(protocol_error_frames(plane, ErrorCode::TooLarge, &why), why);
             }
             Err(WebSocketError::UnexpectedEOF) => return "closed by the worker".to_owned(),
             Err(e) => return format!("websocket: {e}"),
         };
         let failure = match opcode {
             OpCode::Binary | OpCode::Continuation => {
+                if let Some(sent) = &mut before_hello {
+                    *sent += payload.len();
+                    if *sent > MAX_BEFORE_HELLO {
+                        let why = format!("more than {MAX_BEFORE_HELLO} bytes before the hello");
+                        break Ending::Fail(protocol_error_frames(plane, ErrorCode::TooLarge, &why), why);
+                    }
+                }
                 decoder.push_bytes(payload);
                 let mut failure = None;
                 loop {
                     match decoder.next_envelope() {
                         Ok(Some(envelope)) => {
+                            if before_hello.take().is_some() {
+                                // The first message is in (the core refuses
+                                // it unless it is a hello): full frames now.
+                                read.set_max_message_size(max_frame + 1);
+                            }
                             if plane.engine.send(Command::Received { conn, envelope }).is_err() {
                                 return "coordinator stopping".to_owned();
                             }
