@@ -319,3 +319,44 @@ async fn an_oversized_job_name_is_refused_and_listing_keeps_working() {
     assert_eq!(jobs.len(), 1);
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// Guests filling `max_workers` once refused a worker with a valid token
+/// ("at capacity"); guests now have caps of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guests_never_take_the_room_of_workers_with_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.coordinator.allow_guests = true;
+    cfg.coordinator.max_workers = 1;
+    cfg.coordinator.max_guests = 3;
+    cfg.coordinator.max_guests_per_origin = 3;
+    let service = Service::start(cfg).await.expect("service starts");
+    let guest = || {
+        let Message::Hello(mut h) = hello("tab", String::new()).message else { unreachable!() };
+        h.auth = HelloAuth::Guest;
+        Envelope::bare(Message::Hello(h))
+    };
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        let mut ws = open(&service).await;
+        send(&mut ws, &[guest()]).await;
+        let (got, closed) = receive(&mut ws, 2).await;
+        assert!(got.iter().any(|e| matches!(e.message, Message::Welcome(_))) && !closed, "a guest joins: {got:?}");
+        tabs.push(ws);
+    }
+    let mut ws = open(&service).await;
+    send(&mut ws, &[guest()]).await;
+    let (got, closed) = receive(&mut ws, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::Busy], "a fourth guest is over the guests' cap: {got:?}");
+    assert!(closed);
+    // The worker with a token still joins, and works.
+    let workers = Workers::spawn(&service, "operator", 1, Behaviour::Honest);
+    let mut c = client(&service).await;
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 2, message_len: 16 });
+    let tasks: Vec<_> = (0..4u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
+    let job = submit(&mut c, "for the operator", 1, &tasks).await;
+    assert_eq!(wait_finished(&mut c, &job, 30).await.verified, 4);
+    drop(tabs);
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}

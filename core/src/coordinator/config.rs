@@ -50,8 +50,13 @@ impl Default for CredibilityConfig {
 /// The coordinator's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoordinatorConfig {
-    /// Registry capacity (seed: 100).
+    /// Registry capacity for workers with a token (seed: 100). Guests have
+    /// caps of their own, so they never crowd these out.
     pub max_workers: usize,
+    /// Guests (tokenless workers: browser tabs) connected at once.
+    pub max_guests: usize,
+    /// Guests connected at once from one network origin.
+    pub max_guests_per_origin: usize,
     /// Interval workers are told to heartbeat at (seed: 10 s).
     pub heartbeat_interval: Millis,
     /// A worker silent this long is evicted and its work re-queued (seed: 60 s).
@@ -103,6 +108,8 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         CoordinatorConfig {
             max_workers: 100,
+            max_guests: 1_000,
+            max_guests_per_origin: 8,
             heartbeat_interval: Millis::from_secs(10),
             stale_after: Millis::from_secs(60),
             ack_timeout: Millis::from_secs(10),

@@ -75,6 +75,8 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
     cfg.coordinator.distinct_origins = false;
     // Tabs opened on the contribute page join as guests.
     cfg.coordinator.allow_guests = true;
+    // ... all from this machine's address too.
+    cfg.coordinator.max_guests_per_origin = cfg.coordinator.max_guests;
     let service = Service::start(cfg.clone()).await?;
     let n = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2));
     let (stop, stop_rx) = watch::channel(false);

@@ -51,7 +51,7 @@ use crate::wire::{Envelope, Message};
 use self::dispatch::{Assignment, Ringer};
 use self::epochs::{DirtyWorkers, EpochState};
 pub(crate) use self::registry::Reputation;
-use self::registry::{Conn, Worker, WorkerIdx, WorkerNum, WorkerState};
+use self::registry::{Conn, GuestCount, Worker, WorkerIdx, WorkerNum, WorkerState};
 use self::tasks::{Job, TaskKey, TaskSlab};
 pub use self::types::{
     Answer, Command, ConnId, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output,
@@ -134,6 +134,8 @@ pub struct Coordinator {
     workers: Vec<Option<Worker>>,
     free_slots: Vec<WorkerIdx>,
     by_id: Map<WorkerId, WorkerIdx>,
+    /// Guests connected (their caps are apart from `max_workers`).
+    guests: GuestCount,
     reputation: Map<WorkerId, Reputation>,
     /// Undecided tasks holding a result of each worker, connected or not
     /// (so a liar who left is still slashed and its votes withdrawn).
@@ -210,6 +212,7 @@ impl Coordinator {
             workers: Vec::new(),
             free_slots: Vec::new(),
             by_id: Map::default(),
+            guests: GuestCount::default(),
             reputation: Map::default(),
             undecided: IdMap::default(),
             worker_nums: Map::default(),

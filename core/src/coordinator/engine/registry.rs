@@ -38,6 +38,14 @@ pub(crate) struct Reputation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct WorkerIdx(pub(super) u32);
 
+/// Guests connected, in all and per network origin (their caps are apart
+/// from `max_workers`).
+#[derive(Debug, Default)]
+pub(super) struct GuestCount {
+    pub(super) total: usize,
+    pub(super) by_origin: super::Map<OriginKey, usize>,
+}
+
 /// A worker id's number in this coordinator: given at its first hello,
 /// never reused, the same across reconnects. Per-task lists (who tried a
 /// task, whose results are undecided) hold it instead of the id: four
@@ -61,6 +69,8 @@ pub(super) enum WorkerState {
 #[derive(Debug)]
 pub(super) struct Worker {
     pub(super) id: WorkerId,
+    /// Joined without a token (counted against the guests' caps).
+    pub(super) guest: bool,
     /// Stable number of this worker id (never reused, survives reconnects).
     pub(super) num: WorkerNum,
     pub(super) conn: ConnId,
@@ -174,18 +184,38 @@ impl Coordinator {
                 self.staged.push(Output::Close { conn: oc, reason: "replaced by a new connection".into() });
                 self.on_disconnect(oc, "replaced by a new connection");
             }
-        } else if self.by_id.len() >= self.cfg.max_workers {
+        }
+        let Some(origin) = self.conns.get(&conn).map(|c| c.origin) else { return };
+        let guest = matches!(h.auth, HelloAuth::Guest);
+        if guest {
+            // Guests have caps of their own, in all and per network, so
+            // strangers never take the room of workers with a token.
+            if self.guests.total >= self.cfg.max_guests {
+                let why = format!("guests at capacity ({} guests)", self.cfg.max_guests);
+                return self.refuse(conn, Some(id), ErrorCode::Busy, why);
+            }
+            if self.guests.by_origin.get(&origin).is_some_and(|&n| n >= self.cfg.max_guests_per_origin) {
+                let why = format!("{} guests from this network already", self.cfg.max_guests_per_origin);
+                return self.refuse(conn, Some(id), ErrorCode::Busy, why);
+            }
+        } else if !self.by_id.contains_key(&id)
+            && self.by_id.len().saturating_sub(self.guests.total) >= self.cfg.max_workers
+        {
             let why = format!("at capacity ({} workers)", self.cfg.max_workers);
             return self.refuse(conn, Some(id), ErrorCode::Busy, why);
         }
-        let Some(origin) = self.conns.get(&conn).map(|c| c.origin) else { return };
         let next = self.next_worker_num;
         let num = *self.worker_nums.entry(id.clone()).or_insert_with(|| next);
         if num == next {
             self.next_worker_num.0 += 1;
         }
+        if guest {
+            self.guests.total += 1;
+            *self.guests.by_origin.entry(origin).or_default() += 1;
+        }
         let worker = Worker {
             id: id.clone(),
+            guest,
             num,
             conn,
             origin,
@@ -252,6 +282,15 @@ impl Coordinator {
 
     pub(super) fn remove_worker(&mut self, idx: WorkerIdx) {
         let Some(w) = self.workers.get_mut(idx.0 as usize).and_then(Option::take) else { return };
+        if w.guest {
+            self.guests.total = self.guests.total.saturating_sub(1);
+            if let Some(n) = self.guests.by_origin.get_mut(&w.origin) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.guests.by_origin.remove(&w.origin);
+                }
+            }
+        }
         self.idle.remove(&(w.in_flight, idx));
         self.by_id.remove(&w.id);
         self.free_slots.push(idx);
