@@ -801,3 +801,54 @@ fn guests_are_capped_apart_from_workers_with_a_token() {
     h.input(Input::Disconnected { conn: ConnId(1), reason: "tab closed".into() });
     assert_eq!(offers(&guest(&mut h, 7, 1), 7).len(), 1, "room again");
 }
+
+/// A custom kernel's declared cost is bounded: absurd declarations are
+/// refused at submission, the cost never falls below the workgroups it
+/// dispatches, and no declaration buys a worker more than the execution
+/// ceiling.
+#[test]
+fn custom_kernel_costs_are_bounded_and_deadlines_capped() {
+    use shoal_core::kernels::{
+        Comparator, CustomBinding, CustomKernel, CustomRole, MAX_CUSTOM_OPS, MIN_OPS_PER_WORKGROUP,
+    };
+    let custom = |workgroups: [u32; 3], ops: u64| {
+        KernelSpec::Custom(CustomKernel {
+            wgsl: "@compute @workgroup_size(1) fn main() {}".into(),
+            entry_point: "main".into(),
+            bindings: vec![CustomBinding { binding: 0, role: CustomRole::Output, len: 4 }],
+            workgroups,
+            comparator: Comparator::Exact,
+            ops,
+        })
+    };
+    let job = |kernel: KernelSpec| {
+        let mut spec = JobSpec::new(vec![TaskSpec { kernel, inputs: vec![] }]);
+        spec.redundancy = Some(1);
+        spec
+    };
+    let mut cfg = config();
+    cfg.stale_after = Millis::from_mins(600);
+    let ceiling = cfg.exec_timeout_ceiling;
+    let mut h = Harness::new(cfg, None);
+    let refused = |h: &mut Harness, k: KernelSpec, param: &str| {
+        let err = h.c.submit_job(h.now, job(k)).expect_err("refused");
+        assert!(err.to_string().contains(param), "{err}");
+    };
+    refused(&mut h, custom([1, 1, 1], u64::MAX), "ops");
+    refused(&mut h, custom([65_535, 65_535, 65_535], 1), "workgroups");
+    assert_eq!(custom([1_000, 2, 1], 1).ops(), 2_000 * MIN_OPS_PER_WORKGROUP, "never below what it dispatches");
+    assert_eq!(custom([1, 1, 1], MAX_CUSTOM_OPS).ops(), MAX_CUSTOM_OPS);
+    // The most a task may declare, on the slowest admitted worker: the
+    // deadline is the ceiling, not days.
+    h.join(1, 1, "slow", Backend::Vulkan);
+    h.c.submit_job(h.now, job(custom([1, 1, 1], MAX_CUSTOM_OPS))).expect("accepted");
+    let out = h.drain();
+    let (offer, _) = offers(&out, 1).remove(0);
+    h.send(1, Message::TaskAck(TaskAck { assignment: offer.assignment }));
+    h.advance(ceiling.0 - 1);
+    h.input(Input::Tick);
+    assert_eq!(h.c.stats().timeouts, 0, "not before the ceiling");
+    h.advance(2);
+    h.input(Input::Tick);
+    assert_eq!(h.c.stats().timeouts, 1, "timed out at the ceiling");
+}

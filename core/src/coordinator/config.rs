@@ -67,6 +67,10 @@ pub struct CoordinatorConfig {
     pub exec_timeout_floor: Millis,
     /// Execution deadline = expected time from cost and measured speed × this / 100.
     pub exec_slack_pct: u64,
+    /// The longest an acknowledged assignment may run, whatever its cost
+    /// and the worker's speed: a kernel's declared cost never buys a
+    /// silent worker more time than this.
+    pub exec_timeout_ceiling: Millis,
     /// Deliveries of one task before it goes to the dead-letter queue.
     pub max_delivery_attempts: u32,
     /// Distinct workers a task may hang, crash or lose before it is quarantined.
@@ -115,6 +119,7 @@ impl Default for CoordinatorConfig {
             ack_timeout: Millis::from_secs(10),
             exec_timeout_floor: Millis::from_secs(5),
             exec_slack_pct: 400,
+            exec_timeout_ceiling: Millis::from_mins(10),
             max_delivery_attempts: 8,
             poison_threshold: 3,
             default_redundancy: 2,

@@ -16,6 +16,15 @@ pub const MAX_WGSL_LEN: usize = 64 * 1024;
 pub const MAX_CUSTOM_BINDINGS: usize = 8;
 /// Longest entry-point name.
 pub const MAX_ENTRY_POINT_LEN: usize = 64;
+/// Most workgroups one custom task may dispatch, all dimensions together
+/// (65 535³ would hold a GPU for days).
+pub const MAX_CUSTOM_WORKGROUPS: u64 = 1 << 24;
+/// Most operations a custom task may declare (about 17.6 × 10¹²: seconds
+/// on a real GPU, and the coordinator's deadlines come from this bound).
+pub const MAX_CUSTOM_OPS: u64 = 1 << 44;
+/// Operations counted for each workgroup at the least, whatever is
+/// declared: a kernel's cost is never below what it dispatches.
+pub const MIN_OPS_PER_WORKGROUP: u64 = 64;
 
 /// Whether a custom binding is an input or an output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,11 +59,25 @@ pub struct CustomKernel {
     pub workgroups: [u32; 3],
     /// How replicas are compared.
     pub comparator: Comparator,
-    /// The submitter's estimate of operations (for scheduling only).
+    /// The submitter's estimate of operations (for scheduling only; at
+    /// most [`MAX_CUSTOM_OPS`], and the cost counts at least
+    /// [`MIN_OPS_PER_WORKGROUP`] per workgroup whatever is declared).
     pub ops: u64,
 }
 
 impl CustomKernel {
+    /// Workgroups one run dispatches, all dimensions together.
+    pub fn total_workgroups(&self) -> u64 {
+        self.workgroups.iter().map(|&w| u64::from(w)).product()
+    }
+
+    /// The operations the coordinator schedules by: the declaration, but
+    /// never less than the workgroups dispatched, nor more than the
+    /// ceiling (the declaration alone is the submitter's word).
+    pub fn bounded_ops(&self) -> u64 {
+        self.ops.max(self.total_workgroups().saturating_mul(MIN_OPS_PER_WORKGROUP)).min(MAX_CUSTOM_OPS)
+    }
+
     pub(super) fn lens(&self, pick: impl Fn(CustomRole) -> bool) -> Vec<u64> {
         self.bindings.iter().filter(|b| pick(b.role)).map(|b| b.len).collect()
     }
@@ -104,6 +127,12 @@ impl CustomKernel {
         }
         if self.workgroups.iter().any(|&w| w == 0 || w > MAX_WORKGROUPS_PER_DIM) {
             return Err(invalid(k, "workgroups", format!("each must be in 1..={MAX_WORKGROUPS_PER_DIM}")));
+        }
+        if self.total_workgroups() > MAX_CUSTOM_WORKGROUPS {
+            return Err(invalid(k, "workgroups", format!("at most {MAX_CUSTOM_WORKGROUPS} in all")));
+        }
+        if self.ops > MAX_CUSTOM_OPS {
+            return Err(invalid(k, "ops", format!("at most {MAX_CUSTOM_OPS}")));
         }
         self.comparator.validate().map_err(|reason| invalid(k, "comparator", reason))
     }

@@ -15,7 +15,10 @@ pub mod mandelbrot;
 pub mod matmul;
 pub mod sha256;
 
-pub use custom::{CustomBinding, CustomKernel, CustomRole, MAX_CUSTOM_BINDINGS, MAX_WGSL_LEN};
+pub use custom::{
+    CustomBinding, CustomKernel, CustomRole, MAX_CUSTOM_BINDINGS, MAX_CUSTOM_OPS, MAX_CUSTOM_WORKGROUPS, MAX_WGSL_LEN,
+    MIN_OPS_PER_WORKGROUP,
+};
 pub use mandelbrot::{fixed_from_f64, fixed_mul, MandelbrotParams, FRAC_BITS};
 pub use matmul::MatmulParams;
 pub use sha256::Sha256Params;
@@ -361,7 +364,7 @@ impl KernelSpec {
             KernelSpec::Sha256(p) => p.ops(),
             KernelSpec::MatmulF32(p) => p.flops(),
             KernelSpec::Mandelbrot(p) => p.ops(),
-            KernelSpec::Custom(c) => c.ops,
+            KernelSpec::Custom(c) => c.bounded_ops(),
         }
     }
 

@@ -252,7 +252,9 @@ impl Coordinator {
         .max(1);
         let expected_ms = a.spec.ops() / (mflops * 1_000);
         let budget = Millis(expected_ms.saturating_mul(self.cfg.exec_slack_pct) / 100);
-        now + budget.max(self.cfg.exec_timeout_floor)
+        now + budget
+            .max(self.cfg.exec_timeout_floor)
+            .min(self.cfg.exec_timeout_ceiling.max(self.cfg.exec_timeout_floor))
     }
 
     /// Whether the assignment belongs to worker `w` and is still open.
