@@ -360,3 +360,36 @@ async fn guests_never_take_the_room_of_workers_with_a_token() {
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// A job carrying more input bytes than `coordinator.max_job_input_bytes`
+/// is refused as its tasks stream in, with the limit named; a job under it
+/// is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_over_its_input_limit_is_refused_with_the_limit_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.coordinator.max_job_input_bytes = 1 << 20;
+    let service = Service::start(cfg).await.expect("service starts");
+    let mut c = client(&service).await;
+    // 512 KiB of inputs a task.
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 8_192, message_len: 64 });
+    let job = |n: u64| {
+        let mut msgs = vec![pb::SubmitJobRequest {
+            part: Some(pb::submit_job_request::Part::Header(pb::JobHeader { redundancy: 1, ..Default::default() })),
+        }];
+        for i in 0..n {
+            msgs.push(pb::SubmitJobRequest {
+                part: Some(pb::submit_job_request::Part::Task(pb::Task {
+                    kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)),
+                    inputs: kernel.seeded_inputs(i).into_iter().map(Bytes::from).collect(),
+                })),
+            });
+        }
+        tokio_stream::iter(msgs)
+    };
+    let err = c.submit_job(job(3)).await.expect_err("1.5 MiB is over the limit");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("max_job_input_bytes"), "{}", err.message());
+    c.submit_job(job(2)).await.expect("1 MiB is at the limit");
+    service.shutdown().await.expect("clean shutdown");
+}

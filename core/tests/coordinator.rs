@@ -852,3 +852,23 @@ fn custom_kernel_costs_are_bounded_and_deadlines_capped() {
     h.input(Input::Tick);
     assert_eq!(h.c.stats().timeouts, 1, "timed out at the ceiling");
 }
+
+/// Input bytes are bounded per job and, for queued tasks, in all; the
+/// budget frees as tasks end.
+#[test]
+fn input_bytes_are_bounded_per_job_and_in_all() {
+    use shoal_core::coordinator::SubmitError;
+    let mut cfg = config();
+    cfg.max_job_input_bytes = 4_096;
+    cfg.max_queued_input_bytes = 6_000;
+    let mut h = Harness::new(cfg, None);
+    // sha_job's tasks carry 2 × 8 = 16 bytes each.
+    let err = h.c.submit_job(h.now, sha_job(300, 1)).expect_err("4 800 bytes in one job");
+    assert_eq!(err, SubmitError::JobTooLarge { bytes: 4_800, limit: 4_096 });
+    assert!(err.to_string().contains("max_job_input_bytes"), "{err}");
+    let first = h.c.submit_job(h.now, sha_job(200, 1)).expect("3 200 bytes");
+    let err = h.c.submit_job(h.now, sha_job(200, 1)).expect_err("6 400 bytes queued in all");
+    assert_eq!(err, SubmitError::InputBudget { queued: 3_200, job: 3_200, limit: 6_000 });
+    assert!(h.c.cancel_job(h.now, first), "cancelling frees its budget");
+    h.c.submit_job(h.now, sha_job(200, 1)).expect("room again");
+}

@@ -144,9 +144,13 @@ impl Service {
             next_conn: Arc::new(AtomicU64::new(1)),
         };
         let (consensus, consensus_task) = crate::settlement::spawn(engine.settlements(), stop_rx.clone());
-        let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(engine.clone(), consensus))
-            .max_decoding_message_size(cfg.server.max_grpc_message)
-            .max_encoding_message_size(cfg.server.max_grpc_message);
+        let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(
+            engine.clone(),
+            consensus,
+            cfg.coordinator.max_job_input_bytes,
+        ))
+        .max_decoding_message_size(cfg.server.max_grpc_message)
+        .max_encoding_message_size(cfg.server.max_grpc_message);
         if cfg.server.api_token.is_empty() && !cfg.server.grpc.ip().is_loopback() {
             tracing::warn!(grpc = %cfg.server.grpc, "gRPC is reachable beyond this machine without an API token (server.api_token)");
         }

@@ -83,6 +83,11 @@ pub struct CoordinatorConfig {
     pub worker_queue: u16,
     /// Tasks waiting for dispatch at most; submissions beyond are refused.
     pub max_queued_tasks: usize,
+    /// Most bytes of inputs one job may carry, all its tasks together.
+    pub max_job_input_bytes: u64,
+    /// Most bytes of inputs held for queued tasks, every job together
+    /// (they are in memory until their task ends).
+    pub max_queued_input_bytes: u64,
     /// A task not decided this long after its job was submitted goes to the
     /// dead-letter queue (e.g. the swarm never had enough distinct workers).
     pub task_ttl: Millis,
@@ -126,6 +131,8 @@ impl Default for CoordinatorConfig {
             max_replicas: 5,
             worker_queue: 16,
             max_queued_tasks: 1_000_000,
+            max_job_input_bytes: 1 << 30,
+            max_queued_input_bytes: 4 << 30,
             task_ttl: Millis::from_mins(24 * 60),
             distinct_origins: true,
             allow_guests: false,

@@ -37,12 +37,15 @@ pub(super) const CATCH_UP_STEP: usize = 256;
 pub struct ShoalService {
     engine: EngineHandle,
     consensus: SharedConsensus,
+    /// `coordinator.max_job_input_bytes`: checked as the tasks stream in,
+    /// so an oversized job is refused before it is all in memory.
+    max_job_input_bytes: u64,
 }
 
 impl ShoalService {
     /// A service over this engine and its settlement consensus.
-    pub fn new(engine: EngineHandle, consensus: SharedConsensus) -> Self {
-        ShoalService { engine, consensus }
+    pub fn new(engine: EngineHandle, consensus: SharedConsensus, max_job_input_bytes: u64) -> Self {
+        ShoalService { engine, consensus, max_job_input_bytes }
     }
 }
 
@@ -114,6 +117,7 @@ impl Shoal for ShoalService {
             allow_adaptive: header.allow_adaptive,
         });
         let mut validated = std::collections::HashSet::new();
+        let mut input_bytes = 0u64;
         while let Some(m) = stream.message().await? {
             let index = job.spec().tasks.len();
             match m.part {
@@ -133,6 +137,14 @@ impl Shoal for ShoalService {
                             validated.insert(key);
                         }
                     }
+                    input_bytes += t.inputs.iter().map(|b| b.len() as u64).sum::<u64>();
+                    if input_bytes > self.max_job_input_bytes {
+                        let limit = self.max_job_input_bytes;
+                        let why = format!(
+                            "the job's inputs take more than {limit} bytes by task {index}; coordinator.max_job_input_bytes is {limit}"
+                        );
+                        return Err(Status::resource_exhausted(why));
+                    }
                     job.push(TaskSpec { kernel, inputs: t.inputs });
                 }
                 Some(Part::Header(_)) => return Err(Status::invalid_argument("a job has one header")),
@@ -142,9 +154,11 @@ impl Shoal for ShoalService {
         let n = job.spec().tasks.len() as u32;
         match self.engine.submit(job, header.name).await.map_err(gone)? {
             Ok(job) => Ok(Response::new(pb::SubmitJobResponse { job_id: job.to_string(), tasks: n })),
-            Err(e @ shoal_core::coordinator::SubmitError::QueueFull { .. }) => {
-                Err(Status::resource_exhausted(e.to_string()))
-            }
+            Err(
+                e @ (shoal_core::coordinator::SubmitError::QueueFull { .. }
+                | shoal_core::coordinator::SubmitError::JobTooLarge { .. }
+                | shoal_core::coordinator::SubmitError::InputBudget { .. }),
+            ) => Err(Status::resource_exhausted(e.to_string())),
             Err(e) => Err(Status::invalid_argument(e.to_string())),
         }
     }

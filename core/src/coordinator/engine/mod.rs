@@ -150,6 +150,8 @@ pub struct Coordinator {
     tasks: TaskSlab,
     ready: BTreeSet<(Reverse<u8>, TaskKey)>,
     queued_tasks: usize,
+    /// Bytes of inputs held for queued tasks.
+    queued_input_bytes: u64,
     /// Unfinished jobs by expiry.
     open_jobs: BTreeSet<(Millis, JobId)>,
     assignments: Slots<Assignment>,
@@ -225,6 +227,7 @@ impl Coordinator {
             },
             ready: BTreeSet::new(),
             queued_tasks: 0,
+            queued_input_bytes: 0,
             open_jobs: BTreeSet::new(),
             assignments: Slots::default(),
             deadlines: BTreeSet::new(),

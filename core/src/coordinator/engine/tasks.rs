@@ -194,6 +194,11 @@ impl Job {
     }
 }
 
+/// Bytes of a task's inputs.
+pub(super) fn input_bytes(inputs: &[Bytes]) -> u64 {
+    inputs.iter().map(|b| b.len() as u64).sum()
+}
+
 /// A task's inputs' digest (their name) and checksum (what a worker checks).
 pub(super) fn input_ids(inputs: &[Bytes]) -> (Digest, u128) {
     let parts = || inputs.iter().map(|b| &b[..]);
@@ -215,6 +220,14 @@ impl Coordinator {
         }
         if self.queued_tasks + spec.tasks.len() > self.cfg.max_queued_tasks {
             return Err(SubmitError::QueueFull { queued: self.queued_tasks, limit: self.cfg.max_queued_tasks });
+        }
+        let bytes: u64 = spec.tasks.iter().map(|t| input_bytes(&t.inputs)).sum();
+        if bytes > self.cfg.max_job_input_bytes {
+            return Err(SubmitError::JobTooLarge { bytes, limit: self.cfg.max_job_input_bytes });
+        }
+        if self.queued_input_bytes + bytes > self.cfg.max_queued_input_bytes {
+            let (queued, limit) = (self.queued_input_bytes, self.cfg.max_queued_input_bytes);
+            return Err(SubmitError::InputBudget { queued, job: bytes, limit });
         }
         let redundancy = spec.redundancy.unwrap_or(self.cfg.default_redundancy);
         let quorum = spec.quorum.unwrap_or(redundancy);
@@ -333,6 +346,7 @@ impl Coordinator {
                 None => {
                     self.ready.insert(task.ready_key());
                     self.queued_tasks += 1;
+                    self.queued_input_bytes += input_bytes(&task.inputs);
                 }
                 Some(end) => {
                     task.inputs = Vec::new();
@@ -460,6 +474,7 @@ impl Coordinator {
             forget_undecided(&mut self.undecided, r.num, tid);
         }
         // Inputs are no longer needed; undecided results are dropped.
+        self.queued_input_bytes = self.queued_input_bytes.saturating_sub(input_bytes(&t.inputs));
         t.inputs = Vec::new();
         if phase != TaskPhase::Verified {
             t.results.clear();

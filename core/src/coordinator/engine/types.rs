@@ -300,6 +300,26 @@ pub enum SubmitError {
         /// The limit.
         limit: usize,
     },
+    /// The job's inputs are over the per-job limit.
+    #[error("the job's inputs take {bytes} bytes; coordinator.max_job_input_bytes is {limit}")]
+    JobTooLarge {
+        /// The job's input bytes.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Queued inputs would exceed their budget (back-pressure).
+    #[error(
+        "{queued} bytes of inputs are queued and this job adds {job}; coordinator.max_queued_input_bytes is {limit}"
+    )]
+    InputBudget {
+        /// Input bytes queued now.
+        queued: u64,
+        /// This job's input bytes.
+        job: u64,
+        /// The budget.
+        limit: u64,
+    },
     /// A task's kernel or inputs are invalid.
     #[error("task {index}: {error}")]
     InvalidTask {
