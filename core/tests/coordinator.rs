@@ -338,18 +338,28 @@ fn a_task_that_hangs_three_workers_is_quarantined_and_attempts_are_capped() {
     assert!(dl[0].reason.starts_with("poison"), "{dl:?}");
     assert_eq!(dl[0].failures.len(), 3);
 
-    // Delivery attempts: workers that always decline exhaust them.
+    // Delivery attempts: offers nobody acknowledges in time exhaust them;
+    // declines spend none (a decline is no delivery).
     let mut cfg = config();
     cfg.max_delivery_attempts = 2;
+    cfg.stale_after = Millis::from_mins(600);
     let mut h = Harness::new(cfg, None);
-    for i in 1..=3 {
+    // Five workers: two decline, two never answer, the fifth would be the
+    // third delivery.
+    for i in 1..=5 {
         h.join(i, i, &format!("w{i}"), Backend::Vulkan);
     }
     h.c.submit_job(h.now, sha_job(1, 1)).expect("accepted");
     let mut out = h.drain();
     for _ in 0..2 {
-        let (conn, (offer, _)) = (1..=3).find_map(|c| offers(&out, c).pop().map(|o| (c, o))).expect("an offer");
+        let (conn, (offer, _)) = (1..=5).find_map(|c| offers(&out, c).pop().map(|o| (c, o))).expect("an offer");
         out = h.send(conn, Message::TaskDecline(TaskDecline { assignment: offer.assignment, reason: "no".into() }));
+    }
+    assert!(h.c.dead_letters().is_empty(), "declines spend no attempt: {:?}", h.c.dead_letters());
+    for _ in 0..2 {
+        assert!((1..=5).any(|c| !offers(&out, c).is_empty()), "offered again");
+        h.advance(60_000);
+        out = h.input(Input::Tick);
     }
     assert!(h.c.dead_letters()[0].reason.contains("delivery attempts"), "{:?}", h.c.dead_letters());
 }
@@ -871,4 +881,47 @@ fn input_bytes_are_bounded_per_job_and_in_all() {
     assert_eq!(err, SubmitError::InputBudget { queued: 3_200, job: 3_200, limit: 6_000 });
     assert!(h.c.cancel_job(h.now, first), "cancelling frees its budget");
     h.c.submit_job(h.now, sha_job(200, 1)).expect("room again");
+}
+
+/// A worker that declines everything costs honest tasks nothing (declines
+/// spend no delivery attempt) and is evicted after declining
+/// `max_declines_in_row` offers in a row.
+#[test]
+fn decliners_never_dead_letter_honest_tasks_and_are_evicted() {
+    let mut cfg = config();
+    // One delivery each: a decline that counted would dead-letter the task.
+    cfg.max_delivery_attempts = 1;
+    cfg.max_declines_in_row = 4;
+    cfg.credibility.ringer_pct = 0;
+    let mut h = Harness::new(cfg, None);
+    h.join(1, 1, "decliner", Backend::Vulkan);
+    h.join(2, 2, "honest", Backend::Vulkan);
+    let job = h.c.submit_job(h.now, sha_job(12, 1)).expect("accepted");
+    let mut out = h.drain();
+    let mut left = Vec::new();
+    for _ in 0..200 {
+        left.extend(events(&out).into_iter().filter_map(|e| match e {
+            Event::WorkerLeft { worker, reason } => Some((worker.to_string(), reason)),
+            _ => None,
+        }));
+        let mut next = Vec::new();
+        for (offer, _) in offers(&out, 1) {
+            let decline = TaskDecline { assignment: offer.assignment, reason: "no".into() };
+            next.extend(h.send(1, Message::TaskDecline(decline)));
+        }
+        for (offer, inputs) in offers(&out, 2) {
+            next.extend(h.complete(2, &offer, &inputs));
+        }
+        if next.is_empty() {
+            break;
+        }
+        out = next;
+    }
+    let p = h.c.job_progress(job).expect("known");
+    assert_eq!((p.verified, p.dead_lettered), (12, 0), "every honest task verified: {p:?}");
+    assert_eq!(
+        left,
+        vec![("decliner".to_owned(), "declined 4 offers in a row".to_owned())],
+        "the decliner was evicted for it"
+    );
 }

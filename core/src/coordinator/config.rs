@@ -75,6 +75,10 @@ pub struct CoordinatorConfig {
     pub max_delivery_attempts: u32,
     /// Distinct workers a task may hang, crash or lose before it is quarantined.
     pub poison_threshold: u32,
+    /// A worker that declines this many offers in a row without taking
+    /// one is evicted (a decline costs the task nothing: it goes to
+    /// someone else, without spending a delivery attempt).
+    pub max_declines_in_row: u32,
     /// Replicas per task unless the job says otherwise (Shardy: 2).
     pub default_redundancy: u8,
     /// Most replicas a task may reach by escalation.
@@ -127,6 +131,7 @@ impl Default for CoordinatorConfig {
             exec_timeout_ceiling: Millis::from_mins(10),
             max_delivery_attempts: 8,
             poison_threshold: 3,
+            max_declines_in_row: 16,
             default_redundancy: 2,
             max_replicas: 5,
             worker_queue: 16,

@@ -282,6 +282,10 @@ impl Coordinator {
             return; // a repeated ack changes nothing
         }
         a.acked = Some(now);
+        if let Some(worker) = self.workers.get_mut(w.0 as usize).and_then(Option::as_mut) {
+            worker.declined_in_row = 0;
+        }
+        let Some(a) = self.assignments.get_mut(&aid) else { return };
         if !a.in_fifo {
             self.deadlines.remove(&(a.deadline, aid));
         }
@@ -295,6 +299,13 @@ impl Coordinator {
             return self.stale(conn, aid);
         }
         self.release(aid, &Release::Declined(reason));
+        let limit = self.cfg.max_declines_in_row;
+        let Some(worker) = self.worker_mut(w) else { return };
+        worker.declined_in_row += 1;
+        if worker.declined_in_row >= limit {
+            let why = format!("declined {} offers in a row", worker.declined_in_row);
+            self.evict(conn, &why);
+        }
     }
 
     pub(super) fn on_failure(&mut self, conn: ConnId, w: WorkerIdx, aid: AssignmentId, why: &str) {
@@ -343,6 +354,12 @@ impl Coordinator {
             return;
         }
         t.open_slots += 1;
+        if matches!(how, Release::Declined(_) | Release::Left { executing: false, .. }) {
+            // Declined, or its worker left before taking it: not delivered.
+            // The task's attempts are for the workers that took it (this
+            // one is in `tried` and is not offered it again).
+            t.attempts = t.attempts.saturating_sub(1);
+        }
         if how.harms() {
             let trouble = t.trouble.get_or_insert_with(Box::default);
             trouble.failures.push(how.reason().to_owned());

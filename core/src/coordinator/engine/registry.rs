@@ -71,6 +71,8 @@ pub(super) struct Worker {
     pub(super) id: WorkerId,
     /// Joined without a token (counted against the guests' caps).
     pub(super) guest: bool,
+    /// Offers declined since it last took one.
+    pub(super) declined_in_row: u32,
     /// Stable number of this worker id (never reused, survives reconnects).
     pub(super) num: WorkerNum,
     pub(super) conn: ConnId,
@@ -139,6 +141,14 @@ impl Coordinator {
                 self.violation(conn, "workers do not send welcome, offers or cancels");
             }
         }
+    }
+
+    /// Ends a worker's connection for its conduct: it is told why, its
+    /// work goes back to the queue, and it leaves with that reason.
+    pub(super) fn evict(&mut self, conn: ConnId, why: &str) {
+        self.send(conn, Message::Goodbye(Goodbye { reason: why.into() }), vec![]);
+        self.staged.push(Output::Close { conn, reason: why.into() });
+        self.on_disconnect(conn, why);
     }
 
     pub(super) fn violation(&mut self, conn: ConnId, why: &str) {
@@ -216,6 +226,7 @@ impl Coordinator {
         let worker = Worker {
             id: id.clone(),
             guest,
+            declined_in_row: 0,
             num,
             conn,
             origin,
