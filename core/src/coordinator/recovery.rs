@@ -404,7 +404,6 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordinator::profile::Tier;
     use crate::wire::message::Backend;
 
     /// The named records encode to the bytes of the tuples written before

@@ -252,9 +252,8 @@ impl Coordinator {
         .max(1);
         let expected_ms = a.spec.ops() / (mflops * 1_000);
         let budget = Millis(expected_ms.saturating_mul(self.cfg.exec_slack_pct) / 100);
-        now + budget
-            .max(self.cfg.exec_timeout_floor)
-            .min(self.cfg.exec_timeout_ceiling.max(self.cfg.exec_timeout_floor))
+        let floor = self.cfg.exec_timeout_floor;
+        now + budget.clamp(floor, self.cfg.exec_timeout_ceiling.max(floor))
     }
 
     /// Whether the assignment belongs to worker `w` and is still open.
@@ -282,16 +281,15 @@ impl Coordinator {
             return; // a repeated ack changes nothing
         }
         a.acked = Some(now);
-        if let Some(worker) = self.workers.get_mut(w.0 as usize).and_then(Option::as_mut) {
-            worker.declined_in_row = 0;
-        }
-        let Some(a) = self.assignments.get_mut(&aid) else { return };
         if !a.in_fifo {
             self.deadlines.remove(&(a.deadline, aid));
         }
         a.in_fifo = false;
         a.deadline = new_deadline;
         self.deadlines.insert((new_deadline, aid));
+        if let Some(worker) = self.worker_mut(w) {
+            worker.declined_in_row = 0;
+        }
     }
 
     pub(super) fn on_decline(&mut self, conn: ConnId, w: WorkerIdx, aid: AssignmentId, reason: &str) {

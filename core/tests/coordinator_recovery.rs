@@ -1,0 +1,154 @@
+//! A restarted coordinator, rebuilt from what its previous life stored
+//! (a host's storage in miniature): verified work, credits and the ledger
+//! chain survive; big inputs are stored once, apart, and come back.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use bytes::Bytes;
+use shoal_core::coordinator::{Coordinator, JobSpec, Output, TaskSpec};
+use shoal_core::kernels::{KernelSpec, Sha256Params};
+use shoal_core::wire::message::Backend;
+use shoal_core::wire::Message;
+use shoal_core::WorkerId;
+
+mod support;
+use support::{config, offers, sha_job, Harness, Store};
+
+#[test]
+fn a_restarted_coordinator_keeps_verified_work_and_credits_and_finishes_the_rest() {
+    let mut cfg = config();
+    cfg.epoch.every_verified_tasks = Some(3);
+    let mut h = Harness::new(cfg.clone(), None);
+    let mut store = Store::default();
+    store.absorb(&h.join(1, 1, "a", Backend::Vulkan));
+    store.absorb(&h.join(2, 2, "b", Backend::Vulkan));
+    let job = h.c.submit_job(h.now, sha_job(5, 2)).expect("accepted");
+    let mut out = h.drain();
+    store.absorb(&out);
+    // Complete replicas until 4 tasks are verified (one epoch settles at 3).
+    while h.c.job_progress(job).expect("known").verified < 4 {
+        let Some((conn, (offer, inputs))) = (1..=2).find_map(|c| offers(&out, c).pop().map(|o| (c, o))) else { break };
+        let more = h.complete(conn, &offer, &inputs);
+        store.absorb(&more);
+        out.retain(|o| !matches!(o, Output::Send { envelope, .. } if matches!(&envelope.message, Message::TaskOffer(x) if x.assignment == offer.assignment)));
+        out.extend(more);
+    }
+    let before: Vec<_> = h.c.job_tasks(job).expect("known").iter().map(|t| h.c.task_result(*t).cloned()).collect();
+    assert_eq!(before.iter().filter(|r| r.is_some()).count(), 4);
+    assert_eq!(h.c.epochs().len(), 1);
+    let credibility_a = h.c.credibility(&WorkerId::new("a").expect("id"));
+
+    // Crash: only the store survives.
+    let snapshot = store.snapshot();
+    assert_eq!(snapshot.open_jobs().collect::<Vec<_>>(), vec![job]);
+    let mut h2 = Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now };
+    assert_eq!(h2.c.job_progress(job).expect("recovered").verified, 4);
+    assert_eq!(h2.c.pending_tasks(), 1);
+    assert_eq!(h2.c.epochs(), h.c.epochs());
+    assert_eq!(h2.c.credibility(&WorkerId::new("a").expect("id")), credibility_a);
+    let after: Vec<_> = h2.c.job_tasks(job).expect("known").iter().map(|t| h2.c.task_result(*t).cloned()).collect();
+    assert_eq!(&after[..4], &before[..4], "verified results survive");
+
+    // The workers come back; the last task runs; the next epoch pays for
+    // exactly what was verified after the first one closed (task 4 before
+    // the crash, task 5 after).
+    let mut out = h2.join(11, 1, "a", Backend::Vulkan);
+    out.extend(h2.join(12, 2, "b", Backend::Vulkan));
+    store.absorb(&out);
+    for _ in 0..8 {
+        let Some((conn, (offer, inputs))) = (11..=12).find_map(|c| offers(&out, c).pop().map(|o| (c, o))) else {
+            break;
+        };
+        let more = h2.complete(conn, &offer, &inputs);
+        store.absorb(&more);
+        out.retain(|o| !matches!(o, Output::Send { envelope, .. } if matches!(&envelope.message, Message::TaskOffer(x) if x.assignment == offer.assignment)));
+        out.extend(more);
+    }
+    assert!(h2.c.job_progress(job).expect("known").finished());
+    h2.c.close_epoch(h2.now);
+    store.absorb(&h2.drain());
+    let epochs = h2.c.epochs();
+    assert_eq!(epochs.len(), 2);
+    let tasks: u64 = epochs[1].payouts.iter().map(|p| p.tasks).sum();
+    assert_eq!(tasks, 4, "2 tasks × 2 agreeing workers in the second epoch, none credited twice");
+    assert_eq!(epochs[1].total_in(), epochs[1].total_out());
+}
+
+#[test]
+fn big_inputs_are_stored_once_apart_committed_by_digest_and_come_back_after_a_restart() {
+    use shoal_core::coordinator::ledger::{content_addressed, EntryValue};
+    use shoal_core::coordinator::recovery::{ns, JobRecord, StoredInputs, INPUTS_APART};
+
+    let cfg = config();
+    let mut h = Harness::new(cfg.clone(), None);
+    let mut store = Store::default();
+    // Tasks 0 and 1 share 64 KiB of inputs; task 2's are 16 bytes.
+    let big = KernelSpec::Sha256(Sha256Params { count: 256, message_len: 256 });
+    let small = KernelSpec::Sha256(Sha256Params { count: 2, message_len: 8 });
+    let big_inputs: Vec<Bytes> = big.seeded_inputs(7).into_iter().map(Bytes::from).collect();
+    assert!(big_inputs.iter().map(Bytes::len).sum::<usize>() >= INPUTS_APART);
+    let tasks = vec![
+        TaskSpec { kernel: big.clone(), inputs: big_inputs.clone() },
+        TaskSpec { kernel: big.clone(), inputs: big_inputs.clone() },
+        TaskSpec { kernel: small.clone(), inputs: small.seeded_inputs(1).into_iter().map(Bytes::from).collect() },
+    ];
+    let job = h.c.submit_job(h.now, JobSpec::new(tasks.clone())).expect("accepted");
+    let out = h.drain();
+    let diff = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist(d) if d.entries.iter().any(|e| e.namespace == ns::JOB) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("the job is persisted");
+    let digest = shoal_core::Digest::of_parts(big_inputs.iter().map(|b| &b[..]));
+    let stored: Vec<_> = diff.entries.iter().filter(|e| content_addressed(&e.namespace)).collect();
+    assert_eq!(stored.len(), 1, "shared inputs are stored once");
+    assert_eq!(stored[0].key, digest.as_bytes().to_vec());
+    assert_eq!(stored[0].value.digest(), digest, "the value is the bytes the task's input digest hashes");
+    let record = diff.entries.iter().find(|e| e.namespace == ns::JOB).expect("job record");
+    let record = JobRecord::decode(&record.value.flat()).expect("decodes");
+    assert_eq!(record.tasks[0].inputs, StoredInputs::Apart(digest));
+    assert_eq!(record.tasks[1].inputs, StoredInputs::Apart(digest));
+    assert!(matches!(record.tasks[2].inputs, StoredInputs::Inline(_)));
+    // The chain commits to the inputs through their key: other bytes under
+    // the same key do not verify.
+    assert!(diff.verify(&shoal_core::Digest::default()));
+    let mut forged = diff.clone();
+    for e in forged.entries.iter_mut().filter(|e| content_addressed(&e.namespace)) {
+        let mut bytes: Vec<u8> = e.value.clone().into();
+        bytes[20] ^= 1;
+        e.value = EntryValue::from(bytes);
+    }
+    assert!(!forged.verify(&shoal_core::Digest::default()));
+    store.absorb(&out);
+
+    // Crash before anything ran: the snapshot asks for the inputs, and a
+    // restarted coordinator hands out the very bytes submitted.
+    let mut partial = shoal_core::coordinator::Snapshot::default();
+    for ((namespace, k), v) in store.kv.iter().filter(|((n, _), _)| n == ns::JOB) {
+        partial.apply(namespace, k, v).expect("decodes");
+    }
+    assert_eq!(partial.needed_inputs().into_iter().collect::<Vec<_>>(), vec![digest]);
+    let snapshot = store.snapshot();
+    assert!(snapshot.needed_inputs().is_empty());
+    let mut h2 = Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now };
+    let mut out = h2.join(11, 1, "a", Backend::Vulkan);
+    out.extend(h2.join(12, 2, "b", Backend::Vulkan));
+    let mut seen = 0;
+    for _ in 0..12 {
+        let Some((conn, (offer, inputs))) = (11..=12).find_map(|c| offers(&out, c).pop().map(|o| (c, o))) else {
+            break;
+        };
+        if offer.kernel.as_ref() == &big {
+            assert_eq!(inputs, big_inputs, "recovered inputs are the submitted ones");
+            seen += 1;
+        }
+        let more = h2.complete(conn, &offer, &inputs);
+        out.retain(|o| !matches!(o, Output::Send { envelope, .. } if matches!(&envelope.message, Message::TaskOffer(x) if x.assignment == offer.assignment)));
+        out.extend(more);
+    }
+    assert_eq!(seen, 4, "two big tasks, two replicas each");
+    assert!(h2.c.job_progress(job).expect("known").finished());
+    assert_eq!(h2.c.job_progress(job).expect("known").verified, 3);
+}

@@ -1,0 +1,195 @@
+//! The coordinator driven by hand on a fake clock, shared by the
+//! coordinator's test files: a harness that joins workers and answers
+//! offers, helpers that read its outputs, and a host's storage in
+//! miniature for restarts.
+
+#![allow(dead_code)] // each test file uses its own share
+
+use bytes::Bytes;
+use shoal_core::auth::MasterSecret;
+use shoal_core::coordinator::{
+    ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, OriginKey, Output, TaskSpec,
+};
+use shoal_core::kernels::{KernelId, KernelSpec, Sha256Params};
+use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, ErrorCode, Hello, HelloAuth, TaskAck, TaskOffer};
+use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
+use shoal_core::{Millis, WorkerId};
+
+pub(crate) struct Harness {
+    pub(crate) c: Coordinator,
+    pub(crate) now: Millis,
+}
+
+pub(crate) fn config() -> CoordinatorConfig {
+    let mut cfg = CoordinatorConfig::default();
+    cfg.profile.benchmark_size = 16;
+    cfg.profile.min_mflops = 1;
+    cfg.epoch.every = None;
+    cfg.rewards.min_tasks = 1;
+    cfg
+}
+
+pub(crate) fn device(backend: Backend) -> DeviceInfo {
+    DeviceInfo {
+        backend,
+        device_type: DeviceType::Cpu,
+        vendor: "test".into(),
+        name: "test".into(),
+        driver: "test".into(),
+        max_buffer_bytes: 1 << 30,
+        max_storage_binding_bytes: 1 << 27,
+        max_workgroup_invocations: 256,
+        kernels: KernelId::ALL.to_vec(),
+    }
+}
+
+pub(crate) fn answer(offer: &TaskOffer, inputs: &[Bytes]) -> Vec<Bytes> {
+    let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+    offer.kernel.run_cpu(&refs).expect("valid offer").into_iter().map(Bytes::from).collect()
+}
+
+pub(crate) fn result_env(offer: &TaskOffer, outputs: Vec<Bytes>) -> Envelope {
+    Envelope::task_result(offer.assignment, outputs)
+}
+
+pub(crate) fn sha_job(n: usize, redundancy: u8) -> JobSpec {
+    let tasks = (0..n)
+        .map(|i| {
+            let kernel = KernelSpec::Sha256(Sha256Params { count: 2, message_len: 8 });
+            let inputs = kernel.seeded_inputs(i as u64).into_iter().map(Bytes::from).collect();
+            TaskSpec { kernel, inputs }
+        })
+        .collect();
+    let mut spec = JobSpec::new(tasks);
+    spec.redundancy = Some(redundancy);
+    spec
+}
+
+impl Harness {
+    pub(crate) fn new(cfg: CoordinatorConfig, secret: Option<MasterSecret>) -> Self {
+        Harness { c: Coordinator::new(cfg, secret, [7; 32]), now: Millis(1_000_000) }
+    }
+
+    pub(crate) fn advance(&mut self, ms: u64) {
+        self.now = self.now + Millis(ms);
+    }
+
+    pub(crate) fn input(&mut self, i: Input) -> Vec<Output> {
+        self.c.handle(self.now, i);
+        self.drain()
+    }
+
+    pub(crate) fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.c.poll_output()).collect()
+    }
+
+    pub(crate) fn send(&mut self, conn: u64, message: Message) -> Vec<Output> {
+        self.input(Input::Received { conn: ConnId(conn), envelope: Envelope::bare(message) })
+    }
+
+    pub(crate) fn hello(&mut self, conn: u64, origin: u64, id: &str, auth: HelloAuth, backend: Backend) -> Vec<Output> {
+        self.input(Input::Connected { conn: ConnId(conn), origin: OriginKey(origin) });
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: WorkerId::new(id).expect("valid id"),
+            auth,
+            device: device(backend),
+            software: "test".into(),
+            max_concurrent: 4,
+        };
+        self.send(conn, Message::Hello(Box::new(hello)))
+    }
+
+    /// Connects and passes the benchmark; returns the outputs after admission.
+    pub(crate) fn join(&mut self, conn: u64, origin: u64, id: &str, backend: Backend) -> Vec<Output> {
+        let out = self.hello(conn, origin, id, HelloAuth::Token(String::new()), backend);
+        let (offer, inputs) = offers(&out, conn).remove(0);
+        self.advance(1);
+        let outputs = answer(&offer, &inputs);
+        self.input(Input::Received { conn: ConnId(conn), envelope: result_env(&offer, outputs) })
+    }
+
+    /// Acks and answers an offer correctly.
+    pub(crate) fn complete(&mut self, conn: u64, offer: &TaskOffer, inputs: &[Bytes]) -> Vec<Output> {
+        let mut out = self.send(conn, Message::TaskAck(TaskAck { assignment: offer.assignment }));
+        self.advance(2);
+        out.extend(
+            self.input(Input::Received { conn: ConnId(conn), envelope: result_env(offer, answer(offer, inputs)) }),
+        );
+        out
+    }
+}
+
+pub(crate) fn offers(out: &[Output], to: u64) -> Vec<(TaskOffer, Vec<Bytes>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
+                Message::TaskOffer(offer) => Some((offer.clone(), envelope.attachments.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+pub(crate) fn events(out: &[Output]) -> Vec<Event> {
+    out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e.clone()) } else { None }).collect()
+}
+
+pub(crate) fn error_codes(out: &[Output], to: u64) -> Vec<ErrorCode> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
+                Message::Error(e) => Some(e.code),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+pub(crate) fn closed(out: &[Output], to: u64) -> bool {
+    out.iter().any(|o| matches!(o, Output::Close { conn, .. } if *conn == ConnId(to)))
+}
+
+/// A host's storage in miniature: the latest value of every key, and the
+/// chain head.
+#[derive(Default)]
+pub(crate) struct Store {
+    pub(crate) kv: std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>,
+    pub(crate) height: u64,
+    pub(crate) digest: shoal_core::Digest,
+}
+
+impl Store {
+    pub(crate) fn absorb(&mut self, out: &[Output]) {
+        for o in out {
+            if let Output::Persist(d) = o {
+                assert!(d.verify(&self.digest), "diffs chain");
+                assert_eq!(d.height, self.height + 1);
+                self.height = d.height;
+                self.digest = d.digest;
+                for e in &d.entries {
+                    self.kv.insert((e.namespace.to_string(), e.key.clone()), e.value.clone().into());
+                }
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> shoal_core::coordinator::Snapshot {
+        let mut s = shoal_core::coordinator::Snapshot {
+            ledger_height: self.height,
+            ledger_digest: self.digest,
+            ..Default::default()
+        };
+        // Jobs first, then everything else (as a host scanning namespaces in order would).
+        for pass in 0..2 {
+            for ((ns, k), v) in &self.kv {
+                if (ns == "job") == (pass == 0) {
+                    s.apply(ns, k, v).expect("stored entries decode");
+                }
+            }
+        }
+        s
+    }
+}
