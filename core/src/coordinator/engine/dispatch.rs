@@ -4,18 +4,18 @@
 //! every way an assignment ends without a result (decline, failure, timeout,
 //! departure, withdrawal) with its poison-guard accounting.
 
-use std::cmp::Reverse;
-use std::ops::Bound;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::ids::{AssignmentId, JobId, TaskId};
-use crate::kernels::{Comparator, KernelSpec};
+use crate::kernels::KernelSpec;
 use crate::time::Millis;
 use crate::wire::message::{AttachmentMeta, Cancel, ErrorCode, ErrorMessage, TaskOffer};
 use crate::wire::Message;
 
+use super::ready::{Excl, Need};
 use super::registry::{WorkerIdx, WorkerNum, WorkerState};
 use super::tasks::{input_ids, TaskKey};
 use super::types::{ConnId, TaskPhase};
@@ -87,57 +87,91 @@ impl Release<'_> {
     }
 }
 
-/// Candidates examined per replica before a task is skipped this round.
-pub(super) const PICK_SCAN: usize = 64;
-
-/// Tasks skipped per dispatch round before the round stops.
-pub(super) const READY_SCAN: usize = 256;
-
 impl Coordinator {
+    /// Gives ready tasks to idle workers until no idle worker can take any
+    /// ready task: the best group some idle worker serves first, its least
+    /// loaded such worker, and the group's first task that worker may run.
+    /// Groups found unservable are skipped for the rest of the round (the
+    /// idle pool only shrinks within it), so each offer costs a walk over
+    /// group heads, never over tasks that cannot run.
     pub(super) fn dispatch(&mut self, now: Millis) {
-        let mut cursor: Option<(Reverse<u8>, TaskKey)> = None;
-        let mut skipped = 0;
-        while !self.idle.is_empty() && skipped < READY_SCAN {
-            let next = match &cursor {
-                None => self.ready.first().copied(),
-                Some(k) => self.ready.range((Bound::Excluded(*k), Bound::Unbounded)).next().copied(),
-            };
-            let Some(key) = next else { break };
-            let tid = key.1;
-            match self.pick_worker(tid) {
-                Some(w) => {
-                    if self.cfg.credibility.ringer_pct > 0
-                        && self.rng.below(100) < u64::from(self.cfg.credibility.ringer_pct)
-                    {
-                        self.send_ringer(now, w);
-                        continue;
+        let mut stuck: BTreeSet<Need> = BTreeSet::new();
+        while !self.idle.is_empty() {
+            let mut found = None;
+            for need in self.ready.heads() {
+                if stuck.contains(&need) {
+                    continue;
+                }
+                match self.pick(need) {
+                    Some(pair) => {
+                        found = Some(pair);
+                        break;
                     }
-                    self.assign(now, tid, w);
-                    // Stay on this task while it needs replicas; move on otherwise.
-                    if !self.ready.contains(&key) {
-                        cursor = Some(key);
+                    None => {
+                        stuck.insert(need);
                     }
                 }
-                None => {
-                    skipped += 1;
-                    cursor = Some(key);
-                }
+            }
+            let Some((w, tid)) = found else { break };
+            if self.cfg.credibility.ringer_pct > 0 && self.rng.below(100) < u64::from(self.cfg.credibility.ringer_pct) {
+                self.send_ringer(now, w);
+                continue;
+            }
+            self.assign(now, tid, w);
+            // A float task bound to a class by this offer moved to that
+            // class's group, which may now have work for someone.
+            if let Some(need) = self.tasks.get(tid).and_then(|t| t.queued) {
+                stuck.remove(&need);
             }
         }
     }
 
-    pub(super) fn pick_worker(&self, tid: TaskKey) -> Option<WorkerIdx> {
-        let t = self.tasks.get(tid)?;
-        let need = t.working_set;
-        let float = !matches!(t.spec.comparator(), Comparator::Exact);
-        self.idle.iter().take(PICK_SCAN).map(|(_, i)| *i).find(|&i| {
-            let Some(w) = self.worker(i) else { return false };
-            let WorkerState::Active { class, .. } = w.state else { return false };
-            class.tier >= t.min_tier
-                && w.device.kernels.contains(&t.spec.id())
-                && w.device.max_buffer_bytes >= need
-                && !t.tried.iter().any(|&(tw, to)| tw == w.num || (self.cfg.distinct_origins && to == w.origin))
-                && !(float && self.cfg.homogeneous_floats && t.class.is_some_and(|c| c != class))
+    /// The least loaded idle worker that can take some task of the group,
+    /// and the first such task.
+    pub(super) fn pick(&self, need: Need) -> Option<(WorkerIdx, TaskKey)> {
+        let mut best: Option<(u32, WorkerIdx)> = None;
+        for set in self.idle.serving(need) {
+            for &(load, w) in set {
+                if best.is_some_and(|b| b <= (load, w)) {
+                    break;
+                }
+                if self.may_take_some(need, w) {
+                    best = Some((load, w));
+                    break;
+                }
+            }
+        }
+        let (_, w) = best?;
+        Some((w, self.first_for(need, w)?))
+    }
+
+    /// Whether worker `w` is excluded from fewer than all tasks of the
+    /// group, from the queue's counts: exact unless the worker once ran
+    /// tasks from another origin, when the group is walked.
+    fn may_take_some(&self, need: Need, w: WorkerIdx) -> bool {
+        let Some(worker) = self.worker(w) else { return false };
+        let len = self.ready.group_len(need);
+        let mine = self.ready.excluding(need, Excl::Worker(worker.num));
+        if !self.cfg.distinct_origins {
+            return mine < len;
+        }
+        let origin = self.ready.excluding(need, Excl::Origin(worker.origin));
+        let pair = self.ready.excluding(need, Excl::Pair(worker.num, worker.origin));
+        // Tasks excluding the worker = mine + origin - both, and both >= pair.
+        if mine + origin - pair < len {
+            return true;
+        }
+        // Exact when every task the worker ran came from this origin.
+        mine > pair && self.first_for(need, w).is_some()
+    }
+
+    /// The group's first task `w` may run (replicas of a task go to
+    /// distinct workers and, when configured, distinct origins).
+    fn first_for(&self, need: Need, w: WorkerIdx) -> Option<TaskKey> {
+        let worker = self.worker(w)?;
+        let (num, origin, origins) = (worker.num, worker.origin, self.cfg.distinct_origins);
+        self.ready.group(need).find(|&k| {
+            self.tasks.get(k).is_some_and(|t| !t.tried.iter().any(|&(tw, to)| tw == num || (origins && to == origin)))
         })
     }
 
@@ -159,6 +193,7 @@ impl Coordinator {
             && self.credibility(&wid) >= self.cfg.credibility.trust_threshold_ppm
             && self.rng.below(100) >= u64::from(self.cfg.credibility.spot_check_pct);
         let Some(t) = self.tasks.get_mut(tid) else { return };
+        self.ready.take(t, self.cfg.distinct_origins);
         t.attempts += 1;
         t.open_slots = t.open_slots.saturating_sub(1);
         if solo {
@@ -170,9 +205,8 @@ impl Coordinator {
         if t.class.is_none() {
             t.class = class;
         }
-        if t.open_slots == 0 {
-            let key = t.ready_key();
-            self.ready.remove(&key);
+        if t.open_slots > 0 {
+            self.ready.push(t, &self.cfg);
         }
         let deadline = now + self.cfg.ack_timeout;
         self.offer(now, w, Some(tid), spec, inputs, Kind::Task, deadline);
@@ -370,8 +404,7 @@ impl Coordinator {
             let reason = format!("poison: hung, crashed or lost {harmed} workers");
             return self.dead_letter(tid, reason);
         }
-        let key = t.ready_key();
-        self.ready.insert(key);
+        self.ready.push(t, &self.cfg);
     }
 
     pub(super) fn time_out(&mut self, aid: AssignmentId) {

@@ -24,12 +24,12 @@
 
 mod dispatch;
 mod epochs;
+mod ready;
 mod registry;
 mod tasks;
 mod types;
 mod verification;
 
-use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
@@ -50,6 +50,7 @@ use crate::wire::{Envelope, Message};
 
 use self::dispatch::{Assignment, Ringer};
 use self::epochs::{DirtyWorkers, EpochState};
+use self::ready::{IdlePool, ReadyQueue};
 pub(crate) use self::registry::Reputation;
 use self::registry::{Conn, GuestCount, Worker, WorkerIdx, WorkerNum, WorkerState};
 use self::tasks::{Job, TaskKey, TaskSlab};
@@ -144,11 +145,12 @@ pub struct Coordinator {
     worker_nums: Map<WorkerId, WorkerNum>,
     /// The next number to give (numbers are never reused).
     next_worker_num: WorkerNum,
-    /// Active workers with room, by load.
-    idle: BTreeSet<(u32, WorkerIdx)>,
+    /// Active workers with room, by capabilities and load.
+    idle: IdlePool,
     jobs: IdMap<JobId, Job>,
     tasks: TaskSlab,
-    ready: BTreeSet<(Reverse<u8>, TaskKey)>,
+    /// Tasks waiting for a worker, grouped by what they need.
+    ready: ReadyQueue,
     queued_tasks: usize,
     /// Bytes of inputs held for queued tasks.
     queued_input_bytes: u64,
@@ -219,13 +221,13 @@ impl Coordinator {
             undecided: IdMap::default(),
             worker_nums: Map::default(),
             next_worker_num: WorkerNum(0),
-            idle: BTreeSet::new(),
+            idle: IdlePool::default(),
             jobs: IdMap::default(),
             tasks: TaskSlab {
                 prefix: SplitMix64::new(word(1) ^ 0x5441_534B).next_u64().to_le_bytes(),
                 ..TaskSlab::default()
             },
-            ready: BTreeSet::new(),
+            ready: ReadyQueue::default(),
             queued_tasks: 0,
             queued_input_bytes: 0,
             open_jobs: BTreeSet::new(),
@@ -476,6 +478,43 @@ impl Coordinator {
     /// of 1024 at a time).
     pub fn task_slots(&self) -> usize {
         self.tasks.chunks.iter().flatten().map(|c| c.slots.len()).sum()
+    }
+
+    /// A pending task and an idle worker that may run it, when dispatch
+    /// left one unmatched (it never should once a round ends: the property
+    /// tests call this after every round). Brute force over every task and
+    /// worker, sharing nothing with the ready queue but the rules, and
+    /// checking the queue holds exactly the tasks that want a worker.
+    #[cfg(feature = "sim")]
+    pub fn unmatched(&self) -> Option<String> {
+        use crate::kernels::Comparator;
+        let tasks = self.tasks.chunks.iter().flatten().flat_map(|c| c.slots.iter().flatten());
+        let mut wanting = 0;
+        for t in tasks {
+            let wants = t.phase == TaskPhase::Pending && t.open_slots > 0;
+            if wants != t.queued.is_some() {
+                return Some(format!("task {:?} wants a worker: {wants}, queued: {:?}", t.key, t.queued));
+            }
+            if !wants {
+                continue;
+            }
+            wanting += 1;
+            let float = !matches!(t.spec.comparator(), Comparator::Exact);
+            for w in self.workers.iter().flatten() {
+                let WorkerState::Active { class, .. } = w.state else { continue };
+                let fits = ready::log2_floor(w.device.max_buffer_bytes) >= ready::log2_ceil(t.working_set);
+                let may = w.in_flight < w.capacity
+                    && class.tier >= t.min_tier
+                    && w.device.kernels.contains(&t.spec.id())
+                    && fits
+                    && !t.tried.iter().any(|&(n, o)| n == w.num || (self.cfg.distinct_origins && o == w.origin))
+                    && !(float && self.cfg.homogeneous_floats && t.class.is_some_and(|c| c != class));
+                if may {
+                    return Some(format!("task {:?} could run on idle worker {}", t.key, w.id));
+                }
+            }
+        }
+        (wanting != self.ready.len()).then(|| format!("{wanting} tasks want a worker, {} queued", self.ready.len()))
     }
 
     /// Worker ids the coordinator keeps books for (connected or not).

@@ -18,6 +18,7 @@ use crate::wire::message::{DeviceInfo, ErrorCode, ErrorMessage, Goodbye, Hello, 
 use crate::wire::{Envelope, Message, PROTOCOL_VERSION};
 
 use super::dispatch::{Kind, Release};
+use super::ready::Caps;
 use super::types::{ConnId, Event, OriginKey, Output};
 use super::Coordinator;
 
@@ -283,11 +284,12 @@ impl Coordinator {
     /// Re-indexes a worker in the idle set after its load changed.
     pub(super) fn set_load(&mut self, idx: WorkerIdx, in_flight: u32) {
         let Some(w) = self.worker_mut(idx) else { return };
-        let (old, cap, active) = (w.in_flight, w.capacity, matches!(w.state, WorkerState::Active { .. }));
+        let (old, cap) = (w.in_flight, w.capacity);
         w.in_flight = in_flight;
-        self.idle.remove(&(old, idx));
-        if active && in_flight < cap {
-            self.idle.insert((in_flight, idx));
+        let Some(caps) = Caps::of(w) else { return };
+        self.idle.remove(caps, old, idx);
+        if in_flight < cap {
+            self.idle.insert(caps, in_flight, idx);
         }
     }
 
@@ -302,7 +304,9 @@ impl Coordinator {
                 }
             }
         }
-        self.idle.remove(&(w.in_flight, idx));
+        if let Some(caps) = Caps::of(&w) {
+            self.idle.remove(caps, w.in_flight, idx);
+        }
         self.by_id.remove(&w.id);
         self.free_slots.push(idx);
     }

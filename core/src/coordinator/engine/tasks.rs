@@ -23,6 +23,7 @@ use crate::ids::{AssignmentId, JobId, TaskId};
 use crate::kernels::KernelSpec;
 use crate::time::Millis;
 
+use super::ready::Need;
 use super::registry::WorkerNum;
 use super::types::{
     DeadLetter, Event, JobProgress, JobSpec, OriginKey, PreparedJob, SubmitError, TaskPhase, VerifiedResult,
@@ -171,6 +172,8 @@ pub(super) struct Task {
     pub(super) escalated: bool,
     pub(super) adaptive: bool,
     pub(super) verified: Option<Box<VerifiedResult>>,
+    /// The ready-queue group it waits in (None: not waiting for a worker).
+    pub(super) queued: Option<Need>,
 }
 
 impl Task {
@@ -341,10 +344,11 @@ impl Coordinator {
                 escalated: false,
                 adaptive: spec.allow_adaptive,
                 verified: None,
+                queued: None,
             };
             match ended.remove(&(index as u32)) {
                 None => {
-                    self.ready.insert(task.ready_key());
+                    self.ready.push(&mut task, &self.cfg);
                     self.queued_tasks += 1;
                     self.queued_input_bytes += input_bytes(&task.inputs);
                 }
@@ -468,7 +472,7 @@ impl Coordinator {
         }
         t.phase = phase;
         t.open_slots = 0;
-        let key = t.ready_key();
+        self.ready.take(t, self.cfg.distinct_origins);
         let job = t.job;
         for r in &t.results {
             forget_undecided(&mut self.undecided, r.num, tid);
@@ -479,7 +483,6 @@ impl Coordinator {
         if phase != TaskPhase::Verified {
             t.results.clear();
         }
-        self.ready.remove(&key);
         self.queued_tasks = self.queued_tasks.saturating_sub(1);
         let Some(j) = self.jobs.get_mut(&job) else { return };
         match phase {

@@ -199,8 +199,7 @@ impl Coordinator {
         if extra > 0 {
             t.open_slots += extra as u8;
             self.stats.escalations += extra as u64;
-            let key = t.ready_key();
-            self.ready.insert(key);
+            self.ready.push(t, &self.cfg);
             return;
         }
         if outstanding > 0 {
@@ -376,8 +375,7 @@ impl Coordinator {
             let before = t.results.len();
             t.results.retain(|r| r.worker_id != id);
             t.open_slots += (before - t.results.len()) as u8;
-            let key = t.ready_key();
-            self.ready.insert(key);
+            self.ready.push(t, &self.cfg);
         }
         self.ledger.put(
             ns::SLASHED,
