@@ -145,24 +145,18 @@ impl Coordinator {
         Some((w, self.first_for(need, w)?))
     }
 
-    /// Whether worker `w` is excluded from fewer than all tasks of the
-    /// group, from the queue's counts: exact unless the worker once ran
-    /// tasks from another origin, when the group is walked.
+    /// Whether worker `w` may take some task of the group, from the
+    /// queue's counts (a walk of the group only for a worker that roamed).
     fn may_take_some(&self, need: Need, w: WorkerIdx) -> bool {
         let Some(worker) = self.worker(w) else { return false };
         let len = self.ready.group_len(need);
-        let mine = self.ready.excluding(need, Excl::Worker(worker.num));
         if !self.cfg.distinct_origins {
-            return mine < len;
+            return self.ready.excluding(need, Excl::Worker(worker.num)) < len;
         }
-        let origin = self.ready.excluding(need, Excl::Origin(worker.origin));
-        let pair = self.ready.excluding(need, Excl::Pair(worker.num, worker.origin));
-        // Tasks excluding the worker = mine + origin - both, and both >= pair.
-        if mine + origin - pair < len {
-            return true;
+        if !worker.roamed {
+            return self.ready.excluding(need, Excl::Origin(worker.origin)) < len;
         }
-        // Exact when every task the worker ran came from this origin.
-        mine > pair && self.first_for(need, w).is_some()
+        self.first_for(need, w).is_some()
     }
 
     /// The group's first task `w` may run (replicas of a task go to
@@ -193,7 +187,6 @@ impl Coordinator {
             && self.credibility(&wid) >= self.cfg.credibility.trust_threshold_ppm
             && self.rng.below(100) >= u64::from(self.cfg.credibility.spot_check_pct);
         let Some(t) = self.tasks.get_mut(tid) else { return };
-        self.ready.take(t, self.cfg.distinct_origins);
         t.attempts += 1;
         t.open_slots = t.open_slots.saturating_sub(1);
         if solo {
@@ -201,12 +194,23 @@ impl Coordinator {
             t.quorum = 1;
             self.stats.solo_tasks += 1;
         }
-        t.tried.push((num, origin));
         if t.class.is_none() {
             t.class = class;
         }
-        if t.open_slots > 0 {
-            self.ready.push(t, &self.cfg);
+        let origins = self.cfg.distinct_origins;
+        match t.queued {
+            // Still wanting replicas in the same group: one more exclusion.
+            Some(need) if t.open_slots > 0 && Need::of(t, &self.cfg) == need => {
+                self.ready.note_tried(need, &t.tried, (num, origin), origins);
+                t.tried.push((num, origin));
+            }
+            _ => {
+                self.ready.take(t, origins);
+                t.tried.push((num, origin));
+                if t.open_slots > 0 {
+                    self.ready.push(t, &self.cfg);
+                }
+            }
         }
         let deadline = now + self.cfg.ack_timeout;
         self.offer(now, w, Some(tid), spec, inputs, Kind::Task, deadline);

@@ -52,7 +52,7 @@ use self::dispatch::{Assignment, Ringer};
 use self::epochs::{DirtyWorkers, EpochState};
 use self::ready::{IdlePool, ReadyQueue};
 pub(crate) use self::registry::Reputation;
-use self::registry::{Conn, GuestCount, Worker, WorkerIdx, WorkerNum, WorkerState};
+use self::registry::{Conn, GuestCount, NumRecord, Worker, WorkerIdx, WorkerNum, WorkerState};
 use self::tasks::{Job, TaskKey, TaskSlab};
 pub use self::types::{
     Answer, Command, ConnId, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output,
@@ -142,7 +142,7 @@ pub struct Coordinator {
     /// (so a liar who left is still slashed and its votes withdrawn).
     undecided: IdMap<WorkerNum, SmallVec<[TaskKey; 4]>>,
     /// Stable numbers of worker ids (see `Worker::num`).
-    worker_nums: Map<WorkerId, WorkerNum>,
+    worker_nums: Map<WorkerId, NumRecord>,
     /// The next number to give (numbers are never reused).
     next_worker_num: WorkerNum,
     /// Active workers with room, by capabilities and load.

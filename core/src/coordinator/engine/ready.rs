@@ -18,7 +18,9 @@ use crate::coordinator::config::CoordinatorConfig;
 use crate::coordinator::profile::{Tier, WorkerClass};
 use crate::kernels::{Comparator, KernelId};
 
-use super::registry::{Worker, WorkerIdx, WorkerNum, WorkerState};
+use crate::wire::message::DeviceInfo;
+
+use super::registry::{WorkerIdx, WorkerNum};
 use super::tasks::{Task, TaskKey};
 use super::types::OriginKey;
 use super::Map;
@@ -89,11 +91,10 @@ impl Need {
 }
 
 impl Caps {
-    /// What an admitted worker offers (None while it is being profiled).
-    pub(super) fn of(w: &Worker) -> Option<Caps> {
-        let WorkerState::Active { class, .. } = w.state else { return None };
-        let kernels = w.device.kernels.iter().fold(0, |bits, &k| bits | kernel_bit(k));
-        Some(Caps { class, kernels, mem_log2: log2_floor(w.device.max_buffer_bytes) })
+    /// What a worker of this class and device offers.
+    pub(super) fn of(class: WorkerClass, device: &DeviceInfo) -> Caps {
+        let kernels = device.kernels.iter().fold(0, |bits, &k| bits | kernel_bit(k));
+        Caps { class, kernels, mem_log2: log2_floor(device.max_buffer_bytes) }
     }
 
     /// Whether a worker with these capabilities may run a task with this need
@@ -106,19 +107,39 @@ impl Caps {
     }
 }
 
-/// Who a task was given to, as the queue counts it: per worker, per origin
-/// (when replicas need distinct origins) and per pair.
+/// Who a task was given to, as the queue counts it: per origin when
+/// replicas need distinct origins (a worker that never roamed ran tasks
+/// only from its origin, so the origin's count is exactly the tasks that
+/// exclude it), per worker otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Excl {
     Worker(WorkerNum),
     Origin(OriginKey),
-    Pair(WorkerNum, OriginKey),
+}
+
+impl Excl {
+    /// The key of one `tried` entry.
+    fn of(&(num, origin): &(WorkerNum, OriginKey), origins: bool) -> Excl {
+        if origins {
+            Excl::Origin(origin)
+        } else {
+            Excl::Worker(num)
+        }
+    }
+}
+
+/// One group's tasks, and its first key (kept at hand: most inserts
+/// append behind it and most removals take it).
+#[derive(Debug)]
+struct Group {
+    tasks: BTreeSet<ReadyKey>,
+    head: ReadyKey,
 }
 
 /// Ready tasks grouped by [`Need`], each group in [`ReadyKey`] order.
 #[derive(Debug, Default)]
 pub(super) struct ReadyQueue {
-    groups: BTreeMap<Need, BTreeSet<ReadyKey>>,
+    groups: BTreeMap<Need, Group>,
     /// Each non-empty group's first key: the groups in the order their best
     /// task should be served.
     heads: BTreeSet<(ReadyKey, Need)>,
@@ -129,13 +150,9 @@ pub(super) struct ReadyQueue {
 
 /// The distinct exclusion keys of a task's `tried` list.
 fn excl_keys(tried: &[(WorkerNum, OriginKey)], origins: bool) -> impl Iterator<Item = Excl> + '_ {
-    tried.iter().enumerate().flat_map(move |(i, &(num, origin))| {
-        let before = &tried[..i];
-        let worker = (!before.iter().any(|&(n, _)| n == num)).then_some(Excl::Worker(num));
-        let fresh_origin = origins && !before.iter().any(|&(_, o)| o == origin);
-        let origin_key = fresh_origin.then_some(Excl::Origin(origin));
-        let pair = (origins && !before.contains(&(num, origin))).then_some(Excl::Pair(num, origin));
-        worker.into_iter().chain(origin_key).chain(pair)
+    tried.iter().enumerate().filter_map(move |(i, entry)| {
+        let key = Excl::of(entry, origins);
+        (!tried[..i].iter().any(|e| Excl::of(e, origins) == key)).then_some(key)
     })
 }
 
@@ -153,6 +170,21 @@ impl ReadyQueue {
         t.queued = Some(need);
     }
 
+    /// Records that a queued task, staying in its group, was given to one
+    /// more worker (`tried` as it was before).
+    pub(super) fn note_tried(
+        &mut self,
+        need: Need,
+        tried: &[(WorkerNum, OriginKey)],
+        entry: (WorkerNum, OriginKey),
+        origins: bool,
+    ) {
+        let key = Excl::of(&entry, origins);
+        if !tried.iter().any(|e| Excl::of(e, origins) == key) {
+            *self.excluded.entry((need, key)).or_insert(0) += 1;
+        }
+    }
+
     /// Takes a task out of the queue (before its `tried` list or class
     /// changes, or when it needs no more workers).
     pub(super) fn take(&mut self, t: &mut Task, origins: bool) {
@@ -163,18 +195,23 @@ impl ReadyQueue {
 
     /// Queues a task (no effect if it is already in that group).
     pub(super) fn insert(&mut self, need: Need, key: ReadyKey, tried: &[(WorkerNum, OriginKey)], origins: bool) {
-        let group = self.groups.entry(need).or_default();
-        let old_head = group.first().copied();
-        if !group.insert(key) {
-            return;
+        match self.groups.get_mut(&need) {
+            Some(group) => {
+                if !group.tasks.insert(key) {
+                    return;
+                }
+                if key < group.head {
+                    self.heads.remove(&(group.head, need));
+                    self.heads.insert((key, need));
+                    group.head = key;
+                }
+            }
+            None => {
+                self.groups.insert(need, Group { tasks: BTreeSet::from([key]), head: key });
+                self.heads.insert((key, need));
+            }
         }
         self.len += 1;
-        if old_head.is_none_or(|h| key < h) {
-            if let Some(h) = old_head {
-                self.heads.remove(&(h, need));
-            }
-            self.heads.insert((key, need));
-        }
         for e in excl_keys(tried, origins) {
             *self.excluded.entry((need, e)).or_insert(0) += 1;
         }
@@ -183,15 +220,15 @@ impl ReadyQueue {
     /// Takes a task out of its group (no effect if it is not there).
     pub(super) fn remove(&mut self, need: Need, key: ReadyKey, tried: &[(WorkerNum, OriginKey)], origins: bool) {
         let Some(group) = self.groups.get_mut(&need) else { return };
-        let was_head = group.first() == Some(&key);
-        if !group.remove(&key) {
+        if !group.tasks.remove(&key) {
             return;
         }
         self.len -= 1;
-        if was_head {
+        if group.head == key {
             self.heads.remove(&(key, need));
-            match group.first() {
+            match group.tasks.first() {
                 Some(&h) => {
+                    group.head = h;
                     self.heads.insert((h, need));
                 }
                 None => {
@@ -222,12 +259,12 @@ impl ReadyQueue {
 
     /// A group's tasks in order.
     pub(super) fn group(&self, need: Need) -> impl Iterator<Item = TaskKey> + '_ {
-        self.groups.get(&need).into_iter().flatten().map(|&(_, k)| k)
+        self.groups.get(&need).into_iter().flat_map(|g| &g.tasks).map(|&(_, k)| k)
     }
 
     /// Tasks in a group.
     pub(super) fn group_len(&self, need: Need) -> usize {
-        self.groups.get(&need).map_or(0, BTreeSet::len)
+        self.groups.get(&need).map_or(0, |g| g.tasks.len())
     }
 
     /// Tasks of a group that exclude `e`.
@@ -297,9 +334,9 @@ mod tests {
         q.insert(need, (Reverse(1), TaskKey(9)), &[(WorkerNum(3), o2)], true);
         assert_eq!(q.len(), 2);
         assert_eq!(q.group(need).collect::<Vec<_>>(), [TaskKey(9), TaskKey(5)]);
-        assert_eq!(q.excluding(need, Excl::Origin(o1)), 1);
-        assert_eq!(q.excluding(need, Excl::Worker(WorkerNum(2))), 1);
-        assert_eq!(q.excluding(need, Excl::Pair(WorkerNum(2), o1)), 1);
+        assert_eq!(q.excluding(need, Excl::Origin(o1)), 1, "two workers of one origin count once");
+        assert_eq!(q.excluding(need, Excl::Origin(o2)), 1);
+        assert_eq!(q.excluding(need, Excl::Worker(WorkerNum(2))), 0, "origins are counted, not workers");
         q.remove(need, (Reverse(1), TaskKey(9)), &[(WorkerNum(3), o2)], true);
         assert_eq!(q.heads.first(), Some(&((Reverse(0), TaskKey(5)), need)));
         q.remove(need, (Reverse(0), TaskKey(5)), &tried, true);

@@ -59,12 +59,24 @@ impl WorkerNum {
     pub(super) const NONE: WorkerNum = WorkerNum(u32::MAX);
 }
 
+/// What the coordinator remembers of a worker id across reconnects.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NumRecord {
+    pub(super) num: WorkerNum,
+    /// The origin it first connected from.
+    pub(super) origin: OriginKey,
+    /// It has since connected from another: tasks it tried may carry an
+    /// origin other than its current one, which dispatch's per-origin
+    /// counts do not see (it walks the task list for this worker instead).
+    pub(super) roamed: bool,
+}
+
 #[derive(Debug)]
 pub(super) enum WorkerState {
     /// Running the benchmark.
     Profiling,
-    /// Admitted.
-    Active { class: WorkerClass, mflops: u64 },
+    /// Admitted, offering `caps` to dispatch.
+    Active { class: WorkerClass, mflops: u64, caps: Caps },
 }
 
 #[derive(Debug)]
@@ -76,6 +88,9 @@ pub(super) struct Worker {
     pub(super) declined_in_row: u32,
     /// Stable number of this worker id (never reused, survives reconnects).
     pub(super) num: WorkerNum,
+    /// This worker id connected from more than one origin (see
+    /// [`NumRecord::roamed`]).
+    pub(super) roamed: bool,
     pub(super) conn: ConnId,
     pub(super) origin: OriginKey,
     pub(super) device: DeviceInfo,
@@ -215,11 +230,7 @@ impl Coordinator {
             let why = format!("at capacity ({} workers)", self.cfg.max_workers);
             return self.refuse(conn, Some(id), ErrorCode::Busy, why);
         }
-        let next = self.next_worker_num;
-        let num = *self.worker_nums.entry(id.clone()).or_insert_with(|| next);
-        if num == next {
-            self.next_worker_num.0 += 1;
-        }
+        let (num, roamed) = self.number(&id, origin);
         if guest {
             self.guests.total += 1;
             *self.guests.by_origin.entry(origin).or_default() += 1;
@@ -229,6 +240,7 @@ impl Coordinator {
             guest,
             declined_in_row: 0,
             num,
+            roamed,
             conn,
             origin,
             device: h.device,
@@ -273,6 +285,18 @@ impl Coordinator {
         self.offer(now, idx, None, spec, inputs, Kind::Benchmark { expected, flops }, deadline);
     }
 
+    /// The number of a worker id (a new one at its first hello) and whether
+    /// it ever connected from another origin than now.
+    fn number(&mut self, id: &WorkerId, origin: OriginKey) -> (WorkerNum, bool) {
+        let next = self.next_worker_num;
+        let known = self.worker_nums.entry(id.clone()).or_insert(NumRecord { num: next, origin, roamed: false });
+        known.roamed |= known.origin != origin;
+        if known.num == next {
+            self.next_worker_num.0 += 1;
+        }
+        (known.num, known.roamed)
+    }
+
     pub(super) fn worker_mut(&mut self, idx: WorkerIdx) -> Option<&mut Worker> {
         self.workers.get_mut(idx.0 as usize).and_then(Option::as_mut)
     }
@@ -286,7 +310,7 @@ impl Coordinator {
         let Some(w) = self.worker_mut(idx) else { return };
         let (old, cap) = (w.in_flight, w.capacity);
         w.in_flight = in_flight;
-        let Some(caps) = Caps::of(w) else { return };
+        let WorkerState::Active { caps, .. } = w.state else { return };
         self.idle.remove(caps, old, idx);
         if in_flight < cap {
             self.idle.insert(caps, in_flight, idx);
@@ -304,7 +328,7 @@ impl Coordinator {
                 }
             }
         }
-        if let Some(caps) = Caps::of(&w) {
+        if let WorkerState::Active { caps, .. } = w.state {
             self.idle.remove(caps, w.in_flight, idx);
         }
         self.by_id.remove(&w.id);
@@ -357,8 +381,9 @@ impl Coordinator {
         match classify(&self.cfg.profile, measured, alloc) {
             Ok(p) => {
                 let class = WorkerClass { backend: worker.device.backend, tier: p.tier };
+                let caps = Caps::of(class, &worker.device);
                 if let Some(worker) = self.worker_mut(w) {
-                    worker.state = WorkerState::Active { class, mflops: p.mflops };
+                    worker.state = WorkerState::Active { class, mflops: p.mflops, caps };
                 }
                 let load = self.worker(w).map_or(0, |x| x.in_flight);
                 self.set_load(w, load);

@@ -352,7 +352,7 @@ impl Coordinator {
     /// its running assignments withdrawn, its connection closed.
     pub(super) fn slash(&mut self, id: &WorkerId, reason: &str) {
         let id = id.clone();
-        let num = self.worker_nums.get(&id).copied();
+        let num = self.worker_nums.get(&id).map(|r| r.num);
         let pending = num.and_then(|n| self.undecided.remove(&n)).unwrap_or_default();
         let rep = self.reputation.entry(id.clone()).or_default();
         if rep.slashed {
