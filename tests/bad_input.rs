@@ -393,3 +393,96 @@ async fn a_job_over_its_input_limit_is_refused_with_the_limit_named() {
     c.submit_job(job(2)).await.expect("1 MiB is at the limit");
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// Whether the server closed `s` within `secs` (EOF or reset; a
+/// timeout means it is still open).
+async fn closed_within(s: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Plain TCP connections that never finish a request, on both ports:
+/// every socket counts against `server.max_sockets` from the moment it is
+/// accepted (beyond it, a new one is closed at once), a client that
+/// trickles its headers is closed at the header deadline, a silent one at
+/// the idle timeout (gRPC port), and once they are gone the ports serve
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sockets_that_never_finish_a_request_are_counted_and_closed() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.server.max_sockets = 6;
+    cfg.server.header_timeout_ms = 1_500;
+    cfg.server.idle_timeout_ms = 2_500;
+    let service = Service::start(cfg).await.expect("starts");
+    let (http, grpc) = (service.http_addr, service.grpc_addr);
+
+    // Six silent sockets fill the HTTP port: a seventh is closed at once,
+    // and so is a real request (/healthz) while they stay.
+    let mut silent = Vec::new();
+    for _ in 0..6 {
+        silent.push(TcpStream::connect(http).await.expect("connects"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(http).await.expect("the kernel accepts");
+    assert!(closed_within(&mut extra, 1).await, "a socket beyond the limit is closed at once");
+
+    // The header deadline closes them all, a trickler too.
+    let mut trickler = silent.pop().expect("one");
+    let trickle = tokio::spawn(async move {
+        for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\n".iter().cycle().take(200) {
+            if trickler.write_all(&[*b]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    for s in &mut silent {
+        assert!(closed_within(s, 4).await, "a socket that sends no request is closed at the header deadline");
+    }
+    assert!(trickle.await.expect("joins"), "a client trickling its headers is cut off");
+
+    // The port serves again.
+    let health = reqwest_like_get(http, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    // The gRPC port: a silent socket is closed at the idle timeout, and
+    // the limit holds there too.
+    let mut quiet = Vec::new();
+    for _ in 0..6 {
+        quiet.push(TcpStream::connect(grpc).await.expect("connects"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(grpc).await.expect("the kernel accepts");
+    assert!(closed_within(&mut extra, 1).await, "a socket beyond the gRPC limit is closed at once");
+    for s in &mut quiet {
+        assert!(closed_within(s, 6).await, "a silent gRPC socket is closed at the idle timeout");
+    }
+    let mut c = client(&service).await;
+    c.swarm_status(pb::Empty {}).await.expect("the API answers once the silent sockets are gone");
+    let metrics = reqwest_like_get(http, "/metrics").await;
+    assert!(counter(&metrics, "shoal_sockets_shed_total{port=\"http\"}") >= 1.0, "shed sockets are counted");
+    service.shutdown().await.expect("stops");
+}
+
+/// A bare HTTP/1.1 GET over a fresh socket; the whole response as text.
+async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: shoal\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("sent");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

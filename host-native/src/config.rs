@@ -28,6 +28,16 @@ pub struct ServerConfig {
     pub dist: PathBuf,
     /// Most worker connections at once (beyond: refused at the door).
     pub max_connections: usize,
+    /// Sockets open at once on each port, whatever state they are in
+    /// (beyond: closed as soon as accepted). Lowered at start to fit the
+    /// process's file-descriptor limit.
+    pub max_sockets: usize,
+    /// A client must send a request's headers within this long, ms (it is
+    /// also how long a kept-alive HTTP connection may sit idle).
+    pub header_timeout_ms: u64,
+    /// A socket with no traffic either way for this long is closed, ms
+    /// (workers heartbeat every few seconds; gRPC pings every 30 s).
+    pub idle_timeout_ms: u64,
     /// Messages queued towards one worker before it counts as too slow and
     /// is disconnected (its work is re-queued).
     pub worker_send_queue: usize,
@@ -59,6 +69,9 @@ impl Default for ServerConfig {
             data: PathBuf::from("shoal-data"),
             dist: PathBuf::from("dist"),
             max_connections: 20_000,
+            max_sockets: 24_000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
             worker_send_queue: 4096,
             write_stall_ms: 30_000,
             diff_retain: 10_000,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod service;
 pub mod settlement;

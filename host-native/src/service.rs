@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::ShoalConfig;
 use crate::engine::{self, Command, EngineHandle, EngineSettings};
 use crate::grpc::{pb, RequireToken, ShoalService};
+use crate::listener::{GuardedListener, SocketCount};
 use crate::store::{RedbStore, StoreError};
 use crate::ws::DataPlane;
 
@@ -133,6 +134,10 @@ impl Service {
         let http_addr = http.local_addr().map_err(io("local address"))?;
         let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
         let (stop, stop_rx) = watch::channel(false);
+        let max_sockets = socket_limit(cfg.server.max_sockets);
+        let idle = Duration::from_millis(cfg.server.idle_timeout_ms.max(1));
+        let http = GuardedListener::new(http, SocketCount::new(max_sockets), idle, "http");
+        let grpc = GuardedListener::new(grpc, SocketCount::new(max_sockets), idle, "grpc");
 
         let limits = WireLimits { max_frame_payload: cfg.coordinator.max_frame_payload, ..WireLimits::default() };
         let plane = DataPlane {
@@ -160,24 +165,19 @@ impl Service {
         let grpc_web =
             tonic::service::Routes::new(svc.clone()).prepare().into_axum_router().layer(tonic_web::GrpcWebLayer::new());
         let router = crate::http::router(plane, &cfg.server.dist, grpc_web);
-        let mut rx = stop_rx.clone();
-        let http_task = tokio::spawn(async move {
-            let app = router.into_make_service_with_connect_info::<SocketAddr>();
-            let r = axum::serve(http, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let header_timeout = Duration::from_millis(cfg.server.header_timeout_ms.max(1));
+        let http_task = tokio::spawn(crate::listener::serve_http(http, router, header_timeout, stop_rx.clone()));
 
         let mut rx = stop_rx.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let incoming = futures_util::stream::unfold(grpc, |mut grpc| async move {
+            let (io, _) = grpc.accept().await;
+            Some((Ok::<_, std::io::Error>(io), grpc))
+        });
         let grpc_task = tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
                 .accept_http1(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
                 .max_frame_size(GRPC_MAX_FRAME)
                 .initial_stream_window_size(GRPC_STREAM_WINDOW)
                 .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
@@ -245,4 +245,39 @@ impl Service {
         tracing::info!("coordinator stopped");
         Ok(())
     }
+}
+
+/// File descriptors kept free of sockets (storage, logs, the engine).
+const SPARE_FDS: u64 = 256;
+
+/// The sockets each port may hold: `wanted`, lowered so both ports together
+/// stay within the process's file-descriptor limit (raised first to its hard
+/// ceiling), so the limit sheds connections before `accept` runs out of
+/// descriptors.
+fn socket_limit(wanted: usize) -> usize {
+    let Some(fds) = raise_fd_limit() else { return wanted };
+    let fit = usize::try_from(fds.saturating_sub(SPARE_FDS) / 2).unwrap_or(usize::MAX).max(1);
+    if fit < wanted {
+        tracing::warn!(wanted, allowed = fit, fds, "server.max_sockets lowered to fit the file-descriptor limit");
+    }
+    wanted.min(fit)
+}
+
+/// Raises the soft limit on open files to the hard one; the limit now.
+#[cfg(target_os = "linux")]
+fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let mut current = lim.current?;
+    if let Some(max) = lim.maximum {
+        if current < max && setrlimit(Resource::Nofile, Rlimit { current: Some(max), maximum: Some(max) }).is_ok() {
+            current = max;
+        }
+    }
+    Some(current)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_fd_limit() -> Option<u64> {
+    None
 }

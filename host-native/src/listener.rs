@@ -1,0 +1,278 @@
+//! The doors of both ports: every accepted socket is counted against a
+//! limit from the moment it is accepted (not only once it became a worker),
+//! a socket with no traffic either way for the idle timeout is closed, and
+//! accept errors (out of file descriptors above all) are logged and shed
+//! instead of stalling the accept loop. The HTTP port also bounds the time
+//! to send a request's headers, which is also how long a kept-alive
+//! connection may sit between requests.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Sleep;
+use tower::ServiceExt;
+
+/// How long to wait after an accept error other than a peer's reset (e.g.
+/// out of file descriptors) before accepting again: short, so the port
+/// recovers as soon as sockets close, long enough not to spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Sockets open on one port, against its limit.
+#[derive(Clone, Debug)]
+pub struct SocketCount {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl SocketCount {
+    /// A count for at most `max` sockets at once.
+    pub fn new(max: usize) -> Self {
+        SocketCount { open: Arc::new(AtomicUsize::new(0)), max }
+    }
+
+    /// Sockets open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn take(&self) -> Option<Permit> {
+        let mut n = self.open.load(Ordering::Relaxed);
+        loop {
+            if n >= self.max {
+                return None;
+            }
+            match self.open.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(Permit(Arc::clone(&self.open))),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+/// One counted socket; dropping it frees its place.
+#[derive(Debug)]
+struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A listening port with a socket limit and an idle timeout.
+pub struct GuardedListener {
+    inner: TcpListener,
+    count: SocketCount,
+    idle: Duration,
+    /// The port's name in logs and metrics (`http`, `grpc`).
+    name: &'static str,
+    last_error_log: Option<Instant>,
+}
+
+impl GuardedListener {
+    /// Guards `inner`.
+    pub fn new(inner: TcpListener, count: SocketCount, idle: Duration, name: &'static str) -> Self {
+        GuardedListener { inner, count, idle, name, last_error_log: None }
+    }
+
+    /// The next socket within the limit. Sockets beyond it are closed at
+    /// once (the peer sees the connection end instead of waiting in the
+    /// backlog); accept errors are counted, logged at most once a second,
+    /// and followed by a short pause.
+    pub async fn accept(&mut self) -> (Guarded, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, peer)) => match self.count.take() {
+                    Some(permit) => {
+                        let _ = stream.set_nodelay(true);
+                        return (Guarded::new(stream, permit, self.idle), peer);
+                    }
+                    None => {
+                        metrics::counter!("shoal_sockets_shed_total", "port" => self.name).increment(1);
+                        drop(stream);
+                    }
+                },
+                Err(e) if is_peer_error(&e) => {}
+                Err(e) => {
+                    metrics::counter!("shoal_accept_errors_total", "port" => self.name).increment(1);
+                    let now = Instant::now();
+                    if self.last_error_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                        self.last_error_log = Some(now);
+                        tracing::error!(port = self.name, error = %e, open = self.count.open(), "accept failed; shedding load");
+                    }
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+}
+
+fn is_peer_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// An accepted socket: counted while open, closed (reads and writes fail
+/// with `TimedOut`) after `idle` without a byte either way.
+pub struct Guarded {
+    inner: TcpStream,
+    _permit: Permit,
+    idle: Duration,
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Guarded {
+    fn new(inner: TcpStream, permit: Permit, idle: Duration) -> Self {
+        let last = Instant::now();
+        Guarded { inner, _permit: permit, idle, last, timer: Box::pin(tokio::time::sleep(idle)) }
+    }
+
+    /// Whether the idle timeout passed; re-arms the timer otherwise (it is
+    /// reset lazily, not on every byte).
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let since = self.last.elapsed();
+            if since >= self.idle {
+                return true;
+            }
+            let at = tokio::time::Instant::now() + self.idle.saturating_sub(since);
+            self.timer.as_mut().reset(at);
+        }
+    }
+
+    fn timed_out() -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, "no traffic within the idle timeout")
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.last = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.idle_expired(cx) => Poll::Ready(Err(Self::timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.last = Instant::now();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(e) => Poll::Ready(e),
+            Poll::Pending if self.idle_expired(cx) => Poll::Ready(Err(Self::timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.last = Instant::now();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(e) => Poll::Ready(e),
+            Poll::Pending if self.idle_expired(cx) => Poll::Ready(Err(Self::timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Guarded {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// Serves `router` over HTTP/1.1 (with upgrades, for `/ws`) on the guarded
+/// port until `stop` turns true, then lets requests in flight finish.
+/// Each request carries the peer's address as [`ConnectInfo`].
+pub async fn serve_http(
+    mut listener: GuardedListener,
+    router: Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let router = router.clone();
+            async move { Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let mut ended = stop.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { ended.wait_for(|s| *s).await.map(|_| ()) } => {
+                    // Stopping: finish the request in flight, take no more.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        });
+    }
+}
