@@ -20,7 +20,10 @@ use crate::ids::{AssignmentId, JobId, WorkerId};
 use crate::kernels::{KernelId, KernelSpec, Sha256Params};
 use crate::rng::SplitMix64;
 use crate::time::Millis;
-use crate::wire::message::{Backend, DeviceInfo, DeviceType, Heartbeat, Hello, HelloAuth, TaskAck, TaskOffer};
+use crate::wire::message::{
+    Backend, DeviceInfo, DeviceType, ErrorCode, ErrorMessage, Heartbeat, Hello, HelloAuth, TaskAck, TaskDecline,
+    TaskOffer,
+};
 use crate::wire::{Envelope, Message, PROTOCOL_VERSION};
 
 /// How a simulated worker behaves.
@@ -32,8 +35,13 @@ pub enum Behaviour {
     Slow(u32),
     /// Disconnects on this percent of offers and comes back later.
     Flaky(u32),
-    /// Acknowledges, then never answers this percent of offers.
+    /// Acknowledges, then never answers this percent of offers (a silent
+    /// acceptor).
     Hanging(u32),
+    /// Declines this percent of offers.
+    Decliner(u32),
+    /// Reports an execution failure on this percent of offers.
+    Failer(u32),
     /// Returns a random wrong answer on this percent of tasks.
     Liar(u32),
     /// Returns the wrong answer all colluders agree on, on this percent of tasks.
@@ -468,7 +476,22 @@ impl Sim {
             }
         }
         let l = self.latency();
-        let ack = Envelope::bare(Message::TaskAck(TaskAck { assignment: offer.assignment }));
+        let assignment = offer.assignment;
+        if matches!(behaviour, Behaviour::Decliner(p) if !benchmark && roll < u64::from(p)) {
+            let no = Message::TaskDecline(TaskDecline { assignment, reason: "declined".into() });
+            self.at(now + l, Ev::ToCoordinator(conn, Envelope::bare(no)));
+            return;
+        }
+        if matches!(behaviour, Behaviour::Failer(p) if !benchmark && roll < u64::from(p)) {
+            let failed = Message::Error(ErrorMessage {
+                code: ErrorCode::ExecutionFailed,
+                assignment: Some(assignment),
+                message: "failed".into(),
+            });
+            self.at(now + l, Ev::ToCoordinator(conn, Envelope::bare(failed)));
+            return;
+        }
+        let ack = Envelope::bare(Message::TaskAck(TaskAck { assignment }));
         // A suspended tab answers only when it wakes.
         let mut start = now;
         if let Behaviour::Throttled { every, pause } = behaviour {

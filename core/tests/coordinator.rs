@@ -187,6 +187,7 @@ fn a_task_that_hangs_three_workers_is_quarantined_and_attempts_are_capped() {
     for i in 1..=4 {
         h.join(i, i, &format!("w{i}"), Backend::Vulkan);
     }
+    h.prove(&[1, 2, 3, 4]);
     h.c.submit_job(h.now, sha_job(1, 1)).expect("accepted");
     let mut out = h.drain();
     for _ in 0..3 {
@@ -211,6 +212,7 @@ fn a_task_that_hangs_three_workers_is_quarantined_and_attempts_are_capped() {
     for i in 1..=5 {
         h.join(i, i, &format!("w{i}"), Backend::Vulkan);
     }
+    h.prove(&[1, 2, 3, 4, 5]);
     h.c.submit_job(h.now, sha_job(1, 1)).expect("accepted");
     let mut out = h.drain();
     for _ in 0..2 {

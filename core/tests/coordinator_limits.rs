@@ -6,7 +6,7 @@
 
 use shoal_core::coordinator::{ConnId, Event, Input, JobSpec, TaskSpec};
 use shoal_core::kernels::KernelSpec;
-use shoal_core::wire::message::{Backend, ErrorCode, HelloAuth, TaskAck, TaskDecline};
+use shoal_core::wire::message::{Backend, ErrorCode, ErrorMessage, HelloAuth, TaskAck, TaskDecline};
 use shoal_core::wire::Message;
 use shoal_core::Millis;
 
@@ -111,13 +111,13 @@ fn input_bytes_are_bounded_per_job_and_in_all() {
 
 /// A worker that declines everything costs honest tasks nothing (declines
 /// spend no delivery attempt) and is evicted after declining
-/// `max_declines_in_row` offers in a row.
+/// `max_misses_in_row` offers in a row.
 #[test]
 fn decliners_never_dead_letter_honest_tasks_and_are_evicted() {
     let mut cfg = config();
     // One delivery each: a decline that counted would dead-letter the task.
     cfg.max_delivery_attempts = 1;
-    cfg.max_declines_in_row = 4;
+    cfg.max_misses_in_row = 4;
     cfg.credibility.ringer_pct = 0;
     let mut h = Harness::new(cfg, None);
     h.join(1, 1, "decliner", Backend::Vulkan);
@@ -147,7 +147,68 @@ fn decliners_never_dead_letter_honest_tasks_and_are_evicted() {
     assert_eq!((p.verified, p.dead_lettered), (12, 0), "every honest task verified: {p:?}");
     assert_eq!(
         left,
-        vec![("decliner".to_owned(), "declined 4 offers in a row".to_owned())],
+        vec![("decliner".to_owned(), "4 offers in a row without a result (last declined)".to_owned())],
         "the decliner was evicted for it"
     );
+}
+
+/// Workers without a verified result that fail every offer or take it and
+/// never answer cannot sink honest tasks: their misses spend no delivery
+/// attempt and count toward no poison verdict, they get one task at a time
+/// from their first miss, and they are evicted after `max_misses_in_row`.
+/// (Before: three such failers dead-lettered 15 of 20 honest tasks as
+/// poison.)
+#[test]
+fn failers_and_silent_acceptors_never_dead_letter_honest_tasks() {
+    let mut cfg = config();
+    cfg.max_misses_in_row = 5;
+    cfg.credibility.ringer_pct = 0;
+    cfg.stale_after = Millis::from_mins(600);
+    let mut h = Harness::new(cfg, None);
+    for (conn, id) in [(1, "failer-1"), (2, "failer-2"), (3, "failer-3"), (4, "silent-1"), (5, "silent-2")] {
+        h.join(conn, conn, id, Backend::Vulkan);
+    }
+    h.join(6, 6, "honest-1", Backend::Vulkan);
+    h.join(7, 7, "honest-2", Backend::Vulkan);
+    let job = h.c.submit_job(h.now, sha_job(20, 2)).expect("accepted");
+    let mut out = h.drain();
+    let mut left = Vec::new();
+    for _ in 0..2_000 {
+        left.extend(events(&out).into_iter().filter_map(|e| match e {
+            Event::WorkerLeft { worker, reason } => Some((worker.to_string(), reason)),
+            _ => None,
+        }));
+        if h.c.job_progress(job).is_some_and(shoal_core::coordinator::JobProgress::finished) {
+            break;
+        }
+        let mut next = Vec::new();
+        for conn in 1..=7 {
+            for (offer, inputs) in offers(&out, conn) {
+                let assignment = offer.assignment;
+                next.extend(match conn {
+                    1..=3 => h.send(
+                        conn,
+                        Message::Error(ErrorMessage {
+                            code: ErrorCode::ExecutionFailed,
+                            assignment: Some(assignment),
+                            message: "no".into(),
+                        }),
+                    ),
+                    4 | 5 => h.send(conn, Message::TaskAck(TaskAck { assignment })),
+                    _ => h.complete(conn, &offer, &inputs),
+                });
+            }
+        }
+        if next.is_empty() {
+            h.advance(10_000);
+            next = h.input(Input::Tick);
+        }
+        out = next;
+    }
+    let p = h.c.job_progress(job).expect("known");
+    assert_eq!((p.verified, p.dead_lettered), (20, 0), "every honest task verified: {p:?}");
+    let mut evicted: Vec<&str> = left.iter().map(|(w, _)| w.as_str()).collect();
+    evicted.sort_unstable();
+    assert_eq!(evicted, ["failer-1", "failer-2", "failer-3", "silent-1", "silent-2"], "{left:?}");
+    assert!(left.iter().all(|(_, why)| why.contains("in a row without a result")), "{left:?}");
 }

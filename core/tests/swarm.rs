@@ -95,6 +95,38 @@ fn plain_voting_matches_sarmenta_and_defences_beat_it() {
     }
 }
 
+/// 30 % of the swarm decline, fail or silently drop every offer: no honest
+/// task is dead-lettered, and verified throughput is reported beside the
+/// honest 70 % alone (same seed, same tasks).
+#[test]
+fn saboteurs_at_thirty_percent_dead_letter_no_honest_task() {
+    let tasks = 20_000;
+    let mut alone = SimConfig::honest(6, 70, tasks);
+    alone.tasks_per_job = 2_000;
+    let alone = run(alone);
+    let mut cfg = SimConfig::honest(6, 0, tasks);
+    cfg.tasks_per_job = 2_000;
+    cfg.workers = vec![
+        group(70, Behaviour::Honest),
+        group(10, Behaviour::Decliner(100)),
+        group(10, Behaviour::Failer(100)),
+        group(10, Behaviour::Hanging(100)),
+    ];
+    let r = run(cfg);
+    assert_sound(&r);
+    assert_eq!((r.verified, r.dead_lettered, r.wrong_accepted), (tasks, 0, 0), "{r:#?}");
+    assert!(r.stats.timeouts > 0, "the silent ones really hung: {r:#?}");
+    let rate = |r: &SimReport| r.verified as f64 * 1_000.0 / r.elapsed.0.max(1) as f64;
+    println!(
+        "saboteurs f = 0.3 (decline, fail, hang): {} verified, {} dead-lettered, {:.0} verified/s vs {:.0} for the honest 70 alone ({:.2}x)",
+        r.verified,
+        r.dead_lettered,
+        rate(&r),
+        rate(&alone),
+        rate(&r) / rate(&alone),
+    );
+}
+
 #[test]
 fn half_the_swarm_vanishing_mid_task_loses_nothing() {
     let mut cfg = SimConfig::honest(3, 60, 5_000);
@@ -134,6 +166,8 @@ mod properties {
             (2u32..20).prop_map(Behaviour::Slow),
             (1u32..30).prop_map(Behaviour::Flaky),
             (1u32..40).prop_map(Behaviour::Hanging),
+            (1u32..100).prop_map(Behaviour::Decliner),
+            (1u32..100).prop_map(Behaviour::Failer),
             (1u32..100).prop_map(Behaviour::Liar),
             (1u32..100).prop_map(Behaviour::Colluder),
             (10u64..60, 30u64..120)

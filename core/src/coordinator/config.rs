@@ -73,12 +73,14 @@ pub struct CoordinatorConfig {
     pub exec_timeout_ceiling: Millis,
     /// Deliveries of one task before it goes to the dead-letter queue.
     pub max_delivery_attempts: u32,
-    /// Distinct workers a task may hang, crash or lose before it is quarantined.
+    /// Distinct workers with a verified result to their name that a task
+    /// may hang, crash or lose before it is quarantined (failures of
+    /// workers without one never count against a task).
     pub poison_threshold: u32,
-    /// A worker that declines this many offers in a row without taking
-    /// one is evicted (a decline costs the task nothing: it goes to
-    /// someone else, without spending a delivery attempt).
-    pub max_declines_in_row: u32,
+    /// A worker whose offers end this many times in a row without a result
+    /// (declined, failed, timed out) is evicted; from its first miss it is
+    /// given one task at a time until it returns a result.
+    pub max_misses_in_row: u32,
     /// Replicas per task unless the job says otherwise (Shardy: 2).
     pub default_redundancy: u8,
     /// Most replicas a task may reach by escalation.
@@ -131,7 +133,7 @@ impl Default for CoordinatorConfig {
             exec_timeout_ceiling: Millis::from_mins(10),
             max_delivery_attempts: 8,
             poison_threshold: 3,
-            max_declines_in_row: 16,
+            max_misses_in_row: 16,
             default_redundancy: 2,
             max_replicas: 5,
             worker_queue: 16,

@@ -325,9 +325,6 @@ impl Coordinator {
         a.in_fifo = false;
         a.deadline = new_deadline;
         self.deadlines.insert((new_deadline, aid));
-        if let Some(worker) = self.worker_mut(w) {
-            worker.declined_in_row = 0;
-        }
     }
 
     pub(super) fn on_decline(&mut self, conn: ConnId, w: WorkerIdx, aid: AssignmentId, reason: &str) {
@@ -335,13 +332,22 @@ impl Coordinator {
             return self.stale(conn, aid);
         }
         self.release(aid, &Release::Declined(reason));
-        let limit = self.cfg.max_declines_in_row;
+        self.missed(w, "declined");
+    }
+
+    /// Counts an offer of worker `w` that ended without a result: from the
+    /// first it is given one task at a time, at `max_misses_in_row` it is
+    /// evicted. A result clears the count.
+    pub(super) fn missed(&mut self, w: WorkerIdx, how: &str) {
+        let limit = self.cfg.max_misses_in_row;
         let Some(worker) = self.worker_mut(w) else { return };
-        worker.declined_in_row += 1;
-        if worker.declined_in_row >= limit {
-            let why = format!("declined {} offers in a row", worker.declined_in_row);
-            self.evict(conn, &why);
+        worker.misses_in_row += 1;
+        let (n, conn, load) = (worker.misses_in_row, worker.conn, worker.in_flight);
+        if n >= limit {
+            let why = format!("{n} offers in a row without a result (last {how})");
+            return self.evict(conn, &why);
         }
+        self.set_load(w, load);
     }
 
     pub(super) fn on_failure(&mut self, conn: ConnId, w: WorkerIdx, aid: AssignmentId, why: &str) {
@@ -350,6 +356,7 @@ impl Coordinator {
         }
         let id = self.worker(w).map(|x| x.id.to_string()).unwrap_or_default();
         self.release(aid, &Release::Failed(&format!("{id}: {why}")));
+        self.missed(w, "failed");
     }
 
     /// Ends an open assignment without a result: frees the worker's slot,
@@ -384,19 +391,25 @@ impl Coordinator {
             return;
         };
         let num = self.worker(a.worker).map_or(WorkerNum::NONE, |w| w.num);
+        // Harm counts against a task only from a worker with a verified
+        // result to its name: strangers that fail everything cannot sink
+        // honest tasks (their misses count against themselves instead).
+        let proven = self.worker(a.worker).is_some_and(|w| self.reputation.get(&w.id).is_some_and(|r| r.agreed > 0));
         let Some(t) = self.tasks.get_mut(tid) else { return };
         remove_item(&mut t.live, &aid);
         if t.phase != TaskPhase::Pending || matches!(how, Release::Withdrawn(_)) {
             return;
         }
         t.open_slots += 1;
-        if matches!(how, Release::Declined(_) | Release::Left { executing: false, .. }) {
-            // Declined, or its worker left before taking it: not delivered.
-            // The task's attempts are for the workers that took it (this
-            // one is in `tried` and is not offered it again).
+        let delivered = !matches!(how, Release::Declined(_) | Release::Left { executing: false, .. });
+        if !(delivered && proven) {
+            // Declined, left before taking it, or missed by an unproven
+            // worker: the delivery is not spent. A task's attempts are for
+            // proven workers that took it (this one is in `tried` and is
+            // not offered it again).
             t.attempts = t.attempts.saturating_sub(1);
         }
-        if how.harms() {
+        if how.harms() && proven {
             let trouble = t.trouble.get_or_insert_with(Box::default);
             trouble.failures.push(how.reason().to_owned());
             if !trouble.harmed.contains(&num) {
@@ -417,6 +430,8 @@ impl Coordinator {
         let executing = a.acked.is_some();
         let id = self.worker(a.worker).map(|w| w.id.to_string()).unwrap_or_default();
         let why = if executing { format!("{id}: execution timed out") } else { format!("{id}: no ack in time") };
+        let w = a.worker;
         self.release(aid, &Release::TimedOut { executing, why: &why });
+        self.missed(w, if executing { "timed out" } else { "never acknowledged" });
     }
 }

@@ -16,8 +16,11 @@
 //!   views, errors);
 //! - `tasks`: the task slab, jobs, submission, restart, cancellation;
 //! - `registry`: connections, hellos, admission, load, departures;
+//! - `ready`: the two sides dispatch matches, ready tasks grouped by what
+//!   they need and idle workers by what they offer;
 //! - `dispatch`: matching ready tasks with idle workers, offers, deadlines
-//!   and every way an assignment ends without a result;
+//!   and every way an assignment ends without a result (a miss counts
+//!   against a task only from a proven worker, always against the worker);
 //! - `verification`: voting, escalation, acceptance and credit, shadow
 //!   checks, dead letters, slashing;
 //! - `epochs`: the open epoch's work and records, stakes, settlement.
@@ -503,7 +506,8 @@ impl Coordinator {
             for w in self.workers.iter().flatten() {
                 let WorkerState::Active { class, .. } = w.state else { continue };
                 let fits = ready::log2_floor(w.device.max_buffer_bytes) >= ready::log2_ceil(t.working_set);
-                let may = w.in_flight < w.capacity
+                let room = if w.misses_in_row > 0 { 1 } else { w.capacity };
+                let may = w.in_flight < room
                     && class.tier >= t.min_tier
                     && w.device.kernels.contains(&t.spec.id())
                     && fits

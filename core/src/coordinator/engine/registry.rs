@@ -84,8 +84,9 @@ pub(super) struct Worker {
     pub(super) id: WorkerId,
     /// Joined without a token (counted against the guests' caps).
     pub(super) guest: bool,
-    /// Offers declined since it last took one.
-    pub(super) declined_in_row: u32,
+    /// Offers that ended without a result (declined, failed, timed out)
+    /// since its last result.
+    pub(super) misses_in_row: u32,
     /// Stable number of this worker id (never reused, survives reconnects).
     pub(super) num: WorkerNum,
     /// This worker id connected from more than one origin (see
@@ -238,7 +239,7 @@ impl Coordinator {
         let worker = Worker {
             id: id.clone(),
             guest,
-            declined_in_row: 0,
+            misses_in_row: 0,
             num,
             roamed,
             conn,
@@ -308,7 +309,8 @@ impl Coordinator {
     /// Re-indexes a worker in the idle set after its load changed.
     pub(super) fn set_load(&mut self, idx: WorkerIdx, in_flight: u32) {
         let Some(w) = self.worker_mut(idx) else { return };
-        let (old, cap) = (w.in_flight, w.capacity);
+        // A worker missing offers gets one at a time until it delivers.
+        let (old, cap) = (w.in_flight, if w.misses_in_row > 0 { 1 } else { w.capacity });
         w.in_flight = in_flight;
         let WorkerState::Active { caps, .. } = w.state else { return };
         self.idle.remove(caps, old, idx);

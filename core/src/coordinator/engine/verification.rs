@@ -81,6 +81,7 @@ impl Coordinator {
         let (wid, class, num) = match self.worker_mut(w) {
             Some(worker) => {
                 remove_item(&mut worker.live, &aid);
+                worker.misses_in_row = 0;
                 (worker.id.clone(), worker.class(), worker.num)
             }
             None => return,
