@@ -23,8 +23,23 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A connection, with the challenge the coordinator opens it with.
+async fn open_challenged(service: &Service) -> (Ws, [u8; 16]) {
+    let mut ws = tokio_tungstenite::connect_async(service.worker_url()).await.expect("websocket connects").0;
+    let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("challenged in time");
+        if let Some(Ok(WsMessage::Binary(b))) = next {
+            dec.push_bytes(b);
+            if let Ok(Some(Envelope { message: Message::Challenge(c), .. })) = dec.next_envelope() {
+                return (ws, c.nonce);
+            }
+        }
+    }
+}
+
 async fn open(service: &Service) -> Ws {
-    tokio_tungstenite::connect_async(service.worker_url()).await.expect("websocket connects").0
+    open_challenged(service).await.0
 }
 
 async fn send(ws: &mut Ws, envelopes: &[Envelope]) {
@@ -59,11 +74,14 @@ fn error_codes(envs: &[Envelope]) -> Vec<ErrorCode> {
     envs.iter().filter_map(|e| if let Message::Error(m) = &e.message { Some(m.code) } else { None }).collect()
 }
 
-fn hello(id: &str, token: String) -> Envelope {
+/// A hello proving `token` over the connection's challenge, as a worker
+/// session sends it.
+fn hello(id: &str, token: &str, nonce: &[u8; 16]) -> Envelope {
+    let worker_id = WorkerId::new(id).expect("id");
     Envelope::bare(Message::Hello(Box::new(Hello {
         protocol_version: PROTOCOL_VERSION,
-        worker_id: WorkerId::new(id).expect("id"),
-        auth: HelloAuth::Token(token),
+        auth: HelloAuth::Proof(shoal_core::auth::hello_proof(token, nonce, &worker_id, 4)),
+        worker_id,
         device: cpu_device(),
         software: "test".into(),
         max_concurrent: 4,
@@ -160,8 +178,8 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     assert!(got.is_empty() && !closed, "{got:?}");
 
     // A wrong token.
-    let mut ws = open(&service).await;
-    send(&mut ws, &[hello("mallory", "shoal_not-a-token".into())]).await;
+    let (mut ws, nonce) = open_challenged(&service).await;
+    send(&mut ws, &[hello("mallory", "shoal_not-a-token", &nonce)]).await;
     let (got, closed) = receive(&mut ws, 5).await;
     assert_eq!(error_codes(&got), vec![ErrorCode::Unauthorized], "{got:?}");
     assert!(closed);
@@ -201,8 +219,8 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
 
     // A real worker, then results for assignments it never had, and a replay.
     let id = WorkerId::new("eve").expect("id");
-    let mut ws = open(&service).await;
-    send(&mut ws, &[hello("eve", derive_token(&service.secret, &id))]).await;
+    let (mut ws, nonce) = open_challenged(&service).await;
+    send(&mut ws, &[hello("eve", &derive_token(&service.secret, &id), &nonce)]).await;
     let honest = Workers::spawn(&service, "h", 3, Behaviour::Honest);
     let kernel = KernelSpec::Sha256(Sha256Params { count: 2, message_len: 32 });
     let tasks: Vec<_> = (0..30u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
@@ -246,8 +264,8 @@ async fn a_worker_that_stops_reading_is_disconnected() {
     let mut events = service.engine.events();
     let mut c = client(&service).await;
     let id = WorkerId::new("sloth").expect("id");
-    let mut ws = open(&service).await;
-    send(&mut ws, &[hello("sloth", derive_token(&service.secret, &id))]).await;
+    let (mut ws, nonce) = open_challenged(&service).await;
+    send(&mut ws, &[hello("sloth", &derive_token(&service.secret, &id), &nonce)]).await;
     // It answers the benchmark (and is admitted), then reads nothing more.
     let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
     let mut benchmarked = false;
@@ -332,7 +350,7 @@ async fn guests_never_take_the_room_of_workers_with_a_token() {
     cfg.coordinator.max_guests_per_origin = 3;
     let service = Service::start(cfg).await.expect("service starts");
     let guest = || {
-        let Message::Hello(mut h) = hello("tab", String::new()).message else { unreachable!() };
+        let Message::Hello(mut h) = hello("tab", "", &[0; 16]).message else { unreachable!() };
         h.auth = HelloAuth::Guest;
         Envelope::bare(Message::Hello(h))
     };
@@ -485,4 +503,41 @@ async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The hello proves the token without revealing it: a hello recorded on
+/// one connection and replayed on another is refused, as is a token sent
+/// in the clear, and the worker whose hello was copied keeps its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recorded_hello_replayed_elsewhere_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let id = WorkerId::new("alice").expect("id");
+    let token = derive_token(&service.secret, &id);
+    let (mut alice, nonce) = open_challenged(&service).await;
+    let recorded = hello("alice", &token, &nonce);
+    send(&mut alice, std::slice::from_ref(&recorded)).await;
+    let (got, closed) = receive(&mut alice, 2).await;
+    assert!(!closed && got.iter().any(|e| matches!(e.message, Message::Welcome(_))), "alice joins: {got:?}");
+
+    let (mut mallory, other) = open_challenged(&service).await;
+    assert_ne!(nonce, other, "each connection has its own challenge");
+    send(&mut mallory, std::slice::from_ref(&recorded)).await;
+    let (got, closed) = receive(&mut mallory, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::Unauthorized], "a replayed hello is refused: {got:?}");
+    assert!(closed);
+
+    let (mut clear, _) = open_challenged(&service).await;
+    let Message::Hello(mut h) = recorded.message else { unreachable!() };
+    h.auth = HelloAuth::Token(token);
+    send(&mut clear, &[Envelope::bare(Message::Hello(h))]).await;
+    let (got, closed) = receive(&mut clear, 5).await;
+    assert_eq!(error_codes(&got), vec![ErrorCode::Unauthorized], "a token in the clear is refused: {got:?}");
+    assert!(closed);
+
+    let (_, closed) = receive(&mut alice, 1).await;
+    assert!(!closed, "alice keeps her session");
+    let workers = client(&service).await.list_workers(pb::Empty {}).await.expect("listed").into_inner();
+    assert!(workers.workers.iter().any(|w| w.id == "alice"), "{workers:?}");
+    service.shutdown().await.expect("stops");
 }

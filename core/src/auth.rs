@@ -87,3 +87,36 @@ pub fn verify_token(secret: &MasterSecret, worker_id: &WorkerId, token: &str) ->
     decode_hex_into(hex, &mut tag).map_err(|_| AuthError::Malformed)?;
     secret.mac(worker_id).verify_slice(&tag).map_err(|_| AuthError::Invalid)
 }
+
+/// Domain separation of hello proofs.
+const PROOF_CONTEXT: &[u8] = b"shoal hello proof v1";
+
+fn proof_mac(key: &[u8], nonce: &[u8; 16], worker_id: &WorkerId, max_concurrent: u16) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(PROOF_CONTEXT);
+    mac.update(nonce);
+    mac.update(&max_concurrent.to_le_bytes());
+    mac.update(worker_id.as_str().as_bytes());
+    mac
+}
+
+/// What a worker sends instead of its token: an HMAC keyed by the token
+/// over the connection's challenge, its declared depth and its id. The
+/// token never crosses the wire, and a proof is good for one connection
+/// only (a recorded hello replayed elsewhere meets another challenge).
+pub fn hello_proof(token: &str, nonce: &[u8; 16], worker_id: &WorkerId, max_concurrent: u16) -> [u8; 32] {
+    proof_mac(token.as_bytes(), nonce, worker_id, max_concurrent).finalize().into_bytes().into()
+}
+
+/// Checks a hello proof against the token `secret` derives for `worker_id`,
+/// in constant time.
+pub fn verify_hello_proof(
+    secret: &MasterSecret,
+    worker_id: &WorkerId,
+    nonce: &[u8; 16],
+    max_concurrent: u16,
+    proof: &[u8; 32],
+) -> Result<(), AuthError> {
+    let token = derive_token(secret, worker_id);
+    proof_mac(token.as_bytes(), nonce, worker_id, max_concurrent).verify_slice(proof).map_err(|_| AuthError::Invalid)
+}

@@ -23,7 +23,7 @@ use crate::kernels::KernelSpec;
 use crate::rng::SplitMix64;
 use crate::time::Millis;
 use crate::wire::message::{
-    ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, MessageDecoder, TaskAck, TaskDecline, TaskOffer,
+    ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, HelloAuth, MessageDecoder, TaskAck, TaskDecline, TaskOffer,
 };
 use crate::wire::{Envelope, Message};
 
@@ -84,7 +84,8 @@ pub enum WorkerOutput {
 /// Where the session stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionState {
-    /// Hello sent, waiting for Welcome.
+    /// Waiting for the coordinator's challenge, then (hello sent) its
+    /// welcome.
     Greeting,
     /// Admitted (or being benchmarked): taking work.
     Working {
@@ -99,6 +100,8 @@ pub enum SessionState {
 #[derive(Debug)]
 pub struct WorkerSession {
     state: SessionState,
+    /// The hello, until the challenge it answers arrives.
+    hello: Option<Box<Hello>>,
     max_concurrent: usize,
     running: HashSet<AssignmentId>,
     heartbeat_every: Millis,
@@ -110,13 +113,14 @@ pub struct WorkerSession {
 }
 
 impl WorkerSession {
-    /// Starts a session: the first output is the Hello.
+    /// Starts a session. The hello goes out when the coordinator's
+    /// challenge arrives; a token in it is replaced by its proof over that
+    /// challenge ([`crate::auth::hello_proof`]), so it never crosses the wire.
     pub fn new(hello: Hello) -> Self {
         let max_concurrent = usize::from(hello.max_concurrent.max(1));
-        let mut outputs = VecDeque::new();
-        outputs.push_back(WorkerOutput::Send(Envelope::bare(Message::Hello(Box::new(hello)))));
         WorkerSession {
             state: SessionState::Greeting,
+            hello: Some(Box::new(hello)),
             max_concurrent,
             running: HashSet::new(),
             heartbeat_every: Millis::from_secs(10),
@@ -124,7 +128,7 @@ impl WorkerSession {
             last_tick: None,
             seq: 0,
             completed: 0,
-            outputs,
+            outputs: VecDeque::new(),
         }
     }
 
@@ -159,6 +163,14 @@ impl WorkerSession {
             return;
         }
         match envelope.message {
+            Message::Challenge(c) => {
+                let Some(mut hello) = self.hello.take() else { return };
+                if let HelloAuth::Token(token) = &hello.auth {
+                    let proof = crate::auth::hello_proof(token, &c.nonce, &hello.worker_id, hello.max_concurrent);
+                    hello.auth = HelloAuth::Proof(proof);
+                }
+                self.send(Message::Hello(hello));
+            }
             Message::Welcome(w) => {
                 self.heartbeat_every = Millis(u64::from(w.heartbeat_interval_ms.max(100)));
                 self.next_heartbeat = Some(now + self.heartbeat_every);

@@ -14,7 +14,7 @@ use shoal_core::wire::{Message, PROTOCOL_VERSION};
 use shoal_core::{Millis, WorkerId};
 
 mod support;
-use support::{answer, closed, config, device, error_codes, events, offers, result_env, sha_job, Harness};
+use support::{answer, challenge, closed, config, device, error_codes, events, offers, result_env, sha_job, Harness};
 
 #[test]
 fn a_correct_fast_benchmark_admits_and_a_wrong_one_refuses() {
@@ -58,8 +58,30 @@ fn tokens_guests_capacity_and_versions() {
     assert_eq!(error_codes(&out, 1), vec![ErrorCode::Unauthorized]);
     let out = h.hello(2, 2, "w2", HelloAuth::Guest, Backend::BrowserWebGpu);
     assert_eq!(error_codes(&out, 2), vec![ErrorCode::Unauthorized], "guests are off by default");
-    let out = h.hello(3, 3, "w1", HelloAuth::Token(good), Backend::Vulkan);
+    let out = h.hello(3, 3, "w1", HelloAuth::Token(good.clone()), Backend::Vulkan);
     assert_eq!(offers(&out, 3).len(), 1, "admitted to the benchmark");
+    // The token in the clear is refused: whoever saw it could replay it.
+    let out = h.input(Input::Connected { conn: ConnId(7), origin: OriginKey(7) });
+    let nonce = challenge(&out, 7).expect("challenged");
+    let w1 = WorkerId::new("w1").expect("valid");
+    let clear = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: w1.clone(),
+        auth: HelloAuth::Token(good.clone()),
+        device: device(Backend::Vulkan),
+        software: String::new(),
+        max_concurrent: 4,
+    };
+    let out = h.send(7, Message::Hello(Box::new(clear.clone())));
+    assert_eq!(error_codes(&out, 7), vec![ErrorCode::Unauthorized], "a token is never accepted in the clear");
+    // A proof recorded on one connection is worthless on another.
+    let mut replayed = clear.clone();
+    replayed.auth = HelloAuth::Proof(shoal_core::auth::hello_proof(&good, &nonce, &w1, 4));
+    let out = h.input(Input::Connected { conn: ConnId(8), origin: OriginKey(8) });
+    assert_ne!(challenge(&out, 8), Some(nonce), "every connection gets its own challenge");
+    let out = h.send(8, Message::Hello(Box::new(replayed)));
+    assert_eq!(error_codes(&out, 8), vec![ErrorCode::Unauthorized], "a replayed proof is refused");
+    assert!(h.c.workers().iter().any(|w| w.id == w1), "and the worker it copied keeps its session");
     let other = derive_token(
         &MasterSecret::new(&b"0123456789abcdef-secret"[..]).expect("long enough"),
         &WorkerId::new("w4").expect("valid"),

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use shoal_core::coordinator::{ConnId, Coordinator, CoordinatorConfig, Input, JobSpec, OriginKey, Output, TaskSpec};
 use shoal_core::kernels::{KernelId, KernelSpec, MandelbrotParams, Sha256Params};
-use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth, TaskOffer};
+use shoal_core::wire::message::{Backend, Challenge, DeviceInfo, DeviceType, Hello, HelloAuth, TaskOffer};
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
 use shoal_core::worker::{SessionState, WorkerInput, WorkerOutput, WorkerSession};
 use shoal_core::{Digest, Millis, WorkerId};
@@ -129,8 +129,16 @@ fn sessions_join_work_and_get_their_results_verified() {
 
 #[test]
 fn corrupt_inputs_busy_and_cancelled_work_are_handled() {
-    let mut s = WorkerSession::new(hello("w"));
-    assert!(matches!(s.poll_output(), Some(WorkerOutput::Send(e)) if matches!(e.message, Message::Hello(_))));
+    let mut token_hello = hello("w");
+    token_hello.auth = HelloAuth::Token("shoal_secret-token".into());
+    let mut s = WorkerSession::new(token_hello);
+    assert!(s.poll_output().is_none(), "the hello waits for the coordinator's challenge");
+    let nonce = [9u8; 16];
+    s.handle(Millis(0), WorkerInput::Received(Envelope::bare(Message::Challenge(Challenge { nonce }))));
+    let Some(WorkerOutput::Send(e)) = s.poll_output() else { panic!("the hello goes out") };
+    let Message::Hello(sent) = e.message else { panic!("a hello") };
+    let want = shoal_core::auth::hello_proof("shoal_secret-token", &nonce, &sent.worker_id, sent.max_concurrent);
+    assert_eq!(sent.auth, HelloAuth::Proof(want), "the token is proven over the challenge, never sent");
     let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 4 });
     let inputs = vec![Bytes::from_static(b"abcd")];
     let digest = Digest::of_parts(inputs.iter().map(|b| &b[..]));

@@ -9,7 +9,8 @@
 //! A conversation (worker side ⇄ coordinator side):
 //!
 //! ```text
-//! Hello(profile, token)  ─►
+//!                        ◄─ Challenge(nonce)
+//! Hello(profile, proof)  ─►   (proof = HMAC keyed by the token, over the nonce)
 //!                        ◄─ Welcome | Error(Unauthorized/Refused) + Goodbye
 //!                        ◄─ TaskOffer + N attachment frames
 //! TaskAck | TaskDecline  ─►
@@ -32,7 +33,7 @@ use crate::kernels::{KernelError, KernelId, KernelSpec};
 /// The version of this protocol, sent in [`Hello`] and [`Welcome`].
 /// Peers with different versions refuse each other with
 /// [`ErrorCode::ProtocolVersion`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Frame type numbers of the worker protocol. 1–4 belong to Pilot
 /// ([`super::pilot`]); the worker protocol starts at 16.
@@ -60,6 +61,8 @@ pub mod frame_types {
     pub const ERROR: FrameType = FrameType(25);
     /// [`super::Goodbye`]
     pub const GOODBYE: FrameType = FrameType(26);
+    /// [`super::Challenge`]
+    pub const CHALLENGE: FrameType = FrameType(27);
     /// Raw bytes of one attachment of the preceding offer or result.
     pub const ATTACHMENT: FrameType = FrameType(32);
 }
@@ -181,10 +184,25 @@ pub struct AttachmentMeta {
 /// How a worker proves who it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelloAuth {
-    /// An operator-issued token (see [`crate::auth`]).
+    /// An operator-issued token in the clear: accepted only by a
+    /// coordinator that checks no tokens (tests, a closed loopback swarm).
+    /// A worker session never sends it: it answers the challenge with
+    /// [`HelloAuth::Proof`].
     Token(String),
     /// An anonymous worker (a browser tab) if the operator allows guests.
     Guest,
+    /// Proof of the token without the token: [`crate::auth::hello_proof`]
+    /// over the connection's [`Challenge`].
+    Proof([u8; 32]),
+}
+
+/// The first thing a coordinator sends on a new connection: a nonce the
+/// worker's hello must prove its token over (so a hello recorded on one
+/// connection is worthless on another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Fresh for every connection.
+    pub nonce: [u8; 16],
 }
 
 /// The compute backend a worker runs kernels on.
@@ -445,6 +463,8 @@ pub enum Message {
     Error(ErrorMessage),
     /// See [`Goodbye`].
     Goodbye(Goodbye),
+    /// See [`Challenge`].
+    Challenge(Challenge),
 }
 
 /// A message with the attachments that travel with it.
@@ -550,6 +570,7 @@ impl Message {
             Message::Cancel(_) => t::CANCEL,
             Message::Error(_) => t::ERROR,
             Message::Goodbye(_) => t::GOODBYE,
+            Message::Challenge(_) => t::CHALLENGE,
         }
     }
 
@@ -567,6 +588,7 @@ impl Message {
             Message::Cancel(_) => "cancel",
             Message::Error(_) => "error",
             Message::Goodbye(_) => "goodbye",
+            Message::Challenge(_) => "challenge",
         }
     }
 
@@ -594,6 +616,7 @@ impl Message {
             Message::Cancel(m) => encode(what, m),
             Message::Error(m) => encode(what, m),
             Message::Goodbye(m) => encode(what, m),
+            Message::Challenge(m) => encode(what, m),
         }
     }
 
@@ -613,6 +636,7 @@ impl Message {
             t::CANCEL => Message::Cancel(decode("cancel", payload)?),
             t::ERROR => Message::Error(decode("error", payload)?),
             t::GOODBYE => Message::Goodbye(decode("goodbye", payload)?),
+            t::CHALLENGE => Message::Challenge(decode("challenge", payload)?),
             t::ATTACHMENT => return Err(WireError::UnexpectedAttachment),
             other => return Err(WireError::UnknownFrameType(other.0)),
         };
@@ -671,6 +695,7 @@ impl Message {
             Message::Error(e) => check_text("message", &e.message, limits),
             Message::Goodbye(g) => check_text("reason", &g.reason, limits),
             Message::Welcome(_)
+            | Message::Challenge(_)
             | Message::TaskAck(_)
             | Message::Progress(_)
             | Message::TaskResult(_)

@@ -87,11 +87,21 @@ impl Harness {
         self.input(Input::Received { conn: ConnId(conn), envelope: Envelope::bare(message) })
     }
 
+    /// Connects and says hello as a worker session would: a non-empty
+    /// token is proven over the connection's challenge, not sent.
     pub(crate) fn hello(&mut self, conn: u64, origin: u64, id: &str, auth: HelloAuth, backend: Backend) -> Vec<Output> {
-        self.input(Input::Connected { conn: ConnId(conn), origin: OriginKey(origin) });
+        let out = self.input(Input::Connected { conn: ConnId(conn), origin: OriginKey(origin) });
+        let worker_id = WorkerId::new(id).expect("valid id");
+        let auth = match auth {
+            HelloAuth::Token(t) if !t.is_empty() => {
+                let nonce = challenge(&out, conn).expect("a challenge first");
+                HelloAuth::Proof(shoal_core::auth::hello_proof(&t, &nonce, &worker_id, 4))
+            }
+            other => other,
+        };
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
-            worker_id: WorkerId::new(id).expect("valid id"),
+            worker_id,
             auth,
             device: device(backend),
             software: "test".into(),
@@ -148,6 +158,17 @@ pub(crate) fn offers(out: &[Output], to: u64) -> Vec<(TaskOffer, Vec<Bytes>)> {
             _ => None,
         })
         .collect()
+}
+
+/// The challenge sent to connection `to`.
+pub(crate) fn challenge(out: &[Output], to: u64) -> Option<[u8; 16]> {
+    out.iter().find_map(|o| match o {
+        Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
+            Message::Challenge(c) => Some(c.nonce),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 pub(crate) fn events(out: &[Output]) -> Vec<Event> {

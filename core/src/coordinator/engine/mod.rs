@@ -49,6 +49,7 @@ use crate::ids::{AssignmentId, JobId, TaskId, WorkerId};
 use crate::kernels::KernelSpec;
 use crate::rng::SplitMix64;
 use crate::time::Millis;
+use crate::wire::message::Challenge;
 use crate::wire::{Envelope, Message};
 
 use self::dispatch::{Assignment, Ringer};
@@ -279,7 +280,9 @@ impl Coordinator {
         for input in inputs {
             match input {
                 Input::Connected { conn, origin } => {
-                    self.conns.insert(conn, Conn { origin, worker: None, opened: now });
+                    let nonce = self.ids.next();
+                    self.conns.insert(conn, Conn { origin, nonce, worker: None, opened: now });
+                    self.send(conn, Message::Challenge(Challenge { nonce }), vec![]);
                 }
                 Input::Received { conn, envelope } => self.on_envelope(now, conn, envelope),
                 Input::Disconnected { conn, reason } => self.on_disconnect(conn, &reason),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use crate::auth::verify_token;
+use crate::auth::verify_hello_proof;
 use crate::coordinator::profile::{benchmark_spec, classify, WorkerClass};
 use crate::coordinator::recovery::{encode, ns, AdmittedWorker};
 use crate::ids::{AssignmentId, WorkerId};
@@ -117,6 +117,8 @@ impl Worker {
 #[derive(Debug)]
 pub(super) struct Conn {
     pub(super) origin: OriginKey,
+    /// The challenge this connection's hello must prove its token over.
+    pub(super) nonce: [u8; 16],
     pub(super) worker: Option<WorkerIdx>,
     pub(super) opened: Millis,
 }
@@ -154,8 +156,8 @@ impl Coordinator {
             }
             (Message::Progress(_) | Message::Heartbeat(_), Some(_)) => {}
             (Message::Goodbye(g), Some(_)) => self.on_disconnect(conn, &format!("goodbye: {}", g.reason)),
-            (Message::Welcome(_) | Message::TaskOffer(_) | Message::Cancel(_), Some(_)) => {
-                self.violation(conn, "workers do not send welcome, offers or cancels");
+            (Message::Welcome(_) | Message::TaskOffer(_) | Message::Cancel(_) | Message::Challenge(_), Some(_)) => {
+                self.violation(conn, "workers do not send welcome, challenges, offers or cancels");
             }
         }
     }
@@ -183,23 +185,33 @@ impl Coordinator {
         self.on_disconnect(conn, why);
     }
 
+    /// The id a hello may join under: a guest's assigned one, or its own
+    /// once its proof over this connection's challenge checks out.
+    fn authenticate(&mut self, conn: ConnId, h: &Hello) -> Result<WorkerId, String> {
+        match (&h.auth, &self.secret) {
+            (HelloAuth::Guest, _) if self.cfg.allow_guests => Ok(WorkerId::guest(self.ids.next())),
+            (HelloAuth::Guest, _) => Err("guests are not allowed".into()),
+            (HelloAuth::Proof(proof), Some(secret)) => {
+                let nonce = self.conns.get(&conn).map(|c| c.nonce).ok_or("unknown connection")?;
+                verify_hello_proof(secret, &h.worker_id, &nonce, h.max_concurrent, proof).map_err(|e| e.to_string())?;
+                Ok(h.worker_id.clone())
+            }
+            // A token in the clear could be replayed by whoever saw it.
+            (HelloAuth::Token(_), Some(_)) => {
+                Err("a token is proven over the connection's challenge, never sent".into())
+            }
+            (HelloAuth::Token(_) | HelloAuth::Proof(_), None) => Ok(h.worker_id.clone()),
+        }
+    }
+
     pub(super) fn on_hello(&mut self, now: Millis, conn: ConnId, h: Hello) {
         if h.protocol_version != PROTOCOL_VERSION {
             let why = format!("protocol version {} is not {PROTOCOL_VERSION}", h.protocol_version);
             return self.refuse(conn, Some(h.worker_id), ErrorCode::ProtocolVersion, why);
         }
-        let id = match (&h.auth, &self.secret) {
-            (HelloAuth::Guest, _) if self.cfg.allow_guests => WorkerId::guest(self.ids.next()),
-            (HelloAuth::Guest, _) => {
-                return self.refuse(conn, Some(h.worker_id), ErrorCode::Unauthorized, "guests are not allowed".into());
-            }
-            (HelloAuth::Token(t), Some(secret)) => {
-                if let Err(e) = verify_token(secret, &h.worker_id, t) {
-                    return self.refuse(conn, Some(h.worker_id), ErrorCode::Unauthorized, e.to_string());
-                }
-                h.worker_id.clone()
-            }
-            (HelloAuth::Token(_), None) => h.worker_id.clone(),
+        let id = match self.authenticate(conn, &h) {
+            Ok(id) => id,
+            Err(why) => return self.refuse(conn, Some(h.worker_id), ErrorCode::Unauthorized, why),
         };
         if self.reputation.get(&id).is_some_and(|r| r.slashed) {
             return self.refuse(conn, Some(id), ErrorCode::Refused, "slashed for returning wrong results".into());
