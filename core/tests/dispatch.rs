@@ -6,7 +6,10 @@
 //! brute force over every task and worker. Random swarms (mixed backends,
 //! kernels, memory, origins, depths) meet random job mixes (kernels,
 //! tiers, sizes, priorities, redundancy) and random behaviour (answers,
-//! declines, failures, silence, departures, time).
+//! declines, failures, silence, departures, time). Native only: proptest
+//! needs std's time and threads.
+
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 
