@@ -541,3 +541,46 @@ async fn a_recorded_hello_replayed_elsewhere_is_refused() {
     assert!(workers.workers.iter().any(|w| w.id == "alice"), "{workers:?}");
     service.shutdown().await.expect("stops");
 }
+
+/// A CPU kernel that would run for hours is abandoned when the coordinator
+/// stops waiting: the Mandelbrot tile at the iteration cap inside the set
+/// (2^36 iterations) times out at its execution budget, the coordinator
+/// cancels it, the native worker gives the run up, and the same worker
+/// then verifies an ordinary job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cpu_run_that_would_take_hours_is_abandoned_at_its_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.coordinator.exec_timeout_ceiling = shoal_core::Millis(3_000);
+    let service = Service::start(cfg).await.expect("service starts");
+    let mut c = client(&service).await;
+    let workers = Workers::spawn(&service, "cpu", 1, Behaviour::Honest);
+    wait_admitted(&mut c, 1).await;
+    let huge = KernelSpec::Mandelbrot(shoal_core::kernels::MandelbrotParams::from_plane(
+        256,
+        256,
+        -0.1,
+        -0.1,
+        0.0001,
+        1 << 20,
+    ));
+    let hours = submit(&mut c, "hours of CPU", 1, &[(huge, vec![])]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+        if status.timeouts > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the run never timed out: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 4, message_len: 32 });
+    let tasks: Vec<_> = (0..4u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
+    let ordinary = submit(&mut c, "ordinary", 1, &tasks).await;
+    let done = wait_finished(&mut c, &ordinary, 60).await;
+    assert_eq!(done.verified, 4, "the worker is free again: {done:?}");
+    c.cancel_job(pb::JobRef { job_id: hours }).await.expect("cancelled");
+    let reports = workers.stop_all().await;
+    assert_eq!(reports.iter().map(|r| r.abandoned).sum::<u64>(), 1, "the run was given up: {reports:?}");
+    service.shutdown().await.expect("stops");
+}

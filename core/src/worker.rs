@@ -70,6 +70,9 @@ pub enum WorkerOutput {
         kernel: KernelSpec,
         /// Its inputs.
         inputs: Vec<Bytes>,
+        /// How long it may run (from now): past this the coordinator has
+        /// cancelled it, so a host abandons it.
+        budget: Millis,
     },
     /// The coordinator no longer wants this run; its result will be dropped.
     Abort(AssignmentId),
@@ -209,6 +212,7 @@ impl WorkerSession {
         self.outputs.push_back(WorkerOutput::Run {
             assignment,
             job: offer.job,
+            budget: Millis(offer.exec_budget_ms),
             kernel: std::sync::Arc::unwrap_or_clone(offer.kernel),
             inputs,
         });

@@ -129,6 +129,7 @@ fn sample_offer() -> (Message, Vec<Bytes>) {
         input_digest: Digest::of_parts(inputs.iter().map(|b| &b[..])),
         input_check: Digest::check_of_parts(inputs.iter().map(|b| &b[..])),
         deadline_ms: 30_000,
+        exec_budget_ms: 60_000,
     };
     (Message::TaskOffer(offer), inputs)
 }

@@ -151,6 +151,7 @@ fn corrupt_inputs_busy_and_cancelled_work_are_handled() {
         input_digest: digest,
         input_check: check,
         deadline_ms: 1000,
+        exec_budget_ms: 60_000,
     };
     let good = Digest::check_of_parts(inputs.iter().map(|b| &b[..]));
     // Corrupted inputs (a flipped byte): refused with an error, never run.
@@ -215,6 +216,7 @@ fn a_suspended_session_ends_instead_of_sending_stale_results() {
         input_digest: Digest::of_parts(inputs.iter().map(|b| &b[..])),
         input_check: Digest::check_of_parts(inputs.iter().map(|b| &b[..])),
         deadline_ms: 1000,
+        exec_budget_ms: 60_000,
     };
     s.handle(Millis(0), WorkerInput::Received(Envelope { message: Message::TaskOffer(offer), attachments: inputs }));
     let _ack_and_run: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();

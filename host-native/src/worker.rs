@@ -8,15 +8,19 @@
 //! [`Behaviour`] lets tests and `shoal sim` run dishonest workers over
 //! real sockets.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload};
+use shoal_core::kernels::KernelError;
 use shoal_core::rng::SplitMix64;
 use shoal_core::wire::message::{DeviceInfo, Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::{MessageBatch, PROTOCOL_VERSION};
 use shoal_core::worker::{Backoff, WorkerInput, WorkerOutput, WorkerSession};
-use shoal_core::{JobId, WorkerId};
+use shoal_core::{AssignmentId, JobId, WorkerId};
 use tokio::sync::{mpsc, watch};
 
 use crate::engine::wall_now;
@@ -80,6 +84,8 @@ pub struct WorkerOptions {
 pub struct WorkerReport {
     /// Results sent.
     pub completed: u64,
+    /// CPU runs given up at their deadline or on the coordinator's cancel.
+    pub abandoned: u64,
     /// Connections made.
     pub connections: u64,
     /// Why the last session ended.
@@ -118,7 +124,7 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
             Ok(ws) => {
                 report.connections += 1;
                 backoff.reset();
-                let (completed, reason) = session(&opts, ws, &mut rng, &mut stop).await;
+                let (completed, reason) = session(&opts, ws, &mut rng, &mut report.abandoned, &mut stop).await;
                 report.completed += completed;
                 tracing::debug!(worker = %opts.worker_id, %reason, "session ended");
                 report.last_reason = reason;
@@ -207,12 +213,19 @@ async fn read_frames(mut read: crate::ws::FrameReader, to: mpsc::Sender<Incoming
     }
 }
 
-/// One connection; returns results sent and why it ended.
+/// How long past its budget a CPU run may go before the worker abandons it
+/// (the coordinator's clock started at the acknowledgement, a little later
+/// than this one's).
+const ABANDON_GRACE: Duration = Duration::from_millis(500);
+
+/// One connection; returns results sent and why it ended (runs abandoned
+/// are added to `abandoned`).
 #[allow(clippy::too_many_lines)] // one select loop reads best in one piece
 async fn session(
     opts: &WorkerOptions,
     ws: Ws,
     rng: &mut SplitMix64,
+    abandoned: &mut u64,
     stop: &mut watch::Receiver<bool>,
 ) -> (u64, String) {
     let hello = Hello {
@@ -230,6 +243,9 @@ async fn session(
     let (incoming_tx, mut incoming) = mpsc::channel(16);
     let reader = tokio::spawn(read_frames(read, incoming_tx));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    // The stop switch of each CPU run in flight (set by the coordinator's
+    // cancel; the run also stops itself at its budget).
+    let mut cancels: HashMap<AssignmentId, Arc<AtomicBool>> = HashMap::new();
     let end = loop {
         // Perform what the session decided.
         let mut batch = MessageBatch::new();
@@ -241,7 +257,7 @@ async fn session(
                         tracing::warn!(error = %err, "cannot encode");
                     }
                 }
-                WorkerOutput::Run { assignment, job, kernel, inputs } => {
+                WorkerOutput::Run { assignment, job, kernel, inputs, budget } => {
                     let benchmark = job == JobId::BENCHMARK;
                     let roll = rng.below(100) as u8;
                     let noise = rng.next_u64();
@@ -251,10 +267,14 @@ async fn session(
                     if matches!(behaviour, Behaviour::Hanging(p) if roll < p) {
                         continue;
                     }
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    cancels.insert(assignment, Arc::clone(&cancel));
+                    let stop_at = Instant::now() + Duration::from_millis(budget.0) + ABANDON_GRACE;
                     let work = move || {
                         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+                        let mut stop = || cancel.load(Ordering::Relaxed) || Instant::now() >= stop_at;
                         let out = match &executor {
-                            Executor::Cpu => kernel.run_cpu(&refs).map_err(|e| e.to_string()),
+                            Executor::Cpu => kernel.run_cpu_until(&refs, &mut stop).map_err(|e| e.to_string()),
                             Executor::Gpu(gpu) => gpu.run_blocking(&kernel, &refs).map_err(|e| e.to_string()),
                         };
                         let out = out.map(|mut out| {
@@ -288,7 +308,11 @@ async fn session(
                         });
                     }
                 }
-                WorkerOutput::Abort(_) => {}
+                WorkerOutput::Abort(a) => {
+                    if let Some(cancel) = cancels.remove(&a) {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
                 WorkerOutput::Closed { reason } => closed = Some(reason),
             }
         }
@@ -323,9 +347,13 @@ async fn session(
                 Some(Incoming::End(why)) => break why,
                 None => break "coordinator closed the connection".to_owned(),
             },
-            Some((assignment, outcome)) = done_rx.recv() => {
-                s.handle(wall_now(), WorkerInput::Finished { assignment, outcome });
-                while let Ok((assignment, outcome)) = done_rx.try_recv() {
+            Some(first) = done_rx.recv() => {
+                for (assignment, outcome) in std::iter::once(first).chain(std::iter::from_fn(|| done_rx.try_recv().ok())) {
+                    cancels.remove(&assignment);
+                    if matches!(&outcome, Err(e) if *e == KernelError::Abandoned.to_string()) {
+                        *abandoned += 1;
+                        tracing::info!(worker = %opts.worker_id, %assignment, "run abandoned (cancelled or past its budget)");
+                    }
                     s.handle(wall_now(), WorkerInput::Finished { assignment, outcome });
                 }
             }

@@ -56,10 +56,16 @@ enum Event {
 }
 
 /// One assignment waiting for the device.
+/// How long past its budget a CPU run may go before the tab abandons it.
+const ABANDON_GRACE_MS: f64 = 500.0;
+
 struct Queued {
     assignment: AssignmentId,
     kernel: KernelSpec,
     inputs: Vec<Bytes>,
+    /// When the coordinator stops waiting for it (`Date.now()` ms): a CPU
+    /// run is abandoned then.
+    deadline: f64,
 }
 
 /// The agent: options, device, status, and the rules of reconnection.
@@ -268,8 +274,9 @@ impl<P: Fn(&Status)> Agent<P> {
                             self.status.last_reason = format!("cannot encode a message: {err}");
                         }
                     }
-                    WorkerOutput::Run { assignment, kernel, inputs, .. } => {
-                        queue.push_back(Queued { assignment, kernel, inputs });
+                    WorkerOutput::Run { assignment, kernel, inputs, budget, .. } => {
+                        let deadline = js_sys::Date::now() + budget.0 as f64 + ABANDON_GRACE_MS;
+                        queue.push_back(Queued { assignment, kernel, inputs, deadline });
                     }
                     WorkerOutput::Abort(a) => queue.retain(|q| q.assignment != a),
                     WorkerOutput::Closed { reason } => closed = Some(reason),
@@ -391,7 +398,7 @@ impl<P: Fn(&Status)> Agent<P> {
 /// Runs one assignment, then holds its result for the share's idle time.
 async fn run_one(executor: Executor, q: Queued, share: GpuShare, tx: UnboundedSender<Event>) {
     let start = js_sys::Date::now();
-    let outcome = executor.run(&q.kernel, &q.inputs).await;
+    let outcome = executor.run(&q.kernel, &q.inputs, q.deadline).await;
     let run_ms = (js_sys::Date::now() - start).max(0.0) as u64;
     let hold = share.hold_ms(run_ms);
     if hold > 0 {

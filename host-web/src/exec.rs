@@ -100,11 +100,16 @@ impl Executor {
     }
 
     /// Runs one kernel. A dispatch that outlives [`DISPATCH_TIMEOUT`] is
-    /// reported as failed (the browser gives no way to cancel it).
-    pub async fn run(&self, kernel: &KernelSpec, inputs: &[Bytes]) -> Result<Vec<Bytes>, String> {
+    /// reported as failed (the browser gives no way to cancel it); a CPU
+    /// run is abandoned at `deadline` (`Date.now()` ms), when the
+    /// coordinator has stopped waiting for it.
+    pub async fn run(&self, kernel: &KernelSpec, inputs: &[Bytes], deadline: f64) -> Result<Vec<Bytes>, String> {
         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
         let out = match &self.gpu {
-            None => kernel.run_cpu(&refs).map_err(|e| e.to_string())?,
+            None => {
+                let mut past_deadline = || js_sys::Date::now() >= deadline;
+                kernel.run_cpu_until(&refs, &mut past_deadline).map_err(|e| e.to_string())?
+            }
             Some(gpu) => {
                 let run = Box::pin(gpu.run(kernel, &refs));
                 let timeout = Box::pin(gloo_timers::future::TimeoutFuture::new(DISPATCH_TIMEOUT.as_millis() as u32));

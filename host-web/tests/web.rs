@@ -26,7 +26,7 @@ fn tasks() -> Vec<KernelSpec> {
 async fn check(executor: &Executor) {
     for (i, k) in tasks().into_iter().enumerate() {
         let inputs: Vec<Bytes> = k.seeded_inputs(i as u64).into_iter().map(Bytes::from).collect();
-        let got = executor.run(&k, &inputs).await.unwrap_or_else(|e| panic!("{k:?}: {e}"));
+        let got = executor.run(&k, &inputs, f64::INFINITY).await.unwrap_or_else(|e| panic!("{k:?}: {e}"));
         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
         let want = k.run_cpu(&refs).expect("reference");
         let g: Vec<&[u8]> = got.iter().map(|b| &b[..]).collect();
@@ -58,8 +58,19 @@ async fn without_webgpu_the_cpu_references_run_in_wasm_as_a_cpu_class() {
         .run(
             &KernelSpec::MatmulF32(MatmulParams { m: 2, n: 2, k: 2 }),
             &[Bytes::from_static(&[0; 3]), Bytes::from_static(&[0; 16])],
+            f64::INFINITY,
         )
         .await
         .expect_err("wrong input sizes are an error, never a panic");
     assert!(!err.is_empty());
+}
+
+/// A CPU run past its deadline is abandoned, not run for minutes: a tile
+/// inside the set at the iteration cap (2^36 iterations, hours in wasm)
+/// given 300 ms.
+#[wasm_bindgen_test]
+async fn a_cpu_run_past_its_deadline_is_abandoned() {
+    let huge = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(256, 256, -0.1, -0.1, 0.0001, 1 << 20));
+    let err = Executor::cpu().run(&huge, &[], js_sys::Date::now() + 300.0).await.expect_err("abandoned");
+    assert!(err.contains("abandoned"), "given up at the deadline, not run to the end: {err}");
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_buffer, invalid, KernelError, KernelId};
+use super::{check_buffer, invalid, Checkpoint, KernelError, KernelId};
 
 pub(super) const WGSL: &str = include_str!("wgsl/mandelbrot.wgsl");
 
@@ -133,16 +133,18 @@ impl MandelbrotParams {
         i
     }
 
-    pub(super) fn run_cpu(&self) -> Vec<u8> {
+    pub(super) fn run_cpu(&self, cp: &mut Checkpoint<'_>) -> Result<Vec<u8>, KernelError> {
         let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 4);
         for py in 0..self.height {
             let cy = self.y0.wrapping_add((py as i32).wrapping_mul(self.step));
             for px in 0..self.width {
                 let cx = self.x0.wrapping_add((px as i32).wrapping_mul(self.step));
-                out.extend_from_slice(&self.iterations(cx, cy).to_le_bytes());
+                let n = self.iterations(cx, cy);
+                out.extend_from_slice(&n.to_le_bytes());
+                cp.work(u64::from(n) + 1)?;
             }
         }
-        out
+        Ok(out)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_buffer, invalid, Comparator, KernelError, KernelId};
+use super::{check_buffer, invalid, Checkpoint, Comparator, KernelError, KernelId};
 
 pub(super) const WGSL: &str = include_str!("wgsl/matmul_f32.wgsl");
 
@@ -70,12 +70,12 @@ impl MatmulParams {
 
     /// C on the CPU. Every element sums its k products in ascending k from
     /// 0.0, as the shader does, so the result does not depend on the path.
-    pub(super) fn run_cpu(&self, a: &[u8], b: &[u8]) -> Vec<u8> {
+    pub(super) fn run_cpu(&self, a: &[u8], b: &[u8], cp: &mut Checkpoint<'_>) -> Result<Vec<u8>, KernelError> {
         let (m, n, k) = (self.m as usize, self.n as usize, self.k as usize);
         let b = f32s(b);
         let mut c = vec![0f32; m * n];
         if n < NARROW {
-            narrow(a, &b, k, n, &mut c);
+            narrow(a, &b, k, n, &mut c, cp)?;
         } else {
             let a = f32s(a);
             // i-k-j order: rows of b are read contiguously and the j loop
@@ -89,9 +89,10 @@ impl MatmulParams {
                         *cj += aik * bj;
                     }
                 }
+                cp.work((k * n) as u64)?;
             }
         }
-        c.iter().flat_map(|v| v.to_le_bytes()).collect()
+        Ok(c.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 }
 
@@ -105,7 +106,7 @@ const BLOCK: usize = 8;
 /// read straight from its bytes, [`BLOCK`] rows at a time, transposed so
 /// that the rows' sums advance side by side (independent additions the
 /// CPU overlaps or vectorises; each sum keeps its own ascending order).
-fn narrow(a: &[u8], b: &[f32], k: usize, n: usize, c: &mut [f32]) {
+fn narrow(a: &[u8], b: &[f32], k: usize, n: usize, c: &mut [f32], cp: &mut Checkpoint<'_>) -> Result<(), KernelError> {
     let mut t = vec![[0f32; BLOCK]; k];
     for (cblock, ablock) in c.chunks_mut(BLOCK * n).zip(a.chunks(4 * k * BLOCK)) {
         for (r, row) in ablock.chunks_exact(4 * k).enumerate() {
@@ -125,7 +126,9 @@ fn narrow(a: &[u8], b: &[f32], k: usize, n: usize, c: &mut [f32]) {
                 cblock[r * n + j] = *s;
             }
         }
+        cp.work((BLOCK * k * n) as u64)?;
     }
+    Ok(())
 }
 
 /// Little-endian f32s of `bytes` (length a multiple of 4).
@@ -136,6 +139,7 @@ pub(super) fn f32s(bytes: &[u8]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::KernelSpec;
     use crate::rng::SplitMix64;
 
     /// The definition, term by term.
@@ -163,7 +167,8 @@ mod tests {
             let b: Vec<f32> = (0..k * n).map(|_| rng.unit_f32()).collect();
             let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
             let p = MatmulParams { m: m as u32, n: n as u32, k: k as u32 };
-            let got = f32s(&p.run_cpu(&bytes(&a), &bytes(&b)));
+            let spec = KernelSpec::MatmulF32(p);
+            let got = f32s(&spec.run_cpu(&[&bytes(&a), &bytes(&b)]).expect("runs")[0]);
             let want = reference(&a, &b, m, n, k);
             assert_eq!(
                 got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),

@@ -68,6 +68,34 @@ impl fmt::Display for KernelId {
     }
 }
 
+/// Units of work (Mandelbrot iterations, SHA-256 bytes, matmul
+/// multiply-adds) a CPU kernel does between two questions to its stop
+/// condition: a few milliseconds, so a run is abandoned promptly at a
+/// deadline or a cancel, and asking costs nothing measurable.
+pub const CPU_CHECK_EVERY: u64 = 1 << 22;
+
+/// Where a CPU kernel asks whether to give up: counts work and calls the
+/// host's stop condition every [`CPU_CHECK_EVERY`] units.
+pub(crate) struct Checkpoint<'a> {
+    since: u64,
+    stop: &'a mut dyn FnMut() -> bool,
+}
+
+impl Checkpoint<'_> {
+    /// Records `units` of work done; `Err(Abandoned)` once the stop
+    /// condition says so.
+    pub(crate) fn work(&mut self, units: u64) -> Result<(), KernelError> {
+        self.since += units;
+        if self.since >= CPU_CHECK_EVERY {
+            self.since = 0;
+            if (self.stop)() {
+                return Err(KernelError::Abandoned);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What can be wrong with a kernel spec or its inputs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
@@ -116,6 +144,9 @@ pub enum KernelError {
     /// User WGSL has no CPU reference.
     #[error("custom kernels have no CPU reference; they need a GPU worker")]
     NoCpuReference,
+    /// A CPU run was given up at its host's request (a deadline or a cancel).
+    #[error("abandoned before it finished (deadline or cancel)")]
+    Abandoned,
 }
 
 /// Decides whether two replicas' outputs agree.
@@ -413,12 +444,22 @@ impl KernelSpec {
 
     /// Runs the CPU reference: the ground truth for this spec and inputs.
     pub fn run_cpu(&self, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, KernelError> {
+        self.run_cpu_until(inputs, &mut || false)
+    }
+
+    /// [`Self::run_cpu`] that asks `stop` every few milliseconds of work
+    /// ([`CPU_CHECK_EVERY`]) whether to give up, and returns
+    /// [`KernelError::Abandoned`] when it says so: how a worker abandons a
+    /// run at its deadline or when the coordinator cancels it (the biggest
+    /// Mandelbrot tile runs for minutes on a CPU).
+    pub fn run_cpu_until(&self, inputs: &[&[u8]], stop: &mut dyn FnMut() -> bool) -> Result<Vec<Vec<u8>>, KernelError> {
         self.validate()?;
         self.check_inputs(inputs)?;
+        let mut cp = Checkpoint { since: 0, stop };
         Ok(match self {
-            KernelSpec::Sha256(p) => vec![p.run_cpu(inputs[0])],
-            KernelSpec::MatmulF32(p) => vec![p.run_cpu(inputs[0], inputs[1])],
-            KernelSpec::Mandelbrot(p) => vec![p.run_cpu()],
+            KernelSpec::Sha256(p) => vec![p.run_cpu(inputs[0], &mut cp)?],
+            KernelSpec::MatmulF32(p) => vec![p.run_cpu(inputs[0], inputs[1], &mut cp)?],
+            KernelSpec::Mandelbrot(p) => vec![p.run_cpu(&mut cp)?],
             KernelSpec::Custom(_) => return Err(KernelError::NoCpuReference),
         })
     }
@@ -466,4 +507,39 @@ pub(crate) fn check_buffer(kernel: KernelId, buffer: &'static str, bytes: u64) -
         return Err(KernelError::BufferTooLarge { kernel, buffer, bytes });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod abandon_tests {
+    use super::*;
+
+    /// Each CPU kernel asks its stop condition as it works, gives up with
+    /// `Abandoned` when told to, and never asks during a run shorter than
+    /// one check interval (its result is then exactly `run_cpu`'s).
+    #[test]
+    fn cpu_runs_are_abandoned_when_their_host_says_stop() {
+        let long = [
+            KernelSpec::Mandelbrot(MandelbrotParams::from_plane(64, 64, -0.1, -0.1, 0.0001, 1 << 20)),
+            KernelSpec::MatmulF32(MatmulParams::square(512)),
+            KernelSpec::MatmulF32(MatmulParams { m: 4096, n: 4, k: 4096 }),
+            KernelSpec::Sha256(Sha256Params { count: 4096, message_len: 4096 }),
+        ];
+        for k in long {
+            let inputs = k.seeded_inputs(1);
+            let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+            let mut asked = 0;
+            let got = k.run_cpu_until(&refs, &mut || {
+                asked += 1;
+                true
+            });
+            assert_eq!((got, asked), (Err(KernelError::Abandoned), 1), "{k:?}");
+        }
+        let short = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(8, 8, -2.0, -1.0, 0.1, 64));
+        let mut asked = 0;
+        let got = short.run_cpu_until(&[], &mut || {
+            asked += 1;
+            true
+        });
+        assert_eq!((got, asked), (short.run_cpu(&[]), 0));
+    }
 }

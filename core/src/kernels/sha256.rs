@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{check_buffer, dispatch_1d, invalid, KernelError, KernelId};
+use super::{check_buffer, dispatch_1d, invalid, Checkpoint, KernelError, KernelId};
 
 pub(super) const WGSL: &str = include_str!("wgsl/sha256.wgsl");
 
@@ -52,12 +52,13 @@ impl Sha256Params {
         dispatch_1d(u64::from(self.count), 64)
     }
 
-    pub(super) fn run_cpu(&self, messages: &[u8]) -> Vec<u8> {
+    pub(super) fn run_cpu(&self, messages: &[u8], cp: &mut Checkpoint<'_>) -> Result<Vec<u8>, KernelError> {
         let len = self.message_len as usize;
         let mut out = Vec::with_capacity(self.count as usize * 32);
         for i in 0..self.count as usize {
             out.extend_from_slice(&Sha256::digest(&messages[i * len..(i + 1) * len]));
+            cp.work(len as u64 + 64)?;
         }
-        out
+        Ok(out)
     }
 }

@@ -338,6 +338,9 @@ pub struct TaskOffer {
     /// How long the worker has, from receipt, before the coordinator gives
     /// the task to someone else.
     pub deadline_ms: u64,
+    /// How long the worker may execute once it acknowledged the offer, ms
+    /// (the coordinator cancels the run then; the worker abandons it).
+    pub exec_budget_ms: u64,
 }
 
 /// The worker takes the assignment.

@@ -262,7 +262,9 @@ impl Coordinator {
                 (job, task_id, input_ids(&inputs))
             }
         };
+        let exec_budget_ms = if benchmark { deadline.since(now).0 } else { self.exec_budget(w, &spec).0 };
         let offer = TaskOffer {
+            exec_budget_ms,
             assignment: aid,
             task: task_id,
             job,
@@ -281,17 +283,25 @@ impl Coordinator {
         self.send(conn, Message::TaskOffer(offer), inputs);
     }
 
-    /// Execution deadline from the kernel's cost and the worker's speed.
-    pub(super) fn exec_deadline(&self, now: Millis, a: &Assignment) -> Millis {
-        let mflops = match self.worker(a.worker).map(|w| &w.state) {
+    /// Time a worker may execute `spec` once it acknowledged it: the
+    /// kernel's cost at the worker's measured speed, with slack, between the
+    /// floor and the ceiling. The offer tells the worker (it abandons the
+    /// run then); the acknowledgement starts the clock.
+    pub(super) fn exec_budget(&self, w: WorkerIdx, spec: &KernelSpec) -> Millis {
+        let mflops = match self.worker(w).map(|w| &w.state) {
             Some(WorkerState::Active { mflops, .. }) => *mflops,
             _ => self.cfg.profile.min_mflops,
         }
         .max(1);
-        let expected_ms = a.spec.ops() / (mflops * 1_000);
+        let expected_ms = spec.ops() / (mflops * 1_000);
         let budget = Millis(expected_ms.saturating_mul(self.cfg.exec_slack_pct) / 100);
         let floor = self.cfg.exec_timeout_floor;
-        now + budget.clamp(floor, self.cfg.exec_timeout_ceiling.max(floor))
+        budget.clamp(floor, self.cfg.exec_timeout_ceiling.max(floor))
+    }
+
+    /// Execution deadline of an assignment acknowledged at `now`.
+    pub(super) fn exec_deadline(&self, now: Millis, a: &Assignment) -> Millis {
+        now + self.exec_budget(a.worker, &a.spec)
     }
 
     /// Whether the assignment belongs to worker `w` and is still open.
