@@ -584,3 +584,63 @@ async fn a_cpu_run_that_would_take_hours_is_abandoned_at_its_deadline() {
     assert_eq!(reports.iter().map(|r| r.abandoned).sum::<u64>(), 1, "the run was given up: {reports:?}");
     service.shutdown().await.expect("stops");
 }
+
+/// Tasks nobody can run do not stand in front of tasks somebody can
+/// (before: a job of 257 or more such tasks stopped every later job of
+/// equal priority), and the job says why it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_nobody_can_run_blocks_no_later_job_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let mut c = client(&service).await;
+    let workers = Workers::spawn(&service, "cpu", 2, Behaviour::Honest);
+    wait_admitted(&mut c, 2).await;
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 2, message_len: 32 });
+    let mut msgs = vec![pb::SubmitJobRequest {
+        part: Some(pb::submit_job_request::Part::Header(pb::JobHeader {
+            redundancy: 2,
+            min_tier: 3,
+            name: "for tier 3 only".into(),
+            ..Default::default()
+        })),
+    }];
+    for i in 0..400u64 {
+        msgs.push(pb::SubmitJobRequest {
+            part: Some(pb::submit_job_request::Part::Task(pb::Task {
+                kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)),
+                inputs: kernel.seeded_inputs(i).into_iter().map(Bytes::from).collect(),
+            })),
+        });
+    }
+    let blocked = c.submit_job(tokio_stream::iter(msgs)).await.expect("accepted").into_inner();
+    assert!(blocked.waiting.contains("tier 3"), "accepted, and says why it waits: {blocked:?}");
+    let tasks: Vec<_> = (0..10u64).map(|i| (kernel.clone(), kernel.seeded_inputs(1_000 + i))).collect();
+    let open = submit(&mut c, "anyone can run it", 2, &tasks).await;
+    let done = wait_finished(&mut c, &open, 60).await;
+    assert_eq!(done.verified, 10, "{done:?}");
+    let status = c.get_job(pb::JobRef { job_id: blocked.job_id.clone() }).await.expect("known").into_inner();
+    assert!(!status.finished && status.waiting.contains("tier 3"), "{status:?}");
+    workers.stop_all().await;
+    service.shutdown().await.expect("stops");
+}
+
+/// Workers that fail every task cannot sink honest jobs through the real
+/// service (before: three such connections dead-lettered 15 of 20 honest
+/// tasks as poison).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_that_fail_everything_dead_letter_no_honest_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let mut c = client(&service).await;
+    let mut workers = Workers::spawn(&service, "failer", 3, Behaviour::Failer(100));
+    wait_admitted(&mut c, 3).await;
+    workers.add(&service, "honest", 2, Behaviour::Honest);
+    wait_admitted(&mut c, 5).await;
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 2, message_len: 32 });
+    let tasks: Vec<_> = (0..20u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
+    let job = submit(&mut c, "honest work", 2, &tasks).await;
+    let done = wait_finished(&mut c, &job, 120).await;
+    assert_eq!((done.verified, done.dead_lettered), (20, 0), "{done:?}");
+    workers.stop_all().await;
+    service.shutdown().await.expect("stops");
+}

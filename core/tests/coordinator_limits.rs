@@ -212,3 +212,18 @@ fn failers_and_silent_acceptors_never_dead_letter_honest_tasks() {
     assert_eq!(evicted, ["failer-1", "failer-2", "failer-3", "silent-1", "silent-2"], "{left:?}");
     assert!(left.iter().all(|(_, why)| why.contains("in a row without a result")), "{left:?}");
 }
+
+/// A job no admitted worker could run is accepted and says why it waits
+/// (which need nobody meets); a job some worker can run does not.
+#[test]
+fn a_job_nobody_can_run_says_why_it_waits() {
+    let mut h = Harness::new(config(), None);
+    h.join(1, 1, "cpu", Backend::Cpu);
+    let mut spec = sha_job(3, 1);
+    spec.min_tier = shoal_core::coordinator::Tier::High;
+    let job = h.c.submit_job(h.now, spec).expect("accepted");
+    let why = h.c.job_waiting(job).expect("waiting");
+    assert!(why.contains("sha256") && why.contains("tier 3"), "{why}");
+    let runnable = h.c.submit_job(h.now, sha_job(3, 1)).expect("accepted");
+    assert_eq!(h.c.job_waiting(runnable), None, "a job some worker can run is not waiting");
+}

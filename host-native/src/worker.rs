@@ -37,6 +37,8 @@ pub enum Behaviour {
     Colluder(u8),
     /// Acknowledges and never answers, at this percent.
     Hanging(u8),
+    /// Reports an execution failure instead of running, at this percent.
+    Failer(u8),
 }
 
 /// Where kernels run.
@@ -265,6 +267,11 @@ async fn session(
                     let kernel_is_tiny = kernel.cost().ops < 200_000 && matches!(opts.executor, Executor::Cpu);
                     let executor = opts.executor.clone();
                     if matches!(behaviour, Behaviour::Hanging(p) if roll < p) {
+                        continue;
+                    }
+                    if matches!(behaviour, Behaviour::Failer(p) if roll < p) {
+                        let outcome = Err("refusing to run it (a failer)".to_owned());
+                        s.handle(wall_now(), WorkerInput::Finished { assignment, outcome });
                         continue;
                     }
                     let cancel = Arc::new(AtomicBool::new(false));

@@ -122,7 +122,11 @@ pub(super) async fn submit_tasks(
     }
     let r =
         c.submit_job(tokio_stream::iter(msgs)).await.map_err(|s| anyhow::anyhow!("job refused: {}", s.message()))?;
-    Ok(r.into_inner().job_id)
+    let r = r.into_inner();
+    if !r.waiting.is_empty() {
+        eprintln!("job {} accepted but waiting: {}", r.job_id, r.waiting);
+    }
+    Ok(r.job_id)
 }
 
 pub(super) async fn wait_with_progress(c: &mut Client, job: &str) -> Result<pb::JobStatus> {

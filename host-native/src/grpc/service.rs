@@ -5,8 +5,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::Stream;
-use shoal_core::coordinator::{Coordinator, Event, JobSpec, PreparedJob, TaskSpec};
-use shoal_core::kernels::KernelSpec;
+use shoal_core::coordinator::{Coordinator, Event};
 use shoal_core::JobId;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status, Streaming};
@@ -16,18 +15,10 @@ use crate::settlement::SharedConsensus;
 use crate::status::SwarmStatus;
 use crate::store::JobInfo;
 
-use super::convert::{
-    diff_to_pb, epoch_to_pb, event_to_pb, kernel_from_pb, kernel_to_pb, outcome_to_pb, parse_job, small, tier_from,
-    workers_pb,
-};
+use super::convert::{diff_to_pb, epoch_to_pb, event_to_pb, kernel_to_pb, outcome_to_pb, parse_job, workers_pb};
+use super::intake::JobIntake;
 use super::pb;
 use super::pb::shoal_server::Shoal;
-
-/// Most tasks one job may have.
-pub const MAX_TASKS_PER_JOB: usize = 1_000_000;
-/// Longest job name accepted, in bytes: names are listed with every job,
-/// and a list call must never fail because one record is large.
-pub const MAX_JOB_NAME_BYTES: usize = 256;
 
 /// Diffs read from storage per catch-up step.
 pub(super) const CATCH_UP_STEP: usize = 256;
@@ -81,6 +72,7 @@ pub(super) fn status_of(c: &Coordinator, job: JobId, stored: Option<JobInfo>) ->
         cancelled: p.cancelled,
         finished,
         submitted_ms,
+        waiting: c.job_waiting(job).unwrap_or_default(),
     })
 }
 
@@ -97,63 +89,22 @@ impl Shoal for ShoalService {
         &self,
         request: Request<Streaming<pb::SubmitJobRequest>>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        use pb::submit_job_request::Part;
         let mut stream = request.into_inner();
-        let Some(pb::SubmitJobRequest { part: Some(Part::Header(header)) }) = stream.message().await? else {
-            return Err(Status::invalid_argument("the first message of SubmitJob must be the job header"));
-        };
-        if header.name.len() > MAX_JOB_NAME_BYTES {
-            let why = format!("a job's name is at most {MAX_JOB_NAME_BYTES} bytes, this one {}", header.name.len());
-            return Err(Status::invalid_argument(why));
-        }
-        // Settings first (the header is checked before any input is read);
-        // each task's inputs are hashed as it arrives, while still in cache.
-        let mut job = PreparedJob::new(JobSpec {
-            tasks: Vec::new(),
-            redundancy: small(header.redundancy, "redundancy")?,
-            quorum: small(header.quorum, "quorum")?,
-            priority: small(header.priority, "priority")?.unwrap_or(0),
-            min_tier: tier_from(header.min_tier)?,
-            allow_adaptive: header.allow_adaptive,
-        });
-        let mut validated = std::collections::HashSet::new();
-        let mut input_bytes = 0u64;
+        let mut intake = JobIntake::start(stream.message().await?, self.max_job_input_bytes)?;
         while let Some(m) = stream.message().await? {
-            let index = job.spec().tasks.len();
-            match m.part {
-                Some(Part::Task(t)) => {
-                    if index >= MAX_TASKS_PER_JOB {
-                        return Err(Status::resource_exhausted(format!("a job has at most {MAX_TASKS_PER_JOB} tasks")));
-                    }
-                    let kernel = kernel_from_pb(t.kernel)
-                        .map_err(|s| Status::invalid_argument(format!("task {index}: {}", s.message())))?;
-                    // Custom shaders are validated at the door (once per distinct shader).
-                    if matches!(kernel, KernelSpec::Custom(_)) {
-                        let key =
-                            shoal_core::Digest::of_parts([kernel.wgsl().as_bytes(), kernel.entry_point().as_bytes()]);
-                        if !validated.contains(&key) {
-                            shoal_compute::validate_kernel(&kernel)
-                                .map_err(|e| Status::invalid_argument(format!("task {index}: {e}")))?;
-                            validated.insert(key);
-                        }
-                    }
-                    input_bytes += t.inputs.iter().map(|b| b.len() as u64).sum::<u64>();
-                    if input_bytes > self.max_job_input_bytes {
-                        let limit = self.max_job_input_bytes;
-                        let why = format!(
-                            "the job's inputs take more than {limit} bytes by task {index}; coordinator.max_job_input_bytes is {limit}"
-                        );
-                        return Err(Status::resource_exhausted(why));
-                    }
-                    job.push(TaskSpec { kernel, inputs: t.inputs });
-                }
-                Some(Part::Header(_)) => return Err(Status::invalid_argument("a job has one header")),
-                None => return Err(Status::invalid_argument("empty message")),
-            }
+            intake.push(m)?;
         }
-        let n = job.spec().tasks.len() as u32;
-        match self.engine.submit(job, header.name).await.map_err(gone)? {
-            Ok(job) => Ok(Response::new(pb::SubmitJobResponse { job_id: job.to_string(), tasks: n })),
+        let n = intake.tasks() as u32;
+        let (job, name) = intake.finish();
+        match self.engine.submit(job, name).await.map_err(gone)? {
+            Ok(job) => {
+                let waiting = self.engine.query(move |c, _| c.job_waiting(job)).await.map_err(gone)?;
+                if let Some(why) = &waiting {
+                    tracing::warn!(%job, %why, "job accepted, but waits");
+                }
+                let (job_id, waiting) = (job.to_string(), waiting.unwrap_or_default());
+                Ok(Response::new(pb::SubmitJobResponse { job_id, tasks: n, waiting }))
+            }
             Err(
                 e @ (shoal_core::coordinator::SubmitError::QueueFull { .. }
                 | shoal_core::coordinator::SubmitError::JobTooLarge { .. }

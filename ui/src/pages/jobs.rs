@@ -134,6 +134,7 @@ pub fn JobsPage() -> impl IntoView {
                 let done = j.verified + j.dead_lettered + j.cancelled;
                 let pct = if j.tasks == 0 { 100.0 } else { f64::from(done) * 100.0 / f64::from(j.tasks) };
                 let name = if j.name.is_empty() { id.chars().take(8).collect() } else { j.name.clone() };
+                let waiting = (!j.waiting.is_empty()).then(|| view! { <div class="job-waiting">"waiting: " {j.waiting.clone()}</div> });
                 view! {
                     <li class="job" data-job=id.clone() class:selected=move || selected.get().as_deref() == Some(id.as_str())
                         on:click=move |_| selected.set(Some(pick.clone()))>
@@ -143,6 +144,7 @@ pub fn JobsPage() -> impl IntoView {
                             {j.verified} " verified · " {j.dead_lettered} " dead-lettered · " {j.cancelled} " cancelled · "
                             {j.tasks} " tasks" {if j.finished { " · finished" } else { "" }}
                         </div>
+                        {waiting}
                     </li>
                 }
             })

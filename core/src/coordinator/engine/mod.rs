@@ -151,6 +151,9 @@ pub struct Coordinator {
     next_worker_num: WorkerNum,
     /// Active workers with room, by capabilities and load.
     idle: IdlePool,
+    /// Admitted workers by capabilities, busy or not (whether any could
+    /// ever run a job's tasks).
+    active_caps: std::collections::BTreeMap<ready::Caps, u32>,
     jobs: IdMap<JobId, Job>,
     tasks: TaskSlab,
     /// Tasks waiting for a worker, grouped by what they need.
@@ -226,6 +229,7 @@ impl Coordinator {
             worker_nums: Map::default(),
             next_worker_num: WorkerNum(0),
             idle: IdlePool::default(),
+            active_caps: std::collections::BTreeMap::new(),
             jobs: IdMap::default(),
             tasks: TaskSlab {
                 prefix: SplitMix64::new(word(1) ^ 0x5441_534B).next_u64().to_le_bytes(),
@@ -522,6 +526,30 @@ impl Coordinator {
             }
         }
         (wanting != self.ready.len()).then(|| format!("{wanting} tasks want a worker, {} queued", self.ready.len()))
+    }
+
+    /// Why a job's queued tasks wait with no prospect of a worker: the
+    /// first of their needs that no admitted worker, busy or idle, meets
+    /// (kernel, tier, memory, float class). `None` while every queued
+    /// task could run on some admitted worker, or the job has none queued.
+    /// Looks at up to 1024 queued tasks of the job.
+    pub fn job_waiting(&self, job: JobId) -> Option<String> {
+        let j = self.jobs.get(&job)?;
+        let mut seen: Vec<ready::Need> = Vec::new();
+        for key in j.keys() {
+            let Some(need) = self.tasks.get(key).and_then(|t| t.queued) else { continue };
+            if seen.contains(&need) {
+                continue;
+            }
+            if !self.active_caps.keys().any(|c| c.serves(&need)) {
+                return Some(format!("no admitted worker can run its tasks: they need {}", need.describe()));
+            }
+            seen.push(need);
+            if seen.len() >= 1024 {
+                break;
+            }
+        }
+        None
     }
 
     /// Worker ids the coordinator keeps books for (connected or not).

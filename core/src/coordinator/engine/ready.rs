@@ -78,6 +78,20 @@ pub(super) fn log2_floor(bytes: u64) -> u8 {
 }
 
 impl Need {
+    /// In words, for operators.
+    pub(super) fn describe(&self) -> String {
+        let class = match self.class {
+            Some(c) => format!(", on {:?} tier {} like its other replicas", c.backend, c.tier as u8),
+            None => String::new(),
+        };
+        format!(
+            "the {} kernel, tier {} or better, {} MiB of buffers{class}",
+            self.kernel,
+            self.min_tier as u8,
+            (1u128 << self.mem_log2).div_ceil(1 << 20)
+        )
+    }
+
     /// What `t` needs now.
     pub(super) fn of(t: &Task, cfg: &CoordinatorConfig) -> Need {
         let float = !matches!(t.spec.comparator(), Comparator::Exact);

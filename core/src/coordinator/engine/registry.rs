@@ -344,6 +344,12 @@ impl Coordinator {
         }
         if let WorkerState::Active { caps, .. } = w.state {
             self.idle.remove(caps, w.in_flight, idx);
+            if let Some(n) = self.active_caps.get_mut(&caps) {
+                *n -= 1;
+                if *n == 0 {
+                    self.active_caps.remove(&caps);
+                }
+            }
         }
         self.by_id.remove(&w.id);
         self.free_slots.push(idx);
@@ -399,6 +405,7 @@ impl Coordinator {
                 if let Some(worker) = self.worker_mut(w) {
                     worker.state = WorkerState::Active { class, mflops: p.mflops, caps };
                 }
+                *self.active_caps.entry(caps).or_insert(0) += 1;
                 let load = self.worker(w).map_or(0, |x| x.in_flight);
                 self.set_load(w, load);
                 let rec = encode(&AdmittedWorker { class, mflops: p.mflops, admitted: now });
