@@ -644,3 +644,55 @@ async fn workers_that_fail_everything_dead_letter_no_honest_task() {
     workers.stop_all().await;
     service.shutdown().await.expect("stops");
 }
+
+/// Jobs being received are bounded before they are queued: a client may
+/// have `server.max_submits_per_client` uploads open at once, and all
+/// uploads together hold at most `server.max_receiving_bytes` of inputs;
+/// each refusal names its setting, and what a stream held is released
+/// when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_in_progress_are_bounded_per_client_and_in_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.server.max_submits_per_client = 1;
+    cfg.server.max_receiving_bytes = 64 << 10;
+    let service = Service::start(cfg).await.expect("service starts");
+    let mut c = client(&service).await;
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 256, message_len: 128 }); // 32 KiB of inputs
+    let task = |i: u64| pb::SubmitJobRequest {
+        part: Some(pb::submit_job_request::Part::Task(pb::Task {
+            kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)),
+            inputs: kernel.seeded_inputs(i).into_iter().map(Bytes::from).collect(),
+        })),
+    };
+    let header = || pb::SubmitJobRequest {
+        part: Some(pb::submit_job_request::Part::Header(pb::JobHeader { redundancy: 1, ..Default::default() })),
+    };
+
+    // An upload left open holds its client's place and its bytes.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(header()).await.expect("queued");
+    tx.send(task(0)).await.expect("queued");
+    let mut slow = c.clone();
+    let open = tokio::spawn(async move { slow.submit_job(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while service.submit_limits.receiving() < 32 << 10 {
+        assert!(tokio::time::Instant::now() < deadline, "the open upload's first task was never held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = c.submit_job(tokio_stream::iter(vec![header(), task(1)])).await.expect_err("one at a time");
+    assert_eq!(second.code(), tonic::Code::ResourceExhausted);
+    assert!(second.message().contains("server.max_submits_per_client"), "{second:?}");
+    // Its second and third tasks pass the bytes all uploads may hold.
+    tx.send(task(2)).await.expect("queued");
+    tx.send(task(3)).await.expect("queued");
+    drop(tx);
+    let err = open.await.expect("joins").expect_err("over the bytes being received");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("server.max_receiving_bytes"), "{err:?}");
+    assert_eq!(service.submit_limits.receiving(), 0, "released when the stream ended");
+    // The next upload is accepted.
+    let ok = c.submit_job(tokio_stream::iter(vec![header(), task(4)])).await.expect("accepted again");
+    assert_eq!(ok.into_inner().tasks, 1);
+    service.shutdown().await.expect("stops");
+}

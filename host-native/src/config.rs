@@ -55,6 +55,11 @@ pub struct ServerConfig {
     pub log_json: bool,
     /// Largest gRPC message, bytes (a task's inputs travel in one).
     pub max_grpc_message: usize,
+    /// Input bytes all jobs being submitted may hold at once, before they
+    /// are queued (then `coordinator.max_queued_input_bytes` applies).
+    pub max_receiving_bytes: u64,
+    /// `SubmitJob` streams one client address may have open at once.
+    pub max_submits_per_client: u32,
     /// When set, every gRPC call must carry `authorization: Bearer <token>`
     /// (clients: `--api-token` or `SHOAL_API_TOKEN`). Empty: no check — keep
     /// the gRPC address on loopback then.
@@ -79,6 +84,8 @@ impl Default for ServerConfig {
             shutdown_timeout_ms: 10_000,
             log_json: false,
             max_grpc_message: 64 << 20,
+            max_receiving_bytes: 2 << 30,
+            max_submits_per_client: 4,
             api_token: String::new(),
         }
     }

@@ -108,6 +108,8 @@ pub struct Service {
     pub engine: EngineHandle,
     /// The worker secret.
     pub secret: MasterSecret,
+    /// What jobs being submitted hold now, against their limits.
+    pub submit_limits: crate::grpc::SubmitLimits,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     engine_thread: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
@@ -148,11 +150,14 @@ impl Service {
             write_stall: Duration::from_millis(cfg.server.write_stall_ms.max(1)),
             next_conn: Arc::new(AtomicU64::new(1)),
         };
+        let submit_limits =
+            crate::grpc::SubmitLimits::new(cfg.server.max_receiving_bytes, cfg.server.max_submits_per_client);
         let (consensus, consensus_task) = crate::settlement::spawn(engine.settlements(), stop_rx.clone());
         let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(
             engine.clone(),
             consensus,
             cfg.coordinator.max_job_input_bytes,
+            submit_limits.clone(),
         ))
         .max_decoding_message_size(cfg.server.max_grpc_message)
         .max_encoding_message_size(cfg.server.max_grpc_message);
@@ -198,6 +203,7 @@ impl Service {
             grpc_addr,
             engine,
             secret,
+            submit_limits,
             stop,
             servers: vec![http_task, grpc_task, consensus_task],
             engine_thread: Some(engine_thread),

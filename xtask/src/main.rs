@@ -4,7 +4,7 @@
 //! cargo xtask up       run Shoal: `shoal up` (coordinator, storage, local workers, demo job)
 //! cargo xtask test     the whole test suite, as CI runs it
 //! cargo xtask setup    install the tools the suite needs (idempotent)
-//! cargo xtask fuzz     fuzz the wire decoders (nightly + cargo-fuzz)
+//! cargo xtask fuzz     fuzz the wire decoders and the gRPC requests (nightly + cargo-fuzz)
 //! cargo xtask bench    the criterion benchmarks
 //! ```
 //!
@@ -441,13 +441,23 @@ fn fuzz(args: &[String]) -> Result {
         step("install cargo-fuzz", Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
     let fuzz_dir = root().join("fuzz");
-    for target in ["frame_decoder", "message_decoder", "pilot_decoder"] {
+    // The wire decoders under AddressSanitizer; the gRPC requests without
+    // it (its dependency tree, the service's, is safe Rust on the paths it
+    // drives, and an uninstrumented build is several times faster).
+    for (target, sanitizer) in [
+        ("frame_decoder", "address"),
+        ("message_decoder", "address"),
+        ("pilot_decoder", "address"),
+        ("grpc_requests", "none"),
+    ] {
         step(
             &format!("fuzz {target} ({runs} runs)"),
             Command::new("cargo").current_dir(&fuzz_dir).env_remove("RUSTUP_TOOLCHAIN").args([
                 "+nightly",
                 "fuzz",
                 "run",
+                "--sanitizer",
+                sanitizer,
                 target,
                 "--",
                 &format!("-runs={runs}"),

@@ -89,6 +89,11 @@ impl JobIntake {
         Ok(())
     }
 
+    /// Input bytes received so far.
+    pub fn input_bytes(&self) -> u64 {
+        self.input_bytes
+    }
+
     /// Tasks received so far.
     pub fn tasks(&self) -> usize {
         self.job.spec().tasks.len()

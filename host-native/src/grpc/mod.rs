@@ -3,6 +3,7 @@
 //!
 //! - `service`: the calls themselves;
 //! - `intake`: a job as it streams in, checked message by message;
+//! - `limits`: what jobs being received may hold, in all and per client;
 //! - `convert`: the service's messages to and from the core's types;
 //! - `auth`: the bearer-token check and the client side that sends it;
 //! - `codec`: the prost codec that reserves each message's size.
@@ -11,11 +12,13 @@ mod auth;
 pub(crate) mod codec;
 mod convert;
 mod intake;
+mod limits;
 mod service;
 
 pub use self::auth::{RequireToken, WithToken};
 pub use self::convert::{event_to_pb, kernel_from_pb, kernel_to_pb, parse_job};
 pub use self::intake::{JobIntake, MAX_JOB_NAME_BYTES, MAX_TASKS_PER_JOB};
+pub use self::limits::{Receiving, SubmitLimits};
 pub use self::service::ShoalService;
 
 /// The generated protobuf types and service stubs.

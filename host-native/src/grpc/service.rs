@@ -17,6 +17,7 @@ use crate::store::JobInfo;
 
 use super::convert::{diff_to_pb, epoch_to_pb, event_to_pb, kernel_to_pb, outcome_to_pb, parse_job, workers_pb};
 use super::intake::JobIntake;
+use super::limits::SubmitLimits;
 use super::pb;
 use super::pb::shoal_server::Shoal;
 
@@ -31,12 +32,19 @@ pub struct ShoalService {
     /// `coordinator.max_job_input_bytes`: checked as the tasks stream in,
     /// so an oversized job is refused before it is all in memory.
     max_job_input_bytes: u64,
+    /// What jobs being received may hold, in all and per client.
+    limits: SubmitLimits,
 }
 
 impl ShoalService {
     /// A service over this engine and its settlement consensus.
-    pub fn new(engine: EngineHandle, consensus: SharedConsensus, max_job_input_bytes: u64) -> Self {
-        ShoalService { engine, consensus, max_job_input_bytes }
+    pub fn new(
+        engine: EngineHandle,
+        consensus: SharedConsensus,
+        max_job_input_bytes: u64,
+        limits: SubmitLimits,
+    ) -> Self {
+        ShoalService { engine, consensus, max_job_input_bytes, limits }
     }
 }
 
@@ -89,10 +97,13 @@ impl Shoal for ShoalService {
         &self,
         request: Request<Streaming<pb::SubmitJobRequest>>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let mut receiving = self.limits.open(request.remote_addr().map(|a| a.ip()))?;
         let mut stream = request.into_inner();
         let mut intake = JobIntake::start(stream.message().await?, self.max_job_input_bytes)?;
         while let Some(m) = stream.message().await? {
+            let before = intake.input_bytes();
             intake.push(m)?;
+            receiving.hold(intake.input_bytes() - before)?;
         }
         let n = intake.tasks() as u32;
         let (job, name) = intake.finish();
