@@ -50,6 +50,10 @@ pub enum ComputeError {
     /// The dispatch did not finish in time.
     #[error("dispatch did not finish within {0:?}")]
     Timeout(Duration),
+    /// A dispatch that timed out still runs on the device: nothing else is
+    /// started on it until it ends (a GPU cannot be preempted).
+    #[error("the device is still running a dispatch that timed out")]
+    Busy,
     /// Reading the outputs back failed.
     #[error("readback failed: {0}")]
     Readback(String),
@@ -148,6 +152,9 @@ pub struct Gpu {
     /// The last allocation probe's result (0: not probed).
     stable_alloc: std::sync::atomic::AtomicU64,
     pool: BufferPool,
+    /// A submission that outlived the dispatch timeout and may still run.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    stuck: Mutex<Option<wgpu::SubmissionIndex>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -246,6 +253,7 @@ impl Gpu {
             lost,
             stable_alloc: std::sync::atomic::AtomicU64::new(0),
             pool: BufferPool::new(POOL_BYTES),
+            stuck: Mutex::new(None),
         })
     }
 
@@ -316,6 +324,7 @@ impl Gpu {
     /// its declared length).
     pub async fn run(&self, kernel: &KernelSpec, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, ComputeError> {
         self.check_lost()?;
+        self.check_stuck()?;
         kernel
             .validate()
             .and_then(|()| kernel.check_inputs(inputs))
@@ -462,13 +471,20 @@ impl Gpu {
     }
 
     /// Waits for a submission natively (bounded by the dispatch timeout);
-    /// on the web the browser completes it from its event loop.
+    /// on the web the browser completes it from its event loop. A
+    /// submission that times out is remembered: the device runs it on.
     #[cfg(not(target_arch = "wasm32"))]
     fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<(), ComputeError> {
         let timeout = self.options.dispatch_timeout;
-        match self.device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(timeout) }) {
+        let wait = wgpu::PollType::Wait { submission_index: Some(submission.clone()), timeout: Some(timeout) };
+        match self.device.poll(wait) {
             Ok(_) => Ok(()),
-            Err(wgpu::PollError::Timeout) => Err(ComputeError::Timeout(timeout)),
+            Err(wgpu::PollError::Timeout) => {
+                if let Ok(mut stuck) = self.stuck.lock() {
+                    *stuck = Some(submission);
+                }
+                Err(ComputeError::Timeout(timeout))
+            }
             Err(e) => Err(self.check_lost().err().unwrap_or(ComputeError::DeviceLost(e.to_string()))),
         }
     }
@@ -476,6 +492,29 @@ impl Gpu {
     #[cfg(target_arch = "wasm32")]
     #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
     fn wait(&self, _submission: wgpu::SubmissionIndex) -> Result<(), ComputeError> {
+        Ok(())
+    }
+
+    /// `Busy` while a dispatch that timed out still runs (checked without
+    /// waiting), so new work fails fast instead of queueing behind it.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn check_stuck(&self) -> Result<(), ComputeError> {
+        let Ok(mut stuck) = self.stuck.lock() else { return Ok(()) };
+        let Some(submission) = stuck.clone() else { return Ok(()) };
+        let now = wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(Duration::ZERO) };
+        match self.device.poll(now) {
+            Ok(_) => {
+                *stuck = None;
+                Ok(())
+            }
+            Err(wgpu::PollError::Timeout) => Err(ComputeError::Busy),
+            Err(e) => Err(self.check_lost().err().unwrap_or(ComputeError::DeviceLost(e.to_string()))),
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
+    fn check_stuck(&self) -> Result<(), ComputeError> {
         Ok(())
     }
 

@@ -208,3 +208,60 @@ fn a_buffer_beyond_the_device_limit_is_refused_before_allocation() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A dispatch that outlives its timeout keeps the device busy (a GPU cannot
+/// be preempted): it is reported as a timeout, new work fails fast as
+/// `Busy` instead of queueing behind it, and the device takes work again
+/// once it finished. Its own device, so no other test waits behind it.
+#[test]
+fn a_dispatch_past_its_timeout_holds_the_device_until_it_ends() {
+    const SPIN: &str = r"
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    var x = src[id.x];
+    for (var i = 0u; i < 256u; i = i + 1u) { x = (x ^ (x >> 13u)) * 1664525u + src[(x + i) & 63u]; }
+    dst[id.x & 63u] = x;
+}
+";
+    let options = GpuOptions {
+        backends: Some(wgpu::Backends::VULKAN),
+        dispatch_timeout: std::time::Duration::from_millis(50),
+        ..GpuOptions::default()
+    };
+    let gpu = pollster::block_on(Gpu::new(options)).expect("a Vulkan adapter");
+    // 2^17 workgroups of 64 (2^31 loop iterations): seconds on lavapipe.
+    let KernelSpec::Custom(mut spin) = custom(SPIN, 256) else { unreachable!() };
+    spin.workgroups = [512, 256, 1];
+    spin.ops = 1 << 40;
+    let spin = KernelSpec::Custom(spin);
+    let inputs = spin.seeded_inputs(1);
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let first = gpu.run_blocking(&spin, &refs);
+    assert!(matches!(first, Err(ComputeError::Timeout(_))), "the spin outlives 50 ms: {first:?}");
+    let double = custom(DOUBLE, 256);
+    let small = double.seeded_inputs(2);
+    let small: Vec<&[u8]> = small.iter().map(Vec::as_slice).collect();
+    assert!(matches!(gpu.run_blocking(&double, &small), Err(ComputeError::Busy)), "new work fails fast");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(5);
+    loop {
+        match gpu.run_blocking(&double, &small) {
+            Err(ComputeError::Busy) => {
+                assert!(std::time::Instant::now() < deadline, "the spin never ended");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Ok(out) => {
+                let doubled: Vec<u8> = small[0]
+                    .chunks_exact(4)
+                    .flat_map(|w| {
+                        u32::from_le_bytes([w[0], w[1], w[2], w[3]]).wrapping_mul(2).wrapping_add(1).to_le_bytes()
+                    })
+                    .collect();
+                assert_eq!(out, vec![doubled], "the device works again");
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
