@@ -696,3 +696,40 @@ async fn uploads_in_progress_are_bounded_per_client_and_in_all() {
     assert_eq!(ok.into_inner().tasks, 1);
     service.shutdown().await.expect("stops");
 }
+
+/// One network cannot take every connection: beyond
+/// `server.max_connections_per_origin` a WebSocket upgrade is refused with
+/// the setting named, and a closed connection frees its place (loopback is
+/// counted here; by default it is exempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_per_network_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.server.max_connections_per_origin = 3;
+    cfg.server.origin_limit_exempts_loopback = false;
+    let service = Service::start(cfg).await.expect("service starts");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(open(&service).await);
+    }
+    match tokio_tungstenite::connect_async(service.worker_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("server.max_connections_per_origin"), "{body}");
+        }
+        other => panic!("a fourth connection from one network is refused: {:?}", other.map(|_| ())),
+    }
+    let mut first = held.remove(0);
+    first.close(None).await.expect("closed");
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio_tungstenite::connect_async(service.worker_url()).await {
+            Ok(_) => break,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "its place was never freed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    service.shutdown().await.expect("stops");
+}

@@ -28,6 +28,12 @@ pub struct ServerConfig {
     pub dist: PathBuf,
     /// Most worker connections at once (beyond: refused at the door).
     pub max_connections: usize,
+    /// Most worker connections from one network (IPv4 /24, IPv6 /48) at
+    /// once; 0: no limit.
+    pub max_connections_per_origin: u32,
+    /// Loopback connections (this machine's own workers) are not counted
+    /// per origin.
+    pub origin_limit_exempts_loopback: bool,
     /// Sockets open at once on each port, whatever state they are in
     /// (beyond: closed as soon as accepted). Lowered at start to fit the
     /// process's file-descriptor limit.
@@ -74,6 +80,8 @@ impl Default for ServerConfig {
             data: PathBuf::from("shoal-data"),
             dist: PathBuf::from("dist"),
             max_connections: 20_000,
+            max_connections_per_origin: 64,
+            origin_limit_exempts_loopback: true,
             max_sockets: 24_000,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 120_000,

@@ -149,6 +149,10 @@ impl Service {
             send_queue: cfg.server.worker_send_queue,
             write_stall: Duration::from_millis(cfg.server.write_stall_ms.max(1)),
             next_conn: Arc::new(AtomicU64::new(1)),
+            per_origin: crate::ws::OriginLimit::new(
+                cfg.server.max_connections_per_origin,
+                cfg.server.origin_limit_exempts_loopback,
+            ),
         };
         let submit_limits =
             crate::grpc::SubmitLimits::new(cfg.server.max_receiving_bytes, cfg.server.max_submits_per_client);

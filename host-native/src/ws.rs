@@ -87,6 +87,62 @@ pub struct DataPlane {
     pub write_stall: std::time::Duration,
     /// Connection numbers.
     pub next_conn: Arc<AtomicU64>,
+    /// Connections open per network origin, against their limit.
+    pub per_origin: OriginLimit,
+}
+
+/// Worker connections open per network origin (IPv4 /24, IPv6 /48): one
+/// network cannot hold every connection the coordinator allows. Loopback
+/// (the operator's own machine: `shoal up`, local workers) is exempt
+/// unless configured otherwise.
+#[derive(Clone, Debug)]
+pub struct OriginLimit {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<OriginKey, u32>>>,
+    max: u32,
+    exempt_loopback: bool,
+}
+
+impl OriginLimit {
+    /// At most `max` connections per origin (0: no limit).
+    pub fn new(max: u32, exempt_loopback: bool) -> Self {
+        OriginLimit { open: Arc::default(), max, exempt_loopback }
+    }
+
+    /// A place for a connection from `ip`, held until dropped; None when
+    /// its origin is at the limit.
+    fn take(&self, ip: IpAddr) -> Option<OriginSlot> {
+        if self.max == 0 || (self.exempt_loopback && ip.is_loopback()) {
+            return Some(OriginSlot { limit: None, origin: OriginKey(0) });
+        }
+        let origin = origin_key(ip);
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(origin).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(OriginSlot { limit: Some(self.clone()), origin })
+    }
+}
+
+/// One connection's place in its origin's count.
+struct OriginSlot {
+    limit: Option<OriginLimit>,
+    origin: OriginKey,
+}
+
+impl Drop for OriginSlot {
+    fn drop(&mut self) {
+        let Some(limit) = &self.limit else { return };
+        if let Ok(mut open) = limit.open.lock() {
+            if let Some(n) = open.get_mut(&self.origin) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&self.origin);
+                }
+            }
+        }
+    }
 }
 
 /// The network origin of an address: its IPv4 /24 or IPv6 /48, hashed, so
@@ -116,11 +172,17 @@ pub async fn upgrade(
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
         return (StatusCode::BAD_REQUEST, "/ws takes a WebSocket upgrade").into_response();
     }
+    let Some(slot) = plane.per_origin.take(peer.ip()) else {
+        metrics::counter!("shoal_ws_refused_total", "reason" => "origin").increment(1);
+        let why = "too many connections from this network (server.max_connections_per_origin)";
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    };
     let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad WebSocket upgrade: {e}")).into_response(),
     };
     tokio::spawn(async move {
+        let _slot = slot;
         match upgraded.await {
             Ok(ws) => serve(plane, ws, peer).await,
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
