@@ -275,7 +275,10 @@ async fn session(
                         continue;
                     }
                     let cancel = Arc::new(AtomicBool::new(false));
-                    cancels.insert(assignment, Arc::clone(&cancel));
+                    if !kernel_is_tiny {
+                        // Tiny runs finish inline, before any cancel could arrive.
+                        cancels.insert(assignment, Arc::clone(&cancel));
+                    }
                     let stop_at = Instant::now() + Duration::from_millis(budget.0) + ABANDON_GRACE;
                     let work = move || {
                         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();

@@ -532,11 +532,12 @@ impl Coordinator {
     /// first of their needs that no admitted worker, busy or idle, meets
     /// (kernel, tier, memory, float class). `None` while every queued
     /// task could run on some admitted worker, or the job has none queued.
-    /// Looks at up to 1024 queued tasks of the job.
+    /// Looks at the job's first 4096 tasks (a status call must stay cheap
+    /// on the engine thread; a job's tasks mostly share their needs).
     pub fn job_waiting(&self, job: JobId) -> Option<String> {
         let j = self.jobs.get(&job)?;
         let mut seen: Vec<ready::Need> = Vec::new();
-        for key in j.keys() {
+        for key in j.keys().take(4096) {
             let Some(need) = self.tasks.get(key).and_then(|t| t.queued) else { continue };
             if seen.contains(&need) {
                 continue;
@@ -545,9 +546,6 @@ impl Coordinator {
                 return Some(format!("no admitted worker can run its tasks: they need {}", need.describe()));
             }
             seen.push(need);
-            if seen.len() >= 1024 {
-                break;
-            }
         }
         None
     }
