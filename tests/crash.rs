@@ -112,6 +112,7 @@ async fn kill_rounds(kills: usize, job_tasks: u64, seed: u64) -> usize {
         let id = WorkerId::new(format!("w{i}")).expect("id");
         let opts = WorkerOptions {
             url: format!("ws://127.0.0.1:{http}/ws"),
+            ca: None,
             token: Some(derive_token(&secret, &id)),
             worker_id: id,
             max_concurrent: 2,

@@ -193,6 +193,7 @@ async fn shutdown_says_goodbye_to_connected_workers() {
     let id = shoal_core::WorkerId::new("stayer").expect("id");
     let opts = shoal_native::worker::WorkerOptions {
         url: service.worker_url(),
+        ca: None,
         token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
         worker_id: id,
         max_concurrent: 1,

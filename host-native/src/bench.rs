@@ -144,6 +144,7 @@ fn spawn_workers(service: &Service, n: usize, depth: u16) -> (watch::Sender<bool
         let Ok(id) = WorkerId::new(format!("bench-{i}")) else { continue };
         let opts = WorkerOptions {
             url: service.worker_url(),
+            ca: None,
             token: Some(derive_token(&service.secret, &id)),
             worker_id: id,
             max_concurrent: depth,
@@ -415,6 +416,7 @@ async fn idle(data: &Path, n: usize, secs: u64) -> Result<(u64, u64, u32)> {
         let Ok(id) = WorkerId::new(format!("idle-{i}")) else { continue };
         let opts = WorkerOptions {
             url: format!("ws://{}/ws", child.http),
+            ca: None,
             token: Some(derive_token(&secret, &id)),
             worker_id: id,
             max_concurrent: 1,

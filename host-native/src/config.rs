@@ -13,10 +13,36 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shoal_core::coordinator::CoordinatorConfig;
 
+/// TLS of both listeners: a certificate chain and its private key, PEM
+/// files. Both empty (the default): plain HTTP and gRPC, for loopback.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsSettings {
+    /// Whether TLS is configured (both files named), or why the settings
+    /// are incomplete.
+    pub fn enabled(&self) -> Result<bool, String> {
+        match (self.cert.as_os_str().is_empty(), self.key.as_os_str().is_empty()) {
+            (true, true) => Ok(false),
+            (false, false) => Ok(true),
+            _ => Err("server.tls needs both cert and key (PEM files)".into()),
+        }
+    }
+}
+
 /// Where the service listens and keeps its data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// TLS for both listeners (`https://`, `wss://`); off by default.
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// gRPC and gRPC-web (seed: 14689).
     pub grpc: SocketAddr,
     /// HTTP: workers' WebSocket at `/ws`, `/healthz`, `/metrics`,
@@ -75,6 +101,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            tls: TlsSettings::default(),
             grpc: SocketAddr::from(([127, 0, 0, 1], 14689)),
             http: SocketAddr::from(([127, 0, 0, 1], 14690)),
             data: PathBuf::from("shoal-data"),

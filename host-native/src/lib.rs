@@ -19,6 +19,7 @@ pub mod service;
 pub mod settlement;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod worker;
 pub mod ws;
 

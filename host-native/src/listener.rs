@@ -232,12 +232,15 @@ impl tonic::transport::server::Connected for Guarded {
 }
 
 /// Serves `router` over HTTP/1.1 (with upgrades, for `/ws`) on the guarded
-/// port until `stop` turns true, then lets requests in flight finish.
-/// Each request carries the peer's address as [`ConnectInfo`].
+/// port, over TLS when `tls` is given, until `stop` turns true, then lets
+/// requests in flight finish. Each request carries the peer's address as
+/// [`ConnectInfo`]. A TLS handshake has the header deadline to finish, in
+/// the connection's own task (a slow one holds up nobody else).
 pub async fn serve_http(
     mut listener: GuardedListener,
     router: Router,
     header_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -245,31 +248,50 @@ pub async fn serve_http(
             accepted = listener.accept() => accepted,
             _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
         };
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            let router = router.clone();
-            async move { Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {})) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        let mut ended = stop.clone();
+        let (router, ended, tls) = (router.clone(), stop.clone(), tls.clone());
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            let r = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { ended.wait_for(|s| *s).await.map(|_| ()) } => {
-                    // Stopping: finish the request in flight, take no more.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            match tls {
+                None => serve_connection(io, peer, router, header_timeout, ended).await,
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(io)).await {
+                    Ok(Ok(io)) => serve_connection(io, peer, router, header_timeout, ended).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
+                },
             }
         });
+    }
+}
+
+/// One HTTP/1.1 connection, until it ends or the service stops.
+async fn serve_connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    router: Router,
+    header_timeout: Duration,
+    mut ended: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        async move { Ok::<_, Infallible>(router.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { ended.wait_for(|s| *s).await.map(|_| ()) } => {
+            // Stopping: finish the request in flight, take no more.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended");
     }
 }

@@ -36,6 +36,9 @@ pub enum ServiceError {
     /// The worker secret is unusable.
     #[error("worker secret: {0}")]
     Secret(String),
+    /// TLS is misconfigured.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -110,6 +113,8 @@ pub struct Service {
     pub secret: MasterSecret,
     /// What jobs being submitted hold now, against their limits.
     pub submit_limits: crate::grpc::SubmitLimits,
+    /// Both listeners speak TLS.
+    pub tls: bool,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     engine_thread: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
@@ -120,6 +125,9 @@ impl Service {
     /// Opens storage, recovers, binds the ports and starts serving.
     pub async fn start(cfg: ShoalConfig) -> Result<Service, ServiceError> {
         crate::metrics::install();
+        // TLS first: a broken configuration stops the start before storage opens.
+        let (http_tls, grpc_tls) = tls_setup(&cfg.server.tls)?.unzip();
+        let tls = http_tls.is_some();
         let data = &cfg.server.data;
         std::fs::create_dir_all(data).map_err(io(format!("creating {}", data.display())))?;
         let secret = load_or_create_secret(data)?;
@@ -175,15 +183,20 @@ impl Service {
             tonic::service::Routes::new(svc.clone()).prepare().into_axum_router().layer(tonic_web::GrpcWebLayer::new());
         let router = crate::http::router(plane, &cfg.server.dist, grpc_web);
         let header_timeout = Duration::from_millis(cfg.server.header_timeout_ms.max(1));
-        let http_task = tokio::spawn(crate::listener::serve_http(http, router, header_timeout, stop_rx.clone()));
+        let http_task =
+            tokio::spawn(crate::listener::serve_http(http, router, header_timeout, http_tls, stop_rx.clone()));
 
         let mut rx = stop_rx.clone();
         let incoming = futures_util::stream::unfold(grpc, |mut grpc| async move {
             let (io, _) = grpc.accept().await;
             Some((Ok::<_, std::io::Error>(io), grpc))
         });
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = grpc_tls {
+            builder = builder.tls_config(tls).map_err(|e| ServiceError::Tls(e.to_string()))?;
+        }
         let grpc_task = tokio::spawn(async move {
-            let r = tonic::transport::Server::builder()
+            let r = builder
                 .accept_http1(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -201,13 +214,15 @@ impl Service {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });
-        tracing::info!(%http_addr, %grpc_addr, data = %data.display(), "coordinator serving");
+        let scheme = if tls { "https" } else { "http" };
+        tracing::info!(%http_addr, %grpc_addr, scheme, data = %data.display(), "coordinator serving");
         Ok(Service {
             http_addr,
             grpc_addr,
             engine,
             secret,
             submit_limits,
+            tls,
             stop,
             servers: vec![http_task, grpc_task, consensus_task],
             engine_thread: Some(engine_thread),
@@ -217,12 +232,14 @@ impl Service {
 
     /// The URL workers connect to.
     pub fn worker_url(&self) -> String {
-        format!("ws://{}/ws", self.http_addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.http_addr)
     }
 
     /// The URL gRPC clients use.
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.grpc_addr)
     }
 
     /// Stops accepting connections, tells every worker goodbye and closes
@@ -255,6 +272,21 @@ impl Service {
         tracing::info!("coordinator stopped");
         Ok(())
     }
+}
+
+/// The TLS of both listeners when configured: rustls for HTTP (ALPN
+/// `http/1.1`), tonic's for gRPC, from the same PEM files.
+fn tls_setup(
+    settings: &crate::config::TlsSettings,
+) -> Result<Option<(tokio_rustls::TlsAcceptor, tonic::transport::ServerTlsConfig)>, ServiceError> {
+    if !settings.enabled().map_err(ServiceError::Tls)? {
+        return Ok(None);
+    }
+    let http = crate::tls::server_config(&settings.cert, &settings.key, &[b"http/1.1"])
+        .map_err(|e| ServiceError::Tls(e.to_string()))?;
+    let read = |p: &Path| std::fs::read(p).map_err(io(format!("reading {}", p.display())));
+    let identity = tonic::transport::Identity::from_pem(read(&settings.cert)?, read(&settings.key)?);
+    Ok(Some((tokio_rustls::TlsAcceptor::from(http), tonic::transport::ServerTlsConfig::new().identity(identity))))
 }
 
 /// File descriptors kept free of sockets (storage, logs, the engine).

@@ -63,8 +63,10 @@ impl Executor {
 /// What a worker needs to know.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// `ws://host:port/ws`.
+    /// `ws://host:port/ws`, or `wss://` for TLS.
     pub url: String,
+    /// A private CA (PEM) trusted for `wss://` beside the system's roots.
+    pub ca: Option<std::path::PathBuf>,
     /// Its id.
     pub worker_id: WorkerId,
     /// Token from `shoal keygen` (None: guest).
@@ -122,7 +124,7 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
         if *stop.borrow() {
             return Ok(report);
         }
-        match connect(&opts.url).await {
+        match connect(&opts.url, opts.ca.as_deref()).await {
             Ok(ws) => {
                 report.connections += 1;
                 backoff.reset();
@@ -156,17 +158,19 @@ const MAX_MESSAGE: usize = 64 << 20;
 type Ws = fastwebsockets::WebSocket<crate::ws::Upgraded>;
 
 /// Opens the WebSocket to the coordinator (`ws://host:port/path`).
-async fn connect(url: &str) -> Result<Ws, String> {
+async fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<Ws, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-    if uri.scheme_str() != Some("ws") {
-        return Err("the coordinator URL must start with ws://".to_owned());
-    }
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err("the coordinator URL must start with ws:// or wss://".to_owned()),
+    };
     let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
         return Err("the URL names no host".to_owned());
     };
-    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), uri.port_u16().unwrap_or(80)))
-        .await
-        .map_err(|e| e.to_string())?;
+    let host = host.trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
     let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, authority.as_str())
         .header(hyper::header::UPGRADE, "websocket")
@@ -175,9 +179,19 @@ async fn connect(url: &str) -> Result<Ws, String> {
         .header("Sec-WebSocket-Version", "13")
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let (ws, _) = fastwebsockets::handshake::client(&hyper_util::rt::TokioExecutor::new(), request, stream)
-        .await
-        .map_err(|e| e.to_string())?;
+    let executor = hyper_util::rt::TokioExecutor::new();
+    if tls {
+        let cfg = crate::tls::client_config(ca).map_err(|e| e.to_string())?;
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{host}: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS with {authority}: {e}"))?;
+        let (ws, _) = fastwebsockets::handshake::client(&executor, request, stream).await.map_err(|e| e.to_string())?;
+        return Ok(ws);
+    }
+    let (ws, _) = fastwebsockets::handshake::client(&executor, request, stream).await.map_err(|e| e.to_string())?;
     Ok(ws)
 }
 

@@ -77,6 +77,7 @@ impl Workers {
             let id = WorkerId::new(name.clone()).expect("id");
             let opts = WorkerOptions {
                 url: service.worker_url(),
+                ca: None,
                 worker_id: id.clone(),
                 token: Some(derive_token(&service.secret, &id)),
                 max_concurrent: 2,

@@ -86,9 +86,12 @@ pub(super) struct CoordinatorArgs {
 
 #[derive(Args)]
 pub(super) struct WorkerArgs {
-    /// Coordinator's worker URL.
+    /// Coordinator's worker URL (`wss://` for TLS).
     #[arg(long, default_value = "ws://127.0.0.1:14690/ws")]
     pub(super) coordinator: String,
+    /// A private CA (PEM) to trust for `wss://`, beside the system's roots.
+    #[arg(long)]
+    pub(super) ca: Option<std::path::PathBuf>,
     /// Token from `shoal keygen` (omit to join as a guest, if allowed).
     #[arg(long, env = "SHOAL_TOKEN")]
     pub(super) token: Option<String>,
@@ -109,9 +112,12 @@ pub(super) struct WorkerArgs {
 
 #[derive(Args, Clone)]
 pub(super) struct ClientArgs {
-    /// Coordinator's gRPC URL.
+    /// Coordinator's gRPC URL (`https://` for TLS).
     #[arg(long, default_value = "http://127.0.0.1:14689")]
     pub(super) coordinator: String,
+    /// A private CA (PEM) to trust for `https://`, beside the system's roots.
+    #[arg(long)]
+    pub(super) ca: Option<std::path::PathBuf>,
     /// JSON output.
     #[arg(long)]
     pub(super) json: bool,

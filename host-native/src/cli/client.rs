@@ -20,9 +20,7 @@ pub(super) type Client =
     ShoalClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WithToken>>;
 
 pub(super) async fn connect(a: &ClientArgs) -> Result<Client> {
-    let channel = tonic::transport::Endpoint::from_shared(a.coordinator.clone())
-        .with_context(|| format!("`{}` is not a URL", a.coordinator))?
-        .connect()
+    let channel = crate::grpc::channel(&a.coordinator, a.ca.as_deref())
         .await
         .with_context(|| format!("cannot reach the coordinator at {}", a.coordinator))?;
     let token = WithToken::new(&a.api_token).map_err(|s| anyhow::anyhow!("{}", s.message()))?;

@@ -85,6 +85,7 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
         let id = WorkerId::new(format!("local-{i}"))?;
         let opts = WorkerOptions {
             url: service.worker_url(),
+            ca: None,
             token: Some(derive_token(&service.secret, &id)),
             worker_id: id,
             max_concurrent: 2,
@@ -112,8 +113,12 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
     if !a.no_demo {
         let tiling = Tiling::new(512, 64, 256);
         let tasks = mandelbrot_tasks(&tiling);
-        let client =
-            ClientArgs { coordinator: service.grpc_url(), json: false, api_token: cfg.server.api_token.clone() };
+        let client = ClientArgs {
+            coordinator: service.grpc_url(),
+            ca: None,
+            json: false,
+            api_token: cfg.server.api_token.clone(),
+        };
         let mut c = connect(&client).await?;
         let job = submit_tasks(&mut c, "demo: mandelbrot 512×512", 2, &tasks).await?;
         println!("  demo job    {job}: {} Mandelbrot tiles, each verified by 2 workers", tasks.len());
@@ -164,6 +169,7 @@ pub(super) async fn run_worker(a: WorkerArgs) -> Result<()> {
     let (stop, rx) = watch::channel(false);
     let opts = WorkerOptions {
         url: a.coordinator.clone(),
+        ca: a.ca.clone(),
         worker_id: WorkerId::new(a.id.clone())?,
         token: a.token,
         max_concurrent: a.concurrency,

@@ -81,6 +81,7 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
             let id = WorkerId::new(format!("{prefix}-{i}"))?;
             let opts = WorkerOptions {
                 url: a.worker_url.clone(),
+                ca: None,
                 token: Some(derive_token(&secret, &id)),
                 worker_id: id,
                 max_concurrent: 8,
@@ -92,8 +93,12 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
             handles.push(tokio::spawn(worker::run(opts, rx.clone())));
         }
     }
-    let client =
-        ClientArgs { coordinator: grpc, json: a.json, api_token: std::env::var("SHOAL_API_TOKEN").unwrap_or_default() };
+    let client = ClientArgs {
+        coordinator: grpc,
+        ca: None,
+        json: a.json,
+        api_token: std::env::var("SHOAL_API_TOKEN").unwrap_or_default(),
+    };
     let mut c = connect(&client).await?;
     let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 });
     let tasks: Tasks = (0..a.tasks as u64).map(|i| (kernel.clone(), kernel.seeded_inputs(a.seed ^ i))).collect();

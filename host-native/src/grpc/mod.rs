@@ -26,3 +26,36 @@ pub use self::service::ShoalService;
 pub mod pb {
     tonic::include_proto!("shoal.v1");
 }
+
+/// A gRPC channel to `url`: `http://`, or `https://` verified against the
+/// system's roots and `ca` (a PEM file) when given. Never unverified.
+pub async fn channel(url: &str, ca: Option<&std::path::Path>) -> Result<tonic::transport::Channel, ChannelError> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| ChannelError(format!("`{url}` is not a URL: {e}")))?;
+    if url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).map_err(|e| ChannelError(format!("cannot read {}: {e}", ca.display())))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| ChannelError(format!("TLS: {e}")))?;
+    }
+    endpoint.connect().await.map_err(|e| ChannelError(describe(&e)))
+}
+
+/// Why a gRPC channel could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ChannelError(pub String);
+
+/// An error with its causes (tonic hides a TLS refusal two levels down).
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

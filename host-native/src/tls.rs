@@ -1,0 +1,83 @@
+//! TLS through rustls (ring), for both listeners and for the clients: a
+//! native worker dialing `wss://`, the command line dialing `https://`.
+//! Certificates are verified against the system's roots, plus a private CA
+//! when one is given; nothing here can turn verification off.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A PEM file held no certificate.
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(PathBuf),
+    /// rustls refused the certificate, key or roots.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The certificate chain of a PEM file.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read = |e: tokio_rustls::rustls::pki_types::pem::Error| TlsError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let certs = CertificateDer::pem_file_iter(path).map_err(read)?.collect::<Result<Vec<_>, _>>().map_err(read)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.to_owned()));
+    }
+    Ok(certs)
+}
+
+/// A server's TLS: its certificate chain and private key (PEM files), and
+/// the application protocols it offers (ALPN).
+pub fn server_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError::Read { path: key.to_owned(), reason: e.to_string() })?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+/// A client's TLS: the system's roots, and `ca` (a PEM file) when given.
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system root rustls cannot parse is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = ca {
+        for cert in certificates(ca)? {
+            roots.add(cert).map_err(|e| TlsError::Config(format!("{}: {e}", ca.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Config("no root certificates: the system has none and no --ca was given".into()));
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
