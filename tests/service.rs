@@ -249,7 +249,22 @@ async fn http1(addr: std::net::SocketAddr, request: Vec<u8>) -> (String, Vec<u8>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_web_and_cors_serve_browsers_on_the_grpc_port() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let mut cfg = test_config(dir.path());
+    cfg.server.cors_origins = vec!["http://dashboard.example".into()];
+    let service = Service::start(cfg).await.expect("service starts");
+    // An origin not on the list gets no CORS grant.
+    let (head, _) = http1(
+        service.grpc_addr,
+        format!(
+            "OPTIONS /shoal.v1.Shoal/CancelJob HTTP/1.1\r\nHost: {}\r\nOrigin: http://evil.example\r\n\
+             Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type,x-grpc-web\r\n\
+             Connection: close\r\n\r\n",
+            service.grpc_addr
+        )
+        .into_bytes(),
+    )
+    .await;
+    assert!(!head.to_ascii_lowercase().contains("access-control-allow-origin"), "{head}");
     // CORS preflight, as a dashboard on another origin sends it.
     let (head, _) = http1(
         service.grpc_addr,
@@ -263,7 +278,7 @@ async fn grpc_web_and_cors_serve_browsers_on_the_grpc_port() {
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: http://dashboard.example"), "{head}");
     // A gRPC-web call over HTTP/1.1: one data frame (flag 0, length 0: an empty Empty).
     let mut req = format!(
         "POST /shoal.v1.Shoal/SwarmStatus HTTP/1.1\r\nHost: {}\r\nContent-Type: application/grpc-web+proto\r\n\

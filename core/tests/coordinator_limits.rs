@@ -227,3 +227,16 @@ fn a_job_nobody_can_run_says_why_it_waits() {
     let runnable = h.c.submit_job(h.now, sha_job(3, 1)).expect("accepted");
     assert_eq!(h.c.job_waiting(runnable), None, "a job some worker can run is not waiting");
 }
+
+/// How admitted workers spread over origins: the count the host warns by
+/// when a swarm sits behind one address.
+#[test]
+fn origin_concentration_counts_admitted_workers_by_origin() {
+    let mut h = Harness::new(config(), None);
+    assert_eq!(h.c.origin_concentration(), (0, 0));
+    h.join(1, 7, "a", Backend::Vulkan);
+    h.join(2, 7, "b", Backend::Vulkan);
+    h.join(3, 8, "c", Backend::Vulkan);
+    h.hello(4, 7, "profiling", HelloAuth::Token(String::new()), Backend::Vulkan);
+    assert_eq!(h.c.origin_concentration(), (3, 2), "three admitted, two on origin 7; one still benchmarking");
+}

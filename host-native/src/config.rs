@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shoal_core::coordinator::CoordinatorConfig;
 
+/// What `config print` shows in place of a secret.
+pub const REDACTED: &str = "<set, not shown>";
+
 /// TLS of both listeners: a certificate chain and its private key, PEM
 /// files. Both empty (the default): plain HTTP and gRPC, for loopback.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -92,6 +95,11 @@ pub struct ServerConfig {
     pub max_receiving_bytes: u64,
     /// `SubmitJob` streams one client address may have open at once.
     pub max_submits_per_client: u32,
+    /// Browser origins (`https://host[:port]`) allowed to call the API
+    /// across origins (CORS, on the gRPC port and `/api/stats`); empty: none.
+    /// The dashboard the HTTP port serves calls on its own origin and needs
+    /// no entry.
+    pub cors_origins: Vec<String>,
     /// When set, every gRPC call must carry `authorization: Bearer <token>`
     /// (clients: `--api-token` or `SHOAL_API_TOKEN`). Empty: no check — keep
     /// the gRPC address on loopback then.
@@ -122,6 +130,7 @@ impl Default for ServerConfig {
             max_receiving_bytes: 2 << 30,
             max_submits_per_client: 4,
             api_token: String::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -231,7 +240,12 @@ impl ShoalConfig {
 
     /// The effective configuration as TOML.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+        let mut shown = self.clone();
+        if !shown.server.api_token.is_empty() {
+            // A secret is never printed: only whether one is set.
+            REDACTED.clone_into(&mut shown.server.api_token);
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 }
 
@@ -252,6 +266,15 @@ mod tests {
         let again: ShoalConfig = toml::from_str(&cfg.to_toml()).expect("printed config parses");
         assert_eq!(again, cfg);
         assert_eq!(ShoalConfig::load(None, vec![], &[]).expect("defaults"), ShoalConfig::default());
+    }
+
+    #[test]
+    fn a_printed_configuration_shows_no_secret() {
+        let cfg = ShoalConfig::load(None, vec![], &["server.api_token=\"hunter2-hunter2\"".into()]).expect("valid");
+        let printed = cfg.to_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains(REDACTED), "that one is set is shown: {printed}");
+        assert!(!ShoalConfig::default().to_toml().contains(REDACTED), "an unset one is shown empty");
     }
 
     #[test]

@@ -288,6 +288,8 @@ struct Engine {
     finished: std::collections::VecDeque<(u64, JobId)>,
     gauges: Arc<Gauges>,
     next_gauges: Millis,
+    /// The crowded-origin warning was given for the current episode.
+    origin_warned: bool,
     /// When each outstanding offer was produced, for the dispatch-latency
     /// histogram (offer → acknowledgement, the commit included).
     offered: HashMap<shoal_core::AssignmentId, std::time::Instant>,
@@ -381,6 +383,7 @@ pub fn start(
         finished: std::collections::VecDeque::new(),
         gauges,
         next_gauges: Millis::ZERO,
+        origin_warned: false,
         offered: HashMap::new(),
         next_ticket: 0,
     };
@@ -591,8 +594,31 @@ impl Engine {
         if now >= self.next_gauges {
             self.next_gauges = now + Millis(1_000);
             crate::metrics::record_gauges(&self.coord);
+            self.watch_origins();
         }
         Flush { batch: self.batch, clock: now, diffs, jobs, registrations, actions, replies, stop }
+    }
+}
+
+impl Engine {
+    /// Warns (once per episode) and flags in a metric when most admitted
+    /// workers share one network origin while replicas must come from
+    /// distinct origins: tasks then wait for a second origin that never
+    /// comes, typically because a proxy hides the workers' addresses.
+    fn watch_origins(&mut self) {
+        let (admitted, largest) = self.coord.origin_concentration();
+        let crowded = self.coord.config().distinct_origins && admitted >= 4 && largest * 2 > admitted;
+        metrics::gauge!("shoal_origin_crowded").set(if crowded { 1.0 } else { 0.0 });
+        if crowded && !self.origin_warned {
+            tracing::warn!(
+                admitted,
+                on_one_origin = largest,
+                "most admitted workers share one network origin while coordinator.distinct_origins is on: \
+                 a task's replicas must come from distinct origins, so tasks wait (behind a proxy every worker \
+                 shows the proxy's address)"
+            );
+        }
+        self.origin_warned = crowded;
     }
 }
 

@@ -16,11 +16,11 @@ use crate::ws::{self, DataPlane};
 
 /// The HTTP router; `grpc_web` (the API as gRPC-web) is served beside the
 /// pages, so the dashboard calls it on its own origin.
-pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router) -> Router {
+pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router, cors: CorsLayer) -> Router {
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/stats", get(stats).layer(CorsLayer::permissive()))
+        .route("/api/stats", get(stats).layer(cors))
         .route("/ws", get(ws::upgrade))
         .with_state(plane)
         .merge(grpc_web);
@@ -37,6 +37,24 @@ pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router) -> Router {
             )
         })
     }
+}
+
+/// CORS for the listed browser origins only (`server.cors_origins`): any
+/// method and header (gRPC-web sends its own), no credentials. An origin
+/// that is not a valid header value is refused by name.
+pub fn cors(origins: &[String]) -> Result<CorsLayer, String> {
+    let list = origins
+        .iter()
+        .map(|o| {
+            axum::http::HeaderValue::from_str(o.trim_end_matches('/'))
+                .map_err(|_| format!("server.cors_origins: `{o}` is not an origin"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(list))
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers(tower_http::cors::Any))
 }
 
 async fn healthz(State(plane): State<DataPlane>) -> Response {

@@ -39,6 +39,9 @@ pub enum ServiceError {
     /// TLS is misconfigured.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A setting cannot be used.
+    #[error("{0}")]
+    Config(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -125,8 +128,10 @@ impl Service {
     /// Opens storage, recovers, binds the ports and starts serving.
     pub async fn start(cfg: ShoalConfig) -> Result<Service, ServiceError> {
         crate::metrics::install();
-        // TLS first: a broken configuration stops the start before storage opens.
+        // TLS and CORS first: a broken configuration stops the start before
+        // storage opens.
         let (http_tls, grpc_tls) = tls_setup(&cfg.server.tls)?.unzip();
+        let cors = crate::http::cors(&cfg.server.cors_origins).map_err(ServiceError::Config)?;
         let tls = http_tls.is_some();
         let data = &cfg.server.data;
         std::fs::create_dir_all(data).map_err(io(format!("creating {}", data.display())))?;
@@ -181,39 +186,12 @@ impl Service {
         // API on its own origin (the gRPC port keeps native gRPC and CORS).
         let grpc_web =
             tonic::service::Routes::new(svc.clone()).prepare().into_axum_router().layer(tonic_web::GrpcWebLayer::new());
-        let router = crate::http::router(plane, &cfg.server.dist, grpc_web);
+        let router = crate::http::router(plane, &cfg.server.dist, grpc_web, cors.clone());
         let header_timeout = Duration::from_millis(cfg.server.header_timeout_ms.max(1));
         let http_task =
             tokio::spawn(crate::listener::serve_http(http, router, header_timeout, http_tls, stop_rx.clone()));
 
-        let mut rx = stop_rx.clone();
-        let incoming = futures_util::stream::unfold(grpc, |mut grpc| async move {
-            let (io, _) = grpc.accept().await;
-            Some((Ok::<_, std::io::Error>(io), grpc))
-        });
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = grpc_tls {
-            builder = builder.tls_config(tls).map_err(|e| ServiceError::Tls(e.to_string()))?;
-        }
-        let grpc_task = tokio::spawn(async move {
-            let r = builder
-                .accept_http1(true)
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-                .max_frame_size(GRPC_MAX_FRAME)
-                .initial_stream_window_size(GRPC_STREAM_WINDOW)
-                .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
-                .layer(tower_http::cors::CorsLayer::permissive())
-                .layer(tonic_web::GrpcWebLayer::new())
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "gRPC server failed");
-            }
-        });
+        let grpc_task = spawn_grpc(grpc, grpc_tls, cors, svc, stop_rx.clone())?;
         let scheme = if tls { "https" } else { "http" };
         tracing::info!(%http_addr, %grpc_addr, scheme, data = %data.display(), "coordinator serving");
         Ok(Service {
@@ -272,6 +250,44 @@ impl Service {
         tracing::info!("coordinator stopped");
         Ok(())
     }
+}
+
+/// Serves the API (gRPC, and gRPC-web with CORS) on the guarded port until
+/// `stop` turns true.
+fn spawn_grpc(
+    grpc: GuardedListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    cors: tower_http::cors::CorsLayer,
+    svc: tonic::service::interceptor::InterceptedService<pb::shoal_server::ShoalServer<ShoalService>, RequireToken>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, ServiceError> {
+    let incoming = futures_util::stream::unfold(grpc, |mut grpc| async move {
+        let (io, _) = grpc.accept().await;
+        Some((Ok::<_, std::io::Error>(io), grpc))
+    });
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|e| ServiceError::Tls(e.to_string()))?;
+    }
+    Ok(tokio::spawn(async move {
+        let r = builder
+            .accept_http1(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_frame_size(GRPC_MAX_FRAME)
+            .initial_stream_window_size(GRPC_STREAM_WINDOW)
+            .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
+            .layer(cors)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }))
 }
 
 /// The TLS of both listeners when configured: rustls for HTTP (ALPN

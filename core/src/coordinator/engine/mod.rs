@@ -550,6 +550,22 @@ impl Coordinator {
         None
     }
 
+    /// Admitted workers, and how many of them share the most common network
+    /// origin. With distinct origins required, a swarm that sits on one
+    /// origin (every worker behind one proxy or NAT) cannot find a task's
+    /// second replica: the host warns about it.
+    pub fn origin_concentration(&self) -> (usize, usize) {
+        let mut by_origin: Map<OriginKey, usize> = Map::default();
+        let mut admitted = 0;
+        for w in self.workers.iter().flatten() {
+            if matches!(w.state, WorkerState::Active { .. }) {
+                admitted += 1;
+                *by_origin.entry(w.origin).or_insert(0) += 1;
+            }
+        }
+        (admitted, by_origin.values().copied().max().unwrap_or(0))
+    }
+
     /// Worker ids the coordinator keeps books for (connected or not).
     pub fn remembered_workers(&self) -> usize {
         self.reputation.len()
