@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::grpc::pb::shoal_client::ShoalClient;
 use crate::grpc::{kernel_to_pb, pb};
+use crate::tls::PrivatePki;
 use crate::worker::{self, Behaviour, WorkerOptions};
 use crate::{Service, ShoalConfig};
 
@@ -90,13 +91,25 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         rows.push(("verified tiny tasks/s (redundancy 2, WebSocket, redb)", format!("{r:.0}"), "≥ 40,000"));
     }
     if all || a.which == "payload" {
-        let r = payload(&tmp.join("payload"), a.workers, a.payload_tasks, a.payload_in_flight).await?;
-        println!(
-            "payload: {:.0} MB/s of 1 MiB inputs delivered to workers (redundancy 2); {:.2} CPU-s per GB delivered \
-             (client, coordinator and workers in this process)",
-            r.mb_per_s, r.cpu_per_gb
-        );
-        rows.push(("1 MiB inputs through the coordinator, MB/s", format!("{:.0}", r.mb_per_s), "≥ 800"));
+        // Plain, then the same over TLS (both ports, rustls), in one run.
+        let pki_dir = tmp.join("pki");
+        std::fs::create_dir_all(&pki_dir)?;
+        let pki = crate::tls::private_pki(&pki_dir, &["127.0.0.1", "localhost"])?;
+        for (name, tls) in [("payload", None), ("payload over TLS", Some(&pki))] {
+            let dir = tmp.join(name.replace(' ', "-"));
+            let r = payload(&dir, a.workers, a.payload_tasks, a.payload_in_flight, tls).await?;
+            println!(
+                "{name}: {:.0} MB/s of 1 MiB inputs delivered to workers (redundancy 2); {:.2} CPU-s per GB \
+                 delivered (client, coordinator and workers in this process)",
+                r.mb_per_s, r.cpu_per_gb
+            );
+            let what = if tls.is_some() {
+                "1 MiB inputs through the coordinator over TLS, MB/s"
+            } else {
+                "1 MiB inputs through the coordinator, MB/s"
+            };
+            rows.push((what, format!("{:.0} ({:.2} CPU-s/GB)", r.mb_per_s, r.cpu_per_gb), "≥ 800"));
+        }
     }
     if all || a.which == "idle" {
         let (rss, evicted, held) = idle(&tmp.join("idle"), a.idle_workers, a.idle_secs).await?;
@@ -137,14 +150,19 @@ fn tempdir_in(dir: Option<&Path>) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn spawn_workers(service: &Service, n: usize, depth: u16) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
+fn spawn_workers(
+    service: &Service,
+    n: usize,
+    depth: u16,
+    ca: Option<&Path>,
+) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
     let (stop, rx) = watch::channel(false);
     let mut hs = Vec::new();
     for i in 0..n {
         let Ok(id) = WorkerId::new(format!("bench-{i}")) else { continue };
         let opts = WorkerOptions {
             url: service.worker_url(),
-            ca: None,
+            ca: ca.map(Path::to_path_buf),
             token: Some(derive_token(&service.secret, &id)),
             worker_id: id,
             max_concurrent: depth,
@@ -209,9 +227,8 @@ async fn wait_jobs(c: &mut ShoalClient<tonic::transport::Channel>, jobs: &[Strin
     Ok(verified)
 }
 
-async fn client(service: &Service) -> Result<ShoalClient<tonic::transport::Channel>> {
-    Ok(ShoalClient::connect(service.grpc_url())
-        .await?
+async fn client(service: &Service, ca: Option<&Path>) -> Result<ShoalClient<tonic::transport::Channel>> {
+    Ok(ShoalClient::new(crate::grpc::channel(&service.grpc_url(), ca).await?)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
 }
@@ -228,10 +245,19 @@ struct LocalSwarm {
 }
 
 impl LocalSwarm {
-    async fn start(data: &Path, workers: usize, depth: u16) -> Result<LocalSwarm> {
-        let service = Service::start(bench_config(data)).await?;
-        let (stop, handles) = spawn_workers(&service, workers, depth);
-        let mut client = client(&service).await?;
+    /// A coordinator in this process with `workers` native workers, both
+    /// ports over TLS when `tls` gives a certificate (workers and client
+    /// trusting its CA).
+    async fn start(data: &Path, workers: usize, depth: u16, tls: Option<&PrivatePki>) -> Result<LocalSwarm> {
+        let mut cfg = bench_config(data);
+        if let Some(pki) = tls {
+            cfg.server.tls.cert.clone_from(&pki.cert);
+            cfg.server.tls.key.clone_from(&pki.key);
+        }
+        let service = Service::start(cfg).await?;
+        let ca = tls.map(|p| p.ca.as_path());
+        let (stop, handles) = spawn_workers(&service, workers, depth, ca);
+        let mut client = client(&service, ca).await?;
         wait_admitted(&mut client, workers as u32).await?;
         Ok(LocalSwarm { service, stop, workers: handles, client })
     }
@@ -290,7 +316,7 @@ fn jobs_of(kernel: &KernelSpec, n: usize, per_job: usize) -> Vec<Tasks> {
 
 /// Verified tasks per second.
 async fn throughput(data: &Path, workers: usize, tasks: usize) -> Result<f64> {
-    let mut swarm = LocalSwarm::start(data, workers, 64).await?;
+    let mut swarm = LocalSwarm::start(data, workers, 64, None).await?;
     let jobs = jobs_of(&KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 }), tasks, 10_000);
     // One client submitting job after job (tasks start while later jobs arrive).
     let (verified, secs) = swarm.run(jobs, 0).await?;
@@ -312,8 +338,14 @@ struct Payload {
 }
 
 /// MB/s of 1 MiB inputs delivered to workers (each task goes to 2).
-async fn payload(data: &Path, workers: usize, tasks: usize, in_flight: usize) -> Result<Payload> {
-    let mut swarm = LocalSwarm::start(data, workers, 4).await?;
+async fn payload(
+    data: &Path,
+    workers: usize,
+    tasks: usize,
+    in_flight: usize,
+    tls: Option<&PrivatePki>,
+) -> Result<Payload> {
+    let mut swarm = LocalSwarm::start(data, workers, 4, tls).await?;
     // A = 4096×64 f32 = 1 MiB, B = 64×1: little compute, a megabyte in.
     // Inputs are made before the clock starts.
     let jobs = jobs_of(&KernelSpec::MatmulF32(MatmulParams { m: 4096, n: 1, k: 64 }), tasks, 20);

@@ -81,3 +81,38 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Tls
         .with_no_client_auth();
     Ok(Arc::new(cfg))
 }
+
+/// PEM files of a private CA and of a certificate it signed.
+#[derive(Clone, Debug)]
+pub struct PrivatePki {
+    /// The CA's certificate (what clients trust with `--ca`).
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+/// A fresh private CA and a certificate it signed for `names` (host names
+/// or IP addresses), written as PEM files in `dir`: for the benchmarks on
+/// loopback, or a closed network that trusts its own CA.
+pub fn private_pki(dir: &Path, names: &[&str]) -> Result<PrivatePki, TlsError> {
+    let err = |e: rcgen::Error| TlsError::Config(e.to_string());
+    let ca_key = rcgen::KeyPair::generate().map_err(err)?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "Shoal private CA");
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().map_err(err)?;
+    let leaf = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).map_err(err)?;
+    let cert = leaf.signed_by(&key, &issuer).map_err(err)?;
+    let pki = PrivatePki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let write = |path: &Path, pem: String| {
+        std::fs::write(path, pem).map_err(|e| TlsError::Read { path: path.to_owned(), reason: e.to_string() })
+    };
+    write(&pki.ca, ca_cert.pem())?;
+    write(&pki.cert, cert.pem())?;
+    write(&pki.key, key.serialize_pem())?;
+    Ok(pki)
+}
