@@ -733,3 +733,43 @@ async fn connections_per_network_are_capped() {
     }
     service.shutdown().await.expect("stops");
 }
+
+/// Behind a trusted proxy, a worker's origin is the client the proxy names
+/// (`X-Forwarded-For`); from an untrusted peer the header changes nothing.
+/// Seen through the per-network limit (one connection per origin here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_trusted_proxy_names_the_client_address() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    async fn via(service: &Service, client: &str, open: &mut Vec<Ws>) -> bool {
+        let mut request = service.worker_url().into_client_request().expect("request");
+        request.headers_mut().insert("x-forwarded-for", format!("{client}, 127.0.0.1").parse().expect("header"));
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => {
+                open.push(ws); // held open: its place stays taken
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    for trusted in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = test_config(dir.path());
+        cfg.server.max_connections_per_origin = 1;
+        cfg.server.origin_limit_exempts_loopback = false;
+        if trusted {
+            cfg.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+        }
+        let service = Service::start(cfg).await.expect("service starts");
+        let mut open = Vec::new();
+        let mut held = Vec::new();
+        for client in ["198.51.100.7", "203.0.113.9", "198.51.100.20"] {
+            held.push(via(&service, client, &mut open).await);
+        }
+        if trusted {
+            assert_eq!(held, [true, true, false], "two networks behind the proxy, the third client shares the first's");
+        } else {
+            assert_eq!(held, [true, false, false], "an untrusted peer's header is ignored: all are 127.0.0.1");
+        }
+        service.shutdown().await.expect("stops");
+    }
+}

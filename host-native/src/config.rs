@@ -95,6 +95,10 @@ pub struct ServerConfig {
     pub max_receiving_bytes: u64,
     /// `SubmitJob` streams one client address may have open at once.
     pub max_submits_per_client: u32,
+    /// Reverse proxies (CIDRs or addresses) whose `Forwarded` /
+    /// `X-Forwarded-For` headers name a worker's real address (its network
+    /// origin); from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
     /// Browser origins (`https://host[:port]`) allowed to call the API
     /// across origins (CORS, on the gRPC port and `/api/stats`); empty: none.
     /// The dashboard the HTTP port serves calls on its own origin and needs
@@ -131,6 +135,7 @@ impl Default for ServerConfig {
             max_submits_per_client: 4,
             api_token: String::new(),
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod proxy;
 pub mod service;
 pub mod settlement;
 pub mod status;

@@ -132,6 +132,7 @@ impl Service {
         // storage opens.
         let (http_tls, grpc_tls) = tls_setup(&cfg.server.tls)?.unzip();
         let cors = crate::http::cors(&cfg.server.cors_origins).map_err(ServiceError::Config)?;
+        let proxies = crate::proxy::TrustedProxies::parse(&cfg.server.trusted_proxies).map_err(ServiceError::Config)?;
         let tls = http_tls.is_some();
         let data = &cfg.server.data;
         std::fs::create_dir_all(data).map_err(io(format!("creating {}", data.display())))?;
@@ -162,6 +163,7 @@ impl Service {
             send_queue: cfg.server.worker_send_queue,
             write_stall: Duration::from_millis(cfg.server.write_stall_ms.max(1)),
             next_conn: Arc::new(AtomicU64::new(1)),
+            proxies,
             per_origin: crate::ws::OriginLimit::new(
                 cfg.server.max_connections_per_origin,
                 cfg.server.origin_limit_exempts_loopback,

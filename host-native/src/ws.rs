@@ -89,6 +89,8 @@ pub struct DataPlane {
     pub next_conn: Arc<AtomicU64>,
     /// Connections open per network origin, against their limit.
     pub per_origin: OriginLimit,
+    /// Proxies whose forwarding headers name the real client.
+    pub proxies: crate::proxy::TrustedProxies,
 }
 
 /// Worker connections open per network origin (IPv4 /24, IPv6 /48): one
@@ -172,6 +174,8 @@ pub async fn upgrade(
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
         return (StatusCode::BAD_REQUEST, "/ws takes a WebSocket upgrade").into_response();
     }
+    // The client behind a trusted proxy: its address is the worker's origin.
+    let peer = SocketAddr::new(plane.proxies.client(peer.ip(), request.headers()), peer.port());
     let Some(slot) = plane.per_origin.take(peer.ip()) else {
         metrics::counter!("shoal_ws_refused_total", "reason" => "origin").increment(1);
         let why = "too many connections from this network (server.max_connections_per_origin)";
