@@ -340,3 +340,18 @@ async fn every_settled_epoch_is_agreed_by_the_settlement_consensus() {
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// A start that fails (its port already taken) leaves nothing behind: the
+/// same data folder starts at once on a free port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_holds_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bound");
+    let mut cfg = test_config(dir.path());
+    cfg.server.grpc = taken.local_addr().expect("addr");
+    let err = Service::start(cfg.clone()).await.err().expect("port taken");
+    assert!(err.to_string().contains("binding"), "{err}");
+    cfg.server.grpc = "127.0.0.1:0".parse().expect("addr");
+    let service = Service::start(cfg).await.expect("the storage is free");
+    service.shutdown().await.expect("stops");
+}

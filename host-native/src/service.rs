@@ -128,12 +128,16 @@ impl Service {
     /// Opens storage, recovers, binds the ports and starts serving.
     pub async fn start(cfg: ShoalConfig) -> Result<Service, ServiceError> {
         crate::metrics::install();
-        // TLS and CORS first: a broken configuration stops the start before
-        // storage opens.
+        // TLS, CORS and proxies first: a broken configuration stops the start
+        // before storage opens.
         let (http_tls, grpc_tls) = tls_setup(&cfg.server.tls)?.unzip();
         let cors = crate::http::cors(&cfg.server.cors_origins).map_err(ServiceError::Config)?;
         let proxies = crate::proxy::TrustedProxies::parse(&cfg.server.trusted_proxies).map_err(ServiceError::Config)?;
         let tls = http_tls.is_some();
+        // The ports next: a port already taken stops the start before the
+        // engine runs (nothing to undo).
+        let http = TcpListener::bind(cfg.server.http).await.map_err(io(format!("binding {}", cfg.server.http)))?;
+        let grpc = TcpListener::bind(cfg.server.grpc).await.map_err(io(format!("binding {}", cfg.server.grpc)))?;
         let data = &cfg.server.data;
         std::fs::create_dir_all(data).map_err(io(format!("creating {}", data.display())))?;
         let secret = load_or_create_secret(data)?;
@@ -145,8 +149,6 @@ impl Service {
         let (engine, engine_thread) =
             engine::start(cfg.coordinator.clone(), Some(secret.clone()), Arc::new(store), settings)?;
 
-        let http = TcpListener::bind(cfg.server.http).await.map_err(io(format!("binding {}", cfg.server.http)))?;
-        let grpc = TcpListener::bind(cfg.server.grpc).await.map_err(io(format!("binding {}", cfg.server.grpc)))?;
         let http_addr = http.local_addr().map_err(io("local address"))?;
         let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
         let (stop, stop_rx) = watch::channel(false);
