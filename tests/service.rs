@@ -355,3 +355,20 @@ async fn a_failed_start_holds_nothing() {
     let service = Service::start(cfg).await.expect("the storage is free");
     service.shutdown().await.expect("stops");
 }
+
+/// The whole API is never served to the network by accident: bound beyond
+/// loopback without `server.api_token`, the start refuses and says why,
+/// unless told `server.insecure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_api_beyond_loopback_needs_to_be_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.server.http = "0.0.0.0:0".parse().expect("addr");
+    let err = Service::start(cfg.clone()).await.err().expect("refused");
+    assert!(err.to_string().contains("server.api_token") && err.to_string().contains("--insecure"), "{err}");
+    cfg.server.insecure = true;
+    Service::start(cfg.clone()).await.expect("asked for").shutdown().await.expect("stops");
+    cfg.server.insecure = false;
+    cfg.server.api_token = "a-token-for-this-test".into();
+    Service::start(cfg).await.expect("with a token").shutdown().await.expect("stops");
+}

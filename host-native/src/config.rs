@@ -95,6 +95,9 @@ pub struct ServerConfig {
     pub max_receiving_bytes: u64,
     /// `SubmitJob` streams one client address may have open at once.
     pub max_submits_per_client: u32,
+    /// Serve the API beyond loopback without `api_token` anyway (the start
+    /// refuses otherwise).
+    pub insecure: bool,
     /// Reverse proxies (CIDRs or addresses) whose `Forwarded` /
     /// `X-Forwarded-For` headers name a worker's real address (its network
     /// origin); from anyone else those headers are ignored.
@@ -136,6 +139,7 @@ impl Default for ServerConfig {
             api_token: String::new(),
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            insecure: false,
         }
     }
 }

@@ -134,6 +134,7 @@ impl Service {
         let cors = crate::http::cors(&cfg.server.cors_origins).map_err(ServiceError::Config)?;
         let proxies = crate::proxy::TrustedProxies::parse(&cfg.server.trusted_proxies).map_err(ServiceError::Config)?;
         let tls = http_tls.is_some();
+        open_api_check(&cfg.server)?;
         // The ports next: a port already taken stops the start before the
         // engine runs (nothing to undo).
         let http = TcpListener::bind(cfg.server.http).await.map_err(io(format!("binding {}", cfg.server.http)))?;
@@ -182,9 +183,6 @@ impl Service {
         ))
         .max_decoding_message_size(cfg.server.max_grpc_message)
         .max_encoding_message_size(cfg.server.max_grpc_message);
-        if cfg.server.api_token.is_empty() && !cfg.server.grpc.ip().is_loopback() {
-            tracing::warn!(grpc = %cfg.server.grpc, "gRPC is reachable beyond this machine without an API token (server.api_token)");
-        }
         let svc = tonic::service::interceptor::InterceptedService::new(svc, RequireToken::new(&cfg.server.api_token));
         // gRPC-web on the HTTP port too: the dashboard it serves calls the
         // API on its own origin (the gRPC port keeps native gRPC and CORS).
@@ -254,6 +252,30 @@ impl Service {
         tracing::info!("coordinator stopped");
         Ok(())
     }
+}
+
+/// Refuses to serve the whole API to the network without a token: the
+/// gRPC port, and the HTTP port (gRPC-web), bound beyond loopback with no
+/// `server.api_token` would let anyone submit WGSL, cancel jobs and close
+/// epochs. `server.insecure` (`--insecure`) accepts it knowingly.
+fn open_api_check(server: &crate::config::ServerConfig) -> Result<(), ServiceError> {
+    let exposed: Vec<String> = [("gRPC", server.grpc), ("HTTP (gRPC-web)", server.http)]
+        .iter()
+        .filter(|(_, a)| !a.ip().is_loopback())
+        .map(|(what, a)| format!("{what} on {a}"))
+        .collect();
+    if !server.api_token.is_empty() || exposed.is_empty() {
+        return Ok(());
+    }
+    let ports = exposed.join(" and ");
+    if server.insecure {
+        tracing::warn!(%ports, "the API is open to the network without a token (server.insecure)");
+        return Ok(());
+    }
+    Err(ServiceError::Config(format!(
+        "refusing to start: {ports} would serve the whole API (submit, cancel, close epochs) to anyone, \
+         with no server.api_token; set one, or pass --insecure (server.insecure = true) to accept it"
+    )))
 }
 
 /// Serves the API (gRPC, and gRPC-web with CORS) on the guarded port until

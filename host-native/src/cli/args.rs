@@ -82,6 +82,9 @@ pub(super) struct CoordinatorArgs {
     /// HTTP address (workers' /ws, /metrics, /api/stats, dashboard).
     #[arg(long)]
     pub(super) http: Option<std::net::SocketAddr>,
+    /// Serve the API beyond loopback without an API token anyway.
+    #[arg(long)]
+    pub(super) insecure: bool,
 }
 
 #[derive(Args)]

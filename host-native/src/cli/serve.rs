@@ -42,10 +42,12 @@ pub(super) async fn coordinator(mut cfg: ShoalConfig, a: CoordinatorArgs) -> Res
     if let Some(h) = a.http {
         cfg.server.http = h;
     }
+    cfg.server.insecure |= a.insecure;
     let service = Service::start(cfg).await?;
     println!("workers:   {}", service.worker_url());
     println!("gRPC:      {}", service.grpc_url());
-    println!("http:      http://{}/ (/healthz, /metrics, /api/stats; the dashboard when built)", service.http_addr);
+    let scheme = if service.tls { "https" } else { "http" };
+    println!("http:      {scheme}://{}/ (/healthz, /metrics, /api/stats; the dashboard when built)", service.http_addr);
     // Until asked to stop — or until the engine stops by itself (a storage
     // failure): then exit non-zero so a supervisor restarts it and the
     // restart recovers from what was durable.
