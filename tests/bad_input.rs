@@ -773,3 +773,49 @@ async fn only_a_trusted_proxy_names_the_client_address() {
         service.shutdown().await.expect("stops");
     }
 }
+
+/// The PROXY protocol from a trusted proxy names the client (v1 and v2), as
+/// a TCP load balancer in front sends it; a trusted peer that must send one
+/// and does not is dropped. Seen through the per-network limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_proxy_protocol_names_the_client() {
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.server.max_connections_per_origin = 1;
+    cfg.server.origin_limit_exempts_loopback = false;
+    cfg.server.trusted_proxies = vec!["127.0.0.1".into()];
+    cfg.server.proxy_protocol = true;
+    let service = Service::start(cfg).await.expect("service starts");
+    let mut open = Vec::new();
+    let try_with = |header: Vec<u8>| {
+        let url = service.worker_url();
+        let addr = service.http_addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connects");
+            s.write_all(&header).await.expect("header sent");
+            let request = url.into_client_request().expect("request");
+            tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::client_async(request, s))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|(ws, _)| ws)
+        }
+    };
+    let v1 = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 40000 14690\r\n").into_bytes();
+    let mut v2 = vec![0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A];
+    v2.extend_from_slice(&[0x21, 0x11, 0, 12, 203, 0, 113, 9, 127, 0, 0, 1, 0x9C, 0x40, 0x39, 0x22]);
+    let mut got = Vec::new();
+    for header in [v1("198.51.100.7"), v1("198.51.100.20"), v2, Vec::new()] {
+        let ws = try_with(header).await;
+        got.push(ws.is_some());
+        open.extend(ws);
+    }
+    assert_eq!(
+        got,
+        [true, false, true, false],
+        "two networks; the third client shares the first's; no header, no entry"
+    );
+    service.shutdown().await.expect("stops");
+}

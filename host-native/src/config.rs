@@ -102,6 +102,10 @@ pub struct ServerConfig {
     /// `X-Forwarded-For` headers name a worker's real address (its network
     /// origin); from anyone else those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// Connections from `trusted_proxies` to the HTTP port start with a
+    /// PROXY protocol header (v1 or v2) naming the client (HAProxy,
+    /// nginx `proxy_protocol`, a TCP load balancer).
+    pub proxy_protocol: bool,
     /// Browser origins (`https://host[:port]`) allowed to call the API
     /// across origins (CORS, on the gRPC port and `/api/stats`); empty: none.
     /// The dashboard the HTTP port serves calls on its own origin and needs
@@ -139,6 +143,7 @@ impl Default for ServerConfig {
             api_token: String::new(),
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
             insecure: false,
         }
     }

@@ -231,29 +231,52 @@ impl tonic::transport::server::Connected for Guarded {
     }
 }
 
+/// How the HTTP port serves each connection.
+#[derive(Clone)]
+pub struct HttpOptions {
+    /// Time to send a request's headers (and to finish a TLS handshake or
+    /// a PROXY header).
+    pub header_timeout: Duration,
+    /// TLS, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Connections from these peers start with a PROXY protocol header
+    /// naming the client, when `proxy_protocol` is on.
+    pub proxies: crate::proxy::TrustedProxies,
+    /// Expect the PROXY protocol (v1 or v2) from trusted proxies.
+    pub proxy_protocol: bool,
+}
+
 /// Serves `router` over HTTP/1.1 (with upgrades, for `/ws`) on the guarded
-/// port, over TLS when `tls` is given, until `stop` turns true, then lets
-/// requests in flight finish. Each request carries the peer's address as
-/// [`ConnectInfo`]. A TLS handshake has the header deadline to finish, in
-/// the connection's own task (a slow one holds up nobody else).
+/// port until `stop` turns true, then lets requests in flight finish. Each
+/// request carries the client's address as [`ConnectInfo`] (from a trusted
+/// proxy's PROXY header when configured). A connection's PROXY header and
+/// TLS handshake have the header deadline, in its own task (a slow one
+/// holds up nobody else).
 pub async fn serve_http(
     mut listener: GuardedListener,
     router: Router,
-    header_timeout: Duration,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    options: HttpOptions,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (io, peer) = tokio::select! {
+        let (mut io, mut peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
         };
-        let (router, ended, tls) = (router.clone(), stop.clone(), tls.clone());
+        let (router, ended, o) = (router.clone(), stop.clone(), options.clone());
         tokio::spawn(async move {
-            match tls {
-                None => serve_connection(io, peer, router, header_timeout, ended).await,
-                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(io)).await {
-                    Ok(Ok(io)) => serve_connection(io, peer, router, header_timeout, ended).await,
+            if o.proxy_protocol && o.proxies.trusts(peer.ip()) {
+                match tokio::time::timeout(o.header_timeout, crate::proxy::read_proxy_header(&mut io)).await {
+                    Ok(Ok(Some(client))) => peer = client,
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "bad PROXY header"),
+                    Err(_) => return tracing::debug!(%peer, "PROXY header not sent in time"),
+                }
+            }
+            match o.tls {
+                None => serve_connection(io, peer, router, o.header_timeout, ended).await,
+                Some(acceptor) => match tokio::time::timeout(o.header_timeout, acceptor.accept(io)).await {
+                    Ok(Ok(io)) => serve_connection(io, peer, router, o.header_timeout, ended).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
                 },

@@ -166,7 +166,7 @@ impl Service {
             send_queue: cfg.server.worker_send_queue,
             write_stall: Duration::from_millis(cfg.server.write_stall_ms.max(1)),
             next_conn: Arc::new(AtomicU64::new(1)),
-            proxies,
+            proxies: proxies.clone(),
             per_origin: crate::ws::OriginLimit::new(
                 cfg.server.max_connections_per_origin,
                 cfg.server.origin_limit_exempts_loopback,
@@ -189,9 +189,13 @@ impl Service {
         let grpc_web =
             tonic::service::Routes::new(svc.clone()).prepare().into_axum_router().layer(tonic_web::GrpcWebLayer::new());
         let router = crate::http::router(plane, &cfg.server.dist, grpc_web, cors.clone());
-        let header_timeout = Duration::from_millis(cfg.server.header_timeout_ms.max(1));
-        let http_task =
-            tokio::spawn(crate::listener::serve_http(http, router, header_timeout, http_tls, stop_rx.clone()));
+        let http_options = crate::listener::HttpOptions {
+            header_timeout: Duration::from_millis(cfg.server.header_timeout_ms.max(1)),
+            tls: http_tls,
+            proxies: proxies.clone(),
+            proxy_protocol: cfg.server.proxy_protocol,
+        };
+        let http_task = tokio::spawn(crate::listener::serve_http(http, router, http_options, stop_rx.clone()));
 
         let grpc_task = spawn_grpc(grpc, grpc_tls, cors, svc, stop_rx.clone())?;
         let scheme = if tls { "https" } else { "http" };
