@@ -36,6 +36,23 @@ fn make_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
+/// An honest native CPU worker with its token, dialing the service's
+/// `wss://` URL and trusting `ca`; it does not reconnect.
+fn worker_over_tls(service: &Service, name: &str, ca: &Path, seed: u64) -> WorkerOptions {
+    let id = WorkerId::new(name).expect("id");
+    WorkerOptions {
+        url: service.worker_url(),
+        ca: Some(ca.to_path_buf()),
+        token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
+        worker_id: id,
+        max_concurrent: 2,
+        behaviour: Behaviour::Honest,
+        reconnect: false,
+        executor: Executor::Cpu,
+        seed,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_and_clients_speak_tls_and_refuse_an_unknown_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -52,18 +69,7 @@ async fn workers_and_clients_speak_tls_and_refuse_an_unknown_ca() {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let mut handles = Vec::new();
     for i in 0..2 {
-        let id = WorkerId::new(format!("tls-{i}")).expect("id");
-        let opts = WorkerOptions {
-            url: service.worker_url(),
-            ca: Some(ca.clone()),
-            token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
-            worker_id: id,
-            max_concurrent: 2,
-            behaviour: Behaviour::Honest,
-            reconnect: false,
-            executor: Executor::Cpu,
-            seed: i,
-        };
+        let opts = worker_over_tls(&service, &format!("tls-{i}"), &ca, i);
         handles.push(tokio::spawn(worker::run(opts, rx.clone())));
     }
     let kernel = KernelSpec::Sha256(Sha256Params { count: 4, message_len: 32 });
@@ -75,18 +81,7 @@ async fn workers_and_clients_speak_tls_and_refuse_an_unknown_ca() {
     // Another CA: refused, and the error says it is the certificate.
     let err = grpc::channel(&service.grpc_url(), Some(&other_ca)).await.expect_err("an unknown CA is refused");
     assert!(err.0.to_lowercase().contains("certificate"), "{err}");
-    let id = WorkerId::new("doubter").expect("id");
-    let opts = WorkerOptions {
-        url: service.worker_url(),
-        ca: Some(other_ca.clone()),
-        token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
-        worker_id: id,
-        max_concurrent: 1,
-        behaviour: Behaviour::Honest,
-        reconnect: false,
-        executor: Executor::Cpu,
-        seed: 9,
-    };
+    let opts = worker_over_tls(&service, "doubter", &other_ca, 9);
     let refused = worker::run(opts, rx.clone()).await.expect_err("an unknown CA is refused");
     assert!(refused.to_string().to_lowercase().contains("certificate"), "{refused}");
     // Plain text to a TLS port goes nowhere.

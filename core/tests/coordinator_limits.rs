@@ -239,4 +239,7 @@ fn origin_concentration_counts_admitted_workers_by_origin() {
     h.join(3, 8, "c", Backend::Vulkan);
     h.hello(4, 7, "profiling", HelloAuth::Token(String::new()), Backend::Vulkan);
     assert_eq!(h.c.origin_concentration(), (3, 2), "three admitted, two on origin 7; one still benchmarking");
+    assert_eq!(h.c.origin_crowded(), None, "fewer than four admitted");
+    h.join(5, 7, "d", Backend::Vulkan);
+    assert_eq!(h.c.origin_crowded(), Some((4, 3)), "three of four on one origin");
 }

@@ -606,10 +606,9 @@ impl Engine {
     /// distinct origins: tasks then wait for a second origin that never
     /// comes, typically because a proxy hides the workers' addresses.
     fn watch_origins(&mut self) {
-        let (admitted, largest) = self.coord.origin_concentration();
-        let crowded = self.coord.config().distinct_origins && admitted >= 4 && largest * 2 > admitted;
-        metrics::gauge!("shoal_origin_crowded").set(if crowded { 1.0 } else { 0.0 });
-        if crowded && !self.origin_warned {
+        let crowded = self.coord.origin_crowded();
+        metrics::gauge!("shoal_origin_crowded").set(if crowded.is_some() { 1.0 } else { 0.0 });
+        if let (Some((admitted, largest)), false) = (crowded, self.origin_warned) {
             tracing::warn!(
                 admitted,
                 on_one_origin = largest,
@@ -618,7 +617,7 @@ impl Engine {
                  shows the proxy's address)"
             );
         }
-        self.origin_warned = crowded;
+        self.origin_warned = crowded.is_some();
     }
 }
 

@@ -264,3 +264,34 @@ pub fn triple(wgsl: &str) -> KernelSpec {
         ops: 64,
     })
 }
+
+/// A data-plane WebSocket as a test client holds it.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A connection, with the challenge the coordinator opens it with.
+pub async fn open_challenged(service: &Service) -> (Ws, [u8; 16]) {
+    use futures_util::StreamExt;
+    use shoal_core::wire::message::{MessageDecoder, WireLimits};
+    use shoal_core::wire::{Envelope, Message};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let mut ws = tokio_tungstenite::connect_async(service.worker_url()).await.expect("websocket connects").0;
+    let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("challenged in time");
+        if let Some(Ok(WsMessage::Binary(b))) = next {
+            dec.push_bytes(b);
+            if let Ok(Some(Envelope { message: Message::Challenge(c), .. })) = dec.next_envelope() {
+                return (ws, c.nonce);
+            }
+        }
+    }
+}
+
+pub async fn open(service: &Service) -> Ws {
+    open_challenged(service).await.0
+}
+
+/// The value of one series in a Prometheus text rendering (0 if absent).
+pub fn counter(metrics: &str, series: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}

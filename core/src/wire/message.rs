@@ -23,9 +23,7 @@
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::frame::{
-    checked_len, encode_frame_with_limit, Frame, FrameDecoder, FrameError, FrameType, MAX_FRAME_PAYLOAD,
-};
+use super::frame::{checked_len, encode_frame_with_limit, Frame, FrameError, FrameType, MAX_FRAME_PAYLOAD};
 use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, TaskId, WorkerId};
 use crate::kernels::{KernelError, KernelId, KernelSpec};
@@ -67,6 +65,8 @@ pub mod frame_types {
     pub const ATTACHMENT: FrameType = FrameType(32);
 }
 pub use frame_types::ATTACHMENT;
+
+pub use super::decoder::MessageDecoder;
 
 /// Caps applied to everything received. Every field a peer controls is
 /// bounded by one of these; a violation is a [`WireError`] and the host
@@ -703,106 +703,6 @@ impl Message {
             | Message::Progress(_)
             | Message::TaskResult(_)
             | Message::Heartbeat(_) => Ok(()),
-        }
-    }
-}
-
-/// Incremental decoder of whole envelopes: frames in, messages with their
-/// attachments out.
-#[derive(Debug)]
-pub struct MessageDecoder {
-    frames: FrameDecoder,
-    limits: WireLimits,
-    pending: Option<Envelope>,
-    failed: Option<WireError>,
-}
-
-impl MessageDecoder {
-    /// A decoder enforcing `limits`.
-    pub fn new(limits: WireLimits) -> Result<Self, WireError> {
-        Ok(MessageDecoder {
-            frames: FrameDecoder::with_limit(limits.max_frame_payload)?,
-            limits,
-            pending: None,
-            failed: None,
-        })
-    }
-
-    /// Buffers received bytes (copied).
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.frames.push(chunk);
-    }
-
-    /// Buffers received bytes (not copied).
-    pub fn push_bytes(&mut self, chunk: Bytes) {
-        self.frames.push_bytes(chunk);
-    }
-
-    /// The next complete envelope, `Ok(None)` if more bytes are needed.
-    /// After an error the decoder keeps returning it: disconnect the peer.
-    pub fn next_envelope(&mut self) -> Result<Option<Envelope>, WireError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let out = self.advance();
-        if let Err(e) = &out {
-            self.failed = Some(e.clone());
-            self.pending = None;
-        }
-        out
-    }
-
-    /// Declares the end of the stream: an error if it stopped inside a
-    /// frame or before all attachments of a message arrived.
-    pub fn finish(&self) -> Result<(), WireError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        self.frames.finish()?;
-        if let Some(p) = &self.pending {
-            let expected = p.message.declared_attachments().len();
-            return Err(WireError::MissingAttachment { index: p.attachments.len(), expected, got: 0 });
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self) -> Result<Option<Envelope>, WireError> {
-        loop {
-            if let Some(p) = &self.pending {
-                if p.attachments.len() == p.message.declared_attachments().len() {
-                    return Ok(self.pending.take());
-                }
-            }
-            let Some(frame) = self.frames.next_frame()? else {
-                return Ok(None);
-            };
-            match self.pending.as_mut() {
-                Some(p) => {
-                    let index = p.attachments.len();
-                    let declared = p.message.declared_attachments();
-                    if frame.frame_type != ATTACHMENT {
-                        return Err(WireError::MissingAttachment {
-                            index,
-                            expected: declared.len(),
-                            got: frame.frame_type.0,
-                        });
-                    }
-                    let want = declared[index].len;
-                    if frame.payload.len() as u64 != want {
-                        return Err(WireError::AttachmentLength {
-                            index,
-                            declared: want,
-                            actual: frame.payload.len() as u64,
-                        });
-                    }
-                    p.attachments.push(frame.payload);
-                }
-                None => {
-                    let message = Message::decode(frame.frame_type, &frame.payload, &self.limits)?;
-                    let n = message.declared_attachments().len();
-                    self.pending = Some(Envelope { message, attachments: Vec::with_capacity(n) });
-                }
-            }
         }
     }
 }

@@ -5,12 +5,14 @@
 //!   zero-copy where the bytes allow.
 //! - [`message`]: the worker protocol (postcard payloads) and the raw binary
 //!   attachment frames that follow a task offer or a result.
+//! - `decoder`: [`MessageDecoder`], whole envelopes from a byte stream.
 //! - [`batch`]: envelopes packed into transport messages, big attachments
 //!   as messages of their own (never copied).
 //! - [`pilot`]: the four Pilot frame types with JSON payloads, byte-exact
 //!   with the Go encoder, so a Pilot-style client can submit tasks.
 
 pub mod batch;
+mod decoder;
 pub mod frame;
 pub mod message;
 pub mod pilot;

@@ -566,6 +566,15 @@ impl Coordinator {
         (admitted, by_origin.values().copied().max().unwrap_or(0))
     }
 
+    /// `(admitted, on the largest origin)` when the swarm is crowded on one
+    /// origin while replicas must come from distinct origins (at least four
+    /// admitted, more than half on one origin): tasks then wait for a
+    /// second origin that never comes.
+    pub fn origin_crowded(&self) -> Option<(usize, usize)> {
+        let (admitted, largest) = self.origin_concentration();
+        (self.cfg.distinct_origins && admitted >= 4 && largest * 2 > admitted).then_some((admitted, largest))
+    }
+
     /// Worker ids the coordinator keeps books for (connected or not).
     pub fn remembered_workers(&self) -> usize {
         self.reputation.len()
