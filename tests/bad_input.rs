@@ -99,6 +99,31 @@ async fn work(ws: &mut Ws, want: usize) -> Vec<Envelope> {
     answered
 }
 
+/// A thousand connections opened and dropped, some mid-frame: each is
+/// counted while open and forgotten once gone.
+async fn dropped_connections_are_forgotten(service: &Service) {
+    // Every connection the caller opened is closed by now, though the
+    // server may still be letting the last one go: the count is first
+    // seen back at zero.
+    let gauge = &service.engine.gauges.connections;
+    let settled = |what: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while gauge.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    settled("the refused connections are still counted as open").await;
+    for i in 0..1000 {
+        let mut ws = open(service).await;
+        if i % 3 == 0 {
+            let _ = ws.send(WsMessage::Binary(Bytes::from_static(&[0, 0, 0, 16, 0, 0, 1]))).await;
+        }
+        drop(ws);
+    }
+    settled("dropped connections are still counted as open").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -175,27 +200,7 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // A thousand connections opened and dropped, some mid-frame: each is
-    // counted while open and forgotten once gone. Every connection above
-    // is closed by now, though the server may still be letting the last
-    // one go: the count is first seen back at zero.
-    let gauge = &service.engine.gauges.connections;
-    let settled = |what: &'static str| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while gauge.load(std::sync::atomic::Ordering::Relaxed) != 0 {
-            assert!(tokio::time::Instant::now() < deadline, "{what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    settled("the refused connections are still counted as open").await;
-    for i in 0..1000 {
-        let mut ws = open(&service).await;
-        if i % 3 == 0 {
-            let _ = ws.send(WsMessage::Binary(Bytes::from_static(&[0, 0, 0, 16, 0, 0, 1]))).await;
-        }
-        drop(ws);
-    }
-    settled("dropped connections are still counted as open").await;
+    dropped_connections_are_forgotten(&service).await;
 
     // A real worker, then results for assignments it never had, and a replay.
     let id = WorkerId::new("eve").expect("id");

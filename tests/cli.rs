@@ -179,3 +179,58 @@ fn job_file_round_trip(dir: &std::path::Path, grpc_url: &str) {
     let out = shoal(&["submit", "--coordinator", grpc_url, "--kernel", "fft"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown kernel"));
 }
+
+/// `shoal token`: an admin makes a submit token, the token submits, is
+/// listed (never shown again), and once revoked submits nothing.
+#[test]
+fn tokens_are_made_listed_and_revoked_from_the_command_line() {
+    const ADMIN: &str = "cli-admin-token-for-this-test";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let (http, grpc) = (free_port(), free_port());
+    let admin_setting = format!("server.api_token=\"{ADMIN}\"");
+    let _coordinator = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+            .args(["coordinator", "--data", data, "--set", &admin_setting])
+            .args(["--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("coordinator starts"),
+    );
+    let grpc_url = format!("http://127.0.0.1:{grpc}");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client = ["--coordinator", grpc_url.as_str()];
+    let as_admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&client);
+        all.extend_from_slice(&["--api-token", ADMIN]);
+        shoal(&all)
+    };
+    let token = ok(&as_admin(&["token", "create", "--role", "submit", "--name", "ci"])).trim().to_owned();
+    assert!(token.starts_with("shoal_api_") && token.len() == 10 + 64, "{token}");
+    let submit = |token: &str| {
+        shoal(&["submit", "--kernel", "sha256", "--tasks", "2", client[0], client[1], "--api-token", token])
+    };
+    let job = ok(&submit(&token));
+    assert!(!job.trim().is_empty());
+    let list: serde_json::Value = serde_json::from_str(&ok(&as_admin(&["token", "list", "--json"]))).expect("json");
+    assert_eq!(list[0]["name"], "ci");
+    assert_eq!(list[0]["role"], "submit");
+    assert!(!list.to_string().contains(&token), "the list never shows a token");
+    // Without a token, with the wrong role, with a bad role: refused, saying why.
+    let out = shoal(&["token", "list", client[0], client[1]]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("needs an API token"));
+    let out = shoal(&["token", "list", client[0], client[1], "--api-token", &token]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("may not manage tokens"));
+    let out = as_admin(&["token", "create", "--role", "root", "--name", "x"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+    ok(&as_admin(&["token", "revoke", "ci"]));
+    let out = submit(&token);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("revoked"), "{out:?}");
+}

@@ -95,8 +95,8 @@ pub struct ServerConfig {
     pub max_receiving_bytes: u64,
     /// `SubmitJob` streams one client address may have open at once.
     pub max_submits_per_client: u32,
-    /// Serve the API beyond loopback without `api_token` anyway (the start
-    /// refuses otherwise).
+    /// Serve the API beyond loopback with anonymous admin access anyway
+    /// (the start refuses otherwise).
     pub insecure: bool,
     /// Reverse proxies (CIDRs or addresses) whose `Forwarded` /
     /// `X-Forwarded-For` headers name a worker's real address (its network
@@ -111,10 +111,14 @@ pub struct ServerConfig {
     /// The dashboard the HTTP port serves calls on its own origin and needs
     /// no entry.
     pub cors_origins: Vec<String>,
-    /// When set, every gRPC call must carry `authorization: Bearer <token>`
-    /// (clients: `--api-token` or `SHOAL_API_TOKEN`). Empty: no check — keep
-    /// the gRPC address on loopback then.
+    /// An admin API token (`authorization: Bearer <token>`; clients:
+    /// `--api-token` or `SHOAL_API_TOKEN`). More tokens, with roles, are
+    /// made with `shoal token create` and kept (hashed) in storage.
     pub api_token: String,
+    /// What a caller without a token may do: `auto` (admin when no
+    /// `api_token` is set, for a loopback playground; else none), `none`,
+    /// `swarm` (the public swarm page), `read`, or `admin`.
+    pub anonymous: crate::access::Anonymous,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +145,7 @@ impl Default for ServerConfig {
             max_receiving_bytes: 2 << 30,
             max_submits_per_client: 4,
             api_token: String::new(),
+            anonymous: crate::access::Anonymous::Auto,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,

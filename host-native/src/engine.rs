@@ -85,6 +85,8 @@ pub enum Command {
         job: PreparedJob,
         /// The client's name for it.
         name: String,
+        /// The id of the token that submits it (empty: none).
+        owner: String,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<JobId, SubmitError>>,
     },
@@ -166,15 +168,17 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineGone)
     }
 
-    /// Submits a job; returns once it is durable. A [`JobSpec`](shoal_core::coordinator::JobSpec) is
+    /// Submits a job for `owner` (a token id, or empty); returns once it
+    /// is durable. A [`JobSpec`](shoal_core::coordinator::JobSpec) is
     /// hashed on the caller's thread; a [`PreparedJob`] was hashed as it was built.
     pub async fn submit(
         &self,
         job: impl Into<PreparedJob>,
         name: String,
+        owner: String,
     ) -> Result<Result<JobId, SubmitError>, EngineGone> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Submit { job: job.into(), name, reply })?;
+        self.send(Command::Submit { job: job.into(), name, owner, reply })?;
         rx.await.map_err(|_| EngineGone)
     }
 
@@ -405,7 +409,7 @@ pub fn start(
 
 /// A command of this batch waiting for the core's answer.
 enum Waiting {
-    Submit { name: String, tasks: u32, reply: oneshot::Sender<Result<JobId, SubmitError>> },
+    Submit { name: String, owner: String, tasks: u32, reply: oneshot::Sender<Result<JobId, SubmitError>> },
     Cancel(oneshot::Sender<bool>),
     CloseEpoch(oneshot::Sender<()>),
 }
@@ -415,9 +419,9 @@ impl Waiting {
     /// metadata joins the same commit).
     fn answer(self, answer: Answer, now: Millis, jobs: &mut Vec<(JobId, JobMeta)>) -> Reply {
         match (self, answer) {
-            (Waiting::Submit { name, tasks, reply }, Answer::JobSubmitted(r)) => {
+            (Waiting::Submit { name, owner, tasks, reply }, Answer::JobSubmitted(r)) => {
                 if let Ok(job) = &r {
-                    jobs.push((*job, JobMeta { name, tasks, submitted: now }));
+                    jobs.push((*job, JobMeta { name, tasks, submitted: now, owner }));
                 }
                 Box::new(move || {
                     let _ = reply.send(r);
@@ -539,10 +543,10 @@ impl Engine {
                     registrations.push((conn, None));
                     inputs.push(Input::Disconnected { conn, reason });
                 }
-                Command::Submit { job, name, reply } => {
+                Command::Submit { job, name, owner, reply } => {
                     let tasks = job.spec().tasks.len() as u32;
                     let ticket = self.ticket();
-                    waiting.insert(ticket, Waiting::Submit { name, tasks, reply });
+                    waiting.insert(ticket, Waiting::Submit { name, owner, tasks, reply });
                     inputs.push(Input::Command { ticket, command: CoreCommand::SubmitJob(job) });
                 }
                 Command::Cancel { job, reply } => {

@@ -1,26 +1,32 @@
 //! HTTP: the workers' WebSocket (`/ws`), `/healthz`, Prometheus `/metrics`,
 //! `/api/stats` (JSON, CORS), and the dashboard's files at `/` when built.
+//! `/metrics` and `/api/stats` answer whom the access table lets read them
+//! (a bearer token, or the anonymous allowance).
 
 use std::path::Path;
+use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::cors::CorsLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::access::{Access, Op, Refusal};
 use crate::status::SwarmStatus;
 use crate::ws::{self, DataPlane};
 
 /// The HTTP router; `grpc_web` (the API as gRPC-web) is served beside the
 /// pages, so the dashboard calls it on its own origin.
-pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router, cors: CorsLayer) -> Router {
+pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router, cors: CorsLayer, access: &Arc<Access>) -> Router {
+    let guarded = |op: Op| axum::middleware::from_fn_with_state((access.clone(), op), guard);
     let api = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/stats", get(stats).layer(cors))
+        .route("/metrics", get(metrics).route_layer(guarded(Op::Metrics)))
+        .route("/api/stats", get(stats).route_layer(guarded(Op::Swarm)).layer(cors))
         .route("/ws", get(ws::upgrade))
         .with_state(plane)
         .merge(grpc_web);
@@ -55,6 +61,18 @@ pub fn cors(origins: &[String]) -> Result<CorsLayer, String> {
         .allow_methods(tower_http::cors::Any)
         .allow_headers(tower_http::cors::Any)
         .expose_headers(tower_http::cors::Any))
+}
+
+/// Lets a request through when its caller may make a call of kind `op`.
+async fn guard(State((access, op)): State<(Arc<Access>, Op)>, request: Request, next: Next) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).map(axum::http::HeaderValue::as_bytes);
+    match access.identify(header).and_then(|c| c.scope(op)) {
+        Ok(_) => next.run(request).await,
+        Err(Refusal::Unauthenticated(why)) => {
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], why).into_response()
+        }
+        Err(Refusal::PermissionDenied(why)) => (StatusCode::FORBIDDEN, why).into_response(),
+    }
 }
 
 async fn healthz(State(plane): State<DataPlane>) -> Response {

@@ -6,6 +6,7 @@
 //! ([`http`]), durability in redb ([`store`]). [`worker`] is the native
 //! worker; [`config`] the TOML configuration; [`cli`] the `shoal` command.
 
+pub mod access;
 pub mod bench;
 mod blob_log;
 pub mod cli;

@@ -12,9 +12,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access::{Access, Anonymous};
 use crate::config::ShoalConfig;
 use crate::engine::{self, Command, EngineHandle, EngineSettings};
-use crate::grpc::{pb, RequireToken, ShoalService};
+use crate::grpc::{pb, Authorize, ShoalService};
 use crate::listener::{GuardedListener, SocketCount};
 use crate::store::{RedbStore, StoreError};
 use crate::ws::DataPlane;
@@ -147,8 +148,9 @@ impl Service {
             .await
             .map_err(|e| StoreError::Db(e.to_string()))??;
         let settings = EngineSettings { diff_retain: cfg.server.diff_retain, diff_ring: cfg.server.diff_ring };
-        let (engine, engine_thread) =
-            engine::start(cfg.coordinator.clone(), Some(secret.clone()), Arc::new(store), settings)?;
+        let store: Arc<dyn crate::store::Store> = Arc::new(store);
+        let access = Arc::new(Access::load(store.clone(), &cfg.server.api_token, cfg.server.anonymous)?);
+        let (engine, engine_thread) = engine::start(cfg.coordinator.clone(), Some(secret.clone()), store, settings)?;
 
         let http_addr = http.local_addr().map_err(io("local address"))?;
         let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
@@ -180,15 +182,16 @@ impl Service {
             consensus,
             cfg.coordinator.max_job_input_bytes,
             submit_limits.clone(),
+            access.clone(),
         ))
         .max_decoding_message_size(cfg.server.max_grpc_message)
         .max_encoding_message_size(cfg.server.max_grpc_message);
-        let svc = tonic::service::interceptor::InterceptedService::new(svc, RequireToken::new(&cfg.server.api_token));
+        let svc = tonic::service::interceptor::InterceptedService::new(svc, Authorize::new(access.clone()));
         // gRPC-web on the HTTP port too: the dashboard it serves calls the
         // API on its own origin (the gRPC port keeps native gRPC and CORS).
         let grpc_web =
             tonic::service::Routes::new(svc.clone()).prepare().into_axum_router().layer(tonic_web::GrpcWebLayer::new());
-        let router = crate::http::router(plane, &cfg.server.dist, grpc_web, cors.clone());
+        let router = crate::http::router(plane, &cfg.server.dist, grpc_web, cors.clone(), &access);
         let http_options = crate::listener::HttpOptions {
             header_timeout: Duration::from_millis(cfg.server.header_timeout_ms.max(1)),
             tls: http_tls,
@@ -259,8 +262,9 @@ impl Service {
 }
 
 /// Refuses to serve the whole API to the network without a token: the
-/// gRPC port, and the HTTP port (gRPC-web), bound beyond loopback with no
-/// `server.api_token` would let anyone submit WGSL, cancel jobs and close
+/// gRPC port, and the HTTP port (gRPC-web), bound beyond loopback with
+/// anonymous admin access (`server.anonymous` = `admin`, or `auto` with no
+/// `server.api_token`) would let anyone submit WGSL, cancel jobs and close
 /// epochs. `server.insecure` (`--insecure`) accepts it knowingly.
 fn open_api_check(server: &crate::config::ServerConfig) -> Result<(), ServiceError> {
     let exposed: Vec<String> = [("gRPC", server.grpc), ("HTTP (gRPC-web)", server.http)]
@@ -268,7 +272,7 @@ fn open_api_check(server: &crate::config::ServerConfig) -> Result<(), ServiceErr
         .filter(|(_, a)| !a.ip().is_loopback())
         .map(|(what, a)| format!("{what} on {a}"))
         .collect();
-    if !server.api_token.is_empty() || exposed.is_empty() {
+    if server.anonymous.resolve(!server.api_token.is_empty()) != Anonymous::Admin || exposed.is_empty() {
         return Ok(());
     }
     let ports = exposed.join(" and ");
@@ -278,7 +282,8 @@ fn open_api_check(server: &crate::config::ServerConfig) -> Result<(), ServiceErr
     }
     Err(ServiceError::Config(format!(
         "refusing to start: {ports} would serve the whole API (submit, cancel, close epochs) to anyone, \
-         with no server.api_token; set one, or pass --insecure (server.insecure = true) to accept it"
+         without a token (server.anonymous is admin); set server.api_token (then make tokens with roles: \
+         shoal token create) or a narrower server.anonymous, or pass --insecure (server.insecure = true) to accept it"
     )))
 }
 
@@ -288,7 +293,7 @@ fn spawn_grpc(
     grpc: GuardedListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
     cors: tower_http::cors::CorsLayer,
-    svc: tonic::service::interceptor::InterceptedService<pb::shoal_server::ShoalServer<ShoalService>, RequireToken>,
+    svc: tonic::service::interceptor::InterceptedService<pb::shoal_server::ShoalServer<ShoalService>, Authorize>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ServiceError> {
     let incoming = futures_util::stream::unfold(grpc, |mut grpc| async move {

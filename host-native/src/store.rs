@@ -17,6 +17,7 @@ use shoal_core::coordinator::{DeadLetter, JobProgress, VerifiedResult};
 use shoal_core::kernels::KernelSpec;
 use shoal_core::{JobId, Millis};
 
+use crate::access::TokenRecord;
 use crate::blob_log::{BlobLog, BlobRef};
 
 /// Latest value of every key: `namespace ‖ 0 ‖ key` → value.
@@ -30,6 +31,11 @@ const JOB_META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("job_meta")
 /// Latest values kept in the blob file: state key → [`BlobRef`] (postcard).
 /// A key also in [`STATE`] has been overwritten by a small value there.
 const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state_blobs");
+/// Per job: the id of the token that submitted it (absent: anonymous or
+/// from before tokens had roles).
+const JOB_OWNER: TableDefinition<&[u8], &str> = TableDefinition::new("job_owner");
+/// API tokens: digest → [`TokenRecord`] (postcard). Never the token.
+const API_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_tokens");
 
 /// Values at least this long go to the blob file (job inputs, big outputs).
 const BLOB_MIN: usize = 64 * 1024;
@@ -85,6 +91,10 @@ pub struct JobMeta {
     pub tasks: u32,
     /// When it was submitted.
     pub submitted: Millis,
+    /// The id of the token that submitted it (empty: none). Kept in its
+    /// own table, so records written before owners existed still read.
+    #[serde(skip)]
+    pub owner: String,
 }
 
 /// A job as storage knows it.
@@ -98,6 +108,8 @@ pub struct JobInfo {
     pub finished: Option<JobProgress>,
     /// The client's name for it.
     pub name: String,
+    /// The id of the token that submitted it (empty: none).
+    pub owner: String,
 }
 
 /// What the service needs from storage.
@@ -114,10 +126,14 @@ pub trait Store: Send + Sync {
     fn diffs(&self, from: u64, to: u64, limit: usize) -> Result<Vec<StateDiff>, StoreError>;
     /// Lowest and highest stored diff heights (0, 0 when none).
     fn diff_heights(&self) -> Result<(u64, u64), StoreError>;
-    /// Recent jobs, newest first, at most `limit`.
-    fn jobs(&self, limit: usize) -> Result<Vec<(JobId, JobInfo)>, StoreError>;
+    /// Recent jobs, newest first, at most `limit`; only `owner`'s when given.
+    fn jobs(&self, limit: usize, owner: Option<&str>) -> Result<Vec<(JobId, JobInfo)>, StoreError>;
     /// The kernels of a job's tasks, in index order, if the job is stored.
     fn job_kernels(&self, job: JobId) -> Result<Option<Vec<KernelSpec>>, StoreError>;
+    /// Every API token record, by digest.
+    fn api_tokens(&self) -> Result<Vec<(shoal_core::Digest, TokenRecord)>, StoreError>;
+    /// Stores (or replaces) a token's record, durably.
+    fn put_api_token(&self, digest: &shoal_core::Digest, record: &TokenRecord) -> Result<(), StoreError>;
 }
 
 /// Values at least this long are kept once, in the state table; the diff
@@ -198,6 +214,8 @@ impl RedbStore {
             txn.open_table(META)?;
             txn.open_table(JOB_META)?;
             txn.open_table(BLOBS)?;
+            txn.open_table(JOB_OWNER)?;
+            txn.open_table(API_TOKENS)?;
         }
         txn.commit()?;
         let blobs = BlobLog::open(&path.with_extension("blobs"))?;
@@ -280,10 +298,12 @@ impl RedbStore {
     fn job_meta(&self, job: JobId) -> Result<Option<JobMeta>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(JOB_META)?;
-        match t.get(job.as_bytes().as_slice())? {
-            Some(v) => Ok(Some(postcard::from_bytes(v.value()).map_err(|e| corrupt("job meta", e))?)),
-            None => Ok(None),
+        let Some(v) = t.get(job.as_bytes().as_slice())? else { return Ok(None) };
+        let mut meta: JobMeta = postcard::from_bytes(v.value()).map_err(|e| corrupt("job meta", e))?;
+        if let Some(owner) = txn.open_table(JOB_OWNER)?.get(job.as_bytes().as_slice())? {
+            owner.value().clone_into(&mut meta.owner);
         }
+        Ok(Some(meta))
     }
 }
 
@@ -348,9 +368,13 @@ impl Store for RedbStore {
             let mut meta = txn.open_table(META)?;
             meta.insert("clock", c.clock.0.to_be_bytes().as_slice())?;
             let mut metas = txn.open_table(JOB_META)?;
+            let mut owners = txn.open_table(JOB_OWNER)?;
             for (job, meta) in &c.jobs {
                 let v = postcard::to_allocvec(meta).map_err(|e| corrupt("job meta", e))?;
                 metas.insert(job.as_bytes().as_slice(), v.as_slice())?;
+                if !meta.owner.is_empty() {
+                    owners.insert(job.as_bytes().as_slice(), meta.owner.as_str())?;
+                }
             }
         }
         // The refs this transaction commits must name durable bytes.
@@ -428,7 +452,7 @@ impl Store for RedbStore {
             Some(v) => Some(postcard::from_bytes(v.bytes()).map_err(|e| corrupt("job-finished", e))?),
             None => None,
         };
-        Ok(Some(JobInfo { tasks: meta.tasks, submitted: meta.submitted, finished, name: meta.name }))
+        Ok(Some(JobInfo { tasks: meta.tasks, submitted: meta.submitted, finished, name: meta.name, owner: meta.owner }))
     }
 
     fn outcomes(&self, job: JobId, from: u32, limit: usize) -> Result<Vec<(u32, EndedTask)>, StoreError> {
@@ -500,13 +524,19 @@ impl Store for RedbStore {
         Ok((first, last))
     }
 
-    fn jobs(&self, limit: usize) -> Result<Vec<(JobId, JobInfo)>, StoreError> {
+    fn jobs(&self, limit: usize, owner: Option<&str>) -> Result<Vec<(JobId, JobInfo)>, StoreError> {
         let mut all = Vec::new();
         {
             let txn = self.db.begin_read()?;
             let t = txn.open_table(JOB_META)?;
+            let owners = txn.open_table(JOB_OWNER)?;
             for item in t.iter()? {
                 let (k, v) = item?;
+                if let Some(want) = owner {
+                    if owners.get(k.value())?.is_none_or(|o| o.value() != want) {
+                        continue;
+                    }
+                }
                 if let Ok(b) = <[u8; 16]>::try_from(k.value()) {
                     let meta: JobMeta = postcard::from_bytes(v.value()).map_err(|e| corrupt("job meta", e))?;
                     all.push((JobId::from_bytes(b), meta.submitted));
@@ -531,6 +561,27 @@ impl Store for RedbStore {
         let Some(v) = self.state_value(&state, &refs, &state_key(ns::JOB, job.as_bytes()))? else { return Ok(None) };
         let record = JobRecord::decode(v.bytes()).map_err(|e| corrupt("job", e))?;
         Ok(Some(record.kernels()))
+    }
+
+    fn api_tokens(&self) -> Result<Vec<(shoal_core::Digest, TokenRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(API_TOKENS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let d = <[u8; 32]>::try_from(k.value()).map_err(|_| corrupt("api token", "a key is not a digest"))?;
+            let record: TokenRecord = postcard::from_bytes(v.value()).map_err(|e| corrupt("api token", e))?;
+            out.push((shoal_core::Digest(d), record));
+        }
+        Ok(out)
+    }
+
+    fn put_api_token(&self, digest: &shoal_core::Digest, record: &TokenRecord) -> Result<(), StoreError> {
+        let v = postcard::to_allocvec(record).map_err(|e| corrupt("api token", e))?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(API_TOKENS)?.insert(digest.0.as_slice(), v.as_slice())?;
+        txn.commit()?;
+        Ok(())
     }
 }
 

@@ -43,6 +43,11 @@ pub(super) enum Command {
     Epochs(ClientArgs),
     /// Derive a worker's token from the coordinator's secret.
     Keygen(KeygenArgs),
+    /// API tokens with roles (admin, submit, read) on a running coordinator.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -82,7 +87,7 @@ pub(super) struct CoordinatorArgs {
     /// HTTP address (workers' /ws, /metrics, /api/stats, dashboard).
     #[arg(long)]
     pub(super) http: Option<std::net::SocketAddr>,
-    /// Serve the API beyond loopback without an API token anyway.
+    /// Serve the API beyond loopback with anonymous admin access anyway.
     #[arg(long)]
     pub(super) insecure: bool,
 }
@@ -124,7 +129,7 @@ pub(super) struct ClientArgs {
     /// JSON output.
     #[arg(long)]
     pub(super) json: bool,
-    /// The coordinator's API token (server.api_token), if it requires one.
+    /// An API token (`shoal token create`, or server.api_token), if the call needs one.
     #[arg(long, env = "SHOAL_API_TOKEN", default_value = "", hide_env_values = true)]
     pub(super) api_token: String,
 }
@@ -185,6 +190,34 @@ pub(super) enum JobAction {
     Cancel {
         /// Job id.
         job: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum TokenAction {
+    /// Makes a token and prints it (once: the coordinator keeps its hash).
+    Create {
+        /// admin (everything), submit (submit; read and cancel its own jobs;
+        /// read the swarm) or read (read everything, change nothing).
+        #[arg(long)]
+        role: String,
+        /// A name for people and for revoking it.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every token (live and revoked), without the tokens.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revokes a token at once, by name or id.
+    Revoke {
+        /// Its name or id.
+        token: String,
         #[command(flatten)]
         client: ClientArgs,
     },

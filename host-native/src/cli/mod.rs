@@ -8,13 +8,15 @@
 //!   `epochs`);
 //! - `output`: how their answers are printed (tables, JSON, progress,
 //!   result files, the demo image);
-//! - `sim`: `shoal sim`, in-process or over sockets.
+//! - `sim`: `shoal sim`, in-process or over sockets;
+//! - `tokens`: `shoal token create|list|revoke`.
 
 mod args;
 mod client;
 mod output;
 mod serve;
 mod sim;
+mod tokens;
 
 use self::args::Cli;
 use self::args::{Command, ConfigAction};
@@ -56,6 +58,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Workers(a) => workers(a).await,
         Command::Epochs(a) => epochs(a).await,
         Command::Keygen(a) => keygen(cfg, a),
+        Command::Token { action } => tokens::token(action).await,
         Command::Config { action: ConfigAction::Print } => {
             print!("{}", cfg.to_toml());
             Ok(())

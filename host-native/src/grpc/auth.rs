@@ -1,35 +1,54 @@
-//! Who may call the control plane: the server's bearer-token check and
-//! the client's interceptor that sends the token.
+//! Who may call the control plane: the server's interceptor that resolves
+//! each call's caller from its bearer token (see [`crate::access`]), the
+//! check each call makes against the access table, and the client's
+//! interceptor that sends the token.
+
+use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-/// Checks the control plane's bearer token on every call (when one is configured).
+use crate::access::{Access, Anonymous, Caller, Op, Refusal, Scope};
+
+/// Resolves the caller of every call from its `authorization` header and
+/// hands it to the call (a wrong or revoked token is refused here).
 #[derive(Clone)]
-pub struct RequireToken {
-    expected: Option<std::sync::Arc<str>>,
+pub struct Authorize {
+    access: Arc<Access>,
 }
 
-impl RequireToken {
-    /// Requires `token` (an empty one requires nothing).
-    pub fn new(token: &str) -> Self {
-        RequireToken { expected: (!token.is_empty()).then(|| token.into()) }
+impl Authorize {
+    /// Checks calls against `access`.
+    pub fn new(access: Arc<Access>) -> Self {
+        Authorize { access }
     }
 }
 
-impl tonic::service::Interceptor for RequireToken {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else { return Ok(request) };
-        let given = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let ok = given.strip_prefix("Bearer ").is_some_and(|t| {
-            // Constant time in the token's length.
-            t.len() == expected.len() && t.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-        });
-        if ok {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("this coordinator requires an API token (authorization: Bearer …)"))
-        }
+impl tonic::service::Interceptor for Authorize {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request.metadata().get("authorization").map(tonic::metadata::MetadataValue::as_bytes);
+        let caller = self.access.identify(header).map_err(refused)?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
     }
+}
+
+/// A refusal as the gRPC status clients expect.
+pub(crate) fn refused(r: Refusal) -> Status {
+    match r {
+        Refusal::Unauthenticated(why) => Status::unauthenticated(why),
+        Refusal::PermissionDenied(why) => Status::permission_denied(why),
+    }
+}
+
+/// The caller of a call (anonymous with no allowance if none was
+/// resolved: a call that bypassed [`Authorize`] gets nothing).
+pub(crate) fn caller<T>(request: &Request<T>) -> Caller {
+    request.extensions().get::<Caller>().cloned().unwrap_or(Caller::Anonymous(Anonymous::None))
+}
+
+/// Whether the caller may make a call of kind `op`, and over which jobs.
+pub(crate) fn allowed<T>(request: &Request<T>, op: Op) -> Result<Scope, Status> {
+    caller(request).scope(op).map_err(refused)
 }
 
 /// Adds the bearer token to every call of a client.

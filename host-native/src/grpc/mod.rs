@@ -14,12 +14,14 @@ mod convert;
 mod intake;
 mod limits;
 mod service;
+mod tokens;
 
-pub use self::auth::{RequireToken, WithToken};
+pub use self::auth::{Authorize, WithToken};
 pub use self::convert::{event_to_pb, kernel_from_pb, kernel_to_pb, parse_job};
 pub use self::intake::{JobIntake, MAX_JOB_NAME_BYTES, MAX_TASKS_PER_JOB};
 pub use self::limits::{Receiving, SubmitLimits};
 pub use self::service::ShoalService;
+pub use self::tokens::{role_by_name, role_name};
 
 /// The generated protobuf types and service stubs.
 #[allow(missing_docs, unreachable_pub, clippy::pedantic)]

@@ -2,6 +2,7 @@
 //! (durable before acknowledged) or from storage.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -10,11 +11,13 @@ use shoal_core::JobId;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access::{Access, Op, Scope};
 use crate::engine::{EngineGone, EngineHandle};
 use crate::settlement::SharedConsensus;
 use crate::status::SwarmStatus;
 use crate::store::JobInfo;
 
+use super::auth::{allowed, caller, refused};
 use super::convert::{diff_to_pb, epoch_to_pb, event_to_pb, kernel_to_pb, outcome_to_pb, parse_job, workers_pb};
 use super::intake::JobIntake;
 use super::limits::SubmitLimits;
@@ -34,6 +37,8 @@ pub struct ShoalService {
     max_job_input_bytes: u64,
     /// What jobs being received may hold, in all and per client.
     limits: SubmitLimits,
+    /// Tokens and what each caller may do.
+    access: Arc<Access>,
 }
 
 impl ShoalService {
@@ -43,8 +48,9 @@ impl ShoalService {
         consensus: SharedConsensus,
         max_job_input_bytes: u64,
         limits: SubmitLimits,
+        access: Arc<Access>,
     ) -> Self {
-        ShoalService { engine, consensus, max_job_input_bytes, limits }
+        ShoalService { engine, consensus, max_job_input_bytes, limits, access }
     }
 }
 
@@ -84,9 +90,33 @@ pub(super) fn status_of(c: &Coordinator, job: JobId, stored: Option<JobInfo>) ->
     })
 }
 
-/// A job's status from the coordinator's memory, or from storage once forgotten.
-pub(super) async fn job_status(engine: &EngineHandle, job: JobId) -> Result<Option<pb::JobStatus>, Status> {
-    engine.query(move |c, store| status_of(c, job, store.job(job).ok().flatten())).await.map_err(gone)
+/// Refuses a job outside the caller's scope (one another token submitted).
+fn in_scope(scope: &Scope, job: JobId, stored: Option<&JobInfo>) -> Result<(), Status> {
+    match (scope, stored) {
+        (Scope::All, _) => Ok(()),
+        (Scope::Owned(_), Some(info)) if scope.reaches(&info.owner) => Ok(()),
+        (Scope::Owned(_), Some(_)) => {
+            Err(Status::permission_denied(format!("job {job} was submitted by another client")))
+        }
+        (Scope::Owned(_), None) => Err(Status::not_found(format!("no job {job}"))),
+    }
+}
+
+/// A job's status from the coordinator's memory, or from storage once
+/// forgotten; refused outside `scope`.
+pub(super) async fn job_status(
+    engine: &EngineHandle,
+    job: JobId,
+    scope: Scope,
+) -> Result<Option<pb::JobStatus>, Status> {
+    engine
+        .query(move |c, store| {
+            let stored = store.job(job).ok().flatten();
+            in_scope(&scope, job, stored.as_ref())?;
+            Ok(status_of(c, job, stored))
+        })
+        .await
+        .map_err(gone)?
 }
 
 pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -97,6 +127,8 @@ impl Shoal for ShoalService {
         &self,
         request: Request<Streaming<pb::SubmitJobRequest>>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let who = caller(&request);
+        who.scope(Op::Submit).map_err(refused)?;
         let mut receiving = self.limits.open(request.remote_addr().map(|a| a.ip()))?;
         let mut stream = request.into_inner();
         let mut intake = JobIntake::start(stream.message().await?, self.max_job_input_bytes)?;
@@ -107,7 +139,7 @@ impl Shoal for ShoalService {
         }
         let n = intake.tasks() as u32;
         let (job, name) = intake.finish();
-        match self.engine.submit(job, name).await.map_err(gone)? {
+        match self.engine.submit(job, name, who.owner()).await.map_err(gone)? {
             Ok(job) => {
                 let waiting = self.engine.query(move |c, _| c.job_waiting(job)).await.map_err(gone)?;
                 if let Some(why) = &waiting {
@@ -126,18 +158,23 @@ impl Shoal for ShoalService {
     }
 
     async fn get_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::JobStatus>, Status> {
+        let scope = allowed(&request, Op::ReadJobs)?;
         let job = parse_job(&request.get_ref().job_id)?;
-        job_status(&self.engine, job)
+        job_status(&self.engine, job, scope)
             .await?
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("no job {job}")))
     }
 
-    async fn list_jobs(&self, _: Request<pb::Empty>) -> Result<Response<pb::JobList>, Status> {
+    async fn list_jobs(&self, request: Request<pb::Empty>) -> Result<Response<pb::JobList>, Status> {
+        let owner = match allowed(&request, Op::ReadJobs)? {
+            Scope::All => None,
+            Scope::Owned(me) => Some(me),
+        };
         let jobs = self
             .engine
-            .query(|c, store| {
-                let stored = store.jobs(100).map_err(|e| Status::internal(e.to_string()))?;
+            .query(move |c, store| {
+                let stored = store.jobs(100, owner.as_deref()).map_err(|e| Status::internal(e.to_string()))?;
                 Ok::<_, Status>(stored.into_iter().filter_map(|(job, info)| status_of(c, job, Some(info))).collect())
             })
             .await
@@ -146,19 +183,29 @@ impl Shoal for ShoalService {
     }
 
     async fn job_kernels(&self, request: Request<pb::JobRef>) -> Result<Response<pb::KernelList>, Status> {
+        let scope = allowed(&request, Op::ReadJobs)?;
         let job = parse_job(&request.get_ref().job_id)?;
         let kernels = self
             .engine
-            .query(move |_, store| store.job_kernels(job))
+            .query(move |_, store| {
+                in_scope(&scope, job, store.job(job).ok().flatten().as_ref())?;
+                store.job_kernels(job).map_err(|e| Status::internal(e.to_string()))
+            })
             .await
-            .map_err(gone)?
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(gone)??
             .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
         Ok(Response::new(pb::KernelList { kernels: kernels.iter().map(kernel_to_pb).collect() }))
     }
 
     async fn cancel_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let scope = allowed(&request, Op::CancelJob)?;
         let job = parse_job(&request.get_ref().job_id)?;
+        if scope != Scope::All {
+            self.engine
+                .query(move |_, store| in_scope(&scope, job, store.job(job).ok().flatten().as_ref()))
+                .await
+                .map_err(gone)??;
+        }
         let cancelled = self.engine.cancel(job).await.map_err(gone)?;
         Ok(Response::new(pb::CancelJobResponse { cancelled }))
     }
@@ -169,10 +216,11 @@ impl Shoal for ShoalService {
         &self,
         request: Request<pb::StreamJobResultsRequest>,
     ) -> Result<Response<Self::StreamJobResultsStream>, Status> {
+        let scope = allowed(&request, Op::ReadJobs)?;
         let req = request.into_inner();
         let job = parse_job(&req.job_id)?;
         let engine = self.engine.clone();
-        let Some(first) = job_status(&engine, job).await? else {
+        let Some(first) = job_status(&engine, job, scope).await? else {
             return Err(Status::not_found(format!("no job {job}")));
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -246,7 +294,7 @@ impl Shoal for ShoalService {
                     }
                 })
                 .await;
-                match job_status(&engine, job).await {
+                match job_status(&engine, job, Scope::All).await {
                     Ok(Some(s)) => status = s,
                     _ => return,
                 }
@@ -255,8 +303,9 @@ impl Shoal for ShoalService {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn consensus(&self, _: Request<pb::Empty>) -> Result<Response<pb::ConsensusStatus>, Status> {
+    async fn consensus(&self, request: Request<pb::Empty>) -> Result<Response<pb::ConsensusStatus>, Status> {
         use shoal_core::consensus::{transitions, State};
+        allowed(&request, Op::Swarm)?;
         let view = self.consensus.lock().map_err(|_| Status::internal("consensus view poisoned"))?.clone();
         let step = |from: State, event: shoal_core::consensus::Event, to: State, at: u64| pb::ConsensusTransition {
             from: from.as_str().into(),
@@ -280,12 +329,14 @@ impl Shoal for ShoalService {
         }))
     }
 
-    async fn list_workers(&self, _: Request<pb::Empty>) -> Result<Response<pb::WorkerList>, Status> {
+    async fn list_workers(&self, request: Request<pb::Empty>) -> Result<Response<pb::WorkerList>, Status> {
+        allowed(&request, Op::Swarm)?;
         let workers = self.engine.query(|c, _| workers_pb(c)).await.map_err(gone)?;
         Ok(Response::new(pb::WorkerList { workers }))
     }
 
-    async fn swarm_status(&self, _: Request<pb::Empty>) -> Result<Response<pb::Status>, Status> {
+    async fn swarm_status(&self, request: Request<pb::Empty>) -> Result<Response<pb::Status>, Status> {
+        allowed(&request, Op::Swarm)?;
         let (s, height, digest, epoch) = self
             .engine
             .query(|c, store| {
@@ -320,23 +371,28 @@ impl Shoal for ShoalService {
         }))
     }
 
-    async fn leaderboard(&self, _: Request<pb::Empty>) -> Result<Response<pb::WorkerList>, Status> {
+    async fn leaderboard(&self, request: Request<pb::Empty>) -> Result<Response<pb::WorkerList>, Status> {
+        allowed(&request, Op::Swarm)?;
         let mut workers = self.engine.query(|c, _| workers_pb(c)).await.map_err(gone)?;
         workers.sort_by(|a, b| b.agreed.cmp(&a.agreed).then_with(|| a.id.cmp(&b.id)));
         Ok(Response::new(pb::WorkerList { workers }))
     }
 
-    async fn epochs(&self, _: Request<pb::Empty>) -> Result<Response<pb::EpochList>, Status> {
+    async fn epochs(&self, request: Request<pb::Empty>) -> Result<Response<pb::EpochList>, Status> {
+        allowed(&request, Op::Swarm)?;
         let epochs = self.engine.query(|c, _| c.epochs().iter().map(epoch_to_pb).collect()).await.map_err(gone)?;
         Ok(Response::new(pb::EpochList { epochs }))
     }
 
-    async fn close_epoch(&self, _: Request<pb::Empty>) -> Result<Response<pb::EpochList>, Status> {
+    async fn close_epoch(&self, request: Request<pb::Empty>) -> Result<Response<pb::EpochList>, Status> {
+        allowed(&request, Op::CloseEpoch)?;
         self.engine.close_epoch().await.map_err(gone)?;
-        self.epochs(Request::new(pb::Empty {})).await
+        let epochs = self.engine.query(|c, _| c.epochs().iter().map(epoch_to_pb).collect()).await.map_err(gone)?;
+        Ok(Response::new(pb::EpochList { epochs }))
     }
 
-    async fn shadow_stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::Shadow>, Status> {
+    async fn shadow_stats(&self, request: Request<pb::Empty>) -> Result<Response<pb::Shadow>, Status> {
+        allowed(&request, Op::Swarm)?;
         let s = self.engine.query(|c, _| c.shadow().clone()).await.map_err(gone)?;
         Ok(Response::new(pb::Shadow {
             compared: s.compared,
@@ -349,7 +405,8 @@ impl Shoal for ShoalService {
 
     type StreamEventsStream = BoxStream<pb::SwarmEvent>;
 
-    async fn stream_events(&self, _: Request<pb::Empty>) -> Result<Response<Self::StreamEventsStream>, Status> {
+    async fn stream_events(&self, request: Request<pb::Empty>) -> Result<Response<Self::StreamEventsStream>, Status> {
+        allowed(&request, Op::Swarm)?;
         let mut events = self.engine.events();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
@@ -377,6 +434,7 @@ impl Shoal for ShoalService {
         &self,
         request: Request<pb::StreamStateDiffsRequest>,
     ) -> Result<Response<Self::StreamStateDiffsStream>, Status> {
+        allowed(&request, Op::StateDiffs)?;
         let from = request.get_ref().from_height.max(1);
         // Subscribe first, so nothing published during the catch-up is lost.
         let mut live = self.engine.diffs();
@@ -420,5 +478,27 @@ impl Shoal for ShoalService {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn who_am_i(&self, request: Request<pb::Empty>) -> Result<Response<pb::Identity>, Status> {
+        Ok(Response::new(super::tokens::identity(&caller(&request), &self.access)))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreatedToken>, Status> {
+        allowed(&request, Op::Tokens)?;
+        super::tokens::create(self.access.clone(), request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_tokens(&self, request: Request<pb::Empty>) -> Result<Response<pb::TokenList>, Status> {
+        allowed(&request, Op::Tokens)?;
+        Ok(Response::new(super::tokens::list(&self.access)))
+    }
+
+    async fn revoke_token(&self, request: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::TokenInfo>, Status> {
+        allowed(&request, Op::Tokens)?;
+        super::tokens::revoke(self.access.clone(), request.into_inner()).await.map(Response::new)
     }
 }
