@@ -29,16 +29,24 @@ type Client = ShoalClient<tonic::transport::Channel>;
 struct Up {
     child: Option<ChildGuard>,
     http: u16,
+    grpc: u16,
     client: Client,
     _data: tempfile::TempDir,
 }
 
 impl Up {
     async fn start() -> Up {
+        Up::start_with(&["--workers", "2"]).await
+    }
+
+    /// `shoal up` with these arguments too.
+    async fn start_with(args: &[&str]) -> Up {
         let data = tempfile::tempdir().expect("tempdir");
         let (http, grpc) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"));
-        cmd.args(["up", "--workers", "2", "--data"])
+        cmd.arg("up")
+            .args(args)
+            .arg("--data")
             .arg(data.path())
             .args(["--set", &format!("server.http=127.0.0.1:{http}")])
             .args(["--set", &format!("server.grpc=127.0.0.1:{grpc}")])
@@ -58,7 +66,7 @@ impl Up {
             assert!(tokio::time::Instant::now() < deadline, "shoal up does not answer on {url}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        Up { child: Some(child), http, client, _data: data }
+        Up { child: Some(child), http, grpc, client, _data: data }
     }
 
     fn url(&self, page: &str) -> String {
@@ -243,6 +251,58 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
     b.screenshot(tab, &shots.join("unreachable.png")).await;
     b.command("quit");
     println!("screenshots in {}", shots.display());
+}
+
+/// A coordinator that wants a token: the dashboard asks for one, keeps it
+/// for the tab's session only (never in the URL), reads with it, asks again
+/// once it is revoked, and forgets it when told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab() {
+    const ADMIN: &str = "dashboard-admin-token-for-this-test";
+    let up = Up::start_with(&["--workers", "1", "--no-demo", "--set", &format!("server.api_token=\"{ADMIN}\"")]).await;
+    let channel = shoal_native::grpc::channel(&format!("http://127.0.0.1:{}", up.grpc), None).await.expect("channel");
+    let mut admin = ShoalClient::with_interceptor(channel, shoal_native::grpc::WithToken::new(ADMIN).expect("ascii"));
+    let created = admin
+        .create_token(pb::CreateTokenRequest { name: "viewer".into(), role: pb::Role::Read.into() })
+        .await
+        .expect("token made")
+        .into_inner();
+    let mut b = Browser::launch();
+    let tab = b.open(&up.url("swarm"));
+    let prompt = "document.querySelector('#token-form label')?.textContent ?? null";
+    let why = b.wait_eval(tab, "the token prompt", prompt, Value::is_string).await;
+    assert!(why.as_str().is_some_and(|w| w.contains("needs an API token")), "{why}");
+    b.screenshot(tab, &screenshots().join("token-prompt.png")).await;
+
+    // A wrong token: asked again, saying why.
+    let type_token = |t: &str| {
+        format!("(() => {{ document.querySelector('#api-token').value = '{t}'; document.querySelector('#token-form').requestSubmit(); return true; }})()")
+    };
+    b.eval(tab, &type_token("shoal_api_wrong")).await;
+    b.wait_eval(tab, "a wrong token refused", prompt, |v| v.as_str().is_some_and(|w| w.contains("unknown API token")))
+        .await;
+
+    // The read token: the swarm's numbers, the live stream, no prompt.
+    b.eval(tab, &type_token(&created.token)).await;
+    b.wait_eval(tab, "workers shown", &text_of("[data-stat=workers]"), |v| *v == "1").await;
+    b.wait_eval(
+        tab,
+        "live stream",
+        "document.querySelector('.live.on') !== null && document.querySelector('#token-form') === null",
+        |v| *v == true,
+    )
+    .await;
+    let kept = b.eval(tab, "[location.href, sessionStorage.getItem('shoal-api-token'), localStorage.length]").await;
+    assert!(!kept[0].as_str().expect("url").contains(&created.token), "the token is never in the URL: {kept}");
+    assert_eq!(kept[1], Value::String(created.token.clone()), "kept for the tab's session: {kept}");
+    assert_eq!(kept[2], 0, "nothing outlives the session: {kept}");
+
+    // Revoked: the next refresh asks again.
+    admin.revoke_token(pb::RevokeTokenRequest { name_or_id: "viewer".into() }).await.expect("revoked");
+    b.wait_eval(tab, "a revoked token refused", prompt, |v| v.as_str().is_some_and(|w| w.contains("revoked"))).await;
+    b.eval(tab, "document.querySelector('#forget-token').click()").await;
+    b.wait_eval(tab, "forgotten", "sessionStorage.getItem('shoal-api-token')", Value::is_null).await;
+    b.command("quit");
 }
 
 /// The dashboard's budgets (not part of the suite: `cargo xtask bench

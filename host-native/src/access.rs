@@ -72,6 +72,17 @@ pub enum Anonymous {
 }
 
 impl Anonymous {
+    /// Its name in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anonymous::Auto => "auto",
+            Anonymous::None => "none",
+            Anonymous::Swarm => "swarm",
+            Anonymous::Read => "read",
+            Anonymous::Admin => "admin",
+        }
+    }
+
     /// The allowance in force: `Auto` resolved against whether an admin
     /// token is configured.
     pub fn resolve(self, api_token_set: bool) -> Anonymous {

@@ -1,4 +1,5 @@
-//! The coordinator's API over gRPC-web, on the dashboard's own origin.
+//! The coordinator's API over gRPC-web, on the dashboard's own origin, with
+//! the tab's API token when it was given one.
 
 use tonic::metadata::MetadataValue;
 use tonic::Request;
@@ -18,11 +19,27 @@ pub fn client() -> Client {
     pb::shoal_client::ShoalClient::new(tonic_web_wasm_client::Client::new(origin))
 }
 
-/// The operator's API token, from the page's `?token=` (needed when the
-/// coordinator sets `server.api_token`).
-fn token() -> Option<String> {
-    let search = web_sys::window()?.location().search().ok()?;
-    search.trim_start_matches('?').split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_owned))
+/// Where the tab keeps its API token: session storage, so it lives as long
+/// as the tab and never travels in a URL (history, logs, referrers).
+const TOKEN_KEY: &str = "shoal-api-token";
+
+fn session() -> Option<web_sys::Storage> {
+    web_sys::window()?.session_storage().ok()?
+}
+
+/// The API token this tab was given, if any.
+pub fn token() -> Option<String> {
+    session()?.get_item(TOKEN_KEY).ok()?.filter(|t| !t.is_empty())
+}
+
+/// Keeps `token` for this tab's session (None forgets it).
+pub fn set_token(token: Option<&str>) {
+    if let Some(s) = session() {
+        let _ = match token {
+            Some(t) => s.set_item(TOKEN_KEY, t),
+            None => s.remove_item(TOKEN_KEY),
+        };
+    }
 }
 
 /// A request carrying the token when there is one.
@@ -36,10 +53,15 @@ pub fn request<T>(message: T) -> Request<T> {
     r
 }
 
+/// Whether a failure is the coordinator asking for (another) token.
+pub fn wants_token(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
+}
+
 /// A gRPC failure as one line for people.
 pub fn explain(status: &tonic::Status) -> String {
     match status.code() {
-        tonic::Code::Unauthenticated => "the coordinator wants an API token: open this page with ?token=…".into(),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => status.message().to_owned(),
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
             format!("coordinator unreachable ({})", status.message())
         }

@@ -40,6 +40,10 @@ pub struct Live {
     pub throughput: RwSignal<Throughput>,
     /// Why the coordinator cannot be read, if it cannot.
     pub error: RwSignal<Option<String>>,
+    /// Why some view needs an API token (or another one), if one does.
+    pub token_wanted: RwSignal<Option<String>>,
+    /// Whether this tab holds a token (kept for its session).
+    pub has_token: RwSignal<bool>,
     /// Whether the event stream is open.
     pub streaming: RwSignal<bool>,
     /// The page's clock, in ms (ticks every second).
@@ -84,36 +88,54 @@ async fn ops_of(job: &str, index: u32) -> u64 {
     v
 }
 
-async fn refresh(live: Live) {
-    let mut c = api::client();
-    let status = c.swarm_status(api::request(pb::Empty {})).await;
-    let status = match status {
-        Ok(s) => s.into_inner(),
+/// The answer of a call, or None after noting why not: a refusal asks for
+/// a token, anything else is an error.
+fn answer<T>(live: Live, refused: &mut Option<String>, r: Result<tonic::Response<T>, tonic::Status>) -> Option<T> {
+    match r {
+        Ok(r) => Some(r.into_inner()),
+        Err(e) if api::wants_token(&e) => {
+            refused.get_or_insert_with(|| api::explain(&e));
+            None
+        }
         Err(e) => {
             live.error.set(Some(api::explain(&e)));
-            return;
+            None
         }
+    }
+}
+
+async fn refresh(live: Live) {
+    let mut c = api::client();
+    let mut refused = None;
+    let status = answer(live, &mut refused, c.swarm_status(api::request(pb::Empty {})).await);
+    let Some(status) = status else {
+        if refused.is_some() {
+            live.error.set(None);
+            live.token_wanted.set(refused);
+        }
+        return;
     };
     live.status.set(Some(status));
-    if let Ok(w) = c.list_workers(api::request(pb::Empty {})).await {
-        live.workers.set(w.into_inner().workers);
+    if let Some(w) = answer(live, &mut refused, c.list_workers(api::request(pb::Empty {})).await) {
+        live.workers.set(w.workers);
     }
-    if let Ok(w) = c.leaderboard(api::request(pb::Empty {})).await {
-        live.leaderboard.set(w.into_inner().workers);
+    if let Some(w) = answer(live, &mut refused, c.leaderboard(api::request(pb::Empty {})).await) {
+        live.leaderboard.set(w.workers);
     }
-    if let Ok(j) = c.list_jobs(api::request(pb::Empty {})).await {
-        live.jobs.set(j.into_inner().jobs);
+    if let Some(j) = answer(live, &mut refused, c.list_jobs(api::request(pb::Empty {})).await) {
+        live.jobs.set(j.jobs);
     }
-    if let Ok(e) = c.epochs(api::request(pb::Empty {})).await {
-        live.epochs.set(e.into_inner().epochs);
+    if let Some(e) = answer(live, &mut refused, c.epochs(api::request(pb::Empty {})).await) {
+        live.epochs.set(e.epochs);
     }
-    if let Ok(s) = c.shadow_stats(api::request(pb::Empty {})).await {
-        live.shadow.set(Some(s.into_inner()));
+    if let Some(s) = answer(live, &mut refused, c.shadow_stats(api::request(pb::Empty {})).await) {
+        live.shadow.set(Some(s));
     }
-    if let Ok(s) = c.consensus(api::request(pb::Empty {})).await {
-        live.consensus.set(Some(s.into_inner()));
+    if let Some(s) = answer(live, &mut refused, c.consensus(api::request(pb::Empty {})).await) {
+        live.consensus.set(Some(s));
     }
     live.error.set(None);
+    live.token_wanted.set(refused);
     if live.refreshes.get_untracked() == 0 {
         // The first data on screen, for the load-time budget.
         if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
@@ -154,6 +176,7 @@ async fn follow_events(live: Live) {
                 }
                 live.streaming.set(false);
             }
+            Err(e) if api::wants_token(&e) => live.token_wanted.set(Some(api::explain(&e))),
             Err(e) => live.error.set(Some(api::explain(&e))),
         }
         TimeoutFuture::new(2_000).await;
@@ -234,6 +257,8 @@ fn App() -> impl IntoView {
         feed: RwSignal::new(Vec::new()),
         throughput: RwSignal::new(Throughput::default()),
         error: RwSignal::new(None),
+        token_wanted: RwSignal::new(None),
+        has_token: RwSignal::new(api::token().is_some()),
         streaming: RwSignal::new(false),
         now_ms: RwSignal::new(now_ms()),
         refreshes: RwSignal::new(0),
@@ -266,10 +291,14 @@ fn App() -> impl IntoView {
             <span class="live" class:on=move || live.streaming.get()>
                 {move || if live.streaming.get() { "live" } else { "offline" }}
             </span>
+            <Show when=move || live.has_token.get()>
+                <button id="forget-token" class="link" on:click=move |_| forget_token(live)>"forget token"</button>
+            </Show>
         </header>
         {move || {
             live.error.get().map(|e| view! { <div class="banner error" role="alert">{e}</div> })
         }}
+        {move || live.token_wanted.get().map(|why| view! { <TokenPrompt why=why /> })}
         <main>
             {move || match page.get() {
                 Page::Swarm => pages::swarm::SwarmPage().into_any(),
@@ -280,6 +309,39 @@ fn App() -> impl IntoView {
             }}
         </main>
     }
+}
+
+/// Asks for an API token when a view needs one; keeps it for the tab's
+/// session (never in the URL) and refreshes with it.
+#[component]
+fn TokenPrompt(why: String) -> impl IntoView {
+    let live = live();
+    let input = NodeRef::<leptos::html::Input>::new();
+    let use_token = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(el) = input.get() else { return };
+        let token = el.value().trim().to_owned();
+        if !token.is_empty() {
+            api::set_token(Some(&token));
+            el.set_value("");
+            live.has_token.set(true);
+            live.token_wanted.set(None);
+            kick();
+        }
+    };
+    view! {
+        <form id="token-form" class="banner token" on:submit=use_token>
+            <label for="api-token">{why}</label>
+            <input id="api-token" type="password" autocomplete="off" placeholder="API token" node_ref=input />
+            <button type="submit">"Use token"</button>
+        </form>
+    }
+}
+
+fn forget_token(live: Live) {
+    api::set_token(None);
+    live.has_token.set(false);
+    kick();
 }
 
 /// Mounts the app on the page's body.

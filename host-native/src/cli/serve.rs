@@ -43,11 +43,13 @@ pub(super) async fn coordinator(mut cfg: ShoalConfig, a: CoordinatorArgs) -> Res
         cfg.server.http = h;
     }
     cfg.server.insecure |= a.insecure;
+    let anonymous = cfg.server.anonymous.resolve(!cfg.server.api_token.is_empty());
     let service = Service::start(cfg).await?;
     println!("workers:   {}", service.worker_url());
     println!("gRPC:      {}", service.grpc_url());
     let scheme = if service.tls { "https" } else { "http" };
     println!("http:      {scheme}://{}/ (/healthz, /metrics, /api/stats; the dashboard when built)", service.http_addr);
+    println!("access:    without a token: {} (server.anonymous); tokens: shoal token create", anonymous.as_str());
     // Until asked to stop — or until the engine stops by itself (a storage
     // failure): then exit non-zero so a supervisor restarts it and the
     // restart recovers from what was durable.

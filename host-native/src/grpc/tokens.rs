@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::Status;
 
-use crate::access::{Access, AccessError, Anonymous, Caller, Role, TokenInfo};
+use crate::access::{Access, AccessError, Caller, Role, TokenInfo};
 
 use super::pb;
 
@@ -48,18 +48,9 @@ fn info_to_pb(t: &TokenInfo) -> pb::TokenInfo {
     }
 }
 
-fn anonymous_name(a: Anonymous) -> &'static str {
-    match a {
-        Anonymous::Auto | Anonymous::None => "none",
-        Anonymous::Swarm => "swarm",
-        Anonymous::Read => "read",
-        Anonymous::Admin => "admin",
-    }
-}
-
 /// What `WhoAmI` answers for this caller.
 pub(super) fn identity(caller: &Caller, access: &Access) -> pb::Identity {
-    let anonymous = anonymous_name(access.anonymous()).to_owned();
+    let anonymous = access.anonymous().as_str().to_owned();
     match caller {
         Caller::Token(g) => {
             pb::Identity { authenticated: true, name: g.name.clone(), role: role_to_pb(g.role).into(), anonymous }
