@@ -39,8 +39,15 @@ impl Up {
         Up::start_with(&["--workers", "2"]).await
     }
 
-    /// `shoal up` with these arguments too.
+    /// `shoal up` with these arguments too. It serves the site built into
+    /// it (`SHOAL_EMBED_SITE`, as `cargo xtask test` builds it), from a
+    /// working directory that holds no site.
     async fn start_with(args: &[&str]) -> Up {
+        assert!(
+            !shoal_native::site::embedded_files().is_empty(),
+            "this build carries no site: build with SHOAL_EMBED_SITE={} (cargo xtask test does)",
+            site("").display()
+        );
         let data = tempfile::tempdir().expect("tempdir");
         let (http, grpc) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"));
@@ -50,11 +57,11 @@ impl Up {
             .arg(data.path())
             .args(["--set", &format!("server.http=127.0.0.1:{http}")])
             .args(["--set", &format!("server.grpc=127.0.0.1:{grpc}")])
-            .args(["--set", &format!("server.dist={}", site("index.html").display())])
             // A debug build's CPU workers and SwiftShader are slow; admit them.
             .args(["--set", "coordinator.profile.min_mflops=1", "--set", "coordinator.profile.benchmark_size=64"])
             .args(["--set", "coordinator.rewards.min_tasks=1"])
             .env("RUST_LOG", "warn")
+            .current_dir(data.path())
             .stdout(Stdio::null());
         let child = ChildGuard(cmd.spawn().expect("shoal up starts"));
         let url = format!("http://127.0.0.1:{grpc}");
@@ -267,6 +274,7 @@ async fn the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab() {
         .await
         .expect("token made")
         .into_inner();
+    served_from_the_binary(up.http).await;
     let mut b = Browser::launch();
     let tab = b.open(&up.url("swarm"));
     let prompt = "document.querySelector('#token-form label')?.textContent ?? null";
@@ -303,6 +311,34 @@ async fn the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab() {
     b.eval(tab, "document.querySelector('#forget-token').click()").await;
     b.wait_eval(tab, "forgotten", "sessionStorage.getItem('shoal-api-token')", Value::is_null).await;
     b.command("quit");
+}
+
+/// The site as the binary serves it: the page, its wasm as
+/// `application/wasm` kept for a year under its hashed name, gzip when
+/// asked; a missing asset is a 404, not the page.
+async fn served_from_the_binary(http: u16) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn head(http: u16, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http)).await.expect("connect");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.expect("read");
+        let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(got.len());
+        String::from_utf8_lossy(&got[..end]).to_ascii_lowercase()
+    }
+    let page = head(http, "/").await;
+    assert!(page.starts_with("http/1.1 200") && page.contains("content-type: text/html"), "{page}");
+    let wasm = shoal_native::site::embedded_files()
+        .iter()
+        .map(|(name, _)| *name)
+        .find(|n| n.starts_with("shoal-ui-") && std::path::Path::new(n).extension().is_some_and(|e| e == "wasm"))
+        .expect("the dashboard's wasm is embedded");
+    let got = head(http, &format!("/{wasm}")).await;
+    assert!(got.contains("content-type: application/wasm") && got.contains("immutable"), "{got}");
+    assert!(got.contains("content-encoding: gzip"), "{got}");
+    assert!(head(http, "/worker.html").await.starts_with("http/1.1 200"), "the worker page too");
+    assert!(head(http, "/no-such-file.js").await.starts_with("http/1.1 404"));
 }
 
 /// The dashboard's budgets (not part of the suite: `cargo xtask bench

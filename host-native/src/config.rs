@@ -53,7 +53,8 @@ pub struct ServerConfig {
     pub http: SocketAddr,
     /// Folder of the storage file (`shoal.redb`) and the worker secret.
     pub data: PathBuf,
-    /// Dashboard files served at `/` when the folder exists.
+    /// A built site (dashboard, worker page) to serve at `/` from disk;
+    /// empty: the one embedded in the binary (if it was built with one).
     pub dist: PathBuf,
     /// Most worker connections at once (beyond: refused at the door).
     pub max_connections: usize,
@@ -128,7 +129,7 @@ impl Default for ServerConfig {
             grpc: SocketAddr::from(([127, 0, 0, 1], 14689)),
             http: SocketAddr::from(([127, 0, 0, 1], 14690)),
             data: PathBuf::from("shoal-data"),
-            dist: PathBuf::from("dist"),
+            dist: PathBuf::new(),
             max_connections: 20_000,
             max_connections_per_origin: 64,
             origin_limit_exempts_loopback: true,

@@ -1,9 +1,9 @@
 //! HTTP: the workers' WebSocket (`/ws`), `/healthz`, Prometheus `/metrics`,
-//! `/api/stats` (JSON, CORS), and the dashboard's files at `/` when built.
+//! `/api/stats` (JSON, CORS), and the site (dashboard, worker page) at `/`
+//! (see [`crate::site`]).
 //! `/metrics` and `/api/stats` answer whom the access table lets read them
 //! (a bearer token, or the anonymous allowance).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -13,15 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::cors::CorsLayer;
-use tower_http::services::{ServeDir, ServeFile};
 
 use crate::access::{Access, Op, Refusal};
+use crate::site::Site;
 use crate::status::SwarmStatus;
 use crate::ws::{self, DataPlane};
 
 /// The HTTP router; `grpc_web` (the API as gRPC-web) is served beside the
 /// pages, so the dashboard calls it on its own origin.
-pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router, cors: CorsLayer, access: &Arc<Access>) -> Router {
+pub fn router(plane: DataPlane, site: Site, grpc_web: Router, cors: CorsLayer, access: &Arc<Access>) -> Router {
     let guarded = |op: Op| axum::middleware::from_fn_with_state((access.clone(), op), guard);
     let api = Router::new()
         .route("/healthz", get(healthz))
@@ -30,19 +30,7 @@ pub fn router(plane: DataPlane, dist: &Path, grpc_web: Router, cors: CorsLayer, 
         .route("/ws", get(ws::upgrade))
         .with_state(plane)
         .merge(grpc_web);
-    if dist.is_dir() {
-        // The dashboard's files go out gzip-compressed to browsers that accept it.
-        api.fallback_service(tower_http::compression::Compression::new(
-            ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))),
-        ))
-    } else {
-        api.fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "no dashboard in this build (its files go in server.dist); /api/stats, /metrics and /healthz are served",
-            )
-        })
-    }
+    site.serve(api)
 }
 
 /// CORS for the listed browser origins only (`server.cors_origins`): any

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod service;
 pub mod settlement;
+pub mod site;
 pub mod status;
 pub mod store;
 pub mod tls;

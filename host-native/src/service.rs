@@ -119,6 +119,8 @@ pub struct Service {
     pub submit_limits: crate::grpc::SubmitLimits,
     /// Both listeners speak TLS.
     pub tls: bool,
+    /// Where the dashboard and the worker page come from.
+    pub site: crate::site::Site,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     engine_thread: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
@@ -135,6 +137,7 @@ impl Service {
         let cors = crate::http::cors(&cfg.server.cors_origins).map_err(ServiceError::Config)?;
         let proxies = crate::proxy::TrustedProxies::parse(&cfg.server.trusted_proxies).map_err(ServiceError::Config)?;
         let tls = http_tls.is_some();
+        let site = crate::site::Site::choose(&cfg.server.dist).map_err(ServiceError::Config)?;
         open_api_check(&cfg.server)?;
         // The ports next: a port already taken stops the start before the
         // engine runs (nothing to undo).
@@ -191,7 +194,7 @@ impl Service {
         // API on its own origin (the gRPC port keeps native gRPC and CORS).
         let grpc_web =
             tonic::service::Routes::new(svc.clone()).prepare().into_axum_router().layer(tonic_web::GrpcWebLayer::new());
-        let router = crate::http::router(plane, &cfg.server.dist, grpc_web, cors.clone(), &access);
+        let router = crate::http::router(plane, site.clone(), grpc_web, cors.clone(), &access);
         let http_options = crate::listener::HttpOptions {
             header_timeout: Duration::from_millis(cfg.server.header_timeout_ms.max(1)),
             tls: http_tls,
@@ -210,6 +213,7 @@ impl Service {
             secret,
             submit_limits,
             tls,
+            site,
             stop,
             servers: vec![http_task, grpc_task, consensus_task],
             engine_thread: Some(engine_thread),

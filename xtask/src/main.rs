@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let outcome = match args.first().map(String::as_str) {
         Some("up") => up(&args[1..]),
+        Some("build") => build(),
         Some("test") => test(),
         Some("setup") => setup(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
@@ -54,6 +55,7 @@ fn print_help() {
     println!(
         "cargo xtask <command>\n\n\
          up [ARGS]        run Shoal: `shoal up` (coordinator + storage + local workers + a verified demo job); ARGS go to it\n\
+         build            one self-contained `shoal` (release; the dashboard and the worker page inside)\n\
          test             fmt, clippy, native tests (browser workers in Chromium included), wasm32 builds and tests\n\
          setup [--browser] [--gpu] [--trunk] [--all]\n\
          \x20                install missing tools (wasm target and wasm-bindgen-cli always)\n\
@@ -345,12 +347,73 @@ fn setup(args: &[String]) -> Result {
 fn up(args: &[String]) -> Result {
     ensure_wasm_target()?;
     ensure_wasm_bindgen()?;
-    // What `shoal up` serves (from ./dist): the dashboard and the browser worker.
-    build_site(&root().join("dist"))?;
+    // What `shoal up` serves, built into the binary: the dashboard and the browser worker.
+    let site = build_site_synced()?;
     let mut c = cargo();
     c.args(["run", "--quiet", "--release", "--locked", "-p", "shoal-native", "--bin", "shoal", "--", "up"]);
-    c.args(args);
+    c.args(args).env("SHOAL_EMBED_SITE", &site);
     step("shoal up", &mut c)
+}
+
+/// One `shoal` file to copy to a server: release, the site embedded.
+fn build() -> Result {
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen()?;
+    let site = build_site_synced()?;
+    step(
+        "shoal (release, the dashboard and the worker page embedded)",
+        cargo()
+            .args(["build", "--release", "--locked", "-p", "shoal-native", "--bin", "shoal"])
+            .env("SHOAL_EMBED_SITE", &site),
+    )?;
+    let bin = target_dir().join("release").join(if cfg!(windows) { "shoal.exe" } else { "shoal" });
+    let size = std::fs::metadata(&bin).map_err(|e| format!("{}: {e}", bin.display()))?.len();
+    println!("{} ({:.1} MiB): serves its dashboard from any folder", bin.display(), size as f64 / (1 << 20) as f64);
+    Ok(())
+}
+
+/// The built site (dashboard + worker page) that `up`, `build` and `test`
+/// embed and serve.
+fn site_dir() -> PathBuf {
+    target_dir().join("shoal-web-dist")
+}
+
+/// Builds the site from scratch, then brings [`site_dir`] to exactly its
+/// files, rewriting only those whose bytes changed: no file of an older
+/// build is left, and an unchanged site does not make cargo rebuild the
+/// binary that embeds it.
+fn build_site_synced() -> Result<PathBuf> {
+    let (out, scratch) = (site_dir(), target_dir().join("shoal-web-dist.new"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    build_site(&scratch)?;
+    sync_dir(&scratch, &out)?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(out)
+}
+
+/// Makes `to` hold exactly the files of `from`, writing only what differs.
+fn sync_dir(from: &Path, to: &Path) -> Result {
+    let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(to).map_err(|e| err(to, e))?;
+    for entry in std::fs::read_dir(to).map_err(|e| err(to, e))? {
+        let path = entry.map_err(|e| err(to, e))?.path();
+        let Some(name) = path.file_name() else { continue };
+        if !from.join(name).exists() {
+            let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            gone.map_err(|e| err(&path, e))?;
+        }
+    }
+    for entry in std::fs::read_dir(from).map_err(|e| err(from, e))? {
+        let path = entry.map_err(|e| err(from, e))?.path();
+        let Some(name) = path.file_name() else { continue };
+        let target = to.join(name);
+        if path.is_dir() {
+            sync_dir(&path, &target)?;
+        } else if std::fs::read(&path).map_err(|e| err(&path, e))? != std::fs::read(&target).unwrap_or_default() {
+            std::fs::copy(&path, &target).map_err(|e| err(&target, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn test() -> Result {
@@ -363,9 +426,15 @@ fn test() -> Result {
     ensure_lavapipe()?;
     ensure_browser()?;
     step("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // The site first: the `shoal` the tests run carries it (SHOAL_EMBED_SITE),
+    // and every native cargo step sees the same value (a change reruns
+    // shoal-native's build script and rebuilds what depends on it).
+    let web_dist = build_site_synced()?;
     step(
         "clippy (native, all targets)",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
+        cargo()
+            .args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
+            .env("SHOAL_EMBED_SITE", &web_dist),
     )?;
     for (package, targets, what) in [
         ("shoal-compute", &["--lib"][..], "WebGPU backend"),
@@ -383,16 +452,13 @@ fn test() -> Result {
     }
     let python = ensure_python_grpc()?;
     let node_modules = ensure_playwright()?;
-    let web_dist = target_dir().join("shoal-web-dist");
-    // Fresh each time: no file of an older build may satisfy a test.
-    let _ = std::fs::remove_dir_all(&web_dist);
-    build_site(&web_dist)?;
     step(
         "native tests (browser workers and the dashboard in headless Chromium included)",
         cargo()
             .args(["test", "--workspace", "--locked"])
             .env("SHOAL_PYTHON", &python)
             .env("SHOAL_WEB_DIST", &web_dist)
+            .env("SHOAL_EMBED_SITE", &web_dist)
             .env("SHOAL_NODE_PATH", &node_modules)
             .env("TMPDIR", browser_tmp()),
     )?;
@@ -488,31 +554,35 @@ fn bench(args: &[String]) -> Result {
 /// workers on lavapipe and on the CPU, the same jobs, one worker at a time.
 fn bench_browser() -> Result {
     ensure_lavapipe()?;
-    bench_in_chromium("browser worker benchmark", "browser", "browser_worker_benchmark", build_web)
+    bench_in_chromium("browser worker benchmark", "browser", "browser_worker_benchmark", build_web, false)
 }
 
 /// The dashboard's budgets: first-load bytes, time to first render and
 /// data, idle CPU over a minute, in headless Chromium against `shoal up`.
 fn bench_dashboard() -> Result {
-    bench_in_chromium("dashboard budgets", "dashboard", "dashboard_budgets", build_site)
+    bench_in_chromium("dashboard budgets", "dashboard", "dashboard_budgets", build_site, true)
 }
 
-/// Runs one ignored benchmark test of shoal-native (release) that drives
-/// Chromium, after building what it serves with `build` into a fresh folder.
-fn bench_in_chromium(name: &str, test: &str, filter: &str, build: fn(&Path) -> Result) -> Result {
+/// Runs one ignored benchmark test (release) that drives Chromium, after
+/// building what it serves with `build` into a fresh folder (`embed`: also
+/// into the `shoal` the test runs).
+fn bench_in_chromium(name: &str, test: &str, filter: &str, build: fn(&Path) -> Result, embed: bool) -> Result {
     ensure_wasm_target()?;
     ensure_wasm_bindgen()?;
     ensure_node()?;
     ensure_browser()?;
     let node_modules = ensure_playwright()?;
-    let site = target_dir().join("shoal-web-dist");
+    let site = target_dir().join("shoal-bench-site");
     // Fresh each time: no file of an older build may be measured.
     let _ = std::fs::remove_dir_all(&site);
     build(&site)?;
+    let mut c = cargo();
+    if embed {
+        c.env("SHOAL_EMBED_SITE", &site);
+    }
     step(
         &format!("{name} (release)"),
-        cargo()
-            .args(["test", "--release", "--locked", "-p", "shoal-native", "--test", test, "--"])
+        c.args(["test", "--release", "--locked", "-p", "shoal-tests", "--test", test, "--"])
             .args(["--ignored", "--nocapture", filter])
             .env("SHOAL_WEB_DIST", &site)
             .env("SHOAL_NODE_PATH", &node_modules)

@@ -101,12 +101,12 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
         handles.push(tokio::spawn(worker::run(opts, stop_rx.clone())));
     }
     println!("Shoal is up.");
-    if cfg.server.dist.join("index.html").is_file() {
+    if service.site.has("index.html") {
         println!("  dashboard   http://{}/", service.http_addr);
     } else {
-        println!("  dashboard   not built yet (files go in {})", cfg.server.dist.display());
+        println!("  dashboard   not in this build (cargo xtask build makes a shoal that carries it)");
     }
-    if cfg.server.dist.join("worker.html").is_file() {
+    if service.site.has("worker.html") {
         println!("  contribute  http://{}/worker.html (this browser tab as a worker)", service.http_addr);
     }
     println!("  stats       http://{}/api/stats", service.http_addr);
