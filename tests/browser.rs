@@ -214,6 +214,51 @@ async fn a_browser_and_a_native_worker_verify_exact_kernels_together_and_floats_
     service.shutdown().await.expect("clean shutdown");
 }
 
+/// Chromium's flags that make `host` (a name that is not localhost) reach
+/// 127.0.0.1, and trust the certificate of the key in `key_pem` (its
+/// public key's SHA-256, as the `--ignore-certificate-errors-spki-list` pin
+/// takes it): a private CA's certificate on a real-looking origin.
+fn https_origin_flags(host: &str, key_pem: &std::path::Path) -> Vec<String> {
+    use base64::Engine as _;
+    use rcgen::PublicKeyData as _;
+    use sha2::Digest as _;
+    let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(key_pem).expect("key")).expect("a PEM key");
+    let pin = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(key.subject_public_key_info()));
+    vec![format!("--host-resolver-rules=MAP {host} 127.0.0.1"), format!("--ignore-certificate-errors-spki-list={pin}")]
+}
+
+/// WebGPU is for secure contexts only: two tabs open the worker page of a
+/// coordinator served over HTTPS on a name that is not localhost, find a
+/// WebGPU adapter, join over `wss://` and verify tasks together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tabs_on_an_https_origin_get_webgpu_and_verify_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = shoal_native::tls::private_pki(dir.path(), &["shoal.test", "127.0.0.1"]).expect("a test CA");
+    let mut cfg = browser_config(&dir.path().join("data"));
+    cfg.server.tls.cert = pki.cert.clone();
+    cfg.server.tls.key = pki.key.clone();
+    let service = Service::start(cfg).await.expect("service starts with TLS");
+    let channel = shoal_native::grpc::channel(&service.grpc_url(), Some(&pki.ca)).await.expect("https");
+    let mut c = ShoalClient::new(channel);
+    let mut browser = Browser::launch_with(&https_origin_flags("shoal.test", &pki.key));
+    let url = format!("https://shoal.test:{}/worker.html?autostart", service.http_addr.port());
+    let (t0, t1) = (browser.open(&url), browser.open(&url));
+    let secure = browser.eval(t0, "[location.origin, window.isSecureContext, 'gpu' in navigator]").await;
+    assert_eq!(secure, serde_json::json!([format!("https://shoal.test:{}", service.http_addr.port()), true, true]));
+    let ids = [browser.admitted_id(t0, &mut c).await, browser.admitted_id(t1, &mut c).await];
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 64, message_len: 64 });
+    let tasks: Vec<_> = (0..8u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
+    let job = submit(&mut c, "verified by tabs over https", 2, &tasks).await;
+    assert_eq!(wait_finished(&mut c, &job, 120).await.verified, 8);
+    for o in results(&mut c, &job).await {
+        let (k, inputs) = &tasks[o.index as usize];
+        assert_eq!(o.outputs, reference(k, inputs));
+        assert!(o.agreed.iter().all(|w| ids.contains(w)) && o.agreed.len() == 2, "{:?}", o.agreed);
+    }
+    browser.command("quit");
+    service.shutdown().await.expect("clean shutdown");
+}
+
 /// One measured workload: `tasks` copies of one kernel, redundancy 1.
 struct Workload {
     name: &'static str,

@@ -11,7 +11,8 @@
 //   quit            close everything and exit
 // Needs NODE_PATH to hold playwright-core; Chromium from $SHOAL_CHROMIUM or
 // /usr/bin/chromium (flags of shared/TOOLCHAIN.md, WebGPU on; Playwright
-// gives each launch a fresh temporary profile).
+// gives each launch a fresh temporary profile), plus the flags of
+// $SHOAL_CHROMIUM_ARGS (a JSON array: host resolver rules, a trusted key).
 import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
 
@@ -25,6 +26,7 @@ const browser = await chromium.launch({
   args: [
     '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
     '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu',
+    ...JSON.parse(process.env.SHOAL_CHROMIUM_ARGS ?? '[]'),
   ],
 });
 const tabs = [];

@@ -39,6 +39,11 @@ pub struct Browser {
 
 impl Browser {
     pub fn launch() -> Browser {
+        Browser::launch_with(&[])
+    }
+
+    /// Chromium with these flags too.
+    pub fn launch_with(flags: &[String]) -> Browser {
         let node_path = std::env::var("SHOAL_NODE_PATH").unwrap_or_else(|_| {
             panic!("SHOAL_NODE_PATH is not set: it must name a node_modules folder with playwright-core (`cargo xtask test` installs it)")
         });
@@ -46,6 +51,7 @@ impl Browser {
         let mut child = Command::new(std::env::var("SHOAL_NODE").unwrap_or_else(|_| "node".into()))
             .arg(script)
             .env("NODE_PATH", node_path)
+            .env("SHOAL_CHROMIUM_ARGS", serde_json::to_string(flags).expect("flags as JSON"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
