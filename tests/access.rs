@@ -85,10 +85,19 @@ macro_rules! row {
     }};
 }
 
-/// Every RPC of the service. `mine` is a job the submit token submitted,
-/// `theirs` one the admin did; `tag` makes names unique per port.
-fn table(mine: &str, theirs: &str, tag: &str) -> Vec<Row> {
+/// Jobs the table reads: `mine` the submit token submitted, `theirs` the
+/// admin did, and two finished ones to delete (the submitter's, the admin's).
+struct Jobs {
+    mine: String,
+    theirs: String,
+    doomed_mine: String,
+    doomed_theirs: String,
+}
+
+/// Every RPC of the service over `jobs`; `tag` makes names unique per port.
+fn table(jobs: &Jobs, tag: &str) -> Vec<Row> {
     use Want::{Denied as D, Ok as O};
+    let (mine, theirs) = (jobs.mine.as_str(), jobs.theirs.as_str());
     let job = |id: &str| pb::JobRef { job_id: id.into() };
     let results = |id: &str| pb::StreamJobResultsRequest { job_id: id.into(), follow: false, omit_outputs: true };
     let submit_msgs = job_messages(&format!("via-{tag}"));
@@ -108,6 +117,8 @@ fn table(mine: &str, theirs: &str, tag: &str) -> Vec<Row> {
         row!("StreamJobResults", results(theirs), stream_job_results, [O, D, O]),
         row!("CancelJob", job(theirs), cancel_job, [D, D, O]),
         row!("CancelJob", job(mine), cancel_job, [D, O, O]),
+        row!("DeleteJob", job(&jobs.doomed_theirs), delete_job, [D, D, O]),
+        row!("DeleteJob", job(&jobs.doomed_mine), delete_job, [D, O, O]),
         row!("ListWorkers", pb::Empty {}, list_workers, [O, O, O]),
         row!("SwarmStatus", pb::Empty {}, swarm_status, [O, O, O]),
         row!("Leaderboard", pb::Empty {}, leaderboard, [O, O, O]),
@@ -229,7 +240,14 @@ async fn every_call_answers_each_role_on_both_ports() {
     ];
     let mut checked = 0;
     for (port, addr) in [("grpc", service.grpc_addr), ("http", service.http_addr)] {
-        for row in table(&mine, &theirs, port) {
+        // Two finished jobs to delete on this port: cancelled, so ended.
+        let doomed_mine = submit_as(&mut submitter, &format!("doomed-{port}")).await;
+        let doomed_theirs = submit_as(&mut admin, &format!("doomed-{port}")).await;
+        for j in [&doomed_mine, &doomed_theirs] {
+            admin.cancel_job(pb::JobRef { job_id: j.clone() }).await.expect("cancelled");
+        }
+        let jobs = Jobs { mine: mine.clone(), theirs: theirs.clone(), doomed_mine, doomed_theirs };
+        for row in table(&jobs, port) {
             for (who, token) in callers {
                 let want = match who {
                     // Who am I is answered to anyone (a page asks before it
@@ -255,7 +273,7 @@ async fn every_call_answers_each_role_on_both_ports() {
             }
         }
     }
-    assert_eq!(checked, 2 * 23 * 5);
+    assert_eq!(checked, 2 * 25 * 5);
 
     // The pages that read the swarm: metrics for read and admin; stats for
     // every role; neither without a (live) token.

@@ -218,7 +218,14 @@ fn tokens_are_made_listed_and_revoked_from_the_command_line() {
         shoal(&["submit", "--kernel", "sha256", "--tasks", "2", client[0], client[1], "--api-token", token])
     };
     let job = ok(&submit(&token));
-    assert!(!job.trim().is_empty());
+    let job = job.lines().next().expect("the job id").trim().to_owned();
+    // Its own job: not deleted while open; cancelled, then deleted.
+    let job_cmd = |action: &str| shoal(&["job", action, &job, client[0], client[1], "--api-token", &token]);
+    let out = job_cmd("delete");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cancel it first"), "{out:?}");
+    ok(&job_cmd("cancel"));
+    assert_eq!(ok(&job_cmd("delete")).trim(), "deleted");
+    assert!(!job_cmd("status").status.success(), "a deleted job is gone");
     let list: serde_json::Value = serde_json::from_str(&ok(&as_admin(&["token", "list", "--json"]))).expect("json");
     assert_eq!(list[0]["name"], "ci");
     assert_eq!(list[0]["role"], "submit");

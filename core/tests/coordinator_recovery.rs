@@ -152,3 +152,65 @@ fn big_inputs_are_stored_once_apart_committed_by_digest_and_come_back_after_a_re
     assert!(h2.c.job_progress(job).expect("known").finished());
     assert_eq!(h2.c.job_progress(job).expect("known").verified, 3);
 }
+
+#[test]
+fn a_deleted_job_leaves_no_record_and_keeps_the_inputs_an_open_job_needs() {
+    use shoal_core::coordinator::recovery::ns;
+    use shoal_core::coordinator::{Answer, Command, DeleteJobError, Input, Ticket};
+
+    let cfg = config();
+    let mut h = Harness::new(cfg.clone(), None);
+    let mut store = Store::default();
+    store.absorb(&h.join(1, 1, "a", Backend::Vulkan));
+    store.absorb(&h.join(2, 2, "b", Backend::Vulkan));
+    // Job A: a big input stored apart, and a small one; run to the end.
+    let big = KernelSpec::Sha256(Sha256Params { count: 256, message_len: 256 });
+    let big_inputs: Vec<Bytes> = big.seeded_inputs(3).into_iter().map(Bytes::from).collect();
+    let digest = shoal_core::Digest::of_parts(big_inputs.iter().map(|b| &b[..]));
+    let a_tasks = vec![TaskSpec { kernel: big.clone(), inputs: big_inputs.clone() }];
+    let mut spec = sha_job(2, 2);
+    spec.tasks.extend(a_tasks);
+    let a = h.c.submit_job(h.now, spec).expect("accepted");
+    let mut out = h.drain();
+    store.absorb(&out);
+    while !h.c.job_progress(a).expect("known").finished() {
+        let Some((conn, (offer, inputs))) = (1..=2).find_map(|c| offers(&out, c).pop().map(|o| (c, o))) else {
+            panic!("job A stalled")
+        };
+        let more = h.complete(conn, &offer, &inputs);
+        store.absorb(&more);
+        out.retain(|o| !matches!(o, Output::Send { envelope, .. } if matches!(&envelope.message, Message::TaskOffer(x) if x.assignment == offer.assignment)));
+        out.extend(more);
+    }
+    // Job B shares A's big input and stays open (its offers are never answered).
+    let b = h.c.submit_job(h.now, JobSpec::new(vec![TaskSpec { kernel: big, inputs: big_inputs }])).expect("accepted");
+    store.absorb(&h.drain());
+    let delete = |h: &mut Harness, store: &mut Store, job, n| {
+        let command = Command::DeleteJob { job, inputs: vec![digest] };
+        let out = h.input(Input::Command { ticket: Ticket(n), command });
+        store.absorb(&out);
+        out.iter()
+            .find_map(|o| match o {
+                Output::Answer { answer: Answer::JobDeleted(r), .. } => Some(r.clone()),
+                _ => None,
+            })
+            .expect("answered")
+    };
+    assert_eq!(delete(&mut h, &mut store, b, 1), Err(DeleteJobError::Unfinished), "an open job is not deleted");
+    let a_key = a.as_bytes().to_vec();
+    assert!(store.kv.keys().any(|(n, k)| n == ns::TASK && k.starts_with(&a_key)));
+    // A goes, every record of it; the input B still reads stays (even if
+    // the host names it).
+    assert_eq!(delete(&mut h, &mut store, a, 2), Ok(()));
+    assert!(h.c.job_progress(a).is_none(), "forgotten");
+    assert!(!store.kv.keys().any(|(_, k)| k.starts_with(&a_key)), "no record of A is left");
+    assert!(store.kv.contains_key(&(ns::INPUT.to_owned(), digest.as_bytes().to_vec())), "B's input is kept");
+    // Deleting again changes nothing and is not an error.
+    assert_eq!(delete(&mut h, &mut store, a, 3), Ok(()));
+    // A restart recovers B with its input, and knows nothing of A.
+    let snapshot = store.snapshot();
+    assert!(snapshot.needed_inputs().is_empty(), "every input an open job needs is there");
+    let h2 = Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now };
+    assert_eq!(h2.c.pending_tasks(), 1);
+    assert!(h2.c.job_progress(b).is_some() && h2.c.job_progress(a).is_none());
+}

@@ -110,6 +110,8 @@ pub enum Op {
     Submit,
     /// Cancelling a job.
     CancelJob,
+    /// Deleting a finished job's records.
+    DeleteJob,
     /// Settling the open epoch now.
     CloseEpoch,
     /// Creating, listing and revoking tokens.
@@ -210,13 +212,13 @@ impl Caller {
 
 /// The role table: `None` where the role may not; `owner` is the caller's id.
 fn role_scope(role: Role, op: Op, owner: &str) -> Option<Scope> {
-    use Op::{CancelJob, CloseEpoch, Metrics, ReadJobs, StateDiffs, Submit, Swarm, Tokens};
+    use Op::{CancelJob, CloseEpoch, DeleteJob, Metrics, ReadJobs, StateDiffs, Submit, Swarm, Tokens};
     match (role, op) {
         (Role::Admin, _) | (Role::Read, Swarm | ReadJobs | StateDiffs | Metrics) | (Role::Submit, Swarm | Submit) => {
             Some(Scope::All)
         }
-        (Role::Submit, ReadJobs | CancelJob) => Some(Scope::Owned(owner.to_owned())),
-        (Role::Read, Submit | CancelJob | CloseEpoch | Tokens)
+        (Role::Submit, ReadJobs | CancelJob | DeleteJob) => Some(Scope::Owned(owner.to_owned())),
+        (Role::Read, Submit | CancelJob | DeleteJob | CloseEpoch | Tokens)
         | (Role::Submit, StateDiffs | Metrics | CloseEpoch | Tokens) => None,
     }
 }
@@ -230,6 +232,7 @@ fn what(op: Op) -> &'static str {
         Op::Metrics => "read the metrics",
         Op::Submit => "submit jobs",
         Op::CancelJob => "cancel jobs",
+        Op::DeleteJob => "delete jobs",
         Op::CloseEpoch => "close epochs",
         Op::Tokens => "manage tokens",
     }
@@ -419,6 +422,7 @@ mod tests {
             Op::Metrics,
             Op::Submit,
             Op::CancelJob,
+            Op::DeleteJob,
             Op::CloseEpoch,
             Op::Tokens,
         ];
@@ -430,13 +434,14 @@ mod tests {
         for op in [Op::Swarm, Op::ReadJobs, Op::StateDiffs, Op::Metrics] {
             assert_eq!(read.scope(op), Ok(Scope::All), "{op:?}");
         }
-        for op in [Op::Submit, Op::CancelJob, Op::CloseEpoch, Op::Tokens] {
+        for op in [Op::Submit, Op::CancelJob, Op::DeleteJob, Op::CloseEpoch, Op::Tokens] {
             assert!(matches!(read.scope(op), Err(Refusal::PermissionDenied(_))), "{op:?}");
         }
         assert_eq!(submit.scope(Op::Submit), Ok(Scope::All));
         assert_eq!(submit.scope(Op::Swarm), Ok(Scope::All));
         assert_eq!(submit.scope(Op::ReadJobs), Ok(Scope::Owned("me".into())));
         assert_eq!(submit.scope(Op::CancelJob), Ok(Scope::Owned("me".into())));
+        assert_eq!(submit.scope(Op::DeleteJob), Ok(Scope::Owned("me".into())));
         for op in [Op::StateDiffs, Op::Metrics, Op::CloseEpoch, Op::Tokens] {
             assert!(matches!(submit.scope(op), Err(Refusal::PermissionDenied(_))), "{op:?}");
         }

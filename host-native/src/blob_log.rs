@@ -19,6 +19,12 @@
 //! commits, so a committed ref always names durable bytes; a crash in
 //! between leaves unreferenced bytes at the end of the file, never a
 //! dangling ref. Reads check the checksum.
+//!
+//! A value deleted for good (a deleted job's inputs) gives its space back
+//! without moving any other: its whole blocks are punched out of the file
+//! (`fallocate(PUNCH_HOLE)`), offsets stay valid, the file's length stays,
+//! the disk blocks are freed. Where that is not supported the space stays
+//! allocated.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -77,6 +83,18 @@ fn open_direct(path: &Path) -> Option<File> {
 #[cfg(not(target_os = "linux"))]
 fn open_direct(_: &Path) -> Option<File> {
     None
+}
+
+#[cfg(target_os = "linux")]
+fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use rustix::fs::FallocateFlags;
+    rustix::fs::fallocate(file, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, len)
+        .map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_: &File, _: u64, _: u64) -> std::io::Result<()> {
+    Err(std::io::Error::other("hole punching is implemented on Linux only"))
 }
 
 fn round_up(n: u64) -> u64 {
@@ -149,6 +167,26 @@ impl BlobLog {
     /// Flushes every appended value to disk.
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         self.file.sync_data().map_err(|e| io("sync", &e))
+    }
+
+    /// Frees the disk blocks that lie wholly inside the value `r` names
+    /// (after the transaction that dropped its last ref committed). Best
+    /// effort: a file system that cannot punch holes keeps the space.
+    pub(crate) fn release(&self, r: &BlobRef) {
+        let start = round_up(r.offset);
+        let end = (r.offset + r.len) / ALIGN as u64 * ALIGN as u64;
+        if end > start {
+            if let Err(e) = punch_hole(&self.file, start, end - start) {
+                tracing::debug!(error = %e, "the blob file keeps a deleted value's space");
+            }
+        }
+    }
+
+    /// Disk bytes the file occupies (its allocated blocks).
+    #[cfg(unix)]
+    pub(crate) fn allocated(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().map_or(0, |m| m.blocks() * 512)
     }
 
     /// Reads the value `r` names, checking its length and checksum.
@@ -244,6 +282,11 @@ mod tests {
         let want = EntryValue::Parts(vec![bytes::Bytes::from(long)]).flat().into_owned();
         assert_eq!(log.read(&l).expect("long"), want);
         assert_eq!(log.footprint(l.len), std::fs::metadata(&path).expect("len").len() - l.offset);
+        // A released value's blocks go back to the file system; the others stay readable.
+        let before = log.allocated();
+        log.release(&l);
+        assert!(log.allocated() + 2 * STAGE as u64 <= before, "{} then {}", before, log.allocated());
+        assert_eq!(log.read(&p).expect("parts"), parts.flat().as_ref());
         // A flipped byte, a ref past the end: errors, not wrong data.
         log.file.write_all_at(b"F", a.offset).expect("damage");
         assert!(matches!(log.read(&a), Err(StoreError::Corrupt(_))));

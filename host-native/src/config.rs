@@ -165,6 +165,55 @@ pub struct ShoalConfig {
     /// The coordinator's rules (core).
     #[serde(default)]
     pub coordinator: CoordinatorConfig,
+    /// What is kept, for how long.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// How long finished jobs are kept: their records, results and inputs
+/// (settled epochs and the ledger's chain of digests are kept).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// A finished job is deleted this long after it finished: a number
+    /// with a unit (`7d`, `12h`, `30m`, `45s`, `500ms`); `forever` keeps
+    /// everything.
+    pub finished_jobs: String,
+    /// How often finished jobs are looked for, ms.
+    pub sweep_every_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { finished_jobs: "7d".into(), sweep_every_ms: 60_000 }
+    }
+}
+
+impl RetentionConfig {
+    /// How long finished jobs are kept (None: forever), or why the setting
+    /// does not parse.
+    pub fn keep_finished(&self) -> Result<Option<shoal_core::Millis>, String> {
+        let v = self.finished_jobs.trim();
+        if v == "forever" {
+            return Ok(None);
+        }
+        let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        let (n, unit) = v.split_at(split);
+        let scale: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => 0,
+        };
+        match n.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)) {
+            Some(ms) if scale > 0 => Ok(Some(shoal_core::Millis(ms))),
+            _ => Err(format!(
+                "retention.finished_jobs = \"{v}\" is not a duration (a number and ms, s, m, h or d, e.g. \"7d\"; or \"forever\")"
+            )),
+        }
+    }
 }
 
 /// Why a configuration could not be built.

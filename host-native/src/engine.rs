@@ -25,15 +25,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_core::coordinator::ledger::StateDiff;
 use shoal_core::coordinator::{
-    Answer, Command as CoreCommand, ConnId, Coordinator, CoordinatorConfig, Event, Input, OriginKey, Output,
-    PreparedJob, SubmitError, Ticket,
+    Answer, Command as CoreCommand, ConnId, Coordinator, CoordinatorConfig, DeleteJobError, Event, Input, OriginKey,
+    Output, PreparedJob, SubmitError, Ticket,
 };
-use shoal_core::wire::message::Goodbye;
 use shoal_core::wire::{Envelope, Message};
 use shoal_core::{JobId, Millis};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::store::{Commit, JobMeta, Store, StoreError};
+use crate::store::{DeletedJob, JobMeta, Store, StoreError};
+
+mod committer;
+mod retention;
+use self::retention::{Batch, Retention};
 
 /// Something a connection task must do.
 #[derive(Debug)]
@@ -89,6 +92,14 @@ pub enum Command {
         owner: String,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<JobId, SubmitError>>,
+    },
+    /// A client deletes a finished job's records; answered once durable
+    /// (false: no such job is stored).
+    Delete {
+        /// Which.
+        job: JobId,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<bool, DeleteJobError>>,
     },
     /// A client cancels a job (false: unknown or finished).
     Cancel {
@@ -182,6 +193,14 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineGone)
     }
 
+    /// Deletes a finished job's records (false: not stored); returns once
+    /// the deletion is durable.
+    pub async fn delete(&self, job: JobId) -> Result<Result<bool, DeleteJobError>, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Delete { job, reply })?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
     /// Cancels a job.
     pub async fn cancel(&self, job: JobId) -> Result<bool, EngineGone> {
         let (reply, rx) = oneshot::channel();
@@ -251,6 +270,10 @@ pub struct EngineSettings {
     pub diff_retain: u64,
     /// Diffs kept for live subscribers.
     pub diff_ring: usize,
+    /// Finished jobs are deleted this long after they finished (None: kept).
+    pub keep_finished: Option<Millis>,
+    /// How often retention looks for jobs to delete.
+    pub sweep_every: Millis,
 }
 
 /// Most commands taken into one batch.
@@ -268,8 +291,8 @@ struct Flush {
     clock: Millis,
     /// Diffs to make durable.
     diffs: Vec<StateDiff>,
-    /// Jobs accepted in the batch.
-    jobs: Vec<(JobId, JobMeta)>,
+    /// Jobs accepted and deleted in the batch, and retention's rows.
+    records: Batch,
     /// Connections opened (`Some`) and closed (`None`), in order, before the actions.
     registrations: Vec<(ConnId, Option<tokio::sync::mpsc::Sender<Outbound>>)>,
     /// Frames, closes and events.
@@ -299,6 +322,8 @@ struct Engine {
     offered: HashMap<shoal_core::AssignmentId, std::time::Instant>,
     /// The last ticket given to a command.
     next_ticket: u64,
+    /// When finished jobs are deleted.
+    retention: Retention,
 }
 
 struct Committer {
@@ -390,6 +415,7 @@ pub fn start(
         origin_warned: false,
         offered: HashMap::new(),
         next_ticket: 0,
+        retention: Retention::new(settings.keep_finished, settings.sweep_every),
     };
     let join = std::thread::Builder::new()
         .name("shoal-engine".into())
@@ -409,22 +435,51 @@ pub fn start(
 
 /// A command of this batch waiting for the core's answer.
 enum Waiting {
-    Submit { name: String, owner: String, tasks: u32, reply: oneshot::Sender<Result<JobId, SubmitError>> },
+    Submit {
+        name: String,
+        owner: String,
+        tasks: u32,
+        inputs_apart: Vec<shoal_core::Digest>,
+        reply: oneshot::Sender<Result<JobId, SubmitError>>,
+    },
+    /// A deletion: its inputs stored apart; the row retention walked
+    /// (when it asked); who asked (none: retention).
+    Delete {
+        job: JobId,
+        inputs: Vec<shoal_core::Digest>,
+        ended: Option<Millis>,
+        reply: Option<oneshot::Sender<Result<bool, DeleteJobError>>>,
+    },
     Cancel(oneshot::Sender<bool>),
     CloseEpoch(oneshot::Sender<()>),
 }
 
 impl Waiting {
     /// The reply to deliver once the batch is durable (an accepted job's
-    /// metadata joins the same commit).
-    fn answer(self, answer: Answer, now: Millis, jobs: &mut Vec<(JobId, JobMeta)>) -> Reply {
+    /// metadata, a deleted job's rows join the same commit).
+    fn answer(self, answer: Answer, now: Millis, records: &mut Batch) -> Reply {
         match (self, answer) {
-            (Waiting::Submit { name, owner, tasks, reply }, Answer::JobSubmitted(r)) => {
+            (Waiting::Submit { name, owner, tasks, inputs_apart, reply }, Answer::JobSubmitted(r)) => {
                 if let Ok(job) = &r {
-                    jobs.push((*job, JobMeta { name, tasks, submitted: now, owner }));
+                    records.jobs.push((*job, JobMeta { name, tasks, submitted: now, owner, inputs_apart }));
                 }
                 Box::new(move || {
                     let _ = reply.send(r);
+                })
+            }
+            (Waiting::Delete { job, inputs, ended, reply }, Answer::JobDeleted(r)) => {
+                if r.is_ok() {
+                    records.deleted.push(DeletedJob { job, inputs });
+                    records.ended_rows.extend(ended.map(|at| (at, job)));
+                    metrics::counter!("shoal_jobs_deleted_total", "by" => if reply.is_some() { "request" } else { "retention" })
+                        .increment(1);
+                } else if reply.is_none() {
+                    tracing::warn!(%job, "retention could not delete a job the store lists as finished");
+                }
+                Box::new(move || {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(r.map(|()| true));
+                    }
                 })
             }
             (Waiting::Cancel(reply), Answer::JobCancelled(known)) => Box::new(move || {
@@ -440,34 +495,6 @@ impl Waiting {
                 Box::new(|| {})
             }
         }
-    }
-}
-
-/// Envelopes of one batch, grouped by connection in first-seen order.
-#[derive(Default)]
-struct Outbox {
-    order: Vec<ConnId>,
-    by_conn: HashMap<ConnId, Vec<Envelope>>,
-}
-
-impl Outbox {
-    fn push(&mut self, conn: ConnId, envelope: Envelope) {
-        self.by_conn
-            .entry(conn)
-            .or_insert_with(|| {
-                self.order.push(conn);
-                Vec::new()
-            })
-            .push(envelope);
-    }
-
-    fn take(&mut self, conn: ConnId) -> Option<Vec<Envelope>> {
-        self.by_conn.remove(&conn)
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = (ConnId, Vec<Envelope>)> + '_ {
-        let by_conn = &mut self.by_conn;
-        self.order.drain(..).filter_map(move |c| by_conn.remove(&c).map(|e| (c, e)))
     }
 }
 
@@ -525,6 +552,16 @@ impl Engine {
         let mut queries: Vec<Query> = Vec::new();
         let mut waiting: HashMap<Ticket, Waiting> = HashMap::new();
         let mut registrations = Vec::new();
+        // Answers known before the round (a job to delete that is not stored).
+        let mut early: Vec<Reply> = Vec::new();
+        let mut records = Batch::default();
+        for (ended, job) in self.retention.due(now, self.store.as_ref(), &mut records) {
+            if let Ok((waits, input)) = self.deletion(job, Some(ended), None) {
+                let ticket = self.ticket();
+                waiting.insert(ticket, waits);
+                inputs.push(Input::Command { ticket, command: input });
+            }
+        }
         for cmd in batch {
             match cmd {
                 Command::Connected { conn, origin, tx } => {
@@ -545,10 +582,19 @@ impl Engine {
                 }
                 Command::Submit { job, name, owner, reply } => {
                     let tasks = job.spec().tasks.len() as u32;
+                    let inputs_apart = job.inputs_apart();
                     let ticket = self.ticket();
-                    waiting.insert(ticket, Waiting::Submit { name, owner, tasks, reply });
+                    waiting.insert(ticket, Waiting::Submit { name, owner, tasks, inputs_apart, reply });
                     inputs.push(Input::Command { ticket, command: CoreCommand::SubmitJob(job) });
                 }
+                Command::Delete { job, reply } => match self.deletion(job, None, Some(reply)) {
+                    Ok((waits, input)) => {
+                        let ticket = self.ticket();
+                        waiting.insert(ticket, waits);
+                        inputs.push(Input::Command { ticket, command: input });
+                    }
+                    Err(answer) => early.push(answer),
+                },
                 Command::Cancel { job, reply } => {
                     let ticket = self.ticket();
                     waiting.insert(ticket, Waiting::Cancel(reply));
@@ -568,7 +614,7 @@ impl Engine {
         }
         self.coord.handle_batch(now, inputs);
         let mut replies: Vec<Reply> = queries.into_iter().map(|q| q(&self.coord, self.store.as_ref())).collect();
-        let mut jobs = Vec::new();
+        replies.extend(early);
         self.gauges.batches.fetch_add(1, Ordering::Relaxed);
         let mut diffs = Vec::new();
         let mut actions = Vec::new();
@@ -576,7 +622,7 @@ impl Engine {
             match o {
                 Output::Persist(d) => diffs.push(d),
                 Output::Answer { ticket, answer } => match waiting.remove(&ticket) {
-                    Some(w) => replies.push(w.answer(answer, now, &mut jobs)),
+                    Some(w) => replies.push(w.answer(answer, now, &mut records)),
                     None => tracing::error!(ticket = ticket.0, "an answer nobody waits for"),
                 },
                 other => {
@@ -600,7 +646,7 @@ impl Engine {
             crate::metrics::record_gauges(&self.coord);
             self.watch_origins();
         }
-        Flush { batch: self.batch, clock: now, diffs, jobs, registrations, actions, replies, stop }
+        Flush { batch: self.batch, clock: now, diffs, records, registrations, actions, replies, stop }
     }
 }
 
@@ -622,133 +668,5 @@ impl Engine {
             );
         }
         self.origin_warned = crowded.is_some();
-    }
-}
-
-impl Committer {
-    fn run(mut self) -> Result<(), StoreError> {
-        while let Ok(first) = self.rx.recv() {
-            let mut group = vec![first];
-            while let Ok(more) = self.rx.try_recv() {
-                group.push(more);
-            }
-            let diffs: Vec<StateDiff> = group.iter_mut().flat_map(|f| std::mem::take(&mut f.diffs)).collect();
-            let jobs: Vec<(JobId, JobMeta)> = group.iter_mut().flat_map(|f| std::mem::take(&mut f.jobs)).collect();
-            let clock = group.iter().map(|f| f.clock).max().unwrap_or_default();
-            if !diffs.is_empty() || !jobs.is_empty() {
-                let started = std::time::Instant::now();
-                self.store.commit(&Commit { diffs: &diffs, clock, jobs, retain: self.retain })?;
-                metrics::histogram!("shoal_commit_seconds").record(started.elapsed().as_secs_f64());
-                self.gauges.commits.fetch_add(1, Ordering::Relaxed);
-            }
-            // Durable: now act, batch by batch, in order.
-            for d in diffs {
-                let _ = self.diffs.send(Arc::new(d));
-            }
-            let mut stop = false;
-            for f in group {
-                self.perform(f.registrations, f.actions, f.clock);
-                for r in f.replies {
-                    r();
-                }
-                self.durable.store(f.batch, Ordering::Release);
-                stop |= f.stop;
-            }
-            if stop {
-                self.goodbye_all();
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    fn perform(
-        &mut self,
-        registrations: Vec<(ConnId, Option<tokio::sync::mpsc::Sender<Outbound>>)>,
-        actions: Vec<Output>,
-        now: Millis,
-    ) {
-        for (conn, tx) in registrations {
-            match tx {
-                Some(tx) => {
-                    self.conns.insert(conn, tx);
-                }
-                None => {
-                    self.conns.remove(&conn);
-                }
-            }
-        }
-        let mut outbox = Outbox::default();
-        for a in actions {
-            match a {
-                Output::Send { conn, envelope } => outbox.push(conn, envelope),
-                Output::Close { conn, reason } => {
-                    if let Some(envelopes) = outbox.take(conn) {
-                        self.deliver(conn, envelopes);
-                    }
-                    if let Some(tx) = self.conns.remove(&conn) {
-                        let _ = tx.try_send(Outbound::Close(reason));
-                    }
-                }
-                Output::Event(event) => {
-                    crate::metrics::record_event(&event);
-                    log_event(&event);
-                    if matches!(event, Event::EpochSettled(_)) {
-                        let _ = self.settlements.send(TimedEvent { at: now, event: event.clone() });
-                    }
-                    let _ = self.events.send(TimedEvent { at: now, event });
-                }
-                Output::Persist(_) | Output::Answer { .. } => {}
-            }
-        }
-        for (conn, envelopes) in outbox.drain() {
-            self.deliver(conn, envelopes);
-        }
-    }
-
-    /// Hands a connection what a batch produced for it.
-    fn deliver(&mut self, conn: ConnId, envelopes: Vec<Envelope>) {
-        let Some(tx) = self.conns.get(&conn) else { return };
-        if let Err(e) = tx.try_send(Outbound::Envelopes(envelopes)) {
-            // Full: the worker does not keep up; closed: it is gone.
-            // Either way the core hears it left, and re-queues its work.
-            if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
-                tracing::warn!(%conn, "worker too slow to read its queue; disconnecting");
-                metrics::counter!("shoal_ws_disconnects_total", "reason" => "slow").increment(1);
-            }
-            self.conns.remove(&conn);
-            let reason = if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
-                "too slow to read its queue"
-            } else {
-                "connection gone"
-            };
-            let _ = self.engine.send(Command::Disconnected { conn, reason: reason.into() });
-        }
-    }
-
-    /// Last words to every worker at shutdown; their connections close.
-    fn goodbye_all(&mut self) {
-        for (conn, tx) in self.conns.drain() {
-            let bye = Envelope::bare(Message::Goodbye(Goodbye { reason: "coordinator shutting down".into() }));
-            let _ = tx.try_send(Outbound::Envelopes(vec![bye]));
-            let _ = tx.try_send(Outbound::Close("coordinator shutting down".into()));
-            tracing::debug!(%conn, "closed at shutdown");
-        }
-    }
-}
-
-/// Operators see joins, refusals, departures, slashes and epochs in the log.
-fn log_event(event: &Event) {
-    match event {
-        Event::WorkerAdmitted { worker, class, mflops } => {
-            tracing::info!(%worker, backend = ?class.backend, tier = class.tier as u8, mflops, "worker admitted");
-        }
-        Event::WorkerRefused { worker, reason } => {
-            tracing::info!(worker = ?worker.as_ref().map(ToString::to_string), %reason, "worker refused");
-        }
-        Event::WorkerLeft { worker, reason } => tracing::info!(%worker, %reason, "worker left"),
-        Event::WorkerSlashed { worker, reason, .. } => tracing::warn!(%worker, %reason, "worker slashed"),
-        Event::EpochSettled(s) => tracing::info!(epoch = s.epoch, digest = %s.digest, "epoch settled"),
-        _ => {}
     }
 }

@@ -138,6 +138,7 @@ impl Service {
         let proxies = crate::proxy::TrustedProxies::parse(&cfg.server.trusted_proxies).map_err(ServiceError::Config)?;
         let tls = http_tls.is_some();
         let site = crate::site::Site::choose(&cfg.server.dist).map_err(ServiceError::Config)?;
+        let keep_finished = cfg.retention.keep_finished().map_err(ServiceError::Config)?;
         open_api_check(&cfg.server)?;
         // The ports next: a port already taken stops the start before the
         // engine runs (nothing to undo).
@@ -150,7 +151,12 @@ impl Service {
         let store = tokio::task::spawn_blocking(move || RedbStore::open(&store_path))
             .await
             .map_err(|e| StoreError::Db(e.to_string()))??;
-        let settings = EngineSettings { diff_retain: cfg.server.diff_retain, diff_ring: cfg.server.diff_ring };
+        let settings = EngineSettings {
+            diff_retain: cfg.server.diff_retain,
+            diff_ring: cfg.server.diff_ring,
+            keep_finished,
+            sweep_every: shoal_core::Millis(cfg.retention.sweep_every_ms),
+        };
         let store: Arc<dyn crate::store::Store> = Arc::new(store);
         let access = Arc::new(Access::load(store.clone(), &cfg.server.api_token, cfg.server.anonymous)?);
         let (engine, engine_thread) = engine::start(cfg.coordinator.clone(), Some(secret.clone()), store, settings)?;

@@ -36,6 +36,15 @@ const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state_blobs")
 const JOB_OWNER: TableDefinition<&[u8], &str> = TableDefinition::new("job_owner");
 /// API tokens: digest → [`TokenRecord`] (postcard). Never the token.
 const API_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("api_tokens");
+/// Which stored jobs use an input stored apart: digest ‖ job id → ().
+/// An input goes when the last job using it is deleted.
+const INPUT_USERS: TableDefinition<&[u8], ()> = TableDefinition::new("input_users");
+/// Finished jobs by when they finished: clock (u64 BE) ‖ job id → ():
+/// what retention walks. A row whose job is gone is dropped by the walk.
+const JOB_ENDED: TableDefinition<&[u8], ()> = TableDefinition::new("job_ended");
+
+mod retention;
+pub use self::retention::ExpiredJob;
 
 /// Values at least this long go to the blob file (job inputs, big outputs).
 const BLOB_MIN: usize = 64 * 1024;
@@ -49,6 +58,10 @@ pub enum StoreError {
     /// A stored record does not decode.
     #[error("storage: corrupt record: {0}")]
     Corrupt(String),
+    /// A stored diff names a value deleted since (its job was deleted):
+    /// the history up to this height is no longer complete.
+    #[error("the diff at height {0} wrote values deleted since (a deleted job); the history is complete after it")]
+    Gone(u64),
 }
 
 macro_rules! db_err {
@@ -80,6 +93,20 @@ pub struct Commit<'a> {
     pub jobs: Vec<(JobId, JobMeta)>,
     /// Keep this many diffs (0: all); pruning runs at heights divisible by 1000.
     pub retain: u64,
+    /// Jobs whose records the batch's diffs delete: the host's own rows
+    /// of them go in the same transaction.
+    pub deleted_jobs: Vec<DeletedJob>,
+    /// Rows of [`JOB_ENDED`] to drop (retention walked past them).
+    pub ended_rows: Vec<(Millis, JobId)>,
+}
+
+/// A job deleted in a batch, and what the host kept of it.
+#[derive(Debug, Clone)]
+pub struct DeletedJob {
+    /// Which job.
+    pub job: JobId,
+    /// Its inputs stored apart (its rows of who uses them go).
+    pub inputs: Vec<shoal_core::Digest>,
 }
 
 /// What the host records of a job next to the core's record.
@@ -95,6 +122,10 @@ pub struct JobMeta {
     /// own table, so records written before owners existed still read.
     #[serde(skip)]
     pub owner: String,
+    /// Its inputs stored apart ([`PreparedJob::inputs_apart`](shoal_core::coordinator::PreparedJob::inputs_apart)),
+    /// recorded as used by it.
+    #[serde(skip)]
+    pub inputs_apart: Vec<shoal_core::Digest>,
 }
 
 /// A job as storage knows it.
@@ -134,6 +165,13 @@ pub trait Store: Send + Sync {
     fn api_tokens(&self) -> Result<Vec<(shoal_core::Digest, TokenRecord)>, StoreError>;
     /// Stores (or replaces) a token's record, durably.
     fn put_api_token(&self, digest: &shoal_core::Digest, record: &TokenRecord) -> Result<(), StoreError>;
+    /// A stored job's inputs stored apart, each with whether another
+    /// stored job uses it too; None if the job is not stored.
+    fn job_inputs(&self, job: JobId) -> Result<Option<Vec<(shoal_core::Digest, bool)>>, StoreError>;
+    /// Finished jobs that ended before `before`, oldest first, at most `limit`.
+    fn expired_jobs(&self, before: Millis, limit: usize) -> Result<Vec<ExpiredJob>, StoreError>;
+    /// Disk bytes the big values take (the blob file's allocated blocks).
+    fn blob_bytes(&self) -> u64;
 }
 
 /// Values at least this long are kept once, in the state table; the diff
@@ -216,10 +254,14 @@ impl RedbStore {
             txn.open_table(BLOBS)?;
             txn.open_table(JOB_OWNER)?;
             txn.open_table(API_TOKENS)?;
+            txn.open_table(INPUT_USERS)?;
+            txn.open_table(JOB_ENDED)?;
         }
         txn.commit()?;
         let blobs = BlobLog::open(&path.with_extension("blobs"))?;
-        Ok(RedbStore { db, blobs })
+        let store = RedbStore { db, blobs };
+        store.index_older_jobs()?;
+        Ok(store)
     }
 
     fn blob(&self, r: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -315,6 +357,9 @@ impl Store for RedbStore {
     fn commit(&self, c: &Commit<'_>) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         let mut wrote_blobs = false;
+        // Big values whose last ref this batch drops: their space goes back
+        // once the transaction is durable.
+        let mut released = Vec::new();
         {
             let mut state = txn.open_table(STATE)?;
             let mut refs = txn.open_table(BLOBS)?;
@@ -338,7 +383,16 @@ impl Store for RedbStore {
                         }
                         WriteType::Delete => {
                             state.remove(k.as_slice())?;
-                            refs.remove(k.as_slice())?;
+                            if let Some(r) = refs.remove(k.as_slice())? {
+                                released.push(r.value().to_vec());
+                            }
+                        }
+                        WriteType::DeletePrefix => {
+                            let end = prefix_end(&k);
+                            state.retain_in(k.as_slice()..end.as_slice(), |_, _| false)?;
+                            for r in refs.extract_from_if(k.as_slice()..end.as_slice(), |_, _| true)? {
+                                released.push(r?.1.value().to_vec());
+                            }
                         }
                     }
                 }
@@ -353,8 +407,7 @@ impl Store for RedbStore {
                             write: e.write,
                             namespace: &e.namespace,
                             key: &e.key,
-                            value: (e.write == WriteType::Delete || e.value.len() < OUT_OF_LINE)
-                                .then(|| e.value.flat()),
+                            value: (e.write != WriteType::Put || e.value.len() < OUT_OF_LINE).then(|| e.value.flat()),
                         })
                         .collect(),
                 };
@@ -369,11 +422,23 @@ impl Store for RedbStore {
             meta.insert("clock", c.clock.0.to_be_bytes().as_slice())?;
             let mut metas = txn.open_table(JOB_META)?;
             let mut owners = txn.open_table(JOB_OWNER)?;
+            let mut users = txn.open_table(INPUT_USERS)?;
             for (job, meta) in &c.jobs {
                 let v = postcard::to_allocvec(meta).map_err(|e| corrupt("job meta", e))?;
                 metas.insert(job.as_bytes().as_slice(), v.as_slice())?;
                 if !meta.owner.is_empty() {
                     owners.insert(job.as_bytes().as_slice(), meta.owner.as_str())?;
+                }
+                for d in &meta.inputs_apart {
+                    users.insert(retention::user_key(d, *job).as_slice(), ())?;
+                }
+            }
+            retention::record_ends(&txn, c)?;
+            for gone in &c.deleted_jobs {
+                metas.remove(gone.job.as_bytes().as_slice())?;
+                owners.remove(gone.job.as_bytes().as_slice())?;
+                for d in &gone.inputs {
+                    users.remove(retention::user_key(d, gone.job).as_slice())?;
                 }
             }
         }
@@ -382,6 +447,11 @@ impl Store for RedbStore {
             self.blobs.sync()?;
         }
         txn.commit()?;
+        for r in released {
+            if let Ok(r) = postcard::from_bytes::<BlobRef>(&r) {
+                self.blobs.release(&r);
+            }
+        }
         Ok(())
     }
 
@@ -500,9 +570,7 @@ impl Store for RedbStore {
                     None => self
                         .state_value(&state, &refs, &state_key(e.namespace, e.key))?
                         .map(|v| v.bytes().to_vec())
-                        .ok_or_else(|| {
-                            corrupt("diff", format!("height {}: a {} value is gone", logged.height, e.namespace))
-                        })?,
+                        .ok_or(StoreError::Gone(logged.height))?,
                 };
                 entries.push(shoal_core::coordinator::ledger::DiffEntry {
                     write: e.write,
@@ -576,6 +644,18 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn job_inputs(&self, job: JobId) -> Result<Option<Vec<(shoal_core::Digest, bool)>>, StoreError> {
+        self.inputs_of(job)
+    }
+
+    fn expired_jobs(&self, before: Millis, limit: usize) -> Result<Vec<ExpiredJob>, StoreError> {
+        self.ended_before(before, limit)
+    }
+
+    fn blob_bytes(&self) -> u64 {
+        self.blobs.allocated()
+    }
+
     fn put_api_token(&self, digest: &shoal_core::Digest, record: &TokenRecord) -> Result<(), StoreError> {
         let v = postcard::to_allocvec(record).map_err(|e| corrupt("api token", e))?;
         let txn = self.db.begin_write()?;
@@ -586,118 +666,4 @@ impl Store for RedbStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_core::coordinator::ledger::Ledger;
-
-    #[test]
-    fn commits_survive_reopen_and_old_diffs_are_pruned() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("s.redb");
-        let mut ledger = Ledger::default();
-        let mut diffs = Vec::new();
-        for h in 1..=2500u64 {
-            ledger.put("note", Vec::new(), h.to_be_bytes().to_vec());
-            diffs.push(ledger.seal().expect("diff"));
-        }
-        {
-            let s = RedbStore::open(&path).expect("open");
-            for chunk in diffs.chunks(100) {
-                s.commit(&Commit { diffs: chunk, clock: Millis(42), jobs: vec![], retain: 1000 }).expect("commit");
-            }
-        }
-        let s = RedbStore::open(&path).expect("reopen");
-        assert_eq!(s.diff_heights().expect("heights"), (1000, 2500), "pruned below 2000 − 1000 at height 2000");
-        let d = s.diffs(2400, 2402, 10).expect("range");
-        assert_eq!(d.iter().map(|d| d.height).collect::<Vec<_>>(), vec![2400, 2401, 2402]);
-        assert!(d[1].verify(&d[0].digest));
-        let (snap, clock) = s.recover().expect("recover");
-        assert_eq!(clock, Millis(42));
-        assert_eq!(snap.ledger_height, 2500);
-        assert_eq!(snap.ledger_digest, diffs[2499].digest);
-    }
-
-    /// Commits each diff in its own transaction, closes the store and
-    /// opens it again.
-    fn commit_each_and_reopen(path: &Path, diffs: &[&StateDiff]) -> RedbStore {
-        {
-            let s = RedbStore::open(path).expect("open");
-            for d in diffs {
-                s.commit(&Commit { diffs: std::slice::from_ref(*d), clock: Millis(1), jobs: vec![], retain: 0 })
-                    .expect("commit");
-            }
-        }
-        RedbStore::open(path).expect("reopen")
-    }
-
-    #[test]
-    fn big_values_live_in_the_blob_file_and_read_back_in_key_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("s.redb");
-        let big = |b: u8| vec![b; BLOB_MIN + 7];
-        let mut ledger = Ledger::default();
-        ledger.put("note", b"a".to_vec(), b"small a".to_vec());
-        ledger.put("note", b"b".to_vec(), big(1));
-        ledger.put("note", b"c".to_vec(), b"small c".to_vec());
-        ledger.put("note", b"d".to_vec(), big(2));
-        let first = ledger.seal().expect("diff");
-        // Later: `b` becomes small, `c` becomes big.
-        ledger.put("note", b"b".to_vec(), b"small b".to_vec());
-        ledger.put("note", b"c".to_vec(), big(3));
-        let second = ledger.seal().expect("diff");
-        let s = commit_each_and_reopen(&path, &[&first, &second]);
-        let mut seen = Vec::new();
-        s.scan("note", &[], |k, v| {
-            seen.push((k.to_vec(), v.to_vec()));
-            Ok(true)
-        })
-        .expect("scan");
-        let want: Vec<(Vec<u8>, Vec<u8>)> = vec![
-            (b"a".to_vec(), b"small a".to_vec()),
-            (b"b".to_vec(), b"small b".to_vec()),
-            (b"c".to_vec(), big(3)),
-            (b"d".to_vec(), big(2)),
-        ];
-        assert_eq!(seen, want);
-        // The latest diff comes back whole and still verifies. (Values of
-        // OUT_OF_LINE bytes or more are write-once in the coordinator: an
-        // older diff is re-hydrated from the latest value, so this test's
-        // overwrite of `b` is not checked against the first diff.)
-        let d = s.diffs(2, 2, 10).expect("diffs");
-        assert_eq!(d[0].entries[1].value, big(3));
-        assert!(d[0].verify(&first.digest));
-        assert_eq!(d[0].digest, second.digest);
-        // The blob file holds the three big values, appended once each.
-        let blobs = std::fs::metadata(path.with_extension("blobs")).expect("blob file").len();
-        assert_eq!(blobs, 3 * s.blobs.footprint(BLOB_MIN as u64 + 7));
-    }
-
-    #[test]
-    fn inputs_under_their_digest_are_written_once_and_come_back_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("s.redb");
-        let parts = vec![bytes::Bytes::from(vec![5u8; BLOB_MIN]), bytes::Bytes::from_static(b"tail")];
-        let digest = shoal_core::Digest::of_parts(parts.iter().map(|b| &b[..]));
-        let mut ledger = Ledger::default();
-        ledger.put_inputs(digest, parts.clone());
-        let first = ledger.seal().expect("diff");
-        // The same inputs again (another job): nothing more on disk.
-        ledger.put_inputs(digest, parts.clone());
-        let second = ledger.seal().expect("diff");
-        let s = commit_each_and_reopen(&path, &[&first, &second]);
-        let blobs = std::fs::metadata(path.with_extension("blobs")).expect("blob file").len();
-        assert_eq!(blobs, s.blobs.footprint((8 + BLOB_MIN + 8 + 4) as u64), "length-prefixed parts, once");
-        let d = s.diffs(1, 2, 10).expect("diffs");
-        assert!(d[0].verify(&shoal_core::Digest::default()) && d[1].verify(&first.digest));
-        let mut snap = Snapshot::default();
-        s.scan(ns::INPUT, &[], |k, v| snap.apply(ns::INPUT, k, v).map(|()| true).map_err(|e| corrupt("input", e)))
-            .expect("scan");
-        assert_eq!(snap.inputs.get(&digest), Some(&parts));
-    }
-
-    #[test]
-    fn prefix_end_bounds_every_extension() {
-        assert_eq!(prefix_end(b"ab"), b"ac".to_vec());
-        assert_eq!(prefix_end(&[1, 0xFF]), vec![2]);
-    }
-}
+mod tests;

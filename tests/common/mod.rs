@@ -125,13 +125,16 @@ pub async fn submit(
     redundancy: u32,
     tasks: &[(KernelSpec, Vec<Vec<u8>>)],
 ) -> String {
-    let mut msgs = vec![pb::SubmitJobRequest {
-        part: Some(pb::submit_job_request::Part::Header(pb::JobHeader {
-            redundancy,
-            name: name.into(),
-            ..Default::default()
-        })),
-    }];
+    submit_with(client, pb::JobHeader { redundancy, name: name.into(), ..Default::default() }, tasks).await
+}
+
+/// Submits a job with this header and these tasks; returns its id.
+pub async fn submit_with(
+    client: &mut ShoalClient<tonic::transport::Channel>,
+    header: pb::JobHeader,
+    tasks: &[(KernelSpec, Vec<Vec<u8>>)],
+) -> String {
+    let mut msgs = vec![pb::SubmitJobRequest { part: Some(pb::submit_job_request::Part::Header(header)) }];
     for (k, inputs) in tasks {
         msgs.push(pb::SubmitJobRequest {
             part: Some(pb::submit_job_request::Part::Task(pb::Task {

@@ -18,6 +18,9 @@ pub enum WriteType {
     Put,
     /// Key no longer exists.
     Delete,
+    /// No key of the namespace that starts with this key exists any more
+    /// (a deleted job's task records, however many).
+    DeletePrefix,
 }
 
 /// One change.
@@ -179,6 +182,7 @@ impl StateDiff {
             h.update(&[match e.write {
                 WriteType::Put => 0u8,
                 WriteType::Delete => 1,
+                WriteType::DeletePrefix => 2,
             }]);
             for part in [e.namespace.as_bytes(), &e.key] {
                 h.update(&(part.len() as u64).to_be_bytes());
@@ -201,7 +205,7 @@ impl StateDiff {
             && self.digest == Self::compute_digest(prev, self.height, &self.entries)
             && self.entries.iter().all(|e| {
                 !content_addressed(&e.namespace)
-                    || e.write == WriteType::Delete
+                    || e.write != WriteType::Put
                     || e.value.digest().as_bytes().as_slice() == e.key.as_slice()
             })
     }
@@ -259,6 +263,16 @@ impl Ledger {
             write: WriteType::Delete,
             namespace: Cow::Borrowed(namespace),
             key: key.into(),
+            value: EntryValue::Bytes(Vec::new()),
+        });
+    }
+
+    /// Records the delete of every key of `namespace` starting with `prefix`.
+    pub fn delete_prefix(&mut self, namespace: &'static str, prefix: impl Into<Vec<u8>>) {
+        self.pending.push(DiffEntry {
+            write: WriteType::DeletePrefix,
+            namespace: Cow::Borrowed(namespace),
+            key: prefix.into(),
             value: EntryValue::Bytes(Vec::new()),
         });
     }

@@ -20,8 +20,9 @@ mod slots;
 
 pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger};
 pub use engine::{
-    Answer, Command, ConnId, Coordinator, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey,
-    Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult, WorkerView,
+    Answer, Command, ConnId, Coordinator, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input, JobProgress,
+    JobSpec, OriginKey, Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult,
+    WorkerView,
 };
 pub use profile::{ProfilePolicy, Tier, WorkerClass};
 pub use recovery::{RecoveryError, Snapshot};

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use shoal_core::auth::MasterSecret;
+use shoal_core::coordinator::ledger::WriteType;
 use shoal_core::coordinator::{
     ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, OriginKey, Output, TaskSpec,
 };
@@ -209,7 +210,18 @@ impl Store {
                 self.height = d.height;
                 self.digest = d.digest;
                 for e in &d.entries {
-                    self.kv.insert((e.namespace.to_string(), e.key.clone()), e.value.clone().into());
+                    let key = (e.namespace.to_string(), e.key.clone());
+                    match e.write {
+                        WriteType::Put => {
+                            self.kv.insert(key, e.value.clone().into());
+                        }
+                        WriteType::Delete => {
+                            self.kv.remove(&key);
+                        }
+                        WriteType::DeletePrefix => {
+                            self.kv.retain(|(n, k), _| !(n == &key.0 && k.starts_with(&key.1)));
+                        }
+                    }
                 }
             }
         }

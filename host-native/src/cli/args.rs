@@ -193,6 +193,13 @@ pub(super) enum JobAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Delete a finished job's records, results and inputs now.
+    Delete {
+        /// Job id.
+        job: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand)]

@@ -222,6 +222,17 @@ pub(super) async fn job(action: JobAction) -> Result<()> {
             let r = c.cancel_job(pb::JobRef { job_id: job.clone() }).await?.into_inner();
             println!("{}", if r.cancelled { "cancelled" } else { "unknown or already finished" });
         }
+        JobAction::Delete { job, client } => {
+            let mut c = connect(&client).await?;
+            let r = c
+                .delete_job(pb::JobRef { job_id: job.clone() })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            if !r.into_inner().deleted {
+                bail!("no job {job} is stored");
+            }
+            println!("deleted");
+        }
     }
     Ok(())
 }

@@ -239,7 +239,8 @@ pub(super) fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::
             .entries
             .iter()
             .map(|e| pb::DiffEntry {
-                delete: e.write == shoal_core::coordinator::ledger::WriteType::Delete,
+                delete: e.write != shoal_core::coordinator::ledger::WriteType::Put,
+                prefix: e.write == shoal_core::coordinator::ledger::WriteType::DeletePrefix,
                 namespace: e.namespace.to_string(),
                 key: bytes::Bytes::from(e.key.clone()),
                 value: bytes::Bytes::from(Vec::<u8>::from(e.value.clone())),

@@ -210,6 +210,21 @@ impl Shoal for ShoalService {
         Ok(Response::new(pb::CancelJobResponse { cancelled }))
     }
 
+    async fn delete_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let scope = allowed(&request, Op::DeleteJob)?;
+        let job = parse_job(&request.get_ref().job_id)?;
+        if scope != Scope::All {
+            self.engine
+                .query(move |_, store| in_scope(&scope, job, store.job(job).ok().flatten().as_ref()))
+                .await
+                .map_err(gone)??;
+        }
+        match self.engine.delete(job).await.map_err(gone)? {
+            Ok(deleted) => Ok(Response::new(pb::DeleteJobResponse { deleted })),
+            Err(e) => Err(Status::failed_precondition(format!("job {job}: {e}"))),
+        }
+    }
+
     type StreamJobResultsStream = BoxStream<pb::TaskOutcome>;
 
     async fn stream_job_results(
@@ -443,8 +458,21 @@ impl Shoal for ShoalService {
         tokio::spawn(async move {
             let mut next = from;
             loop {
-                let batch = engine.query(move |_, store| store.diffs(next, u64::MAX, CATCH_UP_STEP)).await;
-                let Ok(Ok(batch)) = batch else { return };
+                let batch = match engine.query(move |_, store| store.diffs(next, u64::MAX, CATCH_UP_STEP)).await {
+                    Ok(Ok(batch)) => batch,
+                    Ok(Err(e @ crate::store::StoreError::Gone(_))) => {
+                        let _ = tx.send(Err(Status::data_loss(e.to_string()))).await;
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(gone(e))).await;
+                        return;
+                    }
+                };
                 if batch.is_empty() {
                     break;
                 }

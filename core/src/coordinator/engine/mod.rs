@@ -59,8 +59,8 @@ pub(crate) use self::registry::Reputation;
 use self::registry::{Conn, GuestCount, NumRecord, Worker, WorkerIdx, WorkerNum, WorkerState};
 use self::tasks::{Job, TaskKey, TaskSlab};
 pub use self::types::{
-    Answer, Command, ConnId, CoordinatorStats, DeadLetter, Event, Input, JobProgress, JobSpec, OriginKey, Output,
-    PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult, WorkerView,
+    Answer, Command, ConnId, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input, JobProgress, JobSpec,
+    OriginKey, Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult, WorkerView,
 };
 
 /// Hash maps with a fixed hasher: deterministic, no OS randomness (and
@@ -305,6 +305,7 @@ impl Coordinator {
         match command {
             Command::SubmitJob(job) => Answer::JobSubmitted(self.submit(now, job)),
             Command::CancelJob(job) => Answer::JobCancelled(self.cancel(job)),
+            Command::DeleteJob { job, inputs } => Answer::JobDeleted(self.delete(job, &inputs)),
             Command::CloseEpoch => {
                 self.maybe_close_epoch(now, true);
                 Answer::EpochClosed

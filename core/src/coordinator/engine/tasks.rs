@@ -450,6 +450,34 @@ impl Coordinator {
         true
     }
 
+    /// Deletes a finished job's records ([`Command::DeleteJob`](super::Command::DeleteJob)):
+    /// its record, its end and cancellation marks, every task result and
+    /// dead letter (one prefix delete each, however many tasks), and the
+    /// inputs in `inputs` that no task in memory still reads (a job
+    /// submitted in this very round may share them).
+    pub(super) fn delete(&mut self, job: JobId, inputs: &[Digest]) -> Result<(), super::DeleteJobError> {
+        if self.jobs.get(&job).is_some_and(|j| !j.progress.finished()) {
+            return Err(super::DeleteJobError::Unfinished);
+        }
+        self.forget_job(job);
+        for namespace in [ns::JOB, ns::JOB_FINISHED, ns::JOB_CANCELLED] {
+            self.ledger.delete(namespace, job.as_bytes().to_vec());
+        }
+        for namespace in [ns::TASK, ns::DEAD_LETTER] {
+            self.ledger.delete_prefix(namespace, job.as_bytes().to_vec());
+        }
+        if !inputs.is_empty() {
+            let in_use: BTreeSet<Digest> = (self.jobs.values())
+                .flat_map(Job::keys)
+                .filter_map(|k| self.tasks.get(k).map(|t| t.input_digest))
+                .collect();
+            for d in inputs.iter().filter(|d| !in_use.contains(d)) {
+                self.ledger.delete(ns::INPUT, d.as_bytes().to_vec());
+            }
+        }
+        Ok(())
+    }
+
     /// Drops a finished job and its tasks' results from memory (after the
     /// host has persisted or delivered them). False if unknown or unfinished.
     pub fn forget_job(&mut self, job: JobId) -> bool {

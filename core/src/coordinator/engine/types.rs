@@ -74,6 +74,16 @@ pub enum Command {
     /// Cancel a job: its pending tasks end as cancelled, their running
     /// replicas are withdrawn.
     CancelJob(JobId),
+    /// Delete a finished job's records: the job, its task results and dead
+    /// letters, and of its inputs stored apart those in `inputs` that no
+    /// job in memory still needs (the host names the ones no other stored
+    /// job uses). Settled epochs and the ledger's chain stay.
+    DeleteJob {
+        /// Which job.
+        job: JobId,
+        /// Digests of its inputs stored apart that no other stored job uses.
+        inputs: Vec<crate::digest::Digest>,
+    },
     /// Close the open epoch now and settle it (an operator's request, or
     /// a shutdown).
     CloseEpoch,
@@ -93,6 +103,8 @@ pub enum Answer {
     JobSubmitted(Result<JobId, SubmitError>),
     /// Whether the job was known (false: unknown or already forgotten).
     JobCancelled(bool),
+    /// The job's records are deleted (in this round's diff), or why not.
+    JobDeleted(Result<(), DeleteJobError>),
     /// The epoch was closed; its settlement is in the same round's events.
     EpochClosed,
     /// The stake is recorded.
@@ -274,6 +286,17 @@ impl PreparedJob {
         self.spec.tasks.push(task);
     }
 
+    /// The digests of the inputs the job stores apart, each once: those of
+    /// tasks with at least [`INPUTS_APART`](crate::coordinator::recovery::INPUTS_APART)
+    /// bytes of inputs (what a host tracks to know when no job uses them).
+    pub fn inputs_apart(&self) -> Vec<Digest> {
+        let apart =
+            |t: &TaskSpec| t.inputs.iter().map(Bytes::len).sum::<usize>() >= crate::coordinator::recovery::INPUTS_APART;
+        let set: std::collections::BTreeSet<Digest> =
+            self.spec.tasks.iter().zip(&self.ids).filter(|(t, _)| apart(t)).map(|(_, (d, _))| *d).collect();
+        set.into_iter().collect()
+    }
+
     /// The job.
     pub fn spec(&self) -> &JobSpec {
         &self.spec
@@ -284,6 +307,14 @@ impl From<JobSpec> for PreparedJob {
     fn from(spec: JobSpec) -> Self {
         PreparedJob::new(spec)
     }
+}
+
+/// Why a job's records were not deleted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeleteJobError {
+    /// Some of its tasks have not ended.
+    #[error("the job has tasks that have not ended; cancel it first")]
+    Unfinished,
 }
 
 /// Why a job was refused.
