@@ -60,8 +60,11 @@ pub(super) async fn coordinator(mut cfg: ShoalConfig, a: CoordinatorArgs) -> Res
             () = &mut signal => break,
             () = tokio::time::sleep(Duration::from_millis(500)) => {
                 if service.engine.is_stopped() {
-                    let _ = service.shutdown().await;
-                    bail!("the coordinator stopped on a storage error (see the log); restart it to recover");
+                    let why = service.shutdown().await.err().map_or_else(|| "see the log".to_owned(), |e| e.to_string());
+                    bail!(
+                        "the coordinator stopped: {why}. Everything it acknowledged is stored; \
+                         fix the cause (a full disk?) and restart it to recover"
+                    );
                 }
             }
         }
