@@ -136,6 +136,7 @@ fn table(jobs: &Jobs, tag: &str) -> Vec<Row> {
             [D, D, O]
         ),
         row!("ListTokens", pb::Empty {}, list_tokens, [D, D, O]),
+        row!("Backup", pb::Empty {}, backup, [D, D, O]),
         row!("RevokeToken", pb::RevokeTokenRequest { name_or_id: format!("throwaway-{tag}") }, revoke_token, [D, D, O]),
     ]
 }
@@ -273,7 +274,7 @@ async fn every_call_answers_each_role_on_both_ports() {
             }
         }
     }
-    assert_eq!(checked, 2 * 25 * 5);
+    assert_eq!(checked, 2 * 26 * 5);
 
     // The pages that read the swarm: metrics for read and admin; stats for
     // every role; neither without a (live) token.

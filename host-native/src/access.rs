@@ -116,6 +116,8 @@ pub enum Op {
     CloseEpoch,
     /// Creating, listing and revoking tokens.
     Tokens,
+    /// Copying the whole store (every job, the worker secret).
+    Backup,
 }
 
 /// Which jobs a permitted call reaches.
@@ -212,14 +214,14 @@ impl Caller {
 
 /// The role table: `None` where the role may not; `owner` is the caller's id.
 fn role_scope(role: Role, op: Op, owner: &str) -> Option<Scope> {
-    use Op::{CancelJob, CloseEpoch, DeleteJob, Metrics, ReadJobs, StateDiffs, Submit, Swarm, Tokens};
+    use Op::{Backup, CancelJob, CloseEpoch, DeleteJob, Metrics, ReadJobs, StateDiffs, Submit, Swarm, Tokens};
     match (role, op) {
         (Role::Admin, _) | (Role::Read, Swarm | ReadJobs | StateDiffs | Metrics) | (Role::Submit, Swarm | Submit) => {
             Some(Scope::All)
         }
         (Role::Submit, ReadJobs | CancelJob | DeleteJob) => Some(Scope::Owned(owner.to_owned())),
-        (Role::Read, Submit | CancelJob | DeleteJob | CloseEpoch | Tokens)
-        | (Role::Submit, StateDiffs | Metrics | CloseEpoch | Tokens) => None,
+        (Role::Read, Submit | CancelJob | DeleteJob | CloseEpoch | Tokens | Backup)
+        | (Role::Submit, StateDiffs | Metrics | CloseEpoch | Tokens | Backup) => None,
     }
 }
 
@@ -235,6 +237,7 @@ fn what(op: Op) -> &'static str {
         Op::DeleteJob => "delete jobs",
         Op::CloseEpoch => "close epochs",
         Op::Tokens => "manage tokens",
+        Op::Backup => "back up the coordinator",
     }
 }
 
@@ -425,6 +428,7 @@ mod tests {
             Op::DeleteJob,
             Op::CloseEpoch,
             Op::Tokens,
+            Op::Backup,
         ];
         for op in all {
             assert_eq!(token(Role::Admin).scope(op), Ok(Scope::All), "{op:?}");
@@ -434,7 +438,7 @@ mod tests {
         for op in [Op::Swarm, Op::ReadJobs, Op::StateDiffs, Op::Metrics] {
             assert_eq!(read.scope(op), Ok(Scope::All), "{op:?}");
         }
-        for op in [Op::Submit, Op::CancelJob, Op::DeleteJob, Op::CloseEpoch, Op::Tokens] {
+        for op in [Op::Submit, Op::CancelJob, Op::DeleteJob, Op::CloseEpoch, Op::Tokens, Op::Backup] {
             assert!(matches!(read.scope(op), Err(Refusal::PermissionDenied(_))), "{op:?}");
         }
         assert_eq!(submit.scope(Op::Submit), Ok(Scope::All));
@@ -442,7 +446,7 @@ mod tests {
         assert_eq!(submit.scope(Op::ReadJobs), Ok(Scope::Owned("me".into())));
         assert_eq!(submit.scope(Op::CancelJob), Ok(Scope::Owned("me".into())));
         assert_eq!(submit.scope(Op::DeleteJob), Ok(Scope::Owned("me".into())));
-        for op in [Op::StateDiffs, Op::Metrics, Op::CloseEpoch, Op::Tokens] {
+        for op in [Op::StateDiffs, Op::Metrics, Op::CloseEpoch, Op::Tokens, Op::Backup] {
             assert!(matches!(submit.scope(op), Err(Refusal::PermissionDenied(_))), "{op:?}");
         }
         let anon = |a| Caller::Anonymous(a);

@@ -58,6 +58,31 @@ pub(crate) struct BlobLog {
     /// Reads, syncs, and appends when direct I/O is not in use.
     file: File,
     appender: Mutex<Appender>,
+    /// Releases put off while a reader of an older state (a backup) may
+    /// still read the values they free: how many such readers, and what
+    /// waits for them.
+    held: Mutex<(u32, Vec<BlobRef>)>,
+}
+
+/// While alive, no value's space is released (a backup reads a snapshot
+/// whose values must stay readable); what was released meanwhile is
+/// freed when the last hold ends.
+pub(crate) struct ReleaseHold<'a>(&'a BlobLog);
+
+impl Drop for ReleaseHold<'_> {
+    fn drop(&mut self) {
+        let pending = {
+            let mut held = self.0.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            held.0 -= 1;
+            if held.0 > 0 {
+                return;
+            }
+            std::mem::take(&mut held.1)
+        };
+        for r in pending {
+            self.0.release(&r);
+        }
+    }
 }
 
 struct Appender {
@@ -117,7 +142,8 @@ impl BlobLog {
         if direct.is_none() {
             tracing::debug!(path = %path.display(), "blob file without direct I/O");
         }
-        Ok(BlobLog { file, appender: Mutex::new(Appender { end, direct, stage: Vec::new() }) })
+        let appender = Mutex::new(Appender { end, direct, stage: Vec::new() });
+        Ok(BlobLog { file, appender, held: Mutex::new((0, Vec::new())) })
     }
 
     /// Bytes of file a value of `len` bytes takes (tests).
@@ -173,6 +199,13 @@ impl BlobLog {
     /// (after the transaction that dropped its last ref committed). Best
     /// effort: a file system that cannot punch holes keeps the space.
     pub(crate) fn release(&self, r: &BlobRef) {
+        {
+            let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if held.0 > 0 {
+                held.1.push(*r);
+                return;
+            }
+        }
         let start = round_up(r.offset);
         let end = (r.offset + r.len) / ALIGN as u64 * ALIGN as u64;
         if end > start {
@@ -180,6 +213,12 @@ impl BlobLog {
                 tracing::debug!(error = %e, "the blob file keeps a deleted value's space");
             }
         }
+    }
+
+    /// Puts off every release until the returned hold is dropped.
+    pub(crate) fn hold_releases(&self) -> ReleaseHold<'_> {
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 += 1;
+        ReleaseHold(self)
     }
 
     /// Disk bytes the file occupies (its allocated blocks).

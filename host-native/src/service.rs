@@ -147,6 +147,7 @@ impl Service {
         let data = &cfg.server.data;
         std::fs::create_dir_all(data).map_err(io(format!("creating {}", data.display())))?;
         let secret = load_or_create_secret(data)?;
+        crate::backup::sweep_leftovers(data);
         let store_path = data.join(STORE_FILE);
         let store = tokio::task::spawn_blocking(move || RedbStore::open(&store_path))
             .await
@@ -159,7 +160,8 @@ impl Service {
         };
         let store: Arc<dyn crate::store::Store> = Arc::new(store);
         let access = Arc::new(Access::load(store.clone(), &cfg.server.api_token, cfg.server.anonymous)?);
-        let (engine, engine_thread) = engine::start(cfg.coordinator.clone(), Some(secret.clone()), store, settings)?;
+        let (engine, engine_thread) =
+            engine::start(cfg.coordinator.clone(), Some(secret.clone()), store.clone(), settings)?;
 
         let http_addr = http.local_addr().map_err(io("local address"))?;
         let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
@@ -192,6 +194,7 @@ impl Service {
             cfg.coordinator.max_job_input_bytes,
             submit_limits.clone(),
             access.clone(),
+            (store.clone(), data.clone()),
         ))
         .max_decoding_message_size(cfg.server.max_grpc_message)
         .max_encoding_message_size(cfg.server.max_grpc_message);

@@ -43,7 +43,9 @@ const INPUT_USERS: TableDefinition<&[u8], ()> = TableDefinition::new("input_user
 /// what retention walks. A row whose job is gone is dropped by the walk.
 const JOB_ENDED: TableDefinition<&[u8], ()> = TableDefinition::new("job_ended");
 
+mod backup;
 mod retention;
+pub use self::backup::BackupStats;
 pub use self::retention::ExpiredJob;
 
 /// Values at least this long go to the blob file (job inputs, big outputs).
@@ -172,6 +174,9 @@ pub trait Store: Send + Sync {
     fn expired_jobs(&self, before: Millis, limit: usize) -> Result<Vec<ExpiredJob>, StoreError>;
     /// Disk bytes the big values take (the blob file's allocated blocks).
     fn blob_bytes(&self) -> u64;
+    /// Writes a consistent copy of the store into the folder `dir` while it
+    /// keeps running (what `shoal backup` archives).
+    fn backup(&self, dir: &Path) -> Result<BackupStats, StoreError>;
 }
 
 /// Values at least this long are kept once, in the state table; the diff
@@ -654,6 +659,10 @@ impl Store for RedbStore {
 
     fn blob_bytes(&self) -> u64 {
         self.blobs.allocated()
+    }
+
+    fn backup(&self, dir: &Path) -> Result<BackupStats, StoreError> {
+        self.copy_to(dir)
     }
 
     fn put_api_token(&self, digest: &shoal_core::Digest, record: &TokenRecord) -> Result<(), StoreError> {

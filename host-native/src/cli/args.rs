@@ -43,6 +43,10 @@ pub(super) enum Command {
     Epochs(ClientArgs),
     /// Derive a worker's token from the coordinator's secret.
     Keygen(KeygenArgs),
+    /// A consistent copy of a running coordinator's data, as one archive (admin).
+    Backup(BackupArgs),
+    /// Unpacks a backup into a new data folder (`shoal coordinator --data` starts from it).
+    Restore(RestoreArgs),
     /// API tokens with roles (admin, submit, read) on a running coordinator.
     Token {
         #[command(subcommand)]
@@ -200,6 +204,25 @@ pub(super) enum JobAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Args)]
+pub(super) struct BackupArgs {
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+    /// Where the archive goes (written whole or not at all).
+    #[arg(long)]
+    pub(super) out: PathBuf,
+}
+
+#[derive(Args)]
+pub(super) struct RestoreArgs {
+    /// An archive from `shoal backup`.
+    #[arg(long)]
+    pub(super) from: PathBuf,
+    /// The data folder to create (must not exist, or be empty).
+    #[arg(long)]
+    pub(super) data: PathBuf,
 }
 
 #[derive(Subcommand)]

@@ -9,7 +9,7 @@
 //! - `output`: how their answers are printed (tables, JSON, progress,
 //!   result files, the demo image);
 //! - `sim`: `shoal sim`, in-process or over sockets;
-//! - `tokens`: `shoal token create|list|revoke`.
+//! - `tokens`: `shoal token create|list|revoke`, `shoal backup`, `shoal restore`.
 
 mod args;
 mod client;
@@ -59,6 +59,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Epochs(a) => epochs(a).await,
         Command::Keygen(a) => keygen(cfg, a),
         Command::Token { action } => tokens::token(action).await,
+        Command::Backup(a) => tokens::backup(a).await,
+        Command::Restore(a) => tokens::restore(&a),
         Command::Config { action: ConfigAction::Print } => {
             print!("{}", cfg.to_toml());
             Ok(())

@@ -1,12 +1,12 @@
-//! `shoal token create|list|revoke`: API tokens with roles, managed on a
-//! running coordinator by an admin (no restart: a revocation holds from the
-//! next call on).
+//! The operator's commands on a running coordinator: `shoal token
+//! create|list|revoke` (API tokens with roles; a revocation holds from the
+//! next call on, no restart) and `shoal backup` / `shoal restore`.
 
 use anyhow::{Context, Result};
 
 use crate::grpc::{pb, role_by_name, role_name};
 
-use super::args::TokenAction;
+use super::args::{BackupArgs, RestoreArgs, TokenAction};
 use super::client::connect;
 
 pub(super) async fn token(action: TokenAction) -> Result<()> {
@@ -69,5 +69,41 @@ fn print_tokens(list: &[pb::TokenInfo], json: bool) -> Result<()> {
         let state = if t.revoked_ms > 0 { format!("revoked at {}", t.revoked_ms) } else { "live".into() };
         println!("{:<14}{:<24}{:<8}{:<16}{state}", t.id, t.name, role_name(t.role), t.created_ms);
     }
+    Ok(())
+}
+
+pub(super) async fn backup(a: BackupArgs) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let started = std::time::Instant::now();
+    let mut c = connect(&a.client).await?;
+    let mut stream = c.backup(pb::Empty {}).await.context("asking for a backup")?.into_inner();
+    let partial = a.out.with_extension("partial");
+    let mut file =
+        tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;
+    let mut bytes = 0u64;
+    let written = async {
+        while let Some(chunk) = stream.message().await.context("receiving the backup")? {
+            file.write_all(&chunk.data).await.context("writing the backup")?;
+            bytes += chunk.data.len() as u64;
+        }
+        file.sync_all().await.context("syncing the backup")?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = written.await {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&partial, &a.out).await.with_context(|| format!("naming {}", a.out.display()))?;
+    println!(
+        "{} ({bytes} bytes) in {:.1?}; shoal restore --from it --data NEW_FOLDER",
+        a.out.display(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+pub(super) fn restore(a: &RestoreArgs) -> Result<()> {
+    crate::backup::restore(&a.from, &a.data)?;
+    println!("restored into {}; start it with shoal coordinator --data {}", a.data.display(), a.data.display());
     Ok(())
 }

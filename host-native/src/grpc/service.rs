@@ -39,6 +39,8 @@ pub struct ShoalService {
     limits: SubmitLimits,
     /// Tokens and what each caller may do.
     access: Arc<Access>,
+    /// The store and the data folder, for backups (read beside the engine).
+    data: (Arc<dyn crate::store::Store>, std::path::PathBuf),
 }
 
 impl ShoalService {
@@ -49,8 +51,9 @@ impl ShoalService {
         max_job_input_bytes: u64,
         limits: SubmitLimits,
         access: Arc<Access>,
+        data: (Arc<dyn crate::store::Store>, std::path::PathBuf),
     ) -> Self {
-        ShoalService { engine, consensus, max_job_input_bytes, limits, access }
+        ShoalService { engine, consensus, max_job_input_bytes, limits, access, data }
     }
 }
 
@@ -528,5 +531,47 @@ impl Shoal for ShoalService {
     async fn revoke_token(&self, request: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::TokenInfo>, Status> {
         allowed(&request, Op::Tokens)?;
         super::tokens::revoke(self.access.clone(), request.into_inner()).await.map(Response::new)
+    }
+
+    type BackupStream = BoxStream<pb::BackupChunk>;
+
+    async fn backup(&self, request: Request<pb::Empty>) -> Result<Response<Self::BackupStream>, Status> {
+        allowed(&request, Op::Backup)?;
+        let (store, data) = self.data.clone();
+        let started = std::time::Instant::now();
+        let (path, stats) = tokio::task::spawn_blocking(move || crate::backup::archive(store.as_ref(), &data))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("backup failed: {e}")))?;
+        tracing::info!(
+            records = stats.records,
+            blobs = stats.blobs,
+            blob_bytes = stats.blob_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "backup made"
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let sent = async {
+                let mut file = tokio::fs::File::open(&path).await?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = file.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                    let chunk = pb::BackupChunk { data: bytes::Bytes::copy_from_slice(&buf[..n]) };
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            };
+            if let Err(e) = sent.await {
+                let _ = tx.send(Err(Status::internal(format!("reading the backup: {e}")))).await;
+            }
+            let _ = tokio::fs::remove_file(&path).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }
