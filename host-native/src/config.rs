@@ -17,25 +17,69 @@ use shoal_core::coordinator::CoordinatorConfig;
 pub const REDACTED: &str = "<set, not shown>";
 
 /// TLS of both listeners: a certificate chain and its private key, PEM
-/// files. Both empty (the default): plain HTTP and gRPC, for loopback.
+/// files, or certificates from an ACME CA. All empty (the default): plain
+/// HTTP and gRPC, for loopback.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// The certificate chain (leaf first).
+    #[serde(default)]
     pub cert: PathBuf,
     /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
     pub key: PathBuf,
+    /// Certificates obtained and renewed by ACME instead of files.
+    #[serde(default)]
+    pub acme: AcmeSettings,
+}
+
+/// ACME (RFC 8555): the coordinator obtains its certificate for `domains`
+/// from `directory` and renews it, answering TLS-ALPN-01 challenges on
+/// its HTTP port (which the CA must reach as port 443).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeSettings {
+    /// The names the certificate is for; empty: ACME is off.
+    pub domains: Vec<String>,
+    /// Contacts for the CA (`mailto:ops@example.com`).
+    pub contact: Vec<String>,
+    /// The CA's directory URL (Let's Encrypt's by default).
+    pub directory: String,
+    /// The CA certificate (PEM) of the directory's own HTTPS, for a private
+    /// or test ACME server; empty: the system's roots.
+    pub ca: PathBuf,
+    /// Renew when the certificate has this many days left.
+    pub renew_before_days: u32,
+    /// How often the certificate's age is checked, ms.
+    pub check_every_ms: u64,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> Self {
+        AcmeSettings {
+            domains: Vec::new(),
+            contact: Vec::new(),
+            directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            ca: PathBuf::new(),
+            renew_before_days: 30,
+            check_every_ms: 12 * 3_600_000,
+        }
+    }
 }
 
 impl TlsSettings {
-    /// Whether TLS is configured (both files named), or why the settings
-    /// are incomplete.
+    /// Whether TLS is configured (both files named, or ACME domains), or
+    /// why the settings are incomplete.
     pub fn enabled(&self) -> Result<bool, String> {
-        match (self.cert.as_os_str().is_empty(), self.key.as_os_str().is_empty()) {
-            (true, true) => Ok(false),
-            (false, false) => Ok(true),
-            _ => Err("server.tls needs both cert and key (PEM files)".into()),
+        let files = match (self.cert.as_os_str().is_empty(), self.key.as_os_str().is_empty()) {
+            (true, true) => false,
+            (false, false) => true,
+            _ => return Err("server.tls needs both cert and key (PEM files)".into()),
+        };
+        if files && !self.acme.domains.is_empty() {
+            return Err("server.tls: certificate files or ACME domains, not both".into());
         }
+        Ok(files || !self.acme.domains.is_empty())
     }
 }
 

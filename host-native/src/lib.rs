@@ -7,6 +7,7 @@
 //! worker; [`config`] the TOML configuration; [`cli`] the `shoal` command.
 
 pub mod access;
+pub mod acme;
 pub mod backup;
 pub mod bench;
 mod blob_log;

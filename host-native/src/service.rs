@@ -133,7 +133,10 @@ impl Service {
         crate::metrics::install();
         // TLS, CORS and proxies first: a broken configuration stops the start
         // before storage opens.
-        let (http_tls, grpc_tls) = tls_setup(&cfg.server.tls)?.unzip();
+        let (http_tls, grpc_tls, acme) = match tls_setup(&cfg.server.tls, &cfg.server.data)? {
+            Some((h, g, a)) => (Some(h), Some(g), a),
+            None => (None, None, None),
+        };
         let cors = crate::http::cors(&cfg.server.cors_origins).map_err(ServiceError::Config)?;
         let proxies = crate::proxy::TrustedProxies::parse(&cfg.server.trusted_proxies).map_err(ServiceError::Config)?;
         let tls = http_tls.is_some();
@@ -212,7 +215,10 @@ impl Service {
         };
         let http_task = tokio::spawn(crate::listener::serve_http(http, router, http_options, stop_rx.clone()));
 
-        let grpc_task = spawn_grpc(grpc, grpc_tls, cors, svc, stop_rx.clone())?;
+        let header_timeout = Duration::from_millis(cfg.server.header_timeout_ms.max(1));
+        let grpc_task = spawn_grpc(grpc, grpc_tls, header_timeout, cors, svc, stop_rx.clone());
+        let mut servers = vec![http_task, grpc_task, consensus_task];
+        servers.extend(acme.map(|a| tokio::spawn(a.run(stop_rx.clone()))));
         let scheme = if tls { "https" } else { "http" };
         tracing::info!(%http_addr, %grpc_addr, scheme, data = %data.display(), "coordinator serving");
         Ok(Service {
@@ -224,7 +230,7 @@ impl Service {
             tls,
             site,
             stop,
-            servers: vec![http_task, grpc_task, consensus_task],
+            servers,
             engine_thread: Some(engine_thread),
             shutdown_timeout: Duration::from_millis(cfg.server.shutdown_timeout_ms),
         })
@@ -301,24 +307,41 @@ fn open_api_check(server: &crate::config::ServerConfig) -> Result<(), ServiceErr
 }
 
 /// Serves the API (gRPC, and gRPC-web with CORS) on the guarded port until
-/// `stop` turns true.
+/// `stop` turns true; with TLS, each connection's handshake runs in its own
+/// task (a slow one holds up no other), bounded by `handshake`.
 fn spawn_grpc(
-    grpc: GuardedListener,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    mut grpc: GuardedListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshake: Duration,
     cors: tower_http::cors::CorsLayer,
     svc: tonic::service::interceptor::InterceptedService<pb::shoal_server::ShoalServer<ShoalService>, Authorize>,
     mut stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, ServiceError> {
-    let incoming = futures_util::stream::unfold(grpc, |mut grpc| async move {
-        let (io, _) = grpc.accept().await;
-        Some((Ok::<_, std::io::Error>(io), grpc))
+) -> JoinHandle<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (io, _) = grpc.accept().await;
+            let tx = tx.clone();
+            match &tls {
+                None => {
+                    if tx.send(Ok::<_, std::io::Error>(crate::listener::MaybeTls::Plain(io))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    let accept = tls.accept(io);
+                    tokio::spawn(async move {
+                        if let Ok(Ok(stream)) = tokio::time::timeout(handshake, accept).await {
+                            let _ = tx.send(Ok(crate::listener::MaybeTls::Tls(Box::new(stream)))).await;
+                        }
+                    });
+                }
+            }
+        }
     });
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(|e| ServiceError::Tls(e.to_string()))?;
-    }
-    Ok(tokio::spawn(async move {
-        let r = builder
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+    tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -335,22 +358,35 @@ fn spawn_grpc(
         if let Err(e) = r {
             tracing::error!(error = %e, "gRPC server failed");
         }
-    }))
+    })
 }
 
-/// The TLS of both listeners when configured: rustls for HTTP (ALPN
-/// `http/1.1`), tonic's for gRPC, from the same PEM files.
+/// The TLS of both listeners when configured (rustls, one live
+/// certificate: from the PEM files, or from ACME with its manager to run),
+/// HTTP offering `http/1.1`, gRPC `h2` and `http/1.1` (gRPC-web).
 fn tls_setup(
     settings: &crate::config::TlsSettings,
-) -> Result<Option<(tokio_rustls::TlsAcceptor, tonic::transport::ServerTlsConfig)>, ServiceError> {
+    data: &Path,
+) -> Result<Option<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsAcceptor, Option<crate::acme::Acme>)>, ServiceError> {
     if !settings.enabled().map_err(ServiceError::Tls)? {
         return Ok(None);
     }
-    let http = crate::tls::server_config(&settings.cert, &settings.key, &[b"http/1.1"])
-        .map_err(|e| ServiceError::Tls(e.to_string()))?;
-    let read = |p: &Path| std::fs::read(p).map_err(io(format!("reading {}", p.display())));
-    let identity = tonic::transport::Identity::from_pem(read(&settings.cert)?, read(&settings.key)?);
-    Ok(Some((tokio_rustls::TlsAcceptor::from(http), tonic::transport::ServerTlsConfig::new().identity(identity))))
+    let tls = |e: crate::tls::TlsError| ServiceError::Tls(e.to_string());
+    let (live, acme) = if settings.acme.domains.is_empty() {
+        let read = |p: &Path| std::fs::read(p).map_err(io(format!("reading {}", p.display())));
+        crate::tls::certificates(&settings.cert).map_err(tls)?;
+        let cert = crate::tls::certified_key(&read(&settings.cert)?, &read(&settings.key)?).map_err(tls)?;
+        cert.keys_match()
+            .map_err(|e| ServiceError::Tls(format!("server.tls.key does not match server.tls.cert: {e}")))?;
+        (Arc::new(crate::tls::LiveCert::new(cert)), None)
+    } else {
+        let (acme, live) =
+            crate::acme::Acme::new(settings.acme.clone(), data).map_err(|e| ServiceError::Tls(e.to_string()))?;
+        (live, Some(acme))
+    };
+    let http = crate::tls::live_server_config(live.clone(), &[b"http/1.1"]).map_err(tls)?;
+    let grpc = crate::tls::live_server_config(live, &[b"h2", b"http/1.1"]).map_err(tls)?;
+    Ok(Some((tokio_rustls::TlsAcceptor::from(http), tokio_rustls::TlsAcceptor::from(grpc), acme)))
 }
 
 /// File descriptors kept free of sockets (storage, logs, the engine).

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::sign::CertifiedKey;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -44,18 +45,94 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
 
 /// A server's TLS: its certificate chain and private key (PEM files), and
 /// the application protocols it offers (ALPN).
-pub fn server_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(cert: &Path, key_path: &Path, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Read { path: key.to_owned(), reason: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| TlsError::Read { path: key_path.to_owned(), reason: e.to_string() })?;
+    let certified = sign(chain, key)?;
+    // (Checked for files only: a TLS-ALPN-01 challenge certificate carries
+    // a critical extension the parser behind this check refuses.)
+    certified
+        .keys_match()
+        .map_err(|e| TlsError::Config(format!("{} and {}: {e}", cert.display(), key_path.display())))?;
+    live_server_config(Arc::new(LiveCert::new(certified)), alpn)
+}
+
+/// A certificate chain and its key, ready to serve.
+fn sign(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<CertifiedKey>, TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider.key_provider.load_private_key(key).map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// A certificate chain and its key, from PEM bytes, ready to serve.
+pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Config(format!("certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(TlsError::Config("no PEM certificate in the chain".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Config(format!("private key: {e}")))?;
+    sign(chain, key)
+}
+
+/// A server's TLS whose certificate is `live`'s (replaced without a
+/// restart), offering `alpn` and ACME's `acme-tls/1` (answered only while
+/// a challenge is pending).
+pub fn live_server_config(live: Arc<LiveCert>, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .with_cert_resolver(live);
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    cfg.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     Ok(Arc::new(cfg))
+}
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The certificate both listeners serve, replaceable while they run (an
+/// ACME renewal), and the challenge certificates of pending TLS-ALPN-01
+/// validations by domain.
+#[derive(Debug)]
+pub struct LiveCert {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+    challenges: std::sync::RwLock<std::collections::HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl LiveCert {
+    /// Serving `cert`.
+    pub fn new(cert: Arc<CertifiedKey>) -> LiveCert {
+        LiveCert { current: std::sync::RwLock::new(cert), challenges: std::sync::RwLock::default() }
+    }
+
+    /// Serves `cert` from the next handshake on.
+    pub fn replace(&self, cert: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cert;
+    }
+
+    /// Answers the TLS-ALPN-01 challenge for `domain` with `cert` (None: no longer).
+    pub fn set_challenge(&self, domain: &str, cert: Option<Arc<CertifiedKey>>) {
+        let mut c = self.challenges.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cert {
+            Some(cert) => c.insert(domain.to_owned(), cert),
+            None => c.remove(domain),
+        };
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveCert {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            let name = hello.server_name()?;
+            return self.challenges.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
+        }
+        Some(self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+    }
 }
 
 /// A client's TLS: the system's roots, and `ca` (a PEM file) when given.

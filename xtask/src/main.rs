@@ -312,6 +312,14 @@ fn ensure_browser() -> Result {
     apt_install(&["chromium", "chromium-driver"])
 }
 
+/// Debian's ACME test server and its DNS, for the ACME test.
+fn ensure_pebble() -> Result {
+    if have("pebble") && have("pebble-challtestsrv") {
+        return Ok(());
+    }
+    apt_install(&["pebble"])
+}
+
 fn ensure_lavapipe() -> Result {
     if output_of("dpkg", &["-s", "mesa-vulkan-drivers"]).is_some() {
         return Ok(());
@@ -425,6 +433,7 @@ fn test() -> Result {
     // lavapipe) and on WebGPU in headless Chromium (SwiftShader).
     ensure_lavapipe()?;
     ensure_browser()?;
+    ensure_pebble()?;
     step("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     // The site first: the `shoal` the tests run carries it (SHOAL_EMBED_SITE),
     // and every native cargo step sees the same value (a change reruns
