@@ -312,12 +312,16 @@ fn ensure_browser() -> Result {
     apt_install(&["chromium", "chromium-driver"])
 }
 
-/// Debian's ACME test server and its DNS, for the ACME test.
+/// Debian's ACME test server and its DNS (the ACME test), and nginx (the
+/// reverse-proxy test).
 fn ensure_pebble() -> Result {
-    if have("pebble") && have("pebble-challtestsrv") {
-        return Ok(());
+    if !(have("pebble") && have("pebble-challtestsrv")) {
+        apt_install(&["pebble"])?;
     }
-    apt_install(&["pebble"])
+    if !have("nginx") {
+        apt_install(&["nginx-light"])?;
+    }
+    Ok(())
 }
 
 fn ensure_lavapipe() -> Result {
