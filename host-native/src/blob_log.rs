@@ -27,6 +27,7 @@
 //! allocated.
 
 use std::fs::{File, OpenOptions};
+#[cfg(unix)]
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -120,6 +121,42 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn punch_hole(_: &File, _: u64, _: u64) -> std::io::Result<()> {
     Err(std::io::Error::other("hole punching is implemented on Linux only"))
+}
+
+/// Positional reads and writes where the standard library has no
+/// `FileExt::read_exact_at` / `write_all_at` (Windows): loops of
+/// `seek_read` / `seek_write` (the file's cursor is never relied on).
+#[cfg(windows)]
+trait FileExt {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+#[cfg(windows)]
+impl FileExt for File {
+    fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+        use std::os::windows::fs::FileExt as _;
+        while !buf.is_empty() {
+            let n = self.seek_write(buf, offset)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            (buf, offset) = (&buf[n..], offset + n as u64);
+        }
+        Ok(())
+    }
+
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+        use std::os::windows::fs::FileExt as _;
+        while !buf.is_empty() {
+            let n = self.seek_read(buf, offset)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            (buf, offset) = (&mut std::mem::take(&mut buf)[n..], offset + n as u64);
+        }
+        Ok(())
+    }
 }
 
 fn round_up(n: u64) -> u64 {
@@ -226,6 +263,12 @@ impl BlobLog {
     pub(crate) fn allocated(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
         self.file.metadata().map_or(0, |m| m.blocks() * 512)
+    }
+
+    /// Disk bytes the file occupies (its length: no holes are punched here).
+    #[cfg(not(unix))]
+    pub(crate) fn allocated(&self) -> u64 {
+        self.file.metadata().map_or(0, |m| m.len())
     }
 
     /// Reads the value `r` names, checking its length and checksum.

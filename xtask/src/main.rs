@@ -115,6 +115,24 @@ fn ensure_wasm_target() -> Result {
     step("install the wasm32 target", Command::new("rustup").args(["target", "add", WASM_TARGET]).current_dir(root()))
 }
 
+/// The Windows target `shoal` is checked for, and its C cross-compiler
+/// (ring and blake3 build C for the target even under `cargo check`).
+const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
+
+fn ensure_windows_target() -> Result {
+    let installed = output_of("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if !installed.lines().any(|l| l.trim() == WINDOWS_TARGET) {
+        step(
+            "install the Windows target",
+            Command::new("rustup").args(["target", "add", WINDOWS_TARGET]).current_dir(root()),
+        )?;
+    }
+    if !have("x86_64-w64-mingw32-gcc") {
+        apt_install(&["gcc-mingw-w64-x86-64"])?;
+    }
+    Ok(())
+}
+
 /// The wasm-bindgen version in Cargo.lock: the CLI must match it exactly.
 fn locked_wasm_bindgen_version() -> Result<String> {
     let lock = std::fs::read_to_string(root().join("Cargo.lock")).map_err(|e| format!("reading Cargo.lock: {e}"))?;
@@ -502,6 +520,11 @@ fn test() -> Result {
             .env("TMPDIR", browser_tmp()),
     )?;
     let _ = std::fs::remove_dir_all(target_dir().join("browser-tmp"));
+    ensure_windows_target()?;
+    step(
+        "shoal-native checks for Windows (x86_64-pc-windows-gnu)",
+        cargo().args(["check", "-p", "shoal-native", "--target", WINDOWS_TARGET, "--locked"]),
+    )?;
     step("benchmarks compile", cargo().args(["bench", "-p", "shoal-core", "--no-run", "--locked"]))?;
     println!("\nall checks passed in {:.0?}", t.elapsed());
     Ok(())
