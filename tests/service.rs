@@ -356,6 +356,33 @@ async fn a_failed_start_holds_nothing() {
     service.shutdown().await.expect("stops");
 }
 
+/// A stopped service frees its storage at once, even while clients still
+/// hold connections to it: the same data folder starts again right away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_service_frees_its_storage_and_ports_while_clients_linger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = shoal_native::tls::private_pki(dir.path(), &["127.0.0.1"]).expect("a test CA");
+    let mut cfg = test_config(&dir.path().join("data"));
+    cfg.server.tls.cert.clone_from(&pki.cert);
+    cfg.server.tls.key.clone_from(&pki.key);
+    let service = Service::start(cfg.clone()).await.expect("starts");
+    let mut lingering = Vec::new();
+    for _ in 0..3 {
+        let channel = shoal_native::grpc::channel(&service.grpc_url(), Some(&pki.ca)).await.expect("https");
+        let mut c = shoal_native::grpc::pb::shoal_client::ShoalClient::new(channel);
+        c.swarm_status(pb::Empty {}).await.expect("answers");
+        lingering.push(c);
+    }
+    let grpc = service.grpc_addr;
+    service.shutdown().await.expect("stops");
+    // The same ports and the same storage, while the old clients still hold
+    // their connections.
+    cfg.server.grpc = grpc;
+    let again = Service::start(cfg).await.expect("the storage and the port are free while old clients linger");
+    again.shutdown().await.expect("stops");
+    drop(lingering);
+}
+
 /// The whole API is never served to the network by accident: bound beyond
 /// loopback without `server.api_token`, the start refuses and says why,
 /// unless told `server.insecure`.

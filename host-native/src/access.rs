@@ -297,7 +297,9 @@ pub struct Access {
     by_digest: RwLock<HashMap<Digest, TokenInfo>>,
     config_admin: Option<Digest>,
     anonymous: Anonymous,
-    store: Arc<dyn Store>,
+    /// Weak: the engine owns the store; once it stops, the storage file
+    /// is free even while connections that hold this still close.
+    store: std::sync::Weak<dyn Store>,
 }
 
 /// A token's digest: what is stored and looked up.
@@ -313,7 +315,7 @@ impl Access {
     /// Loads the stored tokens; `api_token` (may be empty) is an admin
     /// token from the configuration, `anonymous` the allowance (`Auto`
     /// resolved here).
-    pub fn load(store: Arc<dyn Store>, api_token: &str, anonymous: Anonymous) -> Result<Access, StoreError> {
+    pub fn load(store: &Arc<dyn Store>, api_token: &str, anonymous: Anonymous) -> Result<Access, StoreError> {
         let mut by_digest = HashMap::new();
         for (digest, record) in store.api_tokens()? {
             by_digest.insert(digest, TokenInfo { id: id_of(&digest), record });
@@ -322,8 +324,12 @@ impl Access {
             by_digest: RwLock::new(by_digest),
             config_admin: (!api_token.is_empty()).then(|| digest_of(api_token)),
             anonymous: anonymous.resolve(!api_token.is_empty()),
-            store,
+            store: Arc::downgrade(store),
         })
+    }
+
+    fn stored(&self) -> Result<Arc<dyn Store>, StoreError> {
+        self.store.upgrade().ok_or_else(|| StoreError::Db("the coordinator has stopped".into()))
     }
 
     /// The anonymous allowance in force.
@@ -374,7 +380,7 @@ impl Access {
         if tokens.len() >= MAX_TOKENS {
             return Err(AccessError::Store(StoreError::Db(format!("at most {MAX_TOKENS} tokens are kept"))));
         }
-        self.store.put_api_token(&d, &record)?;
+        self.stored()?.put_api_token(&d, &record)?;
         let info = TokenInfo { id: id_of(&d), record };
         tokens.insert(d, info.clone());
         Ok((token, info))
@@ -397,7 +403,7 @@ impl Access {
         }
         let mut revoked = t;
         revoked.record.revoked_ms = Some(now_ms);
-        self.store.put_api_token(&d, &revoked.record)?;
+        self.stored()?.put_api_token(&d, &revoked.record)?;
         tokens.insert(d, revoked.clone());
         Ok(revoked)
     }

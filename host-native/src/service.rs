@@ -162,7 +162,7 @@ impl Service {
             sweep_every: shoal_core::Millis(cfg.retention.sweep_every_ms),
         };
         let store: Arc<dyn crate::store::Store> = Arc::new(store);
-        let access = Arc::new(Access::load(store.clone(), &cfg.server.api_token, cfg.server.anonymous)?);
+        let access = Arc::new(Access::load(&store, &cfg.server.api_token, cfg.server.anonymous)?);
         let (engine, engine_thread) =
             engine::start(cfg.coordinator.clone(), Some(secret.clone()), store.clone(), settings)?;
 
@@ -197,7 +197,7 @@ impl Service {
             cfg.coordinator.max_job_input_bytes,
             submit_limits.clone(),
             access.clone(),
-            (store.clone(), data.clone()),
+            (Arc::downgrade(&store), data.clone()),
         ))
         .max_decoding_message_size(cfg.server.max_grpc_message)
         .max_encoding_message_size(cfg.server.max_grpc_message);
@@ -318,9 +318,15 @@ fn spawn_grpc(
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut accepting = stop.clone();
     tokio::spawn(async move {
         loop {
-            let (io, _) = grpc.accept().await;
+            // Until the stop: then the port closes and the stream of
+            // connections ends.
+            let (io, _) = tokio::select! {
+                accepted = grpc.accept() => accepted,
+                _ = accepting.wait_for(|s| *s) => return,
+            };
             let tx = tx.clone();
             match &tls {
                 None => {

@@ -39,8 +39,9 @@ pub struct ShoalService {
     limits: SubmitLimits,
     /// Tokens and what each caller may do.
     access: Arc<Access>,
-    /// The store and the data folder, for backups (read beside the engine).
-    data: (Arc<dyn crate::store::Store>, std::path::PathBuf),
+    /// The store (weak: the engine owns it, and a stopped engine frees the
+    /// file) and the data folder, for backups (read beside the engine).
+    data: (std::sync::Weak<dyn crate::store::Store>, std::path::PathBuf),
 }
 
 impl ShoalService {
@@ -51,7 +52,7 @@ impl ShoalService {
         max_job_input_bytes: u64,
         limits: SubmitLimits,
         access: Arc<Access>,
-        data: (Arc<dyn crate::store::Store>, std::path::PathBuf),
+        data: (std::sync::Weak<dyn crate::store::Store>, std::path::PathBuf),
     ) -> Self {
         ShoalService { engine, consensus, max_job_input_bytes, limits, access, data }
     }
@@ -538,6 +539,7 @@ impl Shoal for ShoalService {
     async fn backup(&self, request: Request<pb::Empty>) -> Result<Response<Self::BackupStream>, Status> {
         allowed(&request, Op::Backup)?;
         let (store, data) = self.data.clone();
+        let store = store.upgrade().ok_or_else(|| Status::unavailable("the coordinator is not running"))?;
         let started = std::time::Instant::now();
         let (path, stats) = tokio::task::spawn_blocking(move || crate::backup::archive(store.as_ref(), &data))
             .await
