@@ -96,12 +96,7 @@ impl GuardedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, peer)) => match self.count.take() {
-                    Some(permit) => {
-                        // Replies and frames leave as written (no Nagle wait on
-                        // a partial segment: a TLS record's tail, a small reply).
-                        let _ = stream.set_nodelay(true);
-                        return (Guarded::new(stream, permit, self.idle), peer);
-                    }
+                    Some(permit) => return (Guarded::new(stream, permit, self.idle), peer),
                     None => {
                         metrics::counter!("shoal_sockets_shed_total", "port" => self.name).increment(1);
                         drop(stream);

@@ -171,9 +171,6 @@ async fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<Ws, String> 
     let host = host.trim_matches(['[', ']']);
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
-    // Small frames (acks, heartbeats) leave as written, not held back by
-    // Nagle's algorithm behind an unacknowledged segment.
-    let _ = stream.set_nodelay(true);
     let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, authority.as_str())
         .header(hyper::header::UPGRADE, "websocket")
