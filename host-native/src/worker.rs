@@ -344,11 +344,14 @@ async fn session(
         for m in batch.take() {
             failed = failed || sink.write_frame(Frame::binary(Payload::Owned(m.into()))).await.is_err();
         }
+        // Over TLS a frame's tail waits in the TLS buffer until flushed.
+        failed = failed || sink.flush().await.is_err();
         if failed {
             break "send failed".to_owned();
         }
         if let Some(reason) = closed {
             let _ = sink.write_frame(Frame::close(1000, b"")).await;
+            let _ = sink.flush().await;
             break reason;
         }
         // Sleep until the session's next deadline (a heartbeat), or until
@@ -364,7 +367,7 @@ async fn session(
             msg = incoming.recv() => match msg {
                 Some(Incoming::Bytes(b)) => s.receive(wall_now(), &mut decoder, b),
                 Some(Incoming::Ping(p)) => {
-                    if sink.write_frame(Frame::pong(Payload::Owned(p.into()))).await.is_err() {
+                    if sink.write_frame(Frame::pong(Payload::Owned(p.into()))).await.is_err() || sink.flush().await.is_err() {
                         break "send failed".to_owned();
                     }
                 }

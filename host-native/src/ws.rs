@@ -392,8 +392,12 @@ async fn write_loop(
                         return why;
                     }
                 }
+                if let Err(why) = flush(plane, &mut write).await {
+                    return why;
+                }
                 if let Some(reason) = closing {
                     let _ = send(plane, &mut write, Frame::close(1000, b"")).await;
+                    let _ = flush(plane, &mut write).await;
                     return reason;
                 }
             }
@@ -402,15 +406,20 @@ async fn write_loop(
                     if let Err(why) = send(plane, &mut write, Frame::pong(Payload::Borrowed(&payload))).await {
                         return why;
                     }
+                    if let Err(why) = flush(plane, &mut write).await {
+                        return why;
+                    }
                 }
                 match Control::take(&control.ending) {
                     Some(Ending::Fail(last_words, why)) => {
                         let _ = send(plane, &mut write, Frame::binary(Payload::Borrowed(&last_words))).await;
                         let _ = send(plane, &mut write, Frame::close(1002, b"")).await;
+                        let _ = flush(plane, &mut write).await;
                         return why;
                     }
                     Some(Ending::Closed) => {
                         let _ = send(plane, &mut write, Frame::close(1000, b"")).await;
+                        let _ = flush(plane, &mut write).await;
                         return "closed by the worker".to_owned();
                     }
                     None => {}
@@ -424,6 +433,19 @@ async fn write_loop(
 /// the connection ends.
 async fn send(plane: &DataPlane, write: &mut FrameWriter, frame: Frame<'_>) -> Result<(), String> {
     match tokio::time::timeout(plane.write_stall, write.write_frame(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("send failed: {e}")),
+        Err(_) => {
+            metrics::counter!("shoal_ws_disconnects_total", "reason" => "stalled").increment(1);
+            Err(format!("the worker took nothing for {} ms", plane.write_stall.as_millis()))
+        }
+    }
+}
+
+/// Pushes what was written down to the socket: over TLS the tail of a
+/// frame otherwise waits in the TLS layer's buffer for the next write.
+async fn flush(plane: &DataPlane, write: &mut FrameWriter) -> Result<(), String> {
+    match tokio::time::timeout(plane.write_stall, write.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("send failed: {e}")),
         Err(_) => {
