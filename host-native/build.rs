@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Byte fields as `bytes::Bytes`: task inputs are decoded as views of the request
     // buffer and travel to the workers without another copy.
     // Messages are encoded into a buffer reserved to their size (`src/grpc/codec.rs`).
+    // The descriptor set serves gRPC reflection (`grpcurl list`).
+    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("shoal_descriptor.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
         .bytes(".")
         .codec_path("crate::grpc::codec::ShoalCodec")
         .compile_protos(&["proto/shoal.proto"], &["proto"])?;

@@ -383,6 +383,54 @@ async fn a_stopped_service_frees_its_storage_and_ports_while_clients_linger() {
     drop(lingering);
 }
 
+/// What gRPC tooling expects of the gRPC port, open to every caller even
+/// when the API wants a token: `grpc.health.v1` (SERVING while the engine
+/// runs, NOT_SERVING after the stop) and server reflection listing the
+/// services (`grpcurl list`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_answer_on_the_grpc_port() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.server.api_token = "health-needs-no-token".into();
+    let service = Service::start(cfg).await.expect("starts");
+    let channel =
+        tonic::transport::Channel::from_shared(service.grpc_url()).expect("url").connect().await.expect("connects");
+    let mut health = HealthClient::new(channel.clone());
+    for name in ["", "shoal.v1.Shoal"] {
+        let r = health.check(HealthCheckRequest { service: name.into() }).await.expect("health answers").into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{name:?}");
+    }
+    let unknown = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await;
+    assert_eq!(unknown.expect_err("unknown service").code(), tonic::Code::NotFound);
+    let mut reflection = ServerReflectionClient::new(channel);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers =
+        reflection.server_reflection_info(tokio_stream::iter([ask])).await.expect("reflection").into_inner();
+    let answer = answers.message().await.expect("an answer").expect("one message");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else { panic!("{answer:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["shoal.v1.Shoal", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    let mut watch =
+        health.watch(HealthCheckRequest { service: "shoal.v1.Shoal".into() }).await.expect("watch").into_inner();
+    assert_eq!(watch.message().await.expect("status").expect("one").status, ServingStatus::Serving as i32);
+    service.shutdown().await.expect("stops");
+    // The last word before the port closed: not serving (or the stream ended with it).
+    if let Ok(Some(last)) = watch.message().await {
+        assert_eq!(last.status, ServingStatus::NotServing as i32);
+    }
+}
+
 /// The whole API is never served to the network by accident: bound beyond
 /// loopback without `server.api_token`, the start refuses and says why,
 /// unless told `server.insecure`.

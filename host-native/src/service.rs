@@ -216,8 +216,9 @@ impl Service {
         let http_task = tokio::spawn(crate::listener::serve_http(http, router, http_options, stop_rx.clone()));
 
         let header_timeout = Duration::from_millis(cfg.server.header_timeout_ms.max(1));
-        let grpc_task = spawn_grpc(grpc, grpc_tls, header_timeout, cors, svc, stop_rx.clone());
-        let mut servers = vec![http_task, grpc_task, consensus_task];
+        let (health, health_task) = health_service(engine.clone(), stop_rx.clone());
+        let grpc_task = spawn_grpc(grpc, grpc_tls, header_timeout, cors, svc, health, stop_rx.clone());
+        let mut servers = vec![http_task, grpc_task, consensus_task, health_task];
         servers.extend(acme.map(|a| tokio::spawn(a.run(stop_rx.clone()))));
         let scheme = if tls { "https" } else { "http" };
         tracing::info!(%http_addr, %grpc_addr, scheme, data = %data.display(), "coordinator serving");
@@ -315,6 +316,7 @@ fn spawn_grpc(
     handshake: Duration,
     cors: tower_http::cors::CorsLayer,
     svc: tonic::service::interceptor::InterceptedService<pb::shoal_server::ShoalServer<ShoalService>, Authorize>,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -347,6 +349,17 @@ fn spawn_grpc(
     });
     let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     tokio::spawn(async move {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::grpc::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1();
+        let reflection = match reflection {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "gRPC reflection could not be built");
+                return;
+            }
+        };
         let r = tonic::transport::Server::builder()
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -357,6 +370,8 @@ fn spawn_grpc(
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(svc)
+            .add_service(health)
+            .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
@@ -365,6 +380,40 @@ fn spawn_grpc(
             tracing::error!(error = %e, "gRPC server failed");
         }
     })
+}
+
+/// `grpc.health.v1` for the whole server ("") and for `shoal.v1.Shoal`:
+/// SERVING while the engine runs, NOT_SERVING once it stopped (a storage
+/// failure) or the service stops. Open to every caller, like the probes
+/// that use it.
+fn health_service(
+    engine: EngineHandle,
+    mut stop: watch::Receiver<bool>,
+) -> (tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>, JoinHandle<()>) {
+    let (reporter, server) = tonic_health::server::health_reporter();
+    let task = tokio::spawn(async move {
+        use tonic_health::ServingStatus;
+        let set = |status: ServingStatus| {
+            let reporter = reporter.clone();
+            async move {
+                reporter.set_service_status("", status).await;
+                reporter.set_service_status("shoal.v1.Shoal", status).await;
+            }
+        };
+        set(ServingStatus::Serving).await;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if engine.is_stopped() {
+                        break;
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        set(ServingStatus::NotServing).await;
+    });
+    (server, task)
 }
 
 /// The TLS of both listeners when configured (rustls, one live

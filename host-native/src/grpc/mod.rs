@@ -23,6 +23,9 @@ pub use self::limits::{Receiving, SubmitLimits};
 pub use self::service::ShoalService;
 pub use self::tokens::{role_by_name, role_name};
 
+/// `shoal.proto` as an encoded file descriptor set, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shoal_descriptor");
+
 /// The generated protobuf types and service stubs.
 #[allow(missing_docs, unreachable_pub, clippy::pedantic)]
 pub mod pb {
