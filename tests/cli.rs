@@ -237,6 +237,21 @@ fn tokens_are_made_listed_and_revoked_from_the_command_line() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("may not manage tokens"));
     let out = as_admin(&["token", "create", "--role", "root", "--name", "x"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+    // Scripts need no flags: the address and the token from the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+        .args(["workers", "--json"])
+        .env("SHOAL_ADDR", &grpc_url)
+        .env("SHOAL_API_TOKEN", ADMIN)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("shoal runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v.is_array()));
+    let script = ok(&shoal(&["completions", "bash"]));
+    assert!(
+        script.contains("shoal") && script.contains("token") && script.contains("--coordinator"),
+        "a bash completion script"
+    );
     ok(&as_admin(&["token", "revoke", "ci"]));
     let out = submit(&token);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("revoked"), "{out:?}");

@@ -62,6 +62,11 @@ pub(super) enum Command {
     Sim(SimArgs),
     /// Benchmarks of the service over real sockets.
     Bench(bench::BenchArgs),
+    /// A shell completion script on standard output (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// Which shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args)]
@@ -99,7 +104,7 @@ pub(super) struct CoordinatorArgs {
 #[derive(Args)]
 pub(super) struct WorkerArgs {
     /// Coordinator's worker URL (`wss://` for TLS).
-    #[arg(long, default_value = "ws://127.0.0.1:14690/ws")]
+    #[arg(long, env = "SHOAL_WORKER_ADDR", default_value = "ws://127.0.0.1:14690/ws")]
     pub(super) coordinator: String,
     /// A private CA (PEM) to trust for `wss://`, beside the system's roots.
     #[arg(long)]
@@ -125,7 +130,7 @@ pub(super) struct WorkerArgs {
 #[derive(Args, Clone)]
 pub(super) struct ClientArgs {
     /// Coordinator's gRPC URL (`https://` for TLS).
-    #[arg(long, default_value = "http://127.0.0.1:14689")]
+    #[arg(long, env = "SHOAL_ADDR", default_value = "http://127.0.0.1:14689")]
     pub(super) coordinator: String,
     /// A private CA (PEM) to trust for `https://`, beside the system's roots.
     #[arg(long)]

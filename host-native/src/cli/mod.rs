@@ -46,7 +46,7 @@ fn load_config(cli: &Cli) -> Result<ShoalConfig> {
 
 async fn run(cli: Cli) -> Result<()> {
     let cfg = load_config(&cli)?;
-    if !matches!(cli.command, Command::Config { .. }) {
+    if !matches!(cli.command, Command::Config { .. } | Command::Completions { .. }) {
         init_logs(cfg.server.log_json);
     }
     match cli.command {
@@ -68,6 +68,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Sim(a) if a.coordinator.is_some() => sim_over_sockets(&a).await,
         Command::Sim(a) => sim(&a),
         Command::Bench(a) => bench::run(a).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 
