@@ -365,6 +365,8 @@ impl Store for RedbStore {
         // Big values whose last ref this batch drops: their space goes back
         // once the transaction is durable.
         let mut released = Vec::new();
+        // Jobs whose end this batch writes (retention counts from it).
+        let mut finished = Vec::new();
         {
             let mut state = txn.open_table(STATE)?;
             let mut refs = txn.open_table(BLOBS)?;
@@ -372,6 +374,9 @@ impl Store for RedbStore {
             for d in c.diffs {
                 for e in &d.entries {
                     let k = state_key(&e.namespace, &e.key);
+                    if e.write == WriteType::Put && e.namespace == ns::JOB_FINISHED {
+                        finished.extend(<[u8; 16]>::try_from(e.key.as_slice()).ok().map(JobId::from_bytes));
+                    }
                     match e.write {
                         // Same key, same bytes: already stored (an input
                         // shared by several tasks or jobs).
@@ -438,7 +443,7 @@ impl Store for RedbStore {
                     users.insert(retention::user_key(d, *job).as_slice(), ())?;
                 }
             }
-            retention::record_ends(&txn, c)?;
+            retention::record_ends(&txn, c, &finished)?;
             for gone in &c.deleted_jobs {
                 metas.remove(gone.job.as_bytes().as_slice())?;
                 owners.remove(gone.job.as_bytes().as_slice())?;

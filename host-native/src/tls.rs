@@ -43,21 +43,6 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
     Ok(certs)
 }
 
-/// A server's TLS: its certificate chain and private key (PEM files), and
-/// the application protocols it offers (ALPN).
-pub fn server_config(cert: &Path, key_path: &Path, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let chain = certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|e| TlsError::Read { path: key_path.to_owned(), reason: e.to_string() })?;
-    let certified = sign(chain, key)?;
-    // (Checked for files only: a TLS-ALPN-01 challenge certificate carries
-    // a critical extension the parser behind this check refuses.)
-    certified
-        .keys_match()
-        .map_err(|e| TlsError::Config(format!("{} and {}: {e}", cert.display(), key_path.display())))?;
-    live_server_config(Arc::new(LiveCert::new(certified)), alpn)
-}
-
 /// A certificate chain and its key, ready to serve.
 fn sign(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<CertifiedKey>, TlsError> {
     let provider = rustls::crypto::ring::default_provider();

@@ -9,14 +9,14 @@
 //! - `output`: how their answers are printed (tables, JSON, progress,
 //!   result files, the demo image);
 //! - `sim`: `shoal sim`, in-process or over sockets;
-//! - `tokens`: `shoal token create|list|revoke`, `shoal backup`, `shoal restore`.
+//! - `admin`: `shoal token create|list|revoke`, `shoal backup`, `shoal restore`.
 
+mod admin;
 mod args;
 mod client;
 mod output;
 mod serve;
 mod sim;
-mod tokens;
 
 use self::args::Cli;
 use self::args::{Command, ConfigAction};
@@ -58,9 +58,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Workers(a) => workers(a).await,
         Command::Epochs(a) => epochs(a).await,
         Command::Keygen(a) => keygen(cfg, a),
-        Command::Token { action } => tokens::token(action).await,
-        Command::Backup(a) => tokens::backup(a).await,
-        Command::Restore(a) => tokens::restore(&a),
+        Command::Token { action } => admin::token(action).await,
+        Command::Backup(a) => admin::backup(a).await,
+        Command::Restore(a) => admin::restore(&a),
         Command::Config { action: ConfigAction::Print } => {
             print!("{}", cfg.to_toml());
             Ok(())

@@ -58,6 +58,22 @@ impl ShoalService {
     }
 }
 
+impl ShoalService {
+    /// The job a call names, once the caller may make a call of kind `op`
+    /// on it (a submit token: only on a job it submitted).
+    async fn job_in_reach(&self, request: &Request<pb::JobRef>, op: Op) -> Result<JobId, Status> {
+        let scope = allowed(request, op)?;
+        let job = parse_job(&request.get_ref().job_id)?;
+        if scope != Scope::All {
+            let stored = move |_: &Coordinator, store: &dyn crate::store::Store| {
+                in_scope(&scope, job, store.job(job).ok().flatten().as_ref())
+            };
+            self.engine.query(stored).await.map_err(gone)??;
+        }
+        Ok(job)
+    }
+}
+
 pub(super) fn gone(_: EngineGone) -> Status {
     Status::unavailable("the coordinator is not running")
 }
@@ -202,27 +218,13 @@ impl Shoal for ShoalService {
     }
 
     async fn cancel_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let scope = allowed(&request, Op::CancelJob)?;
-        let job = parse_job(&request.get_ref().job_id)?;
-        if scope != Scope::All {
-            self.engine
-                .query(move |_, store| in_scope(&scope, job, store.job(job).ok().flatten().as_ref()))
-                .await
-                .map_err(gone)??;
-        }
+        let job = self.job_in_reach(&request, Op::CancelJob).await?;
         let cancelled = self.engine.cancel(job).await.map_err(gone)?;
         Ok(Response::new(pb::CancelJobResponse { cancelled }))
     }
 
     async fn delete_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::DeleteJobResponse>, Status> {
-        let scope = allowed(&request, Op::DeleteJob)?;
-        let job = parse_job(&request.get_ref().job_id)?;
-        if scope != Scope::All {
-            self.engine
-                .query(move |_, store| in_scope(&scope, job, store.job(job).ok().flatten().as_ref()))
-                .await
-                .map_err(gone)??;
-        }
+        let job = self.job_in_reach(&request, Op::DeleteJob).await?;
         match self.engine.delete(job).await.map_err(gone)? {
             Ok(deleted) => Ok(Response::new(pb::DeleteJobResponse { deleted })),
             Err(e) => Err(Status::failed_precondition(format!("job {job}: {e}"))),

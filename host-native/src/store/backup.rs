@@ -81,13 +81,12 @@ fn copy_blobs(
     for item in source.iter()? {
         let (k, r) = item?;
         let value = store.blob(r.value())?;
-        let copied = blobs.append(&value.clone().into())?;
-        let copied: BlobRef = copied;
+        stats.blob_bytes += value.len() as u64;
+        let copied: BlobRef = blobs.append(&value.into())?;
         let bytes = postcard::to_allocvec(&copied).map_err(|e| corrupt("blob ref", e))?;
         target.insert(k.value(), bytes.as_slice())?;
         stats.records += 1;
         stats.blobs += 1;
-        stats.blob_bytes += value.len() as u64;
     }
     Ok(())
 }

@@ -5,7 +5,6 @@
 //! predates them.
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
-use shoal_core::coordinator::ledger::WriteType;
 use shoal_core::coordinator::recovery::{ns, JobRecord, StoredInputs};
 use shoal_core::{Digest, JobId, Millis};
 
@@ -37,18 +36,12 @@ fn ended_key(at: Millis, job: JobId) -> [u8; 24] {
     k
 }
 
-/// Records when the batch's jobs finished (its clock), and drops the rows
-/// retention walked past.
-pub(super) fn record_ends(txn: &WriteTransaction, c: &Commit<'_>) -> Result<(), StoreError> {
+/// Records when the batch's `finished` jobs finished (its clock), and
+/// drops the rows retention walked past.
+pub(super) fn record_ends(txn: &WriteTransaction, c: &Commit<'_>, finished: &[JobId]) -> Result<(), StoreError> {
     let mut ended = txn.open_table(JOB_ENDED)?;
-    for d in c.diffs {
-        for e in &d.entries {
-            if e.write == WriteType::Put && e.namespace == ns::JOB_FINISHED {
-                if let Ok(b) = <[u8; 16]>::try_from(e.key.as_slice()) {
-                    ended.insert(ended_key(c.clock, JobId::from_bytes(b)).as_slice(), ())?;
-                }
-            }
-        }
+    for job in finished {
+        ended.insert(ended_key(c.clock, *job).as_slice(), ())?;
     }
     for (at, job) in &c.ended_rows {
         ended.remove(ended_key(*at, *job).as_slice())?;
