@@ -1,4 +1,4 @@
-//! Generates the gRPC service from `proto/shoal.proto` with the vendored
+//! Generates the gRPC service from `proto/shoal/v1/shoal.proto` with the vendored
 //! protoc, so nothing needs to be installed by hand; and embeds the built
 //! site (dashboard + browser worker) named by `SHOAL_EMBED_SITE`, so one
 //! `shoal` file serves it from anywhere (`cargo xtask up` and `cargo xtask
@@ -11,17 +11,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // Build scripts are single-threaded; the variable only tells prost-build where protoc is.
     std::env::set_var("PROTOC", protoc);
-    println!("cargo:rerun-if-changed=proto/shoal.proto");
+    println!("cargo:rerun-if-changed=proto/shoal/v1/shoal.proto");
     // Byte fields as `bytes::Bytes`: task inputs are decoded as views of the request
     // buffer and travel to the workers without another copy.
     // Messages are encoded into a buffer reserved to their size (`src/grpc/codec.rs`).
     // The descriptor set serves gRPC reflection (`grpcurl list`).
-    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("shoal_descriptor.bin");
+    // The same set gives pbjson the messages it writes proto3 JSON for
+    // (the CLI's `--json`, so its output is the API's, field for field).
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptors = out.join("shoal_descriptor.bin");
     tonic_prost_build::configure()
-        .file_descriptor_set_path(descriptors)
+        .file_descriptor_set_path(&descriptors)
         .bytes(".")
         .codec_path("crate::grpc::codec::ShoalCodec")
-        .compile_protos(&["proto/shoal.proto"], &["proto"])?;
+        .compile_protos(&["proto/shoal/v1/shoal.proto"], &["proto"])?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&descriptors)?)?
+        .out_dir(&out)
+        .preserve_proto_field_names()
+        .emit_fields()
+        .build(&[".shoal.v1"])?;
     embed_site()
 }
 

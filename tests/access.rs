@@ -11,18 +11,18 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use common::{mixed_tasks, test_config};
-use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient;
 use shoal_native::grpc::{kernel_to_pb, pb, WithToken};
 use shoal_native::Service;
 use tonic::Code;
 
-type Client = ShoalClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WithToken>>;
+type Client = ShoalServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WithToken>>;
 
 const ADMIN: &str = "admin-token-for-the-access-tests";
 
 async fn client_with(service: &Service, token: &str) -> Client {
     let channel = shoal_native::grpc::channel(&service.grpc_url(), None).await.expect("gRPC connects");
-    ShoalClient::with_interceptor(channel, WithToken::new(token).expect("ascii token"))
+    ShoalServiceClient::with_interceptor(channel, WithToken::new(token).expect("ascii token"))
 }
 
 fn job_messages(name: &str) -> Vec<pb::SubmitJobRequest> {
@@ -98,7 +98,10 @@ struct Jobs {
 fn table(jobs: &Jobs, tag: &str) -> Vec<Row> {
     use Want::{Denied as D, Ok as O};
     let (mine, theirs) = (jobs.mine.as_str(), jobs.theirs.as_str());
-    let job = |id: &str| pb::JobRef { job_id: id.into() };
+    let job = |id: &str| pb::GetJobRequest { job_id: id.into() };
+    let kernels = |id: &str| pb::ListJobKernelsRequest { job_id: id.into(), ..Default::default() };
+    let cancel = |id: &str| pb::CancelJobRequest { job_id: id.into() };
+    let delete = |id: &str| pb::DeleteJobRequest { job_id: id.into() };
     let results = |id: &str| pb::StreamJobResultsRequest { job_id: id.into(), follow: false, omit_outputs: true };
     let submit_msgs = job_messages(&format!("via-{tag}"));
     let submit_body: Vec<u8> = submit_msgs.iter().flat_map(frame).collect();
@@ -110,33 +113,32 @@ fn table(jobs: &Jobs, tag: &str) -> Vec<Row> {
         Row { method: "SubmitJob", web_body: submit_body, native: submit_native, want: [D, O, O] },
         row!("GetJob", job(mine), get_job, [O, O, O]),
         row!("GetJob", job(theirs), get_job, [O, D, O]),
-        row!("ListJobs", pb::Empty {}, list_jobs, [O, O, O]),
-        row!("JobKernels", job(mine), job_kernels, [O, O, O]),
-        row!("JobKernels", job(theirs), job_kernels, [O, D, O]),
+        row!("ListJobs", pb::ListJobsRequest::default(), list_jobs, [O, O, O]),
+        row!("ListJobKernels", kernels(mine), list_job_kernels, [O, O, O]),
+        row!("ListJobKernels", kernels(theirs), list_job_kernels, [O, D, O]),
         row!("StreamJobResults", results(mine), stream_job_results, [O, O, O]),
         row!("StreamJobResults", results(theirs), stream_job_results, [O, D, O]),
-        row!("CancelJob", job(theirs), cancel_job, [D, D, O]),
-        row!("CancelJob", job(mine), cancel_job, [D, O, O]),
-        row!("DeleteJob", job(&jobs.doomed_theirs), delete_job, [D, D, O]),
-        row!("DeleteJob", job(&jobs.doomed_mine), delete_job, [D, O, O]),
-        row!("ListWorkers", pb::Empty {}, list_workers, [O, O, O]),
-        row!("SwarmStatus", pb::Empty {}, swarm_status, [O, O, O]),
-        row!("Leaderboard", pb::Empty {}, leaderboard, [O, O, O]),
-        row!("Epochs", pb::Empty {}, epochs, [O, O, O]),
-        row!("CloseEpoch", pb::Empty {}, close_epoch, [D, D, O]),
-        row!("Consensus", pb::Empty {}, consensus, [O, O, O]),
-        row!("ShadowStats", pb::Empty {}, shadow_stats, [O, O, O]),
-        row!("StreamEvents", pb::Empty {}, stream_events, [O, O, O]),
+        row!("CancelJob", cancel(theirs), cancel_job, [D, D, O]),
+        row!("CancelJob", cancel(mine), cancel_job, [D, O, O]),
+        row!("DeleteJob", delete(&jobs.doomed_theirs), delete_job, [D, D, O]),
+        row!("DeleteJob", delete(&jobs.doomed_mine), delete_job, [D, O, O]),
+        row!("ListWorkers", pb::ListWorkersRequest::default(), list_workers, [O, O, O]),
+        row!("GetSwarmStatus", pb::GetSwarmStatusRequest {}, get_swarm_status, [O, O, O]),
+        row!("ListEpochs", pb::ListEpochsRequest::default(), list_epochs, [O, O, O]),
+        row!("CloseEpoch", pb::CloseEpochRequest {}, close_epoch, [D, D, O]),
+        row!("GetConsensus", pb::GetConsensusRequest {}, get_consensus, [O, O, O]),
+        row!("GetShadowStats", pb::GetShadowStatsRequest {}, get_shadow_stats, [O, O, O]),
+        row!("StreamEvents", pb::StreamEventsRequest {}, stream_events, [O, O, O]),
         row!("StreamStateDiffs", pb::StreamStateDiffsRequest { from_height: 1 }, stream_state_diffs, [O, D, O]),
-        row!("WhoAmI", pb::Empty {}, who_am_i, [O, O, O]),
+        row!("WhoAmI", pb::WhoAmIRequest {}, who_am_i, [O, O, O]),
         row!(
             "CreateToken",
             pb::CreateTokenRequest { name: format!("made-{tag}"), role: pb::Role::Read.into() },
             create_token,
             [D, D, O]
         ),
-        row!("ListTokens", pb::Empty {}, list_tokens, [D, D, O]),
-        row!("Backup", pb::Empty {}, backup, [D, D, O]),
+        row!("ListTokens", pb::ListTokensRequest::default(), list_tokens, [D, D, O]),
+        row!("Backup", pb::BackupRequest {}, backup, [D, D, O]),
         row!("RevokeToken", pb::RevokeTokenRequest { name_or_id: format!("throwaway-{tag}") }, revoke_token, [D, D, O]),
     ]
 }
@@ -148,7 +150,7 @@ async fn grpc_web(addr: SocketAddr, method: &str, token: Option<&str>, body: &[u
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let mut req = format!(
-        "POST /shoal.v1.Shoal/{method} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\n\
+        "POST /shoal.v1.ShoalService/{method} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\n\
          X-Grpc-Web: 1\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
@@ -203,7 +205,7 @@ async fn make_tokens(admin: &mut Client) -> Tokens {
             .await
             .expect("an admin creates tokens")
             .into_inner()
-            .token
+            .secret
     };
     let read = make("reader", pb::Role::Read).await;
     let submit = make("submitter", pb::Role::Submit).await;
@@ -227,10 +229,10 @@ async fn every_call_answers_each_role_on_both_ports() {
     let mine = submit_as(&mut submitter, "the submitter's").await;
 
     // A submit token lists its own jobs only; read sees every job.
-    let listed = submitter.list_jobs(pb::Empty {}).await.expect("list").into_inner().jobs;
+    let listed = submitter.list_jobs(pb::ListJobsRequest::default()).await.expect("list").into_inner().jobs;
     assert_eq!(listed.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(), vec![mine.as_str()]);
     let mut reader = client_with(&service, &t.read).await;
-    assert_eq!(reader.list_jobs(pb::Empty {}).await.expect("list").into_inner().jobs.len(), 2);
+    assert_eq!(reader.list_jobs(pb::ListJobsRequest::default()).await.expect("list").into_inner().jobs.len(), 2);
 
     let callers: [(&str, Option<&str>); 5] = [
         ("no token", None),
@@ -245,7 +247,7 @@ async fn every_call_answers_each_role_on_both_ports() {
         let doomed_mine = submit_as(&mut submitter, &format!("doomed-{port}")).await;
         let doomed_theirs = submit_as(&mut admin, &format!("doomed-{port}")).await;
         for j in [&doomed_mine, &doomed_theirs] {
-            admin.cancel_job(pb::JobRef { job_id: j.clone() }).await.expect("cancelled");
+            admin.cancel_job(pb::CancelJobRequest { job_id: j.clone() }).await.expect("cancelled");
         }
         let jobs = Jobs { mine: mine.clone(), theirs: theirs.clone(), doomed_mine, doomed_theirs };
         for row in table(&jobs, port) {
@@ -274,7 +276,7 @@ async fn every_call_answers_each_role_on_both_ports() {
             }
         }
     }
-    assert_eq!(checked, 2 * 26 * 5);
+    assert_eq!(checked, 2 * 25 * 5);
 
     // The pages that read the swarm: metrics for read and admin; stats for
     // every role; neither without a (live) token.
@@ -300,9 +302,9 @@ async fn tokens_outlive_a_restart_and_a_revocation_holds_at_once() {
     let mine = submit_as(&mut submitter, "kept").await;
     // Revoked while a client holds it: its next call is refused.
     let mut reader = client_with(&service, &t.read).await;
-    reader.swarm_status(pb::Empty {}).await.expect("a live token reads");
+    reader.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("a live token reads");
     admin.revoke_token(pb::RevokeTokenRequest { name_or_id: "reader".into() }).await.expect("revoked");
-    let e = reader.swarm_status(pb::Empty {}).await.expect_err("a revoked token is refused");
+    let e = reader.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect_err("a revoked token is refused");
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("revoked"), "{e}");
     // Revoking twice, an unknown name, a bad name, a taken name: clear errors.
@@ -323,14 +325,23 @@ async fn tokens_outlive_a_restart_and_a_revocation_holds_at_once() {
     // storage holds no token, only digests.
     let service = Service::start(cfg).await.expect("service restarts");
     let mut submitter = client_with(&service, &t.submit).await;
-    let status = submitter.get_job(pb::JobRef { job_id: mine.clone() }).await.expect("its own job").into_inner();
+    let status = submitter
+        .get_job(pb::GetJobRequest { job_id: mine.clone() })
+        .await
+        .expect("its own job")
+        .into_inner()
+        .job
+        .expect("a job");
     assert_eq!(status.name, "kept");
     let mut reader = client_with(&service, &t.read).await;
-    assert_eq!(reader.swarm_status(pb::Empty {}).await.expect_err("still revoked").code(), Code::Unauthenticated);
-    let who = submitter.who_am_i(pb::Empty {}).await.expect("who").into_inner();
+    assert_eq!(
+        reader.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect_err("still revoked").code(),
+        Code::Unauthenticated
+    );
+    let who = submitter.who_am_i(pb::WhoAmIRequest {}).await.expect("who").into_inner();
     assert!(who.authenticated && who.name == "submitter" && who.role == i32::from(pb::Role::Submit), "{who:?}");
     let mut admin = client_with(&service, ADMIN).await;
-    let list = admin.list_tokens(pb::Empty {}).await.expect("list").into_inner().tokens;
+    let list = admin.list_tokens(pb::ListTokensRequest::default()).await.expect("list").into_inner().tokens;
     assert_eq!(list.len(), 5);
     assert_eq!(list.iter().filter(|t| t.revoked_ms > 0).count(), 2, "{list:?}");
     service.shutdown().await.expect("clean shutdown");
@@ -348,16 +359,22 @@ async fn anonymous_access_is_what_the_configuration_opens() {
     cfg.server.anonymous = shoal_native::access::Anonymous::Swarm;
     let service = Service::start(cfg).await.expect("service starts");
     let mut anon = client_with(&service, "").await;
-    anon.swarm_status(pb::Empty {}).await.expect("the swarm page is open");
-    anon.leaderboard(pb::Empty {}).await.expect("the swarm page is open");
-    assert_eq!(anon.list_jobs(pb::Empty {}).await.expect_err("jobs are not").code(), Code::Unauthenticated);
+    anon.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("the swarm page is open");
+    anon.list_workers(pb::ListWorkersRequest::default()).await.expect("the swarm page is open");
+    assert_eq!(
+        anon.list_jobs(pb::ListJobsRequest::default()).await.expect_err("jobs are not").code(),
+        Code::Unauthenticated
+    );
     let submitted = anon.submit_job(tokio_stream::iter(job_messages("anon"))).await;
     assert_eq!(submitted.expect_err("nor submitting").code(), Code::Unauthenticated);
-    let who = anon.who_am_i(pb::Empty {}).await.expect("who").into_inner();
-    assert!(!who.authenticated && who.anonymous == "swarm", "{who:?}");
+    let who = anon.who_am_i(pb::WhoAmIRequest {}).await.expect("who").into_inner();
+    assert!(!who.authenticated && who.anonymous() == pb::AnonymousAccess::Swarm, "{who:?}");
     // A wrong token is refused even for what is open without one.
     let mut wrong = client_with(&service, "shoal_api_wrong").await;
-    assert_eq!(wrong.swarm_status(pb::Empty {}).await.expect_err("wrong").code(), Code::Unauthenticated);
+    assert_eq!(
+        wrong.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect_err("wrong").code(),
+        Code::Unauthenticated
+    );
     assert_eq!(get_status(service.http_addr, "/api/stats", None).await, 200);
     assert_eq!(get_status(service.http_addr, "/metrics", None).await, 401);
     service.shutdown().await.expect("clean shutdown");

@@ -29,7 +29,7 @@ async fn a_backup_under_load_restores_every_verified_result_and_payout() {
     a_tasks.extend((0..4).map(|i| (big.clone(), big.seeded_inputs(i))));
     let a = submit(&mut c, "before the backup", 2, &a_tasks).await;
     wait_finished(&mut c, &a, 120).await;
-    let epochs = c.close_epoch(pb::Empty {}).await.expect("epoch").into_inner().epochs;
+    let epochs = close_epoch_all(&mut c).await;
     assert!(epochs.last().is_some_and(|e| !e.payouts.is_empty()), "paid: {epochs:?}");
     let a_results = results(&mut c, &a).await;
     // B: running while the backup is made.
@@ -45,7 +45,7 @@ async fn a_backup_under_load_restores_every_verified_result_and_payout() {
     .await
     .expect("joined");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let during = c.get_job(pb::JobRef { job_id: b.clone() }).await.expect("B").into_inner();
+    let during = c.get_job(pb::GetJobRequest { job_id: b.clone() }).await.expect("B").into_inner().job.expect("a job");
     println!("{} while B had {} of 300 verified", String::from_utf8_lossy(&made.stdout).trim(), during.verified);
     assert!(!archive.with_extension("partial").exists(), "no partial file is left");
 
@@ -72,7 +72,7 @@ async fn a_backup_under_load_restores_every_verified_result_and_payout() {
     );
     let mut c = client(&service).await;
     assert_eq!(results(&mut c, &a).await, a_results, "every verified result");
-    let kept = c.epochs(pb::Empty {}).await.expect("epochs").into_inner().epochs;
+    let kept = all_epochs(&mut c).await;
     assert_eq!(&kept[..epochs.len()], &epochs[..], "every settled payout");
     let workers = Workers::spawn(&service, "w", 3, Behaviour::Honest);
     let done = wait_finished(&mut c, &b, 120).await;

@@ -211,12 +211,13 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     let tasks: Vec<_> = (0..30u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
     let job = submit(&mut c, "with a replayer", 2, &tasks).await;
     let answered = work(&mut ws, 1).await;
-    let stale_before = c.swarm_status(pb::Empty {}).await.expect("status").into_inner().stale_results;
+    let stale_before =
+        c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner().stale_results;
     let forged = Envelope::task_result(AssignmentId::from_bytes([0xAB; 16]), vec![Bytes::from_static(b"forged")]);
     send(&mut ws, &[forged, answered[0].clone()]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+        let st = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
         if st.stale_results >= stale_before + 2 {
             break;
         }
@@ -318,7 +319,7 @@ async fn an_oversized_job_name_is_refused_and_listing_keeps_working() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains(&format!("at most {limit} bytes")), "{}", err.message());
     c.submit_job(job("n".repeat(limit))).await.expect("a name at the limit is accepted");
-    let jobs = c.list_jobs(pb::Empty {}).await.expect("listing works").into_inner().jobs;
+    let jobs = c.list_jobs(pb::ListJobsRequest::default()).await.expect("listing works").into_inner().jobs;
     assert_eq!(jobs.len(), 1);
     service.shutdown().await.expect("clean shutdown");
 }
@@ -429,7 +430,8 @@ async fn a_recorded_hello_replayed_elsewhere_is_refused() {
 
     let (_, closed) = receive(&mut alice, 1).await;
     assert!(!closed, "alice keeps her session");
-    let workers = client(&service).await.list_workers(pb::Empty {}).await.expect("listed").into_inner();
+    let workers =
+        client(&service).await.list_workers(pb::ListWorkersRequest::default()).await.expect("listed").into_inner();
     assert!(workers.workers.iter().any(|w| w.id == "alice"), "{workers:?}");
     service.shutdown().await.expect("stops");
 }
@@ -459,7 +461,7 @@ async fn a_cpu_run_that_would_take_hours_is_abandoned_at_its_deadline() {
     let hours = submit(&mut c, "hours of CPU", 1, &[(huge, vec![])]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let status = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+        let status = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
         if status.timeouts > 0 {
             break;
         }
@@ -471,7 +473,7 @@ async fn a_cpu_run_that_would_take_hours_is_abandoned_at_its_deadline() {
     let ordinary = submit(&mut c, "ordinary", 1, &tasks).await;
     let done = wait_finished(&mut c, &ordinary, 60).await;
     assert_eq!(done.verified, 4, "the worker is free again: {done:?}");
-    c.cancel_job(pb::JobRef { job_id: hours }).await.expect("cancelled");
+    c.cancel_job(pb::CancelJobRequest { job_id: hours }).await.expect("cancelled");
     let reports = workers.stop_all().await;
     assert_eq!(reports.iter().map(|r| r.abandoned).sum::<u64>(), 1, "the run was given up: {reports:?}");
     service.shutdown().await.expect("stops");
@@ -510,7 +512,13 @@ async fn a_job_nobody_can_run_blocks_no_later_job_and_says_why() {
     let open = submit(&mut c, "anyone can run it", 2, &tasks).await;
     let done = wait_finished(&mut c, &open, 60).await;
     assert_eq!(done.verified, 10, "{done:?}");
-    let status = c.get_job(pb::JobRef { job_id: blocked.job_id.clone() }).await.expect("known").into_inner();
+    let status = c
+        .get_job(pb::GetJobRequest { job_id: blocked.job_id.clone() })
+        .await
+        .expect("known")
+        .into_inner()
+        .job
+        .expect("a job");
     assert!(!status.finished && status.waiting.contains("tier 3"), "{status:?}");
     workers.stop_all().await;
     service.shutdown().await.expect("stops");

@@ -16,7 +16,7 @@ use common::browser::{site, Browser};
 use common::*;
 use shoal_core::kernels::{Comparator, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
 use shoal_native::grpc::pb;
-use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient;
 use shoal_native::worker::Behaviour;
 use shoal_native::{Service, ShoalConfig};
 
@@ -31,7 +31,9 @@ fn browser_config(dir: &std::path::Path) -> ShoalConfig {
 }
 
 /// A coordinator serving the worker page, its client, and a browser.
-async fn browser_swarm(dir: &std::path::Path) -> (Service, ShoalClient<tonic::transport::Channel>, Browser, String) {
+async fn browser_swarm(
+    dir: &std::path::Path,
+) -> (Service, ShoalServiceClient<tonic::transport::Channel>, Browser, String) {
     let service = Service::start(browser_config(dir)).await.expect("service starts");
     let c = client(&service).await;
     let url = page_url(&service);
@@ -44,9 +46,9 @@ fn page_url(service: &Service) -> String {
 
 /// Admitted workers the coordinator lists as browser workers.
 async fn browser_workers(
-    c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>,
+    c: &mut shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient<tonic::transport::Channel>,
 ) -> Vec<String> {
-    let list = c.list_workers(pb::Empty {}).await.expect("workers").into_inner();
+    let list = c.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner();
     list.workers
         .into_iter()
         .filter(|w| w.connected && w.backend == "BrowserWebGpu" && w.tier > 0)
@@ -145,7 +147,8 @@ async fn two_browser_tabs_verify_every_kernel_and_a_closed_tab_loses_nothing() {
         .collect();
     let job = submit(&mut c, "survives a closed tab", 1, &heavy).await;
     browser.wait_tab(t0, "holds work", 60, |s| s["running"].as_u64() > Some(0)).await;
-    let before = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job").into_inner();
+    let before =
+        c.get_job(pb::GetJobRequest { job_id: job.clone() }).await.expect("job").into_inner().job.expect("a job");
     assert!(!before.finished, "the job is still running when the tab closes: {before:?}");
     browser.command(&format!("close {t0}"));
     let s = wait_finished(&mut c, &job, 180).await;
@@ -154,7 +157,7 @@ async fn two_browser_tabs_verify_every_kernel_and_a_closed_tab_loses_nothing() {
         let (k, inputs) = &heavy[o.index as usize];
         assert!(agrees(k, &o.outputs, &reference(k, inputs)), "task {}", o.index);
     }
-    let workers = c.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+    let workers = c.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner().workers;
     let connected: Vec<&str> =
         workers.iter().filter(|w| w.connected && w.backend == "BrowserWebGpu").map(|w| w.id.as_str()).collect();
     assert_eq!(connected, vec![id1.as_str()], "only the open tab is still connected ({id0} was closed)");
@@ -196,7 +199,8 @@ async fn a_browser_and_a_native_worker_verify_exact_kernels_together_and_floats_
     let floats = jobs.into_iter().find(|(n, _)| *n == "matmul").expect("matmul").1;
     let job = submit(&mut c, "floats within a class", 2, &floats).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let early = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job").into_inner();
+    let early =
+        c.get_job(pb::GetJobRequest { job_id: job.clone() }).await.expect("job").into_inner().job.expect("a job");
     assert_eq!(early.verified, 0, "a browser and a native worker never verify floats together: {early:?}");
     let t1 = browser.open(&url);
     let tab_b = browser.admitted_id(t1, &mut c).await;
@@ -239,7 +243,7 @@ async fn tabs_on_an_https_origin_get_webgpu_and_verify_tasks() {
     cfg.server.tls.key = pki.key.clone();
     let service = Service::start(cfg).await.expect("service starts with TLS");
     let channel = shoal_native::grpc::channel(&service.grpc_url(), Some(&pki.ca)).await.expect("https");
-    let mut c = ShoalClient::new(channel);
+    let mut c = ShoalServiceClient::new(channel);
     let mut browser = Browser::launch_with(&https_origin_flags("shoal.test", &pki.key));
     let url = format!("https://shoal.test:{}/worker.html?autostart", service.http_addr.port());
     let (t0, t1) = (browser.open(&url), browser.open(&url));
@@ -288,10 +292,13 @@ fn workloads() -> Vec<Workload> {
 }
 
 /// Waits until `id` is the only admitted, connected worker.
-async fn wait_only(c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>, id: &str) {
+async fn wait_only(
+    c: &mut shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient<tonic::transport::Channel>,
+    id: &str,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     loop {
-        let list = c.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+        let list = c.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner().workers;
         let live: Vec<&str> = list.iter().filter(|w| w.connected && w.tier > 0).map(|w| w.id.as_str()).collect();
         if live == [id] {
             return;
@@ -304,7 +311,7 @@ async fn wait_only(c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<ton
 /// Runs every workload on whatever single worker is connected; returns
 /// (tasks/s, GOPS) per workload.
 async fn measure(
-    c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>,
+    c: &mut shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient<tonic::transport::Channel>,
 ) -> Vec<(f64, f64)> {
     let mut out = Vec::new();
     for w in workloads() {
@@ -376,7 +383,7 @@ async fn browser_worker_benchmark() {
 
 /// Waits until the coordinator lists `n` admitted browser workers.
 async fn wait_browsers(
-    c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>,
+    c: &mut shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient<tonic::transport::Channel>,
     n: usize,
 ) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_mins(1);

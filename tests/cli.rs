@@ -127,19 +127,18 @@ fn the_command_drives_a_coordinator() {
 
     job_file_round_trip(dir.path(), &grpc_url);
 
-    let status = ok(&shoal(&["job", "status", &job, "--coordinator", &grpc_url, "--json"]));
-    let status: serde_json::Value = serde_json::from_str(status.trim()).expect("json");
-    assert_eq!((status["verified"].as_u64(), status["finished"].as_bool()), (Some(4), Some(true)));
-    let workers = ok(&shoal(&["workers", "--coordinator", &grpc_url, "--json"]));
-    assert!(workers.contains("cli-worker"), "{workers}");
-    let epochs = ok(&shoal(&["epochs", "--coordinator", &grpc_url, "--json"]));
-    let epochs: serde_json::Value = serde_json::from_str(&epochs).expect("json");
-    assert!(!epochs.as_array().expect("array").is_empty(), "300 verified tasks closed epochs");
+    operator_commands(&grpc_url, &job);
 
     // Bad input to the CLI: a clear error, a failing exit status.
     let out = shoal(&["job", "status", "nonsense", "--coordinator", &grpc_url]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a job id"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "a refused request: {stderr}");
+    assert!(stderr.contains("not a job id") && stderr.contains("INVALID_ARGUMENT: job_id"), "{stderr}");
+    let out = shoal(&["job", "status", "abababab-abab-abab-abab-abababababab", "--coordinator", &grpc_url]);
+    assert_eq!(out.status.code(), Some(3), "not found: {}", String::from_utf8_lossy(&out.stderr));
+    let out = shoal(&["status", "--coordinator", &format!("http://127.0.0.1:{}", common::free_port())]);
+    assert_eq!(out.status.code(), Some(5), "unreachable: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(shoal(&["workers", "--order", "shoe-size"]).status.code(), Some(2), "usage");
     let out = shoal(&["config", "print", "--set", "coordinator.max_workers=lots"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("coordinator.max_workers"));
@@ -225,16 +224,18 @@ fn tokens_are_made_listed_and_revoked_from_the_command_line() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cancel it first"), "{out:?}");
     ok(&job_cmd("cancel"));
     assert_eq!(ok(&job_cmd("delete")).trim(), "deleted");
-    assert!(!job_cmd("status").status.success(), "a deleted job is gone");
+    assert_eq!(job_cmd("status").status.code(), Some(3), "a deleted job is gone");
     let list: serde_json::Value = serde_json::from_str(&ok(&as_admin(&["token", "list", "--json"]))).expect("json");
-    assert_eq!(list[0]["name"], "ci");
-    assert_eq!(list[0]["role"], "submit");
+    assert_eq!(list["tokens"][0]["name"], "ci");
+    assert_eq!(list["tokens"][0]["role"], "ROLE_SUBMIT", "the API's enum names: {list}");
     assert!(!list.to_string().contains(&token), "the list never shows a token");
     // Without a token, with the wrong role, with a bad role: refused, saying why.
     let out = shoal(&["token", "list", client[0], client[1]]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("needs an API token"));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs an API token"));
     let out = shoal(&["token", "list", client[0], client[1], "--api-token", &token]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("may not manage tokens"));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may not manage tokens"));
     let out = as_admin(&["token", "create", "--role", "root", "--name", "x"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown role"));
     // Scripts need no flags: the address and the token from the environment.
@@ -246,7 +247,8 @@ fn tokens_are_made_listed_and_revoked_from_the_command_line() {
         .output()
         .expect("shoal runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v.is_array()));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(listed["workers"].is_array(), "{listed}");
     let script = ok(&shoal(&["completions", "bash"]));
     assert!(
         script.contains("shoal") && script.contains("token") && script.contains("--coordinator"),
@@ -255,4 +257,63 @@ fn tokens_are_made_listed_and_revoked_from_the_command_line() {
     ok(&as_admin(&["token", "revoke", "ci"]));
     let out = submit(&token);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("revoked"), "{out:?}");
+}
+
+/// The operator's commands against a swarm that ran jobs: `--json` is the
+/// API's own messages, lists page, `job watch` follows to the end, a
+/// request id makes a retried submit answer the first job.
+fn operator_commands(grpc_url: &str, job: &str) {
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--coordinator", grpc_url, "--json"]);
+        serde_json::from_str(&ok(&shoal(&all))).expect("json")
+    };
+    let status = json(&["job", "status", job]);
+    assert_eq!((status["job"]["verified"].as_u64(), status["job"]["finished"].as_bool()), (Some(4), Some(true)));
+    let swarm = json(&["status"]);
+    assert!(swarm["workers"].as_u64() >= Some(2), "{swarm}");
+    assert!(swarm["tasks_verified"].as_str().is_some(), "64-bit counters are strings in proto3 JSON: {swarm}");
+    let workers = json(&["workers", "--order", "agreed", "--desc"]);
+    assert!(workers.to_string().contains("cli-worker"), "{workers}");
+    let leaders = json(&["leaderboard", "--limit", "1"]);
+    assert_eq!(leaders["workers"].as_array().map(Vec::len), Some(1), "{leaders}");
+    let most = |w: &serde_json::Value| w["agreed"].as_str().and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+    let top = workers["workers"].as_array().expect("workers").iter().map(most).max();
+    assert_eq!(Some(most(&leaders["workers"][0])), top, "the leaderboard leads with the most verified work");
+    let jobs = json(&["job", "list", "--limit", "2"]);
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(2), "two of the jobs: {jobs}");
+    let all = json(&["job", "list", "--limit", "0"]);
+    assert!(all["jobs"].as_array().map_or(0, Vec::len) >= 3, "every job, page after page: {all}");
+    let epochs = json(&["epochs"]);
+    assert!(!epochs["epochs"].as_array().expect("epochs").is_empty(), "300 verified tasks closed epochs");
+    let closed = json(&["epoch", "close"]);
+    assert!(closed["epoch"]["epoch"].is_string(), "{closed}");
+
+    let watched = ok(&shoal(&["job", "watch", job, "--coordinator", grpc_url]));
+    assert_eq!(watched.lines().filter(|l| l.contains("verified")).count(), 5, "4 tasks and the job: {watched}");
+
+    let submit = |id: &str| {
+        let out = ok(&shoal(&[
+            "submit",
+            "--coordinator",
+            grpc_url,
+            "--kernel",
+            "sha256",
+            "--tasks",
+            "2",
+            "--request-id",
+            id,
+            "--json",
+        ]));
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")
+    };
+    let first = submit("retry-me");
+    let again = submit("retry-me");
+    assert_eq!(first["job_id"], again["job_id"], "a retried request answers the first job");
+    assert_eq!(
+        (first["replayed"].as_bool(), again["replayed"].as_bool()),
+        (Some(false), Some(true)),
+        "{first} {again}"
+    );
+    assert_ne!(submit("another")["job_id"], first["job_id"]);
 }

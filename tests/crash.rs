@@ -15,11 +15,11 @@ use shoal_core::kernels::{KernelSpec, Sha256Params};
 use shoal_core::rng::SplitMix64;
 use shoal_core::WorkerId;
 use shoal_native::grpc::pb;
-use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient;
 use shoal_native::worker::{self, Behaviour, WorkerOptions};
 use tokio::sync::watch;
 
-type Client = ShoalClient<tonic::transport::Channel>;
+type Client = ShoalServiceClient<tonic::transport::Channel>;
 type Tasks = Vec<(KernelSpec, Vec<Vec<u8>>)>;
 
 fn start(data: &std::path::Path, http: u16, grpc: u16) -> ChildGuard {
@@ -54,10 +54,10 @@ fn start(data: &std::path::Path, http: u16, grpc: u16) -> ChildGuard {
 
 async fn connect(grpc: u16) -> Client {
     for _ in 0..300 {
-        if let Ok(c) = ShoalClient::connect(format!("http://127.0.0.1:{grpc}")).await {
+        if let Ok(c) = ShoalServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await {
             // A diff holds a whole job's inputs (8 MiB here).
             let mut c = c.max_decoding_message_size(64 << 20);
-            if c.swarm_status(pb::Empty {}).await.is_ok() {
+            if c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.is_ok() {
                 return c;
             }
         }
@@ -85,7 +85,13 @@ async fn progress(c: &mut Client, jobs: &[(String, Tasks)]) -> (Vec<u32>, bool) 
     let mut verified = Vec::with_capacity(jobs.len());
     let mut all_finished = true;
     for (job, _) in jobs {
-        let s = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job known").into_inner();
+        let s = c
+            .get_job(pb::GetJobRequest { job_id: job.clone() })
+            .await
+            .expect("job known")
+            .into_inner()
+            .job
+            .expect("a job");
         all_finished &= s.finished;
         verified.push(s.verified);
     }
@@ -179,14 +185,14 @@ async fn kill_rounds(kills: usize, job_tasks: u64, seed: u64) -> usize {
     }
     // Every epoch together, the open one settled now, pays exactly the
     // agreements of the tasks verified (two workers each).
-    let epochs = c.close_epoch(pb::Empty {}).await.expect("epochs").into_inner().epochs;
+    let epochs = close_epoch_all(&mut c).await;
     let credited: u64 = epochs.iter().flat_map(|e| e.payouts.iter()).map(|p| p.tasks).sum();
     assert_eq!(credited, agreements, "no agreement credited twice or lost ({} epochs)", epochs.len());
     // An epoch closes once 50 tasks are verified in it, the last one now.
     let verified_tasks = agreements / 2;
     assert!(epochs.len() as u64 <= verified_tasks / 50 + 1, "{} epochs for {verified_tasks} tasks", epochs.len());
     // The ledger chains from the first diff to the last, across every crash.
-    let head = c.swarm_status(pb::Empty {}).await.expect("status").into_inner().ledger_height;
+    let head = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner().ledger_height;
     let mut diffs =
         c.stream_state_diffs(pb::StreamStateDiffsRequest { from_height: 1 }).await.expect("diffs").into_inner();
     let mut prev = "0".repeat(64);

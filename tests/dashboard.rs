@@ -21,9 +21,9 @@ use common::{free_port, ChildGuard};
 use serde_json::Value;
 use shoal_core::kernels::{KernelSpec, Sha256Params};
 use shoal_native::grpc::pb;
-use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient;
 
-type Client = ShoalClient<tonic::transport::Channel>;
+type Client = ShoalServiceClient<tonic::transport::Channel>;
 
 /// `shoal up` on free ports, serving the built site.
 struct Up {
@@ -67,7 +67,7 @@ impl Up {
         let url = format!("http://127.0.0.1:{grpc}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let client = loop {
-            if let Ok(c) = ShoalClient::connect(url.clone()).await {
+            if let Ok(c) = ShoalServiceClient::connect(url.clone()).await {
                 break c;
             }
             assert!(tokio::time::Instant::now() < deadline, "shoal up does not answer on {url}");
@@ -81,10 +81,10 @@ impl Up {
     }
 
     /// Waits for the demo job to finish; returns it.
-    async fn demo(&mut self) -> pb::JobStatus {
+    async fn demo(&mut self) -> pb::Job {
         let deadline = tokio::time::Instant::now() + Duration::from_mins(2);
         loop {
-            let jobs = self.client.list_jobs(pb::Empty {}).await.expect("jobs").into_inner().jobs;
+            let jobs = self.client.list_jobs(pb::ListJobsRequest::default()).await.expect("jobs").into_inner().jobs;
             if let Some(j) = jobs.into_iter().find(|j| j.name.contains("mandelbrot") && j.finished) {
                 return j;
             }
@@ -120,7 +120,7 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
     let tab = b.open(&up.url("swarm"));
 
     // Swarm: the numbers of SwarmStatus, and the live stream is open.
-    let st = up.client.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+    let st = up.client.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
     let want = Value::String(st.tasks_verified.to_string());
     b.wait_eval(tab, "verified tasks", &text_of("[data-stat=tasks_verified]"), |v| *v == want).await;
     for (stat, value) in [("workers", u64::from(st.workers)), ("admitted", u64::from(st.workers_admitted))] {
@@ -154,7 +154,8 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
 
     // Workers: one row per worker, tasks done as ListWorkers says.
     go(&mut b, tab, "workers").await;
-    let workers = up.client.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+    let workers =
+        up.client.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner().workers;
     let want: serde_json::Map<String, Value> =
         workers.iter().map(|w| (w.id.clone(), Value::String(w.agreed.to_string()))).collect();
     let rows = "Object.fromEntries([...document.querySelectorAll('tr[data-worker]')].map(r => [r.dataset.worker, r.querySelector('[data-col=done]').textContent]))";
@@ -181,8 +182,8 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
     b.screenshot(tab, &shots.join("jobs.png")).await;
 
     // Epochs: settle one, and the payout table shows the exact base units.
-    let epochs = up.client.close_epoch(pb::Empty {}).await.expect("close epoch").into_inner().epochs;
-    let last = epochs.last().expect("an epoch").clone();
+    let closed = up.client.close_epoch(pb::CloseEpochRequest {}).await.expect("close epoch").into_inner();
+    let last = closed.epoch.expect("an epoch");
     assert!(!last.payouts.is_empty(), "the demo's workers are paid");
     go(&mut b, tab, "epochs").await;
     let want: serde_json::Map<String, Value> =
@@ -197,7 +198,7 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
     // The settlement consensus agreed that epoch's digest; the Swarm page draws the machine's state on its diagram.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let state = loop {
-        let s = up.client.consensus(pb::Empty {}).await.expect("consensus").into_inner();
+        let s = up.client.get_consensus(pb::GetConsensusRequest {}).await.expect("consensus").into_inner();
         if let Some(a) = s.agreed.iter().find(|a| a.epoch == last.epoch) {
             assert_eq!(a.digest, last.digest);
             break s.state;
@@ -229,7 +230,7 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
         .wait_eval(tab, "the tab joins", "document.querySelector('#phase').textContent === 'working' && !['—', '0'].includes(document.querySelector('#tier').textContent) ? document.querySelector('#worker-id').textContent : null", Value::is_string)
         .await;
     let id = id.as_str().expect("id").to_owned();
-    let listed = up.client.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+    let listed = up.client.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner().workers;
     let me = listed.iter().find(|w| w.id == id).unwrap_or_else(|| panic!("{id} not in {listed:?}"));
     assert_eq!(me.backend, "BrowserWebGpu");
     assert!(me.tier > 0 && me.connected, "{me:?}");
@@ -268,7 +269,8 @@ async fn the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab() {
     const ADMIN: &str = "dashboard-admin-token-for-this-test";
     let up = Up::start_with(&["--workers", "1", "--no-demo", "--set", &format!("server.api_token=\"{ADMIN}\"")]).await;
     let channel = shoal_native::grpc::channel(&format!("http://127.0.0.1:{}", up.grpc), None).await.expect("channel");
-    let mut admin = ShoalClient::with_interceptor(channel, shoal_native::grpc::WithToken::new(ADMIN).expect("ascii"));
+    let mut admin =
+        ShoalServiceClient::with_interceptor(channel, shoal_native::grpc::WithToken::new(ADMIN).expect("ascii"));
     let created = admin
         .create_token(pb::CreateTokenRequest { name: "viewer".into(), role: pb::Role::Read.into() })
         .await
@@ -291,7 +293,7 @@ async fn the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab() {
         .await;
 
     // The read token: the swarm's numbers, the live stream, no prompt.
-    b.eval(tab, &type_token(&created.token)).await;
+    b.eval(tab, &type_token(&created.secret)).await;
     b.wait_eval(tab, "workers shown", &text_of("[data-stat=workers]"), |v| *v == "1").await;
     b.wait_eval(
         tab,
@@ -301,8 +303,8 @@ async fn the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab() {
     )
     .await;
     let kept = b.eval(tab, "[location.href, sessionStorage.getItem('shoal-api-token'), localStorage.length]").await;
-    assert!(!kept[0].as_str().expect("url").contains(&created.token), "the token is never in the URL: {kept}");
-    assert_eq!(kept[1], Value::String(created.token.clone()), "kept for the tab's session: {kept}");
+    assert!(!kept[0].as_str().expect("url").contains(&created.secret), "the token is never in the URL: {kept}");
+    assert_eq!(kept[1], Value::String(created.secret.clone()), "kept for the tab's session: {kept}");
     assert_eq!(kept[2], 0, "nothing outlives the session: {kept}");
 
     // Revoked: the next refresh asks again.

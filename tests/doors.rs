@@ -90,7 +90,7 @@ async fn sockets_that_never_finish_a_request_are_counted_and_closed() {
         assert!(closed_within(s, 6).await, "a silent gRPC socket is closed at the idle timeout");
     }
     let mut c = client(&service).await;
-    c.swarm_status(pb::Empty {}).await.expect("the API answers once the silent sockets are gone");
+    c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("the API answers once the silent sockets are gone");
     let metrics = reqwest_like_get(http, "/metrics").await;
     assert!(counter(&metrics, "shoal_sockets_shed_total{port=\"http\"}") >= 1.0, "shed sockets are counted");
     service.shutdown().await.expect("stops");

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use common::{free_port, ChildGuard};
 use shoal_core::kernels::{KernelSpec, Sha256Params};
-use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient;
 use shoal_native::grpc::{kernel_to_pb, pb};
 use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
 
-type Client = ShoalClient<tonic::transport::Channel>;
+type Client = ShoalServiceClient<tonic::transport::Channel>;
 
 const SETTINGS: [&str; 6] = [
     "coordinator.distinct_origins=false",
@@ -33,7 +33,7 @@ fn settings() -> Vec<String> {
 
 async fn connect(grpc: u16) -> Client {
     for _ in 0..300 {
-        if let Ok(c) = ShoalClient::connect(format!("http://127.0.0.1:{grpc}")).await {
+        if let Ok(c) = ShoalServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await {
             return c.max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -160,8 +160,13 @@ exit $code"#;
     for job in &accepted {
         let deadline = tokio::time::Instant::now() + Duration::from_mins(2);
         loop {
-            let s =
-                c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("an acknowledged job is kept").into_inner();
+            let s = c
+                .get_job(pb::GetJobRequest { job_id: job.clone() })
+                .await
+                .expect("an acknowledged job is kept")
+                .into_inner()
+                .job
+                .expect("a job");
             assert_eq!(s.tasks, 16);
             if s.finished {
                 assert_eq!(s.verified, 16, "{s:?}");

@@ -16,7 +16,7 @@ use common::*;
 use shoal_core::kernels::{KernelSpec, Sha256Params};
 use shoal_core::WorkerId;
 use shoal_native::grpc;
-use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient;
 use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
 use shoal_native::Service;
 
@@ -159,7 +159,7 @@ async fn behind_nginx_workers_and_clients_work_and_keep_their_own_addresses() {
         handles.push(tokio::spawn(worker::run(opts, rx.clone())));
     }
     let channel = grpc::channel(&format!("https://localhost:{}", ports.1), Some(ca)).await.expect("gRPC via nginx");
-    let mut c = ShoalClient::new(channel);
+    let mut c = ShoalServiceClient::new(channel);
     let kernel = KernelSpec::Sha256(Sha256Params { count: 4, message_len: 32 });
     let tasks: Vec<_> = (0..10u64).map(|i| (kernel.clone(), kernel.seeded_inputs(i))).collect();
     let job = submit(&mut c, "through nginx", 2, &tasks).await;

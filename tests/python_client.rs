@@ -1,10 +1,12 @@
-//! The gRPC API from a client that is not Rust: Python's grpcio, with stubs
-//! generated from the same `shoal.proto`, submits a job, reads its results
-//! and checks every SHA-256 digest with hashlib.
+//! The gRPC API from a client that is not Rust and holds no copy of the
+//! proto: Python's grpcio discovers `shoal.v1.ShoalService` by server
+//! reflection, submits a job (retried with its request id: still one job),
+//! pages through the jobs, reads the results and checks every SHA-256
+//! digest with hashlib, and reads the field violation of a refused call.
 //!
-//! Needs a Python with `grpcio` and `grpcio-tools`: `cargo xtask test` makes
-//! a virtual environment and points `SHOAL_PYTHON` at it; otherwise
-//! `python3` is used and must have both installed.
+//! Needs a Python with `grpcio`, `grpcio-reflection` and `grpcio-status`:
+//! `cargo xtask test` makes a virtual environment and points
+//! `SHOAL_PYTHON` at it; otherwise `python3` is used and must have them.
 
 mod common;
 
@@ -21,23 +23,24 @@ async fn python_grpcio_submits_and_reads_results() {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = tokio::process::Command::new(&python)
         .arg(format!("{root}/python/grpc_client.py"))
-        .arg(format!("{root}/../host-native/proto"))
         .arg(service.grpc_addr.to_string())
         .output()
         .await
         .unwrap_or_else(|e| {
-            panic!("cannot run {python}: {e} (run `cargo xtask test`, or pip install grpcio grpcio-tools)")
+            panic!("cannot run {python}: {e} (run `cargo xtask test`, or pip install grpcio grpcio-reflection grpcio-status)")
         });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the Python client failed (needs grpcio and grpcio-tools: `cargo xtask test` installs them)\n{stdout}\n{stderr}"
+        "the Python client failed (needs grpcio, grpcio-reflection, grpcio-status: `cargo xtask test` installs them)\n{stdout}\n{stderr}"
     );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(report["verified"], 10);
     assert_eq!(report["checked"], 10, "every digest checked by hashlib");
     assert_eq!(report["bad_request"], "INVALID_ARGUMENT");
+    assert_eq!(report["violations"], serde_json::json!(["job_id"]), "google.rpc.BadRequest names the field");
+    assert_eq!(report["listed"], serde_json::json!([report["job"]]), "one job, retried: listed once, a page each");
     assert_eq!(report["workers"], 3);
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");

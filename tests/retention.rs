@@ -15,7 +15,7 @@ use shoal_native::worker::Behaviour;
 use shoal_native::Service;
 use tonic::Code;
 
-type ShoalClient = shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>;
+type ShoalServiceClient = shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient<tonic::transport::Channel>;
 
 /// A task of 64 KiB of messages: its inputs are stored apart, in the blob file.
 fn big_task(seed: u64) -> (KernelSpec, Vec<Vec<u8>>) {
@@ -42,12 +42,13 @@ async fn a_deleted_job_gives_its_space_back_and_nothing_else_is_lost() {
     let b_tasks = vec![big_task(100)];
     let b = submit(&mut c, "shares an input", 2, &b_tasks).await;
     wait_finished(&mut c, &b, 120).await;
-    let epochs = c.close_epoch(pb::Empty {}).await.expect("epoch").into_inner().epochs;
+    let epochs = close_epoch_all(&mut c).await;
     // C waits forever: no worker meets its tier.
     let header = pb::JobHeader { name: "never runs".into(), min_tier: 3, redundancy: 2, ..Default::default() };
     let c_job = submit_with(&mut c, header, &[big_task(300)]).await;
 
-    let del = |job: &str| pb::JobRef { job_id: job.to_owned() };
+    let del = |job: &str| pb::DeleteJobRequest { job_id: job.to_owned() };
+    let get = |job: &str| pb::GetJobRequest { job_id: job.to_owned() };
     let open = c.delete_job(del(&c_job)).await.expect_err("an open job is not deleted");
     assert_eq!(open.code(), Code::FailedPrecondition, "{open}");
     assert!(open.message().contains("cancel it first"), "{open}");
@@ -57,15 +58,15 @@ async fn a_deleted_job_gives_its_space_back_and_nothing_else_is_lost() {
     let after = blob_bytes(&service).await;
     // Each input takes 64 KiB and a few bytes; the blocks wholly inside it go back.
     assert!(after + 8 * 60 * 1024 <= before, "8 inputs' space is back: {before} then {after} bytes");
-    assert_eq!(c.get_job(del(&a)).await.expect_err("gone").code(), Code::NotFound);
+    assert_eq!(c.get_job(get(&a)).await.expect_err("gone").code(), Code::NotFound);
     let streamed = c.stream_job_results(pb::StreamJobResultsRequest { job_id: a.clone(), ..Default::default() }).await;
     assert_eq!(streamed.expect_err("gone").code(), Code::NotFound);
-    let listed = c.list_jobs(pb::Empty {}).await.expect("list").into_inner().jobs;
+    let listed = c.list_jobs(pb::ListJobsRequest::default()).await.expect("list").into_inner().jobs;
     assert!(listed.iter().all(|j| j.job_id != a) && listed.iter().any(|j| j.job_id == b));
     assert!(!c.delete_job(del(&a)).await.expect("answered").into_inner().deleted, "twice: nothing to delete");
 
     // B's results, its shared input, the epochs: all there, before and after a restart.
-    let check_b = async |c: &mut ShoalClient| {
+    let check_b = async |c: &mut ShoalServiceClient| {
         for o in results(c, &b).await {
             assert_eq!(o.outputs, reference(&b_tasks[0].0, &b_tasks[0].1));
         }
@@ -76,10 +77,10 @@ async fn a_deleted_job_gives_its_space_back_and_nothing_else_is_lost() {
     let service = Service::start(cfg).await.expect("restarts");
     let mut c = client(&service).await;
     check_b(&mut c).await;
-    assert_eq!(c.get_job(del(&a)).await.expect_err("still gone").code(), Code::NotFound);
-    let open = c.get_job(del(&c_job)).await.expect("C is back").into_inner();
+    assert_eq!(c.get_job(get(&a)).await.expect_err("still gone").code(), Code::NotFound);
+    let open = c.get_job(get(&c_job)).await.expect("C is back").into_inner().job.expect("a job");
     assert!(!open.finished && open.tasks == 1, "{open:?}");
-    let kept = c.epochs(pb::Empty {}).await.expect("epochs").into_inner().epochs;
+    let kept = all_epochs(&mut c).await;
     assert_eq!(kept, epochs, "settled epochs are kept");
     // B's input is read again by a job that needs it after the restart.
     let workers = Workers::spawn(&service, "v", 2, Behaviour::Honest);
@@ -103,14 +104,14 @@ async fn retention_deletes_finished_jobs_once_their_time_is_up() {
     let header = pb::JobHeader { name: "open".into(), min_tier: 3, redundancy: 2, ..Default::default() };
     let open = submit_with(&mut c, header, &[big_task(3)]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while c.get_job(pb::JobRef { job_id: done.clone() }).await.is_ok() {
+    while c.get_job(pb::GetJobRequest { job_id: done.clone() }).await.is_ok() {
         assert!(tokio::time::Instant::now() < deadline, "retention did not delete the finished job");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deleted = counter(&shoal_native::metrics::render(), r#"shoal_jobs_deleted_total{by="retention"}"#);
     assert!(deleted >= 1.0, "{deleted}");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(c.get_job(pb::JobRef { job_id: open }).await.is_ok(), "an open job is never retention's");
+    assert!(c.get_job(pb::GetJobRequest { job_id: open }).await.is_ok(), "an open job is never retention's");
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }

@@ -28,17 +28,17 @@ async fn eight_native_workers_verify_jobs_of_every_kernel() {
     assert_eq!(outcomes.len(), tasks.len());
     for o in &outcomes {
         let (k, inputs) = &tasks[o.index as usize];
-        assert_eq!(o.kind(), pb::task_outcome::Kind::Verified);
+        assert_eq!(o.state(), pb::TaskState::Verified);
         assert!(agrees(k, &o.outputs, &reference(k, inputs)), "task {} agrees with the CPU reference", o.index);
         assert_eq!(o.agreed.len(), 2, "two distinct workers agreed");
         assert_ne!(o.agreed[0], o.agreed[1]);
     }
     // The swarm as operators see it.
-    let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+    let st = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
     assert_eq!(st.workers_admitted, 8);
     assert!(st.tasks_verified >= tasks.len() as u64);
     assert!(st.ledger_height > 0 && st.ledger_digest.len() == 64);
-    let workers_list = c.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
+    let workers_list = c.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner().workers;
     assert_eq!(workers_list.len(), 8);
     assert!(workers_list.iter().all(|w| w.backend == "Cpu" && w.tier >= 1 && w.mflops > 0));
     let http = format!("http://{}", service.http_addr);
@@ -118,8 +118,9 @@ async fn liars_and_killed_workers_never_get_a_wrong_result_accepted_and_nothing_
     let mut to_kill = vec!["honest0", "honest1"];
     let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     while !to_kill.is_empty() {
-        let listed = c.list_workers(pb::Empty {}).await.expect("workers").into_inner().workers;
-        let s = c.get_job(pb::JobRef { job_id: job.clone() }).await.expect("job").into_inner();
+        let listed = c.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner().workers;
+        let s =
+            c.get_job(pb::GetJobRequest { job_id: job.clone() }).await.expect("job").into_inner().job.expect("a job");
         assert!(!s.finished, "the job finished before {to_kill:?} were seen holding work");
         for w in listed.iter().filter(|w| w.in_flight > 0) {
             if let Some(pos) = to_kill.iter().position(|n| *n == w.id) {
@@ -136,7 +137,7 @@ async fn liars_and_killed_workers_never_get_a_wrong_result_accepted_and_nothing_
         assert_eq!(o.outputs, reference(k, inputs), "task {}: no wrong result accepted", o.index);
         assert!(o.agreed.iter().all(|w| w.starts_with("honest")), "only honest workers agree: {:?}", o.agreed);
     }
-    let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+    let st = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
     assert!(st.slashed >= 1, "liars were caught and slashed: {st:?}");
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
@@ -155,13 +156,13 @@ async fn a_restart_on_the_same_data_keeps_results_and_finishes_open_jobs() {
         workers.stop_all().await;
         // A job nobody runs before the restart.
         let open = submit(&mut c, "open at restart", 2, &tasks).await;
-        let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+        let st = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
         service.shutdown().await.expect("clean shutdown");
         (done, open, st.ledger_height)
     };
     let service = Service::start(test_config(dir.path())).await.expect("service restarts");
     let mut c = client(&service).await;
-    let st = c.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+    let st = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
     assert_eq!(st.ledger_height, height, "the ledger continues where it stopped");
     assert_eq!(st.tasks_pending, tasks.len() as u64, "the open job's tasks are queued again");
     let before = results(&mut c, &done).await;
@@ -173,7 +174,7 @@ async fn a_restart_on_the_same_data_keeps_results_and_finishes_open_jobs() {
         c.stream_state_diffs(pb::StreamStateDiffsRequest { from_height: 1 }).await.expect("diffs").into_inner();
     let mut prev = String::from("0000000000000000000000000000000000000000000000000000000000000000");
     let mut seen = 0;
-    let head = c.swarm_status(pb::Empty {}).await.expect("status").into_inner().ledger_height;
+    let head = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner().ledger_height;
     while seen < head {
         let d = diffs.message().await.expect("stream").expect("diff");
         assert_eq!(d.height, seen + 1, "catch-up without gaps or duplicates");
@@ -218,20 +219,23 @@ async fn an_api_token_guards_the_control_plane() {
     cfg.server.api_token = "s3cret-token".into();
     let service = Service::start(cfg).await.expect("service starts");
     let mut anonymous = client(&service).await;
-    let err = anonymous.swarm_status(pb::Empty {}).await.expect_err("refused without the token");
+    let err = anonymous.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect_err("refused without the token");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let channel =
         tonic::transport::Endpoint::from_shared(service.grpc_url()).expect("url").connect().await.expect("connects");
-    let mut wrong = pb::shoal_client::ShoalClient::with_interceptor(
+    let mut wrong = pb::shoal_service_client::ShoalServiceClient::with_interceptor(
         channel.clone(),
         shoal_native::grpc::WithToken::new("s3cret-tokeN").expect("ascii"),
     );
-    assert_eq!(wrong.swarm_status(pb::Empty {}).await.expect_err("wrong token").code(), tonic::Code::Unauthenticated);
-    let mut right = pb::shoal_client::ShoalClient::with_interceptor(
+    assert_eq!(
+        wrong.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect_err("wrong token").code(),
+        tonic::Code::Unauthenticated
+    );
+    let mut right = pb::shoal_service_client::ShoalServiceClient::with_interceptor(
         channel,
         shoal_native::grpc::WithToken::new("s3cret-token").expect("ascii"),
     );
-    assert!(right.swarm_status(pb::Empty {}).await.is_ok());
+    assert!(right.get_swarm_status(pb::GetSwarmStatusRequest {}).await.is_ok());
     service.shutdown().await.expect("clean shutdown");
 }
 
@@ -256,7 +260,7 @@ async fn grpc_web_and_cors_serve_browsers_on_the_grpc_port() {
     let (head, _) = http1(
         service.grpc_addr,
         format!(
-            "OPTIONS /shoal.v1.Shoal/CancelJob HTTP/1.1\r\nHost: {}\r\nOrigin: http://evil.example\r\n\
+            "OPTIONS /shoal.v1.ShoalService/CancelJob HTTP/1.1\r\nHost: {}\r\nOrigin: http://evil.example\r\n\
              Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type,x-grpc-web\r\n\
              Connection: close\r\n\r\n",
             service.grpc_addr
@@ -269,7 +273,7 @@ async fn grpc_web_and_cors_serve_browsers_on_the_grpc_port() {
     let (head, _) = http1(
         service.grpc_addr,
         format!(
-            "OPTIONS /shoal.v1.Shoal/SwarmStatus HTTP/1.1\r\nHost: {}\r\nOrigin: http://dashboard.example\r\n\
+            "OPTIONS /shoal.v1.ShoalService/GetSwarmStatus HTTP/1.1\r\nHost: {}\r\nOrigin: http://dashboard.example\r\n\
              Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type,x-grpc-web\r\n\
              Connection: close\r\n\r\n",
             service.grpc_addr
@@ -281,7 +285,7 @@ async fn grpc_web_and_cors_serve_browsers_on_the_grpc_port() {
     assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: http://dashboard.example"), "{head}");
     // A gRPC-web call over HTTP/1.1: one data frame (flag 0, length 0: an empty Empty).
     let mut req = format!(
-        "POST /shoal.v1.Shoal/SwarmStatus HTTP/1.1\r\nHost: {}\r\nContent-Type: application/grpc-web+proto\r\n\
+        "POST /shoal.v1.ShoalService/GetSwarmStatus HTTP/1.1\r\nHost: {}\r\nContent-Type: application/grpc-web+proto\r\n\
          X-Grpc-Web: 1\r\nOrigin: http://dashboard.example\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
         service.grpc_addr
     )
@@ -295,7 +299,7 @@ async fn grpc_web_and_cors_serve_browsers_on_the_grpc_port() {
     assert!(text.contains("grpc-status:0") || text.contains("grpc-status: 0"), "{text:?}");
     // The same call on the HTTP port, as the dashboard it serves makes it (same origin).
     let mut req = format!(
-        "POST /shoal.v1.Shoal/ListJobs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/grpc-web+proto\r\n\
+        "POST /shoal.v1.ShoalService/ListJobs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/grpc-web+proto\r\n\
          X-Grpc-Web: 1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
         service.http_addr
     )
@@ -315,18 +319,18 @@ async fn every_settled_epoch_is_agreed_by_the_settlement_consensus() {
     let workers = Workers::spawn(&service, "w", 2, Behaviour::Honest);
     let mut c = client(&service).await;
     wait_admitted(&mut c, 2).await;
-    let start = c.consensus(pb::Empty {}).await.expect("consensus").into_inner();
+    let start = c.get_consensus(pb::GetConsensusRequest {}).await.expect("consensus").into_inner();
     assert_eq!(start.states.len(), 11, "the machine's states");
     assert_eq!(start.table.len(), 37, "its transition table");
     assert!(start.agreed.is_empty());
     for round in 1..=2u64 {
         let job = submit(&mut c, "work", 2, &mixed_tasks(round * 1000)).await;
         wait_finished(&mut c, &job, 60).await;
-        let epochs = c.close_epoch(pb::Empty {}).await.expect("close").into_inner().epochs;
-        let last = epochs.last().expect("an epoch").clone();
+        let closed = c.close_epoch(pb::CloseEpochRequest {}).await.expect("close").into_inner();
+        let last = closed.epoch.expect("an epoch");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let s = c.consensus(pb::Empty {}).await.expect("consensus").into_inner();
+            let s = c.get_consensus(pb::GetConsensusRequest {}).await.expect("consensus").into_inner();
             if let Some(a) = s.agreed.iter().find(|a| a.epoch == last.epoch) {
                 assert_eq!(a.digest, last.digest, "the agreed digest is the settlement's");
                 assert_eq!(a.round, round, "one round per settlement");
@@ -369,8 +373,8 @@ async fn a_stopped_service_frees_its_storage_and_ports_while_clients_linger() {
     let mut lingering = Vec::new();
     for _ in 0..3 {
         let channel = shoal_native::grpc::channel(&service.grpc_url(), Some(&pki.ca)).await.expect("https");
-        let mut c = shoal_native::grpc::pb::shoal_client::ShoalClient::new(channel);
-        c.swarm_status(pb::Empty {}).await.expect("answers");
+        let mut c = shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient::new(channel);
+        c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("answers");
         lingering.push(c);
     }
     let grpc = service.grpc_addr;
@@ -402,7 +406,7 @@ async fn health_and_reflection_answer_on_the_grpc_port() {
     let channel =
         tonic::transport::Channel::from_shared(service.grpc_url()).expect("url").connect().await.expect("connects");
     let mut health = HealthClient::new(channel.clone());
-    for name in ["", "shoal.v1.Shoal"] {
+    for name in ["", "shoal.v1.ShoalService"] {
         let r = health.check(HealthCheckRequest { service: name.into() }).await.expect("health answers").into_inner();
         assert_eq!(r.status, ServingStatus::Serving as i32, "{name:?}");
     }
@@ -418,11 +422,11 @@ async fn health_and_reflection_answer_on_the_grpc_port() {
     let answer = answers.message().await.expect("an answer").expect("one message");
     let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else { panic!("{answer:?}") };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in ["shoal.v1.Shoal", "grpc.health.v1.Health"] {
+    for want in ["shoal.v1.ShoalService", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }
     let mut watch =
-        health.watch(HealthCheckRequest { service: "shoal.v1.Shoal".into() }).await.expect("watch").into_inner();
+        health.watch(HealthCheckRequest { service: "shoal.v1.ShoalService".into() }).await.expect("watch").into_inner();
     assert_eq!(watch.message().await.expect("status").expect("one").status, ServingStatus::Serving as i32);
     service.shutdown().await.expect("stops");
     // The last word before the port closed: not serving (or the stream ended with it).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use shoal_core::kernels::{KernelSpec, Sha256Params};
 use shoal_core::WorkerId;
-use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient;
 use shoal_native::grpc::{self, pb};
 use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
 use shoal_native::Service;
@@ -65,7 +65,7 @@ async fn workers_and_clients_speak_tls_and_refuse_an_unknown_ca() {
     assert!(service.worker_url().starts_with("wss://") && service.grpc_url().starts_with("https://"));
 
     let channel = grpc::channel(&service.grpc_url(), Some(&ca)).await.expect("https with the CA");
-    let mut c = ShoalClient::new(channel);
+    let mut c = ShoalServiceClient::new(channel);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let mut handles = Vec::new();
     for i in 0..2 {
@@ -86,13 +86,16 @@ async fn workers_and_clients_speak_tls_and_refuse_an_unknown_ca() {
     assert!(refused.to_string().to_lowercase().contains("certificate"), "{refused}");
     // Plain text to a TLS port goes nowhere.
     let plain = service.grpc_url().replace("https://", "http://");
-    let mut plain = ShoalClient::new(
+    let mut plain = ShoalServiceClient::new(
         tonic::transport::Endpoint::from_shared(plain)
             .expect("url")
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy(),
     );
-    assert!(plain.swarm_status(pb::Empty {}).await.is_err(), "no plain-text answer from a TLS port");
+    assert!(
+        plain.get_swarm_status(pb::GetSwarmStatusRequest {}).await.is_err(),
+        "no plain-text answer from a TLS port"
+    );
 
     let _ = stop.send(true);
     for h in handles {

@@ -2,7 +2,7 @@
 //! for wasm32: the native build of this crate is empty).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=../host-native/proto/shoal.proto");
+    println!("cargo:rerun-if-changed=../host-native/proto/shoal/v1/shoal.proto");
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("wasm32") {
         return Ok(());
     }
@@ -12,6 +12,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(false)
         .build_transport(false)
-        .compile_protos(&["../host-native/proto/shoal.proto"], &["../host-native/proto"])?;
+        .compile_protos(&["../host-native/proto/shoal/v1/shoal.proto"], &["../host-native/proto"])?;
     Ok(())
 }

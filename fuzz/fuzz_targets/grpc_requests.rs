@@ -48,7 +48,7 @@ fn submit(mut rest: &[u8]) {
             return;
         }
     }
-    let (job, _name) = intake.finish();
+    let (job, _name, _request_id) = intake.finish();
     COORDINATOR.with(|cell| {
         let (c, runs) = &mut *cell.borrow_mut();
         if let Ok(id) = c.submit_job(Millis(1), job) {
@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
     match kind % 4 {
         0 => submit(rest),
         1 => {
-            if let Ok(r) = pb::JobRef::decode(rest) {
+            if let Ok(r) = pb::GetJobRequest::decode(rest) {
                 roundtrip(&r);
                 let _ = parse_job(&r.job_id);
             }

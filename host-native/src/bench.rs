@@ -20,7 +20,7 @@ use shoal_core::kernels::{KernelSpec, MatmulParams, Sha256Params};
 use shoal_core::WorkerId;
 use tokio::sync::watch;
 
-use crate::grpc::pb::shoal_client::ShoalClient;
+use crate::grpc::pb::shoal_service_client::ShoalServiceClient as ShoalClient;
 use crate::grpc::{kernel_to_pb, pb};
 use crate::tls::PrivatePki;
 use crate::worker::{self, Behaviour, WorkerOptions};
@@ -182,7 +182,7 @@ fn spawn_workers(
 async fn wait_admitted(c: &mut ShoalClient<tonic::transport::Channel>, n: u32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_mins(1);
     loop {
-        let s = c.swarm_status(pb::Empty {}).await?.into_inner();
+        let s = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await?.into_inner();
         if s.workers_admitted >= n {
             return Ok(());
         }
@@ -216,7 +216,7 @@ async fn wait_jobs(c: &mut ShoalClient<tonic::transport::Channel>, jobs: &[Strin
     let mut verified = 0u64;
     for j in jobs {
         loop {
-            let s = c.get_job(pb::JobRef { job_id: j.clone() }).await?.into_inner();
+            let s = c.get_job(pb::GetJobRequest { job_id: j.clone() }).await?.into_inner().job.unwrap_or_default();
             if s.finished {
                 verified += u64::from(s.verified);
                 break;
@@ -466,25 +466,25 @@ async fn idle(data: &Path, n: usize, secs: u64) -> Result<(u64, u64, u32)> {
     let mut c = ShoalClient::connect(child.grpc.clone()).await?;
     let deadline = Instant::now() + Duration::from_mins(2);
     loop {
-        let s = c.swarm_status(pb::Empty {}).await?.into_inner();
+        let s = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await?.into_inner();
         if s.workers_admitted as usize >= n || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut events = c.stream_events(pb::Empty {}).await?.into_inner();
+    let mut events = c.stream_events(pb::StreamEventsRequest {}).await?.into_inner();
     let evicted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = evicted.clone();
     let watcher = tokio::spawn(async move {
         while let Ok(Some(e)) = events.message().await {
-            if e.kind() == pb::swarm_event::Kind::WorkerLeft {
+            if matches!(e.event, Some(pb::stream_events_response::Event::WorkerLeft(_))) {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     });
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let rss = rss_of(child.process.id());
-    let held = c.swarm_status(pb::Empty {}).await?.into_inner().workers_admitted;
+    let held = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await?.into_inner().workers_admitted;
     watcher.abort();
     let _ = stop.send(true);
     for h in hs {
@@ -518,7 +518,7 @@ async fn restart(data: &Path, n: usize) -> Result<u128> {
     wait_healthy(&child.http, Duration::from_mins(2)).await?;
     let ms = started.elapsed().as_millis();
     let mut c = ShoalClient::connect(child.grpc.clone()).await?;
-    let s = c.swarm_status(pb::Empty {}).await?.into_inner();
+    let s = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await?.into_inner();
     if s.tasks_pending < n as u64 {
         bail!("only {} of {n} tasks recovered", s.tasks_pending);
     }

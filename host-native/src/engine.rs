@@ -90,6 +90,8 @@ pub enum Command {
         name: String,
         /// The id of the token that submits it (empty: none).
         owner: String,
+        /// The client's id for the submission (empty: none).
+        request_id: String,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<JobId, SubmitError>>,
     },
@@ -188,8 +190,20 @@ impl EngineHandle {
         name: String,
         owner: String,
     ) -> Result<Result<JobId, SubmitError>, EngineGone> {
+        self.submit_request(job, name, owner, String::new()).await
+    }
+
+    /// [`EngineHandle::submit`], recording the client's `request_id` with
+    /// the job in the same commit (the caller makes sure it is new).
+    pub async fn submit_request(
+        &self,
+        job: impl Into<PreparedJob>,
+        name: String,
+        owner: String,
+        request_id: String,
+    ) -> Result<Result<JobId, SubmitError>, EngineGone> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Submit { job: job.into(), name, owner, reply })?;
+        self.send(Command::Submit { job: job.into(), name, owner, request_id, reply })?;
         rx.await.map_err(|_| EngineGone)
     }
 
@@ -438,6 +452,7 @@ enum Waiting {
     Submit {
         name: String,
         owner: String,
+        request_id: String,
         tasks: u32,
         inputs_apart: Vec<shoal_core::Digest>,
         reply: oneshot::Sender<Result<JobId, SubmitError>>,
@@ -459,9 +474,10 @@ impl Waiting {
     /// metadata, a deleted job's rows join the same commit).
     fn answer(self, answer: Answer, now: Millis, records: &mut Batch) -> Reply {
         match (self, answer) {
-            (Waiting::Submit { name, owner, tasks, inputs_apart, reply }, Answer::JobSubmitted(r)) => {
+            (Waiting::Submit { name, owner, request_id, tasks, inputs_apart, reply }, Answer::JobSubmitted(r)) => {
                 if let Ok(job) = &r {
-                    records.jobs.push((*job, JobMeta { name, tasks, submitted: now, owner, inputs_apart }));
+                    let meta = JobMeta { name, tasks, submitted: now, owner, inputs_apart, request_id };
+                    records.jobs.push((*job, meta));
                 }
                 Box::new(move || {
                     let _ = reply.send(r);
@@ -580,11 +596,11 @@ impl Engine {
                     registrations.push((conn, None));
                     inputs.push(Input::Disconnected { conn, reason });
                 }
-                Command::Submit { job, name, owner, reply } => {
+                Command::Submit { job, name, owner, request_id, reply } => {
                     let tasks = job.spec().tasks.len() as u32;
                     let inputs_apart = job.inputs_apart();
                     let ticket = self.ticket();
-                    waiting.insert(ticket, Waiting::Submit { name, owner, tasks, inputs_apart, reply });
+                    waiting.insert(ticket, Waiting::Submit { name, owner, request_id, tasks, inputs_apart, reply });
                     inputs.push(Input::Command { ticket, command: CoreCommand::SubmitJob(job) });
                 }
                 Command::Delete { job, reply } => match self.deletion(job, None, Some(reply)) {

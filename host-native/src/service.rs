@@ -191,7 +191,7 @@ impl Service {
         let submit_limits =
             crate::grpc::SubmitLimits::new(cfg.server.max_receiving_bytes, cfg.server.max_submits_per_client);
         let (consensus, consensus_task) = crate::settlement::spawn(engine.settlements(), stop_rx.clone());
-        let svc = pb::shoal_server::ShoalServer::new(ShoalService::new(
+        let svc = pb::shoal_service_server::ShoalServiceServer::new(ShoalService::new(
             engine.clone(),
             consensus,
             cfg.coordinator.max_job_input_bytes,
@@ -315,7 +315,10 @@ fn spawn_grpc(
     tls: Option<tokio_rustls::TlsAcceptor>,
     handshake: Duration,
     cors: tower_http::cors::CorsLayer,
-    svc: tonic::service::interceptor::InterceptedService<pb::shoal_server::ShoalServer<ShoalService>, Authorize>,
+    svc: tonic::service::interceptor::InterceptedService<
+        pb::shoal_service_server::ShoalServiceServer<ShoalService>,
+        Authorize,
+    >,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -349,13 +352,16 @@ fn spawn_grpc(
     });
     let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     tokio::spawn(async move {
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::grpc::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1();
-        let reflection = match reflection {
-            Ok(r) => r,
-            Err(e) => {
+        // Reflection v1 (grpcurl, current clients) and v1alpha (what
+        // grpcio-reflection and older tools still speak).
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::grpc::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (reflection, reflection_alpha) = match (reflection().build_v1(), reflection().build_v1alpha()) {
+            (Ok(v1), Ok(alpha)) => (v1, alpha),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "gRPC reflection could not be built");
                 return;
             }
@@ -372,6 +378,7 @@ fn spawn_grpc(
             .add_service(svc)
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
@@ -382,7 +389,7 @@ fn spawn_grpc(
     })
 }
 
-/// `grpc.health.v1` for the whole server ("") and for `shoal.v1.Shoal`:
+/// `grpc.health.v1` for the whole server ("") and for `shoal.v1.ShoalService`:
 /// SERVING while the engine runs, NOT_SERVING once it stopped (a storage
 /// failure) or the service stops. Open to every caller, like the probes
 /// that use it.
@@ -397,7 +404,7 @@ fn health_service(
             let reporter = reporter.clone();
             async move {
                 reporter.set_service_status("", status).await;
-                reporter.set_service_status("shoal.v1.Shoal", status).await;
+                reporter.set_service_status("shoal.v1.ShoalService", status).await;
             }
         };
         set(ServingStatus::Serving).await;

@@ -44,6 +44,7 @@ const INPUT_USERS: TableDefinition<&[u8], ()> = TableDefinition::new("input_user
 const JOB_ENDED: TableDefinition<&[u8], ()> = TableDefinition::new("job_ended");
 
 mod backup;
+mod requests;
 mod retention;
 pub use self::backup::BackupStats;
 pub use self::retention::ExpiredJob;
@@ -128,6 +129,10 @@ pub struct JobMeta {
     /// recorded as used by it.
     #[serde(skip)]
     pub inputs_apart: Vec<shoal_core::Digest>,
+    /// The client's `request_id` for the submission (empty: none); kept
+    /// in its own tables.
+    #[serde(skip)]
+    pub request_id: String,
 }
 
 /// A job as storage knows it.
@@ -159,10 +164,19 @@ pub trait Store: Send + Sync {
     fn diffs(&self, from: u64, to: u64, limit: usize) -> Result<Vec<StateDiff>, StoreError>;
     /// Lowest and highest stored diff heights (0, 0 when none).
     fn diff_heights(&self) -> Result<(u64, u64), StoreError>;
-    /// Recent jobs, newest first, at most `limit`; only `owner`'s when given.
-    fn jobs(&self, limit: usize, owner: Option<&str>) -> Result<Vec<(JobId, JobInfo)>, StoreError>;
+    /// Jobs newest first (by submission time, then id), at most `limit`;
+    /// only `owner`'s when given; only those after `after` in that order
+    /// (the last job of the previous page) when given.
+    fn jobs(
+        &self,
+        limit: usize,
+        owner: Option<&str>,
+        after: Option<(Millis, JobId)>,
+    ) -> Result<Vec<(JobId, JobInfo)>, StoreError>;
     /// The kernels of a job's tasks, in index order, if the job is stored.
     fn job_kernels(&self, job: JobId) -> Result<Option<Vec<KernelSpec>>, StoreError>;
+    /// The job `owner`'s submission with `request_id` created, if stored.
+    fn request_job(&self, owner: &str, request_id: &str) -> Result<Option<JobId>, StoreError>;
     /// Every API token record, by digest.
     fn api_tokens(&self) -> Result<Vec<(shoal_core::Digest, TokenRecord)>, StoreError>;
     /// Stores (or replaces) a token's record, durably.
@@ -261,6 +275,8 @@ impl RedbStore {
             txn.open_table(API_TOKENS)?;
             txn.open_table(INPUT_USERS)?;
             txn.open_table(JOB_ENDED)?;
+            txn.open_table(requests::SUBMIT_REQUESTS)?;
+            txn.open_table(requests::JOB_REQUEST)?;
         }
         txn.commit()?;
         let blobs = BlobLog::open(&path.with_extension("blobs"))?;
@@ -444,6 +460,7 @@ impl Store for RedbStore {
                 }
             }
             retention::record_ends(&txn, c, &finished)?;
+            requests::record(&txn, c)?;
             for gone in &c.deleted_jobs {
                 metas.remove(gone.job.as_bytes().as_slice())?;
                 owners.remove(gone.job.as_bytes().as_slice())?;
@@ -602,7 +619,12 @@ impl Store for RedbStore {
         Ok((first, last))
     }
 
-    fn jobs(&self, limit: usize, owner: Option<&str>) -> Result<Vec<(JobId, JobInfo)>, StoreError> {
+    fn jobs(
+        &self,
+        limit: usize,
+        owner: Option<&str>,
+        after: Option<(Millis, JobId)>,
+    ) -> Result<Vec<(JobId, JobInfo)>, StoreError> {
         let mut all = Vec::new();
         {
             let txn = self.db.begin_read()?;
@@ -617,11 +639,14 @@ impl Store for RedbStore {
                 }
                 if let Ok(b) = <[u8; 16]>::try_from(k.value()) {
                     let meta: JobMeta = postcard::from_bytes(v.value()).map_err(|e| corrupt("job meta", e))?;
-                    all.push((JobId::from_bytes(b), meta.submitted));
+                    let job = JobId::from_bytes(b);
+                    if after.is_none_or(|cursor| (meta.submitted, job) < cursor) {
+                        all.push((job, meta.submitted));
+                    }
                 }
             }
         }
-        all.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+        all.sort_by(|(a, at_a), (b, at_b)| at_b.cmp(at_a).then_with(|| b.cmp(a)));
         all.truncate(limit);
         let mut out = Vec::with_capacity(all.len());
         for (job, _) in all {
@@ -639,6 +664,10 @@ impl Store for RedbStore {
         let Some(v) = self.state_value(&state, &refs, &state_key(ns::JOB, job.as_bytes()))? else { return Ok(None) };
         let record = JobRecord::decode(v.bytes()).map_err(|e| corrupt("job", e))?;
         Ok(Some(record.kernels()))
+    }
+
+    fn request_job(&self, owner: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
+        self.find_request(owner, request_id)
     }
 
     fn api_tokens(&self) -> Result<Vec<(shoal_core::Digest, TokenRecord)>, StoreError> {

@@ -133,14 +133,19 @@ impl Browser {
     pub async fn admitted_id(
         &mut self,
         tab: u64,
-        c: &mut shoal_native::grpc::pb::shoal_client::ShoalClient<tonic::transport::Channel>,
+        c: &mut shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient<tonic::transport::Channel>,
     ) -> String {
         let deadline = tokio::time::Instant::now() + Duration::from_mins(2);
         loop {
             let s = self.wait_tab(tab, "joins", 90, |s| s["phase"] == "working" && s["worker_id"].is_string()).await;
             assert_eq!(s["device"]["backend"], "BrowserWebGpu", "the tab computes on WebGPU: {s}");
             let id = s["worker_id"].as_str().expect("id").to_owned();
-            let workers = c.list_workers(shoal_native::grpc::pb::Empty {}).await.expect("workers").into_inner().workers;
+            let workers = c
+                .list_workers(shoal_native::grpc::pb::ListWorkersRequest::default())
+                .await
+                .expect("workers")
+                .into_inner()
+                .workers;
             if workers.iter().any(|w| w.id == id && w.connected && w.tier > 0) {
                 return id;
             }

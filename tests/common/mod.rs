@@ -11,7 +11,7 @@ use std::time::Duration;
 use shoal_core::auth::derive_token;
 use shoal_core::kernels::KernelSpec;
 use shoal_core::WorkerId;
-use shoal_native::grpc::pb::shoal_client::ShoalClient;
+use shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient;
 use shoal_native::grpc::{kernel_to_pb, pb};
 use shoal_native::worker::{self, Behaviour, WorkerOptions, WorkerReport};
 use shoal_native::{Service, ShoalConfig};
@@ -114,13 +114,13 @@ impl Workers {
 }
 
 /// A gRPC client of the service.
-pub async fn client(service: &Service) -> ShoalClient<tonic::transport::Channel> {
-    ShoalClient::connect(service.grpc_url()).await.expect("gRPC connects")
+pub async fn client(service: &Service) -> ShoalServiceClient<tonic::transport::Channel> {
+    ShoalServiceClient::connect(service.grpc_url()).await.expect("gRPC connects")
 }
 
 /// Submits a job of these tasks; returns its id.
 pub async fn submit(
-    client: &mut ShoalClient<tonic::transport::Channel>,
+    client: &mut ShoalServiceClient<tonic::transport::Channel>,
     name: &str,
     redundancy: u32,
     tasks: &[(KernelSpec, Vec<Vec<u8>>)],
@@ -130,7 +130,7 @@ pub async fn submit(
 
 /// Submits a job with this header and these tasks; returns its id.
 pub async fn submit_with(
-    client: &mut ShoalClient<tonic::transport::Channel>,
+    client: &mut ShoalServiceClient<tonic::transport::Channel>,
     header: pb::JobHeader,
     tasks: &[(KernelSpec, Vec<Vec<u8>>)],
 ) -> String {
@@ -147,10 +147,20 @@ pub async fn submit_with(
 }
 
 /// Waits until the job finished (or panics after `secs`).
-pub async fn wait_finished(client: &mut ShoalClient<tonic::transport::Channel>, job: &str, secs: u64) -> pb::JobStatus {
+pub async fn wait_finished(
+    client: &mut ShoalServiceClient<tonic::transport::Channel>,
+    job: &str,
+    secs: u64,
+) -> pb::Job {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let s = client.get_job(pb::JobRef { job_id: job.into() }).await.expect("job known").into_inner();
+        let s = client
+            .get_job(pb::GetJobRequest { job_id: job.into() })
+            .await
+            .expect("job known")
+            .into_inner()
+            .job
+            .expect("a job");
         if s.finished {
             return s;
         }
@@ -160,7 +170,7 @@ pub async fn wait_finished(client: &mut ShoalClient<tonic::transport::Channel>, 
 }
 
 /// Every outcome of a job.
-pub async fn results(client: &mut ShoalClient<tonic::transport::Channel>, job: &str) -> Vec<pb::TaskOutcome> {
+pub async fn results(client: &mut ShoalServiceClient<tonic::transport::Channel>, job: &str) -> Vec<pb::TaskOutcome> {
     let mut s = client
         .stream_job_results(pb::StreamJobResultsRequest { job_id: job.into(), follow: false, omit_outputs: false })
         .await
@@ -168,9 +178,30 @@ pub async fn results(client: &mut ShoalClient<tonic::transport::Channel>, job: &
         .into_inner();
     let mut out = Vec::new();
     while let Some(r) = s.message().await.expect("stream") {
-        out.push(r);
+        out.extend(r.outcome);
     }
     out
+}
+
+/// Every settled epoch, oldest first (walking `ListEpochs`' pages).
+pub async fn all_epochs(client: &mut ShoalServiceClient<tonic::transport::Channel>) -> Vec<pb::Epoch> {
+    let (mut all, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let request = pb::ListEpochsRequest { page_size: 100, page_token };
+        let r = client.list_epochs(request).await.expect("epochs").into_inner();
+        all.extend(r.epochs);
+        if r.next_page_token.is_empty() {
+            all.reverse();
+            return all;
+        }
+        page_token = r.next_page_token;
+    }
+}
+
+/// Settles the open epoch, then every settled epoch, oldest first.
+pub async fn close_epoch_all(client: &mut ShoalServiceClient<tonic::transport::Channel>) -> Vec<pb::Epoch> {
+    client.close_epoch(pb::CloseEpochRequest {}).await.expect("epoch closed");
+    all_epochs(client).await
 }
 
 /// The CPU reference of a task.
@@ -215,10 +246,10 @@ pub fn mixed_tasks(seed: u64) -> Vec<(KernelSpec, Vec<Vec<u8>>)> {
 }
 
 /// Waits until `n` workers are admitted.
-pub async fn wait_admitted(client: &mut ShoalClient<tonic::transport::Channel>, n: u32) {
+pub async fn wait_admitted(client: &mut ShoalServiceClient<tonic::transport::Channel>, n: u32) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let s = client.swarm_status(pb::Empty {}).await.expect("status").into_inner();
+        let s = client.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
         if s.workers_admitted >= n {
             return;
         }

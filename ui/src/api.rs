@@ -4,19 +4,19 @@
 use tonic::metadata::MetadataValue;
 use tonic::Request;
 
-/// The generated messages and client of `shoal.proto`.
+/// The generated messages and client of `shoal/v1/shoal.proto`.
 #[allow(clippy::pedantic, missing_docs, unreachable_pub)]
 pub mod pb {
     tonic::include_proto!("shoal.v1");
 }
 
 /// A client of the coordinator.
-pub type Client = pb::shoal_client::ShoalClient<tonic_web_wasm_client::Client>;
+pub type Client = pb::shoal_service_client::ShoalServiceClient<tonic_web_wasm_client::Client>;
 
 /// A client for the coordinator that served this page.
 pub fn client() -> Client {
     let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
-    pb::shoal_client::ShoalClient::new(tonic_web_wasm_client::Client::new(origin))
+    pb::shoal_service_client::ShoalServiceClient::new(tonic_web_wasm_client::Client::new(origin))
 }
 
 /// Where the tab keeps its API token: session storage, so it lives as long

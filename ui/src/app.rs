@@ -21,21 +21,21 @@ const FEED_LEN: usize = 40;
 #[derive(Clone, Copy)]
 pub struct Live {
     /// Swarm counters.
-    pub status: RwSignal<Option<pb::Status>>,
+    pub status: RwSignal<Option<pb::GetSwarmStatusResponse>>,
     /// Workers the coordinator knows.
     pub workers: RwSignal<Vec<pb::Worker>>,
     /// Workers by verified work, all time.
     pub leaderboard: RwSignal<Vec<pb::Worker>>,
     /// Recent jobs, newest first.
-    pub jobs: RwSignal<Vec<pb::JobStatus>>,
+    pub jobs: RwSignal<Vec<pb::Job>>,
     /// Settled epochs.
     pub epochs: RwSignal<Vec<pb::Epoch>>,
     /// Verification against ground truth.
-    pub shadow: RwSignal<Option<pb::Shadow>>,
+    pub shadow: RwSignal<Option<pb::GetShadowStatsResponse>>,
     /// The settlement consensus.
-    pub consensus: RwSignal<Option<pb::ConsensusStatus>>,
+    pub consensus: RwSignal<Option<pb::GetConsensusResponse>>,
     /// Recent events, newest first.
-    pub feed: RwSignal<Vec<pb::SwarmEvent>>,
+    pub feed: RwSignal<Vec<pb::StreamEventsResponse>>,
     /// Verified tasks and operations per second.
     pub throughput: RwSignal<Throughput>,
     /// Why the coordinator cannot be read, if it cannot.
@@ -72,10 +72,19 @@ fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 
-/// The kernels of a job, fetched once.
+/// The kernels of a job, fetched once (page by page).
 pub async fn job_kernels(job: &str) -> Option<Vec<pb::Kernel>> {
-    let r = api::client().job_kernels(api::request(pb::JobRef { job_id: job.to_owned() })).await.ok()?;
-    Some(r.into_inner().kernels)
+    let mut c = api::client();
+    let (mut kernels, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let request = pb::ListJobKernelsRequest { job_id: job.to_owned(), page_size: 10_000, page_token };
+        let r = c.list_job_kernels(api::request(request)).await.ok()?.into_inner();
+        kernels.extend(r.kernels);
+        if r.next_page_token.is_empty() {
+            return Some(kernels);
+        }
+        page_token = r.next_page_token;
+    }
 }
 
 async fn ops_of(job: &str, index: u32) -> u64 {
@@ -107,7 +116,7 @@ fn answer<T>(live: Live, refused: &mut Option<String>, r: Result<tonic::Response
 async fn refresh(live: Live) {
     let mut c = api::client();
     let mut refused = None;
-    let status = answer(live, &mut refused, c.swarm_status(api::request(pb::Empty {})).await);
+    let status = answer(live, &mut refused, c.get_swarm_status(api::request(pb::GetSwarmStatusRequest {})).await);
     let Some(status) = status else {
         if refused.is_some() {
             live.error.set(None);
@@ -116,22 +125,31 @@ async fn refresh(live: Live) {
         return;
     };
     live.status.set(Some(status));
-    if let Some(w) = answer(live, &mut refused, c.list_workers(api::request(pb::Empty {})).await) {
+    let workers = pb::ListWorkersRequest { page_size: 1000, ..Default::default() };
+    if let Some(w) = answer(live, &mut refused, c.list_workers(api::request(workers)).await) {
         live.workers.set(w.workers);
     }
-    if let Some(w) = answer(live, &mut refused, c.leaderboard(api::request(pb::Empty {})).await) {
+    let leaders = pb::ListWorkersRequest {
+        page_size: 10,
+        order_by: pb::WorkerOrder::Agreed.into(),
+        descending: true,
+        ..Default::default()
+    };
+    if let Some(w) = answer(live, &mut refused, c.list_workers(api::request(leaders)).await) {
         live.leaderboard.set(w.workers);
     }
-    if let Some(j) = answer(live, &mut refused, c.list_jobs(api::request(pb::Empty {})).await) {
+    let jobs = pb::ListJobsRequest { page_size: 100, ..Default::default() };
+    if let Some(j) = answer(live, &mut refused, c.list_jobs(api::request(jobs)).await) {
         live.jobs.set(j.jobs);
     }
-    if let Some(e) = answer(live, &mut refused, c.epochs(api::request(pb::Empty {})).await) {
+    let epochs = pb::ListEpochsRequest { page_size: 100, ..Default::default() };
+    if let Some(e) = answer(live, &mut refused, c.list_epochs(api::request(epochs)).await) {
         live.epochs.set(e.epochs);
     }
-    if let Some(s) = answer(live, &mut refused, c.shadow_stats(api::request(pb::Empty {})).await) {
+    if let Some(s) = answer(live, &mut refused, c.get_shadow_stats(api::request(pb::GetShadowStatsRequest {})).await) {
         live.shadow.set(Some(s));
     }
-    if let Some(s) = answer(live, &mut refused, c.consensus(api::request(pb::Empty {})).await) {
+    if let Some(s) = answer(live, &mut refused, c.get_consensus(api::request(pb::GetConsensusRequest {})).await) {
         live.consensus.set(Some(s));
     }
     live.error.set(None);
@@ -158,14 +176,14 @@ async fn refresher(live: Live, mut kicks: UnboundedReceiver<()>) {
 /// Follows the coordinator's event stream, reconnecting when it drops.
 async fn follow_events(live: Live) {
     loop {
-        match api::client().stream_events(api::request(pb::Empty {})).await {
+        match api::client().stream_events(api::request(pb::StreamEventsRequest {})).await {
             Ok(stream) => {
                 live.streaming.set(true);
                 kick();
                 let mut stream = stream.into_inner();
                 while let Ok(Some(event)) = stream.message().await {
-                    if event.kind() == pb::swarm_event::Kind::TaskVerified {
-                        let ops = ops_of(&event.job_id, event.task_index).await;
+                    if let Some(pb::stream_events_response::Event::TaskVerified(v)) = &event.event {
+                        let ops = ops_of(&v.job_id, v.task_index).await;
                         live.throughput.update(|t| t.record(now_ms() / 1000, ops));
                     }
                     live.feed.update(|f| {

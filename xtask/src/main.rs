@@ -6,6 +6,7 @@
 //! cargo xtask setup    install the tools the suite needs (idempotent)
 //! cargo xtask fuzz     fuzz the wire decoders and the gRPC requests (nightly + cargo-fuzz)
 //! cargo xtask bench    the criterion benchmarks
+//! cargo xtask proto-baseline   the v1 proto's current form as the `buf breaking` baseline
 //! ```
 //!
 //! Every subcommand first installs what it needs and is missing, with the
@@ -17,6 +18,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+mod api;
 
 /// The trunk release that builds with the pinned rustc (0.22 needs a newer one).
 const TRUNK_VERSION: &str = "0.21.14";
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Some("setup") => setup(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("proto-baseline") => api::proto_baseline(),
         None | Some("help" | "-h" | "--help") => {
             print_help();
             Ok(())
@@ -62,7 +66,8 @@ fn print_help() {
          fuzz [--runs N]  run each fuzz target N times (default 1000000) with nightly cargo-fuzz\n\
          bench [ARGS]     cargo bench -p shoal-core; ARGS go to criterion\n\
          bench --browser  browser tab (WebGPU) vs native workers (lavapipe, CPU) on the same jobs\n\
-         bench --dashboard  the dashboard's budgets: first-load bytes, time to first data, idle CPU"
+         bench --dashboard  the dashboard's budgets: first-load bytes, time to first data, idle CPU\n\
+         proto-baseline   after a compatible API addition: lint, check, and make it the new `buf breaking` baseline"
     );
 }
 
@@ -203,19 +208,19 @@ fn apt_install(packages: &[&str]) -> Result {
 /// Versions of the Python gRPC packages the non-Rust client test uses.
 const GRPCIO_VERSION: &str = "1.85.1";
 
-/// A Python with grpcio and grpcio-tools for the test of the gRPC API from
-/// a non-Rust client: a virtual environment next to the build outputs,
-/// made once.
+/// A Python with grpcio, grpcio-reflection and grpcio-status for the test
+/// of the gRPC API from a non-Rust client (it finds the service by
+/// reflection): a virtual environment next to the build outputs, made once.
 fn ensure_python_grpc() -> Result<PathBuf> {
     let venv = target_dir().join("shoal-pyenv");
     let python = venv.join("bin").join("python");
-    let ready = || output_of(&python, &["-c", "import grpc, grpc_tools"]).is_some();
+    let ready = || output_of(&python, &["-c", "import grpc, grpc_reflection, grpc_status"]).is_some();
     if ready() {
         return Ok(python);
     }
     step("python virtual environment", Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     step(
-        "python grpcio + grpcio-tools (gRPC client test)",
+        "python grpcio + grpcio-reflection + grpcio-status (gRPC client test)",
         Command::new(&python).args([
             "-m",
             "pip",
@@ -223,7 +228,8 @@ fn ensure_python_grpc() -> Result<PathBuf> {
             "--quiet",
             "--disable-pip-version-check",
             &format!("grpcio=={GRPCIO_VERSION}"),
-            &format!("grpcio-tools=={GRPCIO_VERSION}"),
+            &format!("grpcio-reflection=={GRPCIO_VERSION}"),
+            &format!("grpcio-status=={GRPCIO_VERSION}"),
         ]),
     )?;
     if ready() {
@@ -457,6 +463,7 @@ fn test() -> Result {
     ensure_browser()?;
     ensure_pebble()?;
     step("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    api::check_proto()?;
     // The site first: the `shoal` the tests run carries it (SHOAL_EMBED_SITE),
     // and every native cargo step sees the same value (a change reruns
     // shoal-native's build script and rebuilds what depends on it).

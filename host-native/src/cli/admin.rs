@@ -8,6 +8,7 @@ use crate::grpc::{pb, role_by_name, role_name};
 
 use super::args::{BackupArgs, RestoreArgs, TokenAction};
 use super::client::connect;
+use super::output::print_json;
 
 pub(super) async fn token(action: TokenAction) -> Result<()> {
     match action {
@@ -19,64 +20,66 @@ pub(super) async fn token(action: TokenAction) -> Result<()> {
                 .await
                 .with_context(|| format!("creating the token `{name}`"))?
                 .into_inner();
-            let info = created.info.unwrap_or_default();
             if client.json {
-                let row = serde_json::json!({"id": info.id, "name": info.name, "role": role_name(info.role),
-                    "token": created.token});
-                println!("{}", serde_json::to_string_pretty(&row)?);
-            } else {
+                return print_json(&created);
+            }
+            let info = created.token.unwrap_or_default();
+            {
                 eprintln!(
                     "token `{}` (id {}, role {}): shown once, the coordinator keeps only its hash",
                     info.name,
                     info.id,
                     role_name(info.role)
                 );
-                println!("{}", created.token);
+                println!("{}", created.secret);
             }
         }
-        TokenAction::List { client } => {
-            let mut c = connect(&client).await?;
-            let list = c.list_tokens(pb::Empty {}).await.context("listing tokens")?.into_inner().tokens;
-            print_tokens(&list, client.json)?;
+        TokenAction::List { list } => {
+            let c = connect(&list.client).await?;
+            let tokens = super::inspect::pages(list.limit, |page_token, page_size| {
+                let mut c = c.clone();
+                async move {
+                    let r = c.list_tokens(pb::ListTokensRequest { page_size, page_token }).await?.into_inner();
+                    Ok((r.tokens, r.next_page_token))
+                }
+            })
+            .await
+            .context("listing tokens")?;
+            if list.client.json {
+                return print_json(&pb::ListTokensResponse { tokens, next_page_token: String::new() });
+            }
+            print_tokens(&tokens);
         }
         TokenAction::Revoke { token, client } => {
             let mut c = connect(&client).await?;
-            let info = c
+            let r = c
                 .revoke_token(pb::RevokeTokenRequest { name_or_id: token.clone() })
                 .await
                 .with_context(|| format!("revoking `{token}`"))?
                 .into_inner();
+            if client.json {
+                return print_json(&r);
+            }
+            let info = r.token.unwrap_or_default();
             println!("revoked `{}` (id {})", info.name, info.id);
         }
     }
     Ok(())
 }
 
-fn print_tokens(list: &[pb::TokenInfo], json: bool) -> Result<()> {
-    if json {
-        let rows: Vec<_> = list
-            .iter()
-            .map(|t| {
-                serde_json::json!({"id": t.id, "name": t.name, "role": role_name(t.role),
-                    "created_ms": t.created_ms, "revoked_ms": (t.revoked_ms > 0).then_some(t.revoked_ms)})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
+fn print_tokens(list: &[pb::Token]) {
     println!("{:<14}{:<24}{:<8}{:<16}state", "id", "name", "role", "created (ms)");
     for t in list {
         let state = if t.revoked_ms > 0 { format!("revoked at {}", t.revoked_ms) } else { "live".into() };
         println!("{:<14}{:<24}{:<8}{:<16}{state}", t.id, t.name, role_name(t.role), t.created_ms);
     }
-    Ok(())
 }
 
 pub(super) async fn backup(a: BackupArgs) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let started = std::time::Instant::now();
     let mut c = connect(&a.client).await?;
-    let mut stream = c.backup(pb::Empty {}).await.context("asking for a backup")?.into_inner();
+    let mut stream = c.backup(pb::BackupRequest {}).await.context("asking for a backup")?.into_inner();
     let partial = a.out.with_extension("partial");
     let mut file =
         tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;

@@ -6,8 +6,28 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench;
 
+/// What `shoal --help` says about exit codes (the codes are `super::exit`'s).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (anything below does not cover)
+  2  usage: unknown command, bad flag or value
+  3  not found (no such job, token…)
+  4  permission denied or unauthenticated (a token is missing, wrong, revoked, or lacks the role)
+  5  unavailable: the coordinator cannot be reached, or is not running
+  6  refused: the coordinator rejected the request (invalid argument, limit, precondition)
+  7  the job finished, but not every task was verified (submit --wait, job watch)
+
+Environment: SHOAL_ADDR (client commands' gRPC URL), SHOAL_WORKER_ADDR (a worker's
+coordinator URL), SHOAL_API_TOKEN, SHOAL_CONFIG.";
+
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "A verifiable compute swarm of browser tabs and spare GPUs")]
+#[command(
+    name = "shoal",
+    version,
+    about = "A verifiable compute swarm of browser tabs and spare GPUs",
+    after_help = EXIT_CODES
+)]
 pub(super) struct Cli {
     /// Configuration file (TOML; `shoal config print` shows every key).
     #[arg(long, global = true, env = "SHOAL_CONFIG")]
@@ -32,15 +52,25 @@ pub(super) enum Command {
     Worker(WorkerArgs),
     /// Submit a job.
     Submit(SubmitArgs),
-    /// A job's status, results, or cancellation.
+    /// The swarm's counters.
+    Status(ClientArgs),
+    /// Jobs: list, status, watch, results, cancel, delete.
     Job {
         #[command(subcommand)]
         action: JobAction,
     },
-    /// Connected workers.
-    Workers(ClientArgs),
-    /// Settled epochs and their payouts.
-    Epochs(ClientArgs),
+    /// Connected workers, sorted.
+    Workers(WorkersArgs),
+    /// Connected workers by verified work.
+    Leaderboard(ListArgs),
+    /// Settled epochs and their payouts (list), or settle the open one now (close).
+    #[command(visible_alias = "epochs")]
+    Epoch {
+        #[command(subcommand)]
+        action: Option<EpochAction>,
+        #[command(flatten)]
+        list: ListArgs,
+    },
     /// Derive a worker's token from the coordinator's secret.
     Keygen(KeygenArgs),
     /// A consistent copy of a running coordinator's data, as one archive (admin).
@@ -143,6 +173,65 @@ pub(super) struct ClientArgs {
     pub(super) api_token: String,
 }
 
+/// A list command's client and how much of the list to show.
+#[derive(Args, Clone)]
+pub(super) struct ListArgs {
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+    /// Show at most this many (0: all, fetched page by page).
+    #[arg(long, default_value_t = 100)]
+    pub(super) limit: usize,
+}
+
+/// What `shoal workers` sorts by.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(super) enum WorkerOrderArg {
+    /// Worker id.
+    Id,
+    /// Backend, then id.
+    Backend,
+    /// Tier.
+    Tier,
+    /// Measured speed.
+    Mflops,
+    /// Credibility.
+    Credibility,
+    /// Verified work, all time.
+    Agreed,
+    /// Agreement in the open epoch.
+    Accuracy,
+    /// Assignments in flight.
+    InFlight,
+    /// Last message.
+    LastSeen,
+}
+
+#[derive(Args, Clone)]
+pub(super) struct WorkersArgs {
+    #[command(flatten)]
+    pub(super) list: ListArgs,
+    /// Sort by.
+    #[arg(long, value_enum, default_value = "id")]
+    pub(super) order: WorkerOrderArg,
+    /// Largest first.
+    #[arg(long)]
+    pub(super) desc: bool,
+}
+
+#[derive(Subcommand)]
+pub(super) enum EpochAction {
+    /// Settled epochs, newest first, with their payouts.
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Settle the open epoch now (admin) and show it.
+    Close {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
 #[derive(Args)]
 pub(super) struct SubmitArgs {
     #[command(flatten)]
@@ -168,6 +257,11 @@ pub(super) struct SubmitArgs {
     /// Name of the job.
     #[arg(long, default_value = "")]
     pub(super) name: String,
+    /// An id for this submission (e.g. a UUID): submitting again with the
+    /// same id answers the first job instead of making a second, so a
+    /// script may retry safely.
+    #[arg(long, default_value = "")]
+    pub(super) request_id: String,
     /// Wait for the job with a progress bar, then write its results.
     #[arg(long)]
     pub(super) wait: bool,
@@ -178,6 +272,19 @@ pub(super) struct SubmitArgs {
 
 #[derive(Subcommand)]
 pub(super) enum JobAction {
+    /// Jobs, newest first (a submit token: its own).
+    List {
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Follow a job: each task's outcome as it ends (a line each; with
+    /// --json, one StreamJobResultsResponse per line), until every task ended.
+    Watch {
+        /// Job id.
+        job: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Progress.
     Status {
         /// Job id.
@@ -247,7 +354,7 @@ pub(super) enum TokenAction {
     /// Every token (live and revoked), without the tokens.
     List {
         #[command(flatten)]
-        client: ClientArgs,
+        list: ListArgs,
     },
     /// Revokes a token at once, by name or id.
     Revoke {

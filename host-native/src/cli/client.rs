@@ -1,5 +1,7 @@
-//! The client commands: submit a job, follow it, write its results, cancel
-//! it, list workers and epochs, all over the gRPC API.
+//! The client side of jobs over the gRPC API: connect, submit (with a
+//! request id, so a retry is safe), follow with a progress bar, fetch and
+//! write results; and `shoal submit` itself. The read-only commands are in
+//! `inspect`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,22 +11,23 @@ use base64::Engine as _;
 use shoal_core::kernels::mandelbrot::Tiling;
 use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
 
-use crate::grpc::pb::shoal_client::ShoalClient;
+use crate::grpc::pb::shoal_service_client::ShoalServiceClient;
 use crate::grpc::{kernel_to_pb, pb, WithToken};
 
-use super::args::{ClientArgs, JobAction, SubmitArgs};
+use super::args::{ClientArgs, SubmitArgs};
+use super::exit::NotAllVerified;
 use super::output;
 
 /// A gRPC client that sends the API token, if one is given.
 pub(super) type Client =
-    ShoalClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WithToken>>;
+    ShoalServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, WithToken>>;
 
 pub(super) async fn connect(a: &ClientArgs) -> Result<Client> {
     let channel = crate::grpc::channel(&a.coordinator, a.ca.as_deref())
         .await
         .with_context(|| format!("cannot reach the coordinator at {}", a.coordinator))?;
-    let token = WithToken::new(&a.api_token).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-    Ok(ShoalClient::with_interceptor(channel, token)
+    let token = WithToken::new(&a.api_token).context("--api-token")?;
+    Ok(ShoalServiceClient::with_interceptor(channel, token)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
 }
@@ -96,21 +99,27 @@ pub(super) fn tasks_from(a: &SubmitArgs) -> Result<(Tasks, String, u32)> {
     Ok((tasks, name, a.redundancy))
 }
 
-pub(super) async fn submit_tasks(
-    c: &mut Client,
-    name: &str,
-    redundancy: u32,
-    tasks: &[(KernelSpec, Vec<Vec<u8>>)],
-) -> Result<String> {
+/// A job to submit: its settings and tasks.
+pub(super) struct Submission<'a> {
+    pub(super) name: &'a str,
+    pub(super) redundancy: u32,
+    /// Empty: none (a retry makes a second job).
+    pub(super) request_id: &'a str,
+    pub(super) tasks: &'a [(KernelSpec, Vec<Vec<u8>>)],
+}
+
+/// Submits a job; the answer says its id (and whether it waits).
+pub(super) async fn submit_tasks(c: &mut Client, job: &Submission<'_>) -> Result<pb::SubmitJobResponse> {
     let header = pb::SubmitJobRequest {
         part: Some(pb::submit_job_request::Part::Header(pb::JobHeader {
-            redundancy,
-            name: name.to_owned(),
+            redundancy: job.redundancy,
+            name: job.name.to_owned(),
+            request_id: job.request_id.to_owned(),
             ..Default::default()
         })),
     };
     let mut msgs = vec![header];
-    for (k, inputs) in tasks {
+    for (k, inputs) in job.tasks {
         msgs.push(pb::SubmitJobRequest {
             part: Some(pb::submit_job_request::Part::Task(pb::Task {
                 kernel: Some(kernel_to_pb(k)),
@@ -118,19 +127,24 @@ pub(super) async fn submit_tasks(
             })),
         });
     }
-    let r =
-        c.submit_job(tokio_stream::iter(msgs)).await.map_err(|s| anyhow::anyhow!("job refused: {}", s.message()))?;
-    let r = r.into_inner();
+    let r = c.submit_job(tokio_stream::iter(msgs)).await.context("job refused")?.into_inner();
     if !r.waiting.is_empty() {
-        eprintln!("job {} accepted but waiting: {}", r.job_id, r.waiting);
+        tracing::warn!(job = %r.job_id, waiting = %r.waiting, "job accepted, but waits");
     }
-    Ok(r.job_id)
+    Ok(r)
 }
 
-pub(super) async fn wait_with_progress(c: &mut Client, job: &str) -> Result<pb::JobStatus> {
+/// Follows a job to its end with a progress bar.
+pub(super) async fn wait_with_progress(c: &mut Client, job: &str) -> Result<pb::Job> {
     let bar = output::progress_bar();
     loop {
-        let s = c.get_job(pb::JobRef { job_id: job.to_owned() }).await?.into_inner();
+        let s = c
+            .get_job(pb::GetJobRequest { job_id: job.to_owned() })
+            .await
+            .with_context(|| format!("reading job {job}"))?
+            .into_inner()
+            .job
+            .unwrap_or_default();
         bar.set_length(u64::from(s.tasks));
         bar.set_position(u64::from(s.verified + s.dead_lettered + s.cancelled));
         if s.finished {
@@ -141,14 +155,29 @@ pub(super) async fn wait_with_progress(c: &mut Client, job: &str) -> Result<pb::
     }
 }
 
+/// Fails with exit code 7 unless every task of a finished job was verified.
+pub(super) fn all_verified(s: &pb::Job) -> Result<()> {
+    if s.verified == s.tasks {
+        return Ok(());
+    }
+    Err(NotAllVerified {
+        job: s.job_id.clone(),
+        tasks: s.tasks,
+        verified: s.verified,
+        dead_lettered: s.dead_lettered,
+        cancelled: s.cancelled,
+    }
+    .into())
+}
+
+/// Every ended task's outcome, in index order.
 pub(super) async fn outcomes(c: &mut Client, job: &str) -> Result<Vec<pb::TaskOutcome>> {
-    let mut s = c
-        .stream_job_results(pb::StreamJobResultsRequest { job_id: job.to_owned(), follow: false, omit_outputs: false })
-        .await?
-        .into_inner();
+    let request = pb::StreamJobResultsRequest { job_id: job.to_owned(), follow: false, omit_outputs: false };
+    let mut s =
+        c.stream_job_results(request).await.with_context(|| format!("reading job {job}'s results"))?.into_inner();
     let mut out = Vec::new();
     while let Some(o) = s.message().await? {
-        out.push(o);
+        out.extend(o.outcome);
     }
     Ok(out)
 }
@@ -185,15 +214,19 @@ pub(super) async fn assemble_mandelbrot(c: &mut Client, job: &str, tiles: &[Mand
 pub(super) async fn submit(a: SubmitArgs) -> Result<()> {
     let (tasks, name, redundancy) = tasks_from(&a)?;
     let mut c = connect(&a.client).await?;
-    let job = submit_tasks(&mut c, &name, redundancy, &tasks).await?;
+    let job = Submission { name: &name, redundancy, request_id: &a.request_id, tasks: &tasks };
+    let r = submit_tasks(&mut c, &job).await?;
     if a.client.json {
-        println!("{}", serde_json::json!({ "job_id": job, "tasks": tasks.len() }));
+        output::print_json(&r)?;
     } else {
-        println!("{job}");
+        println!("{}", r.job_id);
+        if r.replayed {
+            eprintln!("(request {} was submitted before: this is its job)", a.request_id);
+        }
     }
     if a.wait {
-        let s = wait_with_progress(&mut c, &job).await?;
-        let n = write_results(&mut c, &job, &tasks, &a.out).await?;
+        let s = wait_with_progress(&mut c, &r.job_id).await?;
+        let n = write_results(&mut c, &r.job_id, &tasks, &a.out).await?;
         eprintln!(
             "{} verified, {} dead-lettered, {} cancelled; {n} output files in {}",
             s.verified,
@@ -201,50 +234,7 @@ pub(super) async fn submit(a: SubmitArgs) -> Result<()> {
             s.cancelled,
             a.out.display()
         );
+        all_verified(&s)?;
     }
     Ok(())
-}
-
-pub(super) async fn job(action: JobAction) -> Result<()> {
-    match action {
-        JobAction::Status { job, client } => {
-            let mut c = connect(&client).await?;
-            let s = c.get_job(pb::JobRef { job_id: job }).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-            output::print_job_status(&s.into_inner(), client.json);
-        }
-        JobAction::Results { job, client, out } => {
-            let mut c = connect(&client).await?;
-            let n = write_results(&mut c, &job, &[], &out).await?;
-            println!("{n} output files in {}", out.display());
-        }
-        JobAction::Cancel { job, client } => {
-            let mut c = connect(&client).await?;
-            let r = c.cancel_job(pb::JobRef { job_id: job.clone() }).await?.into_inner();
-            println!("{}", if r.cancelled { "cancelled" } else { "unknown or already finished" });
-        }
-        JobAction::Delete { job, client } => {
-            let mut c = connect(&client).await?;
-            let r = c
-                .delete_job(pb::JobRef { job_id: job.clone() })
-                .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-            if !r.into_inner().deleted {
-                bail!("no job {job} is stored");
-            }
-            println!("deleted");
-        }
-    }
-    Ok(())
-}
-
-pub(super) async fn workers(a: ClientArgs) -> Result<()> {
-    let mut c = connect(&a).await?;
-    let list = c.list_workers(pb::Empty {}).await?.into_inner().workers;
-    output::print_workers(&list, a.json)
-}
-
-pub(super) async fn epochs(a: ClientArgs) -> Result<()> {
-    let mut c = connect(&a).await?;
-    let list = c.epochs(pb::Empty {}).await?.into_inner().epochs;
-    output::print_epochs(&list, a.json)
 }

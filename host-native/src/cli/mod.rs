@@ -4,8 +4,9 @@
 //!
 //! - `args`: the subcommands and their arguments;
 //! - `serve`: the run modes (`up`, `coordinator`, `worker`, `keygen`);
-//! - `client`: the client commands over gRPC (`submit`, `job`, `workers`,
-//!   `epochs`);
+//! - `client`: jobs over gRPC (connect, submit, follow, results), `submit`;
+//! - `inspect`: `status`, `job …`, `workers`, `leaderboard`, `epoch …`;
+//! - `exit`: exit codes and the one line a failure prints;
 //! - `output`: how their answers are printed (tables, JSON, progress,
 //!   result files, the demo image);
 //! - `sim`: `shoal sim`, in-process or over sockets;
@@ -14,13 +15,16 @@
 mod admin;
 mod args;
 mod client;
+mod exit;
+mod inspect;
 mod output;
 mod serve;
 mod sim;
 
 use self::args::Cli;
 use self::args::{Command, ConfigAction};
-use self::client::{epochs, job, submit, workers};
+use self::client::submit;
+use self::inspect::{epoch, job, leaderboard, status, workers};
 use self::serve::{coordinator, keygen, run_worker, up};
 use self::sim::{sim, sim_over_sockets};
 use crate::{bench, ShoalConfig};
@@ -54,9 +58,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Coordinator(a) => coordinator(cfg, a).await,
         Command::Worker(a) => run_worker(a).await,
         Command::Submit(a) => submit(a).await,
+        Command::Status(a) => status(a).await,
         Command::Job { action } => job(action).await,
         Command::Workers(a) => workers(a).await,
-        Command::Epochs(a) => epochs(a).await,
+        Command::Leaderboard(a) => leaderboard(a).await,
+        Command::Epoch { action, list } => epoch(action, list).await,
         Command::Keygen(a) => keygen(cfg, a),
         Command::Token { action } => admin::token(action).await,
         Command::Backup(a) => admin::backup(a).await,
@@ -76,11 +82,20 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The whole `shoal` command: parses the arguments, starts a runtime, runs
-/// the subcommand. The `shoal` binary is this call; so is the end-to-end
-/// tests' copy of it (`tests/`), built fresh by cargo for them.
-pub fn main() -> Result<()> {
+/// The whole `shoal` command: parses the arguments (exit code 2 on a
+/// usage error), starts a runtime, runs the subcommand; a failure prints
+/// one line and exits with its code (`shoal --help` lists them). The
+/// `shoal` binary is this call; so is the end-to-end tests' copy of it
+/// (`tests/`), built fresh by cargo for them.
+pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-    runtime.block_on(run(cli))
+    let ran = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match ran {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => exit::fail(&e),
+    }
 }

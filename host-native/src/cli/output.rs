@@ -18,12 +18,20 @@ pub(super) fn progress_bar() -> indicatif::ProgressBar {
     bar
 }
 
-/// How a task ended, as `summary.json` and the JSON outputs name it.
-fn outcome_kind(o: &pb::TaskOutcome) -> &'static str {
-    match o.kind() {
-        pb::task_outcome::Kind::Verified => "verified",
-        pb::task_outcome::Kind::DeadLettered => "dead_lettered",
-        pb::task_outcome::Kind::Cancelled => "cancelled",
+/// An API message as proto3 JSON (pbjson, generated from `shoal.proto`:
+/// the same field names, enums by name, 64-bit numbers as strings).
+pub(super) fn print_json<T: serde::Serialize>(message: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(message)?);
+    Ok(())
+}
+
+/// How a task ended, as `summary.json` and the lines name it.
+fn outcome_state(o: &pb::TaskOutcome) -> &'static str {
+    match o.state() {
+        pb::TaskState::Verified => "verified",
+        pb::TaskState::DeadLettered => "dead_lettered",
+        pb::TaskState::Cancelled => "cancelled",
+        pb::TaskState::Unspecified => "unknown",
     }
 }
 
@@ -31,7 +39,7 @@ fn outcome_kind(o: &pb::TaskOutcome) -> &'static str {
 pub(super) fn outcome_summary(o: &pb::TaskOutcome) -> serde_json::Value {
     serde_json::json!({
         "index": o.index,
-        "kind": outcome_kind(o),
+        "kind": outcome_state(o),
         "digest": o.digest,
         "agreed": o.agreed,
         "outvoted": o.outvoted,
@@ -39,15 +47,36 @@ pub(super) fn outcome_summary(o: &pb::TaskOutcome) -> serde_json::Value {
     })
 }
 
-/// `shoal job status`.
-pub(super) fn print_job_status(s: &pb::JobStatus, json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"job_id": s.job_id, "name": s.name, "tasks": s.tasks, "verified": s.verified,
-                "dead_lettered": s.dead_lettered, "cancelled": s.cancelled, "finished": s.finished})
-        );
-    } else {
+/// One task's line as `shoal job watch` prints it.
+pub(super) fn outcome_line(o: &pb::TaskOutcome) -> String {
+    match o.state() {
+        pb::TaskState::Verified => {
+            format!("task {:>6} verified  {}  agreed {}", o.index, o.digest, o.agreed.join(","))
+        }
+        _ => format!("task {:>6} {}  {}", o.index, outcome_state(o), o.reason),
+    }
+}
+
+/// `shoal status`.
+pub(super) fn print_status(s: &pb::GetSwarmStatusResponse) {
+    println!("coordinator  {} (up {} s)", s.version, s.uptime_ms / 1000);
+    println!("workers      {} connected, {} admitted", s.workers, s.workers_admitted);
+    for t in &s.tiers {
+        println!("             {} tier {}: {}", t.backend, t.tier, t.workers);
+    }
+    println!("jobs         {} open", s.jobs_open);
+    println!(
+        "tasks        {} pending, {} verified, {} dead-lettered, {} with mismatches",
+        s.tasks_pending, s.tasks_verified, s.tasks_dead_lettered, s.mismatched_tasks
+    );
+    println!("workers' lies  {} slashed; {} timeouts, {} stale results", s.slashed, s.timeouts, s.stale_results);
+    println!("epoch        {} settled", s.epoch);
+    println!("ledger       height {} digest {}", s.ledger_height, s.ledger_digest);
+}
+
+/// `shoal job list` and `shoal job status`.
+pub(super) fn print_jobs(jobs: &[pb::Job]) {
+    for s in jobs {
         println!(
             "{} {:?}: {}/{} verified, {} dead-lettered, {} cancelled{}",
             s.job_id,
@@ -61,19 +90,8 @@ pub(super) fn print_job_status(s: &pb::JobStatus, json: bool) {
     }
 }
 
-/// `shoal workers`.
-pub(super) fn print_workers(list: &[pb::Worker], json: bool) -> Result<()> {
-    if json {
-        let rows: Vec<_> = list
-            .iter()
-            .map(|w| {
-                serde_json::json!({"id": w.id, "backend": w.backend, "tier": w.tier, "mflops": w.mflops,
-                "credibility_ppm": w.credibility_ppm, "in_flight": w.in_flight, "agreed": w.agreed})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
+/// `shoal workers` and `shoal leaderboard`.
+pub(super) fn print_workers(list: &[pb::Worker]) {
     println!(
         "{:<24} {:<14} {:>4} {:>10} {:>11} {:>9} {:>8}",
         "id", "backend", "tier", "MFLOPS", "credibility", "in flight", "agreed"
@@ -90,24 +108,10 @@ pub(super) fn print_workers(list: &[pb::Worker], json: bool) -> Result<()> {
             w.agreed
         );
     }
-    Ok(())
 }
 
-/// `shoal epochs`.
-pub(super) fn print_epochs(list: &[pb::Epoch], json: bool) -> Result<()> {
-    if json {
-        let rows: Vec<_> = list
-            .iter()
-            .map(|e| {
-                serde_json::json!({"epoch": e.epoch, "reward": e.reward, "operator_cut": e.operator_cut,
-                "carried_out": e.carried_out, "digest": e.digest,
-                "payouts": e.payouts.iter().map(|p| serde_json::json!({"worker": p.worker, "amount": p.amount,
-                    "bounty": p.bounty, "tasks": p.tasks})).collect::<Vec<_>>()})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
+/// `shoal epoch list` and `shoal epoch close`.
+pub(super) fn print_epochs(list: &[pb::Epoch]) {
     for e in list {
         println!(
             "epoch {}  reward {}  operator {}  carried {}  digest {}",
@@ -117,7 +121,6 @@ pub(super) fn print_epochs(list: &[pb::Epoch], json: bool) -> Result<()> {
             println!("  {:<24} {:>28} (+{} bounty)  {} tasks", p.worker, p.amount, p.bounty, p.tasks);
         }
     }
-    Ok(())
 }
 
 /// A Mandelbrot job's image as a binary PGM (inside the set black, the

@@ -13,7 +13,9 @@ use crate::worker::{self, Behaviour, Executor, WorkerOptions};
 use crate::{Service, ShoalConfig};
 
 use super::args::{ClientArgs, CoordinatorArgs, KeygenArgs, UpArgs, WorkerArgs};
-use super::client::{assemble_mandelbrot, connect, mandelbrot_tasks, submit_tasks, wait_with_progress, write_results};
+use super::client::{
+    assemble_mandelbrot, connect, mandelbrot_tasks, submit_tasks, wait_with_progress, write_results, Submission,
+};
 
 pub(super) async fn shutdown_signal() {
     #[cfg(unix)]
@@ -127,7 +129,8 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
             api_token: cfg.server.api_token.clone(),
         };
         let mut c = connect(&client).await?;
-        let job = submit_tasks(&mut c, "demo: mandelbrot 512×512", 2, &tasks).await?;
+        let demo = Submission { name: "demo: mandelbrot 512×512", redundancy: 2, request_id: "", tasks: &tasks };
+        let job = submit_tasks(&mut c, &demo).await?.job_id;
         println!("  demo job    {job}: {} Mandelbrot tiles, each verified by 2 workers", tasks.len());
         let status = wait_with_progress(&mut c, &job).await?;
         let out = cfg.server.data.join("mandelbrot.pgm");

@@ -13,7 +13,7 @@ use crate::grpc::pb;
 use crate::worker::{self, Behaviour, WorkerOptions};
 
 use super::args::{ClientArgs, SimArgs};
-use super::client::{connect, outcomes, submit_tasks, wait_with_progress, Tasks};
+use super::client::{connect, outcomes, submit_tasks, wait_with_progress, Submission, Tasks};
 
 pub(super) fn sim(a: &SimArgs) -> Result<()> {
     use shoal_core::sim::{self, SimConfig, WorkerGroup};
@@ -103,18 +103,19 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
     let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 });
     let tasks: Tasks = (0..a.tasks as u64).map(|i| (kernel.clone(), kernel.seeded_inputs(a.seed ^ i))).collect();
     let started = std::time::Instant::now();
-    let job = submit_tasks(&mut c, "shoal sim", u32::from(a.redundancy), &tasks).await?;
+    let sim = Submission { name: "shoal sim", redundancy: u32::from(a.redundancy), request_id: "", tasks: &tasks };
+    let job = submit_tasks(&mut c, &sim).await?.job_id;
     let status = wait_with_progress(&mut c, &job).await?;
     let elapsed = started.elapsed();
     let mut wrong = 0usize;
     for o in outcomes(&mut c, &job).await? {
         let (k, inputs) = &tasks[o.index as usize];
         let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-        if o.kind() == pb::task_outcome::Kind::Verified && o.outputs != k.run_cpu(&refs)? {
+        if o.state() == pb::TaskState::Verified && o.outputs != k.run_cpu(&refs)? {
             wrong += 1;
         }
     }
-    let st = c.swarm_status(pb::Empty {}).await?.into_inner();
+    let st = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await?.into_inner();
     let _ = stop.send(true);
     for h in handles {
         let _ = tokio::time::timeout(Duration::from_secs(3), h).await;

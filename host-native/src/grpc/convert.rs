@@ -16,7 +16,10 @@ use super::pb;
 
 /// Parses a job id given by a client.
 pub fn parse_job(s: &str) -> Result<JobId, Status> {
-    s.trim().parse().map_err(|_| Status::invalid_argument(format!("`{s}` is not a job id (32 hex digits)")))
+    s.trim().parse().map_err(|_| {
+        let shown: String = s.chars().take(40).collect();
+        super::errors::bad_field("job_id", format!("`{shown}` is not a job id (a dashed UUID)"))
+    })
 }
 
 /// A protobuf kernel as the core's kernel spec.
@@ -47,9 +50,13 @@ pub fn kernel_from_pb(k: Option<pb::Kernel>) -> Result<KernelSpec, Status> {
             };
             let bindings = (c.bindings.iter())
                 .map(|b| {
-                    let role = match pb::custom_binding::Role::try_from(b.role) {
-                        Ok(pb::custom_binding::Role::Input) => CustomRole::Input,
-                        Ok(pb::custom_binding::Role::Output) => CustomRole::Output,
+                    let role = match pb::BindingRole::try_from(b.role) {
+                        Ok(pb::BindingRole::Input) => CustomRole::Input,
+                        Ok(pb::BindingRole::Output) => CustomRole::Output,
+                        Ok(pb::BindingRole::Unspecified) => {
+                            let why = format!("custom kernel: binding {} needs a role (input or output)", b.binding);
+                            return Err(Status::invalid_argument(why));
+                        }
                         Err(_) => {
                             let why = format!("custom kernel: binding {} has no role numbered {}", b.binding, b.role);
                             return Err(Status::invalid_argument(why));
@@ -93,8 +100,8 @@ pub fn kernel_to_pb(k: &KernelSpec) -> pb::Kernel {
                 .map(|b| pb::CustomBinding {
                     binding: b.binding,
                     role: match b.role {
-                        CustomRole::Input => pb::custom_binding::Role::Input.into(),
-                        CustomRole::Output => pb::custom_binding::Role::Output.into(),
+                        CustomRole::Input => pb::BindingRole::Input.into(),
+                        CustomRole::Output => pb::BindingRole::Output.into(),
                     },
                     len: b.len,
                 })
@@ -156,82 +163,104 @@ pub(super) fn epoch_to_pb(s: &EpochSettlement) -> pb::Epoch {
     }
 }
 
-/// An event as the protobuf feed shows it.
-pub fn event_to_pb(e: &TimedEvent) -> pb::SwarmEvent {
-    let mut m = pb::SwarmEvent { at_ms: e.at.0, ..Default::default() };
-    match &e.event {
-        Event::WorkerAdmitted { worker, class, mflops } => {
-            m.set_kind(pb::swarm_event::Kind::WorkerAdmitted);
-            m.worker = worker.to_string();
-            m.detail = format!("{:?} tier {} at {mflops} MFLOPS", class.backend, class.tier as u8);
-        }
+/// An event as the protobuf feed shows it: typed, with a line for people.
+pub fn event_to_pb(e: &TimedEvent) -> pb::StreamEventsResponse {
+    use pb::stream_events_response::Event as E;
+    let (summary, event) = match &e.event {
+        Event::WorkerAdmitted { worker, class, mflops } => (
+            format!("worker {worker} admitted: {:?} tier {} at {mflops} MFLOPS", class.backend, class.tier as u8),
+            E::WorkerAdmitted(pb::WorkerAdmitted {
+                worker: worker.to_string(),
+                backend: format!("{:?}", class.backend),
+                tier: class.tier as u32,
+                mflops: *mflops,
+            }),
+        ),
         Event::WorkerRefused { worker, reason } => {
-            m.set_kind(pb::swarm_event::Kind::WorkerRefused);
-            m.worker = worker.as_ref().map(ToString::to_string).unwrap_or_default();
-            m.detail.clone_from(reason);
+            let worker = worker.as_ref().map(ToString::to_string).unwrap_or_default();
+            (
+                format!("worker {worker} refused: {reason}"),
+                E::WorkerRefused(pb::WorkerRefused { worker, reason: reason.clone() }),
+            )
         }
-        Event::WorkerLeft { worker, reason } => {
-            m.set_kind(pb::swarm_event::Kind::WorkerLeft);
-            m.worker = worker.to_string();
-            m.detail.clone_from(reason);
-        }
-        Event::JobAccepted { job, tasks } => {
-            m.set_kind(pb::swarm_event::Kind::JobAccepted);
-            m.job_id = job.to_string();
-            m.detail = format!("{tasks} tasks");
-        }
-        Event::TaskVerified { job, index, agreed, outvoted, .. } => {
-            m.set_kind(pb::swarm_event::Kind::TaskVerified);
-            m.job_id = job.to_string();
-            m.task_index = *index;
-            m.detail = format!("{} agreed, {} outvoted", agreed.len(), outvoted.len());
-        }
-        Event::TaskDeadLettered { job, index, reason, .. } => {
-            m.set_kind(pb::swarm_event::Kind::TaskDeadLettered);
-            m.job_id = job.to_string();
-            m.task_index = *index;
-            m.detail.clone_from(reason);
-        }
-        Event::JobFinished { job, verified, dead_lettered, cancelled } => {
-            m.set_kind(pb::swarm_event::Kind::JobFinished);
-            m.job_id = job.to_string();
-            m.detail = format!("{verified} verified, {dead_lettered} dead-lettered, {cancelled} cancelled");
-        }
-        Event::WorkerSlashed { worker, reason, forfeited } => {
-            m.set_kind(pb::swarm_event::Kind::WorkerSlashed);
-            m.worker = worker.to_string();
-            m.detail = format!("{reason}; forfeited {forfeited}");
-        }
-        Event::EpochSettled(s) => {
-            m.set_kind(pb::swarm_event::Kind::EpochSettled);
-            m.detail = format!("epoch {} settled, digest {}", s.epoch, s.digest);
-        }
+        Event::WorkerLeft { worker, reason } => (
+            format!("worker {worker} left: {reason}"),
+            E::WorkerLeft(pb::WorkerLeft { worker: worker.to_string(), reason: reason.clone() }),
+        ),
+        Event::JobAccepted { job, tasks } => (
+            format!("job {job} accepted: {tasks} tasks"),
+            E::JobAccepted(pb::JobAccepted { job_id: job.to_string(), tasks: *tasks }),
+        ),
+        Event::TaskVerified { job, index, agreed, outvoted, .. } => (
+            format!("task {index} of job {job} verified: {} agreed, {} outvoted", agreed.len(), outvoted.len()),
+            E::TaskVerified(pb::TaskVerified {
+                job_id: job.to_string(),
+                task_index: *index,
+                agreed: agreed.iter().map(ToString::to_string).collect(),
+                outvoted: outvoted.iter().map(ToString::to_string).collect(),
+            }),
+        ),
+        Event::TaskDeadLettered { job, index, reason, .. } => (
+            format!("task {index} of job {job} dead-lettered: {reason}"),
+            E::TaskDeadLettered(pb::TaskDeadLettered {
+                job_id: job.to_string(),
+                task_index: *index,
+                reason: reason.clone(),
+            }),
+        ),
+        Event::JobFinished { job, verified, dead_lettered, cancelled } => (
+            format!("job {job} finished: {verified} verified, {dead_lettered} dead-lettered, {cancelled} cancelled"),
+            E::JobFinished(pb::JobFinished {
+                job_id: job.to_string(),
+                verified: *verified,
+                dead_lettered: *dead_lettered,
+                cancelled: *cancelled,
+            }),
+        ),
+        Event::WorkerSlashed { worker, reason, forfeited } => (
+            format!("worker {worker} slashed: {reason}; forfeited {forfeited}"),
+            E::WorkerSlashed(pb::WorkerSlashed {
+                worker: worker.to_string(),
+                reason: reason.clone(),
+                forfeited: forfeited.to_string(),
+            }),
+        ),
+        Event::EpochSettled(s) => (
+            format!("epoch {} settled, digest {}", s.epoch, s.digest),
+            E::EpochSettled(pb::EpochSettled { epoch: s.epoch, digest: s.digest.to_hex() }),
+        ),
+    };
+    pb::StreamEventsResponse { at_ms: e.at.0, summary, event: Some(event) }
+}
+
+/// What a subscriber that fell behind is told instead of what it missed.
+pub(super) fn lagged_to_pb(dropped: u64) -> pb::StreamEventsResponse {
+    pb::StreamEventsResponse {
+        at_ms: 0,
+        summary: format!("{dropped} events dropped for this slow subscriber"),
+        event: Some(pb::stream_events_response::Event::Lagged(pb::EventsLagged { dropped })),
     }
-    m
 }
 
 pub(super) fn outcome_to_pb(index: u32, ended: EndedTask, omit_outputs: bool) -> pb::TaskOutcome {
     match ended {
         EndedTask::Verified(v) => pb::TaskOutcome {
             index,
-            kind: pb::task_outcome::Kind::Verified.into(),
+            state: pb::TaskState::Verified.into(),
             outputs: if omit_outputs { Vec::new() } else { v.outputs.clone() },
             digest: v.digest.to_hex(),
             agreed: v.agreed.iter().map(ToString::to_string).collect(),
             outvoted: v.outvoted.iter().map(ToString::to_string).collect(),
             reason: String::new(),
         },
-        EndedTask::DeadLettered(d) => pb::TaskOutcome {
-            index,
-            kind: pb::task_outcome::Kind::DeadLettered.into(),
-            reason: d.reason,
-            ..Default::default()
-        },
+        EndedTask::DeadLettered(d) => {
+            pb::TaskOutcome { index, state: pb::TaskState::DeadLettered.into(), reason: d.reason, ..Default::default() }
+        }
     }
 }
 
-pub(super) fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::StateDiff {
-    pb::StateDiff {
+pub(super) fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::StreamStateDiffsResponse {
+    pb::StreamStateDiffsResponse {
         height: d.height,
         prev: d.prev.to_hex(),
         digest: d.digest.to_hex(),
@@ -249,23 +278,47 @@ pub(super) fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::
     }
 }
 
-pub(super) fn workers_pb(c: &shoal_core::coordinator::Coordinator) -> Vec<pb::Worker> {
-    c.workers()
-        .into_iter()
-        .map(|w| pb::Worker {
-            id: w.id.to_string(),
-            backend: w.class.map(|cl| format!("{:?}", cl.backend)).unwrap_or_default(),
-            tier: w.class.map_or(0, |cl| cl.tier as u32),
-            mflops: w.mflops.unwrap_or(0),
-            credibility_ppm: w.credibility_ppm,
-            in_flight: w.in_flight,
-            agreed: w.agreed,
-            last_seen_ms: w.last_seen.0,
-            connected: true,
-            slashed: w.slashed,
-            epoch_accuracy_ppm: w.epoch_accuracy_ppm,
-        })
-        .collect()
+/// A worker as the API shows it.
+pub(super) fn worker_to_pb(w: &shoal_core::coordinator::WorkerView) -> pb::Worker {
+    pb::Worker {
+        id: w.id.to_string(),
+        backend: w.class.map(|cl| format!("{:?}", cl.backend)).unwrap_or_default(),
+        tier: w.class.map_or(0, |cl| cl.tier as u32),
+        mflops: w.mflops.unwrap_or(0),
+        credibility_ppm: w.credibility_ppm,
+        in_flight: w.in_flight,
+        agreed: w.agreed,
+        last_seen_ms: w.last_seen.0,
+        connected: true,
+        slashed: w.slashed,
+        epoch_accuracy_ppm: w.epoch_accuracy_ppm,
+    }
+}
+
+/// Sorts workers as `ListWorkers` was asked (ties by id, always ascending,
+/// so pages are stable).
+pub(super) fn sort_workers(workers: &mut [pb::Worker], order: pb::WorkerOrder, descending: bool) {
+    use pb::WorkerOrder as O;
+    use std::cmp::Ordering;
+    let key = |a: &pb::Worker, b: &pb::Worker| -> Ordering {
+        match order {
+            O::Unspecified | O::Id => Ordering::Equal,
+            O::Backend => a.backend.cmp(&b.backend),
+            O::Tier => a.tier.cmp(&b.tier),
+            O::Mflops => a.mflops.cmp(&b.mflops),
+            O::Credibility => a.credibility_ppm.cmp(&b.credibility_ppm),
+            O::Agreed => a.agreed.cmp(&b.agreed),
+            O::EpochAccuracy => a.epoch_accuracy_ppm.cmp(&b.epoch_accuracy_ppm),
+            O::InFlight => a.in_flight.cmp(&b.in_flight),
+            O::LastSeen => a.last_seen_ms.cmp(&b.last_seen_ms),
+        }
+    };
+    workers.sort_by(|a, b| {
+        let by = if descending { key(b, a) } else { key(a, b) };
+        let by_id =
+            if descending && matches!(order, O::Unspecified | O::Id) { b.id.cmp(&a.id) } else { a.id.cmp(&b.id) };
+        by.then(by_id)
+    });
 }
 
 #[cfg(test)]
@@ -290,7 +343,9 @@ mod tests {
         let err = kernel_from_pb(Some(kernel(7))).expect_err("role 7 does not exist");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("no role numbered 7"), "{}", err.message());
-        let Ok(KernelSpec::Custom(k)) = kernel_from_pb(Some(kernel(pb::custom_binding::Role::Output.into()))) else {
+        let err = kernel_from_pb(Some(kernel(0))).expect_err("a binding says what it is");
+        assert!(err.message().contains("needs a role"), "{}", err.message());
+        let Ok(KernelSpec::Custom(k)) = kernel_from_pb(Some(kernel(pb::BindingRole::Output.into()))) else {
             panic!("a known role is accepted")
         };
         assert_eq!(k.bindings[0].role, CustomRole::Output);

@@ -13,6 +13,7 @@ use shoal_core::Digest;
 use tonic::Status;
 
 use super::convert::{kernel_from_pb, small, tier_from};
+use super::errors::{bad_field, with_reason};
 use super::pb;
 use super::pb::submit_job_request::Part;
 
@@ -22,10 +23,14 @@ pub const MAX_TASKS_PER_JOB: usize = 1_000_000;
 /// and a list call must never fail because one record is large.
 pub const MAX_JOB_NAME_BYTES: usize = 256;
 
+/// Longest `request_id` accepted, in characters (a UUID is 36).
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
+
 /// A job being received.
 pub struct JobIntake {
     job: PreparedJob,
     name: String,
+    request_id: String,
     /// Custom shaders already validated (by digest of source and entry).
     validated: HashSet<Digest>,
     input_bytes: u64,
@@ -37,21 +42,28 @@ impl JobIntake {
     /// its header; `max_input_bytes` is `coordinator.max_job_input_bytes`.
     pub fn start(first: Option<pb::SubmitJobRequest>, max_input_bytes: u64) -> Result<JobIntake, Status> {
         let Some(pb::SubmitJobRequest { part: Some(Part::Header(header)) }) = first else {
-            return Err(Status::invalid_argument("the first message of SubmitJob must be the job header"));
+            return Err(bad_field("header", "the first message of SubmitJob must be the job header"));
         };
         if header.name.len() > MAX_JOB_NAME_BYTES {
             let why = format!("a job's name is at most {MAX_JOB_NAME_BYTES} bytes, this one {}", header.name.len());
-            return Err(Status::invalid_argument(why));
+            return Err(bad_field("header.name", why));
         }
+        let id = &header.request_id;
+        if id.len() > MAX_REQUEST_ID_CHARS || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            let why = format!("at most {MAX_REQUEST_ID_CHARS} printable ASCII characters, without spaces");
+            return Err(bad_field("header.request_id", why));
+        }
+        let field = |f: &'static str| move |s: Status| bad_field(format!("header.{f}"), s.message());
         let job = PreparedJob::new(JobSpec {
             tasks: Vec::new(),
-            redundancy: small(header.redundancy, "redundancy")?,
-            quorum: small(header.quorum, "quorum")?,
-            priority: small(header.priority, "priority")?.unwrap_or(0),
-            min_tier: tier_from(header.min_tier)?,
+            redundancy: small(header.redundancy, "redundancy").map_err(field("redundancy"))?,
+            quorum: small(header.quorum, "quorum").map_err(field("quorum"))?,
+            priority: small(header.priority, "priority").map_err(field("priority"))?.unwrap_or(0),
+            min_tier: tier_from(header.min_tier).map_err(field("min_tier"))?,
             allow_adaptive: header.allow_adaptive,
         });
-        Ok(JobIntake { job, name: header.name, validated: HashSet::new(), input_bytes: 0, max_input_bytes })
+        let (name, request_id) = (header.name, header.request_id);
+        Ok(JobIntake { job, name, request_id, validated: HashSet::new(), input_bytes: 0, max_input_bytes })
     }
 
     /// Checks and adds the next message of the stream (a task); each
@@ -60,20 +72,20 @@ impl JobIntake {
         let index = self.job.spec().tasks.len();
         let t = match m.part {
             Some(Part::Task(t)) => t,
-            Some(Part::Header(_)) => return Err(Status::invalid_argument("a job has one header")),
-            None => return Err(Status::invalid_argument("empty message")),
+            Some(Part::Header(_)) => return Err(bad_field(format!("tasks[{index}]"), "a job has one header")),
+            None => return Err(bad_field(format!("tasks[{index}]"), "empty message")),
         };
         if index >= MAX_TASKS_PER_JOB {
-            return Err(Status::resource_exhausted(format!("a job has at most {MAX_TASKS_PER_JOB} tasks")));
+            let why = format!("a job has at most {MAX_TASKS_PER_JOB} tasks");
+            return Err(with_reason(tonic::Code::ResourceExhausted, "TOO_MANY_TASKS", why));
         }
-        let kernel =
-            kernel_from_pb(t.kernel).map_err(|s| Status::invalid_argument(format!("task {index}: {}", s.message())))?;
+        let kernel = kernel_from_pb(t.kernel).map_err(|s| bad_field(format!("tasks[{index}].kernel"), s.message()))?;
         // Custom shaders are validated at the door (once per distinct shader).
         if matches!(kernel, KernelSpec::Custom(_)) {
             let key = Digest::of_parts([kernel.wgsl().as_bytes(), kernel.entry_point().as_bytes()]);
             if !self.validated.contains(&key) {
                 shoal_compute::validate_kernel(&kernel)
-                    .map_err(|e| Status::invalid_argument(format!("task {index}: {e}")))?;
+                    .map_err(|e| bad_field(format!("tasks[{index}].kernel.custom"), e.to_string()))?;
                 self.validated.insert(key);
             }
         }
@@ -83,7 +95,7 @@ impl JobIntake {
             let why = format!(
                 "the job's inputs take more than {limit} bytes by task {index}; coordinator.max_job_input_bytes is {limit}"
             );
-            return Err(Status::resource_exhausted(why));
+            return Err(with_reason(tonic::Code::ResourceExhausted, "JOB_INPUTS_TOO_LARGE", why));
         }
         self.job.push(TaskSpec { kernel, inputs: t.inputs });
         Ok(())
@@ -99,8 +111,8 @@ impl JobIntake {
         self.job.spec().tasks.len()
     }
 
-    /// The job and its name, ready for the engine.
-    pub fn finish(self) -> (PreparedJob, String) {
-        (self.job, self.name)
+    /// The job, its name and the client's request id, ready for the engine.
+    pub fn finish(self) -> (PreparedJob, String, String) {
+        (self.job, self.name, self.request_id)
     }
 }

@@ -42,7 +42,7 @@ impl SubmitLimits {
                 "{} jobs are already being submitted from this address; server.max_submits_per_client is {}",
                 n, self.max_streams_per_client
             );
-            return Err(Status::resource_exhausted(why));
+            return Err(super::errors::with_reason(tonic::Code::ResourceExhausted, "TOO_MANY_SUBMITS", why));
         }
         *n += 1;
         Ok(Receiving { limits: self.clone(), client, held: 0 })
@@ -74,7 +74,7 @@ impl Receiving {
                 let why = format!(
                     "jobs being received already hold {now} bytes of inputs; server.max_receiving_bytes is {limit}"
                 );
-                return Err(Status::resource_exhausted(why));
+                return Err(super::errors::with_reason(tonic::Code::ResourceExhausted, "RECEIVING_FULL", why));
             }
             match total.compare_exchange_weak(now, now + bytes, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => break,

@@ -1,7 +1,11 @@
-//! The control plane: the `shoal.v1.Shoal` gRPC service (also served as
-//! gRPC-web), and the conversions between its messages and the core's types.
+//! The control plane: the `shoal.v1.ShoalService` gRPC service (also
+//! served as gRPC-web), and the conversions between its messages and the
+//! core's types.
 //!
-//! - `service`: the calls themselves;
+//! - `service`: the table of calls, each checked against the caller;
+//! - `jobs`, `swarm`, `tokens`: the calls themselves;
+//! - `errors`: statuses with `google.rpc` details, and one line for people;
+//! - `paging`: page sizes and page tokens of the list calls;
 //! - `intake`: a job as it streams in, checked message by message;
 //! - `limits`: what jobs being received may hold, in all and per client;
 //! - `convert`: the service's messages to and from the core's types;
@@ -11,25 +15,31 @@
 mod auth;
 pub(crate) mod codec;
 mod convert;
+pub mod errors;
 mod intake;
+mod jobs;
 mod limits;
+mod paging;
 mod service;
+mod swarm;
 mod tokens;
 
 pub use self::auth::{Authorize, WithToken};
 pub use self::convert::{event_to_pb, kernel_from_pb, kernel_to_pb, parse_job};
-pub use self::intake::{JobIntake, MAX_JOB_NAME_BYTES, MAX_TASKS_PER_JOB};
+pub use self::intake::{JobIntake, MAX_JOB_NAME_BYTES, MAX_REQUEST_ID_CHARS, MAX_TASKS_PER_JOB};
 pub use self::limits::{Receiving, SubmitLimits};
 pub use self::service::ShoalService;
 pub use self::tokens::{role_by_name, role_name};
 
-/// `shoal.proto` as an encoded file descriptor set, for gRPC reflection.
+/// `shoal/v1/shoal.proto` as an encoded file descriptor set, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shoal_descriptor");
 
 /// The generated protobuf types and service stubs.
 #[allow(missing_docs, unreachable_pub, clippy::pedantic)]
 pub mod pb {
     tonic::include_proto!("shoal.v1");
+    // The proto3 JSON mapping of every message (pbjson), for `--json`.
+    include!(concat!(env!("OUT_DIR"), "/shoal.v1.serde.rs"));
 }
 
 /// A gRPC channel to `url`: `http://`, or `https://` verified against the

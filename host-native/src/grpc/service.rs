@@ -1,28 +1,28 @@
-//! The `shoal.v1.Shoal` service: every call, answered from the engine
-//! (durable before acknowledged) or from storage.
+//! The `shoal.v1.ShoalService` service: every call, answered from the
+//! engine (durable before acknowledged) or from storage. The calls live in
+//! `jobs`, `swarm` and `tokens`; this is the table that routes them and
+//! checks each caller's access first.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::Stream;
-use shoal_core::coordinator::{Coordinator, Event};
+use shoal_core::coordinator::Coordinator;
 use shoal_core::JobId;
-use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::{Access, Op, Scope};
 use crate::engine::{EngineGone, EngineHandle};
 use crate::settlement::SharedConsensus;
-use crate::status::SwarmStatus;
-use crate::store::JobInfo;
 
 use super::auth::{allowed, caller, refused};
-use super::convert::{diff_to_pb, epoch_to_pb, event_to_pb, kernel_to_pb, outcome_to_pb, parse_job, workers_pb};
+use super::convert::parse_job;
+use super::errors::{job_not_found, with_reason};
 use super::intake::JobIntake;
+use super::jobs::{self, in_scope, job_status, RequestLocks};
 use super::limits::SubmitLimits;
 use super::pb;
-use super::pb::shoal_server::Shoal;
+use super::swarm;
 
 /// Diffs read from storage per catch-up step.
 pub(super) const CATCH_UP_STEP: usize = 256;
@@ -39,6 +39,8 @@ pub struct ShoalService {
     limits: SubmitLimits,
     /// Tokens and what each caller may do.
     access: Arc<Access>,
+    /// Submissions with a request id in progress (one job per request).
+    requests: Arc<RequestLocks>,
     /// The store (weak: the engine owns it, and a stopped engine frees the
     /// file) and the data folder, for backups (read beside the engine).
     data: (std::sync::Weak<dyn crate::store::Store>, std::path::PathBuf),
@@ -54,16 +56,15 @@ impl ShoalService {
         access: Arc<Access>,
         data: (std::sync::Weak<dyn crate::store::Store>, std::path::PathBuf),
     ) -> Self {
-        ShoalService { engine, consensus, max_job_input_bytes, limits, access, data }
+        let requests = Arc::default();
+        ShoalService { engine, consensus, max_job_input_bytes, limits, access, requests, data }
     }
-}
 
-impl ShoalService {
     /// The job a call names, once the caller may make a call of kind `op`
     /// on it (a submit token: only on a job it submitted).
-    async fn job_in_reach(&self, request: &Request<pb::JobRef>, op: Op) -> Result<JobId, Status> {
+    async fn job_in_reach<T>(&self, request: &Request<T>, job_id: &str, op: Op) -> Result<JobId, Status> {
         let scope = allowed(request, op)?;
-        let job = parse_job(&request.get_ref().job_id)?;
+        let job = parse_job(job_id)?;
         if scope != Scope::All {
             let stored = move |_: &Coordinator, store: &dyn crate::store::Store| {
                 in_scope(&scope, job, store.job(job).ok().flatten().as_ref())
@@ -78,71 +79,10 @@ pub(super) fn gone(_: EngineGone) -> Status {
     Status::unavailable("the coordinator is not running")
 }
 
-/// A job's status from the coordinator's memory while it runs, else from
-/// its stored record.
-pub(super) fn status_of(c: &Coordinator, job: JobId, stored: Option<JobInfo>) -> Option<pb::JobStatus> {
-    let name = stored.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-    let submitted_ms = stored.as_ref().map_or(0, |s| s.submitted.0);
-    let (p, finished) = match c.job_progress(job) {
-        Some(p) => (p.clone(), p.finished()),
-        None => {
-            let s = stored?;
-            let finished = s.finished.is_some();
-            let p = s.finished.unwrap_or(shoal_core::coordinator::JobProgress {
-                tasks: s.tasks,
-                verified: 0,
-                dead_lettered: 0,
-                cancelled: 0,
-            });
-            (p, finished)
-        }
-    };
-    Some(pb::JobStatus {
-        job_id: job.to_string(),
-        name,
-        tasks: p.tasks,
-        verified: p.verified,
-        dead_lettered: p.dead_lettered,
-        cancelled: p.cancelled,
-        finished,
-        submitted_ms,
-        waiting: c.job_waiting(job).unwrap_or_default(),
-    })
-}
-
-/// Refuses a job outside the caller's scope (one another token submitted).
-fn in_scope(scope: &Scope, job: JobId, stored: Option<&JobInfo>) -> Result<(), Status> {
-    match (scope, stored) {
-        (Scope::All, _) => Ok(()),
-        (Scope::Owned(_), Some(info)) if scope.reaches(&info.owner) => Ok(()),
-        (Scope::Owned(_), Some(_)) => {
-            Err(Status::permission_denied(format!("job {job} was submitted by another client")))
-        }
-        (Scope::Owned(_), None) => Err(Status::not_found(format!("no job {job}"))),
-    }
-}
-
-/// A job's status from the coordinator's memory, or from storage once
-/// forgotten; refused outside `scope`.
-pub(super) async fn job_status(
-    engine: &EngineHandle,
-    job: JobId,
-    scope: Scope,
-) -> Result<Option<pb::JobStatus>, Status> {
-    engine
-        .query(move |c, store| {
-            let stored = store.job(job).ok().flatten();
-            in_scope(&scope, job, stored.as_ref())?;
-            Ok(status_of(c, job, stored))
-        })
-        .await
-        .map_err(gone)?
-}
-
 pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Shoal for ShoalService {
+impl pb::shoal_service_server::ShoalService for ShoalService {
     async fn submit_job(
         &self,
         request: Request<Streaming<pb::SubmitJobRequest>>,
@@ -157,81 +97,51 @@ impl Shoal for ShoalService {
             intake.push(m)?;
             receiving.hold(intake.input_bytes() - before)?;
         }
-        let n = intake.tasks() as u32;
-        let (job, name) = intake.finish();
-        match self.engine.submit(job, name, who.owner()).await.map_err(gone)? {
-            Ok(job) => {
-                let waiting = self.engine.query(move |c, _| c.job_waiting(job)).await.map_err(gone)?;
-                if let Some(why) = &waiting {
-                    tracing::warn!(%job, %why, "job accepted, but waits");
-                }
-                let (job_id, waiting) = (job.to_string(), waiting.unwrap_or_default());
-                Ok(Response::new(pb::SubmitJobResponse { job_id, tasks: n, waiting }))
-            }
-            Err(
-                e @ (shoal_core::coordinator::SubmitError::QueueFull { .. }
-                | shoal_core::coordinator::SubmitError::JobTooLarge { .. }
-                | shoal_core::coordinator::SubmitError::InputBudget { .. }),
-            ) => Err(Status::resource_exhausted(e.to_string())),
-            Err(e) => Err(Status::invalid_argument(e.to_string())),
-        }
+        jobs::submit(&self.engine, &self.requests, intake, who.owner()).await.map(Response::new)
     }
 
-    async fn get_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::JobStatus>, Status> {
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
         let scope = allowed(&request, Op::ReadJobs)?;
         let job = parse_job(&request.get_ref().job_id)?;
-        job_status(&self.engine, job, scope)
-            .await?
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("no job {job}")))
+        let found = job_status(&self.engine, job, scope).await?.ok_or_else(|| job_not_found(job))?;
+        Ok(Response::new(pb::GetJobResponse { job: Some(found) }))
     }
 
-    async fn list_jobs(&self, request: Request<pb::Empty>) -> Result<Response<pb::JobList>, Status> {
-        let owner = match allowed(&request, Op::ReadJobs)? {
-            Scope::All => None,
-            Scope::Owned(me) => Some(me),
-        };
-        let jobs = self
-            .engine
-            .query(move |c, store| {
-                let stored = store.jobs(100, owner.as_deref()).map_err(|e| Status::internal(e.to_string()))?;
-                Ok::<_, Status>(stored.into_iter().filter_map(|(job, info)| status_of(c, job, Some(info))).collect())
-            })
-            .await
-            .map_err(gone)??;
-        Ok(Response::new(pb::JobList { jobs }))
+    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let scope = allowed(&request, Op::ReadJobs)?;
+        jobs::list(&self.engine, scope, request.into_inner()).await.map(Response::new)
     }
 
-    async fn job_kernels(&self, request: Request<pb::JobRef>) -> Result<Response<pb::KernelList>, Status> {
+    async fn list_job_kernels(
+        &self,
+        request: Request<pb::ListJobKernelsRequest>,
+    ) -> Result<Response<pb::ListJobKernelsResponse>, Status> {
         let scope = allowed(&request, Op::ReadJobs)?;
         let job = parse_job(&request.get_ref().job_id)?;
-        let kernels = self
-            .engine
-            .query(move |_, store| {
-                in_scope(&scope, job, store.job(job).ok().flatten().as_ref())?;
-                store.job_kernels(job).map_err(|e| Status::internal(e.to_string()))
-            })
-            .await
-            .map_err(gone)??
-            .ok_or_else(|| Status::not_found(format!("no job {job}")))?;
-        Ok(Response::new(pb::KernelList { kernels: kernels.iter().map(kernel_to_pb).collect() }))
+        jobs::kernels(&self.engine, scope, job, request.get_ref()).await.map(Response::new)
     }
 
-    async fn cancel_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let job = self.job_in_reach(&request, Op::CancelJob).await?;
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let job = self.job_in_reach(&request, &request.get_ref().job_id, Op::CancelJob).await?;
         let cancelled = self.engine.cancel(job).await.map_err(gone)?;
         Ok(Response::new(pb::CancelJobResponse { cancelled }))
     }
 
-    async fn delete_job(&self, request: Request<pb::JobRef>) -> Result<Response<pb::DeleteJobResponse>, Status> {
-        let job = self.job_in_reach(&request, Op::DeleteJob).await?;
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let job = self.job_in_reach(&request, &request.get_ref().job_id, Op::DeleteJob).await?;
         match self.engine.delete(job).await.map_err(gone)? {
             Ok(deleted) => Ok(Response::new(pb::DeleteJobResponse { deleted })),
-            Err(e) => Err(Status::failed_precondition(format!("job {job}: {e}"))),
+            Err(e) => Err(with_reason(tonic::Code::FailedPrecondition, "JOB_NOT_FINISHED", format!("job {job}: {e}"))),
         }
     }
 
-    type StreamJobResultsStream = BoxStream<pb::TaskOutcome>;
+    type StreamJobResultsStream = BoxStream<pb::StreamJobResultsResponse>;
 
     async fn stream_job_results(
         &self,
@@ -240,91 +150,14 @@ impl Shoal for ShoalService {
         let scope = allowed(&request, Op::ReadJobs)?;
         let req = request.into_inner();
         let job = parse_job(&req.job_id)?;
-        let engine = self.engine.clone();
-        let Some(first) = job_status(&engine, job, scope).await? else {
-            return Err(Status::not_found(format!("no job {job}")));
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut events = engine.events();
-            let mut sent = std::collections::BTreeSet::new();
-            let mut status = first;
-            loop {
-                // Ended tasks come from storage (durable), in index order.
-                let omit = req.omit_outputs;
-                let mut from = 0u32;
-                loop {
-                    let batch = engine.query(move |_, store| store.outcomes(job, from, 256)).await;
-                    let batch = match batch {
-                        Ok(Ok(b)) => b,
-                        Ok(Err(e)) => {
-                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                            return;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(gone(e))).await;
-                            return;
-                        }
-                    };
-                    let Some(last) = batch.last().map(|(i, _)| *i) else { break };
-                    for (index, ended) in batch {
-                        if sent.insert(index) && tx.send(Ok(outcome_to_pb(index, ended, omit))).await.is_err() {
-                            return;
-                        }
-                    }
-                    from = last + 1;
-                }
-                if status.finished {
-                    // Cancelled tasks have no record: they are the indices left.
-                    if status.cancelled > 0 {
-                        for index in 0..status.tasks {
-                            if !sent.contains(&index) {
-                                let c = pb::TaskOutcome {
-                                    index,
-                                    kind: pb::task_outcome::Kind::Cancelled.into(),
-                                    reason: "job cancelled".into(),
-                                    ..Default::default()
-                                };
-                                if tx.send(Ok(c)).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    return;
-                }
-                if !req.follow {
-                    return;
-                }
-                // Wait for news of this job (or a second, whichever first).
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    loop {
-                        match events.recv().await {
-                            Ok(e) => match &e.event {
-                                Event::TaskVerified { job: j, .. }
-                                | Event::TaskDeadLettered { job: j, .. }
-                                | Event::JobFinished { job: j, .. }
-                                    if *j == job =>
-                                {
-                                    return
-                                }
-                                _ => {}
-                            },
-                            Err(RecvError::Lagged(_) | RecvError::Closed) => return,
-                        }
-                    }
-                })
-                .await;
-                match job_status(&engine, job, Scope::All).await {
-                    Ok(Some(s)) => status = s,
-                    _ => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let first = job_status(&self.engine, job, scope).await?.ok_or_else(|| job_not_found(job))?;
+        Ok(Response::new(jobs::results(self.engine.clone(), job, first, &req)))
     }
 
-    async fn consensus(&self, request: Request<pb::Empty>) -> Result<Response<pb::ConsensusStatus>, Status> {
+    async fn get_consensus(
+        &self,
+        request: Request<pb::GetConsensusRequest>,
+    ) -> Result<Response<pb::GetConsensusResponse>, Status> {
         use shoal_core::consensus::{transitions, State};
         allowed(&request, Op::Swarm)?;
         let view = self.consensus.lock().map_err(|_| Status::internal("consensus view poisoned"))?.clone();
@@ -334,7 +167,7 @@ impl Shoal for ShoalService {
             to: to.as_str().into(),
             at_ms: at,
         };
-        Ok(Response::new(pb::ConsensusStatus {
+        Ok(Response::new(pb::GetConsensusResponse {
             state: view.state.as_str().into(),
             state_entered_ms: view.state_entered.0,
             transitions: view.transitions,
@@ -350,72 +183,45 @@ impl Shoal for ShoalService {
         }))
     }
 
-    async fn list_workers(&self, request: Request<pb::Empty>) -> Result<Response<pb::WorkerList>, Status> {
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         allowed(&request, Op::Swarm)?;
-        let workers = self.engine.query(|c, _| workers_pb(c)).await.map_err(gone)?;
-        Ok(Response::new(pb::WorkerList { workers }))
+        swarm::workers(&self.engine, request.get_ref()).await.map(Response::new)
     }
 
-    async fn swarm_status(&self, request: Request<pb::Empty>) -> Result<Response<pb::Status>, Status> {
+    async fn get_swarm_status(
+        &self,
+        request: Request<pb::GetSwarmStatusRequest>,
+    ) -> Result<Response<pb::GetSwarmStatusResponse>, Status> {
         allowed(&request, Op::Swarm)?;
-        let (s, height, digest, epoch) = self
-            .engine
-            .query(|c, store| {
-                let (_, h) = store.diff_heights().unwrap_or((0, 0));
-                let digest = store.diffs(h, h, 1).ok().and_then(|mut d| d.pop()).map(|d| d.digest.to_hex());
-                (SwarmStatus::of(c), h, digest.unwrap_or_default(), c.epochs().len() as u64)
-            })
-            .await
-            .map_err(gone)?;
-        Ok(Response::new(pb::Status {
-            workers: s.workers,
-            workers_admitted: s.workers_admitted,
-            tasks_pending: s.tasks_pending,
-            tasks_verified: s.tasks_verified,
-            tasks_dead_lettered: s.tasks_dead_lettered,
-            mismatched_tasks: s.mismatched_tasks,
-            offers: s.offers,
-            results: s.results,
-            timeouts: s.timeouts,
-            slashed: s.slashed,
-            stale_results: s.stale_results,
-            ledger_height: height,
-            ledger_digest: digest,
-            epoch,
-            jobs_open: s.jobs_open,
-            uptime_ms: self.engine.gauges.started.elapsed().as_millis() as u64,
-            tiers: s
-                .classes
-                .iter()
-                .map(|c| pb::TierCount { backend: c.backend.clone(), tier: u32::from(c.tier), workers: c.workers })
-                .collect(),
-        }))
+        swarm::status(&self.engine).await.map(Response::new)
     }
 
-    async fn leaderboard(&self, request: Request<pb::Empty>) -> Result<Response<pb::WorkerList>, Status> {
+    async fn list_epochs(
+        &self,
+        request: Request<pb::ListEpochsRequest>,
+    ) -> Result<Response<pb::ListEpochsResponse>, Status> {
         allowed(&request, Op::Swarm)?;
-        let mut workers = self.engine.query(|c, _| workers_pb(c)).await.map_err(gone)?;
-        workers.sort_by(|a, b| b.agreed.cmp(&a.agreed).then_with(|| a.id.cmp(&b.id)));
-        Ok(Response::new(pb::WorkerList { workers }))
+        swarm::epochs(&self.engine, request.get_ref()).await.map(Response::new)
     }
 
-    async fn epochs(&self, request: Request<pb::Empty>) -> Result<Response<pb::EpochList>, Status> {
-        allowed(&request, Op::Swarm)?;
-        let epochs = self.engine.query(|c, _| c.epochs().iter().map(epoch_to_pb).collect()).await.map_err(gone)?;
-        Ok(Response::new(pb::EpochList { epochs }))
-    }
-
-    async fn close_epoch(&self, request: Request<pb::Empty>) -> Result<Response<pb::EpochList>, Status> {
+    async fn close_epoch(
+        &self,
+        request: Request<pb::CloseEpochRequest>,
+    ) -> Result<Response<pb::CloseEpochResponse>, Status> {
         allowed(&request, Op::CloseEpoch)?;
-        self.engine.close_epoch().await.map_err(gone)?;
-        let epochs = self.engine.query(|c, _| c.epochs().iter().map(epoch_to_pb).collect()).await.map_err(gone)?;
-        Ok(Response::new(pb::EpochList { epochs }))
+        swarm::close_epoch(&self.engine).await.map(Response::new)
     }
 
-    async fn shadow_stats(&self, request: Request<pb::Empty>) -> Result<Response<pb::Shadow>, Status> {
+    async fn get_shadow_stats(
+        &self,
+        request: Request<pb::GetShadowStatsRequest>,
+    ) -> Result<Response<pb::GetShadowStatsResponse>, Status> {
         allowed(&request, Op::Swarm)?;
         let s = self.engine.query(|c, _| c.shadow().clone()).await.map_err(gone)?;
-        Ok(Response::new(pb::Shadow {
+        Ok(Response::new(pb::GetShadowStatsResponse {
             compared: s.compared,
             matched: s.matched,
             mismatched: s.mismatched,
@@ -424,121 +230,57 @@ impl Shoal for ShoalService {
         }))
     }
 
-    type StreamEventsStream = BoxStream<pb::SwarmEvent>;
+    type StreamEventsStream = BoxStream<pb::StreamEventsResponse>;
 
-    async fn stream_events(&self, request: Request<pb::Empty>) -> Result<Response<Self::StreamEventsStream>, Status> {
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
         allowed(&request, Op::Swarm)?;
-        let mut events = self.engine.events();
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            loop {
-                let item = match events.recv().await {
-                    Ok(e) => Ok(event_to_pb(&e)),
-                    Err(RecvError::Lagged(n)) => Ok(pb::SwarmEvent {
-                        kind: pb::swarm_event::Kind::Lagged.into(),
-                        detail: format!("{n} events dropped for this slow subscriber"),
-                        ..Default::default()
-                    }),
-                    Err(RecvError::Closed) => return,
-                };
-                if tx.send(item).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(swarm::events(&self.engine)))
     }
 
-    type StreamStateDiffsStream = BoxStream<pb::StateDiff>;
+    type StreamStateDiffsStream = BoxStream<pb::StreamStateDiffsResponse>;
 
     async fn stream_state_diffs(
         &self,
         request: Request<pb::StreamStateDiffsRequest>,
     ) -> Result<Response<Self::StreamStateDiffsStream>, Status> {
         allowed(&request, Op::StateDiffs)?;
-        let from = request.get_ref().from_height.max(1);
-        // Subscribe first, so nothing published during the catch-up is lost.
-        let mut live = self.engine.diffs();
-        let engine = self.engine.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut next = from;
-            loop {
-                let batch = match engine.query(move |_, store| store.diffs(next, u64::MAX, CATCH_UP_STEP)).await {
-                    Ok(Ok(batch)) => batch,
-                    Ok(Err(e @ crate::store::StoreError::Gone(_))) => {
-                        let _ = tx.send(Err(Status::data_loss(e.to_string()))).await;
-                        return;
-                    }
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(gone(e))).await;
-                        return;
-                    }
-                };
-                if batch.is_empty() {
-                    break;
-                }
-                for d in &batch {
-                    next = d.height + 1;
-                    if tx.send(Ok(diff_to_pb(d))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            loop {
-                match live.recv().await {
-                    Ok(d) if d.height >= next => {
-                        next = d.height + 1;
-                        if tx.send(Ok(diff_to_pb(&d))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(n)) => {
-                        metrics::counter!("shoal_diff_subscriber_drops_total").increment(n);
-                        let _ = tx
-                            .send(Err(Status::data_loss(format!(
-                                "{n} diffs dropped for this slow subscriber; resubscribe from height {next}"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(swarm::state_diffs(&self.engine, request.get_ref().from_height.max(1))))
     }
 
-    async fn who_am_i(&self, request: Request<pb::Empty>) -> Result<Response<pb::Identity>, Status> {
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
         Ok(Response::new(super::tokens::identity(&caller(&request), &self.access)))
     }
 
     async fn create_token(
         &self,
         request: Request<pb::CreateTokenRequest>,
-    ) -> Result<Response<pb::CreatedToken>, Status> {
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         allowed(&request, Op::Tokens)?;
         super::tokens::create(self.access.clone(), request.into_inner()).await.map(Response::new)
     }
 
-    async fn list_tokens(&self, request: Request<pb::Empty>) -> Result<Response<pb::TokenList>, Status> {
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
         allowed(&request, Op::Tokens)?;
-        Ok(Response::new(super::tokens::list(&self.access)))
+        super::tokens::list(&self.access, request.get_ref()).map(Response::new)
     }
 
-    async fn revoke_token(&self, request: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::TokenInfo>, Status> {
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
         allowed(&request, Op::Tokens)?;
         super::tokens::revoke(self.access.clone(), request.into_inner()).await.map(Response::new)
     }
 
-    type BackupStream = BoxStream<pb::BackupChunk>;
+    type BackupStream = BoxStream<pb::BackupResponse>;
 
-    async fn backup(&self, request: Request<pb::Empty>) -> Result<Response<Self::BackupStream>, Status> {
+    async fn backup(&self, request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
         allowed(&request, Op::Backup)?;
         let (store, data) = self.data.clone();
         let store = store.upgrade().ok_or_else(|| Status::unavailable("the coordinator is not running"))?;
@@ -565,7 +307,7 @@ impl Shoal for ShoalService {
                     if n == 0 {
                         return Ok::<_, std::io::Error>(());
                     }
-                    let chunk = pb::BackupChunk { data: bytes::Bytes::copy_from_slice(&buf[..n]) };
+                    let chunk = pb::BackupResponse { data: bytes::Bytes::copy_from_slice(&buf[..n]) };
                     if tx.send(Ok(chunk)).await.is_err() {
                         return Ok(());
                     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::Status;
 
-use crate::access::{Access, AccessError, Caller, Role, TokenInfo};
+use crate::access::{Access, AccessError, Anonymous, Caller, Role, TokenInfo};
 
 use super::pb;
 
@@ -24,7 +24,7 @@ pub(super) fn role_from_pb(r: i32) -> Result<Role, Status> {
         Ok(pb::Role::Admin) => Ok(Role::Admin),
         Ok(pb::Role::Submit) => Ok(Role::Submit),
         Ok(pb::Role::Read) => Ok(Role::Read),
-        _ => Err(Status::invalid_argument("a token needs a role: admin, submit or read")),
+        _ => Err(super::errors::bad_field("role", "a token needs a role: admin, submit or read")),
     }
 }
 
@@ -38,8 +38,8 @@ pub fn role_by_name(name: &str) -> Result<pb::Role, AccessError> {
     name.parse::<Role>().map(role_to_pb)
 }
 
-fn info_to_pb(t: &TokenInfo) -> pb::TokenInfo {
-    pb::TokenInfo {
+fn info_to_pb(t: &TokenInfo) -> pb::Token {
+    pb::Token {
         id: t.id.clone(),
         name: t.record.name.clone(),
         role: role_to_pb(t.record.role).into(),
@@ -49,21 +49,30 @@ fn info_to_pb(t: &TokenInfo) -> pb::TokenInfo {
 }
 
 /// What `WhoAmI` answers for this caller.
-pub(super) fn identity(caller: &Caller, access: &Access) -> pb::Identity {
-    let anonymous = access.anonymous().as_str().to_owned();
+pub(super) fn identity(caller: &Caller, access: &Access) -> pb::WhoAmIResponse {
+    let anonymous = match access.anonymous() {
+        // Resolved at load; never seen here.
+        Anonymous::Auto => pb::AnonymousAccess::Unspecified,
+        Anonymous::None => pb::AnonymousAccess::None,
+        Anonymous::Swarm => pb::AnonymousAccess::Swarm,
+        Anonymous::Read => pb::AnonymousAccess::Read,
+        Anonymous::Admin => pb::AnonymousAccess::Admin,
+    }
+    .into();
     match caller {
         Caller::Token(g) => {
-            pb::Identity { authenticated: true, name: g.name.clone(), role: role_to_pb(g.role).into(), anonymous }
+            pb::WhoAmIResponse { authenticated: true, name: g.name.clone(), role: role_to_pb(g.role).into(), anonymous }
         }
-        Caller::Anonymous(_) => pb::Identity { authenticated: false, anonymous, ..Default::default() },
+        Caller::Anonymous(_) => pb::WhoAmIResponse { authenticated: false, anonymous, ..Default::default() },
     }
 }
 
 fn status_of(e: &AccessError) -> Status {
     match e {
-        AccessError::UnknownRole(_) | AccessError::BadName(_) => Status::invalid_argument(e.to_string()),
+        AccessError::UnknownRole(_) => super::errors::bad_field("role", e.to_string()),
+        AccessError::BadName(_) => super::errors::bad_field("name", e.to_string()),
         AccessError::NameTaken(_) => Status::already_exists(e.to_string()),
-        AccessError::NoSuchToken(_) => Status::not_found(e.to_string()),
+        AccessError::NoSuchToken(n) => super::errors::not_found("shoal.v1.Token", n.clone(), e.to_string()),
         AccessError::AlreadyRevoked(_) => Status::failed_precondition(e.to_string()),
         AccessError::Random(_) | AccessError::Store(_) => Status::internal(e.to_string()),
     }
@@ -74,27 +83,37 @@ fn now_ms() -> u64 {
 }
 
 /// Creates a token; answers once it is durable.
-pub(super) async fn create(access: Arc<Access>, req: pb::CreateTokenRequest) -> Result<pb::CreatedToken, Status> {
+pub(super) async fn create(
+    access: Arc<Access>,
+    req: pb::CreateTokenRequest,
+) -> Result<pb::CreateTokenResponse, Status> {
     let role = role_from_pb(req.role)?;
     let (token, info) = tokio::task::spawn_blocking(move || access.create(&req.name, role, now_ms()))
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| status_of(&e))?;
     tracing::info!(name = %info.record.name, id = %info.id, role = role.as_str(), "API token created");
-    Ok(pb::CreatedToken { info: Some(info_to_pb(&info)), token })
+    Ok(pb::CreateTokenResponse { token: Some(info_to_pb(&info)), secret: token })
 }
 
 /// Revokes a token; answers once it is durable.
-pub(super) async fn revoke(access: Arc<Access>, req: pb::RevokeTokenRequest) -> Result<pb::TokenInfo, Status> {
+pub(super) async fn revoke(
+    access: Arc<Access>,
+    req: pb::RevokeTokenRequest,
+) -> Result<pb::RevokeTokenResponse, Status> {
     let info = tokio::task::spawn_blocking(move || access.revoke(&req.name_or_id, now_ms()))
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| status_of(&e))?;
     tracing::info!(name = %info.record.name, id = %info.id, "API token revoked");
-    Ok(info_to_pb(&info))
+    Ok(pb::RevokeTokenResponse { token: Some(info_to_pb(&info)) })
 }
 
-/// Every token.
-pub(super) fn list(access: &Access) -> pb::TokenList {
-    pb::TokenList { tokens: access.list().iter().map(info_to_pb).collect() }
+/// Tokens, a page at a time, in the order storage keeps them.
+pub(super) fn list(access: &Access, req: &pb::ListTokensRequest) -> Result<pb::ListTokensResponse, Status> {
+    use super::paging::{offset, page_of, position, ListCall};
+    let start = offset(position(ListCall::Tokens, 0, &req.page_token)?.as_deref())?;
+    let all: Vec<pb::Token> = access.list().iter().map(info_to_pb).collect();
+    let (tokens, next_page_token) = page_of(ListCall::Tokens, 0, all, start, ListCall::Tokens.page_size(req.page_size));
+    Ok(pb::ListTokensResponse { tokens, next_page_token })
 }

@@ -58,6 +58,8 @@ impl RedbStore {
             copy_table!(snapshot, txn, API_TOKENS, stats);
             copy_table!(snapshot, txn, INPUT_USERS, stats);
             copy_table!(snapshot, txn, JOB_ENDED, stats);
+            copy_table!(snapshot, txn, super::requests::SUBMIT_REQUESTS, stats);
+            copy_table!(snapshot, txn, super::requests::JOB_REQUEST, stats);
             copy_blobs(self, &snapshot, &txn, &blobs, BLOBS, &mut stats)?;
         }
         blobs.sync()?;

@@ -12,7 +12,7 @@ const H: f64 = 320.0;
 const NODE_W: f64 = 104.0;
 const NODE_H: f64 = 26.0;
 
-fn diagram(s: &pb::ConsensusStatus) -> impl IntoView {
+fn diagram(s: &pb::GetConsensusResponse) -> impl IntoView {
     let at = ring(s.states.len(), W, H, NODE_W / 2.0 + 4.0);
     let pos = |name: &str| s.states.iter().position(|x| x == name).map(|i| at[i]);
     let last = s.recent.last().map(|t| (t.from.clone(), t.to.clone()));

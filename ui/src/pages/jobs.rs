@@ -77,12 +77,13 @@ async fn follow(job: String, f: Follow) {
     let request = pb::StreamJobResultsRequest { job_id: job, follow: true, omit_outputs: lay.is_none() };
     let Ok(stream) = api::client().stream_job_results(api::request(request)).await else { return };
     let mut stream = stream.into_inner();
-    while let Ok(Some(mut o)) = stream.message().await {
+    while let Ok(Some(m)) = stream.message().await {
         if f.generation.get_value() != f.mine {
             return;
         }
+        let Some(mut o) = m.outcome else { continue };
         if let (Some(l), Some(c)) = (&lay, f.canvas.get_untracked()) {
-            if o.kind() == pb::task_outcome::Kind::Verified
+            if o.state() == pb::TaskState::Verified
                 && o.outputs.first().is_some_and(|out| draw_tile(&c, l, o.index, out))
             {
                 f.tiles_drawn.update(|n| *n += 1);
@@ -156,10 +157,11 @@ pub fn JobsPage() -> impl IntoView {
             v.iter()
                 .take(ROWS)
                 .map(|o| {
-                    let kind = match o.kind() {
-                        pb::task_outcome::Kind::Verified => "verified",
-                        pb::task_outcome::Kind::DeadLettered => "dead-lettered",
-                        pb::task_outcome::Kind::Cancelled => "cancelled",
+                    let kind = match o.state() {
+                        pb::TaskState::Verified => "verified",
+                        pb::TaskState::DeadLettered => "dead-lettered",
+                        pb::TaskState::Cancelled => "cancelled",
+                        pb::TaskState::Unspecified => "?",
                     };
                     view! {
                         <tr>

@@ -22,8 +22,21 @@ fn Stat(label: &'static str, #[prop(into)] value: Signal<String>, #[prop(optiona
 }
 
 /// An event's kind as the feed shows it (`task_verified`).
-fn event_name(e: &pb::SwarmEvent) -> String {
-    e.kind().as_str_name().to_ascii_lowercase()
+fn event_name(e: &pb::StreamEventsResponse) -> &'static str {
+    use pb::stream_events_response::Event as E;
+    match &e.event {
+        Some(E::WorkerAdmitted(_)) => "worker_admitted",
+        Some(E::WorkerRefused(_)) => "worker_refused",
+        Some(E::WorkerLeft(_)) => "worker_left",
+        Some(E::JobAccepted(_)) => "job_accepted",
+        Some(E::TaskVerified(_)) => "task_verified",
+        Some(E::TaskDeadLettered(_)) => "task_dead_lettered",
+        Some(E::JobFinished(_)) => "job_finished",
+        Some(E::WorkerSlashed(_)) => "worker_slashed",
+        Some(E::EpochSettled(_)) => "epoch_settled",
+        Some(E::Lagged(_)) => "lagged",
+        None => "event",
+    }
 }
 
 /// The latest events of the live stream.
@@ -40,7 +53,7 @@ fn Feed() -> impl IntoView {
                     .into_iter()
                     .take(15)
                     .map(|e| {
-                        let what = if e.worker.is_empty() { e.detail.clone() } else { format!("{} {}", e.worker, e.detail) };
+                        let what = e.summary.clone();
                         view! {
                             <li><span class="kind">{event_name(&e)}</span> " " {what} " " <span class="ago">{ago(now, e.at_ms)}</span></li>
                         }
@@ -56,7 +69,9 @@ fn Feed() -> impl IntoView {
 pub fn SwarmPage() -> impl IntoView {
     let live = live();
     let st = move || live.status.get().unwrap_or_default();
-    let n = move |f: fn(&crate::api::pb::Status) -> u64| Signal::derive(move || group_thousands(u128::from(f(&st()))));
+    let n = move |f: fn(&crate::api::pb::GetSwarmStatusResponse) -> u64| {
+        Signal::derive(move || group_thousands(u128::from(f(&st()))))
+    };
     let rate = Signal::derive(move || format!("{:.1}", live.throughput.with(|t| t.recent_rate(10))));
     let gops = Signal::derive(move || format!("{:.3}", live.throughput.with(|t| t.recent_gops(10))));
     let points = move || live.throughput.with(|t| polyline(t.tasks(), CHART_W, CHART_H));

@@ -1,0 +1,221 @@
+//! The commands that read and steer a running coordinator: `status`,
+//! `job list|watch|status|results|cancel|delete`, `workers`,
+//! `leaderboard`, `epoch list|close`. Lists are fetched page by page up to
+//! `--limit`; `--json` prints the API's own messages (proto3 JSON).
+
+use std::future::Future;
+
+use anyhow::{bail, Context, Result};
+
+use crate::grpc::pb;
+
+use super::args::{ClientArgs, EpochAction, JobAction, ListArgs, WorkerOrderArg, WorkersArgs};
+use super::client::{all_verified, connect, write_results, Client};
+use super::output;
+
+/// Items of a list call, page after page, until `limit` (0: all) or the end.
+pub(super) async fn pages<T, F, Fut>(limit: usize, mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(String, u32) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let want = if limit == 0 { 0 } else { (limit - all.len()).min(u32::MAX as usize) as u32 };
+        let (items, next) = page(token, want).await?;
+        all.extend(items);
+        if next.is_empty() || (limit > 0 && all.len() >= limit) {
+            all.truncate(if limit == 0 { usize::MAX } else { limit });
+            return Ok(all);
+        }
+        token = next;
+    }
+}
+
+/// `shoal status`.
+pub(super) async fn status(a: ClientArgs) -> Result<()> {
+    let mut c = connect(&a).await?;
+    let s = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.context("reading the swarm's status")?.into_inner();
+    if a.json {
+        return output::print_json(&s);
+    }
+    output::print_status(&s);
+    Ok(())
+}
+
+/// `shoal job …`.
+pub(super) async fn job(action: JobAction) -> Result<()> {
+    match action {
+        JobAction::List { list } => {
+            let c = connect(&list.client).await?;
+            let jobs = pages(list.limit, |page_token, page_size| {
+                let mut c = c.clone();
+                async move {
+                    let r = c.list_jobs(pb::ListJobsRequest { page_size, page_token }).await?.into_inner();
+                    Ok((r.jobs, r.next_page_token))
+                }
+            })
+            .await
+            .context("listing jobs")?;
+            if list.client.json {
+                return output::print_json(&pb::ListJobsResponse { jobs, next_page_token: String::new() });
+            }
+            output::print_jobs(&jobs);
+        }
+        JobAction::Watch { job, client } => watch(&job, &client).await?,
+        JobAction::Status { job, client } => {
+            let mut c = connect(&client).await?;
+            let r = c
+                .get_job(pb::GetJobRequest { job_id: job.clone() })
+                .await
+                .with_context(|| format!("reading job {job}"))?
+                .into_inner();
+            if client.json {
+                return output::print_json(&r);
+            }
+            output::print_jobs(r.job.as_slice());
+        }
+        JobAction::Results { job, client, out } => {
+            let mut c = connect(&client).await?;
+            let n = write_results(&mut c, &job, &[], &out).await?;
+            println!("{n} output files in {}", out.display());
+        }
+        JobAction::Cancel { job, client } => {
+            let mut c = connect(&client).await?;
+            let r = c
+                .cancel_job(pb::CancelJobRequest { job_id: job.clone() })
+                .await
+                .with_context(|| format!("cancelling job {job}"))?
+                .into_inner();
+            if client.json {
+                return output::print_json(&r);
+            }
+            println!("{}", if r.cancelled { "cancelled" } else { "already finished" });
+        }
+        JobAction::Delete { job, client } => {
+            let mut c = connect(&client).await?;
+            let r = c
+                .delete_job(pb::DeleteJobRequest { job_id: job.clone() })
+                .await
+                .with_context(|| format!("deleting job {job}"))?
+                .into_inner();
+            if client.json {
+                return output::print_json(&r);
+            }
+            if !r.deleted {
+                bail!("no job {job} is stored");
+            }
+            println!("deleted");
+        }
+    }
+    Ok(())
+}
+
+/// `shoal job watch`: follows the results stream (no polling) and ends
+/// with the job; exit code 7 when not every task was verified.
+async fn watch(job: &str, client: &ClientArgs) -> Result<()> {
+    let mut c = connect(client).await?;
+    let request = pb::StreamJobResultsRequest { job_id: job.to_owned(), follow: true, omit_outputs: true };
+    let mut stream = c.stream_job_results(request).await.with_context(|| format!("following job {job}"))?.into_inner();
+    while let Some(m) = stream.message().await.with_context(|| format!("following job {job}"))? {
+        if client.json {
+            println!("{}", serde_json::to_string(&m)?);
+        } else if let Some(o) = &m.outcome {
+            println!("{}", output::outcome_line(o));
+        }
+    }
+    let end = c
+        .get_job(pb::GetJobRequest { job_id: job.to_owned() })
+        .await
+        .with_context(|| format!("reading job {job}"))?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    if !client.json {
+        output::print_jobs(std::slice::from_ref(&end));
+    }
+    all_verified(&end)
+}
+
+async fn list_workers(c: &Client, limit: usize, order: pb::WorkerOrder, descending: bool) -> Result<Vec<pb::Worker>> {
+    pages(limit, |page_token, page_size| {
+        let mut c = c.clone();
+        async move {
+            let request = pb::ListWorkersRequest { page_size, page_token, order_by: order.into(), descending };
+            let r = c.list_workers(request).await?.into_inner();
+            Ok((r.workers, r.next_page_token))
+        }
+    })
+    .await
+    .context("listing workers")
+}
+
+fn order_of(o: WorkerOrderArg) -> pb::WorkerOrder {
+    match o {
+        WorkerOrderArg::Id => pb::WorkerOrder::Id,
+        WorkerOrderArg::Backend => pb::WorkerOrder::Backend,
+        WorkerOrderArg::Tier => pb::WorkerOrder::Tier,
+        WorkerOrderArg::Mflops => pb::WorkerOrder::Mflops,
+        WorkerOrderArg::Credibility => pb::WorkerOrder::Credibility,
+        WorkerOrderArg::Agreed => pb::WorkerOrder::Agreed,
+        WorkerOrderArg::Accuracy => pb::WorkerOrder::EpochAccuracy,
+        WorkerOrderArg::InFlight => pb::WorkerOrder::InFlight,
+        WorkerOrderArg::LastSeen => pb::WorkerOrder::LastSeen,
+    }
+}
+
+/// `shoal workers` and `shoal leaderboard`.
+pub(super) async fn workers(a: WorkersArgs) -> Result<()> {
+    let c = connect(&a.list.client).await?;
+    let workers = list_workers(&c, a.list.limit, order_of(a.order), a.desc).await?;
+    print_workers(workers, &a.list.client)
+}
+
+/// `shoal leaderboard`: workers by verified work, most first.
+pub(super) async fn leaderboard(a: ListArgs) -> Result<()> {
+    let c = connect(&a.client).await?;
+    let workers = list_workers(&c, a.limit, pb::WorkerOrder::Agreed, true).await?;
+    print_workers(workers, &a.client)
+}
+
+fn print_workers(workers: Vec<pb::Worker>, client: &ClientArgs) -> Result<()> {
+    if client.json {
+        let total_size = workers.len() as u32;
+        return output::print_json(&pb::ListWorkersResponse { workers, next_page_token: String::new(), total_size });
+    }
+    output::print_workers(&workers);
+    Ok(())
+}
+
+/// `shoal epoch [list|close]`.
+pub(super) async fn epoch(action: Option<EpochAction>, list: ListArgs) -> Result<()> {
+    let list = match action {
+        None => list,
+        Some(EpochAction::List { list }) => list,
+        Some(EpochAction::Close { client }) => {
+            let mut c = connect(&client).await?;
+            let r = c.close_epoch(pb::CloseEpochRequest {}).await.context("closing the epoch")?.into_inner();
+            if client.json {
+                return output::print_json(&r);
+            }
+            output::print_epochs(r.epoch.as_slice());
+            return Ok(());
+        }
+    };
+    let c = connect(&list.client).await?;
+    let epochs = pages(list.limit, |page_token, page_size| {
+        let mut c = c.clone();
+        async move {
+            let r = c.list_epochs(pb::ListEpochsRequest { page_size, page_token }).await?.into_inner();
+            Ok((r.epochs, r.next_page_token))
+        }
+    })
+    .await
+    .context("listing epochs")?;
+    if list.client.json {
+        return output::print_json(&pb::ListEpochsResponse { epochs, next_page_token: String::new() });
+    }
+    output::print_epochs(&epochs);
+    Ok(())
+}

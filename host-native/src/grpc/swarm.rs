@@ -1,0 +1,184 @@
+//! The swarm calls: workers (sorted and paged off the engine thread),
+//! counters, epochs, the live event feed and the state-diff stream.
+
+use tokio::sync::broadcast::error::RecvError;
+use tonic::Status;
+
+use crate::engine::EngineHandle;
+use crate::status::SwarmStatus;
+
+use super::convert::{diff_to_pb, epoch_to_pb, event_to_pb, lagged_to_pb, sort_workers, worker_to_pb};
+use super::paging::{self, ListCall};
+use super::pb;
+use super::service::{gone, BoxStream, CATCH_UP_STEP};
+
+/// `ListWorkers`: the engine copies its worker table; sorting, paging and
+/// the messages are made here, on the caller's task.
+pub(super) async fn workers(
+    engine: &EngineHandle,
+    req: &pb::ListWorkersRequest,
+) -> Result<pb::ListWorkersResponse, Status> {
+    let order = pb::WorkerOrder::try_from(req.order_by)
+        .map_err(|_| super::errors::bad_field("order_by", format!("no worker order numbered {}", req.order_by)))?;
+    let request = paging::fingerprint(&[&req.order_by.to_be_bytes(), &[u8::from(req.descending)]]);
+    let start = paging::offset(paging::position(ListCall::Workers, request, &req.page_token)?.as_deref())?;
+    let size = ListCall::Workers.page_size(req.page_size);
+    let views = engine.query(|c, _| c.workers()).await.map_err(gone)?;
+    let total_size = views.len() as u32;
+    let mut all: Vec<pb::Worker> = views.iter().map(worker_to_pb).collect();
+    sort_workers(&mut all, order, req.descending);
+    let (workers, next_page_token) = paging::page_of(ListCall::Workers, request, all, start, size);
+    Ok(pb::ListWorkersResponse { workers, next_page_token, total_size })
+}
+
+/// `GetSwarmStatus`.
+pub(super) async fn status(engine: &EngineHandle) -> Result<pb::GetSwarmStatusResponse, Status> {
+    let (s, height, digest, epoch) = engine
+        .query(|c, store| {
+            let (_, h) = store.diff_heights().unwrap_or((0, 0));
+            let digest = store.diffs(h, h, 1).ok().and_then(|mut d| d.pop()).map(|d| d.digest.to_hex());
+            (SwarmStatus::of(c), h, digest.unwrap_or_default(), c.epochs().len() as u64)
+        })
+        .await
+        .map_err(gone)?;
+    Ok(pb::GetSwarmStatusResponse {
+        workers: s.workers,
+        workers_admitted: s.workers_admitted,
+        tasks_pending: s.tasks_pending,
+        tasks_verified: s.tasks_verified,
+        tasks_dead_lettered: s.tasks_dead_lettered,
+        mismatched_tasks: s.mismatched_tasks,
+        offers: s.offers,
+        results: s.results,
+        timeouts: s.timeouts,
+        slashed: s.slashed,
+        stale_results: s.stale_results,
+        ledger_height: height,
+        ledger_digest: digest,
+        epoch,
+        jobs_open: s.jobs_open,
+        uptime_ms: engine.gauges.started.elapsed().as_millis() as u64,
+        tiers: s
+            .classes
+            .iter()
+            .map(|c| pb::TierCount { backend: c.backend.clone(), tier: u32::from(c.tier), workers: c.workers })
+            .collect(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+/// `ListEpochs`: newest first; a page token holds the epoch number the
+/// next page goes below, so epochs settled meanwhile never shift pages.
+pub(super) async fn epochs(
+    engine: &EngineHandle,
+    req: &pb::ListEpochsRequest,
+) -> Result<pb::ListEpochsResponse, Status> {
+    let below = match paging::position(ListCall::Epochs, 0, &req.page_token)? {
+        None => u64::MAX,
+        Some(b) => u64::from_be_bytes(
+            b.as_slice()
+                .try_into()
+                .map_err(|_| super::errors::bad_field("page_token", "not a page token this service handed out"))?,
+        ),
+    };
+    let size = ListCall::Epochs.page_size(req.page_size);
+    let (epochs, more) = engine
+        .query(move |c, _| {
+            let mut newest_first = c.epochs().iter().rev().filter(|s| s.epoch < below);
+            let page: Vec<pb::Epoch> = newest_first.by_ref().take(size).map(epoch_to_pb).collect();
+            (page, newest_first.next().is_some())
+        })
+        .await
+        .map_err(gone)?;
+    let next_page_token = match (more, epochs.last()) {
+        (true, Some(last)) => paging::next_token(ListCall::Epochs, 0, &last.epoch.to_be_bytes()),
+        _ => String::new(),
+    };
+    Ok(pb::ListEpochsResponse { epochs, next_page_token })
+}
+
+/// `CloseEpoch`: settles the open epoch and answers it.
+pub(super) async fn close_epoch(engine: &EngineHandle) -> Result<pb::CloseEpochResponse, Status> {
+    engine.close_epoch().await.map_err(gone)?;
+    let epoch = engine.query(|c, _| c.epochs().last().map(epoch_to_pb)).await.map_err(gone)?;
+    Ok(pb::CloseEpochResponse { epoch })
+}
+
+/// `StreamEvents`: the live feed; a subscriber that falls behind is told
+/// how much it missed.
+pub(super) fn events(engine: &EngineHandle) -> BoxStream<pb::StreamEventsResponse> {
+    let mut events = engine.events();
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let item = match events.recv().await {
+                Ok(e) => event_to_pb(&e),
+                Err(RecvError::Lagged(n)) => lagged_to_pb(n),
+                Err(RecvError::Closed) => return,
+            };
+            if tx.send(Ok(item)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// `StreamStateDiffs`: stored diffs from `from`, then live ones.
+pub(super) fn state_diffs(engine: &EngineHandle, from: u64) -> BoxStream<pb::StreamStateDiffsResponse> {
+    // Subscribe first, so nothing published during the catch-up is lost.
+    let mut live = engine.diffs();
+    let engine = engine.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut next = from;
+        loop {
+            let batch = match engine.query(move |_, store| store.diffs(next, u64::MAX, CATCH_UP_STEP)).await {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e @ crate::store::StoreError::Gone(_))) => {
+                    let _ = tx.send(Err(Status::data_loss(e.to_string()))).await;
+                    return;
+                }
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(gone(e))).await;
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for d in &batch {
+                next = d.height + 1;
+                if tx.send(Ok(diff_to_pb(d))).await.is_err() {
+                    return;
+                }
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(d) if d.height >= next => {
+                    next = d.height + 1;
+                    if tx.send(Ok(diff_to_pb(&d))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    metrics::counter!("shoal_diff_subscriber_drops_total").increment(n);
+                    let _ = tx
+                        .send(Err(Status::data_loss(format!(
+                            "{n} diffs dropped for this slow subscriber; resubscribe from height {next}"
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
