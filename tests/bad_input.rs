@@ -187,7 +187,7 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     // A well-formed message before the hello: refused, and counted like
     // any refusal (the wrong token above was one too).
     let refused = |m: &str| counter(m, r#"shoal_events_total{kind="worker_refused"}"#);
-    let refused_before = refused(&shoal_native::metrics::render());
+    let refused_before = refused(&shoal_native::metrics::render(None));
     let mut ws = open(&service).await;
     let ack = shoal_core::wire::message::TaskAck { assignment: AssignmentId::from_bytes([1; 16]) };
     send(&mut ws, &[Envelope::bare(Message::TaskAck(ack))]).await;
@@ -195,7 +195,7 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     assert_eq!(error_codes(&got), vec![ErrorCode::Malformed], "{got:?}");
     assert!(closed);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while refused(&shoal_native::metrics::render()) < refused_before + 1.0 {
+    while refused(&shoal_native::metrics::render(None)) < refused_before + 1.0 {
         assert!(tokio::time::Instant::now() < deadline, "a violation before the hello is counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -235,7 +235,7 @@ async fn bad_peers_are_refused_with_reasons_and_the_rest_keep_working() {
     }
     // The three protocol violations above (garbage, an oversized length,
     // text) are counted under their own reason.
-    let protocol = counter(&shoal_native::metrics::render(), r#"shoal_ws_disconnects_total{reason="protocol"}"#);
+    let protocol = counter(&shoal_native::metrics::render(None), r#"shoal_ws_disconnects_total{reason="protocol"}"#);
     assert!(protocol >= 3.0, "protocol errors are counted: {protocol}");
     honest.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
@@ -277,7 +277,7 @@ async fn a_worker_that_stops_reading_is_disconnected() {
         assert!(tokio::time::Instant::now() < deadline, "a worker that reads nothing keeps its connection");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(shoal_native::metrics::render().contains(r#"reason="stalled""#), "counted as stalled");
+    assert!(shoal_native::metrics::render(None).contains(r#"reason="stalled""#), "counted as stalled");
     // And it left for that reason, not as a plain closed connection.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let reason = loop {

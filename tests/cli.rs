@@ -129,16 +129,7 @@ fn the_command_drives_a_coordinator() {
 
     operator_commands(&grpc_url, &job);
 
-    // Bad input to the CLI: a clear error, a failing exit status.
-    let out = shoal(&["job", "status", "nonsense", "--coordinator", &grpc_url]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "a refused request: {stderr}");
-    assert!(stderr.contains("not a job id") && stderr.contains("INVALID_ARGUMENT: job_id"), "{stderr}");
-    let out = shoal(&["job", "status", "abababab-abab-abab-abab-abababababab", "--coordinator", &grpc_url]);
-    assert_eq!(out.status.code(), Some(3), "not found: {}", String::from_utf8_lossy(&out.stderr));
-    let out = shoal(&["status", "--coordinator", &format!("http://127.0.0.1:{}", common::free_port())]);
-    assert_eq!(out.status.code(), Some(5), "unreachable: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(shoal(&["workers", "--order", "shoe-size"]).status.code(), Some(2), "usage");
+    failures_exit_with_their_codes(&grpc_url);
     let out = shoal(&["config", "print", "--set", "coordinator.max_workers=lots"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("coordinator.max_workers"));
@@ -316,4 +307,26 @@ fn operator_commands(grpc_url: &str, job: &str) {
         "{first} {again}"
     );
     assert_ne!(submit("another")["job_id"], first["job_id"]);
+}
+
+/// Bad input to the CLI: one clear line, and the exit code the help lists.
+fn failures_exit_with_their_codes(grpc_url: &str) {
+    let out = shoal(&["job", "status", "nonsense", "--coordinator", grpc_url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "a refused request: {stderr}");
+    assert!(stderr.contains("not a job id") && stderr.contains("INVALID_ARGUMENT: job_id"), "{stderr}");
+    let out = shoal(&["job", "status", "abababab-abab-abab-abab-abababababab", "--coordinator", grpc_url]);
+    assert_eq!(out.status.code(), Some(3), "not found: {}", String::from_utf8_lossy(&out.stderr));
+    let out = shoal(&["status", "--coordinator", &format!("http://127.0.0.1:{}", common::free_port())]);
+    assert_eq!(out.status.code(), Some(5), "unreachable: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(shoal(&["workers", "--order", "shoe-size"]).status.code(), Some(2), "usage");
+    // With --log-json, what goes to stderr is JSON lines, failures included.
+    let out = shoal(&["--log-json", "status", "--coordinator", &format!("http://127.0.0.1:{}", common::free_port())]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.trim().is_empty(), "the failure is logged");
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["fields"]["message"].is_string() || v["fields"].is_object(), "{line}");
+    }
 }

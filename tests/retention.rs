@@ -108,7 +108,7 @@ async fn retention_deletes_finished_jobs_once_their_time_is_up() {
         assert!(tokio::time::Instant::now() < deadline, "retention did not delete the finished job");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deleted = counter(&shoal_native::metrics::render(), r#"shoal_jobs_deleted_total{by="retention"}"#);
+    let deleted = counter(&shoal_native::metrics::render(None), r#"shoal_jobs_deleted_total{by="retention"}"#);
     assert!(deleted >= 1.0, "{deleted}");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(c.get_job(pb::GetJobRequest { job_id: open }).await.is_ok(), "an open job is never retention's");

@@ -53,44 +53,6 @@ async fn eight_native_workers_verify_jobs_of_every_kernel() {
     service.shutdown().await.expect("clean shutdown");
 }
 
-async fn get_text(url: &str) -> String {
-    // A plain HTTP/1.1 GET over a TCP socket: no client library needed.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("in time").expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
-}
-
-async fn get_json(url: &str) -> serde_json::Value {
-    serde_json::from_str(&get_text(url).await).expect("json")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn liars_and_killed_workers_never_get_a_wrong_result_accepted_and_nothing_is_lost() {
     let dir = tempfile::tempdir().expect("tempdir");

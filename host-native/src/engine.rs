@@ -334,6 +334,10 @@ struct Engine {
     /// When each outstanding offer was produced, for the dispatch-latency
     /// histogram (offer → acknowledgement, the commit included).
     offered: HashMap<shoal_core::AssignmentId, std::time::Instant>,
+    /// When each open job was submitted (coordinator clock), for the
+    /// submit-to-verified latency histogram; read from storage for jobs
+    /// from before a restart, dropped when the job finishes.
+    submitted_at: HashMap<JobId, Millis>,
     /// The last ticket given to a command.
     next_ticket: u64,
     /// When finished jobs are deleted.
@@ -428,6 +432,7 @@ pub fn start(
         next_gauges: Millis::ZERO,
         origin_warned: false,
         offered: HashMap::new(),
+        submitted_at: HashMap::new(),
         next_ticket: 0,
         retention: Retention::new(settings.keep_finished, settings.sweep_every),
     };
@@ -642,20 +647,13 @@ impl Engine {
                     None => tracing::error!(ticket = ticket.0, "an answer nobody waits for"),
                 },
                 other => {
-                    match &other {
-                        Output::Send { envelope: Envelope { message: Message::TaskOffer(o), .. }, .. } => {
-                            if self.offered.len() >= MAX_TRACKED_OFFERS {
-                                // Offers never acknowledged (their workers left): forget them all.
-                                self.offered.clear();
-                            }
-                            self.offered.insert(o.assignment, std::time::Instant::now());
-                        }
-                        Output::Event(Event::JobFinished { job, .. }) => self.finished.push_back((self.batch, *job)),
-                        _ => {}
-                    }
+                    self.note(&other, now);
                     actions.push(other);
                 }
             }
+        }
+        for (job, meta) in &records.jobs {
+            self.submitted_at.insert(*job, meta.submitted);
         }
         if now >= self.next_gauges {
             self.next_gauges = now + Millis(1_000);
@@ -667,6 +665,41 @@ impl Engine {
 }
 
 impl Engine {
+    /// What the engine keeps of an output besides passing it on: offers
+    /// (for the dispatch histogram), finished jobs (to forget once
+    /// durable), verified tasks (for the latency histogram).
+    fn note(&mut self, output: &Output, now: Millis) {
+        match output {
+            Output::Send { envelope: Envelope { message: Message::TaskOffer(o), .. }, .. } => {
+                if self.offered.len() >= MAX_TRACKED_OFFERS {
+                    // Offers never acknowledged (their workers left): forget them all.
+                    self.offered.clear();
+                }
+                self.offered.insert(o.assignment, std::time::Instant::now());
+            }
+            Output::Event(Event::JobFinished { job, .. }) => {
+                self.finished.push_back((self.batch, *job));
+                self.submitted_at.remove(job);
+            }
+            Output::Event(Event::TaskVerified { job, .. }) => self.record_latency(*job, now),
+            _ => {}
+        }
+    }
+
+    /// Records a verified task's submit-to-verified latency (the promise
+    /// the latency histogram keeps) from its job's submission time.
+    fn record_latency(&mut self, job: JobId, now: Millis) {
+        let submitted = match self.submitted_at.get(&job) {
+            Some(at) => *at,
+            None => match self.store.job(job) {
+                Ok(Some(info)) => *self.submitted_at.entry(job).or_insert(info.submitted),
+                _ => return,
+            },
+        };
+        let seconds = now.0.saturating_sub(submitted.0) as f64 / 1000.0;
+        metrics::histogram!("shoal_task_latency_seconds").record(seconds);
+    }
+
     /// Warns (once per episode) and flags in a metric when most admitted
     /// workers share one network origin while replicas must come from
     /// distinct origins: tasks then wait for a second origin that never

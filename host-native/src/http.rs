@@ -76,7 +76,9 @@ async fn healthz(State(plane): State<DataPlane>) -> Response {
 async fn metrics(State(plane): State<DataPlane>) -> Response {
     // Gauges as of this scrape (the engine also refreshes them every second).
     let _ = plane.engine.query(|c, _| crate::metrics::record_gauges(c)).await;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render()).into_response()
+    let data = plane.data.clone();
+    let text = tokio::task::spawn_blocking(move || crate::metrics::render(Some(&data))).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn stats(State(plane): State<DataPlane>) -> Response {

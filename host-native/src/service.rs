@@ -176,6 +176,7 @@ impl Service {
 
         let limits = WireLimits { max_frame_payload: cfg.coordinator.max_frame_payload, ..WireLimits::default() };
         let plane = DataPlane {
+            data: data.clone(),
             engine: engine.clone(),
             limits,
             max_connections: cfg.server.max_connections as u64,
@@ -204,8 +205,7 @@ impl Service {
         let svc = tonic::service::interceptor::InterceptedService::new(svc, Authorize::new(access.clone()));
         // gRPC-web on the HTTP port too: the dashboard it serves calls the
         // API on its own origin (the gRPC port keeps native gRPC and CORS).
-        let grpc_web =
-            tonic::service::Routes::new(svc.clone()).prepare().into_axum_router().layer(tonic_web::GrpcWebLayer::new());
+        let grpc_web = grpc_web_routes(svc.clone());
         let router = crate::http::router(plane, site.clone(), grpc_web, cors.clone(), &access);
         let http_options = crate::listener::HttpOptions {
             header_timeout: Duration::from_millis(cfg.server.header_timeout_ms.max(1)),
@@ -373,6 +373,7 @@ fn spawn_grpc(
             .max_frame_size(GRPC_MAX_FRAME)
             .initial_stream_window_size(GRPC_STREAM_WINDOW)
             .initial_connection_window_size(GRPC_CONNECTION_WINDOW)
+            .layer(crate::grpc::CountCalls)
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(svc)
@@ -387,6 +388,20 @@ fn spawn_grpc(
             tracing::error!(error = %e, "gRPC server failed");
         }
     })
+}
+
+/// The control plane as gRPC-web routes for the HTTP port, counted.
+fn grpc_web_routes(
+    svc: tonic::service::interceptor::InterceptedService<
+        pb::shoal_service_server::ShoalServiceServer<ShoalService>,
+        Authorize,
+    >,
+) -> axum::Router {
+    tonic::service::Routes::new(svc)
+        .prepare()
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(crate::grpc::CountCalls)
 }
 
 /// `grpc.health.v1` for the whole server ("") and for `shoal.v1.ShoalService`:

@@ -91,6 +91,8 @@ pub struct DataPlane {
     pub per_origin: OriginLimit,
     /// Proxies whose forwarding headers name the real client.
     pub proxies: crate::proxy::TrustedProxies,
+    /// The data folder (its size and free space are in `/metrics`).
+    pub data: std::path::PathBuf,
 }
 
 /// Worker connections open per network origin (IPv4 /24, IPv6 /48): one

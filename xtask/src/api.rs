@@ -66,7 +66,6 @@ pub(super) fn proto_baseline() -> Result {
 
 /// `promtool check rules` on the sample alert rules (Debian's prometheus
 /// package carries promtool).
-#[allow(dead_code)]
 pub(super) fn check_alert_rules() -> Result {
     if !have("promtool") {
         apt_install(&["prometheus"])?;

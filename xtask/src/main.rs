@@ -464,6 +464,7 @@ fn test() -> Result {
     ensure_pebble()?;
     step("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     api::check_proto()?;
+    api::check_alert_rules()?;
     // The site first: the `shoal` the tests run carries it (SHOAL_EMBED_SITE),
     // and every native cargo step sees the same value (a change reruns
     // shoal-native's build script and rebuilds what depends on it).

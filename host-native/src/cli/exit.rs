@@ -44,10 +44,16 @@ pub(super) fn message(e: &anyhow::Error) -> String {
         .join(": ")
 }
 
-/// Prints a failure and gives its exit code.
-pub(super) fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {}", message(e));
-    ExitCode::from(code(e))
+/// Reports a failure (a text line, or a JSON log line with `--log-json`,
+/// so that stream stays pure JSON) and gives its exit code.
+pub(super) fn fail(e: &anyhow::Error, log_json: bool) -> ExitCode {
+    let (message, code) = (message(e), code(e));
+    if log_json {
+        tracing::error!(exit_code = code, "{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
+    ExitCode::from(code)
 }
 
 #[cfg(test)]

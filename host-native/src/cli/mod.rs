@@ -31,7 +31,12 @@ use crate::{bench, ShoalConfig};
 use anyhow::{Context, Result};
 use clap::Parser;
 
+/// Whether logs are JSON lines (`--log-json`): a failure is then logged as
+/// one more JSON line instead of printed as text.
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn init_logs(json: bool) {
+    LOG_JSON.store(json, std::sync::atomic::Ordering::Relaxed);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -96,6 +101,6 @@ pub fn main() -> std::process::ExitCode {
         .and_then(|runtime| runtime.block_on(run(cli)));
     match ran {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => exit::fail(&e),
+        Err(e) => exit::fail(&e, LOG_JSON.load(std::sync::atomic::Ordering::Relaxed)),
     }
 }

@@ -71,7 +71,7 @@ pub(super) async fn coordinator(mut cfg: ShoalConfig, a: CoordinatorArgs) -> Res
             }
         }
     }
-    eprintln!("shutting down…");
+    tracing::info!("shutting down");
     service.shutdown().await?;
     Ok(())
 }
@@ -163,15 +163,15 @@ pub(super) async fn run_worker(a: WorkerArgs) -> Result<()> {
         match shoal_compute::Gpu::new(shoal_compute::GpuOptions { allow_software: a.gpu, ..Default::default() }).await {
             Ok(gpu) => {
                 let info = gpu.adapter_info();
-                eprintln!("GPU: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+                tracing::info!(adapter = %info.name, backend = ?info.backend, device = ?info.device_type, "GPU");
                 // What the device really holds (declared in the hello; tiers use it).
                 let stable = gpu.max_stable_allocation(4 << 30, 16 << 20).await;
-                eprintln!("GPU: largest stable allocation {} MiB", stable >> 20);
+                tracing::info!(mib = stable >> 20, "GPU: largest stable allocation");
                 Executor::Gpu(std::sync::Arc::new(gpu))
             }
             Err(e) if a.gpu => bail!("--gpu: {e}"),
             Err(e) => {
-                eprintln!("no hardware GPU ({e}); running the CPU reference kernels");
+                tracing::warn!(error = %e, "no hardware GPU; running the CPU reference kernels");
                 Executor::Cpu
             }
         }
@@ -189,11 +189,11 @@ pub(super) async fn run_worker(a: WorkerArgs) -> Result<()> {
         seed: std::process::id().into(),
     };
     let handle = tokio::spawn(worker::run(opts, rx));
-    eprintln!("worker {} → {}", a.id, a.coordinator);
+    tracing::info!(worker = %a.id, coordinator = %a.coordinator, "worker started");
     shutdown_signal().await;
     let _ = stop.send(true);
     let report = handle.await??;
-    eprintln!("worker {}: {} results sent over {} connections", a.id, report.completed, report.connections);
+    tracing::info!(worker = %a.id, results = report.completed, connections = report.connections, "worker stopped");
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! - `jobs`, `swarm`, `tokens`: the calls themselves;
 //! - `errors`: statuses with `google.rpc` details, and one line for people;
 //! - `paging`: page sizes and page tokens of the list calls;
+//! - `calls`: the per-call counters of both ports;
 //! - `intake`: a job as it streams in, checked message by message;
 //! - `limits`: what jobs being received may hold, in all and per client;
 //! - `convert`: the service's messages to and from the core's types;
@@ -13,6 +14,7 @@
 //! - `codec`: the prost codec that reserves each message's size.
 
 mod auth;
+mod calls;
 pub(crate) mod codec;
 mod convert;
 pub mod errors;
@@ -25,6 +27,7 @@ mod swarm;
 mod tokens;
 
 pub use self::auth::{Authorize, WithToken};
+pub use self::calls::CountCalls;
 pub use self::convert::{event_to_pb, kernel_from_pb, kernel_to_pb, parse_job};
 pub use self::intake::{JobIntake, MAX_JOB_NAME_BYTES, MAX_REQUEST_ID_CHARS, MAX_TASKS_PER_JOB};
 pub use self::limits::{Receiving, SubmitLimits};
