@@ -31,7 +31,7 @@ struct Up {
     http: u16,
     grpc: u16,
     client: Client,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl Up {
@@ -52,7 +52,6 @@ impl Up {
         let (http, grpc) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"));
         cmd.arg("up")
-            .args(args)
             .arg("--data")
             .arg(data.path())
             .args(["--set", &format!("server.http=127.0.0.1:{http}")])
@@ -60,6 +59,8 @@ impl Up {
             // A debug build's CPU workers and SwiftShader are slow; admit them.
             .args(["--set", "coordinator.profile.min_mflops=1", "--set", "coordinator.profile.benchmark_size=64"])
             .args(["--set", "coordinator.rewards.min_tasks=1"])
+            // Last, so they override the settings above.
+            .args(args)
             .env("RUST_LOG", "warn")
             .current_dir(data.path())
             .stdout(Stdio::null());
@@ -73,7 +74,7 @@ impl Up {
             assert!(tokio::time::Instant::now() < deadline, "shoal up does not answer on {url}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        Up { child: Some(child), http, grpc, client, _data: data }
+        Up { child: Some(child), http, grpc, client, data }
     }
 
     fn url(&self, page: &str) -> String {
@@ -393,4 +394,149 @@ async fn dashboard_budgets() {
     );
     println!("files: {}", load["files"]);
     b.command("quit");
+}
+
+/// One figure of `/metrics`: the sum of a metric's samples whose line
+/// starts with `name` (labels included in `name` when given).
+fn scraped(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(http: u16) -> String {
+    common::get_text(&format!("http://127.0.0.1:{http}/metrics")).await
+}
+
+/// A worker task of this process.
+type WorkerTask =
+    tokio::task::JoinHandle<Result<shoal_native::worker::WorkerReport, shoal_native::worker::WorkerError>>;
+
+/// `n` idle workers of this process connected to `up`, once all are
+/// admitted; the sender stops them.
+async fn idle_workers(up: &Up, n: usize) -> (tokio::sync::watch::Sender<bool>, Vec<WorkerTask>) {
+    let secret = shoal_native::service::load_or_create_secret(up.data.path()).expect("the coordinator's secret");
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 0..n {
+        let id = shoal_core::WorkerId::new(format!("w{i:05}")).expect("id");
+        let opts = shoal_native::worker::WorkerOptions {
+            url: format!("ws://127.0.0.1:{}/ws", up.http),
+            ca: None,
+            token: Some(shoal_core::auth::derive_token(&secret, &id)),
+            worker_id: id,
+            max_concurrent: 1,
+            behaviour: shoal_native::worker::Behaviour::Honest,
+            reconnect: false,
+            executor: shoal_native::worker::Executor::Cpu,
+            seed: i as u64,
+        };
+        workers.push(tokio::spawn(shoal_native::worker::run(opts, rx.clone())));
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut c = up.client.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(3);
+    loop {
+        let s = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
+        if s.workers_admitted as usize >= n {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {n} workers admitted", s.workers_admitted);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    (stop, workers)
+}
+
+/// The dashboard with 10 000 connected workers (not part of the suite:
+/// `cargo xtask bench --dashboard`): an open dashboard's renderer CPU on
+/// the Workers and Swarm pages, and the coordinator's engine-thread time
+/// spent on the queries it makes, over a minute each; and one page of
+/// `ListWorkers` at that size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: cargo xtask bench --dashboard"]
+async fn dashboard_budgets_at_10000_workers() {
+    const N: usize = 10_000;
+    let up = Up::start_with(&[
+        "--workers",
+        "0",
+        "--no-demo",
+        "--set",
+        "coordinator.max_workers=20000",
+        "--set",
+        "server.max_connections=20000",
+        "--set",
+        "server.max_connections_per_origin=20000",
+        "--set",
+        "coordinator.distinct_origins=false",
+        "--set",
+        "coordinator.profile.benchmark_size=4",
+        "--set",
+        "coordinator.profile.min_mflops=0",
+    ])
+    .await;
+    let (stop, workers) = idle_workers(&up, N).await;
+    let mut c = up.client.clone();
+    // One page of workers, by verified work: its engine-thread time.
+    let before = scrape(up.http).await;
+    for _ in 0..20 {
+        let request = pb::ListWorkersRequest {
+            page_size: 50,
+            order_by: pb::WorkerOrder::Agreed.into(),
+            descending: true,
+            ..Default::default()
+        };
+        let page = c.list_workers(request).await.expect("a page").into_inner();
+        assert_eq!((page.workers.len(), page.total_size), (50, N as u32));
+    }
+    let after = scrape(up.http).await;
+    let query_ms = |a: &str, b: &str| {
+        (scraped(a, "shoal_engine_query_seconds_sum") - scraped(b, "shoal_engine_query_seconds_sum")) * 1000.0
+    };
+    let queries = |a: &str, b: &str| {
+        scraped(a, "shoal_engine_query_seconds_count") - scraped(b, "shoal_engine_query_seconds_count")
+    };
+    let per_page = query_ms(&after, &before) / queries(&after, &before);
+
+    let mut b = Browser::launch();
+    let mut rows = Vec::new();
+    for page in ["workers", "swarm"] {
+        let tab = b.open(&up.url(page));
+        b.wait_eval(tab, "first data", "performance.getEntriesByName('shoal-first-data').length", |v| {
+            v.as_u64() == Some(1)
+        })
+        .await;
+        if page == "workers" {
+            b.wait_eval(tab, "a page of rows", "document.querySelectorAll('tr[data-worker]').length", |v| {
+                v.as_u64() == Some(50)
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (cpu_before, metrics_before) = (b.metrics(tab).await, scrape(up.http).await);
+        tokio::time::sleep(Duration::from_mins(1)).await;
+        let (cpu_after, metrics_after) = (b.metrics(tab).await, scrape(up.http).await);
+        let task =
+            cpu_after["TaskDuration"].as_f64().unwrap_or(0.0) - cpu_before["TaskDuration"].as_f64().unwrap_or(0.0);
+        rows.push(format!(
+            "| {page} page open, {N} workers connected: renderer CPU over 60 s / engine-thread time on queries | {:.2} % ({:.0} ms of tasks) / {:.1} ms in {:.0} queries | — |",
+            task / 60.0 * 100.0,
+            task * 1000.0,
+            query_ms(&metrics_after, &metrics_before),
+            queries(&metrics_after, &metrics_before),
+        ));
+        b.command(&format!("close {tab}"));
+    }
+    println!("\n| budget | measured | target |\n|---|---|---|");
+    println!("| one ListWorkers page (50 of {N}, by verified work), engine-thread time | {per_page:.2} ms | — |");
+    for r in rows {
+        println!("{r}");
+    }
+    b.command("quit");
+    let _ = stop.send(true);
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), w).await;
+    }
 }

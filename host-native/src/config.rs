@@ -110,7 +110,8 @@ pub struct ServerConfig {
     pub origin_limit_exempts_loopback: bool,
     /// Sockets open at once on each port, whatever state they are in
     /// (beyond: closed as soon as accepted). Lowered at start to fit the
-    /// process's file-descriptor limit.
+    /// process's file-descriptor limit (four fifths of it for the HTTP
+    /// port, where the workers are; a fifth for the gRPC port).
     pub max_sockets: usize,
     /// A client must send a request's headers within this long, ms (it is
     /// also how long a kept-alive HTTP connection may sit idle).

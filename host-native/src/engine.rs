@@ -634,7 +634,7 @@ impl Engine {
             inputs.push(Input::Tick);
         }
         self.coord.handle_batch(now, inputs);
-        let mut replies: Vec<Reply> = queries.into_iter().map(|q| q(&self.coord, self.store.as_ref())).collect();
+        let mut replies = self.answer_queries(queries);
         replies.extend(early);
         self.gauges.batches.fetch_add(1, Ordering::Relaxed);
         let mut diffs = Vec::new();
@@ -665,6 +665,20 @@ impl Engine {
 }
 
 impl Engine {
+    /// Runs this batch's reads, each timed: what readers (dashboards, the
+    /// CLI) cost the engine's thread.
+    fn answer_queries(&self, queries: Vec<Query>) -> Vec<Reply> {
+        queries
+            .into_iter()
+            .map(|q| {
+                let started = std::time::Instant::now();
+                let reply = q(&self.coord, self.store.as_ref());
+                metrics::histogram!("shoal_engine_query_seconds").record(started.elapsed().as_secs_f64());
+                reply
+            })
+            .collect()
+    }
+
     /// What the engine keeps of an output besides passing it on: offers
     /// (for the dispatch histogram), finished jobs (to forget once
     /// durable), verified tasks (for the latency histogram).

@@ -11,7 +11,8 @@
 //! - gauges: workers (connected, admitted, by backend and tier), tasks
 //!   pending, jobs open, the last epoch;
 //! - histograms: `shoal_dispatch_seconds`, `shoal_commit_seconds`,
-//!   `shoal_task_latency_seconds` (submit to verified).
+//!   `shoal_task_latency_seconds` (submit to verified),
+//!   `shoal_engine_query_seconds` (each read on the engine's thread).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -33,6 +34,11 @@ const COMMIT_BUCKETS: &[f64] =
 const LATENCY_BUCKETS: &[f64] =
     &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0];
 
+/// One read on the engine's thread (a status, a page of workers): tens of
+/// microseconds to milliseconds for a big swarm.
+const QUERY_BUCKETS: &[f64] =
+    &[0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1];
+
 /// Installs the process-wide recorder once; returns its handle (None if
 /// another recorder was installed first).
 pub fn install() -> Option<&'static PrometheusHandle> {
@@ -43,6 +49,9 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full("shoal_commit_seconds".into()), COMMIT_BUCKETS))
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full("shoal_task_latency_seconds".into()), LATENCY_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("shoal_engine_query_seconds".into()), QUERY_BUCKETS)
                 })
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
@@ -58,6 +67,7 @@ fn describe() {
     describe_histogram!("shoal_dispatch_seconds", Unit::Seconds, "Offer sent to acknowledged by the worker.");
     describe_histogram!("shoal_commit_seconds", Unit::Seconds, "One storage commit (group commit with fsync).");
     describe_histogram!("shoal_task_latency_seconds", Unit::Seconds, "A task from its job's submission to verified.");
+    describe_histogram!("shoal_engine_query_seconds", Unit::Seconds, "One read on the engine's thread.");
     describe_counter!("shoal_events_total", "Swarm events by kind.");
     describe_counter!("shoal_grpc_requests_total", "Control-plane calls by method and status code.");
     describe_gauge!("shoal_build_info", "The running build (always 1), by version.");

@@ -169,10 +169,10 @@ impl Service {
         let http_addr = http.local_addr().map_err(io("local address"))?;
         let grpc_addr = grpc.local_addr().map_err(io("local address"))?;
         let (stop, stop_rx) = watch::channel(false);
-        let max_sockets = socket_limit(cfg.server.max_sockets);
+        let (http_sockets, grpc_sockets) = socket_limits(cfg.server.max_sockets);
         let idle = Duration::from_millis(cfg.server.idle_timeout_ms.max(1));
-        let http = GuardedListener::new(http, SocketCount::new(max_sockets), idle, "http");
-        let grpc = GuardedListener::new(grpc, SocketCount::new(max_sockets), idle, "grpc");
+        let http = GuardedListener::new(http, SocketCount::new(http_sockets), idle, "http");
+        let grpc = GuardedListener::new(grpc, SocketCount::new(grpc_sockets), idle, "grpc");
 
         let limits = WireLimits { max_frame_payload: cfg.coordinator.max_frame_payload, ..WireLimits::default() };
         let plane = DataPlane {
@@ -469,20 +469,27 @@ fn tls_setup(
 /// File descriptors kept free of sockets (storage, logs, the engine).
 const SPARE_FDS: u64 = 256;
 
-/// The sockets each port may hold: `wanted`, lowered so both ports together
-/// stay within the process's file-descriptor limit (raised first to its hard
-/// ceiling), so the limit sheds connections before `accept` runs out of
-/// descriptors.
-fn socket_limit(wanted: usize) -> usize {
-    let Some(fds) = raise_fd_limit() else { return wanted };
-    let fit = usize::try_from(fds.saturating_sub(SPARE_FDS) / 2).unwrap_or(usize::MAX).max(1);
-    if fit < wanted {
-        tracing::warn!(wanted, allowed = fit, fds, "server.max_sockets lowered to fit the file-descriptor limit");
+/// The sockets each port may hold (HTTP, gRPC): `wanted`, lowered so both
+/// ports together stay within the process's file-descriptor limit (raised
+/// first to its hard ceiling), so the limit sheds connections before
+/// `accept` runs out of descriptors. The HTTP port, where the workers are,
+/// gets four fifths of what there is; clients of the gRPC port are few.
+fn socket_limits(wanted: usize) -> (usize, usize) {
+    let Some(fds) = raise_fd_limit() else { return (wanted, wanted) };
+    let free = usize::try_from(fds.saturating_sub(SPARE_FDS)).unwrap_or(usize::MAX);
+    let (http, grpc) = ((free / 5 * 4).max(1), (free / 5).max(1));
+    if http < wanted || grpc < wanted {
+        tracing::warn!(
+            wanted,
+            http = http.min(wanted),
+            grpc = grpc.min(wanted),
+            fds,
+            "server.max_sockets lowered to fit the file-descriptor limit"
+        );
     }
-    wanted.min(fit)
+    (http.min(wanted), grpc.min(wanted))
 }
 
-/// Raises the soft limit on open files to the hard one; the limit now.
 #[cfg(target_os = "linux")]
 fn raise_fd_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};

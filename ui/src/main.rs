@@ -17,6 +17,8 @@ mod api;
 mod app;
 #[cfg(target_arch = "wasm32")]
 mod pages;
+#[cfg(target_arch = "wasm32")]
+mod refresh;
 
 fn main() {
     #[cfg(target_arch = "wasm32")]

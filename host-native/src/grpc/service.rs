@@ -191,6 +191,14 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         swarm::workers(&self.engine, request.get_ref()).await.map(Response::new)
     }
 
+    async fn get_worker(
+        &self,
+        request: Request<pb::GetWorkerRequest>,
+    ) -> Result<Response<pb::GetWorkerResponse>, Status> {
+        allowed(&request, Op::Swarm)?;
+        swarm::worker(&self.engine, request.get_ref()).await.map(Response::new)
+    }
+
     async fn get_swarm_status(
         &self,
         request: Request<pb::GetSwarmStatusRequest>,

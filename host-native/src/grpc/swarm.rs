@@ -31,6 +31,18 @@ pub(super) async fn workers(
     Ok(pb::ListWorkersResponse { workers, next_page_token, total_size })
 }
 
+/// `GetWorker`: one worker, found by id on the engine thread.
+pub(super) async fn worker(engine: &EngineHandle, req: &pb::GetWorkerRequest) -> Result<pb::GetWorkerResponse, Status> {
+    let id = shoal_core::WorkerId::new(req.worker_id.clone())
+        .map_err(|e| super::errors::bad_field("worker_id", e.to_string()))?;
+    let name = id.to_string();
+    let view = engine.query(move |c, _| c.worker_view(&id)).await.map_err(gone)?;
+    let view = view.ok_or_else(|| {
+        super::errors::not_found("shoal.v1.Worker", name.clone(), format!("no worker {name} is connected"))
+    })?;
+    Ok(pb::GetWorkerResponse { worker: Some(worker_to_pb(&view)) })
+}
+
 /// `GetSwarmStatus`.
 pub(super) async fn status(engine: &EngineHandle) -> Result<pb::GetSwarmStatusResponse, Status> {
     let (s, height, digest, epoch) = engine

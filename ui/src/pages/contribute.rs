@@ -8,7 +8,9 @@ use leptos::prelude::*;
 use shoal_web::control::{Phase, StartOptions, Status};
 use shoal_web::ShoalWorker;
 
-use crate::app::{kick, live};
+use crate::api::{self, pb};
+use crate::app::live;
+use crate::refresh::{kick, Stale};
 use crate::view_model::group_thousands;
 
 thread_local! {
@@ -51,7 +53,7 @@ pub fn ContributePage() -> impl IntoView {
                     ShoalWorker::new("./shoal-worker.js").map_err(|e| format!("cannot start a Web Worker: {e:?}"))?;
                 w.on_status_rust(move |s| {
                     status.set(Some(s.clone()));
-                    kick();
+                    kick(Stale::WORKERS);
                 });
                 *slot = Some(w);
             }
@@ -62,10 +64,19 @@ pub fn ContributePage() -> impl IntoView {
     };
     let phase = move || status.get().map_or(Phase::Idle, |s| s.phase);
     let running = move || !matches!(phase(), Phase::Idle | Phase::Failed);
-    let me = move || {
-        let id = status.get().and_then(|s| s.worker_id)?;
-        live.workers.get().into_iter().find(|w| w.id == id)
-    };
+    // This tab's worker as the coordinator sees it, fetched alone
+    // whenever the workers changed.
+    let me_now: RwSignal<Option<pb::Worker>> = RwSignal::new(None);
+    let my_id = Memo::new(move |_| status.with(|s| s.as_ref().and_then(|s| s.worker_id.clone())));
+    Effect::new(move |_| {
+        live.workers_changed.track();
+        let Some(id) = my_id.get() else { return };
+        leptos::task::spawn_local(async move {
+            let r = api::client().get_worker(api::request(pb::GetWorkerRequest { worker_id: id })).await;
+            me_now.set(r.ok().and_then(|r| r.into_inner().worker));
+        });
+    });
+    let me = move || me_now.get();
     let earned = move || {
         let Some(id) = status.get().and_then(|s| s.worker_id) else { return "0.000000".to_owned() };
         let base: u128 = live.epochs.with(|e| {

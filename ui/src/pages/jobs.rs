@@ -8,7 +8,8 @@ use leptos::task::spawn_local;
 use wasm_bindgen::{Clamped, JsCast};
 
 use crate::api::{self, pb};
-use crate::app::{job_kernels, live};
+use crate::app::live;
+use crate::refresh::job_kernels;
 use shoal_core::kernels::mandelbrot::{ImageLayout, MandelbrotParams};
 
 use crate::view_model::mandelbrot_rgba;

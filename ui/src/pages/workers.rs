@@ -1,12 +1,15 @@
-//! Every worker the coordinator knows, sortable, and the leaderboard.
-
-use std::cmp::Ordering;
+//! Every worker the coordinator knows, a page at a time, sorted by the
+//! coordinator (the table never holds the whole swarm: 10 000 workers are
+//! 200 pages), and the leaderboard.
 
 use leptos::prelude::*;
 
-use crate::api::pb;
+use crate::api::{self, pb};
 use crate::app::live;
 use crate::view_model::{ago, group_thousands, ppm_percent};
+
+/// Rows on one page of the table.
+const PAGE_SIZE: u32 = 50;
 
 /// What the table is sorted by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,18 +26,36 @@ enum Column {
 }
 
 impl Column {
-    fn compare(self, a: &pb::Worker, b: &pb::Worker) -> Ordering {
+    fn order(self) -> pb::WorkerOrder {
         match self {
-            Column::Id => a.id.cmp(&b.id),
-            Column::Backend => a.backend.cmp(&b.backend),
-            Column::Tier => a.tier.cmp(&b.tier),
-            Column::Speed => a.mflops.cmp(&b.mflops),
-            Column::Credibility => a.credibility_ppm.cmp(&b.credibility_ppm),
-            Column::Done => a.agreed.cmp(&b.agreed),
-            Column::Accuracy => a.epoch_accuracy_ppm.cmp(&b.epoch_accuracy_ppm),
-            Column::InFlight => a.in_flight.cmp(&b.in_flight),
-            Column::Seen => a.last_seen_ms.cmp(&b.last_seen_ms),
+            Column::Id => pb::WorkerOrder::Id,
+            Column::Backend => pb::WorkerOrder::Backend,
+            Column::Tier => pb::WorkerOrder::Tier,
+            Column::Speed => pb::WorkerOrder::Mflops,
+            Column::Credibility => pb::WorkerOrder::Credibility,
+            Column::Done => pb::WorkerOrder::Agreed,
+            Column::Accuracy => pb::WorkerOrder::EpochAccuracy,
+            Column::InFlight => pb::WorkerOrder::InFlight,
+            Column::Seen => pb::WorkerOrder::LastSeen,
         }
+    }
+}
+
+fn row(w: &pb::Worker, now: u64) -> impl IntoView {
+    view! {
+        <tr data-worker=w.id.clone() class:offline=!w.connected class:slashed=w.slashed>
+            <td class="mono">{w.id.clone()}</td>
+            <td>{w.backend.clone()}</td>
+            <td>{if w.tier == 0 { "—".to_owned() } else { w.tier.to_string() }}</td>
+            <td>{group_thousands(u128::from(w.mflops))}</td>
+            <td>{ppm_percent(w.credibility_ppm)}</td>
+            <td data-col="done">{w.agreed}</td>
+            <td data-col="accuracy">{w.epoch_accuracy_ppm.map_or_else(|| "—".to_owned(), ppm_percent)}</td>
+            <td>{w.in_flight}</td>
+            <td>{ago(now, w.last_seen_ms)}</td>
+            <td>{if w.connected { "yes" } else { "no" }}</td>
+            <td>{if w.slashed { "SLASHED" } else { "" }}</td>
+        </tr>
     }
 }
 
@@ -42,50 +63,69 @@ impl Column {
 #[component]
 pub fn WorkersPage() -> impl IntoView {
     let live = live();
-    let sort = RwSignal::new((Column::Done, false));
+    let sort = RwSignal::new((Column::Done, true));
+    // The tokens of the pages before this one (to go back), this page's,
+    // and the next one's (empty: the last page).
+    let before: RwSignal<Vec<String>> = RwSignal::new(Vec::new());
+    let current = RwSignal::new(String::new());
+    let next = RwSignal::new(String::new());
+    let rows: RwSignal<Vec<pb::Worker>> = RwSignal::new(Vec::new());
+    let total = RwSignal::new(0u32);
+    let asked = StoredValue::new(0u64);
+    // The page on screen, fetched again when the sort, the page or the
+    // workers change; a late answer to an older question is dropped.
+    Effect::new(move |_| {
+        live.workers_changed.track();
+        let (col, descending) = sort.get();
+        let page_token = current.get();
+        asked.update_value(|n| *n += 1);
+        let mine = asked.get_value();
+        leptos::task::spawn_local(async move {
+            let request =
+                pb::ListWorkersRequest { page_size: PAGE_SIZE, page_token, order_by: col.order().into(), descending };
+            let Ok(r) = api::client().list_workers(api::request(request)).await else { return };
+            if asked.get_value() != mine {
+                return;
+            }
+            let r = r.into_inner();
+            total.set(r.total_size);
+            next.set(r.next_page_token);
+            rows.set(r.workers);
+        });
+    });
     let header = move |label: &'static str, col: Column| {
         view! {
-            <th class="sortable" on:click=move |_| sort.update(|(c, asc)| {
-                if *c == col { *asc = !*asc } else { *c = col; *asc = false }
-            })>
+            <th class="sortable" on:click=move |_| {
+                sort.update(|(c, desc)| if *c == col { *desc = !*desc } else { *c = col; *desc = true });
+                before.set(Vec::new());
+                current.set(String::new());
+            }>
                 {label}
                 {move || match sort.get() {
-                    (c, true) if c == col => " ▲",
-                    (c, false) if c == col => " ▼",
+                    (c, false) if c == col => " ▲",
+                    (c, true) if c == col => " ▼",
                     _ => "",
                 }}
             </th>
         }
     };
-    let rows = move || {
-        let (col, asc) = sort.get();
-        let mut w = live.workers.get();
-        w.sort_by(|a, b| if asc { col.compare(a, b) } else { col.compare(b, a) }.then_with(|| a.id.cmp(&b.id)));
-        let now = live.now_ms.get();
-        w.into_iter()
-            .map(|w| {
-                view! {
-                    <tr data-worker=w.id.clone() class:offline=!w.connected class:slashed=w.slashed>
-                        <td class="mono">{w.id.clone()}</td>
-                        <td>{w.backend.clone()}</td>
-                        <td>{if w.tier == 0 { "—".to_owned() } else { w.tier.to_string() }}</td>
-                        <td>{group_thousands(u128::from(w.mflops))}</td>
-                        <td>{ppm_percent(w.credibility_ppm)}</td>
-                        <td data-col="done">{w.agreed}</td>
-                        <td data-col="accuracy">{w.epoch_accuracy_ppm.map_or_else(|| "—".to_owned(), ppm_percent)}</td>
-                        <td>{w.in_flight}</td>
-                        <td>{ago(now, w.last_seen_ms)}</td>
-                        <td>{if w.connected { "yes" } else { "no" }}</td>
-                        <td>{if w.slashed { "SLASHED" } else { "" }}</td>
-                    </tr>
-                }
-            })
-            .collect_view()
+    let back = move |_| {
+        let mut previous = String::new();
+        before.update(|b| previous = b.pop().unwrap_or_default());
+        current.set(previous);
     };
+    let forward = move |_| {
+        let following = next.get_untracked();
+        if !following.is_empty() {
+            before.update(|b| b.push(current.get_untracked()));
+            current.set(following);
+        }
+    };
+    let first_row = move || before.with(Vec::len) as u32 * PAGE_SIZE;
     view! {
         <section>
             <h2>"Workers"</h2>
-            <Show when=move || live.workers.with(Vec::is_empty)>
+            <Show when=move || total.get() == 0>
                 <p class="empty">"No worker has joined yet."</p>
             </Show>
             <div class="scroll">
@@ -105,20 +145,40 @@ pub fn WorkersPage() -> impl IntoView {
                             <th>"slashed"</th>
                         </tr>
                     </thead>
-                    <tbody>{rows}</tbody>
+                    <tbody>{move || { let now = live.now_ms.get(); rows.with(|r| r.iter().map(|w| row(w, now)).collect_view()) }}</tbody>
                 </table>
             </div>
-            <h3>"Leaderboard (verified work, all time)"</h3>
-            <ol class="leaderboard">
-                {move || {
-                    live.leaderboard
-                        .get()
-                        .into_iter()
-                        .take(10)
-                        .map(|w| view! { <li><span class="mono">{w.id}</span> " — " {w.agreed} " verified"</li> })
-                        .collect_view()
-                }}
-            </ol>
+            <p class="pager">
+                <button id="workers-back" disabled=move || before.with(Vec::is_empty) on:click=back>"‹ previous"</button>
+                " "
+                <span id="workers-range">
+                    {move || {
+                        let (from, n) = (first_row(), rows.with(Vec::len) as u32);
+                        if n == 0 { "0".to_owned() } else { format!("{}–{} of {}", from + 1, from + n, group_thousands(u128::from(total.get()))) }
+                    }}
+                </span>
+                " "
+                <button id="workers-next" disabled=move || next.with(String::is_empty) on:click=forward>"next ›"</button>
+            </p>
+            <Leaderboard />
         </section>
+    }
+}
+
+/// The ten workers with the most verified work.
+#[component]
+fn Leaderboard() -> impl IntoView {
+    let live = live();
+    view! {
+        <h3>"Leaderboard (verified work, all time)"</h3>
+        <ol class="leaderboard">
+            {move || {
+                live.leaderboard
+                    .get()
+                    .into_iter()
+                    .map(|w| view! { <li><span class="mono">{w.id}</span> " — " {w.agreed} " verified"</li> })
+                    .collect_view()
+            }}
+        </ol>
     }
 }

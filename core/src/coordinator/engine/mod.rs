@@ -450,29 +450,36 @@ impl Coordinator {
 
     /// Every connected worker.
     pub fn workers(&self) -> Vec<WorkerView> {
-        self.workers
-            .iter()
-            .flatten()
-            .map(|w| WorkerView {
-                id: w.id.clone(),
-                class: w.class(),
-                mflops: match w.state {
-                    WorkerState::Active { mflops, .. } => Some(mflops),
-                    WorkerState::Profiling => None,
-                },
-                credibility_ppm: self.credibility(&w.id),
-                in_flight: w.in_flight,
-                agreed: self.reputation.get(&w.id).map_or(0, |r| r.agreed),
-                last_seen: w.last_seen,
-                slashed: self.reputation.get(&w.id).is_some_and(|r| r.slashed),
-                epoch_accuracy_ppm: self
-                    .epoch
-                    .work
-                    .get(&w.id)
-                    .filter(|e| e.agreed + e.outvoted > 0)
-                    .map(crate::coordinator::rewards::EpochWork::accuracy_ppm),
-            })
-            .collect()
+        self.workers.iter().flatten().map(|w| self.view_of(w)).collect()
+    }
+
+    /// One connected worker, by id (what a worker's own page shows,
+    /// without copying the whole table).
+    pub fn worker_view(&self, id: &WorkerId) -> Option<WorkerView> {
+        self.by_id.get(id).and_then(|&idx| self.worker(idx)).map(|w| self.view_of(w))
+    }
+
+    fn view_of(&self, w: &Worker) -> WorkerView {
+        let reputation = self.reputation.get(&w.id);
+        WorkerView {
+            id: w.id.clone(),
+            class: w.class(),
+            mflops: match w.state {
+                WorkerState::Active { mflops, .. } => Some(mflops),
+                WorkerState::Profiling => None,
+            },
+            credibility_ppm: self.credibility(&w.id),
+            in_flight: w.in_flight,
+            agreed: reputation.map_or(0, |r| r.agreed),
+            last_seen: w.last_seen,
+            slashed: reputation.is_some_and(|r| r.slashed),
+            epoch_accuracy_ppm: self
+                .epoch
+                .work
+                .get(&w.id)
+                .filter(|e| e.agreed + e.outvoted > 0)
+                .map(crate::coordinator::rewards::EpochWork::accuracy_ppm),
+        }
     }
 
     /// Credibility of a worker, ppm: `1 − f/(k+1)` after k agreements; 0 once slashed.
