@@ -627,7 +627,8 @@ fn bench_in_chromium(name: &str, test: &str, filter: &str, build: fn(&Path) -> R
     step(
         &format!("{name} (release)"),
         c.args(["test", "--release", "--locked", "-p", "shoal-tests", "--test", test, "--"])
-            .args(["--ignored", "--nocapture", filter])
+            // One at a time: a benchmark measures CPU, and another beside it would share it.
+            .args(["--ignored", "--nocapture", "--test-threads=1", filter])
             .env("SHOAL_WEB_DIST", &site)
             .env("SHOAL_NODE_PATH", &node_modules)
             .env("TMPDIR", browser_tmp()),
