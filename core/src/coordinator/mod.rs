@@ -22,7 +22,7 @@ pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger};
 pub use engine::{
     Answer, Command, ConnId, Coordinator, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input, JobProgress,
     JobSpec, OriginKey, Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult,
-    WorkerView,
+    WorkerSort, WorkerView,
 };
 pub use profile::{ProfilePolicy, Tier, WorkerClass};
 pub use recovery::{RecoveryError, Snapshot};

@@ -295,32 +295,6 @@ pub(super) fn worker_to_pb(w: &shoal_core::coordinator::WorkerView) -> pb::Worke
     }
 }
 
-/// Sorts workers as `ListWorkers` was asked (ties by id, always ascending,
-/// so pages are stable).
-pub(super) fn sort_workers(workers: &mut [pb::Worker], order: pb::WorkerOrder, descending: bool) {
-    use pb::WorkerOrder as O;
-    use std::cmp::Ordering;
-    let key = |a: &pb::Worker, b: &pb::Worker| -> Ordering {
-        match order {
-            O::Unspecified | O::Id => Ordering::Equal,
-            O::Backend => a.backend.cmp(&b.backend),
-            O::Tier => a.tier.cmp(&b.tier),
-            O::Mflops => a.mflops.cmp(&b.mflops),
-            O::Credibility => a.credibility_ppm.cmp(&b.credibility_ppm),
-            O::Agreed => a.agreed.cmp(&b.agreed),
-            O::EpochAccuracy => a.epoch_accuracy_ppm.cmp(&b.epoch_accuracy_ppm),
-            O::InFlight => a.in_flight.cmp(&b.in_flight),
-            O::LastSeen => a.last_seen_ms.cmp(&b.last_seen_ms),
-        }
-    };
-    workers.sort_by(|a, b| {
-        let by = if descending { key(b, a) } else { key(a, b) };
-        let by_id =
-            if descending && matches!(order, O::Unspecified | O::Id) { b.id.cmp(&a.id) } else { a.id.cmp(&b.id) };
-        by.then(by_id)
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

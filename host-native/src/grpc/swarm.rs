@@ -7,28 +7,44 @@ use tonic::Status;
 use crate::engine::EngineHandle;
 use crate::status::SwarmStatus;
 
-use super::convert::{diff_to_pb, epoch_to_pb, event_to_pb, lagged_to_pb, sort_workers, worker_to_pb};
+use super::convert::{diff_to_pb, epoch_to_pb, event_to_pb, lagged_to_pb, worker_to_pb};
 use super::paging::{self, ListCall};
 use super::pb;
 use super::service::{gone, BoxStream, CATCH_UP_STEP};
 
-/// `ListWorkers`: the engine copies its worker table; sorting, paging and
-/// the messages are made here, on the caller's task.
+/// `ListWorkers`: the engine sorts small keys of every worker and builds
+/// views only for the page's rows.
 pub(super) async fn workers(
     engine: &EngineHandle,
     req: &pb::ListWorkersRequest,
 ) -> Result<pb::ListWorkersResponse, Status> {
+    use shoal_core::coordinator::WorkerSort as S;
     let order = pb::WorkerOrder::try_from(req.order_by)
         .map_err(|_| super::errors::bad_field("order_by", format!("no worker order numbered {}", req.order_by)))?;
+    let sort = match order {
+        pb::WorkerOrder::Unspecified | pb::WorkerOrder::Id => S::Id,
+        pb::WorkerOrder::Backend => S::Backend,
+        pb::WorkerOrder::Tier => S::Tier,
+        pb::WorkerOrder::Mflops => S::Mflops,
+        pb::WorkerOrder::Credibility => S::Credibility,
+        pb::WorkerOrder::Agreed => S::Agreed,
+        pb::WorkerOrder::EpochAccuracy => S::EpochAccuracy,
+        pb::WorkerOrder::InFlight => S::InFlight,
+        pb::WorkerOrder::LastSeen => S::LastSeen,
+    };
     let request = paging::fingerprint(&[&req.order_by.to_be_bytes(), &[u8::from(req.descending)]]);
     let start = paging::offset(paging::position(ListCall::Workers, request, &req.page_token)?.as_deref())?;
     let size = ListCall::Workers.page_size(req.page_size);
-    let views = engine.query(|c, _| c.workers()).await.map_err(gone)?;
-    let total_size = views.len() as u32;
-    let mut all: Vec<pb::Worker> = views.iter().map(worker_to_pb).collect();
-    sort_workers(&mut all, order, req.descending);
-    let (workers, next_page_token) = paging::page_of(ListCall::Workers, request, all, start, size);
-    Ok(pb::ListWorkersResponse { workers, next_page_token, total_size })
+    let descending = req.descending;
+    let (total, views) = engine.query(move |c, _| c.workers_page(sort, descending, start, size)).await.map_err(gone)?;
+    let end = start.saturating_add(views.len());
+    let next_page_token = if end < total {
+        paging::next_token(ListCall::Workers, request, &(end as u64).to_be_bytes())
+    } else {
+        String::new()
+    };
+    let workers = views.iter().map(worker_to_pb).collect();
+    Ok(pb::ListWorkersResponse { workers, next_page_token, total_size: total as u32 })
 }
 
 /// `GetWorker`: one worker, found by id on the engine thread.

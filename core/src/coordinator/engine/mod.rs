@@ -29,6 +29,7 @@ mod dispatch;
 mod epochs;
 mod ready;
 mod registry;
+mod roster;
 mod tasks;
 mod types;
 mod verification;
@@ -57,6 +58,7 @@ use self::epochs::{DirtyWorkers, EpochState};
 use self::ready::{IdlePool, ReadyQueue};
 pub(crate) use self::registry::Reputation;
 use self::registry::{Conn, GuestCount, NumRecord, Worker, WorkerIdx, WorkerNum, WorkerState};
+pub use self::roster::WorkerSort;
 use self::tasks::{Job, TaskKey, TaskSlab};
 pub use self::types::{
     Answer, Command, ConnId, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input, JobProgress, JobSpec,
@@ -446,40 +448,6 @@ impl Coordinator {
     /// Tasks waiting for a replica or a result.
     pub fn pending_tasks(&self) -> usize {
         self.queued_tasks
-    }
-
-    /// Every connected worker.
-    pub fn workers(&self) -> Vec<WorkerView> {
-        self.workers.iter().flatten().map(|w| self.view_of(w)).collect()
-    }
-
-    /// One connected worker, by id (what a worker's own page shows,
-    /// without copying the whole table).
-    pub fn worker_view(&self, id: &WorkerId) -> Option<WorkerView> {
-        self.by_id.get(id).and_then(|&idx| self.worker(idx)).map(|w| self.view_of(w))
-    }
-
-    fn view_of(&self, w: &Worker) -> WorkerView {
-        let reputation = self.reputation.get(&w.id);
-        WorkerView {
-            id: w.id.clone(),
-            class: w.class(),
-            mflops: match w.state {
-                WorkerState::Active { mflops, .. } => Some(mflops),
-                WorkerState::Profiling => None,
-            },
-            credibility_ppm: self.credibility(&w.id),
-            in_flight: w.in_flight,
-            agreed: reputation.map_or(0, |r| r.agreed),
-            last_seen: w.last_seen,
-            slashed: reputation.is_some_and(|r| r.slashed),
-            epoch_accuracy_ppm: self
-                .epoch
-                .work
-                .get(&w.id)
-                .filter(|e| e.agreed + e.outvoted > 0)
-                .map(crate::coordinator::rewards::EpochWork::accuracy_ppm),
-        }
     }
 
     /// Credibility of a worker, ppm: `1 − f/(k+1)` after k agreements; 0 once slashed.

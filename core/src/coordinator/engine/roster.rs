@@ -1,0 +1,110 @@
+//! The worker table as readers see it: every worker, one by id, and a
+//! sorted page. A page is chosen by sorting small keys of every worker and
+//! builds views only for its own rows, so a dashboard reading 50 rows of a
+//! 10 000-worker swarm costs the engine little.
+
+use super::registry::{Worker, WorkerState};
+use super::{Coordinator, WorkerView};
+use crate::ids::WorkerId;
+
+/// What a page of workers is sorted by (ties: by id, ascending).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkerSort {
+    /// By id.
+    #[default]
+    Id,
+    /// By backend (in the order of [`crate::wire::message::Backend`]).
+    Backend,
+    /// By measured tier.
+    Tier,
+    /// By measured speed.
+    Mflops,
+    /// By credibility.
+    Credibility,
+    /// By verified work, all time (the leaderboard).
+    Agreed,
+    /// By agreement in the open epoch (workers without a decided result first).
+    EpochAccuracy,
+    /// By assignments in flight.
+    InFlight,
+    /// By the time of the last message.
+    LastSeen,
+}
+
+impl Coordinator {
+    /// Every connected worker.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.workers.iter().flatten().map(|w| self.view_of(w)).collect()
+    }
+
+    /// One connected worker, by id (what a worker's own page shows,
+    /// without copying the whole table).
+    pub fn worker_view(&self, id: &WorkerId) -> Option<WorkerView> {
+        self.by_id.get(id).and_then(|&idx| self.worker(idx)).map(|w| self.view_of(w))
+    }
+
+    /// Workers `offset..offset + limit` of the table sorted by `sort`, and
+    /// how many workers there are in all.
+    pub fn workers_page(
+        &self,
+        sort: WorkerSort,
+        descending: bool,
+        offset: usize,
+        limit: usize,
+    ) -> (usize, Vec<WorkerView>) {
+        let mut keyed: Vec<(u64, &Worker)> =
+            self.workers.iter().flatten().map(|w| (self.sort_key(w, sort), w)).collect();
+        let by_id_only = sort == WorkerSort::Id;
+        keyed.sort_unstable_by(|(ka, a), (kb, b)| {
+            let key = if descending { kb.cmp(ka) } else { ka.cmp(kb) };
+            let id = if descending && by_id_only { b.id.cmp(&a.id) } else { a.id.cmp(&b.id) };
+            key.then(id)
+        });
+        let page = keyed.iter().skip(offset).take(limit).map(|(_, w)| self.view_of(w)).collect();
+        (keyed.len(), page)
+    }
+
+    fn sort_key(&self, w: &Worker, sort: WorkerSort) -> u64 {
+        let reputation = || self.reputation.get(&w.id);
+        match sort {
+            WorkerSort::Id => 0,
+            WorkerSort::Backend => w.class().map_or(0, |c| c.backend as u64 + 1),
+            WorkerSort::Tier => w.class().map_or(0, |c| c.tier as u64),
+            WorkerSort::Mflops => match w.state {
+                WorkerState::Active { mflops, .. } => mflops,
+                WorkerState::Profiling => 0,
+            },
+            WorkerSort::Credibility => u64::from(self.credibility(&w.id)),
+            WorkerSort::Agreed => reputation().map_or(0, |r| r.agreed),
+            WorkerSort::EpochAccuracy => self.epoch_accuracy_ppm(&w.id).map_or(0, |ppm| u64::from(ppm) + 1),
+            WorkerSort::InFlight => u64::from(w.in_flight),
+            WorkerSort::LastSeen => w.last_seen.0,
+        }
+    }
+
+    fn epoch_accuracy_ppm(&self, id: &WorkerId) -> Option<u32> {
+        self.epoch
+            .work
+            .get(id)
+            .filter(|e| e.agreed + e.outvoted > 0)
+            .map(crate::coordinator::rewards::EpochWork::accuracy_ppm)
+    }
+
+    pub(super) fn view_of(&self, w: &Worker) -> WorkerView {
+        let reputation = self.reputation.get(&w.id);
+        WorkerView {
+            id: w.id.clone(),
+            class: w.class(),
+            mflops: match w.state {
+                WorkerState::Active { mflops, .. } => Some(mflops),
+                WorkerState::Profiling => None,
+            },
+            credibility_ppm: self.credibility(&w.id),
+            in_flight: w.in_flight,
+            agreed: reputation.map_or(0, |r| r.agreed),
+            last_seen: w.last_seen,
+            slashed: reputation.is_some_and(|r| r.slashed),
+            epoch_accuracy_ppm: self.epoch_accuracy_ppm(&w.id),
+        }
+    }
+}
