@@ -44,7 +44,9 @@ impl Coordinator {
     }
 
     /// Workers `offset..offset + limit` of the table sorted by `sort`, and
-    /// how many workers there are in all.
+    /// how many workers there are in all. Only the rows up to the page's
+    /// end are ordered (a selection, then a sort of those), so the first
+    /// pages cost about one pass over the table.
     pub fn workers_page(
         &self,
         sort: WorkerSort,
@@ -54,14 +56,21 @@ impl Coordinator {
     ) -> (usize, Vec<WorkerView>) {
         let mut keyed: Vec<(u64, &Worker)> =
             self.workers.iter().flatten().map(|w| (self.sort_key(w, sort), w)).collect();
+        let total = keyed.len();
         let by_id_only = sort == WorkerSort::Id;
-        keyed.sort_unstable_by(|(ka, a), (kb, b)| {
+        let order = |(ka, a): &(u64, &Worker), (kb, b): &(u64, &Worker)| {
             let key = if descending { kb.cmp(ka) } else { ka.cmp(kb) };
             let id = if descending && by_id_only { b.id.cmp(&a.id) } else { a.id.cmp(&b.id) };
             key.then(id)
-        });
-        let page = keyed.iter().skip(offset).take(limit).map(|(_, w)| self.view_of(w)).collect();
-        (keyed.len(), page)
+        };
+        let end = offset.saturating_add(limit).min(total);
+        if end < total {
+            keyed.select_nth_unstable_by(end, order);
+            keyed.truncate(end);
+        }
+        keyed.sort_unstable_by(order);
+        let page = keyed.iter().skip(offset).map(|(_, w)| self.view_of(w)).collect();
+        (total, page)
     }
 
     fn sort_key(&self, w: &Worker, sort: WorkerSort) -> u64 {
