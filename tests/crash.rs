@@ -120,6 +120,7 @@ async fn kill_rounds(kills: usize, job_tasks: u64, seed: u64) -> usize {
             url: format!("ws://127.0.0.1:{http}/ws"),
             ca: None,
             token: Some(derive_token(&secret, &id)),
+            identity: None,
             worker_id: id,
             max_concurrent: 2,
             behaviour: Behaviour::Honest,

@@ -425,6 +425,7 @@ async fn idle_workers(up: &Up, n: usize) -> (tokio::sync::watch::Sender<bool>, V
             url: format!("ws://127.0.0.1:{}/ws", up.http),
             ca: None,
             token: Some(shoal_core::auth::derive_token(&secret, &id)),
+            identity: None,
             worker_id: id,
             max_concurrent: 1,
             behaviour: shoal_native::worker::Behaviour::Honest,

@@ -62,6 +62,7 @@ fn guests(http: u16, n: u64) -> (tokio::sync::watch::Sender<bool>, Vec<tokio::ta
                 url: format!("ws://127.0.0.1:{http}/ws"),
                 ca: None,
                 token: None,
+                identity: None,
                 worker_id: shoal_core::WorkerId::new(format!("guest-{i}")).expect("id"),
                 max_concurrent: 2,
                 behaviour: Behaviour::Honest,

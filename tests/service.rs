@@ -158,6 +158,7 @@ async fn shutdown_says_goodbye_to_connected_workers() {
         url: service.worker_url(),
         ca: None,
         token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
+        identity: None,
         worker_id: id,
         max_concurrent: 1,
         behaviour: Behaviour::Honest,

@@ -44,6 +44,7 @@ fn worker_over_tls(service: &Service, name: &str, ca: &Path, seed: u64) -> Worke
         url: service.worker_url(),
         ca: Some(ca.to_path_buf()),
         token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
+        identity: None,
         worker_id: id,
         max_concurrent: 2,
         behaviour: Behaviour::Honest,

@@ -99,7 +99,7 @@ impl Bench {
             evict: true,
         };
         for w in 0..WORKERS {
-            b.c.handle(b.now, Input::Connected { conn: ConnId(w), origin: OriginKey(w) });
+            b.c.handle(b.now, Input::Connected { conn: ConnId(w), origin: OriginKey(w), host: None });
             let hello = Hello {
                 protocol_version: PROTOCOL_VERSION,
                 worker_id: WorkerId::new(format!("w{w}")).expect("valid"),

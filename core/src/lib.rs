@@ -75,7 +75,7 @@
 //! let mut now = Millis(1_000);
 //! for i in 0..2 {
 //!     // Distinct origins: replicas of a task never share one.
-//!     coordinator.handle(now, Input::Connected { conn: ConnId(i), origin: OriginKey(i) });
+//!     coordinator.handle(now, Input::Connected { conn: ConnId(i), origin: OriginKey(i), host: None });
 //! }
 //!
 //! // One SHA-256 task, run by two workers, submitted as a command.
@@ -163,6 +163,7 @@ pub mod auth;
 pub mod consensus;
 pub mod coordinator;
 pub mod digest;
+pub mod identity;
 pub mod ids;
 pub mod kernels;
 pub mod rng;

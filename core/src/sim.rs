@@ -380,7 +380,7 @@ impl Sim {
         self.conn_owner.insert(conn, w);
         self.workers[w].conn = Some(conn);
         let now = self.now;
-        self.coord.handle(now, Input::Connected { conn, origin: self.workers[w].origin });
+        self.coord.handle(now, Input::Connected { conn, origin: self.workers[w].origin, host: None });
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             worker_id: self.workers[w].id.clone(),

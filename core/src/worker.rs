@@ -105,6 +105,8 @@ pub struct WorkerSession {
     state: SessionState,
     /// The hello, until the challenge it answers arrives.
     hello: Option<Box<Hello>>,
+    /// The contributor key the hello signs with, and the host it dialed.
+    identity: Option<(crate::identity::Identity, String)>,
     max_concurrent: usize,
     running: HashSet<AssignmentId>,
     heartbeat_every: Millis,
@@ -124,6 +126,7 @@ impl WorkerSession {
         WorkerSession {
             state: SessionState::Greeting,
             hello: Some(Box::new(hello)),
+            identity: None,
             max_concurrent,
             running: HashSet::new(),
             heartbeat_every: Millis::from_secs(10),
@@ -133,6 +136,17 @@ impl WorkerSession {
             completed: 0,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Starts a session of a contributor identity: the hello joins under
+    /// the key's worker id and signs the coordinator's challenge and
+    /// `audience`, the host (and port) the worker dialed.
+    pub fn with_identity(mut hello: Hello, identity: crate::identity::Identity, audience: String) -> Self {
+        hello.worker_id = identity.worker_id();
+        hello.auth = HelloAuth::Guest;
+        let mut session = WorkerSession::new(hello);
+        session.identity = Some((identity, audience));
+        session
     }
 
     /// Where the session stands.
@@ -168,7 +182,14 @@ impl WorkerSession {
         match envelope.message {
             Message::Challenge(c) => {
                 let Some(mut hello) = self.hello.take() else { return };
-                if let HelloAuth::Token(token) = &hello.auth {
+                if let Some((identity, audience)) = &self.identity {
+                    let signature = identity.sign_hello(&c.nonce, audience);
+                    hello.auth = HelloAuth::Identity {
+                        public_key: identity.public_key(),
+                        audience: audience.clone(),
+                        signature: crate::wire::message::signature_halves(&signature),
+                    };
+                } else if let HelloAuth::Token(token) = &hello.auth {
                     let proof = crate::auth::hello_proof(token, &c.nonce, &hello.worker_id, hello.max_concurrent);
                     hello.auth = HelloAuth::Proof(proof);
                 }

@@ -61,7 +61,7 @@ fn tokens_guests_capacity_and_versions() {
     let out = h.hello(3, 3, "w1", HelloAuth::Token(good.clone()), Backend::Vulkan);
     assert_eq!(offers(&out, 3).len(), 1, "admitted to the benchmark");
     // The token in the clear is refused: whoever saw it could replay it.
-    let out = h.input(Input::Connected { conn: ConnId(7), origin: OriginKey(7) });
+    let out = h.input(Input::Connected { conn: ConnId(7), origin: OriginKey(7), host: None });
     let nonce = challenge(&out, 7).expect("challenged");
     let w1 = WorkerId::new("w1").expect("valid");
     let clear = Hello {
@@ -77,7 +77,7 @@ fn tokens_guests_capacity_and_versions() {
     // A proof recorded on one connection is worthless on another.
     let mut replayed = clear.clone();
     replayed.auth = HelloAuth::Proof(shoal_core::auth::hello_proof(&good, &nonce, &w1, 4));
-    let out = h.input(Input::Connected { conn: ConnId(8), origin: OriginKey(8) });
+    let out = h.input(Input::Connected { conn: ConnId(8), origin: OriginKey(8), host: None });
     assert_ne!(challenge(&out, 8), Some(nonce), "every connection gets its own challenge");
     let out = h.send(8, Message::Hello(Box::new(replayed)));
     assert_eq!(error_codes(&out, 8), vec![ErrorCode::Unauthorized], "a replayed proof is refused");
@@ -88,7 +88,7 @@ fn tokens_guests_capacity_and_versions() {
     );
     let out = h.hello(4, 4, "w4", HelloAuth::Token(other), Backend::Vulkan);
     assert_eq!(error_codes(&out, 4), vec![ErrorCode::Busy], "at capacity");
-    h.input(Input::Connected { conn: ConnId(5), origin: OriginKey(5) });
+    h.input(Input::Connected { conn: ConnId(5), origin: OriginKey(5), host: None });
     let mut hello = Hello {
         protocol_version: 99,
         worker_id: WorkerId::new("w5").expect("valid"),
@@ -101,7 +101,7 @@ fn tokens_guests_capacity_and_versions() {
     assert_eq!(error_codes(&out, 5), vec![ErrorCode::ProtocolVersion]);
     hello.protocol_version = PROTOCOL_VERSION;
     // A message before hello is a protocol violation.
-    h.input(Input::Connected { conn: ConnId(6), origin: OriginKey(6) });
+    h.input(Input::Connected { conn: ConnId(6), origin: OriginKey(6), host: None });
     let out = h.send(6, Message::TaskAck(TaskAck { assignment: shoal_core::AssignmentId::from_bytes([1; 16]) }));
     assert!(closed(&out, 6));
     assert!(

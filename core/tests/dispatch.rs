@@ -159,7 +159,7 @@ impl Swarm {
     fn join(&mut self, p: &WorkerPlan) {
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.h.input(Input::Connected { conn: ConnId(conn), origin: OriginKey(p.origin) });
+        self.h.input(Input::Connected { conn: ConnId(conn), origin: OriginKey(p.origin), host: None });
         let kernels = KernelId::ALL.iter().enumerate().filter(|(i, _)| p.kernels & (1 << i) != 0).map(|(_, k)| *k);
         let device = DeviceInfo {
             backend: if p.gpu { Backend::Vulkan } else { Backend::Cpu },

@@ -98,7 +98,7 @@ fn sessions_join_work_and_get_their_results_verified() {
     let mut now = Millis(10_000);
     let mut sessions: Vec<WorkerSession> = (0..3).map(|i| WorkerSession::new(hello(&format!("w{i}")))).collect();
     for i in 0..3 {
-        c.handle(now, Input::Connected { conn: ConnId(i), origin: OriginKey(i) });
+        c.handle(now, Input::Connected { conn: ConnId(i), origin: OriginKey(i), host: None });
     }
     pump(&mut c, &mut sessions, &mut now);
     assert!(sessions.iter().all(|s| matches!(s.state(), SessionState::Working { .. })));

@@ -65,6 +65,8 @@ pub enum Command {
         conn: ConnId,
         /// Its network origin.
         origin: OriginKey,
+        /// The host it was made to (its `Host` header).
+        host: Option<String>,
         /// Its outbound queue.
         tx: tokio::sync::mpsc::Sender<Outbound>,
     },
@@ -585,9 +587,9 @@ impl Engine {
         }
         for cmd in batch {
             match cmd {
-                Command::Connected { conn, origin, tx } => {
+                Command::Connected { conn, origin, host, tx } => {
                     registrations.push((conn, Some(tx)));
-                    inputs.push(Input::Connected { conn, origin });
+                    inputs.push(Input::Connected { conn, origin, host });
                 }
                 Command::Received { conn, envelope } => {
                     if let Message::TaskAck(a) = &envelope.message {

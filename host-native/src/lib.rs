@@ -16,6 +16,7 @@ pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod http;
+pub mod keyfile;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -73,36 +73,9 @@ const GRPC_CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// Loads the secret tokens are derived from, creating it on first start.
 pub fn load_or_create_secret(data: &Path) -> Result<MasterSecret, ServiceError> {
-    let path = data.join(SECRET_FILE);
-    let hex = match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim().to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut b = [0u8; 32];
-            getrandom::fill(&mut b).map_err(|e| ServiceError::Secret(e.to_string()))?;
-            let hex = shoal_core::Digest(b).to_hex();
-            write_private(&path, &hex).map_err(io(format!("writing {}", path.display())))?;
-            hex
-        }
-        Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
-    };
-    let bytes: Option<Vec<u8>> =
-        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
-    let bytes = bytes.ok_or_else(|| ServiceError::Secret(format!("{} is not hex", path.display())))?;
-    MasterSecret::new(bytes).map_err(|e| ServiceError::Secret(e.to_string()))
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-        f.write_all(text.as_bytes())
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::write(path, text)
-    }
+    let key =
+        crate::keyfile::load_or_create(&data.join(SECRET_FILE)).map_err(|e| ServiceError::Secret(e.to_string()))?;
+    MasterSecret::new(key.to_vec()).map_err(|e| ServiceError::Secret(e.to_string()))
 }
 
 /// A running coordinator service.

@@ -69,8 +69,11 @@ pub struct WorkerOptions {
     pub ca: Option<std::path::PathBuf>,
     /// Its id.
     pub worker_id: WorkerId,
-    /// Token from `shoal keygen` (None: guest).
+    /// Token from `shoal keygen` (None: guest, or the identity's).
     pub token: Option<String>,
+    /// A contributor identity: the worker joins under its key's worker id
+    /// (`worker_id` and `token` are then not used).
+    pub identity: Option<shoal_core::identity::Identity>,
     /// Assignments at once.
     pub max_concurrent: u16,
     /// How it behaves.
@@ -234,6 +237,12 @@ async fn read_frames(mut read: crate::ws::FrameReader, to: mpsc::Sender<Incoming
 /// than this one's).
 const ABANDON_GRACE: Duration = Duration::from_millis(500);
 
+/// The host (and port, unless the scheme's default) of a worker URL, as
+/// the WebSocket's `Host` header will name it: what an identity signs.
+fn audience(url: &str) -> String {
+    url.parse::<axum::http::Uri>().ok().and_then(|u| u.authority().map(|a| a.as_str().to_owned())).unwrap_or_default()
+}
+
 /// One connection; returns results sent and why it ended (runs abandoned
 /// are added to `abandoned`).
 #[allow(clippy::too_many_lines)] // one select loop reads best in one piece
@@ -252,7 +261,10 @@ async fn session(
         software: format!("shoal-native/{}", env!("CARGO_PKG_VERSION")),
         max_concurrent: opts.max_concurrent.max(1),
     };
-    let mut s = WorkerSession::new(hello);
+    let mut s = match &opts.identity {
+        Some(identity) => WorkerSession::with_identity(hello, identity.clone(), audience(&opts.url)),
+        None => WorkerSession::new(hello),
+    };
     let limits = WireLimits::default();
     let Ok(mut decoder) = MessageDecoder::new(limits) else { return (0, "bad limits".into()) };
     let (read, mut sink) = crate::ws::split_frames(ws, MAX_MESSAGE.max(limits.max_frame_payload as usize + 64));

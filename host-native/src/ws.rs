@@ -183,6 +183,13 @@ pub async fn upgrade(
         let why = "too many connections from this network (server.max_connections_per_origin)";
         return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     };
+    // The host the worker dialed: what a contributor identity's hello signs.
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.len() <= shoal_core::identity::MAX_AUDIENCE_LEN)
+        .map(str::to_owned);
     let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad WebSocket upgrade: {e}")).into_response(),
@@ -190,7 +197,7 @@ pub async fn upgrade(
     tokio::spawn(async move {
         let _slot = slot;
         match upgraded.await {
-            Ok(ws) => serve(plane, ws, peer).await,
+            Ok(ws) => serve(plane, ws, peer, host).await,
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
     });
@@ -239,11 +246,11 @@ fn read_max_frame(plane: &DataPlane) -> usize {
     (plane.limits.max_frame_payload as usize + 64).max(WRITE_BATCH)
 }
 
-async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: SocketAddr) {
+async fn serve(plane: DataPlane, ws: fastwebsockets::WebSocket<Upgraded>, peer: SocketAddr, host: Option<String>) {
     let conn = ConnId(plane.next_conn.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::channel::<Outbound>(plane.send_queue.max(1));
     plane.engine.gauges.connections.fetch_add(1, Ordering::Relaxed);
-    let outcome = if plane.engine.send(Command::Connected { conn, origin: origin_key(peer.ip()), tx }).is_ok() {
+    let outcome = if plane.engine.send(Command::Connected { conn, origin: origin_key(peer.ip()), host, tx }).is_ok() {
         let (read, write) = split_frames(ws, read_max_frame(&plane));
         let control = Control::default();
         tokio::select! {

@@ -80,6 +80,7 @@ impl Workers {
                 ca: None,
                 worker_id: id.clone(),
                 token: Some(derive_token(&service.secret, &id)),
+                identity: None,
                 max_concurrent: 2,
                 behaviour,
                 reconnect: true,

@@ -16,6 +16,20 @@ pub struct EpochTrigger {
     pub every: Option<Millis>,
 }
 
+/// Which contributor identities ([`crate::identity`]) may join.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityPolicy {
+    /// None: only workers with an operator's token (and guests, if allowed).
+    #[default]
+    Closed,
+    /// Any key; a new one starts untrusted (credibility and ringers check
+    /// it more until it has a record).
+    Open,
+    /// Only these worker ids (`id-…`, as `shoal worker` prints its own).
+    Allowlist(Vec<String>),
+}
+
 /// Credibility, ringers and adaptive replication (Sarmenta; BOINC).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredibilityConfig {
@@ -101,6 +115,8 @@ pub struct CoordinatorConfig {
     pub distinct_origins: bool,
     /// Workers without a token may join.
     pub allow_guests: bool,
+    /// Contributor identities (their own key pair) may join.
+    pub identities: IdentityPolicy,
     /// Compare float replicas only within one worker class.
     pub homogeneous_floats: bool,
     /// Admission and tiers.
@@ -143,6 +159,7 @@ impl Default for CoordinatorConfig {
             task_ttl: Millis::from_mins(24 * 60),
             distinct_origins: true,
             allow_guests: false,
+            identities: IdentityPolicy::Closed,
             homogeneous_floats: true,
             profile: ProfilePolicy::default(),
             credibility: CredibilityConfig::default(),

@@ -18,7 +18,7 @@ pub mod recovery;
 pub mod rewards;
 mod slots;
 
-pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger};
+pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger, IdentityPolicy};
 pub use engine::{
     Answer, Command, ConnId, Coordinator, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input, JobProgress,
     JobSpec, OriginKey, Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult,

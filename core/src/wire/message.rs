@@ -194,6 +194,34 @@ pub enum HelloAuth {
     /// Proof of the token without the token: [`crate::auth::hello_proof`]
     /// over the connection's [`Challenge`].
     Proof([u8; 32]),
+    /// A contributor's own key ([`crate::identity`]): the worker id is the
+    /// key's, and the signature covers the connection's [`Challenge`] and
+    /// the host the worker dialed.
+    Identity {
+        /// Ed25519 public key.
+        public_key: [u8; 32],
+        /// The host (and port, unless the scheme's default) the worker
+        /// dialed, as its URL names it.
+        audience: String,
+        /// Ed25519 signature, in two halves (serde's arrays stop at 32).
+        signature: [[u8; 32]; 2],
+    },
+}
+
+/// An Ed25519 signature as [`HelloAuth::Identity`] carries it.
+pub fn signature_halves(signature: &[u8; 64]) -> [[u8; 32]; 2] {
+    let mut halves = [[0u8; 32]; 2];
+    halves[0].copy_from_slice(&signature[..32]);
+    halves[1].copy_from_slice(&signature[32..]);
+    halves
+}
+
+/// The signature [`HelloAuth::Identity`] carries, whole.
+pub fn signature_whole(halves: &[[u8; 32]; 2]) -> [u8; 64] {
+    let mut whole = [0u8; 64];
+    whole[..32].copy_from_slice(&halves[0]);
+    whole[32..].copy_from_slice(&halves[1]);
+    whole
 }
 
 /// The first thing a coordinator sends on a new connection: a nonce the
@@ -677,8 +705,19 @@ impl Message {
                 check_text("vendor", &h.device.vendor, limits)?;
                 check_text("device name", &h.device.name, limits)?;
                 check_text("driver", &h.device.driver, limits)?;
-                if let HelloAuth::Token(t) = &h.auth {
-                    check_text("token", t, limits)?;
+                match &h.auth {
+                    HelloAuth::Token(t) => check_text("token", t, limits)?,
+                    HelloAuth::Identity { audience, .. } => {
+                        check_text("audience", audience, limits)?;
+                        if audience.len() > crate::identity::MAX_AUDIENCE_LEN {
+                            return Err(WireError::OverLimit {
+                                what: "audience length",
+                                value: audience.len() as u64,
+                                limit: crate::identity::MAX_AUDIENCE_LEN as u64,
+                            });
+                        }
+                    }
+                    HelloAuth::Guest | HelloAuth::Proof(_) => {}
                 }
                 if h.device.kernels.len() > limits.max_kernels {
                     return Err(WireError::OverLimit {

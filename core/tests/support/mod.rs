@@ -91,7 +91,7 @@ impl Harness {
     /// Connects and says hello as a worker session would: a non-empty
     /// token is proven over the connection's challenge, not sent.
     pub(crate) fn hello(&mut self, conn: u64, origin: u64, id: &str, auth: HelloAuth, backend: Backend) -> Vec<Output> {
-        let out = self.input(Input::Connected { conn: ConnId(conn), origin: OriginKey(origin) });
+        let out = self.input(Input::Connected { conn: ConnId(conn), origin: OriginKey(origin), host: None });
         let worker_id = WorkerId::new(id).expect("valid id");
         let auth = match auth {
             HelloAuth::Token(t) if !t.is_empty() => {

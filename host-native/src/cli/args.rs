@@ -139,12 +139,21 @@ pub(super) struct WorkerArgs {
     /// A private CA (PEM) to trust for `wss://`, beside the system's roots.
     #[arg(long)]
     pub(super) ca: Option<std::path::PathBuf>,
-    /// Token from `shoal keygen` (omit to join as a guest, if allowed).
-    #[arg(long, env = "SHOAL_TOKEN")]
+    /// Token from `shoal keygen`, for a worker the operator manages
+    /// (without one, the worker joins as its own contributor identity).
+    #[arg(long, env = "SHOAL_TOKEN", conflicts_with = "guest")]
     pub(super) token: Option<String>,
     /// Worker id (must match the token).
     #[arg(long, default_value = "worker-1")]
     pub(super) id: String,
+    /// The contributor identity's key file (made on first run, mode 0600;
+    /// default: worker.key in the data folder, `server.data`). The same
+    /// key is the same contributor: its record and earnings follow it.
+    #[arg(long)]
+    pub(super) identity: Option<PathBuf>,
+    /// Join as an anonymous guest (a new id each connection) instead.
+    #[arg(long)]
+    pub(super) guest: bool,
     /// Assignments at once.
     #[arg(long, default_value_t = 2)]
     pub(super) concurrency: u16,

@@ -61,7 +61,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up(a) => up(cfg, a).await,
         Command::Coordinator(a) => coordinator(cfg, a).await,
-        Command::Worker(a) => run_worker(a).await,
+        Command::Worker(a) => run_worker(cfg, a).await,
         Command::Submit(a) => submit(a).await,
         Command::Status(a) => status(a).await,
         Command::Job { action } => job(action).await,

@@ -84,6 +84,7 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
     cfg.coordinator.distinct_origins = false;
     // Tabs opened on the contribute page join as guests.
     cfg.coordinator.allow_guests = true;
+    cfg.coordinator.identities = shoal_core::coordinator::IdentityPolicy::Open;
     // ... all from this machine's address too.
     cfg.coordinator.max_guests_per_origin = cfg.coordinator.max_guests;
     let service = Service::start(cfg.clone()).await?;
@@ -96,6 +97,7 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
             url: service.worker_url(),
             ca: None,
             token: Some(derive_token(&service.secret, &id)),
+            identity: None,
             worker_id: id,
             max_concurrent: 2,
             behaviour: Behaviour::Honest,
@@ -156,7 +158,23 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn run_worker(a: WorkerArgs) -> Result<()> {
+/// How `shoal worker` joins: a token's worker, a guest, or (by default)
+/// the contributor identity of a key file.
+fn worker_identity(cfg: &ShoalConfig, a: &WorkerArgs) -> Result<Option<shoal_core::identity::Identity>> {
+    if a.token.is_some() || a.guest {
+        return Ok(None);
+    }
+    let path = a.identity.clone().unwrap_or_else(|| cfg.server.data.join("worker.key"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let seed = crate::keyfile::load_or_create(&path)?;
+    let identity = shoal_core::identity::Identity::from_seed(&seed);
+    tracing::info!(worker = %identity.worker_id(), key = %path.display(), "contributor identity");
+    Ok(Some(identity))
+}
+
+pub(super) async fn run_worker(cfg: ShoalConfig, a: WorkerArgs) -> Result<()> {
     let executor = if a.cpu {
         Executor::Cpu
     } else {
@@ -181,6 +199,7 @@ pub(super) async fn run_worker(a: WorkerArgs) -> Result<()> {
         url: a.coordinator.clone(),
         ca: a.ca.clone(),
         worker_id: WorkerId::new(a.id.clone())?,
+        identity: worker_identity(&cfg, &a)?,
         token: a.token,
         max_concurrent: a.concurrency,
         behaviour: Behaviour::Honest,

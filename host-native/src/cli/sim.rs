@@ -83,6 +83,7 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
                 url: a.worker_url.clone(),
                 ca: None,
                 token: Some(derive_token(&secret, &id)),
+                identity: None,
                 worker_id: id,
                 max_concurrent: 8,
                 behaviour,

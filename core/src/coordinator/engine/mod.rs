@@ -285,9 +285,9 @@ impl Coordinator {
         self.start(now);
         for input in inputs {
             match input {
-                Input::Connected { conn, origin } => {
+                Input::Connected { conn, origin, host } => {
                     let nonce = self.ids.next();
-                    self.conns.insert(conn, Conn { origin, nonce, worker: None, opened: now });
+                    self.conns.insert(conn, Conn { origin, nonce, host, worker: None, opened: now });
                     self.send(conn, Message::Challenge(Challenge { nonce }), vec![]);
                 }
                 Input::Received { conn, envelope } => self.on_envelope(now, conn, envelope),

@@ -119,6 +119,8 @@ pub(super) struct Conn {
     pub(super) origin: OriginKey,
     /// The challenge this connection's hello must prove its token over.
     pub(super) nonce: [u8; 16],
+    /// The host it was made to (what an identity must have signed).
+    pub(super) host: Option<String>,
     pub(super) worker: Option<WorkerIdx>,
     pub(super) opened: Millis,
 }
@@ -185,12 +187,25 @@ impl Coordinator {
         self.on_disconnect(conn, why);
     }
 
-    /// The id a hello may join under: a guest's assigned one, or its own
-    /// once its proof over this connection's challenge checks out.
+    /// The id a hello may join under: a guest's assigned one, an
+    /// identity's (its key's), or its own once its proof over this
+    /// connection's challenge checks out.
     fn authenticate(&mut self, conn: ConnId, h: &Hello) -> Result<WorkerId, String> {
+        if !matches!(h.auth, HelloAuth::Identity { .. }) && crate::identity::is_identity_id(&h.worker_id) {
+            return Err(format!("worker ids starting `{}` belong to identities", crate::identity::IDENTITY_ID_PREFIX));
+        }
         match (&h.auth, &self.secret) {
             (HelloAuth::Guest, _) if self.cfg.allow_guests => Ok(WorkerId::guest(self.ids.next())),
             (HelloAuth::Guest, _) => Err("guests are not allowed".into()),
+            (HelloAuth::Identity { public_key, audience, signature }, _) => {
+                self.identity_allowed(&h.worker_id)?;
+                let c = self.conns.get(&conn).ok_or("unknown connection")?;
+                let reached = c.host.as_deref().ok_or("the connection named no host, so no identity can join on it")?;
+                let signature = crate::wire::message::signature_whole(signature);
+                crate::identity::verify_hello(public_key, &signature, &c.nonce, audience, reached, &h.worker_id)
+                    .map_err(|e| e.to_string())?;
+                Ok(h.worker_id.clone())
+            }
             (HelloAuth::Proof(proof), Some(secret)) => {
                 let nonce = self.conns.get(&conn).map(|c| c.nonce).ok_or("unknown connection")?;
                 verify_hello_proof(secret, &h.worker_id, &nonce, h.max_concurrent, proof).map_err(|e| e.to_string())?;
@@ -201,6 +216,18 @@ impl Coordinator {
                 Err("a token is proven over the connection's challenge, never sent".into())
             }
             (HelloAuth::Token(_) | HelloAuth::Proof(_), None) => Ok(h.worker_id.clone()),
+        }
+    }
+
+    /// Whether identities may join, and this one
+    /// (`coordinator.identities`).
+    fn identity_allowed(&self, id: &WorkerId) -> Result<(), String> {
+        use crate::coordinator::config::IdentityPolicy;
+        match &self.cfg.identities {
+            IdentityPolicy::Open => Ok(()),
+            IdentityPolicy::Closed => Err("this coordinator takes no contributor identities".into()),
+            IdentityPolicy::Allowlist(ids) if ids.iter().any(|a| a == id.as_str()) => Ok(()),
+            IdentityPolicy::Allowlist(_) => Err(format!("identity {id} is not on this coordinator's allowlist")),
         }
     }
 

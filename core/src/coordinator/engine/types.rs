@@ -28,6 +28,10 @@ pub enum Input {
         conn: ConnId,
         /// Its network origin.
         origin: OriginKey,
+        /// The host (and port) it was made to, as its `Host` header named
+        /// it: what an identity's hello must have signed (None: no
+        /// identity can join on it).
+        host: Option<String>,
     },
     /// A decoded envelope arrived on a connection.
     Received {

@@ -1,0 +1,138 @@
+//! Contributor identities through the real service: native workers that
+//! join under their own key (no operator token) do verified work, and the
+//! record follows the key across reconnections and a coordinator restart;
+//! `shoal worker` makes its key file once (mode 0600) and is the same
+//! contributor on its next run.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use shoal_core::identity::Identity;
+use shoal_core::WorkerId;
+use shoal_native::grpc::pb;
+use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
+use shoal_native::Service;
+use tokio::sync::watch;
+
+fn contributor(service: &Service, seed: u8) -> WorkerOptions {
+    WorkerOptions {
+        url: service.worker_url(),
+        ca: None,
+        worker_id: WorkerId::new("unused").expect("id"),
+        token: None,
+        identity: Some(Identity::from_seed(&[seed; 32])),
+        max_concurrent: 2,
+        behaviour: Behaviour::Honest,
+        reconnect: false,
+        executor: Executor::Cpu,
+        seed: u64::from(seed),
+    }
+}
+
+async fn worker(c: &mut ShoalClient, id: &WorkerId) -> Option<pb::Worker> {
+    let r = c.get_worker(pb::GetWorkerRequest { worker_id: id.to_string() }).await.ok()?;
+    r.into_inner().worker
+}
+
+type ShoalClient = shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient<tonic::transport::Channel>;
+
+async fn wait_for(c: &mut ShoalClient, id: &WorkerId, admitted: bool) -> pb::Worker {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(w) = worker(c, id).await.filter(|w| !admitted || w.tier > 0) {
+            return w;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{id} never joined");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_identity_keeps_its_record_across_reconnections_and_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.coordinator.identities = shoal_core::coordinator::IdentityPolicy::Open;
+    let service = Service::start(cfg.clone()).await.expect("starts");
+    let (stop, rx) = watch::channel(false);
+    let mut handles: Vec<_> =
+        (1..=3).map(|s| tokio::spawn(worker::run(contributor(&service, s), rx.clone()))).collect();
+    let mut c = client(&service).await;
+    let me = Identity::from_seed(&[1; 32]).worker_id();
+    wait_for(&mut c, &me, true).await;
+    let job = submit(&mut c, "by contributors", 2, &mixed_tasks(3)).await;
+    assert_eq!(wait_finished(&mut c, &job, 120).await.verified as usize, mixed_tasks(3).len());
+    let before = wait_for(&mut c, &me, true).await.agreed;
+    assert!(before > 0, "the identity did verified work");
+
+    // Its connection ends; the same key comes back on a new one.
+    let _ = stop.send(true);
+    for h in handles.drain(..) {
+        let _ = h.await;
+    }
+    let (stop, rx) = watch::channel(false);
+    handles.push(tokio::spawn(worker::run(contributor(&service, 1), rx.clone())));
+    assert_eq!(wait_for(&mut c, &me, false).await.agreed, before, "the record is the key's");
+    let _ = stop.send(true);
+    for h in handles.drain(..) {
+        let _ = h.await;
+    }
+
+    // And after the coordinator restarts on the same data.
+    service.shutdown().await.expect("clean shutdown");
+    let service = Service::start(cfg).await.expect("restarts");
+    let (stop, rx) = watch::channel(false);
+    let h = tokio::spawn(worker::run(contributor(&service, 1), rx));
+    let mut c = client(&service).await;
+    assert_eq!(wait_for(&mut c, &me, false).await.agreed, before, "kept across a restart");
+    let _ = stop.send(true);
+    let _ = h.await;
+    service.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shoal_worker_makes_its_key_once_and_stays_the_same_contributor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.coordinator.identities = shoal_core::coordinator::IdentityPolicy::Open;
+    let service = Service::start(cfg).await.expect("starts");
+    let key = dir.path().join("me").join("worker.key");
+    let run = || {
+        ChildGuard(
+            Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+                .args(["worker", "--coordinator", &service.worker_url(), "--cpu", "--identity"])
+                .arg(&key)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("shoal worker starts"),
+        )
+    };
+    let first = run();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !key.is_file() {
+        assert!(tokio::time::Instant::now() < deadline, "no key file made");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).expect("key").permissions().mode() & 0o777, 0o600);
+    }
+    let seed = shoal_native::keyfile::load_or_create(&key).expect("a key");
+    let me = Identity::from_seed(&seed).worker_id();
+    let mut c = client(&service).await;
+    wait_for(&mut c, &me, false).await;
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while worker(&mut c, &me).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the killed worker is still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _second = run();
+    wait_for(&mut c, &me, false).await;
+    assert_eq!(shoal_native::keyfile::load_or_create(&key).expect("a key"), seed, "the same key, not a new one");
+    service.shutdown().await.expect("clean shutdown");
+}
