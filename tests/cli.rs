@@ -320,6 +320,10 @@ fn failures_exit_with_their_codes(grpc_url: &str) {
     let out = shoal(&["status", "--coordinator", &format!("http://127.0.0.1:{}", common::free_port())]);
     assert_eq!(out.status.code(), Some(5), "unreachable: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(shoal(&["workers", "--order", "shoe-size"]).status.code(), Some(2), "usage");
+    // The flag names the plane: --api for the control plane (--coordinator still works).
+    let swarm: serde_json::Value =
+        serde_json::from_str(&ok(&shoal(&["status", "--api", grpc_url, "--json"]))).expect("json");
+    assert!(swarm["version"].is_string(), "{swarm}");
     // With --log-json, what goes to stderr is JSON lines, failures included.
     let out = shoal(&["--log-json", "status", "--coordinator", &format!("http://127.0.0.1:{}", common::free_port())]);
     assert_eq!(out.status.code(), Some(5));

@@ -67,11 +67,22 @@ async fn an_identity_keeps_its_record_across_reconnections_and_restarts() {
     let before = wait_for(&mut c, &me, true).await.agreed;
     assert!(before > 0, "the identity did verified work");
 
-    // Its connection ends; the same key comes back on a new one.
+    // Paid: the settled epoch's payout is the identity's record too.
+    c.close_epoch(pb::CloseEpochRequest {}).await.expect("settled");
+
+    // Its connection ends; its record stays, found by its public key too.
     let _ = stop.send(true);
     for h in handles.drain(..) {
         let _ = h.await;
     }
+    let public = shoal_core::Digest(Identity::from_seed(&[1; 32]).public_key()).to_hex();
+    let record = c.get_contributor(pb::GetContributorRequest { key: public }).await.expect("known").into_inner();
+    let record = record.contributor.expect("a record");
+    assert_eq!((record.worker_id.as_str(), record.connected, record.agreed), (me.as_str(), false, before));
+    assert!(record.earned.parse::<u128>().expect("base units") > 0 && record.epochs_paid == 1, "{record:?}");
+    let unknown = c.get_contributor(pb::GetContributorRequest { key: "id-0000".into() }).await;
+    assert_eq!(unknown.expect_err("never seen").code(), tonic::Code::NotFound);
+    // The same key comes back on a new connection.
     let (stop, rx) = watch::channel(false);
     handles.push(tokio::spawn(worker::run(contributor(&service, 1), rx.clone())));
     assert_eq!(wait_for(&mut c, &me, false).await.agreed, before, "the record is the key's");
@@ -133,6 +144,12 @@ async fn shoal_worker_makes_its_key_once_and_stays_the_same_contributor() {
     }
     let _second = run();
     wait_for(&mut c, &me, false).await;
+    let shown = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+        .args(["contributor", "show", me.as_str(), "--api", &service.grpc_url(), "--json"])
+        .output()
+        .expect("shoal runs");
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+    assert_eq!(shown["contributor"]["worker_id"], me.as_str(), "{shown}");
     assert_eq!(shoal_native::keyfile::load_or_create(&key).expect("a key"), seed, "the same key, not a new one");
     service.shutdown().await.expect("clean shutdown");
 }

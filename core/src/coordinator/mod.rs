@@ -20,9 +20,9 @@ mod slots;
 
 pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger, IdentityPolicy};
 pub use engine::{
-    Answer, Command, ConnId, Coordinator, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input, JobProgress,
-    JobSpec, OriginKey, Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult,
-    WorkerSort, WorkerView,
+    Answer, Command, ConnId, ContributorView, Coordinator, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input,
+    JobProgress, JobSpec, OriginKey, Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket,
+    VerifiedResult, WorkerSort, WorkerView,
 };
 pub use profile::{ProfilePolicy, Tier, WorkerClass};
 pub use recovery::{RecoveryError, Snapshot};

@@ -63,6 +63,11 @@ pub(super) enum Command {
     Workers(WorkersArgs),
     /// Connected workers by verified work.
     Leaderboard(ListArgs),
+    /// A contributor's record, connected or not.
+    Contributor {
+        #[command(subcommand)]
+        action: ContributorAction,
+    },
     /// Settled epochs and their payouts (list), or settle the open one now (close).
     #[command(visible_alias = "epochs")]
     Epoch {
@@ -133,8 +138,13 @@ pub(super) struct CoordinatorArgs {
 
 #[derive(Args)]
 pub(super) struct WorkerArgs {
-    /// Coordinator's worker URL (`wss://` for TLS).
-    #[arg(long, env = "SHOAL_WORKER_ADDR", default_value = "ws://127.0.0.1:14690/ws")]
+    /// The coordinator's worker plane: its WebSocket URL (`wss://` for TLS).
+    #[arg(
+        long = "worker-url",
+        visible_alias = "coordinator",
+        env = "SHOAL_WORKER_ADDR",
+        default_value = "ws://127.0.0.1:14690/ws"
+    )]
     pub(super) coordinator: String,
     /// A private CA (PEM) to trust for `wss://`, beside the system's roots.
     #[arg(long)]
@@ -168,8 +178,8 @@ pub(super) struct WorkerArgs {
 
 #[derive(Args, Clone)]
 pub(super) struct ClientArgs {
-    /// Coordinator's gRPC URL (`https://` for TLS).
-    #[arg(long, env = "SHOAL_ADDR", default_value = "http://127.0.0.1:14689")]
+    /// The coordinator's control plane: its gRPC URL (`https://` for TLS).
+    #[arg(long = "api", visible_alias = "coordinator", env = "SHOAL_ADDR", default_value = "http://127.0.0.1:14689")]
     pub(super) coordinator: String,
     /// A private CA (PEM) to trust for `https://`, beside the system's roots.
     #[arg(long)]
@@ -225,6 +235,17 @@ pub(super) struct WorkersArgs {
     /// Largest first.
     #[arg(long)]
     pub(super) desc: bool,
+}
+
+#[derive(Subcommand)]
+pub(super) enum ContributorAction {
+    /// Credibility, verified work, slashing, and what settled epochs paid.
+    Show {
+        /// A worker id (`id-…` for an identity), or an identity's public key.
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -416,9 +437,10 @@ pub(super) struct SimArgs {
     /// JSON summary.
     #[arg(long)]
     pub(super) json: bool,
-    /// Run the workers over real sockets against this coordinator's gRPC URL
-    /// (e.g. http://127.0.0.1:14689) instead of in-process.
-    #[arg(long)]
+    /// Run the workers over real sockets against this coordinator, whose
+    /// control plane (gRPC URL, e.g. http://127.0.0.1:14689) is given here,
+    /// instead of in-process.
+    #[arg(long = "api", visible_alias = "coordinator")]
     pub(super) coordinator: Option<String>,
     /// With --coordinator: its workers' WebSocket URL.
     #[arg(long, default_value = "ws://127.0.0.1:14690/ws")]

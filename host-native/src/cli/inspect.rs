@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::grpc::pb;
 
-use super::args::{ClientArgs, EpochAction, JobAction, ListArgs, WorkerOrderArg, WorkersArgs};
+use super::args::{ClientArgs, ContributorAction, EpochAction, JobAction, ListArgs, WorkerOrderArg, WorkersArgs};
 use super::client::{all_verified, connect, write_results, Client};
 use super::output;
 
@@ -185,6 +185,26 @@ fn print_workers(workers: Vec<pb::Worker>, client: &ClientArgs) -> Result<()> {
         return output::print_json(&pb::ListWorkersResponse { workers, next_page_token: String::new(), total_size });
     }
     output::print_workers(&workers);
+    Ok(())
+}
+
+/// `shoal contributor show KEY`.
+pub(super) async fn contributor(action: ContributorAction) -> Result<()> {
+    let ContributorAction::Show { key, client } = action;
+    let mut c = connect(&client).await?;
+    let r = c
+        .get_contributor(pb::GetContributorRequest { key: key.clone() })
+        .await
+        .with_context(|| format!("reading contributor {key}"))?
+        .into_inner();
+    if client.json {
+        return output::print_json(&r);
+    }
+    let Some(v) = r.contributor else { bail!("the coordinator answered no contributor") };
+    println!("contributor  {}{}", v.worker_id, if v.connected { " (connected)" } else { "" });
+    println!("credibility  {:.4}{}", f64::from(v.credibility_ppm) / 1e6, if v.slashed { "  SLASHED" } else { "" });
+    println!("verified     {} all time, {} this epoch", v.agreed, v.epoch_agreed);
+    println!("earned       {} base units over {} settled epochs", v.earned, v.epochs_paid);
     Ok(())
 }
 

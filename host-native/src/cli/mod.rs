@@ -5,7 +5,7 @@
 //! - `args`: the subcommands and their arguments;
 //! - `serve`: the run modes (`up`, `coordinator`, `worker`, `keygen`);
 //! - `client`: jobs over gRPC (connect, submit, follow, results), `submit`;
-//! - `inspect`: `status`, `job …`, `workers`, `leaderboard`, `epoch …`;
+//! - `inspect`: `status`, `job …`, `workers`, `leaderboard`, `contributor show`, `epoch …`;
 //! - `exit`: exit codes and the one line a failure prints;
 //! - `output`: how their answers are printed (tables, JSON, progress,
 //!   result files, the demo image);
@@ -24,7 +24,7 @@ mod sim;
 use self::args::Cli;
 use self::args::{Command, ConfigAction};
 use self::client::submit;
-use self::inspect::{epoch, job, leaderboard, status, workers};
+use self::inspect::{contributor, epoch, job, leaderboard, status, workers};
 use self::serve::{coordinator, keygen, run_worker, up};
 use self::sim::{sim, sim_over_sockets};
 use crate::{bench, ShoalConfig};
@@ -67,6 +67,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Job { action } => job(action).await,
         Command::Workers(a) => workers(a).await,
         Command::Leaderboard(a) => leaderboard(a).await,
+        Command::Contributor { action } => contributor(action).await,
         Command::Epoch { action, list } => epoch(action, list).await,
         Command::Keygen(a) => keygen(cfg, a),
         Command::Token { action } => admin::token(action).await,

@@ -199,6 +199,14 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         swarm::worker(&self.engine, request.get_ref()).await.map(Response::new)
     }
 
+    async fn get_contributor(
+        &self,
+        request: Request<pb::GetContributorRequest>,
+    ) -> Result<Response<pb::GetContributorResponse>, Status> {
+        allowed(&request, Op::Swarm)?;
+        swarm::contributor(&self.engine, request.get_ref()).await.map(Response::new)
+    }
+
     async fn get_swarm_status(
         &self,
         request: Request<pb::GetSwarmStatusRequest>,

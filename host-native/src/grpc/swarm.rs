@@ -59,6 +59,48 @@ pub(super) async fn worker(engine: &EngineHandle, req: &pb::GetWorkerRequest) ->
     Ok(pb::GetWorkerResponse { worker: Some(worker_to_pb(&view)) })
 }
 
+/// `GetContributor`: by worker id, or by an identity's public key.
+pub(super) async fn contributor(
+    engine: &EngineHandle,
+    req: &pb::GetContributorRequest,
+) -> Result<pb::GetContributorResponse, Status> {
+    let key = req.key.trim();
+    let id = match parse_public_key(key) {
+        Some(public) => shoal_core::identity::worker_id_of(&public),
+        None => shoal_core::WorkerId::new(key.to_owned())
+            .map_err(|e| super::errors::bad_field("key", format!("neither a worker id nor a public key: {e}")))?,
+    };
+    let name = id.to_string();
+    let view = engine.query(move |c, _| c.contributor(&id)).await.map_err(gone)?;
+    let v = view.ok_or_else(|| {
+        super::errors::not_found("shoal.v1.Contributor", name.clone(), format!("no contributor {name}"))
+    })?;
+    Ok(pb::GetContributorResponse {
+        contributor: Some(pb::Contributor {
+            worker_id: v.id.to_string(),
+            connected: v.connected,
+            credibility_ppm: v.credibility_ppm,
+            agreed: v.agreed,
+            slashed: v.slashed,
+            epoch_agreed: v.epoch_agreed,
+            earned: v.earned.to_string(),
+            epochs_paid: v.epochs_paid,
+        }),
+    })
+}
+
+/// 64 hex digits as a 32-byte public key.
+fn parse_public_key(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
 /// `GetSwarmStatus`.
 pub(super) async fn status(engine: &EngineHandle) -> Result<pb::GetSwarmStatusResponse, Status> {
     let (s, height, digest, epoch) = engine

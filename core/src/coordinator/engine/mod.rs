@@ -58,7 +58,7 @@ use self::epochs::{DirtyWorkers, EpochState};
 use self::ready::{IdlePool, ReadyQueue};
 pub(crate) use self::registry::Reputation;
 use self::registry::{Conn, GuestCount, NumRecord, Worker, WorkerIdx, WorkerNum, WorkerState};
-pub use self::roster::WorkerSort;
+pub use self::roster::{ContributorView, WorkerSort};
 use self::tasks::{Job, TaskKey, TaskSlab};
 pub use self::types::{
     Answer, Command, ConnId, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input, JobProgress, JobSpec,

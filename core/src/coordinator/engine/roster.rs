@@ -1,5 +1,5 @@
-//! The worker table as readers see it: every worker, one by id, and a
-//! sorted page. A page is chosen by sorting small keys of every worker and
+//! The worker table as readers see it: every worker, one by id, a sorted
+//! page, and a contributor's whole record (connected or not). A page is chosen by sorting small keys of every worker and
 //! builds views only for its own rows, so a dashboard reading 50 rows of a
 //! 10 000-worker swarm costs the engine little.
 
@@ -31,7 +31,57 @@ pub enum WorkerSort {
     LastSeen,
 }
 
+/// A contributor's record: what the coordinator keeps of a worker id
+/// across connections (an identity's, or an operator token's worker).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContributorView {
+    /// Who.
+    pub id: WorkerId,
+    /// Connected now.
+    pub connected: bool,
+    /// Credibility, ppm (0 once slashed).
+    pub credibility_ppm: u32,
+    /// Verified agreements and passed ringers, all time.
+    pub agreed: u64,
+    /// Caught lying (for good).
+    pub slashed: bool,
+    /// Results that agreed with the accepted one in the open epoch.
+    pub epoch_agreed: u64,
+    /// Paid in settled epochs (worker pool and bounties), base units.
+    pub earned: u128,
+    /// Settled epochs that paid it.
+    pub epochs_paid: u32,
+}
+
 impl Coordinator {
+    /// A contributor's record, if the coordinator knows the id (it is
+    /// connected, has a reputation, work this epoch or a payout).
+    pub fn contributor(&self, id: &WorkerId) -> Option<ContributorView> {
+        let connected = self.by_id.contains_key(id);
+        let reputation = self.reputation.get(id);
+        let epoch_agreed = self.epoch.work.get(id).map(|w| w.agreed);
+        let (mut earned, mut epochs_paid) = (0u128, 0u32);
+        for settled in self.epochs() {
+            if let Some(p) = settled.payouts.iter().find(|p| &p.worker == id) {
+                earned = earned.saturating_add(p.amount).saturating_add(p.bounty);
+                epochs_paid += 1;
+            }
+        }
+        if !connected && reputation.is_none() && epoch_agreed.is_none() && epochs_paid == 0 {
+            return None;
+        }
+        Some(ContributorView {
+            id: id.clone(),
+            connected,
+            credibility_ppm: self.credibility(id),
+            agreed: reputation.map_or(0, |r| r.agreed),
+            slashed: reputation.is_some_and(|r| r.slashed),
+            epoch_agreed: epoch_agreed.unwrap_or(0),
+            earned,
+            epochs_paid,
+        })
+    }
+
     /// Every connected worker.
     pub fn workers(&self) -> Vec<WorkerView> {
         self.workers.iter().flatten().map(|w| self.view_of(w)).collect()
