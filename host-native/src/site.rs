@@ -100,7 +100,11 @@ fn content_type(name: &str) -> &'static str {
 /// under that name and may be kept; everything else is checked each time.
 fn cache_control(name: &str) -> &'static str {
     let stem = name.rsplit('/').next().unwrap_or(name).split('.').next().unwrap_or_default().trim_end_matches("_bg");
-    let hashed = stem.rsplit_once('-').is_some_and(|(_, h)| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    // Trunk writes its 64-bit hash in hex without leading zeros: 16 digits,
+    // fewer one build in sixteen (a name with 15 was served uncached once).
+    let hashed = stem
+        .rsplit_once('-')
+        .is_some_and(|(_, h)| (8..=16).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit()));
     if hashed {
         "public, max-age=31536000, immutable"
     } else {
@@ -147,6 +151,11 @@ mod tests {
         assert_eq!(cache_control("shoal-ui-322eec7d72da42be_bg.wasm"), "public, max-age=31536000, immutable");
         assert_eq!(cache_control("shoal_web_bg.wasm"), "no-cache", "the worker's files are not hashed");
         assert_eq!(cache_control("shoal-ui-322eec7d72da42be.js"), "public, max-age=31536000, immutable");
+        assert_eq!(
+            cache_control("shoal-ui-a34e363bf4ea90d_bg.wasm"),
+            "public, max-age=31536000, immutable",
+            "15 digits"
+        );
         assert_eq!(cache_control("style-320ac9f38cb697a7.css"), "public, max-age=31536000, immutable");
         assert_eq!(cache_control("index.html"), "no-cache");
         assert_eq!(content_type("a/b.wasm"), "application/wasm");
