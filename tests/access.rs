@@ -303,10 +303,24 @@ async fn tokens_outlive_a_restart_and_a_revocation_holds_at_once() {
     // Revoked while a client holds it: its next call is refused.
     let mut reader = client_with(&service, &t.read).await;
     reader.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("a live token reads");
+    // A stream the token opened before its revocation ends with it.
+    let mut open = reader.stream_events(pb::StreamEventsRequest {}).await.expect("a live token follows").into_inner();
     admin.revoke_token(pb::RevokeTokenRequest { name_or_id: "reader".into() }).await.expect("revoked");
     let e = reader.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect_err("a revoked token is refused");
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("revoked"), "{e}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match open.message().await {
+                Ok(Some(_)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the open stream ends within seconds");
+    let e = ended.expect_err("it ends with an error");
+    assert!(e.code() == Code::Unauthenticated && e.message().contains("revoked"), "{e}");
     // Revoking twice, an unknown name, a bad name, a taken name: clear errors.
     let again = admin.revoke_token(pb::RevokeTokenRequest { name_or_id: "reader".into() }).await;
     assert_eq!(again.expect_err("already revoked").code(), Code::FailedPrecondition);

@@ -300,6 +300,8 @@ pub struct Access {
     /// Weak: the engine owns the store; once it stops, the storage file
     /// is free even while connections that hold this still close.
     store: std::sync::Weak<dyn Store>,
+    /// Counts revocations, so open streams notice theirs at once.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 /// A token's digest: what is stored and looked up.
@@ -325,6 +327,7 @@ impl Access {
             config_admin: (!api_token.is_empty()).then(|| digest_of(api_token)),
             anonymous: anonymous.resolve(!api_token.is_empty()),
             store: Arc::downgrade(store),
+            revocations: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -405,7 +408,23 @@ impl Access {
         revoked.record.revoked_ms = Some(now_ms);
         self.stored()?.put_api_token(&d, &revoked.record)?;
         tokens.insert(d, revoked.clone());
+        self.revocations.send_modify(|n| *n += 1);
         Ok(revoked)
+    }
+
+    /// Changes on every revocation: what an open stream waits on.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    /// Whether the token with this id may still be used (the
+    /// configuration's admin token always may).
+    pub fn is_live(&self, token_id: &str) -> bool {
+        if token_id == CONFIG_ADMIN_ID {
+            return true;
+        }
+        let tokens = self.by_digest.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokens.values().any(|t| t.id == token_id && t.record.revoked_ms.is_none())
     }
 
     /// Every token (live and revoked), oldest first.

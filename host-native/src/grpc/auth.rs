@@ -51,6 +51,46 @@ pub(crate) fn allowed<T>(request: &Request<T>, op: Op) -> Result<Scope, Status> 
     caller(request).scope(op).map_err(refused)
 }
 
+/// A stream that ends, with UNAUTHENTICATED, as soon as the token that
+/// opened it is revoked (a revocation holds for calls already open, not
+/// only for the next ones). Streams of anonymous callers and of the
+/// configuration's token pass through.
+pub(crate) fn end_on_revocation<T: Send + 'static>(
+    mut inner: super::service::BoxStream<T>,
+    caller: &Caller,
+    access: &Arc<Access>,
+) -> super::service::BoxStream<T> {
+    use futures_util::StreamExt;
+    let Caller::Token(grant) = caller else { return inner };
+    let (id, access) = (grant.id.clone(), access.clone());
+    let mut revocations = access.revocations();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                item = inner.next() => match item {
+                    Some(item) => {
+                        if tx.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                // The sender lives as long as `access`, which this task holds.
+                Ok(()) = revocations.changed() => {
+                    if !access.is_live(&id) {
+                        let why = format!("token {id} was revoked; this stream ends");
+                        let _ = tx.send(Err(Status::unauthenticated(why))).await;
+                        return;
+                    }
+                }
+                else => return,
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 /// Adds the bearer token to every call of a client.
 #[derive(Clone)]
 pub struct WithToken {

@@ -15,7 +15,7 @@ use crate::access::{Access, Op, Scope};
 use crate::engine::{EngineGone, EngineHandle};
 use crate::settlement::SharedConsensus;
 
-use super::auth::{allowed, caller, refused};
+use super::auth::{allowed, caller, end_on_revocation, refused};
 use super::convert::parse_job;
 use super::errors::{job_not_found, with_reason};
 use super::intake::JobIntake;
@@ -148,10 +148,12 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         request: Request<pb::StreamJobResultsRequest>,
     ) -> Result<Response<Self::StreamJobResultsStream>, Status> {
         let scope = allowed(&request, Op::ReadJobs)?;
+        let who = caller(&request);
         let req = request.into_inner();
         let job = parse_job(&req.job_id)?;
         let first = job_status(&self.engine, job, scope).await?.ok_or_else(|| job_not_found(job))?;
-        Ok(Response::new(jobs::results(self.engine.clone(), job, first, &req)))
+        let results = jobs::results(self.engine.clone(), job, first, &req);
+        Ok(Response::new(end_on_revocation(results, &who, &self.access)))
     }
 
     async fn get_consensus(
@@ -253,7 +255,7 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         allowed(&request, Op::Swarm)?;
-        Ok(Response::new(swarm::events(&self.engine)))
+        Ok(Response::new(end_on_revocation(swarm::events(&self.engine), &caller(&request), &self.access)))
     }
 
     type StreamStateDiffsStream = BoxStream<pb::StreamStateDiffsResponse>;
@@ -263,7 +265,8 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         request: Request<pb::StreamStateDiffsRequest>,
     ) -> Result<Response<Self::StreamStateDiffsStream>, Status> {
         allowed(&request, Op::StateDiffs)?;
-        Ok(Response::new(swarm::state_diffs(&self.engine, request.get_ref().from_height.max(1))))
+        let diffs = swarm::state_diffs(&self.engine, request.get_ref().from_height.max(1));
+        Ok(Response::new(end_on_revocation(diffs, &caller(&request), &self.access)))
     }
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
@@ -298,6 +301,7 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
 
     async fn backup(&self, request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
         allowed(&request, Op::Backup)?;
+        let who = caller(&request);
         let (store, data) = self.data.clone();
         let store = store.upgrade().ok_or_else(|| Status::unavailable("the coordinator is not running"))?;
         let started = std::time::Instant::now();
@@ -334,6 +338,7 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
             }
             let _ = tokio::fs::remove_file(&path).await;
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let chunks: BoxStream<pb::BackupResponse> = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Ok(Response::new(end_on_revocation(chunks, &who, &self.access)))
     }
 }
