@@ -423,9 +423,7 @@ fn tls_setup(
     }
     let tls = |e: crate::tls::TlsError| ServiceError::Tls(e.to_string());
     let (live, acme) = if settings.acme.domains.is_empty() {
-        let read = |p: &Path| std::fs::read(p).map_err(io(format!("reading {}", p.display())));
-        crate::tls::certificates(&settings.cert).map_err(tls)?;
-        let cert = crate::tls::certified_key(&read(&settings.cert)?, &read(&settings.key)?).map_err(tls)?;
+        let cert = crate::tls::certified_key_from_files(&settings.cert, &settings.key).map_err(tls)?;
         cert.keys_match()
             .map_err(|e| ServiceError::Tls(format!("server.tls.key does not match server.tls.cert: {e}")))?;
         (Arc::new(crate::tls::LiveCert::new(cert)), None)

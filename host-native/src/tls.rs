@@ -62,6 +62,22 @@ pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKe
     sign(chain, key)
 }
 
+/// The certificate chain and key of two PEM files, each read once, errors
+/// naming the file at fault.
+pub fn certified_key_from_files(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read { path: p.to_owned(), reason: e.to_string() });
+    let (chain_pem, key_pem) = (read(cert)?, read(key)?);
+    let chain = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Read { path: cert.to_owned(), reason: e.to_string() })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(cert.to_owned()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| TlsError::Config(format!("private key in {}: {e}", key.display())))?;
+    sign(chain, key)
+}
+
 /// A server's TLS whose certificate is `live`'s (replaced without a
 /// restart), offering `alpn` and ACME's `acme-tls/1` (answered only while
 /// a challenge is pending).
