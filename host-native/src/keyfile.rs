@@ -50,18 +50,7 @@ pub fn load_or_create(path: &Path) -> Result<[u8; 32], KeyFileError> {
 }
 
 fn parse(path: &Path, text: &str) -> Result<[u8; 32], KeyFileError> {
-    let hex = text.trim();
-    let mut key = [0u8; 32];
-    if hex.len() != 64 {
-        return Err(KeyFileError::NotAKey(path.to_owned()));
-    }
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = hex
-            .get(2 * i..2 * i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .ok_or_else(|| KeyFileError::NotAKey(path.to_owned()))?;
-    }
-    Ok(key)
+    text.trim().parse::<shoal_core::Digest>().map(|d| d.0).map_err(|_| KeyFileError::NotAKey(path.to_owned()))
 }
 
 /// Writes a new file only its owner may read, synced.

@@ -134,17 +134,18 @@ pub(super) async fn submit_tasks(c: &mut Client, job: &Submission<'_>) -> Result
     Ok(r)
 }
 
+/// A job's progress.
+pub(super) async fn get_job(c: &mut Client, job: &str) -> Result<pb::Job> {
+    let r =
+        c.get_job(pb::GetJobRequest { job_id: job.to_owned() }).await.with_context(|| format!("reading job {job}"))?;
+    Ok(r.into_inner().job.unwrap_or_default())
+}
+
 /// Follows a job to its end with a progress bar.
 pub(super) async fn wait_with_progress(c: &mut Client, job: &str) -> Result<pb::Job> {
     let bar = output::progress_bar();
     loop {
-        let s = c
-            .get_job(pb::GetJobRequest { job_id: job.to_owned() })
-            .await
-            .with_context(|| format!("reading job {job}"))?
-            .into_inner()
-            .job
-            .unwrap_or_default();
+        let s = get_job(c, job).await?;
         bar.set_length(u64::from(s.tasks));
         bar.set_position(u64::from(s.verified + s.dead_lettered + s.cancelled));
         if s.finished {

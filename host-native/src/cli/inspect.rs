@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::grpc::pb;
 
 use super::args::{ClientArgs, ContributorAction, EpochAction, JobAction, ListArgs, WorkerOrderArg, WorkersArgs};
-use super::client::{all_verified, connect, write_results, Client};
+use super::client::{all_verified, connect, get_job, write_results, Client};
 use super::output;
 
 /// Items of a list call, page after page, until `limit` (0: all) or the end.
@@ -125,13 +125,7 @@ async fn watch(job: &str, client: &ClientArgs) -> Result<()> {
             println!("{}", output::outcome_line(o));
         }
     }
-    let end = c
-        .get_job(pb::GetJobRequest { job_id: job.to_owned() })
-        .await
-        .with_context(|| format!("reading job {job}"))?
-        .into_inner()
-        .job
-        .unwrap_or_default();
+    let end = get_job(&mut c, job).await?;
     if !client.json {
         output::print_jobs(std::slice::from_ref(&end));
     }

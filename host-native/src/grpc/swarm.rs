@@ -91,14 +91,7 @@ pub(super) async fn contributor(
 
 /// 64 hex digits as a 32-byte public key.
 fn parse_public_key(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut key = [0u8; 32];
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(key)
+    s.parse::<shoal_core::Digest>().ok().map(|d| d.0)
 }
 
 /// `GetSwarmStatus`.
