@@ -121,6 +121,7 @@ async fn kill_rounds(kills: usize, job_tasks: u64, seed: u64) -> usize {
             ca: None,
             token: Some(derive_token(&secret, &id)),
             identity: None,
+            profile: None,
             worker_id: id,
             max_concurrent: 2,
             behaviour: Behaviour::Honest,

@@ -426,6 +426,7 @@ async fn idle_workers(up: &Up, n: usize) -> (tokio::sync::watch::Sender<bool>, V
             ca: None,
             token: Some(shoal_core::auth::derive_token(&secret, &id)),
             identity: None,
+            profile: None,
             worker_id: id,
             max_concurrent: 1,
             behaviour: shoal_native::worker::Behaviour::Honest,

@@ -63,6 +63,7 @@ fn guests(http: u16, n: u64) -> (tokio::sync::watch::Sender<bool>, Vec<tokio::ta
                 ca: None,
                 token: None,
                 identity: None,
+                profile: None,
                 worker_id: shoal_core::WorkerId::new(format!("guest-{i}")).expect("id"),
                 max_concurrent: 2,
                 behaviour: Behaviour::Honest,

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use shoal_core::identity::Identity;
+use shoal_core::identity::{Identity, Profile};
 use shoal_core::WorkerId;
 use shoal_native::grpc::pb;
 use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
@@ -24,6 +24,11 @@ fn contributor(service: &Service, seed: u8) -> WorkerOptions {
         worker_id: WorkerId::new("unused").expect("id"),
         token: None,
         identity: Some(Identity::from_seed(&[seed; 32])),
+        profile: Some(Profile {
+            payout: format!("addr-{seed}"),
+            name: format!("contributor {seed}"),
+            team: "blue".into(),
+        }),
         max_concurrent: 2,
         behaviour: Behaviour::Honest,
         reconnect: false,
@@ -67,8 +72,12 @@ async fn an_identity_keeps_its_record_across_reconnections_and_restarts() {
     let before = wait_for(&mut c, &me, true).await.agreed;
     assert!(before > 0, "the identity did verified work");
 
-    // Paid: the settled epoch's payout is the identity's record too.
+    // Paid: the settled epoch's payout is the identity's record too, to
+    // the address it declared.
     c.close_epoch(pb::CloseEpochRequest {}).await.expect("settled");
+    let epochs = c.list_epochs(pb::ListEpochsRequest::default()).await.expect("epochs").into_inner();
+    let paid = epochs.epochs.iter().flat_map(|e| &e.payouts).find(|p| p.worker == me.as_str()).expect("paid");
+    assert_eq!(paid.address, "addr-1", "{paid:?}");
 
     // Its connection ends; its record stays, found by its public key too.
     let _ = stop.send(true);
@@ -79,6 +88,10 @@ async fn an_identity_keeps_its_record_across_reconnections_and_restarts() {
     let record = c.get_contributor(pb::GetContributorRequest { key: public }).await.expect("known").into_inner();
     let record = record.contributor.expect("a record");
     assert_eq!((record.worker_id.as_str(), record.connected, record.agreed), (me.as_str(), false, before));
+    assert_eq!(
+        (record.payout_address.as_str(), record.display_name.as_str(), record.team.as_str()),
+        ("addr-1", "contributor 1", "blue")
+    );
     assert!(record.earned.parse::<u128>().expect("base units") > 0 && record.epochs_paid == 1, "{record:?}");
     let unknown = c.get_contributor(pb::GetContributorRequest { key: "id-0000".into() }).await;
     assert_eq!(unknown.expect_err("never seen").code(), tonic::Code::NotFound);
@@ -115,6 +128,7 @@ async fn shoal_worker_makes_its_key_once_and_stays_the_same_contributor() {
             Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
                 .args(["worker", "--coordinator", &service.worker_url(), "--cpu", "--identity"])
                 .arg(&key)
+                .args(["--payout", "site-owner-7", "--team", "blue"])
                 .env("RUST_LOG", "warn")
                 .stderr(Stdio::null())
                 .spawn()
@@ -150,6 +164,10 @@ async fn shoal_worker_makes_its_key_once_and_stays_the_same_contributor() {
         .expect("shoal runs");
     let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
     assert_eq!(shown["contributor"]["worker_id"], me.as_str(), "{shown}");
+    assert_eq!(
+        (&shown["contributor"]["payout_address"], &shown["contributor"]["team"]),
+        (&"site-owner-7".into(), &"blue".into())
+    );
     assert_eq!(shoal_native::keyfile::load_or_create(&key).expect("a key"), seed, "the same key, not a new one");
     service.shutdown().await.expect("clean shutdown");
 }

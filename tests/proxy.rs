@@ -150,6 +150,7 @@ async fn behind_nginx_workers_and_clients_work_and_keep_their_own_addresses() {
             ca: Some(ca.clone()),
             token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
             identity: None,
+            profile: None,
             worker_id: id,
             max_concurrent: 2,
             behaviour: Behaviour::Honest,

@@ -159,6 +159,7 @@ async fn shutdown_says_goodbye_to_connected_workers() {
         ca: None,
         token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
         identity: None,
+        profile: None,
         worker_id: id,
         max_concurrent: 1,
         behaviour: Behaviour::Honest,

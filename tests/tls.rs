@@ -45,6 +45,7 @@ fn worker_over_tls(service: &Service, name: &str, ca: &Path, seed: u64) -> Worke
         ca: Some(ca.to_path_buf()),
         token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
         identity: None,
+        profile: None,
         worker_id: id,
         max_concurrent: 2,
         behaviour: Behaviour::Honest,

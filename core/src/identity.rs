@@ -13,6 +13,7 @@
 //! another connection, is refused.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
 
 use crate::ids::WorkerId;
 
@@ -23,6 +24,59 @@ pub const IDENTITY_ID_PREFIX: &str = "id-";
 pub const MAX_AUDIENCE_LEN: usize = 260;
 /// What the signature is over, first: the message is Shoal's, this version's.
 const DOMAIN: &[u8] = b"shoal/identity-hello/v1\0";
+
+/// Longest payout address accepted, in bytes.
+pub const MAX_PAYOUT_LEN: usize = 128;
+/// Longest display name or team name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// What a contributor says about itself: where its earnings go, and how
+/// leaderboards show it. It travels in the identity's hello, under the
+/// identity's signature, so nobody but the key's holder can set or change
+/// it; a site that embeds the worker sets the payout address for its
+/// visitors (the site owner is credited).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Profile {
+    /// Where payouts go (free-form: the operator's pattern decides what is
+    /// valid, `coordinator.payout_pattern`); empty: none.
+    pub payout: String,
+    /// A display name; empty: none.
+    pub name: String,
+    /// A team; empty: none.
+    pub team: String,
+}
+
+impl Profile {
+    /// Checks lengths and characters (printable, no control characters;
+    /// the address also without spaces), naming the field at fault.
+    pub fn check(&self) -> Result<(), IdentityError> {
+        let bad = |field: &'static str, reason: String| Err(IdentityError::BadProfile { field, reason });
+        for (field, value, max) in [
+            ("payout", &self.payout, MAX_PAYOUT_LEN),
+            ("name", &self.name, MAX_NAME_LEN),
+            ("team", &self.team, MAX_NAME_LEN),
+        ] {
+            if value.len() > max {
+                return bad(field, format!("{} bytes, at most {max}", value.len()));
+            }
+            if value.chars().any(char::is_control) {
+                return bad(field, "control characters".into());
+            }
+            if value.trim() != value {
+                return bad(field, "leading or trailing spaces".into());
+            }
+        }
+        if self.payout.chars().any(char::is_whitespace) {
+            return bad("payout", "spaces".into());
+        }
+        Ok(())
+    }
+
+    /// Whether it says nothing.
+    pub fn is_empty(&self) -> bool {
+        self.payout.is_empty() && self.name.is_empty() && self.team.is_empty()
+    }
+}
 
 /// Why an identity's hello is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +94,14 @@ pub enum IdentityError {
         claimed: String,
         /// What the key gives.
         derived: String,
+    },
+    /// The profile has a field that is too long or not text.
+    #[error("the identity's {field} is refused: {reason}")]
+    BadProfile {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The hello was signed for another host than the one it reached.
     #[error("the hello was signed for `{signed}`, but reached `{reached}`")]
@@ -84,10 +146,15 @@ impl Identity {
         worker_id_of(&self.public_key())
     }
 
-    /// The hello's signature over this connection's challenge nonce and
-    /// the host the worker dialed.
-    pub fn sign_hello(&self, nonce: &[u8; 16], audience: &str) -> [u8; 64] {
-        self.key.sign(&hello_message(nonce, &self.public_key(), audience)).to_bytes()
+    /// The hello's signature over this connection's challenge nonce, the
+    /// host the worker dialed and the profile it declares.
+    pub fn sign_hello(&self, nonce: &[u8; 16], audience: &str, profile: Option<&Profile>) -> [u8; 64] {
+        self.sign(&hello_message(nonce, &self.public_key(), audience, profile))
+    }
+
+    /// A signature over `message` (what [`hello_message`] built).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
     }
 }
 
@@ -109,26 +176,42 @@ pub fn is_identity_id(id: &WorkerId) -> bool {
     id.as_str().starts_with(IDENTITY_ID_PREFIX)
 }
 
-/// The message a hello signs.
-fn hello_message(nonce: &[u8; 16], public_key: &[u8; 32], audience: &str) -> Vec<u8> {
-    let mut m = Vec::with_capacity(DOMAIN.len() + 16 + 32 + 2 + audience.len());
+/// The message a hello signs: the domain, the nonce, the key, then the
+/// audience and (if declared) the profile's fields, each length-prefixed.
+/// Public so a worker whose key lives elsewhere (a browser's non-extractable
+/// WebCrypto key) signs exactly these bytes.
+pub fn hello_message(nonce: &[u8; 16], public_key: &[u8; 32], audience: &str, profile: Option<&Profile>) -> Vec<u8> {
+    fn field(m: &mut Vec<u8>, s: &str) {
+        m.extend_from_slice(&(s.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+        m.extend_from_slice(s.as_bytes());
+    }
+    let mut m = Vec::with_capacity(DOMAIN.len() + 16 + 32 + 2 + audience.len() + 1);
     m.extend_from_slice(DOMAIN);
     m.extend_from_slice(nonce);
     m.extend_from_slice(public_key);
-    m.extend_from_slice(&(audience.len() as u16).to_be_bytes());
-    m.extend_from_slice(audience.as_bytes());
+    field(&mut m, audience);
+    match profile {
+        None => m.push(0),
+        Some(p) => {
+            m.push(1);
+            field(&mut m, &p.payout);
+            field(&mut m, &p.name);
+            field(&mut m, &p.team);
+        }
+    }
     m
 }
 
 /// Checks an identity's hello: the signature over this connection's nonce
 /// and the host it reached (`reached`, as the connection's `Host` header
-/// named it; compared without letter case), and the worker id it claims.
+/// named it; compared without letter case), the profile it declares, and
+/// the worker id it claims.
 pub fn verify_hello(
     public_key: &[u8; 32],
     signature: &[u8; 64],
     nonce: &[u8; 16],
-    audience: &str,
-    reached: &str,
+    (audience, reached): (&str, &str),
+    profile: Option<&Profile>,
     claimed: &WorkerId,
 ) -> Result<(), IdentityError> {
     if !audience.eq_ignore_ascii_case(reached) {
@@ -139,7 +222,10 @@ pub fn verify_hello(
         return Err(IdentityError::WrongId { claimed: claimed.to_string(), derived: derived.to_string() });
     }
     let key = VerifyingKey::from_bytes(public_key).map_err(|_| IdentityError::BadKey)?;
-    key.verify_strict(&hello_message(nonce, public_key, audience), &Signature::from_bytes(signature))
+    if let Some(p) = profile {
+        p.check()?;
+    }
+    key.verify_strict(&hello_message(nonce, public_key, audience, profile), &Signature::from_bytes(signature))
         .map_err(|_| IdentityError::BadSignature)
 }
 
@@ -151,30 +237,74 @@ mod tests {
     fn a_hello_verifies_only_for_its_nonce_host_and_id() {
         let me = Identity::from_seed(&[7; 32]);
         let (nonce, host) = ([1; 16], "shoal.example:443");
-        let sig = me.sign_hello(&nonce, host);
+        let sig = me.sign_hello(&nonce, host, None);
         let id = me.worker_id();
         assert!(is_identity_id(&id) && id.as_str().len() == 35, "{id}");
         assert_eq!(Identity::from_seed(&me.seed()).worker_id(), id, "the seed is the identity");
-        assert_eq!(verify_hello(&me.public_key(), &sig, &nonce, host, "SHOAL.example:443", &id), Ok(()));
+        assert_eq!(verify_hello(&me.public_key(), &sig, &nonce, (host, "SHOAL.example:443"), None, &id), Ok(()));
         // Another connection's nonce, another coordinator, another id, another key: refused.
-        assert_eq!(verify_hello(&me.public_key(), &sig, &[2; 16], host, host, &id), Err(IdentityError::BadSignature));
+        assert_eq!(
+            verify_hello(&me.public_key(), &sig, &[2; 16], (host, host), None, &id),
+            Err(IdentityError::BadSignature)
+        );
         assert!(matches!(
-            verify_hello(&me.public_key(), &sig, &nonce, host, "evil.example", &id),
+            verify_hello(&me.public_key(), &sig, &nonce, (host, "evil.example"), None, &id),
             Err(IdentityError::WrongAudience { .. })
         ));
         let other = Identity::from_seed(&[8; 32]);
         assert!(matches!(
-            verify_hello(&me.public_key(), &sig, &nonce, host, host, &other.worker_id()),
+            verify_hello(&me.public_key(), &sig, &nonce, (host, host), None, &other.worker_id()),
             Err(IdentityError::WrongId { .. })
         ));
         assert!(matches!(
-            verify_hello(&other.public_key(), &sig, &nonce, host, host, &other.worker_id()),
+            verify_hello(&other.public_key(), &sig, &nonce, (host, host), None, &other.worker_id()),
             Err(IdentityError::BadSignature)
         ));
         // The signature is over the audience it claims: naming another host breaks it.
         assert_eq!(
-            verify_hello(&me.public_key(), &sig, &nonce, "other:1", "other:1", &id),
+            verify_hello(&me.public_key(), &sig, &nonce, ("other:1", "other:1"), None, &id),
             Err(IdentityError::BadSignature)
         );
+    }
+
+    #[test]
+    fn the_profile_is_signed_and_checked() {
+        let me = Identity::from_seed(&[9; 32]);
+        let (nonce, host, id) = ([3; 16], "shoal.example", me.worker_id());
+        let p = Profile { payout: "0xabc".into(), name: "Ada".into(), team: "Analytical".into() };
+        let sig = me.sign_hello(&nonce, host, Some(&p));
+        assert_eq!(verify_hello(&me.public_key(), &sig, &nonce, (host, host), Some(&p), &id), Ok(()));
+        // Another address under the same signature, or none: refused.
+        let stolen = Profile { payout: "0xevil".into(), ..p.clone() };
+        assert_eq!(
+            verify_hello(&me.public_key(), &sig, &nonce, (host, host), Some(&stolen), &id),
+            Err(IdentityError::BadSignature)
+        );
+        assert_eq!(
+            verify_hello(&me.public_key(), &sig, &nonce, (host, host), None, &id),
+            Err(IdentityError::BadSignature)
+        );
+        // Fields are moved between, not merged: "ab"+"c" is not "a"+"bc".
+        let a = Profile { name: "ab".into(), team: "c".into(), ..Profile::default() };
+        let b = Profile { name: "a".into(), team: "bc".into(), ..Profile::default() };
+        assert_ne!(
+            hello_message(&nonce, &me.public_key(), host, Some(&a)),
+            hello_message(&nonce, &me.public_key(), host, Some(&b))
+        );
+        for bad in [
+            Profile { payout: "x".repeat(MAX_PAYOUT_LEN + 1), ..Profile::default() },
+            Profile { payout: "two words".into(), ..Profile::default() },
+            Profile { name: "bell\u{7}".into(), ..Profile::default() },
+            Profile { team: " padded".into(), ..Profile::default() },
+        ] {
+            let sig = me.sign_hello(&nonce, host, Some(&bad));
+            assert!(
+                matches!(
+                    verify_hello(&me.public_key(), &sig, &nonce, (host, host), Some(&bad), &id),
+                    Err(IdentityError::BadProfile { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }

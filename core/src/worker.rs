@@ -53,6 +53,11 @@ pub enum WorkerInput {
         /// Why, told to the coordinator.
         reason: String,
     },
+    /// The signature [`WorkerOutput::SignHello`] asked for.
+    HelloSigned {
+        /// Ed25519 over the message it named.
+        signature: [u8; 64],
+    },
 }
 
 /// Something the host must do.
@@ -76,12 +81,61 @@ pub enum WorkerOutput {
     },
     /// The coordinator no longer wants this run; its result will be dropped.
     Abort(AssignmentId),
+    /// Sign `message` with the identity's key and answer with
+    /// [`WorkerInput::HelloSigned`] (a session whose key lives outside it,
+    /// [`IdentityKey::External`]: a browser's non-extractable key).
+    SignHello {
+        /// What to sign ([`crate::identity::hello_message`]).
+        message: Vec<u8>,
+    },
     /// The session is over (refused, slashed, or the coordinator left):
     /// close the connection.
     Closed {
         /// Why, for the user.
         reason: String,
     },
+}
+
+/// Where a contributor's secret key is.
+#[derive(Clone, Debug)]
+pub enum IdentityKey {
+    /// Here: the session signs its hello itself.
+    Held(crate::identity::Identity),
+    /// Elsewhere (a browser's non-extractable key): the session asks the
+    /// host to sign ([`WorkerOutput::SignHello`]).
+    External {
+        /// Its Ed25519 public key.
+        public_key: [u8; 32],
+    },
+}
+
+impl IdentityKey {
+    /// The public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        match self {
+            IdentityKey::Held(i) => i.public_key(),
+            IdentityKey::External { public_key } => *public_key,
+        }
+    }
+}
+
+/// A contributor identity's part of a hello.
+#[derive(Clone, Debug)]
+pub struct IdentityHello {
+    /// The key.
+    pub key: IdentityKey,
+    /// The host (and port) the worker dialed, as its URL names it.
+    pub audience: String,
+    /// What it declares (payout address, name, team); None keeps what the
+    /// coordinator has.
+    pub profile: Option<crate::identity::Profile>,
+}
+
+impl IdentityHello {
+    /// An identity whose key the session holds, declaring nothing.
+    pub fn held(identity: crate::identity::Identity, audience: String) -> Self {
+        IdentityHello { key: IdentityKey::Held(identity), audience, profile: None }
+    }
 }
 
 /// Where the session stands.
@@ -105,8 +159,8 @@ pub struct WorkerSession {
     state: SessionState,
     /// The hello, until the challenge it answers arrives.
     hello: Option<Box<Hello>>,
-    /// The contributor key the hello signs with, and the host it dialed.
-    identity: Option<(crate::identity::Identity, String)>,
+    /// The contributor identity the hello joins under.
+    identity: Option<IdentityHello>,
     max_concurrent: usize,
     running: HashSet<AssignmentId>,
     heartbeat_every: Millis,
@@ -139,13 +193,13 @@ impl WorkerSession {
     }
 
     /// Starts a session of a contributor identity: the hello joins under
-    /// the key's worker id and signs the coordinator's challenge and
-    /// `audience`, the host (and port) the worker dialed.
-    pub fn with_identity(mut hello: Hello, identity: crate::identity::Identity, audience: String) -> Self {
-        hello.worker_id = identity.worker_id();
+    /// the key's worker id and signs the coordinator's challenge, the host
+    /// the worker dialed and the profile it declares.
+    pub fn with_identity(mut hello: Hello, identity: IdentityHello) -> Self {
+        hello.worker_id = crate::identity::worker_id_of(&identity.key.public_key());
         hello.auth = HelloAuth::Guest;
         let mut session = WorkerSession::new(hello);
-        session.identity = Some((identity, audience));
+        session.identity = Some(identity);
         session
     }
 
@@ -172,6 +226,51 @@ impl WorkerSession {
             WorkerInput::Finished { assignment, outcome } => self.on_finished(assignment, outcome),
             WorkerInput::Tick => self.on_tick(now),
             WorkerInput::Leave { reason } => self.leave(&reason),
+            WorkerInput::HelloSigned { signature } => self.on_signed(&signature),
+        }
+    }
+
+    /// Answers the challenge: the hello with its token's proof, or an
+    /// identity's signature (made here, or asked of the host).
+    fn on_challenge(&mut self, nonce: &[u8; 16]) {
+        let Some(mut hello) = self.hello.take() else { return };
+        let Some(identity) = &self.identity else {
+            if let HelloAuth::Token(token) = &hello.auth {
+                let proof = crate::auth::hello_proof(token, nonce, &hello.worker_id, hello.max_concurrent);
+                hello.auth = HelloAuth::Proof(proof);
+            }
+            return self.send(Message::Hello(hello));
+        };
+        let public_key = identity.key.public_key();
+        let message = crate::identity::hello_message(nonce, &public_key, &identity.audience, identity.profile.as_ref());
+        hello.auth = HelloAuth::Identity {
+            public_key,
+            audience: identity.audience.clone(),
+            signature: [[0; 32]; 2],
+            profile: identity.profile.clone(),
+        };
+        self.hello = Some(hello);
+        match &identity.key {
+            IdentityKey::Held(key) => {
+                let signature = key.sign(&message);
+                self.on_signed(&signature);
+            }
+            IdentityKey::External { .. } => self.outputs.push_back(WorkerOutput::SignHello { message }),
+        }
+    }
+
+    /// Sends the identity's hello with its signature (once).
+    fn on_signed(&mut self, signature: &[u8; 64]) {
+        if self.state == SessionState::Closed {
+            return;
+        }
+        let Some(mut hello) = self.hello.take() else { return };
+        if let HelloAuth::Identity { signature: s, .. } = &mut hello.auth {
+            *s = crate::wire::message::signature_halves(signature);
+            self.send(Message::Hello(hello));
+        } else {
+            // Not waiting for a signature: keep the hello for its challenge.
+            self.hello = Some(hello);
         }
     }
 
@@ -180,21 +279,7 @@ impl WorkerSession {
             return;
         }
         match envelope.message {
-            Message::Challenge(c) => {
-                let Some(mut hello) = self.hello.take() else { return };
-                if let Some((identity, audience)) = &self.identity {
-                    let signature = identity.sign_hello(&c.nonce, audience);
-                    hello.auth = HelloAuth::Identity {
-                        public_key: identity.public_key(),
-                        audience: audience.clone(),
-                        signature: crate::wire::message::signature_halves(&signature),
-                    };
-                } else if let HelloAuth::Token(token) = &hello.auth {
-                    let proof = crate::auth::hello_proof(token, &c.nonce, &hello.worker_id, hello.max_concurrent);
-                    hello.auth = HelloAuth::Proof(proof);
-                }
-                self.send(Message::Hello(hello));
-            }
+            Message::Challenge(c) => self.on_challenge(&c.nonce),
             Message::Welcome(w) => {
                 self.heartbeat_every = Millis(u64::from(w.heartbeat_interval_ms.max(100)));
                 self.next_heartbeat = Some(now + self.heartbeat_every);

@@ -6,87 +6,22 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::collections::VecDeque;
+mod support;
+
+use support::sessions::{hello, pump, pump_signing, Signers};
+use support::Store;
 
 use bytes::Bytes;
 use shoal_core::coordinator::{
-    ConnId, Coordinator, CoordinatorConfig, IdentityPolicy, Input, JobSpec, OriginKey, Output, TaskSpec,
+    ConnId, Coordinator, CoordinatorConfig, IdentityPolicy, Input, JobSpec, OriginKey, TaskSpec,
 };
-use shoal_core::identity::Identity;
-use shoal_core::kernels::{KernelId, KernelSpec, Sha256Params};
-use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth};
-use shoal_core::wire::{Envelope, PROTOCOL_VERSION};
-use shoal_core::worker::{SessionState, WorkerInput, WorkerOutput, WorkerSession};
+use shoal_core::identity::{Identity, Profile};
+use shoal_core::kernels::{KernelSpec, Sha256Params};
+use shoal_core::wire::message::HelloAuth;
+use shoal_core::worker::{IdentityHello, IdentityKey, SessionState, WorkerSession};
 use shoal_core::{Millis, WorkerId};
 
 const HOST: &str = "coord.example:443";
-
-fn hello(id: &str) -> Hello {
-    Hello {
-        protocol_version: PROTOCOL_VERSION,
-        worker_id: WorkerId::new(id).expect("id"),
-        auth: HelloAuth::Token(String::new()),
-        device: DeviceInfo {
-            backend: Backend::Cpu,
-            device_type: DeviceType::Cpu,
-            vendor: "test".into(),
-            name: "test".into(),
-            driver: "test".into(),
-            max_buffer_bytes: 1 << 30,
-            max_storage_binding_bytes: 1 << 27,
-            max_workgroup_invocations: 256,
-            kernels: KernelId::ALL.to_vec(),
-        },
-        software: "test".into(),
-        max_concurrent: 2,
-    }
-}
-
-/// Moves every message until nothing moves; runs kernels at once.
-/// Returns why sessions were closed, by index.
-fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) -> Vec<(usize, String)> {
-    let mut closed = Vec::new();
-    loop {
-        let mut moved = false;
-        let mut to_coord: VecDeque<(u64, Envelope)> = VecDeque::new();
-        for (i, s) in sessions.iter_mut().enumerate() {
-            s.handle(*now, WorkerInput::Tick);
-            while let Some(o) = s.poll_output() {
-                moved = true;
-                match o {
-                    WorkerOutput::Send(e) => to_coord.push_back((i as u64, e)),
-                    WorkerOutput::Run { assignment, kernel, inputs, .. } => {
-                        let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
-                        let out = kernel.run_cpu(&refs).map_err(|e| e.to_string());
-                        s.handle(
-                            *now,
-                            WorkerInput::Finished {
-                                assignment,
-                                outcome: out.map(|o| o.into_iter().map(Bytes::from).collect()),
-                            },
-                        );
-                    }
-                    WorkerOutput::Closed { reason } => closed.push((i, reason)),
-                    WorkerOutput::Abort(_) => {}
-                }
-            }
-        }
-        *now = *now + Millis(1);
-        for (conn, envelope) in to_coord {
-            c.handle(*now, Input::Received { conn: ConnId(conn), envelope });
-        }
-        c.handle(*now, Input::Tick);
-        while let Some(o) = c.poll_output() {
-            if let Output::Send { conn, envelope } = o {
-                moved = true;
-                sessions[conn.0 as usize].handle(*now, WorkerInput::Received(envelope));
-            }
-        }
-        if !moved {
-            return closed;
-        }
-    }
-}
 
 fn config(identities: IdentityPolicy) -> CoordinatorConfig {
     let mut cfg = CoordinatorConfig::default();
@@ -97,7 +32,16 @@ fn config(identities: IdentityPolicy) -> CoordinatorConfig {
 }
 
 fn session(seed: u8, audience: &str) -> WorkerSession {
-    WorkerSession::with_identity(hello("ignored"), Identity::from_seed(&[seed; 32]), audience.into())
+    WorkerSession::with_identity(
+        hello("ignored"),
+        IdentityHello::held(Identity::from_seed(&[seed; 32]), audience.into()),
+    )
+}
+
+/// A session whose key is outside it (a browser's WebCrypto key), declaring `profile`.
+fn external(seed: u8, profile: Option<Profile>) -> WorkerSession {
+    let key = IdentityKey::External { public_key: Identity::from_seed(&[seed; 32]).public_key() };
+    WorkerSession::with_identity(hello("ignored"), IdentityHello { key, audience: HOST.into(), profile })
 }
 
 fn connect(c: &mut Coordinator, now: Millis, conn: u64) {
@@ -179,4 +123,64 @@ fn relayed_unlisted_and_impostor_hellos_are_refused() {
     connect(&mut c, now, 0);
     let closed = pump(&mut c, &mut sessions, &mut now);
     assert!(closed.iter().any(|(_, why)| why.contains("belong to identities")), "{closed:?}");
+}
+
+#[test]
+fn a_declared_payout_address_is_the_keys_and_is_paid_to() {
+    let mut cfg = config(IdentityPolicy::Open);
+    cfg.epoch.every = None;
+    cfg.rewards.min_tasks = 1;
+    cfg.payout_pattern = "0x[0-9a-f]{8}".into();
+    let mut c = Coordinator::new(cfg.clone(), None, [3; 32]);
+    let mut store = Store::default();
+    let mut now = Millis(10_000);
+    let site = Profile { payout: "0x00c0ffee".into(), name: "Ada".into(), team: "Analytical".into() };
+    // Two tabs of one site (their keys sign outside the session), one without a profile.
+    let mut sessions = vec![external(1, Some(site.clone())), external(2, Some(site.clone())), external(3, None)];
+    let signers: Signers = (0..3).map(|i| (i, Identity::from_seed(&[i as u8 + 1; 32]))).collect();
+    for i in 0..3 {
+        connect(&mut c, now, i);
+    }
+    pump_signing(&mut c, &mut sessions, &signers, &mut now, Some(&mut store));
+    assert!(sessions.iter().all(|s| matches!(s.state(), SessionState::Working { .. })), "all joined");
+    let tab = Identity::from_seed(&[1; 32]).worker_id();
+    assert_eq!(c.profile(&tab), Some(&site));
+    let kernel = KernelSpec::Sha256(Sha256Params { count: 4, message_len: 64 });
+    let tasks: Vec<TaskSpec> = (0..9u64)
+        .map(|i| TaskSpec {
+            kernel: kernel.clone(),
+            inputs: kernel.seeded_inputs(i).into_iter().map(Bytes::from).collect(),
+        })
+        .collect();
+    let job = c.submit_job(now, JobSpec::new(tasks)).expect("accepted");
+    pump_signing(&mut c, &mut sessions, &signers, &mut now, Some(&mut store));
+    assert!(c.job_progress(job).expect("known").finished());
+    c.close_epoch(now);
+    pump_signing(&mut c, &mut sessions, &signers, &mut now, Some(&mut store));
+    let settled = c.epochs().last().cloned().expect("settled");
+    let paid: Vec<&WorkerId> = settled.addresses.iter().map(|a| &a.worker).collect();
+    assert!(paid.contains(&&tab), "{:?}", settled.addresses);
+    assert!(settled.addresses.iter().all(|a| a.address == site.payout), "only declared addresses");
+    let silent = Identity::from_seed(&[3; 32]).worker_id();
+    assert!(!paid.contains(&&silent) && settled.payouts.iter().any(|p| p.worker == silent), "paid, no address");
+
+    // A restart on the stored entries keeps the profile and the settled addresses.
+    let back = Coordinator::recover(cfg.clone(), None, [4; 32], now, store.snapshot());
+    assert_eq!(back.profile(&tab), Some(&site));
+    assert_eq!(back.epochs().last().map(|s| (&s.addresses, s.digest)), Some((&settled.addresses, settled.digest)));
+    assert_eq!(back.contributor(&tab).expect("known").profile, site);
+
+    // An address the operator's pattern refuses, or one changed under
+    // another key's signature, is refused; the record keeps the old one.
+    let mut c = back;
+    let mut sessions = vec![external(1, Some(Profile { payout: "not-hex".into(), ..Profile::default() }))];
+    connect(&mut c, now, 0);
+    let closed = pump_signing(&mut c, &mut sessions, &signers, &mut now, None);
+    assert!(closed.iter().any(|(_, why)| why.contains("does not match")), "{closed:?}");
+    let mut sessions = vec![external(1, Some(Profile { payout: "0xdeadbeef".into(), ..Profile::default() }))];
+    let thief: Signers = [(0, Identity::from_seed(&[9; 32]))].into_iter().collect();
+    connect(&mut c, now, 0);
+    let closed = pump_signing(&mut c, &mut sessions, &thief, &mut now, None);
+    assert!(closed.iter().any(|(_, why)| why.contains("signature")), "{closed:?}");
+    assert_eq!(c.profile(&tab), Some(&site));
 }

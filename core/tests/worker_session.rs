@@ -4,36 +4,17 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::collections::VecDeque;
+mod support;
+
+use support::sessions::{hello, pump};
 
 use bytes::Bytes;
-use shoal_core::coordinator::{ConnId, Coordinator, CoordinatorConfig, Input, JobSpec, OriginKey, Output, TaskSpec};
-use shoal_core::kernels::{KernelId, KernelSpec, MandelbrotParams, Sha256Params};
-use shoal_core::wire::message::{Backend, Challenge, DeviceInfo, DeviceType, Hello, HelloAuth, TaskOffer};
+use shoal_core::coordinator::{ConnId, Coordinator, CoordinatorConfig, Input, JobSpec, OriginKey, TaskSpec};
+use shoal_core::kernels::{KernelSpec, MandelbrotParams, Sha256Params};
+use shoal_core::wire::message::{Challenge, HelloAuth, TaskOffer};
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
 use shoal_core::worker::{SessionState, WorkerInput, WorkerOutput, WorkerSession};
 use shoal_core::{Digest, Millis, WorkerId};
-
-fn hello(id: &str) -> Hello {
-    Hello {
-        protocol_version: PROTOCOL_VERSION,
-        worker_id: WorkerId::new(id).expect("id"),
-        auth: HelloAuth::Token(String::new()),
-        device: DeviceInfo {
-            backend: Backend::Cpu,
-            device_type: DeviceType::Cpu,
-            vendor: "test".into(),
-            name: "test".into(),
-            driver: "test".into(),
-            max_buffer_bytes: 1 << 30,
-            max_storage_binding_bytes: 1 << 27,
-            max_workgroup_invocations: 256,
-            kernels: KernelId::ALL.to_vec(),
-        },
-        software: "test".into(),
-        max_concurrent: 2,
-    }
-}
 
 /// The coordinator's welcome of worker `id`, heartbeats every `interval_ms`.
 fn welcome(id: &str, interval_ms: u32) -> WorkerInput {
@@ -44,49 +25,6 @@ fn welcome(id: &str, interval_ms: u32) -> WorkerInput {
         max_frame_payload: 1 << 20,
     };
     WorkerInput::Received(Envelope::bare(Message::Welcome(welcome)))
-}
-
-/// Moves every message until nothing moves; runs kernels at once.
-fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) {
-    loop {
-        let mut moved = false;
-        let mut to_coord: VecDeque<(u64, Envelope)> = VecDeque::new();
-        for (i, s) in sessions.iter_mut().enumerate() {
-            s.handle(*now, WorkerInput::Tick);
-            while let Some(o) = s.poll_output() {
-                moved = true;
-                match o {
-                    WorkerOutput::Send(e) => to_coord.push_back((i as u64, e)),
-                    WorkerOutput::Run { assignment, kernel, inputs, .. } => {
-                        let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
-                        let out = kernel.run_cpu(&refs).map_err(|e| e.to_string());
-                        s.handle(
-                            *now,
-                            WorkerInput::Finished {
-                                assignment,
-                                outcome: out.map(|o| o.into_iter().map(Bytes::from).collect()),
-                            },
-                        );
-                    }
-                    WorkerOutput::Abort(_) | WorkerOutput::Closed { .. } => {}
-                }
-            }
-        }
-        *now = *now + Millis(1);
-        for (conn, envelope) in to_coord {
-            c.handle(*now, Input::Received { conn: ConnId(conn), envelope });
-        }
-        c.handle(*now, Input::Tick);
-        while let Some(o) = c.poll_output() {
-            if let Output::Send { conn, envelope } = o {
-                moved = true;
-                sessions[conn.0 as usize].handle(*now, WorkerInput::Received(envelope));
-            }
-        }
-        if !moved {
-            break;
-        }
-    }
 }
 
 #[test]

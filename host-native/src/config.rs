@@ -346,10 +346,13 @@ impl ShoalConfig {
             let refs: Vec<&str> = k.trim().split('.').collect();
             set_path(&mut tree, &refs, parse_value(v.trim()), &format!("--set {s}"))?;
         }
-        serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+        let cfg: ShoalConfig = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
             let path = e.path().to_string();
             invalid(format!("configuration key `{path}`"), e.into_inner().message())
-        })
+        })?;
+        shoal_core::coordinator::compile_payout_pattern(&cfg.coordinator.payout_pattern)
+            .map_err(|e| invalid("configuration key `coordinator.payout_pattern`", e))?;
+        Ok(cfg)
     }
 
     /// The effective configuration as TOML.

@@ -19,7 +19,7 @@ use shoal_core::kernels::KernelError;
 use shoal_core::rng::SplitMix64;
 use shoal_core::wire::message::{DeviceInfo, Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::{MessageBatch, PROTOCOL_VERSION};
-use shoal_core::worker::{Backoff, WorkerInput, WorkerOutput, WorkerSession};
+use shoal_core::worker::{Backoff, IdentityHello, IdentityKey, WorkerInput, WorkerOutput, WorkerSession};
 use shoal_core::{AssignmentId, JobId, WorkerId};
 use tokio::sync::{mpsc, watch};
 
@@ -74,6 +74,9 @@ pub struct WorkerOptions {
     /// A contributor identity: the worker joins under its key's worker id
     /// (`worker_id` and `token` are then not used).
     pub identity: Option<shoal_core::identity::Identity>,
+    /// What the identity declares in its hello (payout address, name,
+    /// team); None keeps what the coordinator has.
+    pub profile: Option<shoal_core::identity::Profile>,
     /// Assignments at once.
     pub max_concurrent: u16,
     /// How it behaves.
@@ -262,7 +265,14 @@ async fn session(
         max_concurrent: opts.max_concurrent.max(1),
     };
     let mut s = match &opts.identity {
-        Some(identity) => WorkerSession::with_identity(hello, identity.clone(), audience(&opts.url)),
+        Some(identity) => WorkerSession::with_identity(
+            hello,
+            IdentityHello {
+                key: IdentityKey::Held(identity.clone()),
+                audience: audience(&opts.url),
+                profile: opts.profile.clone(),
+            },
+        ),
         None => WorkerSession::new(hello),
     };
     let limits = WireLimits::default();
@@ -350,6 +360,8 @@ async fn session(
                     }
                 }
                 WorkerOutput::Closed { reason } => closed = Some(reason),
+                // The session holds its key and signs its hello itself.
+                WorkerOutput::SignHello { .. } => {}
             }
         }
         let mut failed = false;

@@ -81,6 +81,7 @@ impl Workers {
                 worker_id: id.clone(),
                 token: Some(derive_token(&service.secret, &id)),
                 identity: None,
+                profile: None,
                 max_concurrent: 2,
                 behaviour,
                 reconnect: true,

@@ -30,6 +30,14 @@ pub enum IdentityPolicy {
     Allowlist(Vec<String>),
 }
 
+/// The default `payout_pattern`: 1–128 printable ASCII characters, no spaces.
+pub const DEFAULT_PAYOUT_PATTERN: &str = "[!-~]{1,128}";
+
+/// The compiled form of a payout pattern: it must match a whole address.
+pub fn compile_payout_pattern(pattern: &str) -> Result<regex_lite::Regex, String> {
+    regex_lite::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("payout pattern {pattern:?}: {e}"))
+}
+
 /// Credibility, ringers and adaptive replication (Sarmenta; BOINC).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredibilityConfig {
@@ -117,6 +125,9 @@ pub struct CoordinatorConfig {
     pub allow_guests: bool,
     /// Contributor identities (their own key pair) may join.
     pub identities: IdentityPolicy,
+    /// A regular expression a declared payout address must match whole
+    /// (e.g. `0x[0-9a-fA-F]{40}`); a hello declaring another is refused.
+    pub payout_pattern: String,
     /// Compare float replicas only within one worker class.
     pub homogeneous_floats: bool,
     /// Admission and tiers.
@@ -160,6 +171,7 @@ impl Default for CoordinatorConfig {
             distinct_origins: true,
             allow_guests: false,
             identities: IdentityPolicy::Closed,
+            payout_pattern: DEFAULT_PAYOUT_PATTERN.to_owned(),
             homogeneous_floats: true,
             profile: ProfilePolicy::default(),
             credibility: CredibilityConfig::default(),

@@ -18,7 +18,9 @@ pub mod recovery;
 pub mod rewards;
 mod slots;
 
-pub use config::{CoordinatorConfig, CredibilityConfig, EpochTrigger, IdentityPolicy};
+pub use config::{
+    compile_payout_pattern, CoordinatorConfig, CredibilityConfig, EpochTrigger, IdentityPolicy, DEFAULT_PAYOUT_PATTERN,
+};
 pub use engine::{
     Answer, Command, ConnId, ContributorView, Coordinator, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input,
     JobProgress, JobSpec, OriginKey, Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket,

@@ -56,6 +56,11 @@ pub mod ns {
     pub const EPOCH: &str = "epoch";
     /// Empty key → [`OpenEpoch`](super::OpenEpoch).
     pub const EPOCH_OPEN: &str = "epoch-open";
+    /// Epoch number (u64 BE) → its payees' addresses
+    /// (`Vec<`[`PayoutAddress`](crate::coordinator::rewards::PayoutAddress)`>`).
+    pub const EPOCH_ADDRESSES: &str = "epoch-addresses";
+    /// Worker id → the [`Profile`](crate::identity::Profile) its identity declared.
+    pub const PROFILE: &str = "profile";
 }
 
 /// Tasks whose inputs take at least this many bytes have them stored
@@ -270,6 +275,11 @@ pub struct Snapshot {
     pub open_epoch: Option<OpenEpoch>,
     /// Settled epochs, by number.
     pub history: BTreeMap<u64, EpochSettlement>,
+    /// Payees' addresses of settled epochs, by number (joined to
+    /// `history` when the coordinator is rebuilt).
+    pub addresses: BTreeMap<u64, Vec<crate::coordinator::rewards::PayoutAddress>>,
+    /// Contributors' declared profiles, by worker id.
+    pub profiles: BTreeMap<WorkerId, crate::identity::Profile>,
     /// Inputs stored apart, by digest (only those an open task needs:
     /// see [`Snapshot::needed_inputs`]).
     pub inputs: BTreeMap<Digest, Vec<Bytes>>,
@@ -374,6 +384,18 @@ impl Snapshot {
             }
             ns::EPOCH_OPEN => {
                 self.open_epoch = Some(postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
+            }
+            ns::EPOCH_ADDRESSES => {
+                let epoch =
+                    key.try_into().map(u64::from_be_bytes).map_err(|_| corrupt(namespace, key, "a key of 8 bytes"))?;
+                self.addresses.insert(epoch, postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
+            }
+            ns::PROFILE => {
+                let id = std::str::from_utf8(key)
+                    .ok()
+                    .and_then(|s| WorkerId::new(s).ok())
+                    .ok_or_else(|| corrupt(namespace, key, "bad worker id"))?;
+                self.profiles.insert(id, postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
             }
             _ => {}
         }

@@ -124,8 +124,24 @@ pub struct EpochSettlement {
     pub payouts: Vec<Payout>,
     /// Rounding remainders and unspent amounts for the next epoch.
     pub carried_out: u128,
-    /// Digest of the payout list: what settlement agrees on.
+    /// Digest of the payout list (and of `addresses`, when there are
+    /// any): what settlement agrees on.
     pub digest: Digest,
+    /// Where payees said their payouts go (identities that declared an
+    /// address), in payout order. Stored beside the settlement
+    /// ([`super::recovery::ns::EPOCH_ADDRESSES`]), so settlements written
+    /// before addresses existed still decode.
+    #[serde(skip)]
+    pub addresses: Vec<PayoutAddress>,
+}
+
+/// A payee's payout address, as declared when its epoch closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutAddress {
+    /// The payee.
+    pub worker: WorkerId,
+    /// Where it said its payouts go.
+    pub address: String,
 }
 
 impl EpochSettlement {
@@ -228,7 +244,17 @@ pub fn settle_epoch(
     payouts.retain(|p| p.amount > 0 || p.bounty > 0);
 
     let digest = settlement_digest(epoch, operator_cut, &payouts);
-    EpochSettlement { epoch, reward, carried_in, forfeited, operator_cut, payouts, carried_out, digest }
+    EpochSettlement {
+        epoch,
+        reward,
+        carried_in,
+        forfeited,
+        operator_cut,
+        payouts,
+        carried_out,
+        digest,
+        addresses: Vec::new(),
+    }
 }
 
 /// [`Digest`] of the canonical (postcard) encoding of the epoch number, the

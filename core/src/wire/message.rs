@@ -205,6 +205,9 @@ pub enum HelloAuth {
         audience: String,
         /// Ed25519 signature, in two halves (serde's arrays stop at 32).
         signature: [[u8; 32]; 2],
+        /// What the contributor declares (payout address, name, team),
+        /// under the same signature; None keeps what it declared before.
+        profile: Option<crate::identity::Profile>,
     },
 }
 
@@ -707,8 +710,15 @@ impl Message {
                 check_text("driver", &h.device.driver, limits)?;
                 match &h.auth {
                     HelloAuth::Token(t) => check_text("token", t, limits)?,
-                    HelloAuth::Identity { audience, .. } => {
+                    HelloAuth::Identity { audience, profile, .. } => {
                         check_text("audience", audience, limits)?;
+                        if let Some(p) = profile {
+                            check_text("payout address", &p.payout, limits)?;
+                            check_text("display name", &p.name, limits)?;
+                            check_text("team", &p.team, limits)?;
+                            p.check()
+                                .map_err(|e| WireError::InvalidField { field: "profile", reason: e.to_string() })?;
+                        }
                         if audience.len() > crate::identity::MAX_AUDIENCE_LEN {
                             return Err(WireError::OverLimit {
                                 what: "audience length",

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test file uses its own share
 
+pub(crate) mod sessions;
+
 use bytes::Bytes;
 use shoal_core::auth::MasterSecret;
 use shoal_core::coordinator::ledger::WriteType;

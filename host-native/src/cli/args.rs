@@ -164,6 +164,18 @@ pub(super) struct WorkerArgs {
     /// Join as an anonymous guest (a new id each connection) instead.
     #[arg(long)]
     pub(super) guest: bool,
+    /// Where this identity's payouts go (checked against the
+    /// coordinator's `coordinator.payout_pattern`). Declared, with
+    /// `--name` and `--team`, under the identity's signature; when none of
+    /// the three is given the coordinator keeps what was declared before.
+    #[arg(long, conflicts_with_all = ["token", "guest"])]
+    pub(super) payout: Option<String>,
+    /// A display name for leaderboards.
+    #[arg(long, conflicts_with_all = ["token", "guest"])]
+    pub(super) name: Option<String>,
+    /// A team for leaderboards.
+    #[arg(long, conflicts_with_all = ["token", "guest"])]
+    pub(super) team: Option<String>,
     /// Assignments at once.
     #[arg(long, default_value_t = 2)]
     pub(super) concurrency: u16,

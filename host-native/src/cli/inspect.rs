@@ -199,6 +199,11 @@ pub(super) async fn contributor(action: ContributorAction) -> Result<()> {
     println!("credibility  {:.4}{}", f64::from(v.credibility_ppm) / 1e6, if v.slashed { "  SLASHED" } else { "" });
     println!("verified     {} all time, {} this epoch", v.agreed, v.epoch_agreed);
     println!("earned       {} base units over {} settled epochs", v.earned, v.epochs_paid);
+    for (what, value) in [("payout to", &v.payout_address), ("name", &v.display_name), ("team", &v.team)] {
+        if !value.is_empty() {
+            println!("{what:<12} {value}");
+        }
+    }
     Ok(())
 }
 

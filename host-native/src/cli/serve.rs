@@ -98,6 +98,7 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
             ca: None,
             token: Some(derive_token(&service.secret, &id)),
             identity: None,
+            profile: None,
             worker_id: id,
             max_concurrent: 2,
             behaviour: Behaviour::Honest,
@@ -174,6 +175,20 @@ fn worker_identity(cfg: &ShoalConfig, a: &WorkerArgs) -> Result<Option<shoal_cor
     Ok(Some(identity))
 }
 
+/// What `--payout`, `--name` and `--team` declare (None: none given).
+fn worker_profile(a: &WorkerArgs) -> Result<Option<shoal_core::identity::Profile>> {
+    if a.payout.is_none() && a.name.is_none() && a.team.is_none() {
+        return Ok(None);
+    }
+    let profile = shoal_core::identity::Profile {
+        payout: a.payout.clone().unwrap_or_default(),
+        name: a.name.clone().unwrap_or_default(),
+        team: a.team.clone().unwrap_or_default(),
+    };
+    profile.check()?;
+    Ok(Some(profile))
+}
+
 pub(super) async fn run_worker(cfg: ShoalConfig, a: WorkerArgs) -> Result<()> {
     let executor = if a.cpu {
         Executor::Cpu
@@ -200,6 +215,7 @@ pub(super) async fn run_worker(cfg: ShoalConfig, a: WorkerArgs) -> Result<()> {
         ca: a.ca.clone(),
         worker_id: WorkerId::new(a.id.clone())?,
         identity: worker_identity(&cfg, &a)?,
+        profile: worker_profile(&a)?,
         token: a.token,
         max_concurrent: a.concurrency,
         behaviour: Behaviour::Honest,

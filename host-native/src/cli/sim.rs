@@ -84,6 +84,7 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
                 ca: None,
                 token: Some(derive_token(&secret, &id)),
                 identity: None,
+                profile: None,
                 worker_id: id,
                 max_concurrent: 8,
                 behaviour,

@@ -158,6 +158,12 @@ pub(super) fn epoch_to_pb(s: &EpochSettlement) -> pb::Epoch {
                 tasks: p.tasks,
                 accuracy_ppm: p.accuracy_ppm,
                 bonus: p.bonus,
+                address: s
+                    .addresses
+                    .iter()
+                    .find(|a| a.worker == p.worker)
+                    .map(|a| a.address.clone())
+                    .unwrap_or_default(),
             })
             .collect(),
     }

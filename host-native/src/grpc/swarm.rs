@@ -85,6 +85,9 @@ pub(super) async fn contributor(
             epoch_agreed: v.epoch_agreed,
             earned: v.earned.to_string(),
             epochs_paid: v.epochs_paid,
+            payout_address: v.profile.payout,
+            display_name: v.profile.name,
+            team: v.profile.team,
         }),
     })
 }

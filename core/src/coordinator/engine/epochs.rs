@@ -84,13 +84,14 @@ impl Coordinator {
         if !(force || by_count || by_time) {
             return;
         }
-        let s = settle_epoch(
+        let mut s = settle_epoch(
             &self.cfg.rewards,
             self.epoch.number,
             self.epoch.carried,
             self.epoch.forfeited,
             &self.epoch.work.iter().map(|(w, e)| (w.clone(), e.clone())).collect(),
         );
+        self.attach_addresses(&mut s);
         self.epoch_dirty = true;
         // In id order, so the closing round's records do not follow the
         // hash map's layout.

@@ -25,6 +25,7 @@
 //!   checks, dead letters, slashing;
 //! - `epochs`: the open epoch's work and records, stakes, settlement.
 
+mod contributors;
 mod dispatch;
 mod epochs;
 mod ready;
@@ -144,6 +145,8 @@ pub struct Coordinator {
     /// Guests connected (their caps are apart from `max_workers`).
     guests: GuestCount,
     reputation: Map<WorkerId, Reputation>,
+    /// Contributors' declared profiles and the payout address rule.
+    contributors: contributors::Contributors,
     /// Undecided tasks holding a result of each worker, connected or not
     /// (so a liar who left is still slashed and its votes withdrawn).
     undecided: IdMap<WorkerNum, SmallVec<[TaskKey; 4]>>,
@@ -227,6 +230,7 @@ impl Coordinator {
             by_id: Map::default(),
             guests: GuestCount::default(),
             reputation: Map::default(),
+            contributors: contributors::Contributors::new(&cfg.payout_pattern),
             undecided: IdMap::default(),
             worker_nums: Map::default(),
             next_worker_num: WorkerNum(0),

@@ -197,13 +197,24 @@ impl Coordinator {
         match (&h.auth, &self.secret) {
             (HelloAuth::Guest, _) if self.cfg.allow_guests => Ok(WorkerId::guest(self.ids.next())),
             (HelloAuth::Guest, _) => Err("guests are not allowed".into()),
-            (HelloAuth::Identity { public_key, audience, signature }, _) => {
+            (HelloAuth::Identity { public_key, audience, signature, profile }, _) => {
                 self.identity_allowed(&h.worker_id)?;
                 let c = self.conns.get(&conn).ok_or("unknown connection")?;
                 let reached = c.host.as_deref().ok_or("the connection named no host, so no identity can join on it")?;
                 let signature = crate::wire::message::signature_whole(signature);
-                crate::identity::verify_hello(public_key, &signature, &c.nonce, audience, reached, &h.worker_id)
-                    .map_err(|e| e.to_string())?;
+                let (nonce, profile) = (&c.nonce, profile.as_ref());
+                crate::identity::verify_hello(
+                    public_key,
+                    &signature,
+                    nonce,
+                    (audience, reached),
+                    profile,
+                    &h.worker_id,
+                )
+                .map_err(|e| e.to_string())?;
+                if let Some(p) = profile {
+                    self.contributors.check(p)?;
+                }
                 Ok(h.worker_id.clone())
             }
             (HelloAuth::Proof(proof), Some(secret)) => {
@@ -252,6 +263,9 @@ impl Coordinator {
             }
         }
         let Some(origin) = self.conns.get(&conn).map(|c| c.origin) else { return };
+        if let HelloAuth::Identity { profile: Some(p), .. } = &h.auth {
+            self.declare_profile(&id, p.clone());
+        }
         let guest = matches!(h.auth, HelloAuth::Guest);
         if guest {
             // Guests have caps of their own, in all and per network, so

@@ -51,6 +51,8 @@ pub struct ContributorView {
     pub earned: u128,
     /// Settled epochs that paid it.
     pub epochs_paid: u32,
+    /// What its identity declared (empty: nothing).
+    pub profile: crate::identity::Profile,
 }
 
 impl Coordinator {
@@ -79,6 +81,7 @@ impl Coordinator {
             epoch_agreed: epoch_agreed.unwrap_or(0),
             earned,
             epochs_paid,
+            profile: self.profile(id).cloned().unwrap_or_default(),
         })
     }
 

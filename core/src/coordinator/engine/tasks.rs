@@ -401,7 +401,16 @@ impl Coordinator {
         } else {
             c.epoch.carried = snapshot.history.values().next_back().map_or(0, |s| s.carried_out);
         }
-        c.epoch.history = snapshot.history.into_values().collect();
+        let mut addresses = snapshot.addresses;
+        c.epoch.history = snapshot
+            .history
+            .into_values()
+            .map(|mut s| {
+                s.addresses = addresses.remove(&s.epoch).unwrap_or_default();
+                s
+            })
+            .collect();
+        c.contributors.profiles.extend(snapshot.profiles);
         for (id, record) in snapshot.workers {
             if record.epoch == c.epoch.number && record.work != EpochWork::default() {
                 c.epoch.work.insert(id.clone(), record.work);
