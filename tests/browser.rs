@@ -25,6 +25,7 @@ fn browser_config(dir: &std::path::Path) -> ShoalConfig {
     let mut cfg = test_config(dir);
     cfg.server.dist = dist;
     cfg.coordinator.allow_guests = true;
+    cfg.coordinator.identities = shoal_core::coordinator::IdentityPolicy::Open;
     // Every tab shares the loopback address, as on `shoal up`.
     cfg.coordinator.max_guests_per_origin = cfg.coordinator.max_guests;
     cfg

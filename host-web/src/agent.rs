@@ -14,11 +14,12 @@ use gloo_timers::future::TimeoutFuture;
 use shoal_core::kernels::KernelSpec;
 use shoal_core::wire::message::{Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::PROTOCOL_VERSION;
-use shoal_core::worker::{Backoff, SessionState, WorkerInput, WorkerOutput, WorkerSession};
+use shoal_core::worker::{Backoff, IdentityHello, IdentityKey, SessionState, WorkerInput, WorkerOutput, WorkerSession};
 use shoal_core::{AssignmentId, Millis, WorkerId};
 
 use crate::control::{Control, Phase, StartOptions, Status};
 use crate::exec::Executor;
+use crate::keystore::{self, TabIdentity, TabKey};
 use crate::policy::GpuShare;
 
 /// Least time between two status posts (changes of phase go at once).
@@ -50,9 +51,15 @@ enum End {
 /// Something a session waits for.
 enum Event {
     Ws(Option<Result<WsMessage, WebSocketError>>),
-    Done { assignment: AssignmentId, outcome: Result<Vec<Bytes>, String>, run_ms: u64 },
+    Done {
+        assignment: AssignmentId,
+        outcome: Result<Vec<Bytes>, String>,
+        run_ms: u64,
+    },
     Tick,
     Control(Option<Control>),
+    /// The identity's key signed the hello (or could not).
+    Signed(Result<[u8; 64], String>),
 }
 
 /// One assignment waiting for the device.
@@ -79,6 +86,8 @@ pub(crate) struct Agent<P: Fn(&Status)> {
     share: GpuShare,
     backoff: Backoff,
     tab_id: String,
+    /// This browser's contributor identity, once loaded.
+    identity: Option<TabIdentity>,
 }
 
 impl<P: Fn(&Status)> Agent<P> {
@@ -96,6 +105,7 @@ impl<P: Fn(&Status)> Agent<P> {
             share: GpuShare::new(100),
             backoff: Backoff::new(seed),
             tab_id,
+            identity: None,
         }
     }
 
@@ -193,9 +203,28 @@ impl<P: Fn(&Status)> Agent<P> {
                     e
                 }
             };
+            let identity = match self.identity_for(&options).await {
+                Ok(i) => i,
+                Err(e) => {
+                    self.status.last_reason = e;
+                    self.status.phase = Phase::Failed;
+                    self.post_now();
+                    want = Want::Idle;
+                    continue;
+                }
+            };
+            // One tab of this browser works as its identity at a time.
+            let lock = match &identity {
+                Some(i) => keystore::try_lock(&format!("shoal-identity-{}", i.worker_id)).await.map_err(Some),
+                None => Ok(None),
+            };
             self.set_phase(Phase::Connecting);
-            let reason = match WebSocket::open(&options.url) {
-                Ok(ws) => match self.session(ws, &options, &executor, &mut controls).await {
+            let reason = match (lock, WebSocket::open(&options.url)) {
+                (Ok(None), _) if identity.is_some() => {
+                    "another tab of this browser is contributing as this identity: waiting for it to stop".to_owned()
+                }
+                (Err(e), _) => format!("cannot take this identity's lock: {}", e.unwrap_or_default()),
+                (Ok(_lock), Ok(ws)) => match self.session(ws, &options, &executor, identity, &mut controls).await {
                     End::User(w) => {
                         want = w;
                         continue;
@@ -208,7 +237,7 @@ impl<P: Fn(&Status)> Agent<P> {
                         reason
                     }
                 },
-                Err(e) => format!("cannot open {}: {e}", options.url),
+                (Ok(_), Err(e)) => format!("cannot open {}: {e}", options.url),
             };
             self.status.last_reason = reason;
             self.status.running = 0;
@@ -230,6 +259,28 @@ impl<P: Fn(&Status)> Agent<P> {
         }
     }
 
+    /// This browser's identity (loaded once), when the options join as
+    /// one; None for a token or a guest.
+    async fn identity_for(&mut self, options: &StartOptions) -> Result<Option<IdentityRef>, String> {
+        if !options.as_identity() {
+            return Ok(None);
+        }
+        if self.identity.is_none() {
+            let (identity, note) = keystore::load_or_create(options.wasm_key).await?;
+            if let Some(note) = note {
+                self.status.last_reason = note;
+            }
+            self.status.identity = Some(shoal_core::identity::worker_id_of(&identity.public_key()).to_string());
+            self.status.identity_kept = Some(identity.kept.to_owned());
+            self.post_now();
+            self.identity = Some(identity);
+        }
+        Ok(self.identity.as_ref().map(|i| IdentityRef {
+            worker_id: shoal_core::identity::worker_id_of(&i.public_key()).to_string(),
+            identity: i.clone(),
+        }))
+    }
+
     /// One connection, from hello to close.
     #[allow(clippy::too_many_lines)] // one event loop reads best in one piece
     async fn session(
@@ -237,6 +288,7 @@ impl<P: Fn(&Status)> Agent<P> {
         mut ws: WebSocket,
         options: &StartOptions,
         executor: &Executor,
+        identity: Option<IdentityRef>,
         controls: &mut UnboundedReceiver<Control>,
     ) -> End {
         let worker_id = options.worker_id.clone().unwrap_or_else(|| self.tab_id.clone());
@@ -251,7 +303,20 @@ impl<P: Fn(&Status)> Agent<P> {
             software: format!("shoal-web/{}", env!("CARGO_PKG_VERSION")),
             max_concurrent: options.max_concurrent.max(1),
         };
-        let mut session = WorkerSession::new(hello);
+        let signer = identity.as_ref().map(|i| i.identity.clone());
+        let mut session = match &identity {
+            None => WorkerSession::new(hello),
+            Some(i) => {
+                let key = match &i.identity.key {
+                    TabKey::Wasm(held) => IdentityKey::Held(held.clone()),
+                    TabKey::WebCrypto { public, .. } => IdentityKey::External { public_key: *public },
+                };
+                WorkerSession::with_identity(
+                    hello,
+                    IdentityHello { key, audience: options.audience(), profile: options.profile() },
+                )
+            }
+        };
         let limits = WireLimits::default();
         let Ok(mut decoder) = MessageDecoder::new(limits) else {
             return End::Dropped { reason: "bad wire limits".into(), was_admitted: false };
@@ -280,6 +345,16 @@ impl<P: Fn(&Status)> Agent<P> {
                     }
                     WorkerOutput::Abort(a) => queue.retain(|q| q.assignment != a),
                     WorkerOutput::Closed { reason } => closed = Some(reason),
+                    WorkerOutput::SignHello { message } => {
+                        let (signer, tx) = (signer.clone(), tx.clone());
+                        wasm_bindgen_futures::spawn_local(async move {
+                            let signed = match signer {
+                                Some(s) => s.sign(&message).await,
+                                None => Err("no identity to sign with".into()),
+                            };
+                            let _ = tx.unbounded_send(Event::Signed(signed));
+                        });
+                    }
                 }
             }
             if !device_busy {
@@ -357,6 +432,10 @@ impl<P: Fn(&Status)> Agent<P> {
                     self.status.completed += session.completed() - before;
                 }
                 Event::Tick => session.handle(now(), WorkerInput::Tick),
+                Event::Signed(Ok(signature)) => session.handle(now(), WorkerInput::HelloSigned { signature }),
+                Event::Signed(Err(e)) => {
+                    session.handle(now(), WorkerInput::Leave { reason: format!("cannot sign the hello: {e}") });
+                }
                 Event::Control(None) => {
                     session.handle(now(), WorkerInput::Leave { reason: "the page closed".into() });
                     after_close = Some(End::User(Want::Idle));
@@ -393,6 +472,12 @@ impl<P: Fn(&Status)> Agent<P> {
             }
         }
     }
+}
+
+/// The identity a session joins as.
+struct IdentityRef {
+    worker_id: String,
+    identity: TabIdentity,
 }
 
 /// Runs one assignment, then holds its result for the share's idle time.

@@ -30,11 +30,30 @@ pub enum Control {
 pub struct StartOptions {
     /// The coordinator's worker endpoint, `ws://host:port/ws` (or `wss://`).
     pub url: String,
-    /// A worker token from `shoal keygen`; without one the tab joins as a
-    /// guest (if the operator allows guests) under an identity the
-    /// coordinator assigns for this connection.
+    /// A worker token from `shoal keygen`; without one the tab joins as
+    /// this browser's contributor identity (or as a guest: `guest`).
     #[serde(default)]
     pub token: Option<String>,
+    /// Join as an anonymous guest (a new id each connection, nothing
+    /// kept) instead of as this browser's identity.
+    #[serde(default)]
+    pub guest: bool,
+    /// Where this identity's payouts go (a site embedding the worker sets
+    /// its own: the site owner is credited). With `name` and `team`,
+    /// declared under the identity's signature; when none is given the
+    /// coordinator keeps what was declared before.
+    #[serde(default)]
+    pub payout: Option<String>,
+    /// A display name for leaderboards.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A team for leaderboards.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Keep the key as a seed signed with in wasm even where the browser's
+    /// WebCrypto has Ed25519 (tests the fallback other browsers take).
+    #[serde(default)]
+    pub wasm_key: bool,
     /// The worker id the token was made for (token mode only).
     #[serde(default)]
     pub worker_id: Option<String>,
@@ -62,11 +81,17 @@ fn yes() -> bool {
 }
 
 impl StartOptions {
-    /// Options for `url` with every default (guest, full share, GPU).
-    pub fn guest(url: &str) -> Self {
+    /// Options for `url` with every default (this browser's identity, full
+    /// share, GPU).
+    pub fn new(url: &str) -> Self {
         StartOptions {
             url: url.to_owned(),
             token: None,
+            guest: false,
+            payout: None,
+            name: None,
+            team: None,
+            wasm_key: false,
             worker_id: None,
             gpu_share: full_share(),
             max_concurrent: default_concurrency(),
@@ -88,7 +113,46 @@ impl StartOptions {
         if self.max_concurrent == 0 {
             return Err("maxConcurrent must be at least 1".into());
         }
+        if self.token.is_some() && self.guest {
+            return Err("a token and guest: choose one".into());
+        }
+        if let Some(p) = self.profile() {
+            if self.token.is_some() || self.guest {
+                return Err("payout, name and team belong to this browser's identity, not a token or a guest".into());
+            }
+            p.check().map_err(|e| e.to_string())?;
+        }
         Ok(())
+    }
+
+    /// Whether the tab joins as this browser's contributor identity.
+    pub fn as_identity(&self) -> bool {
+        self.token.is_none() && !self.guest
+    }
+
+    /// What the identity declares (None: nothing given).
+    pub fn profile(&self) -> Option<shoal_core::identity::Profile> {
+        if self.payout.is_none() && self.name.is_none() && self.team.is_none() {
+            return None;
+        }
+        Some(shoal_core::identity::Profile {
+            payout: self.payout.clone().unwrap_or_default(),
+            name: self.name.clone().unwrap_or_default(),
+            team: self.team.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The host (and port, unless the scheme's default) of the URL, as the
+    /// browser's `Host` header names it: what the identity's hello signs.
+    pub fn audience(&self) -> String {
+        let (rest, default_port) = match self.url.split_once("://") {
+            Some(("wss", rest)) => (rest, ":443"),
+            Some((_, rest)) => (rest, ":80"),
+            None => (self.url.as_str(), ":80"),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        authority.strip_suffix(default_port).unwrap_or(authority).to_ascii_lowercase()
     }
 
     /// The share, clamped to what the worker supports.
@@ -137,8 +201,14 @@ pub struct DeviceSummary {
 pub struct Status {
     /// Where it stands.
     pub phase: Phase,
-    /// The id the coordinator knows this tab by (a guest's is assigned).
+    /// The id the coordinator knows this tab by (an identity's is its
+    /// key's; a guest's is assigned).
     pub worker_id: Option<String>,
+    /// This browser's contributor identity (`id-…`), once loaded.
+    pub identity: Option<String>,
+    /// Where its key is kept: `webcrypto` (a non-extractable key),
+    /// `indexeddb` (a seed), or `memory` (nothing kept).
+    pub identity_kept: Option<String>,
     /// Its device, once detected.
     pub device: Option<DeviceSummary>,
     /// Percent of the GPU's time it may use.
@@ -185,7 +255,7 @@ mod tests {
 
     #[test]
     fn bad_start_options_are_explained() {
-        let mut o = StartOptions::guest("http://127.0.0.1/ws");
+        let mut o = StartOptions::new("http://127.0.0.1/ws");
         assert!(o.validate().expect_err("http").contains("ws://"));
         o.url = "ws://127.0.0.1/ws".into();
         o.token = Some("shoal_00".into());
@@ -194,6 +264,23 @@ mod tests {
         assert!(o.validate().expect_err("bad id").contains("tab one"));
         o.worker_id = Some("tab-1".into());
         assert_eq!(o.validate(), Ok(()));
+        o.payout = Some("0xabc".into());
+        assert!(o.validate().expect_err("token and payout").contains("identity"));
+        o.token = None;
+        o.worker_id = None;
+        assert_eq!(o.validate(), Ok(()));
+        o.payout = Some("two words".into());
+        assert!(o.validate().expect_err("bad address").contains("payout"));
+    }
+
+    #[test]
+    fn the_audience_is_the_host_header_a_browser_sends() {
+        let at = |url: &str| StartOptions::new(url).audience();
+        assert_eq!(at("wss://Shoal.example/ws"), "shoal.example");
+        assert_eq!(at("wss://shoal.example:443/ws"), "shoal.example");
+        assert_eq!(at("wss://shoal.example:8443/ws?x=1"), "shoal.example:8443");
+        assert_eq!(at("ws://127.0.0.1:14690/ws"), "127.0.0.1:14690");
+        assert_eq!(at("ws://[::1]:80/ws"), "[::1]");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub mod policy;
 mod agent;
 #[cfg(all(target_arch = "wasm32", feature = "agent"))]
 mod exec;
+#[cfg(all(target_arch = "wasm32", feature = "agent"))]
+mod keystore;
 #[cfg(target_arch = "wasm32")]
 mod page;
 #[cfg(all(target_arch = "wasm32", feature = "agent"))]

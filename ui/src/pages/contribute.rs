@@ -57,7 +57,7 @@ pub fn ContributePage() -> impl IntoView {
                 });
                 *slot = Some(w);
             }
-            let options = StartOptions { gpu_share: share.get_untracked(), ..StartOptions::guest(&worker_url()) };
+            let options = StartOptions { gpu_share: share.get_untracked(), ..StartOptions::new(&worker_url()) };
             slot.as_ref().map_or(Ok(()), |w| w.start_with(options))
         });
         error.set(started.err());
