@@ -412,11 +412,15 @@ async fn the_user_pauses_throttles_and_stops_a_tab() {
     browser.command(&format!("eval {tab} window.shoalWorker.pause()"));
     browser.wait_tab(tab, "pauses", 30, |s| s["phase"] == "paused").await;
     wait_browsers(&mut c, 0).await;
-    // Resume: it joins again, benchmarked afresh (a guest gets a new identity per connection).
+    // Resume: it joins again on a new connection, benchmarked afresh, as
+    // the same identity (this browser's key).
+    let connections = browser.status[&tab]["connections"].as_u64().expect("connections");
     browser.command(&format!("eval {tab} window.shoalWorker.resume()"));
-    browser.wait_tab(tab, "resumes", 60, |s| s["phase"] == "working" && s["worker_id"] != first.as_str()).await;
+    browser
+        .wait_tab(tab, "resumes", 60, |s| s["phase"] == "working" && s["connections"].as_u64() > Some(connections))
+        .await;
     let second = browser.admitted_id(tab, &mut c).await;
-    assert_ne!(second, first);
+    assert_eq!(second, first, "the same contributor after a pause");
     assert_eq!(wait_browsers(&mut c, 1).await, vec![second.clone()]);
 
     // A GPU share below half of the measured one: the tab rejoins to be measured at its new speed.
@@ -447,6 +451,32 @@ async fn the_user_pauses_throttles_and_stops_a_tab() {
     let stopped = browser.wait_tab(tab, "stops", 30, |s| s["phase"] == "idle").await;
     assert_eq!(stopped["last_reason"], "stopped by the user");
     wait_browsers(&mut c, 0).await;
+    browser.command("quit");
+    service.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tab_keeps_a_wasm_key_where_webcrypto_has_none_and_a_guest_keeps_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(browser_config(dir.path())).await.expect("service starts");
+    let mut c = client(&service).await;
+    let mut browser = Browser::launch();
+    // The fallback other browsers take: a seed in IndexedDB, signed with in wasm.
+    let seeded = browser.open(&format!("{}&wasmkey&payout=tab-owner", page_url(&service)));
+    let id = browser.admitted_id(seeded, &mut c).await;
+    let s = browser.status[&seeded].clone();
+    assert_eq!((s["identity"].as_str(), s["identity_kept"].as_str()), (Some(id.as_str()), Some("indexeddb")), "{s}");
+    let record = c.get_contributor(pb::GetContributorRequest { key: id.clone() }).await.expect("known").into_inner();
+    assert_eq!(record.contributor.expect("a record").payout_address, "tab-owner");
+    // The same profile's next tab (after this one closed) is the same identity.
+    browser.command(&format!("closepage {seeded}"));
+    wait_browsers(&mut c, 0).await;
+    let again = browser.open_in(seeded, &format!("{}&wasmkey", page_url(&service)));
+    assert_eq!(browser.admitted_id(again, &mut c).await, id);
+    // A guest tab is no identity: an id for this connection only.
+    let guest = browser.open(&format!("{}&guest", page_url(&service)));
+    let gid = browser.admitted_id(guest, &mut c).await;
+    assert!(gid.starts_with("guest-") && browser.status[&guest]["identity"].is_null(), "{gid}");
     browser.command("quit");
     service.shutdown().await.expect("clean shutdown");
 }

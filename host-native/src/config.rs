@@ -157,6 +157,12 @@ pub struct ServerConfig {
     /// The dashboard the HTTP port serves calls on its own origin and needs
     /// no entry.
     pub cors_origins: Vec<String>,
+    /// Sites (`https://host[:port]`, or `"*"` for any) whose pages may run
+    /// browser workers of this coordinator with the embed kit
+    /// (`<script src="https://COORDINATOR/embed.js">`): their WebSocket is
+    /// taken and the kit's files carry CORS for them. The coordinator's own
+    /// pages need no entry; empty: only those.
+    pub embed_origins: Vec<String>,
     /// An admin API token (`authorization: Bearer <token>`; clients:
     /// `--api-token` or `SHOAL_API_TOKEN`). More tokens, with roles, are
     /// made with `shoal token create` and kept (hashed) in storage.
@@ -193,6 +199,7 @@ impl Default for ServerConfig {
             api_token: String::new(),
             anonymous: crate::access::Anonymous::Auto,
             cors_origins: Vec::new(),
+            embed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
             insecure: false,
@@ -352,6 +359,8 @@ impl ShoalConfig {
         })?;
         shoal_core::coordinator::compile_payout_pattern(&cfg.coordinator.payout_pattern)
             .map_err(|e| invalid("configuration key `coordinator.payout_pattern`", e))?;
+        crate::embed::EmbedOrigins::parse(&cfg.server.embed_origins)
+            .map_err(|e| invalid("configuration key `server.embed_origins`", e))?;
         Ok(cfg)
     }
 

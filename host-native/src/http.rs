@@ -28,9 +28,9 @@ pub fn router(plane: DataPlane, site: Site, grpc_web: Router, cors: CorsLayer, a
         .route("/metrics", get(metrics).route_layer(guarded(Op::Metrics)))
         .route("/api/stats", get(stats).route_layer(guarded(Op::Swarm)).layer(cors))
         .route("/ws", get(ws::upgrade))
-        .with_state(plane)
+        .with_state(plane.clone())
         .merge(grpc_web);
-    site.serve(api)
+    site.serve(api).layer(axum::middleware::from_fn_with_state(plane.embed, crate::embed::kit_headers))
 }
 
 /// CORS for the listed browser origins only (`server.cors_origins`): any

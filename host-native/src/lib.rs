@@ -13,6 +13,7 @@ pub mod bench;
 mod blob_log;
 pub mod cli;
 pub mod config;
+pub mod embed;
 pub mod engine;
 pub mod grpc;
 pub mod http;

@@ -148,7 +148,9 @@ impl Service {
         let grpc = GuardedListener::new(grpc, SocketCount::new(grpc_sockets), idle, "grpc");
 
         let limits = WireLimits { max_frame_payload: cfg.coordinator.max_frame_payload, ..WireLimits::default() };
+        let embed = crate::embed::EmbedOrigins::parse(&cfg.server.embed_origins).map_err(ServiceError::Config)?;
         let plane = DataPlane {
+            embed: Arc::new(embed),
             data: data.clone(),
             engine: engine.clone(),
             limits,

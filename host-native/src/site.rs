@@ -91,7 +91,7 @@ fn content_type(name: &str) -> &'static str {
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "ico" => "image/x-icon",
-        "txt" => "text/plain; charset=utf-8",
+        "txt" | "ts" => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
 }

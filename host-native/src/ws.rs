@@ -93,6 +93,8 @@ pub struct DataPlane {
     pub proxies: crate::proxy::TrustedProxies,
     /// The data folder (its size and free space are in `/metrics`).
     pub data: std::path::PathBuf,
+    /// Sites whose pages may embed workers.
+    pub embed: Arc<crate::embed::EmbedOrigins>,
 }
 
 /// Worker connections open per network origin (IPv4 /24, IPv6 /48): one
@@ -175,6 +177,10 @@ pub async fn upgrade(
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
         return (StatusCode::BAD_REQUEST, "/ws takes a WebSocket upgrade").into_response();
+    }
+    if let Err(why) = plane.embed.allows_upgrade(request.headers()) {
+        metrics::counter!("shoal_ws_refused_total", "reason" => "embed_origin").increment(1);
+        return (StatusCode::FORBIDDEN, why).into_response();
     }
     // The client behind a trusted proxy: its address is the worker's origin.
     let peer = SocketAddr::new(plane.proxies.client(peer.ip(), request.headers()), peer.port());

@@ -3,6 +3,12 @@
 // JSON line on stdout, and takes commands on stdin, one per line:
 //   open URL        open a new tab (in its own browser context) on URL
 //   close N         close tab N (as a user closing it: no goodbye is awaited)
+//   closepage N     close tab N's page but keep its browser context (its
+//                   storage), as closing one tab of a browser
+//   openin N URL    open a new tab in tab N's browser context (the same
+//                   browser profile: its IndexedDB, localStorage) on URL
+//   click N SEL     click the element SEL (a CSS selector; open shadow
+//                   roots are searched) in tab N
 //   eval N JS       evaluate JS in tab N; prints {"tab":N,"eval":result}
 //   screenshot N P  save a PNG of tab N's whole page to path P
 //   viewport N W H  resize tab N's viewport
@@ -31,9 +37,9 @@ const browser = await chromium.launch({
 });
 const tabs = [];
 
-async function open(url) {
+async function open(url, context) {
   const n = tabs.length;
-  const context = await browser.newContext();
+  context ??= await browser.newContext();
   const page = await context.newPage();
   tabs.push({ context, page });
   page.on('console', msg => {
@@ -54,6 +60,14 @@ for await (const line of rl) {
   const [cmd, arg, ...rest] = line.trim().split(' ');
   try {
     if (cmd === 'open') await open(arg);
+    else if (cmd === 'openin') await open(rest[0], tabs[Number(arg)].context);
+    else if (cmd === 'closepage') {
+      await tabs[Number(arg)].page.close({ runBeforeUnload: true });
+      say({ tab: Number(arg), closed: true });
+    } else if (cmd === 'click') {
+      await tabs[Number(arg)].page.locator(rest.join(' ')).click({ timeout: 20000 });
+      say({ tab: Number(arg), clicked: rest.join(' ') });
+    }
     else if (cmd === 'close') {
       await tabs[Number(arg)].context.close();
       say({ tab: Number(arg), closed: true });

@@ -90,7 +90,7 @@ impl Browser {
                 (Some(tab), Some(s)) => {
                     self.status.insert(tab, s.clone());
                 }
-                _ if ["eval", "screenshot", "viewport", "metrics"].iter().any(|k| v.get(k).is_some()) => {
+                _ if ["eval", "screenshot", "viewport", "metrics", "clicked"].iter().any(|k| v.get(k).is_some()) => {
                     self.answers.push_back(v);
                 }
                 _ if v.get("error").is_some() && v.get("tab").is_none() => {
@@ -125,6 +125,19 @@ impl Browser {
         self.command(&format!("open {url}"));
         self.opened += 1;
         self.opened - 1
+    }
+
+    /// Opens a tab in tab `of`'s browser context (the same profile: its
+    /// storage); returns its number.
+    pub fn open_in(&mut self, of: u64, url: &str) -> u64 {
+        self.command(&format!("openin {of} {url}"));
+        self.opened += 1;
+        self.opened - 1
+    }
+
+    /// Clicks the element `selector` in a tab (as a user would).
+    pub async fn click(&mut self, tab: u64, selector: &str) {
+        self.ask(&format!("click {tab} {selector}")).await;
     }
 
     /// Waits until the coordinator has admitted the tab (benchmarked and

@@ -25,7 +25,7 @@ mod api;
 const TRUNK_VERSION: &str = "0.21.14";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// The browser worker's page in `www/`, served next to the dashboard.
-const WORKER_PAGE_FILES: [&str; 2] = ["worker.html", "shoal-worker.js"];
+const WORKER_PAGE_FILES: [&str; 4] = ["worker.html", "shoal-worker.js", "embed.js", "shoal-embed.d.ts"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -424,8 +424,76 @@ fn build_site_synced() -> Result<PathBuf> {
     build_site(&scratch)?;
     sync_dir(&scratch, &out)?;
     let _ = std::fs::remove_dir_all(&scratch);
+    build_embed_npm(&target_dir().join("shoal-embed-npm"))?;
     Ok(out)
 }
+
+/// The embed kit as an npm package folder (`npm publish` it, or `npm
+/// install` the folder): `createShoal(options)` with its types. The
+/// package holds only the page side; the worker's wasm is always loaded
+/// from the coordinator named in the options.
+fn build_embed_npm(out: &Path) -> Result {
+    let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(out).map_err(|e| err(out, e))?;
+    let www = root().join("www");
+    let read = |name: &str| std::fs::read_to_string(www.join(name)).map_err(|e| err(&www.join(name), e));
+    let version = env!("CARGO_PKG_VERSION");
+    let files = [
+        (
+            "package.json",
+            format!(
+                "{{\n  \"name\": \"shoal-embed\",\n  \"version\": \"{version}\",\n  \"description\": \"Let your site's visitors lend their GPU to a Shoal compute swarm, with credit to your payout address\",\n  \"type\": \"module\",\n  \"main\": \"index.mjs\",\n  \"module\": \"index.mjs\",\n  \"types\": \"index.d.ts\",\n  \"exports\": {{ \".\": {{ \"types\": \"./index.d.ts\", \"default\": \"./index.mjs\" }} }},\n  \"files\": [\"index.mjs\", \"index.d.ts\", \"README.md\"],\n  \"sideEffects\": false,\n  \"license\": \"Apache-2.0\"\n}}\n"
+            ),
+        ),
+        (
+            "index.mjs",
+            format!(
+                "{}\nexport const createShoal = globalThis.ShoalEmbed.create;\nexport default createShoal;\n",
+                read("embed.js")?
+            ),
+        ),
+        ("index.d.ts", read("shoal-embed.d.ts")?),
+        ("README.md", EMBED_NPM_README.replace("{version}", version)),
+    ];
+    for (name, text) in files {
+        std::fs::write(out.join(name), text).map_err(|e| err(&out.join(name), e))?;
+    }
+    Ok(())
+}
+
+/// The npm package's README.
+const EMBED_NPM_README: &str = "# shoal-embed {version}
+
+Let your site's visitors lend their spare GPU (WebGPU; the CPU without one)
+to a [Shoal](https://github.com/shoal-compute/shoal) compute swarm, credited to your payout
+address. Nothing runs before the visitor agrees; the worker pauses while the
+page is hidden or the battery is low, and never uses more than its GPU share.
+
+```js
+import { createShoal } from 'shoal-embed';
+
+const shoal = createShoal({
+  coordinator: 'wss://shoal.example/ws', // the swarm's worker endpoint
+  payout: 'YOUR-ADDRESS',                 // credited for your visitors' work
+  gpuShare: 30,                           // percent of the GPU's time, 10-100
+});
+shoal.addEventListener('status', e => console.log(e.detail.phase, e.detail.completed));
+```
+
+Without a bundler, one tag does the same:
+
+```html
+<script src=\"https://shoal.example/embed.js\" data-payout=\"YOUR-ADDRESS\" data-gpu-share=\"30\" async></script>
+```
+
+The coordinator's operator must list your site in `server.embed_origins`
+(its own pages need no entry) and take contributor identities
+(`coordinator.identities = \"open\"`). A site with a Content Security Policy
+must allow `worker-src blob:` and `connect-src`/`script-src` of the
+coordinator. API: `consent(yes)`, `start()`, `stop()`, `pause()`,
+`resume()`, `setGpuShare(percent)`, `status`, events `status`, `consent`,
+`error`; types in `index.d.ts`.
+";
 
 /// Makes `to` hold exactly the files of `from`, writing only what differs.
 fn sync_dir(from: &Path, to: &Path) -> Result {
