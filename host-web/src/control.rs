@@ -228,6 +228,7 @@ pub struct Status {
 /// A message from the worker to the page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // made, serialised and dropped at once; never stored
 pub enum ToPage {
     /// The worker's wasm is loaded: it takes controls from now on.
     Ready,
