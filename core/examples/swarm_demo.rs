@@ -36,7 +36,7 @@ fn main() {
         }
     }
     let mut cfg = SimConfig::honest(seed, 0, 0);
-    let group = |count, behaviour| WorkerGroup { count, behaviour, mflops: 20_000, same_origin: false };
+    let group = |count, behaviour| WorkerGroup { mflops: 20_000, ..WorkerGroup::of(count, behaviour) };
     cfg.workers = vec![
         group(7, Behaviour::Honest),
         group(1, Behaviour::Liar(60)),

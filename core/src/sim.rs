@@ -46,6 +46,14 @@ pub enum Behaviour {
     Liar(u32),
     /// Returns the wrong answer all colluders agree on, on this percent of tasks.
     Colluder(u32),
+    /// Honest for its first `honest_tasks` tasks (building credibility),
+    /// then a colluder on `lie_pct` percent of tasks.
+    Sleeper {
+        /// Tasks done right first.
+        honest_tasks: u32,
+        /// Then this percent wrong, the answer colluders agree on.
+        lie_pct: u32,
+    },
     /// A browser tab suspended for `pause` every `every` (no heartbeats, no work).
     Throttled {
         /// How often.
@@ -66,6 +74,18 @@ pub struct WorkerGroup {
     pub mflops: u64,
     /// All of them share one network origin (a Sybil farm).
     pub same_origin: bool,
+    /// Once slashed, each comes back under a fresh id with a clean record
+    /// (a guest rejoining, or an identity dropped for a new key): the
+    /// "whitewashing" Sybil.
+    pub whitewash: bool,
+}
+
+impl WorkerGroup {
+    /// `count` workers of one behaviour at 10 000 MFLOPS, each on its own
+    /// origin, keeping their ids.
+    pub fn of(count: usize, behaviour: Behaviour) -> Self {
+        WorkerGroup { count, behaviour, mflops: 10_000, same_origin: false, whitewash: false }
+    }
 }
 
 /// One simulation.
@@ -107,12 +127,7 @@ impl SimConfig {
         SimConfig {
             seed,
             coordinator,
-            workers: vec![WorkerGroup {
-                count: workers,
-                behaviour: Behaviour::Honest,
-                mflops: 10_000,
-                same_origin: false,
-            }],
+            workers: vec![WorkerGroup::of(workers, Behaviour::Honest)],
             tasks,
             tasks_per_job: 1_000,
             redundancy: 2,
@@ -200,6 +215,11 @@ struct SimWorker {
     origin: OriginKey,
     conn: Option<ConnId>,
     gone: bool,
+    whitewash: bool,
+    /// Ids it took after slashes.
+    rejoins: u32,
+    /// Tasks it computed under its current id (a sleeper's clock).
+    tasks_done: u32,
 }
 
 struct Sim {
@@ -216,6 +236,9 @@ struct Sim {
     jobs: Vec<JobId>,
     truth: BTreeMap<crate::ids::TaskId, Digest>,
     slashed: Vec<WorkerId>,
+    /// Every id a simulated worker ever used, with its origin and whether
+    /// it was honest (ids change when a whitewasher rejoins).
+    ids: BTreeMap<WorkerId, (OriginKey, bool)>,
     wake_scheduled: Option<Millis>,
     submitted: bool,
 }
@@ -243,6 +266,9 @@ pub fn run_keeping(cfg: SimConfig) -> (SimReport, Coordinator, Vec<JobId>) {
                 origin,
                 conn: None,
                 gone: false,
+                whitewash: group.whitewash,
+                rejoins: 0,
+                tasks_done: 0,
             });
         }
     }
@@ -260,6 +286,7 @@ pub fn run_keeping(cfg: SimConfig) -> (SimReport, Coordinator, Vec<JobId>) {
         jobs: Vec::new(),
         truth: BTreeMap::new(),
         slashed: Vec::new(),
+        ids: BTreeMap::new(),
         wake_scheduled: None,
         submitted: false,
     };
@@ -375,6 +402,25 @@ impl Sim {
         if self.workers[w].gone || self.workers[w].conn.is_some() {
             return;
         }
+        let me = &mut self.workers[w];
+        if me.whitewash && self.slashed.contains(&me.id) {
+            // A fresh id, a clean record: the Sybil's way back.
+            me.rejoins += 1;
+            let base = me.id.as_str().split("-n").next().unwrap_or_default().to_owned();
+            me.id = WorkerId::new(format!("{base}-n{}", me.rejoins)).unwrap_or_else(|_| me.id.clone());
+            me.tasks_done = 0;
+        }
+        let honest = matches!(
+            me.behaviour,
+            Behaviour::Honest
+                | Behaviour::Slow(_)
+                | Behaviour::Flaky(_)
+                | Behaviour::Hanging(_)
+                | Behaviour::Decliner(_)
+                | Behaviour::Failer(_)
+                | Behaviour::Throttled { .. }
+        );
+        self.ids.insert(me.id.clone(), (me.origin, honest));
         let conn = self.next_conn;
         self.next_conn.0 += 1;
         self.conn_owner.insert(conn, w);
@@ -516,9 +562,16 @@ impl Sim {
         if benchmark || out.is_empty() || out[0].is_empty() {
             return out.into_iter().map(Bytes::from).collect();
         }
-        match self.workers[w].behaviour {
+        let me = &mut self.workers[w];
+        me.tasks_done = me.tasks_done.saturating_add(1);
+        match me.behaviour {
             Behaviour::Liar(p) if roll < u64::from(p) => self.rng.fill_bytes(&mut out[0]),
             Behaviour::Colluder(p) if roll < u64::from(p) => out[0][0] ^= 0xFF,
+            Behaviour::Sleeper { honest_tasks, lie_pct }
+                if me.tasks_done > honest_tasks && roll < u64::from(lie_pct) =>
+            {
+                out[0][0] ^= 0xFF;
+            }
             _ => {}
         }
         out.into_iter().map(Bytes::from).collect()
@@ -569,10 +622,8 @@ impl Sim {
                         let mut a = v.agreed.clone();
                         a.sort();
                         a.dedup();
-                        let mut origins: Vec<OriginKey> = a
-                            .iter()
-                            .filter_map(|id| self.workers.iter().find(|w| w.id == *id).map(|w| w.origin))
-                            .collect();
+                        let mut origins: Vec<OriginKey> =
+                            a.iter().filter_map(|id| self.ids.get(id).map(|(origin, _)| *origin)).collect();
                         origins.sort_unstable();
                         origins.dedup();
                         let distinct_origins = !self.cfg.coordinator.distinct_origins || origins.len() == a.len();
@@ -588,15 +639,8 @@ impl Sim {
         }
         r.mean_replicas_milli = if r.verified == 0 { 0 } else { replicas * 1000 / r.verified as u64 };
         r.slashed = self.slashed.len() as u64;
-        r.honest_slashed = self
-            .slashed
-            .iter()
-            .filter(|id| {
-                self.workers
-                    .iter()
-                    .any(|w| w.id == **id && !matches!(w.behaviour, Behaviour::Liar(_) | Behaviour::Colluder(_)))
-            })
-            .count() as u64;
+        r.honest_slashed =
+            self.slashed.iter().filter(|id| self.ids.get(*id).is_some_and(|(_, honest)| *honest)).count() as u64;
         for e in self.coord.epochs() {
             r.epochs += 1;
             if e.total_in() != e.total_out() {

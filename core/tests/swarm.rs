@@ -9,7 +9,7 @@ use shoal_core::sim::{run, Behaviour, SimConfig, SimReport, WorkerGroup};
 use shoal_core::Millis;
 
 fn group(count: usize, behaviour: Behaviour) -> WorkerGroup {
-    WorkerGroup { count, behaviour, mflops: 10_000, same_origin: false }
+    WorkerGroup::of(count, behaviour)
 }
 
 fn assert_sound(r: &SimReport) {
@@ -95,6 +95,71 @@ fn plain_voting_matches_sarmenta_and_defences_beat_it() {
     }
 }
 
+/// One Sybil scenario at f = 0.3 (60 attackers among 200 workers), with
+/// the defences on (credibility, 10 % ringers, slashing).
+fn sybils(seed: u64, attackers: WorkerGroup, adaptive: bool) -> SimReport {
+    let mut cfg = SimConfig::honest(seed, 0, 20_000);
+    cfg.workers = vec![group(200 - attackers.count, Behaviour::Honest), attackers];
+    cfg.coordinator.max_replicas = 3;
+    cfg.coordinator.credibility.ringer_pct = 10;
+    cfg.coordinator.credibility.adaptive_replication = adaptive;
+    let r = run(cfg);
+    // Colluders that outvote an honest replica get it slashed: not asserted here.
+    assert_eq!((r.lost, r.quorum_violations, r.unbalanced_epochs), (0, 0, 0), "{r:#?}");
+    r
+}
+
+/// Contributor identities against Sybils: what keeping a slashed identity
+/// slashed buys over the guest model (a slashed guest rejoins under a
+/// fresh id, as does an identity its owner drops for a new key), for
+/// colluders and for sleepers that build credibility before they lie; and
+/// a farm of fresh identities on one network, which never forms a quorum.
+#[test]
+fn sybil_identities_against_the_guest_model() {
+    let colluder = Behaviour::Colluder(100);
+    let sleeper = Behaviour::Sleeper { honest_tasks: 50, lie_pct: 100 };
+    let rows = [
+        ("colluders, a slashed identity stays slashed", WorkerGroup::of(60, colluder), false),
+        (
+            "colluders rejoining fresh after each slash (guest model)",
+            WorkerGroup { whitewash: true, ..WorkerGroup::of(60, colluder) },
+            false,
+        ),
+        ("sleepers (50 tasks honest), adaptive replication, stay slashed", WorkerGroup::of(60, sleeper), true),
+        (
+            "sleepers rejoining fresh after each slash, adaptive replication",
+            WorkerGroup { whitewash: true, ..WorkerGroup::of(60, sleeper) },
+            true,
+        ),
+        (
+            "60 fresh colluder identities from one network",
+            WorkerGroup { same_origin: true, whitewash: true, ..WorkerGroup::of(60, colluder) },
+            false,
+        ),
+    ];
+    let mut rates = Vec::new();
+    for (i, (name, attackers, adaptive)) in rows.into_iter().enumerate() {
+        let r = sybils(40 + i as u64, attackers, adaptive);
+        println!(
+            "{name}: {:.5} wrong ({} of {} verified), {} slashed ({} honest), {} dead-lettered",
+            r.wrong_rate(),
+            r.wrong_accepted,
+            r.verified,
+            r.slashed,
+            r.honest_slashed,
+            r.dead_lettered
+        );
+        rates.push(r);
+    }
+    assert!(rates[1].wrong_accepted >= rates[0].wrong_accepted, "whitewashing never helps the defence");
+    assert!(rates[1].slashed > rates[0].slashed, "whitewashers come back to be slashed again");
+    assert!(rates[3].wrong_accepted >= rates[2].wrong_accepted);
+    assert_eq!(rates[4].wrong_accepted, 0, "one network never forms a quorum with itself");
+    for r in &rates {
+        assert!(r.wrong_rate() < 0.216 / 10.0, "the defences hold in every row: {r:#?}");
+    }
+}
+
 /// 30 % of the swarm decline, fail or silently drop every offer: no honest
 /// task is dead-lettered, and verified throughput is reported beside the
 /// honest 70 % alone (same seed, same tasks).
@@ -147,7 +212,7 @@ fn byzantine_mix_loses_nothing_and_accepts_nothing_wrong() {
         group(3, Behaviour::Hanging(20)),
         group(3, Behaviour::Liar(30)),
         group(3, Behaviour::Throttled { every: Millis::from_secs(20), pause: Millis::from_secs(90) }),
-        WorkerGroup { count: 10, behaviour: Behaviour::Honest, mflops: 10_000, same_origin: true },
+        WorkerGroup { same_origin: true, ..WorkerGroup::of(10, Behaviour::Honest) },
     ];
     let r = run(cfg);
     assert_sound(&r);
@@ -201,7 +266,7 @@ mod properties {
             cfg.coordinator.task_ttl = Millis::from_mins(20);
             cfg.max_time = Millis::from_mins(30);
             for (count, behaviour, same_origin) in groups {
-                cfg.workers.push(WorkerGroup { count, behaviour, mflops: 5_000, same_origin });
+                cfg.workers.push(WorkerGroup { mflops: 5_000, same_origin, ..WorkerGroup::of(count, behaviour) });
             }
             let colluders = cfg.workers.iter().any(|g| matches!(g.behaviour, Behaviour::Colluder(_)));
             let liars = colluders || cfg.workers.iter().any(|g| matches!(g.behaviour, Behaviour::Liar(_)));

@@ -23,7 +23,7 @@ pub(super) fn sim(a: &SimArgs) -> Result<()> {
         [(a.liars, sim::Behaviour::Liar(a.lie_pct)), (a.colluders, sim::Behaviour::Colluder(a.lie_pct))]
     {
         if count > 0 {
-            cfg.workers.push(WorkerGroup { count, behaviour, mflops: 10_000, same_origin: false });
+            cfg.workers.push(WorkerGroup::of(count, behaviour));
         }
     }
     let started = std::time::Instant::now();
