@@ -267,10 +267,17 @@ fn operator_commands(grpc_url: &str, job: &str) {
     let workers = json(&["workers", "--order", "agreed", "--desc"]);
     assert!(workers.to_string().contains("cli-worker"), "{workers}");
     let leaders = json(&["leaderboard", "--limit", "1"]);
-    assert_eq!(leaders["workers"].as_array().map(Vec::len), Some(1), "{leaders}");
+    assert_eq!(leaders["contributors"].as_array().map(Vec::len), Some(1), "{leaders}");
     let most = |w: &serde_json::Value| w["agreed"].as_str().and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
     let top = workers["workers"].as_array().expect("workers").iter().map(most).max();
-    assert_eq!(Some(most(&leaders["workers"][0])), top, "the leaderboard leads with the most verified work");
+    assert!(
+        Some(most(&leaders["contributors"][0])) >= top,
+        "the all-time leaderboard leads with at least the most verified work of those connected"
+    );
+    let paid = json(&["leaderboard", "--earned", "--limit", "0"]);
+    let earned = |w: &serde_json::Value| w["earned"].as_str().and_then(|a| a.parse::<u128>().ok()).unwrap_or(0);
+    let paid = paid["contributors"].as_array().expect("contributors").iter().map(earned).collect::<Vec<_>>();
+    assert!(paid.windows(2).all(|w| w[0] >= w[1]) && paid.len() >= 2, "most paid first: {paid:?}");
     let jobs = json(&["job", "list", "--limit", "2"]);
     assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(2), "two of the jobs: {jobs}");
     let all = json(&["job", "list", "--limit", "0"]);

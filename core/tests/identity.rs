@@ -13,7 +13,7 @@ use support::Store;
 
 use bytes::Bytes;
 use shoal_core::coordinator::{
-    ConnId, Coordinator, CoordinatorConfig, IdentityPolicy, Input, JobSpec, OriginKey, TaskSpec,
+    ConnId, ContributorSort, Coordinator, CoordinatorConfig, IdentityPolicy, Input, JobSpec, OriginKey, TaskSpec,
 };
 use shoal_core::identity::{Identity, Profile};
 use shoal_core::kernels::{KernelSpec, Sha256Params};
@@ -164,11 +164,22 @@ fn a_declared_payout_address_is_the_keys_and_is_paid_to() {
     let silent = Identity::from_seed(&[3; 32]).worker_id();
     assert!(!paid.contains(&&silent) && settled.payouts.iter().any(|p| p.worker == silent), "paid, no address");
 
+    // The leaderboard of all time and the teams: the two tabs of the site are one team.
+    let (total, top) = c.contributors_page(ContributorSort::Earned, 0, 2);
+    assert_eq!((total, top.len()), (3, 2), "every identity with a record");
+    assert!(top[0].earned >= top[1].earned && top.iter().all(|v| v.earned > 0), "{top:?}");
+    let teams = c.teams(10);
+    assert_eq!(teams.len(), 1, "{teams:?}");
+    assert_eq!((teams[0].name.as_str(), teams[0].members), ("Analytical", 2));
+    let silent_paid = c.contributor(&silent).expect("known").earned;
+    assert_eq!(teams[0].earned + silent_paid, settled.payouts.iter().map(|p| p.amount + p.bounty).sum::<u128>());
+
     // A restart on the stored entries keeps the profile and the settled addresses.
     let back = Coordinator::recover(cfg.clone(), None, [4; 32], now, store.snapshot());
     assert_eq!(back.profile(&tab), Some(&site));
     assert_eq!(back.epochs().last().map(|s| (&s.addresses, s.digest)), Some((&settled.addresses, settled.digest)));
     assert_eq!(back.contributor(&tab).expect("known").profile, site);
+    assert_eq!(back.teams(10), teams, "totals are rebuilt from the settled epochs");
 
     // An address the operator's pattern refuses, or one changed under
     // another key's signature, is refused; the record keeps the old one.

@@ -22,9 +22,9 @@ pub use config::{
     compile_payout_pattern, CoordinatorConfig, CredibilityConfig, EpochTrigger, IdentityPolicy, DEFAULT_PAYOUT_PATTERN,
 };
 pub use engine::{
-    Answer, Command, ConnId, ContributorView, Coordinator, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input,
-    JobProgress, JobSpec, OriginKey, Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket,
-    VerifiedResult, WorkerSort, WorkerView,
+    Answer, Command, ConnId, ContributorSort, ContributorView, Coordinator, CoordinatorStats, DeadLetter,
+    DeleteJobError, Event, Input, JobProgress, JobSpec, OriginKey, Output, PreparedJob, ShadowStats, SubmitError,
+    TaskPhase, TaskSpec, TeamView, Ticket, VerifiedResult, WorkerSort, WorkerView,
 };
 pub use profile::{ProfilePolicy, Tier, WorkerClass};
 pub use recovery::{RecoveryError, Snapshot};

@@ -61,8 +61,9 @@ pub(super) enum Command {
     },
     /// Connected workers, sorted.
     Workers(WorkersArgs),
-    /// Connected workers by verified work.
-    Leaderboard(ListArgs),
+    /// Contributors of all time (connected or not) by verified work, or by
+    /// pay; or the teams they declared.
+    Leaderboard(LeaderboardArgs),
     /// A contributor's record, connected or not.
     Contributor {
         #[command(subcommand)]
@@ -212,6 +213,18 @@ pub(super) struct ListArgs {
     /// Show at most this many (0: all, fetched page by page).
     #[arg(long, default_value_t = 100)]
     pub(super) limit: usize,
+}
+
+#[derive(Args, Clone)]
+pub(super) struct LeaderboardArgs {
+    #[command(flatten)]
+    pub(super) list: ListArgs,
+    /// Most paid in settled epochs first (default: most verified work).
+    #[arg(long, conflicts_with = "teams")]
+    pub(super) earned: bool,
+    /// The teams contributors declared, with their members' totals.
+    #[arg(long)]
+    pub(super) teams: bool,
 }
 
 /// What `shoal workers` sorts by.

@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::grpc::pb;
 
-use super::args::{ClientArgs, ContributorAction, EpochAction, JobAction, ListArgs, WorkerOrderArg, WorkersArgs};
+use super::args::{
+    ClientArgs, ContributorAction, EpochAction, JobAction, LeaderboardArgs, ListArgs, WorkerOrderArg, WorkersArgs,
+};
 use super::client::{all_verified, connect, get_job, write_results, Client};
 use super::output;
 
@@ -166,11 +168,47 @@ pub(super) async fn workers(a: WorkersArgs) -> Result<()> {
     print_workers(workers, &a.list.client)
 }
 
-/// `shoal leaderboard`: workers by verified work, most first.
-pub(super) async fn leaderboard(a: ListArgs) -> Result<()> {
-    let c = connect(&a.client).await?;
-    let workers = list_workers(&c, a.limit, pb::WorkerOrder::Agreed, true).await?;
-    print_workers(workers, &a.client)
+/// `shoal leaderboard`: contributors of all time by verified work (or
+/// pay), most first; or the teams.
+pub(super) async fn leaderboard(a: LeaderboardArgs) -> Result<()> {
+    let c = connect(&a.list.client).await?;
+    if a.teams {
+        let page_size = if a.list.limit == 0 { 100 } else { a.list.limit.min(100) as u32 };
+        let r = c.clone().list_teams(pb::ListTeamsRequest { page_size }).await.context("listing teams")?.into_inner();
+        if a.list.client.json {
+            return output::print_json(&r);
+        }
+        println!("{:<32} {:>8} {:>12} {:>24}", "team", "members", "verified", "earned (base units)");
+        for t in r.teams {
+            println!("{:<32} {:>8} {:>12} {:>24}", t.name, t.members, t.agreed, t.earned);
+        }
+        return Ok(());
+    }
+    let order = if a.earned { pb::ContributorOrder::Earned } else { pb::ContributorOrder::Agreed };
+    let contributors = pages(a.list.limit, |page_token, page_size| {
+        let mut c = c.clone();
+        async move {
+            let request = pb::ListContributorsRequest { page_size, page_token, order_by: order.into() };
+            let r = c.list_contributors(request).await?.into_inner();
+            Ok((r.contributors, r.next_page_token))
+        }
+    })
+    .await
+    .context("listing contributors")?;
+    if a.list.client.json {
+        let total_size = contributors.len() as u32;
+        return output::print_json(&pb::ListContributorsResponse {
+            contributors,
+            next_page_token: String::new(),
+            total_size,
+        });
+    }
+    println!("{:<4} {:<36} {:>12} {:>24}  {:<20} team", "#", "contributor", "verified", "earned (base units)", "name");
+    for (i, v) in contributors.iter().enumerate() {
+        let id = if v.connected { format!("{} *", v.worker_id) } else { v.worker_id.clone() };
+        println!("{:<4} {:<36} {:>12} {:>24}  {:<20} {}", i + 1, id, v.agreed, v.earned, v.display_name, v.team);
+    }
+    Ok(())
 }
 
 fn print_workers(workers: Vec<pb::Worker>, client: &ClientArgs) -> Result<()> {

@@ -26,6 +26,8 @@ pub(super) enum ListCall {
     Epochs,
     /// `ListTokens`.
     Tokens,
+    /// `ListContributors`.
+    Contributors,
 }
 
 /// A call's paging limits.
@@ -44,6 +46,7 @@ impl ListCall {
             ListCall::Jobs => Limits { default: 50, max: 1000 },
             ListCall::JobKernels => Limits { default: 1000, max: 10_000 },
             ListCall::Workers | ListCall::Tokens => Limits { default: 100, max: 1000 },
+            ListCall::Contributors => Limits { default: 50, max: 1000 },
             ListCall::Epochs => Limits { default: 20, max: 100 },
         }
     }

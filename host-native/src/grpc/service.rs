@@ -209,6 +209,22 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         swarm::contributor(&self.engine, request.get_ref()).await.map(Response::new)
     }
 
+    async fn list_contributors(
+        &self,
+        request: Request<pb::ListContributorsRequest>,
+    ) -> Result<Response<pb::ListContributorsResponse>, Status> {
+        allowed(&request, Op::Swarm)?;
+        swarm::contributors(&self.engine, request.get_ref()).await.map(Response::new)
+    }
+
+    async fn list_teams(
+        &self,
+        request: Request<pb::ListTeamsRequest>,
+    ) -> Result<Response<pb::ListTeamsResponse>, Status> {
+        allowed(&request, Op::Swarm)?;
+        swarm::teams(&self.engine, request.get_ref()).await.map(Response::new)
+    }
+
     async fn get_swarm_status(
         &self,
         request: Request<pb::GetSwarmStatusRequest>,

@@ -75,21 +75,61 @@ pub(super) async fn contributor(
     let v = view.ok_or_else(|| {
         super::errors::not_found("shoal.v1.Contributor", name.clone(), format!("no contributor {name}"))
     })?;
-    Ok(pb::GetContributorResponse {
-        contributor: Some(pb::Contributor {
-            worker_id: v.id.to_string(),
-            connected: v.connected,
-            credibility_ppm: v.credibility_ppm,
-            agreed: v.agreed,
-            slashed: v.slashed,
-            epoch_agreed: v.epoch_agreed,
-            earned: v.earned.to_string(),
-            epochs_paid: v.epochs_paid,
-            payout_address: v.profile.payout,
-            display_name: v.profile.name,
-            team: v.profile.team,
-        }),
-    })
+    Ok(pb::GetContributorResponse { contributor: Some(contributor_to_pb(v)) })
+}
+
+/// `ListContributors`: the engine ranks every contributor's key and builds
+/// records only for the page's rows.
+pub(super) async fn contributors(
+    engine: &EngineHandle,
+    req: &pb::ListContributorsRequest,
+) -> Result<pb::ListContributorsResponse, Status> {
+    use shoal_core::coordinator::ContributorSort as S;
+    let order = pb::ContributorOrder::try_from(req.order_by)
+        .map_err(|_| super::errors::bad_field("order_by", format!("no contributor order numbered {}", req.order_by)))?;
+    let sort = match order {
+        pb::ContributorOrder::Unspecified | pb::ContributorOrder::Agreed => S::Agreed,
+        pb::ContributorOrder::Earned => S::Earned,
+    };
+    let request = paging::fingerprint(&[&req.order_by.to_be_bytes()]);
+    let start = paging::offset(paging::position(ListCall::Contributors, request, &req.page_token)?.as_deref())?;
+    let size = ListCall::Contributors.page_size(req.page_size);
+    let (total, views) = engine.query(move |c, _| c.contributors_page(sort, start, size)).await.map_err(gone)?;
+    let end = start.saturating_add(views.len());
+    let next_page_token = if end < total {
+        paging::next_token(ListCall::Contributors, request, &(end as u64).to_be_bytes())
+    } else {
+        String::new()
+    };
+    let contributors = views.into_iter().map(contributor_to_pb).collect();
+    Ok(pb::ListContributorsResponse { contributors, next_page_token, total_size: total as u32 })
+}
+
+/// `ListTeams`: the first teams, most paid first.
+pub(super) async fn teams(engine: &EngineHandle, req: &pb::ListTeamsRequest) -> Result<pb::ListTeamsResponse, Status> {
+    let size = if req.page_size == 0 { 20 } else { req.page_size.min(100) } as usize;
+    let teams = engine.query(move |c, _| c.teams(size)).await.map_err(gone)?;
+    let teams = teams
+        .into_iter()
+        .map(|t| pb::Team { name: t.name, members: t.members, agreed: t.agreed, earned: t.earned.to_string() })
+        .collect();
+    Ok(pb::ListTeamsResponse { teams })
+}
+
+fn contributor_to_pb(v: shoal_core::coordinator::ContributorView) -> pb::Contributor {
+    pb::Contributor {
+        worker_id: v.id.to_string(),
+        connected: v.connected,
+        credibility_ppm: v.credibility_ppm,
+        agreed: v.agreed,
+        slashed: v.slashed,
+        epoch_agreed: v.epoch_agreed,
+        earned: v.earned.to_string(),
+        epochs_paid: v.epochs_paid,
+        payout_address: v.profile.payout,
+        display_name: v.profile.name,
+        team: v.profile.team,
+    }
 }
 
 /// 64 hex digits as a 32-byte public key.

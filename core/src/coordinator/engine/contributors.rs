@@ -19,6 +19,33 @@ pub(super) struct Contributors {
     /// `coordinator.payout_pattern`, compiled (None: it does not compile,
     /// so no address is accepted; the host refuses such a configuration).
     payout_pattern: Option<regex_lite::Regex>,
+    /// Paid in settled epochs (pool and bounties, base units) and how many
+    /// epochs paid, by worker id: kept as epochs settle, so records and
+    /// leaderboards never rescan the history.
+    pub(super) earned: super::Map<WorkerId, (u128, u32)>,
+}
+
+/// What a leaderboard of contributors is sorted by (descending; ties by id).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContributorSort {
+    /// Verified agreements and passed ringers, all time.
+    #[default]
+    Agreed,
+    /// Paid in settled epochs, all time.
+    Earned,
+}
+
+/// A team: the contributors that declared it, together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TeamView {
+    /// Its name, as declared.
+    pub name: String,
+    /// Contributors that declared it.
+    pub members: u32,
+    /// Their verified work, all time.
+    pub agreed: u64,
+    /// Their pay in settled epochs, base units.
+    pub earned: u128,
 }
 
 impl Contributors {
@@ -27,6 +54,16 @@ impl Contributors {
         Contributors {
             profiles: super::Map::default(),
             payout_pattern: crate::coordinator::config::compile_payout_pattern(pattern).ok(),
+            earned: super::Map::default(),
+        }
+    }
+
+    /// Adds a settled epoch's payouts to the totals.
+    pub(super) fn credit(&mut self, s: &EpochSettlement) {
+        for p in &s.payouts {
+            let e = self.earned.entry(p.worker.clone()).or_default();
+            e.0 = e.0.saturating_add(p.amount).saturating_add(p.bounty);
+            e.1 += 1;
         }
     }
 
@@ -82,5 +119,58 @@ impl Coordinator {
         s.digest = Digest::of_parts([s.digest.as_bytes().as_slice(), bytes.as_slice()]);
         self.ledger.put(ns::EPOCH_ADDRESSES, s.epoch.to_be_bytes().to_vec(), bytes);
         s.addresses = addresses;
+    }
+}
+
+impl Coordinator {
+    /// Contributors `offset..offset + limit` of all time — every worker id
+    /// with a record or a payout, connected or not, guests (whose ids last
+    /// one connection) aside — sorted by `sort`, and how many there are.
+    pub fn contributors_page(
+        &self,
+        sort: ContributorSort,
+        offset: usize,
+        limit: usize,
+    ) -> (usize, Vec<super::ContributorView>) {
+        let mut ids: Vec<&WorkerId> = self.reputation.keys().collect();
+        ids.extend(self.contributors.earned.keys().filter(|id| !self.reputation.contains_key(*id)));
+        ids.retain(|id| !id.as_str().starts_with("guest-"));
+        let key = |id: &WorkerId| -> u128 {
+            match sort {
+                ContributorSort::Agreed => u128::from(self.reputation.get(id).map_or(0, |r| r.agreed)),
+                ContributorSort::Earned => self.contributors.earned.get(id).map_or(0, |e| e.0),
+            }
+        };
+        let mut keyed: Vec<(u128, &WorkerId)> = ids.into_iter().map(|id| (key(id), id)).collect();
+        let total = keyed.len();
+        let order = |a: &(u128, &WorkerId), b: &(u128, &WorkerId)| b.0.cmp(&a.0).then(a.1.cmp(b.1));
+        let end = offset.saturating_add(limit).min(total);
+        if end < total {
+            keyed.select_nth_unstable_by(end, order);
+            keyed.truncate(end);
+        }
+        keyed.sort_unstable_by(order);
+        (total, keyed.iter().skip(offset).filter_map(|(_, id)| self.contributor(id)).collect())
+    }
+
+    /// The teams contributors declared, most paid first (then most work,
+    /// then by name), at most `limit`.
+    pub fn teams(&self, limit: usize) -> Vec<TeamView> {
+        let mut teams: std::collections::BTreeMap<&str, TeamView> = std::collections::BTreeMap::new();
+        for (id, p) in self.contributors.profiles.iter().filter(|(_, p)| !p.team.is_empty()) {
+            let t = teams.entry(p.team.as_str()).or_insert_with(|| TeamView {
+                name: p.team.clone(),
+                members: 0,
+                agreed: 0,
+                earned: 0,
+            });
+            t.members += 1;
+            t.agreed += self.reputation.get(id).map_or(0, |r| r.agreed);
+            t.earned = t.earned.saturating_add(self.contributors.earned.get(id).map_or(0, |e| e.0));
+        }
+        let mut teams: Vec<TeamView> = teams.into_values().collect();
+        teams.sort_by(|a, b| b.earned.cmp(&a.earned).then(b.agreed.cmp(&a.agreed)).then(a.name.cmp(&b.name)));
+        teams.truncate(limit);
+        teams
     }
 }

@@ -113,6 +113,7 @@ impl Coordinator {
         for (w, stake) in stakes {
             self.epoch.work.entry(w).or_default().stake = stake;
         }
+        self.contributors.credit(&s);
         self.event(Event::EpochSettled(Box::new(s.clone())));
         self.epoch.history.push(s);
     }

@@ -54,6 +54,7 @@ use crate::time::Millis;
 use crate::wire::message::Challenge;
 use crate::wire::{Envelope, Message};
 
+pub use self::contributors::{ContributorSort, TeamView};
 use self::dispatch::{Assignment, Ringer};
 use self::epochs::{DirtyWorkers, EpochState};
 use self::ready::{IdlePool, ReadyQueue};

@@ -62,13 +62,7 @@ impl Coordinator {
         let connected = self.by_id.contains_key(id);
         let reputation = self.reputation.get(id);
         let epoch_agreed = self.epoch.work.get(id).map(|w| w.agreed);
-        let (mut earned, mut epochs_paid) = (0u128, 0u32);
-        for settled in self.epochs() {
-            if let Some(p) = settled.payouts.iter().find(|p| &p.worker == id) {
-                earned = earned.saturating_add(p.amount).saturating_add(p.bounty);
-                epochs_paid += 1;
-            }
-        }
+        let (earned, epochs_paid) = self.contributors.earned.get(id).copied().unwrap_or_default();
         if !connected && reputation.is_none() && epoch_agreed.is_none() && epochs_paid == 0 {
             return None;
         }

@@ -411,6 +411,9 @@ impl Coordinator {
             })
             .collect();
         c.contributors.profiles.extend(snapshot.profiles);
+        for s in &c.epoch.history {
+            c.contributors.credit(s);
+        }
         for (id, record) in snapshot.workers {
             if record.epoch == c.epoch.number && record.work != EpochWork::default() {
                 c.epoch.work.insert(id.clone(), record.work);
