@@ -43,10 +43,9 @@ impl ListCall {
     /// The call's page limits (the proto documents the same numbers).
     pub(super) fn limits(self) -> Limits {
         match self {
-            ListCall::Jobs => Limits { default: 50, max: 1000 },
+            ListCall::Jobs | ListCall::Contributors => Limits { default: 50, max: 1000 },
             ListCall::JobKernels => Limits { default: 1000, max: 10_000 },
             ListCall::Workers | ListCall::Tokens => Limits { default: 100, max: 1000 },
-            ListCall::Contributors => Limits { default: 50, max: 1000 },
             ListCall::Epochs => Limits { default: 20, max: 100 },
         }
     }
