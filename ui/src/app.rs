@@ -17,8 +17,10 @@ pub struct Live {
     /// Bumped each time the workers changed (a page that shows some
     /// fetches its own page of them again).
     pub workers_changed: RwSignal<u64>,
-    /// The ten workers with the most verified work.
-    pub leaderboard: RwSignal<Vec<pb::Worker>>,
+    /// The ten contributors of all time with the most verified work.
+    pub leaderboard: RwSignal<Vec<pb::Contributor>>,
+    /// The teams contributors declared, most paid first.
+    pub teams: RwSignal<Vec<pb::Team>>,
     /// Recent jobs, newest first.
     pub jobs: RwSignal<Vec<pb::Job>>,
     /// Settled epochs.
@@ -96,6 +98,7 @@ fn App() -> impl IntoView {
         status: RwSignal::new(None),
         workers_changed: RwSignal::new(0),
         leaderboard: RwSignal::new(Vec::new()),
+        teams: RwSignal::new(Vec::new()),
         jobs: RwSignal::new(Vec::new()),
         epochs: RwSignal::new(Vec::new()),
         shadow: RwSignal::new(None),

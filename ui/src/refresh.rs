@@ -137,14 +137,13 @@ async fn refresh(live: Live, stale: Stale) {
     };
     live.status.set(Some(status));
     if stale.has(Stale::WORKERS) {
-        let leaders = pb::ListWorkersRequest {
+        let leaders = pb::ListContributorsRequest {
             page_size: 10,
-            order_by: pb::WorkerOrder::Agreed.into(),
-            descending: true,
+            order_by: pb::ContributorOrder::Agreed.into(),
             ..Default::default()
         };
-        if let Some(w) = answer(live, &mut refused, c.list_workers(api::request(leaders)).await) {
-            live.leaderboard.set(w.workers);
+        if let Some(l) = answer(live, &mut refused, c.list_contributors(api::request(leaders)).await) {
+            live.leaderboard.set(l.contributors);
         }
         live.workers_changed.update(|n| *n += 1);
     }
@@ -155,6 +154,11 @@ async fn refresh(live: Live, stale: Stale) {
         }
     }
     if stale.has(Stale::EPOCHS) {
+        if let Some(t) =
+            answer(live, &mut refused, c.list_teams(api::request(pb::ListTeamsRequest { page_size: 10 })).await)
+        {
+            live.teams.set(t.teams);
+        }
         let epochs = pb::ListEpochsRequest { page_size: 100, ..Default::default() };
         if let Some(e) = answer(live, &mut refused, c.list_epochs(api::request(epochs)).await) {
             live.epochs.set(e.epochs);

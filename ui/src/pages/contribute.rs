@@ -77,16 +77,25 @@ pub fn ContributePage() -> impl IntoView {
         });
     });
     let me = move || me_now.get();
-    let earned = move || {
-        let Some(id) = status.get().and_then(|s| s.worker_id) else { return "0.000000".to_owned() };
-        let base: u128 = live.epochs.with(|e| {
-            e.iter()
-                .flat_map(|e| &e.payouts)
-                .filter(|p| p.worker == id)
-                .filter_map(|p| p.amount.parse::<u128>().ok())
-                .sum()
+    // "You": this browser's contributor record (connected or not), read
+    // again whenever workers or epochs changed.
+    let record: RwSignal<Option<pb::Contributor>> = RwSignal::new(None);
+    let my_key =
+        Memo::new(move |_| status.with(|s| s.as_ref().and_then(|s| s.identity.clone().or(s.worker_id.clone()))));
+    Effect::new(move |_| {
+        live.workers_changed.track();
+        live.epochs.track();
+        let Some(key) = my_key.get() else { return };
+        leptos::task::spawn_local(async move {
+            let r = api::client().get_contributor(api::request(pb::GetContributorRequest { key })).await;
+            record.set(r.ok().and_then(|r| r.into_inner().contributor));
         });
-        crate::view_model::tokens(base)
+    });
+    let mine = move |f: fn(&pb::Contributor) -> String| record.with(|r| r.as_ref().map_or_else(|| "—".to_owned(), f));
+    let identity = move || {
+        status
+            .get()
+            .and_then(|s| s.identity.map(|i| format!("{i} (key kept: {})", s.identity_kept.unwrap_or_default())))
     };
 
     view! {
@@ -121,8 +130,12 @@ pub fn ContributePage() -> impl IntoView {
                 <tr><th>"measured speed"</th><td id="mflops">{move || me().map_or_else(|| "—".to_owned(), |w| format!("{} MFLOPS", group_thousands(u128::from(w.mflops))))}</td></tr>
                 <tr><th>"tier"</th><td id="tier">{move || me().map_or_else(|| "—".to_owned(), |w| w.tier.to_string())}</td></tr>
                 <tr><th>"tasks done"</th><td id="completed">{move || status.get().map_or(0, |s| s.completed)}</td></tr>
-                <tr><th>"verified by others"</th><td>{move || me().map_or(0, |w| w.agreed)}</td></tr>
-                <tr><th>"earned (settled epochs)"</th><td>{earned} " tokens"</td></tr>
+                <tr><th>"you"</th><td id="identity" class="mono">{move || identity().unwrap_or_else(|| "a guest (nothing kept)".into())}</td></tr>
+                <tr><th>"credibility"</th><td id="credibility">{move || mine(|c| format!("{:.4}{}", f64::from(c.credibility_ppm) / 1e6, if c.slashed { " (slashed)" } else { "" }))}</td></tr>
+                <tr><th>"verified this epoch"</th><td id="epoch-agreed">{move || mine(|c| c.epoch_agreed.to_string())}</td></tr>
+                <tr><th>"verified, all time"</th><td id="agreed">{move || mine(|c| c.agreed.to_string())}</td></tr>
+                <tr><th>"earned (settled epochs)"</th><td id="earned">{move || mine(|c| format!("{} tokens over {} epochs", crate::view_model::parse_amount(&c.earned).map_or_else(String::new, crate::view_model::tokens), c.epochs_paid))}</td></tr>
+                <tr><th>"payouts go to"</th><td id="payout" class="mono">{move || mine(|c| if c.payout_address.is_empty() { "no address declared".into() } else { c.payout_address.clone() })}</td></tr>
                 <tr><th>"last event"</th><td>{move || status.get().map(|s| s.last_reason).filter(|r| !r.is_empty()).unwrap_or_else(|| "—".into())}</td></tr>
             </table>
         </section>

@@ -39,13 +39,14 @@ pub fn EpochsPage() -> impl IntoView {
                                 </table>
                                 <div class="scroll">
                                     <table class="payouts">
-                                        <thead><tr><th>"worker"</th><th>"amount (tokens)"</th><th>"base units"</th><th>"bounty"</th><th>"tasks"</th><th>"accuracy"</th><th>"bonus"</th></tr></thead>
+                                        <thead><tr><th>"worker"</th><th>"paid to"</th><th>"amount (tokens)"</th><th>"base units"</th><th>"bounty"</th><th>"tasks"</th><th>"accuracy"</th><th>"bonus"</th></tr></thead>
                                         <tbody>
                                             {e.payouts
                                                 .into_iter()
                                                 .map(|p| view! {
                                                     <tr data-payout=p.worker.clone()>
                                                         <td class="mono">{p.worker.clone()}</td>
+                                                        <td class="mono" data-col="address">{p.address.clone()}</td>
                                                         <td>{amount(&p.amount)}</td>
                                                         <td class="mono" data-col="base">{p.amount.clone()}</td>
                                                         <td>{amount(&p.bounty)}</td>

@@ -165,7 +165,8 @@ pub fn WorkersPage() -> impl IntoView {
     }
 }
 
-/// The ten workers with the most verified work.
+/// The ten contributors of all time with the most verified work, and the
+/// teams they declared.
 #[component]
 fn Leaderboard() -> impl IntoView {
     let live = live();
@@ -176,9 +177,38 @@ fn Leaderboard() -> impl IntoView {
                 live.leaderboard
                     .get()
                     .into_iter()
-                    .map(|w| view! { <li><span class="mono">{w.id}</span> " — " {w.agreed} " verified"</li> })
+                    .map(|v| {
+                        let earned = crate::view_model::parse_amount(&v.earned).map_or_else(String::new, crate::view_model::tokens);
+                        view! {
+                            <li data-contributor=v.worker_id.clone()>
+                                {(!v.display_name.is_empty()).then(|| view! { <b>{v.display_name.clone()}</b> " " })}
+                                <span class="mono">{v.worker_id.clone()}</span>
+                                {(!v.team.is_empty()).then(|| view! { " [" {v.team.clone()} "]" })}
+                                " — " {v.agreed} " verified, " {earned} " tokens earned"
+                                {v.connected.then_some(" · online")}
+                            </li>
+                        }
+                    })
                     .collect_view()
             }}
         </ol>
+        <Show when=move || live.teams.with(|t| !t.is_empty())>
+            <h3>"Teams"</h3>
+            <table class="teams">
+                <thead><tr><th>"team"</th><th>"members"</th><th>"verified"</th><th>"earned (tokens)"</th></tr></thead>
+                <tbody>
+                    {move || {
+                        live.teams
+                            .get()
+                            .into_iter()
+                            .map(|t| {
+                                let earned = crate::view_model::parse_amount(&t.earned).map_or_else(String::new, crate::view_model::tokens);
+                                view! { <tr><td>{t.name}</td><td>{t.members}</td><td>{t.agreed}</td><td>{earned}</td></tr> }
+                            })
+                            .collect_view()
+                    }}
+                </tbody>
+            </table>
+        </Show>
     }
 }
