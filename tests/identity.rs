@@ -171,3 +171,48 @@ async fn shoal_worker_makes_its_key_once_and_stays_the_same_contributor() {
     assert_eq!(shoal_native::keyfile::load_or_create(&key).expect("a key"), seed, "the same key, not a new one");
     service.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_identity_joins_once_the_operator_approves_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.coordinator.identities = shoal_core::coordinator::IdentityPolicy::Approval;
+    let service = Service::start(cfg).await.expect("starts");
+    let (stop, rx) = watch::channel(false);
+    let h = tokio::spawn(worker::run(WorkerOptions { reconnect: true, ..contributor(&service, 5) }, rx));
+    let mut c = client(&service).await;
+    let me = Identity::from_seed(&[5; 32]).worker_id();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending = c.list_pending_contributors(pb::ListPendingContributorsRequest {}).await.expect("pending");
+        if pending.into_inner().worker_ids.contains(&me.to_string()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{me} never listed as waiting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(worker(&mut c, &me).await.is_none(), "refused before approval");
+    let cli = |action: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+            .args(["contributor", action, me.as_str(), "--api", &service.grpc_url(), "--json"])
+            .output()
+            .expect("shoal runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    assert_eq!(cli("approve")["changed"], true);
+    wait_for(&mut c, &me, false).await;
+    // Withdrawn: disconnected, and refused when it comes back.
+    assert_eq!(cli("revoke")["changed"], true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while worker(&mut c, &me).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "still connected after the approval was withdrawn");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only identities are approved.
+    let err = c.approve_contributor(pb::ApproveContributorRequest { key: "guest-1".into(), approve: true }).await;
+    assert_eq!(err.expect_err("not an identity").code(), tonic::Code::InvalidArgument);
+    let _ = stop.send(true);
+    let _ = h.await;
+    service.shutdown().await.expect("clean shutdown");
+}

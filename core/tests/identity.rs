@@ -195,3 +195,52 @@ fn a_declared_payout_address_is_the_keys_and_is_paid_to() {
     assert!(closed.iter().any(|(_, why)| why.contains("signature")), "{closed:?}");
     assert_eq!(c.profile(&tab), Some(&site));
 }
+
+#[test]
+fn an_identity_waits_for_the_operators_approval() {
+    use shoal_core::coordinator::{Answer, Command};
+    let cfg = config(IdentityPolicy::Approval);
+    let mut c = Coordinator::new(cfg.clone(), None, [3; 32]);
+    let mut store = Store::default();
+    let mut now = Millis(10_000);
+    let me = Identity::from_seed(&[1; 32]).worker_id();
+    let signers = Signers::new();
+    let mut sessions = vec![session(1, HOST)];
+    connect(&mut c, now, 0);
+    let closed = pump_signing(&mut c, &mut sessions, &signers, &mut now, Some(&mut store));
+    assert!(closed.iter().any(|(_, why)| why.contains("awaits the operator's approval")), "{closed:?}");
+    assert_eq!(c.pending_identities(), vec![me.clone()]);
+    // A key that cannot sign is never listed.
+    let mut forged = vec![session(2, "evil.example")];
+    connect(&mut c, now, 0);
+    pump_signing(&mut c, &mut forged, &signers, &mut now, Some(&mut store));
+    assert_eq!(c.pending_identities(), vec![me.clone()]);
+
+    let approve = |c: &mut Coordinator, store: &mut Store, now: Millis, approve: bool| {
+        let command = Command::ApproveIdentity { worker: me.clone(), approve };
+        c.handle(now, Input::Command { ticket: shoal_core::coordinator::Ticket(1), command });
+        let out: Vec<_> = std::iter::from_fn(|| c.poll_output()).collect();
+        store.absorb(&out);
+        out.into_iter().find_map(|o| match o {
+            shoal_core::coordinator::Output::Answer { answer: Answer::IdentityApproval(changed), .. } => Some(changed),
+            _ => None,
+        })
+    };
+    assert_eq!(approve(&mut c, &mut store, now, true), Some(true));
+    assert!(c.pending_identities().is_empty() && c.is_approved(&me));
+    let back = Coordinator::recover(cfg.clone(), None, [4; 32], now, store.snapshot());
+    assert!(back.is_approved(&me), "an approval is kept across restarts");
+    let mut sessions = vec![session(1, HOST)];
+    connect(&mut c, now, 0);
+    pump_signing(&mut c, &mut sessions, &signers, &mut now, Some(&mut store));
+    assert!(matches!(sessions[0].state(), SessionState::Working { .. }), "approved: admitted");
+
+    // Withdrawn: disconnected at once, refused after.
+    assert_eq!(approve(&mut c, &mut store, now, false), Some(true));
+    assert!(c.worker_view(&me).is_none(), "withdrawn: disconnected");
+    assert_eq!(approve(&mut c, &mut store, now, false), Some(false), "already withdrawn");
+    let mut sessions = vec![session(1, HOST)];
+    connect(&mut c, now, 0);
+    let closed = pump_signing(&mut c, &mut sessions, &signers, &mut now, Some(&mut store));
+    assert!(closed.iter().any(|(_, why)| why.contains("awaits")), "{closed:?}");
+}

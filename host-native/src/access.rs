@@ -118,6 +118,8 @@ pub enum Op {
     Tokens,
     /// Copying the whole store (every job, the worker secret).
     Backup,
+    /// Approving contributor identities, or withdrawing approvals.
+    Approve,
 }
 
 /// Which jobs a permitted call reaches.
@@ -214,14 +216,14 @@ impl Caller {
 
 /// The role table: `None` where the role may not; `owner` is the caller's id.
 fn role_scope(role: Role, op: Op, owner: &str) -> Option<Scope> {
-    use Op::{Backup, CancelJob, CloseEpoch, DeleteJob, Metrics, ReadJobs, StateDiffs, Submit, Swarm, Tokens};
+    use Op::{Approve, Backup, CancelJob, CloseEpoch, DeleteJob, Metrics, ReadJobs, StateDiffs, Submit, Swarm, Tokens};
     match (role, op) {
         (Role::Admin, _) | (Role::Read, Swarm | ReadJobs | StateDiffs | Metrics) | (Role::Submit, Swarm | Submit) => {
             Some(Scope::All)
         }
         (Role::Submit, ReadJobs | CancelJob | DeleteJob) => Some(Scope::Owned(owner.to_owned())),
-        (Role::Read, Submit | CancelJob | DeleteJob | CloseEpoch | Tokens | Backup)
-        | (Role::Submit, StateDiffs | Metrics | CloseEpoch | Tokens | Backup) => None,
+        (Role::Read, Submit | CancelJob | DeleteJob | CloseEpoch | Tokens | Backup | Approve)
+        | (Role::Submit, StateDiffs | Metrics | CloseEpoch | Tokens | Backup | Approve) => None,
     }
 }
 
@@ -238,6 +240,7 @@ fn what(op: Op) -> &'static str {
         Op::CloseEpoch => "close epochs",
         Op::Tokens => "manage tokens",
         Op::Backup => "back up the coordinator",
+        Op::Approve => "approve contributor identities",
     }
 }
 
@@ -454,6 +457,7 @@ mod tests {
             Op::CloseEpoch,
             Op::Tokens,
             Op::Backup,
+            Op::Approve,
         ];
         for op in all {
             assert_eq!(token(Role::Admin).scope(op), Ok(Scope::All), "{op:?}");
@@ -463,7 +467,7 @@ mod tests {
         for op in [Op::Swarm, Op::ReadJobs, Op::StateDiffs, Op::Metrics] {
             assert_eq!(read.scope(op), Ok(Scope::All), "{op:?}");
         }
-        for op in [Op::Submit, Op::CancelJob, Op::DeleteJob, Op::CloseEpoch, Op::Tokens, Op::Backup] {
+        for op in [Op::Submit, Op::CancelJob, Op::DeleteJob, Op::CloseEpoch, Op::Tokens, Op::Backup, Op::Approve] {
             assert!(matches!(read.scope(op), Err(Refusal::PermissionDenied(_))), "{op:?}");
         }
         assert_eq!(submit.scope(Op::Submit), Ok(Scope::All));
@@ -471,7 +475,7 @@ mod tests {
         assert_eq!(submit.scope(Op::ReadJobs), Ok(Scope::Owned("me".into())));
         assert_eq!(submit.scope(Op::CancelJob), Ok(Scope::Owned("me".into())));
         assert_eq!(submit.scope(Op::DeleteJob), Ok(Scope::Owned("me".into())));
-        for op in [Op::StateDiffs, Op::Metrics, Op::CloseEpoch, Op::Tokens, Op::Backup] {
+        for op in [Op::StateDiffs, Op::Metrics, Op::CloseEpoch, Op::Tokens, Op::Backup, Op::Approve] {
             assert!(matches!(submit.scope(op), Err(Refusal::PermissionDenied(_))), "{op:?}");
         }
         let anon = |a| Caller::Anonymous(a);

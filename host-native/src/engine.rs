@@ -119,6 +119,14 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<()>,
     },
+    /// Any other command of the core, answered with the core's own
+    /// answer once its round is durable.
+    Core {
+        /// What to do.
+        command: CoreCommand,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Answer>,
+    },
     /// Stop the loop after this batch.
     Stop,
 }
@@ -228,6 +236,14 @@ impl EngineHandle {
     pub async fn close_epoch(&self) -> Result<(), EngineGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::CloseEpoch { reply })?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// Performs a command of the core (one without a call of its own here)
+    /// and returns its answer once durable.
+    pub async fn command(&self, command: CoreCommand) -> Result<Answer, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Core { command, reply })?;
         rx.await.map_err(|_| EngineGone)
     }
 
@@ -474,6 +490,7 @@ enum Waiting {
     },
     Cancel(oneshot::Sender<bool>),
     CloseEpoch(oneshot::Sender<()>),
+    Core(oneshot::Sender<Answer>),
 }
 
 impl Waiting {
@@ -510,6 +527,9 @@ impl Waiting {
             }),
             (Waiting::CloseEpoch(reply), Answer::EpochClosed) => Box::new(move || {
                 let _ = reply.send(());
+            }),
+            (Waiting::Core(reply), answer) => Box::new(move || {
+                let _ = reply.send(answer);
             }),
             (_, answer) => {
                 // Dropping the reply tells the caller the engine is gone;
@@ -628,6 +648,11 @@ impl Engine {
                     let ticket = self.ticket();
                     waiting.insert(ticket, Waiting::CloseEpoch(reply));
                     inputs.push(Input::Command { ticket, command: CoreCommand::CloseEpoch });
+                }
+                Command::Core { command, reply } => {
+                    let ticket = self.ticket();
+                    waiting.insert(ticket, Waiting::Core(reply));
+                    inputs.push(Input::Command { ticket, command });
                 }
                 Command::Stop => stop = true,
             }

@@ -28,6 +28,9 @@ pub enum IdentityPolicy {
     Open,
     /// Only these worker ids (`id-…`, as `shoal worker` prints its own).
     Allowlist(Vec<String>),
+    /// Any key the operator approved (`shoal contributor approve`); a new
+    /// one waits, listed as pending, and is refused until then.
+    Approval,
 }
 
 /// The default `payout_pattern`: 1–128 printable ASCII characters, no spaces.

@@ -61,6 +61,8 @@ pub mod ns {
     pub const EPOCH_ADDRESSES: &str = "epoch-addresses";
     /// Worker id → the [`Profile`](crate::identity::Profile) its identity declared.
     pub const PROFILE: &str = "profile";
+    /// Worker id → empty: an identity the operator approved.
+    pub const APPROVED: &str = "approved";
 }
 
 /// Tasks whose inputs take at least this many bytes have them stored
@@ -280,6 +282,8 @@ pub struct Snapshot {
     pub addresses: BTreeMap<u64, Vec<crate::coordinator::rewards::PayoutAddress>>,
     /// Contributors' declared profiles, by worker id.
     pub profiles: BTreeMap<WorkerId, crate::identity::Profile>,
+    /// Identities the operator approved.
+    pub approved: BTreeSet<WorkerId>,
     /// Inputs stored apart, by digest (only those an open task needs:
     /// see [`Snapshot::needed_inputs`]).
     pub inputs: BTreeMap<Digest, Vec<Bytes>>,
@@ -291,6 +295,13 @@ fn corrupt(namespace: &str, key: &[u8], error: impl std::fmt::Display) -> Recove
 
 fn hex(b: &[u8]) -> String {
     crate::digest::hex_lower(b)
+}
+
+fn worker_key(namespace: &str, key: &[u8]) -> Result<WorkerId, RecoveryError> {
+    std::str::from_utf8(key)
+        .ok()
+        .and_then(|s| WorkerId::new(s).ok())
+        .ok_or_else(|| corrupt(namespace, key, "bad worker id"))
 }
 
 fn job_key(namespace: &str, key: &[u8]) -> Result<JobId, RecoveryError> {
@@ -372,10 +383,7 @@ impl Snapshot {
             }
             ns::WORKER_STATE => {
                 let r: WorkerRecord = postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?;
-                let id = std::str::from_utf8(key)
-                    .ok()
-                    .and_then(|s| WorkerId::new(s).ok())
-                    .ok_or_else(|| corrupt(namespace, key, "bad worker id"))?;
+                let id = worker_key(namespace, key)?;
                 self.workers.insert(id, r);
             }
             ns::EPOCH => {
@@ -391,11 +399,12 @@ impl Snapshot {
                 self.addresses.insert(epoch, postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
             }
             ns::PROFILE => {
-                let id = std::str::from_utf8(key)
-                    .ok()
-                    .and_then(|s| WorkerId::new(s).ok())
-                    .ok_or_else(|| corrupt(namespace, key, "bad worker id"))?;
+                let id = worker_key(namespace, key)?;
                 self.profiles.insert(id, postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
+            }
+            ns::APPROVED => {
+                let id = worker_key(namespace, key)?;
+                self.approved.insert(id);
             }
             _ => {}
         }

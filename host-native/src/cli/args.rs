@@ -271,6 +271,25 @@ pub(super) enum ContributorAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Approve an identity (`coordinator.identities = "approval"`; admin).
+    Approve {
+        /// Its worker id (`id-…`) or public key.
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Withdraw an identity's approval: it is disconnected and refused (admin).
+    Revoke {
+        /// Its worker id (`id-…`) or public key.
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Identities that proved their key and wait for approval, oldest first.
+    Pending {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand)]

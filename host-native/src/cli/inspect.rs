@@ -220,9 +220,28 @@ fn print_workers(workers: Vec<pb::Worker>, client: &ClientArgs) -> Result<()> {
     Ok(())
 }
 
-/// `shoal contributor show KEY`.
+/// `shoal contributor show|approve|revoke|pending`.
 pub(super) async fn contributor(action: ContributorAction) -> Result<()> {
-    let ContributorAction::Show { key, client } = action;
+    let (key, client) = match action {
+        ContributorAction::Show { key, client } => (key, client),
+        ContributorAction::Approve { key, client } => return approve(key, true, &client).await,
+        ContributorAction::Revoke { key, client } => return approve(key, false, &client).await,
+        ContributorAction::Pending { client } => {
+            let mut c = connect(&client).await?;
+            let r = c
+                .list_pending_contributors(pb::ListPendingContributorsRequest {})
+                .await
+                .context("listing identities waiting for approval")?
+                .into_inner();
+            if client.json {
+                return output::print_json(&r);
+            }
+            for id in r.worker_ids {
+                println!("{id}");
+            }
+            return Ok(());
+        }
+    };
     let mut c = connect(&client).await?;
     let r = c
         .get_contributor(pb::GetContributorRequest { key: key.clone() })
@@ -242,6 +261,22 @@ pub(super) async fn contributor(action: ContributorAction) -> Result<()> {
             println!("{what:<12} {value}");
         }
     }
+    Ok(())
+}
+
+/// `shoal contributor approve|revoke KEY`.
+async fn approve(key: String, approve: bool, client: &ClientArgs) -> Result<()> {
+    let mut c = connect(client).await?;
+    let r = c
+        .approve_contributor(pb::ApproveContributorRequest { key: key.clone(), approve })
+        .await
+        .with_context(|| format!("{} {key}", if approve { "approving" } else { "withdrawing the approval of" }))?
+        .into_inner();
+    if client.json {
+        return output::print_json(&r);
+    }
+    let what = if approve { "approved" } else { "no longer approved" };
+    println!("{} {what}{}", r.worker_id, if r.changed { "" } else { " (already)" });
     Ok(())
 }
 

@@ -225,6 +225,22 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         swarm::teams(&self.engine, request.get_ref()).await.map(Response::new)
     }
 
+    async fn approve_contributor(
+        &self,
+        request: Request<pb::ApproveContributorRequest>,
+    ) -> Result<Response<pb::ApproveContributorResponse>, Status> {
+        allowed(&request, Op::Approve)?;
+        swarm::approve(&self.engine, request.get_ref()).await.map(Response::new)
+    }
+
+    async fn list_pending_contributors(
+        &self,
+        request: Request<pb::ListPendingContributorsRequest>,
+    ) -> Result<Response<pb::ListPendingContributorsResponse>, Status> {
+        allowed(&request, Op::Swarm)?;
+        swarm::pending(&self.engine).await.map(Response::new)
+    }
+
     async fn get_swarm_status(
         &self,
         request: Request<pb::GetSwarmStatusRequest>,

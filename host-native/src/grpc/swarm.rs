@@ -59,17 +59,45 @@ pub(super) async fn worker(engine: &EngineHandle, req: &pb::GetWorkerRequest) ->
     Ok(pb::GetWorkerResponse { worker: Some(worker_to_pb(&view)) })
 }
 
+/// A contributor named by worker id or by an identity's public key.
+fn contributor_id(key: &str) -> Result<shoal_core::WorkerId, Status> {
+    let key = key.trim();
+    match parse_public_key(key) {
+        Some(public) => Ok(shoal_core::identity::worker_id_of(&public)),
+        None => shoal_core::WorkerId::new(key.to_owned())
+            .map_err(|e| super::errors::bad_field("key", format!("neither a worker id nor a public key: {e}"))),
+    }
+}
+
+/// `ApproveContributor`: approves an identity or withdraws its approval.
+pub(super) async fn approve(
+    engine: &EngineHandle,
+    req: &pb::ApproveContributorRequest,
+) -> Result<pb::ApproveContributorResponse, Status> {
+    use shoal_core::coordinator::{Answer, Command};
+    let id = contributor_id(&req.key)?;
+    if !shoal_core::identity::is_identity_id(&id) {
+        return Err(super::errors::bad_field("key", format!("{id} is not a contributor identity (`id-…`)")));
+    }
+    let command = Command::ApproveIdentity { worker: id.clone(), approve: req.approve };
+    match engine.command(command).await.map_err(gone)? {
+        Answer::IdentityApproval(changed) => Ok(pb::ApproveContributorResponse { worker_id: id.to_string(), changed }),
+        other => Err(Status::internal(format!("the coordinator answered {other:?}"))),
+    }
+}
+
+/// `ListPendingContributors`: identities waiting for approval.
+pub(super) async fn pending(engine: &EngineHandle) -> Result<pb::ListPendingContributorsResponse, Status> {
+    let ids = engine.query(|c, _| c.pending_identities()).await.map_err(gone)?;
+    Ok(pb::ListPendingContributorsResponse { worker_ids: ids.iter().map(ToString::to_string).collect() })
+}
+
 /// `GetContributor`: by worker id, or by an identity's public key.
 pub(super) async fn contributor(
     engine: &EngineHandle,
     req: &pb::GetContributorRequest,
 ) -> Result<pb::GetContributorResponse, Status> {
-    let key = req.key.trim();
-    let id = match parse_public_key(key) {
-        Some(public) => shoal_core::identity::worker_id_of(&public),
-        None => shoal_core::WorkerId::new(key.to_owned())
-            .map_err(|e| super::errors::bad_field("key", format!("neither a worker id nor a public key: {e}")))?,
-    };
+    let id = contributor_id(&req.key)?;
     let name = id.to_string();
     let view = engine.query(move |c, _| c.contributor(&id)).await.map_err(gone)?;
     let v = view.ok_or_else(|| {

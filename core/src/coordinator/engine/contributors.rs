@@ -23,7 +23,17 @@ pub(super) struct Contributors {
     /// epochs paid, by worker id: kept as epochs settle, so records and
     /// leaderboards never rescan the history.
     pub(super) earned: super::Map<WorkerId, (u128, u32)>,
+    /// Identities the operator approved (`coordinator.identities = "approval"`).
+    pub(super) approved: std::collections::BTreeSet<WorkerId>,
+    /// Identities that proved their key and wait for approval, with the
+    /// order they asked in (the oldest go first past [`MAX_PENDING`]).
+    pending: std::collections::BTreeMap<WorkerId, u64>,
+    asked: u64,
 }
+
+/// Identities kept waiting for approval at most (fresh keys cost nothing:
+/// the list must not grow without bound).
+pub(super) const MAX_PENDING: usize = 1_000;
 
 /// What a leaderboard of contributors is sorted by (descending; ties by id).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,7 +65,26 @@ impl Contributors {
             profiles: super::Map::default(),
             payout_pattern: crate::coordinator::config::compile_payout_pattern(pattern).ok(),
             earned: super::Map::default(),
+            approved: std::collections::BTreeSet::new(),
+            pending: std::collections::BTreeMap::new(),
+            asked: 0,
         }
+    }
+
+    /// Whether an identity may join under the approval policy; one that
+    /// may not is listed as pending.
+    pub(super) fn check_approved(&mut self, id: &WorkerId) -> Result<(), String> {
+        if self.approved.contains(id) {
+            return Ok(());
+        }
+        self.asked += 1;
+        self.pending.insert(id.clone(), self.asked);
+        if self.pending.len() > MAX_PENDING {
+            if let Some(oldest) = self.pending.iter().min_by_key(|(_, n)| **n).map(|(id, _)| id.clone()) {
+                self.pending.remove(&oldest);
+            }
+        }
+        Err(format!("identity {id} awaits the operator's approval (shoal contributor approve {id})"))
     }
 
     /// Adds a settled epoch's payouts to the totals.
@@ -86,6 +115,45 @@ impl Contributors {
 }
 
 impl Coordinator {
+    /// Approves an identity, or withdraws its approval (and disconnects
+    /// it); false when it already was so.
+    pub(super) fn approve(&mut self, id: &WorkerId, approve: bool) -> bool {
+        let key = id.as_str().as_bytes().to_vec();
+        if approve {
+            self.contributors.pending.remove(id);
+            if !self.contributors.approved.insert(id.clone()) {
+                return false;
+            }
+            self.ledger.put(ns::APPROVED, key, Vec::new());
+        } else {
+            if !self.contributors.approved.remove(id) {
+                return false;
+            }
+            self.ledger.delete(ns::APPROVED, key);
+            let conn = self.by_id.get(id).and_then(|&w| self.worker(w)).map(|w| w.conn);
+            if let Some(conn) = conn {
+                self.staged.push(super::Output::Close {
+                    conn,
+                    reason: "the operator withdrew this identity's approval".into(),
+                });
+                self.on_disconnect(conn, "approval withdrawn");
+            }
+        }
+        true
+    }
+
+    /// Identities waiting for the operator's approval, oldest first.
+    pub fn pending_identities(&self) -> Vec<WorkerId> {
+        let mut p: Vec<(&WorkerId, &u64)> = self.contributors.pending.iter().collect();
+        p.sort_by_key(|(_, n)| **n);
+        p.into_iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Whether the operator approved this identity.
+    pub fn is_approved(&self, id: &WorkerId) -> bool {
+        self.contributors.approved.contains(id)
+    }
+
     /// Records what an identity declared, if it changed.
     pub(super) fn declare_profile(&mut self, id: &WorkerId, profile: Profile) {
         if self.contributors.profiles.get(id) == Some(&profile) {

@@ -321,6 +321,7 @@ impl Coordinator {
                 self.stake(&worker, stake);
                 Answer::StakeSet
             }
+            Command::ApproveIdentity { worker, approve } => Answer::IdentityApproval(self.approve(&worker, approve)),
         }
     }
 

@@ -215,6 +215,10 @@ impl Coordinator {
                 if let Some(p) = profile {
                     self.contributors.check(p)?;
                 }
+                // Only a proven key is listed as waiting for approval.
+                if self.cfg.identities == crate::coordinator::config::IdentityPolicy::Approval {
+                    self.contributors.check_approved(&h.worker_id)?;
+                }
                 Ok(h.worker_id.clone())
             }
             (HelloAuth::Proof(proof), Some(secret)) => {
@@ -235,7 +239,7 @@ impl Coordinator {
     fn identity_allowed(&self, id: &WorkerId) -> Result<(), String> {
         use crate::coordinator::config::IdentityPolicy;
         match &self.cfg.identities {
-            IdentityPolicy::Open => Ok(()),
+            IdentityPolicy::Open | IdentityPolicy::Approval => Ok(()),
             IdentityPolicy::Closed => Err("this coordinator takes no contributor identities".into()),
             IdentityPolicy::Allowlist(ids) if ids.iter().any(|a| a == id.as_str()) => Ok(()),
             IdentityPolicy::Allowlist(_) => Err(format!("identity {id} is not on this coordinator's allowlist")),

@@ -411,6 +411,7 @@ impl Coordinator {
             })
             .collect();
         c.contributors.profiles.extend(snapshot.profiles);
+        c.contributors.approved.extend(snapshot.approved);
         for s in &c.epoch.history {
             c.contributors.credit(s);
         }

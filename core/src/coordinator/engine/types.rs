@@ -98,6 +98,14 @@ pub enum Command {
         /// The new stake.
         stake: u128,
     },
+    /// Approve a contributor identity (`coordinator.identities =
+    /// "approval"`), or withdraw its approval (it is disconnected).
+    ApproveIdentity {
+        /// Which (`id-…`).
+        worker: WorkerId,
+        /// Approve (true) or withdraw.
+        approve: bool,
+    },
 }
 
 /// The coordinator's answer to a [`Command`].
@@ -113,6 +121,8 @@ pub enum Answer {
     EpochClosed,
     /// The stake is recorded.
     StakeSet,
+    /// Whether the approval changed (false: it already was so).
+    IdentityApproval(bool),
 }
 
 /// Something the host must do or show.
