@@ -133,6 +133,18 @@ async fn a_blog_embeds_the_kit_and_its_visitor_keeps_identity_and_credit() {
     assert!(me.starts_with("id-") && s["identity"] == me.as_str(), "the tab is this browser's identity: {s}");
     assert_eq!(s["identity_kept"], "webcrypto", "Chromium keeps a non-extractable Ed25519 key: {s}");
 
+    // A good guest: it leaves while the page is hidden and comes back when
+    // it is shown (the visitor switching tabs).
+    let hide = "Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); \
+                document.dispatchEvent(new Event('visibilitychange'))";
+    browser.eval(tab, hide).await;
+    browser.wait_tab(tab, "pauses while hidden", 30, |s| s["phase"] == "paused").await;
+    let show = "Object.defineProperty(document, 'visibilityState', { value: 'visible', configurable: true }); \
+                document.dispatchEvent(new Event('visibilitychange'))";
+    browser.eval(tab, show).await;
+    browser.wait_tab(tab, "works again when shown", 60, |s| s["phase"] == "working").await;
+    assert_eq!(browser.admitted_id(tab, &mut c).await, me, "the same identity after the pause");
+
     let sha = KernelSpec::Sha256(Sha256Params { count: 40, message_len: 64 });
     let tasks: Vec<_> = (0..12u64).map(|i| (sha.clone(), sha.seeded_inputs(i))).collect();
     let job = submit(&mut c, "embedded", 2, &tasks).await;

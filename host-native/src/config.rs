@@ -411,5 +411,13 @@ mod tests {
         assert!(err.to_string().contains("key=value"), "{err}");
         let err = ShoalConfig::load(None, vec![], &["server.typo=1".into()]).expect_err("refused");
         assert!(err.to_string().contains("typo"), "{err}");
+        let err = ShoalConfig::load(None, vec![], &["coordinator.payout_pattern=\"0x[0-9\"".into()])
+            .expect_err("a regex that does not compile");
+        assert!(err.to_string().contains("payout_pattern"), "{err}");
+        let err = ShoalConfig::load(None, vec![], &["server.embed_origins=[\"https://blog.example/posts\"]".into()])
+            .expect_err("a path is not an origin");
+        assert!(err.to_string().contains("embed_origins") && err.to_string().contains("/posts"), "{err}");
+        let ok = ShoalConfig::load(None, vec![], &["server.embed_origins=[\"*\"]".into()]).expect("any site");
+        assert_eq!(ok.server.embed_origins, vec!["*".to_owned()]);
     }
 }

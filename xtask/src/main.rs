@@ -559,6 +559,20 @@ fn test() -> Result {
     }
     let python = ensure_python_grpc()?;
     let node_modules = ensure_playwright()?;
+    // The npm package imports and exports its function (outside a page it
+    // only defines it).
+    let npm = target_dir().join("shoal-embed-npm").join("index.mjs");
+    step(
+        "the embed kit's npm package imports",
+        Command::new("node").args([
+            "--input-type=module",
+            "-e",
+            &format!(
+                "const m = await import({:?}); if (typeof m.createShoal !== 'function' || m.default !== m.createShoal) {{ console.error('no createShoal export'); process.exit(1); }}",
+                format!("file://{}", npm.display())
+            ),
+        ]),
+    )?;
     step(
         "native tests (browser workers and the dashboard in headless Chromium included)",
         cargo()
