@@ -7,8 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 use shoal_core::coordinator::{ConnId, Coordinator, Input, Output};
 use shoal_core::identity::Identity;
-use shoal_core::kernels::KernelId;
-use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth};
+use shoal_core::wire::message::{Backend, Hello, HelloAuth};
 use shoal_core::wire::{Envelope, PROTOCOL_VERSION};
 use shoal_core::worker::{WorkerInput, WorkerOutput, WorkerSession};
 use shoal_core::{Millis, WorkerId};
@@ -19,17 +18,7 @@ pub(crate) fn hello(id: &str) -> Hello {
         protocol_version: PROTOCOL_VERSION,
         worker_id: WorkerId::new(id).expect("id"),
         auth: HelloAuth::Token(String::new()),
-        device: DeviceInfo {
-            backend: Backend::Cpu,
-            device_type: DeviceType::Cpu,
-            vendor: "test".into(),
-            name: "test".into(),
-            driver: "test".into(),
-            max_buffer_bytes: 1 << 30,
-            max_storage_binding_bytes: 1 << 27,
-            max_workgroup_invocations: 256,
-            kernels: KernelId::ALL.to_vec(),
-        },
+        device: super::device(Backend::Cpu),
         software: "test".into(),
         max_concurrent: 2,
     }

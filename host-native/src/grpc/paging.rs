@@ -106,6 +106,17 @@ pub(super) fn offset(after: Option<&[u8]>) -> Result<usize, Status> {
     }
 }
 
+/// The token after a page of `len` items that started at offset `start`
+/// of a list of `total` (empty: it was the last page).
+pub(super) fn next_offset_token(call: ListCall, request: u64, start: usize, len: usize, total: usize) -> String {
+    let end = start.saturating_add(len);
+    if end < total {
+        next_token(call, request, &(end as u64).to_be_bytes())
+    } else {
+        String::new()
+    }
+}
+
 /// A fingerprint of request fields, for [`next_token`] and [`position`].
 pub(super) fn fingerprint(parts: &[&[u8]]) -> u64 {
     let d = shoal_core::Digest::of_parts(parts.iter().copied());

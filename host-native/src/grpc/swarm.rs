@@ -37,12 +37,7 @@ pub(super) async fn workers(
     let size = ListCall::Workers.page_size(req.page_size);
     let descending = req.descending;
     let (total, views) = engine.query(move |c, _| c.workers_page(sort, descending, start, size)).await.map_err(gone)?;
-    let end = start.saturating_add(views.len());
-    let next_page_token = if end < total {
-        paging::next_token(ListCall::Workers, request, &(end as u64).to_be_bytes())
-    } else {
-        String::new()
-    };
+    let next_page_token = paging::next_offset_token(ListCall::Workers, request, start, views.len(), total);
     let workers = views.iter().map(worker_to_pb).collect();
     Ok(pb::ListWorkersResponse { workers, next_page_token, total_size: total as u32 })
 }
@@ -123,12 +118,7 @@ pub(super) async fn contributors(
     let start = paging::offset(paging::position(ListCall::Contributors, request, &req.page_token)?.as_deref())?;
     let size = ListCall::Contributors.page_size(req.page_size);
     let (total, views) = engine.query(move |c, _| c.contributors_page(sort, start, size)).await.map_err(gone)?;
-    let end = start.saturating_add(views.len());
-    let next_page_token = if end < total {
-        paging::next_token(ListCall::Contributors, request, &(end as u64).to_be_bytes())
-    } else {
-        String::new()
-    };
+    let next_page_token = paging::next_offset_token(ListCall::Contributors, request, start, views.len(), total);
     let contributors = views.into_iter().map(contributor_to_pb).collect();
     Ok(pb::ListContributorsResponse { contributors, next_page_token, total_size: total as u32 })
 }
