@@ -166,6 +166,23 @@ async fn a_blog_embeds_the_kit_and_its_visitor_keeps_identity_and_credit() {
     let back = contributor(&mut c, &me).await;
     assert!(back.agreed >= credit.agreed, "credit carried over: {back:?} after {credit:?}");
 
+    // A second tab of the same browser waits (one identity, one
+    // connection: they would replace each other), and takes over when the
+    // first closes.
+    let connections = browser.status[&again]["connections"].as_u64();
+    let second = browser.open_in(again, &page);
+    browser
+        .wait_tab(second, "waits for the first tab", 60, |s| {
+            s["last_reason"].as_str().is_some_and(|r| r.contains("another tab of this browser"))
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    browser.drain();
+    assert_eq!(browser.status[&again]["phase"], "working", "the first tab keeps working");
+    assert_eq!(browser.status[&again]["connections"].as_u64(), connections, "and is never replaced");
+    browser.command(&format!("closepage {again}"));
+    assert_eq!(browser.admitted_id(second, &mut c).await, me, "the waiting tab takes over as the same identity");
+
     // The epoch's payout names the blog's address.
     c.close_epoch(pb::CloseEpochRequest {}).await.expect("settled");
     let epochs = c.list_epochs(pb::ListEpochsRequest::default()).await.expect("epochs").into_inner();
