@@ -4,7 +4,9 @@
 //! SwiftShader) joins as this browser's identity and verifies tasks. The
 //! tab is closed and the blog reopened in the same browser profile: the
 //! consent is remembered, the identity is the same and its credit carried
-//! over, and the epoch's payout names the blog's address. Sites the
+//! over, and the epoch's payout names the blog's address. On the way the
+//! worker leaves while the page is hidden or the battery low, and a second
+//! tab of the same browser waits for the first. Sites the
 //! operator did not list are refused the worker connection, and the kit's
 //! files carry CORS only for listed sites.
 //!
@@ -30,6 +32,8 @@ fn blog_page(coordinator: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=utf-8><title>A blog</title></head><body>\
          <h1>A blog about boats</h1><p>Posts.</p>\
+         <script>window.fakeBattery = Object.assign(new EventTarget(), {{ level: 0.9, charging: false }}); \
+         navigator.getBattery = () => Promise.resolve(window.fakeBattery);</script>\
          <script src=\"http://{coordinator}/embed.js\" data-payout=\"{PAYOUT}\" data-gpu-share=\"100\" async></script>\
          <script>const t = setInterval(() => {{ if (!window.shoal) return; clearInterval(t); \
          shoal.addEventListener('status', e => console.log('shoal-status ' + JSON.stringify(e.detail))); }}, 20);\
@@ -144,6 +148,13 @@ async fn a_blog_embeds_the_kit_and_its_visitor_keeps_identity_and_credit() {
     browser.eval(tab, show).await;
     browser.wait_tab(tab, "works again when shown", 60, |s| s["phase"] == "working").await;
     assert_eq!(browser.admitted_id(tab, &mut c).await, me, "the same identity after the pause");
+    // And while the battery is low and discharging (the page's battery is
+    // a stand-in the test drives).
+    browser.eval(tab, "fakeBattery.level = 0.1; fakeBattery.dispatchEvent(new Event('levelchange'))").await;
+    browser.wait_tab(tab, "pauses on a low battery", 30, |s| s["phase"] == "paused").await;
+    browser.eval(tab, "fakeBattery.charging = true; fakeBattery.dispatchEvent(new Event('chargingchange'))").await;
+    browser.wait_tab(tab, "works again when charging", 60, |s| s["phase"] == "working").await;
+    browser.admitted_id(tab, &mut c).await;
 
     let sha = KernelSpec::Sha256(Sha256Params { count: 40, message_len: 64 });
     let tasks: Vec<_> = (0..12u64).map(|i| (sha.clone(), sha.seeded_inputs(i))).collect();
