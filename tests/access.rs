@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::{mixed_tasks, test_config};
+use common::{http_get, mixed_tasks, status_of, test_config};
 use shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient;
 use shoal_native::grpc::{kernel_to_pb, pb, WithToken};
 use shoal_native::Service;
@@ -181,15 +181,8 @@ async fn grpc_web(addr: SocketAddr, method: &str, token: Option<&str>, body: &[u
 
 /// An HTTP GET's status code.
 async fn get_status(addr: SocketAddr, path: &str, token: Option<&str>) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await.expect("in time").expect("read");
-    let head = String::from_utf8_lossy(&got);
-    head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("not HTTP: {head}"))
+    status_of(&http_get(addr, path, &auth).await)
 }
 
 struct Tokens {

@@ -74,8 +74,8 @@ async fn sockets_that_never_finish_a_request_are_counted_and_closed() {
     assert!(trickle.await.expect("joins"), "a client trickling its headers is cut off");
 
     // The port serves again.
-    let health = reqwest_like_get(http, "/healthz").await;
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let health = http_get(http, "/healthz", "").await;
+    assert_eq!(status_of(&health), 200, "{health}");
 
     // The gRPC port: a silent socket is closed at the idle timeout, and
     // the limit holds there too.
@@ -91,20 +91,9 @@ async fn sockets_that_never_finish_a_request_are_counted_and_closed() {
     }
     let mut c = client(&service).await;
     c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("the API answers once the silent sockets are gone");
-    let metrics = reqwest_like_get(http, "/metrics").await;
+    let metrics = http_get(http, "/metrics", "").await;
     assert!(counter(&metrics, "shoal_sockets_shed_total{port=\"http\"}") >= 1.0, "shed sockets are counted");
     service.shutdown().await.expect("stops");
-}
-
-/// A bare HTTP/1.1 GET over a fresh socket; the whole response as text.
-async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connects");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: shoal\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("sent");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Jobs being received are bounded before they are queued: a client may

@@ -64,17 +64,6 @@ async fn serve_blog(page: std::sync::Arc<std::sync::OnceLock<String>>) -> std::n
     addr
 }
 
-/// The status line and headers of a raw HTTP/1.1 request with these extra headers.
-async fn head_of(addr: std::net::SocketAddr, path: &str, extra: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-    text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
-}
-
 async fn contributor(c: &mut ShoalClient, id: &str) -> pb::Contributor {
     c.get_contributor(pb::GetContributorRequest { key: id.to_owned() })
         .await
@@ -105,16 +94,16 @@ async fn a_blog_embeds_the_kit_and_its_visitor_keeps_identity_and_credit() {
 
     // The kit's files carry CORS for the listed blog only; the worker
     // connection of an unlisted site is refused.
-    let listed = head_of(http, "/embed.js", &format!("Origin: {blog_origin}\r\n")).await;
+    let listed = http_get(http, "/embed.js", &format!("Origin: {blog_origin}\r\n")).await;
     assert!(listed.starts_with("http/1.1 200"), "{listed}");
     assert!(listed.contains(&format!("access-control-allow-origin: {blog_origin}")), "{listed}");
     assert!(listed.contains("cross-origin-resource-policy: cross-origin"), "{listed}");
-    let other = head_of(http, "/shoal_web_bg.wasm", "Origin: http://evil.example\r\n").await;
+    let other = http_get(http, "/shoal_web_bg.wasm", "Origin: http://evil.example\r\n").await;
     assert!(other.starts_with("http/1.1 200") && !other.contains("access-control-allow-origin"), "{other}");
     let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    let refused = head_of(http, "/ws", &format!("{upgrade}Origin: http://evil.example\r\n")).await;
+    let refused = http_get(http, "/ws", &format!("{upgrade}Origin: http://evil.example\r\n")).await;
     assert!(refused.starts_with("http/1.1 403"), "an unlisted site's worker: {refused}");
-    let taken = head_of(http, "/ws", &format!("{upgrade}Origin: {blog_origin}\r\n")).await;
+    let taken = http_get(http, "/ws", &format!("{upgrade}Origin: {blog_origin}\r\n")).await;
     assert!(taken.starts_with("http/1.1 101"), "the listed blog's worker: {taken}");
 
     // A native worker to verify against (sha256 is bit-exact on WebGPU and the CPU).

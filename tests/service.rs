@@ -48,7 +48,8 @@ async fn eight_native_workers_verify_jobs_of_every_kernel() {
     assert!(metrics.contains("shoal_events_total"), "{metrics}");
     assert!(metrics.contains("shoal_dispatch_seconds"), "dispatch latency histogram: {metrics}");
     assert!(metrics.contains("shoal_workers{"), "workers by backend and tier: {metrics}");
-    assert_eq!(get_text(&format!("{http}/healthz")).await, "ok");
+    assert_eq!(get_text(&format!("{http}/healthz")).await, "ok (8 workers connected)");
+    swarm_json_api(&service, &mut c).await;
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
@@ -414,4 +415,51 @@ async fn an_open_api_beyond_loopback_needs_to_be_asked_for() {
     cfg.server.insecure = false;
     cfg.server.api_token = "a-token-for-this-test".into();
     Service::start(cfg).await.expect("with a token").shutdown().await.expect("stops");
+}
+
+/// The swarm's public JSON, as explorers and scripts poll it.
+async fn swarm_json_api(
+    service: &Service,
+    c: &mut shoal_native::grpc::pb::shoal_service_client::ShoalServiceClient<tonic::transport::Channel>,
+) {
+    let http = format!("http://{}", service.http_addr);
+    let raw = http_get(service.http_addr, "/api/stats", "").await;
+    assert!(raw.contains("cache-control: public, max-age=30"), "{raw}");
+    let stats = get_json(&format!("{http}/api/stats")).await;
+    assert_eq!((stats["active_workers"].as_u64(), stats["workers_admitted"].as_u64()), (Some(8), Some(8)), "{stats}");
+    let by_tier: u64 =
+        stats["workers_by_tier"].as_object().expect("tiers").values().filter_map(serde_json::Value::as_u64).sum();
+    assert_eq!(by_tier, 8, "{stats}");
+    assert!(stats["tasks_dispatched"].as_u64() > Some(0) && stats["tasks_received"].as_u64() > Some(0), "{stats}");
+    assert!(stats["epoch_tasks"].as_u64() > Some(0) && stats["updated_at"].as_u64() > Some(1_700_000_000), "{stats}");
+    assert!(stats["epoch_accuracy"].as_f64().is_some() && stats["uptime"].as_u64().is_some(), "{stats}");
+    let status = get_json(&format!("{http}/swarm/status")).await;
+    assert_eq!((status["workers_live"].as_u64(), status["shadow_mode"].as_bool()), (Some(8), Some(false)), "{status}");
+    let workers = get_json(&format!("{http}/swarm/workers?limit=3")).await;
+    assert_eq!(
+        (workers["count"].as_u64(), workers["workers"].as_array().map(Vec::len)),
+        (Some(8), Some(3)),
+        "{workers}"
+    );
+    let agreed: Vec<u64> =
+        workers["workers"].as_array().expect("rows").iter().filter_map(|w| w["agreed"].as_u64()).collect();
+    assert!(agreed.windows(2).all(|w| w[0] >= w[1]), "most verified first: {agreed:?}");
+    assert_eq!(status_of(&http_get(service.http_addr, "/swarm/workers?limit=lots", "").await), 400);
+    let board = get_json(&format!("{http}/swarm/leaderboard")).await;
+    assert_eq!(board["entries"][0]["rank"], 1, "{board}");
+    assert!(board["entries"][0]["accuracy"].as_f64() > Some(0.0), "{board}");
+    let epoch = get_json(&format!("{http}/swarm/epoch")).await;
+    assert!(epoch["total_correct"].as_u64() > Some(0) && epoch["accuracy_ppm"].as_u64() == Some(1_000_000), "{epoch}");
+    let shadow = get_json(&format!("{http}/swarm/shadow")).await;
+    assert!(shadow["compared"].as_u64().is_some(), "{shadow}");
+    // What settled epochs paid a worker: nothing until one settles.
+    let top = board["entries"][0]["worker_id"].as_str().expect("a worker").to_owned();
+    let before = get_json(&format!("{http}/api/rewards?worker={top}")).await;
+    assert_eq!(before["payouts"].as_array().map(Vec::len), Some(0), "{before}");
+    c.close_epoch(pb::CloseEpochRequest {}).await.expect("settled");
+    let after = get_json(&format!("{http}/api/rewards?worker={top}")).await;
+    assert!(after["payouts"][0]["amount"].as_str().and_then(|a| a.parse::<u128>().ok()) > Some(0), "{after}");
+    assert_eq!(after["earned"], after["payouts"][0]["amount"], "{after}");
+    assert_eq!(status_of(&http_get(service.http_addr, "/api/rewards?worker=nobody", "").await), 404);
+    assert_eq!(status_of(&http_get(service.http_addr, "/api/rewards", "").await), 400);
 }

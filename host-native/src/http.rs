@@ -1,6 +1,7 @@
 //! HTTP: the workers' WebSocket (`/ws`), `/healthz`, Prometheus `/metrics`,
-//! `/api/stats` (JSON, CORS), and the site (dashboard, worker page) at `/`
-//! (see [`crate::site`]).
+//! the swarm's public JSON (`/api/stats`, `/swarm/…`, `/api/rewards`; see
+//! [`crate::swarm_api`]; CORS), and the site (dashboard, worker page) at
+//! `/` (see [`crate::site`]).
 //! `/metrics` and `/api/stats` answer whom the access table lets read them
 //! (a bearer token, or the anonymous allowance).
 
@@ -11,23 +12,34 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use tower_http::cors::CorsLayer;
 
 use crate::access::{Access, Op, Refusal};
 use crate::site::Site;
-use crate::status::SwarmStatus;
+use crate::swarm_api;
 use crate::ws::{self, DataPlane};
 
 /// The HTTP router; `grpc_web` (the API as gRPC-web) is served beside the
 /// pages, so the dashboard calls it on its own origin.
 pub fn router(plane: DataPlane, site: Site, grpc_web: Router, cors: CorsLayer, access: &Arc<Access>) -> Router {
     let guarded = |op: Op| axum::middleware::from_fn_with_state((access.clone(), op), guard);
+    // The swarm's public reads, guarded alike and with CORS.
+    let swarm = Router::new()
+        .route("/api/stats", get(swarm_api::api_stats))
+        .route("/api/rewards", get(swarm_api::rewards))
+        .route("/swarm/status", get(swarm_api::status))
+        .route("/swarm/workers", get(swarm_api::workers))
+        .route("/swarm/leaderboard", get(swarm_api::leaderboard))
+        .route("/swarm/epoch", get(swarm_api::epoch))
+        .route("/swarm/shadow", get(swarm_api::shadow))
+        .route_layer(guarded(Op::Swarm))
+        .layer(cors);
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics).route_layer(guarded(Op::Metrics)))
-        .route("/api/stats", get(stats).route_layer(guarded(Op::Swarm)).layer(cors))
         .route("/ws", get(ws::upgrade))
+        .merge(swarm)
         .with_state(plane.clone())
         .merge(grpc_web);
     site.serve(api).layer(axum::middleware::from_fn_with_state(plane.embed, crate::embed::kit_headers))
@@ -67,8 +79,8 @@ async fn healthz(State(plane): State<DataPlane>) -> Response {
     if plane.engine.is_stopped() {
         return (StatusCode::SERVICE_UNAVAILABLE, "coordinator stopped").into_response();
     }
-    match plane.engine.query(|_, _| ()).await {
-        Ok(()) => (StatusCode::OK, "ok").into_response(),
+    match plane.engine.query(|c, _| c.connected_workers()).await {
+        Ok(n) => (StatusCode::OK, format!("ok ({n} workers connected)")).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordinator stopped").into_response(),
     }
 }
@@ -79,11 +91,4 @@ async fn metrics(State(plane): State<DataPlane>) -> Response {
     let data = plane.data.clone();
     let text = tokio::task::spawn_blocking(move || crate::metrics::render(Some(&data))).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-async fn stats(State(plane): State<DataPlane>) -> Response {
-    match plane.engine.query(|c, _| SwarmStatus::of(c)).await {
-        Ok(s) => Json(s).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordinator stopped").into_response(),
-    }
 }

@@ -26,6 +26,7 @@ pub mod settlement;
 pub mod site;
 pub mod status;
 pub mod store;
+pub mod swarm_api;
 pub mod tls;
 pub mod worker;
 pub mod ws;

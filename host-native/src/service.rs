@@ -2,12 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::auth::MasterSecret;
-use shoal_core::wire::WireLimits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -147,23 +145,8 @@ impl Service {
         let http = GuardedListener::new(http, SocketCount::new(http_sockets), idle, "http");
         let grpc = GuardedListener::new(grpc, SocketCount::new(grpc_sockets), idle, "grpc");
 
-        let limits = WireLimits { max_frame_payload: cfg.coordinator.max_frame_payload, ..WireLimits::default() };
-        let embed = crate::embed::EmbedOrigins::parse(&cfg.server.embed_origins).map_err(ServiceError::Config)?;
-        let plane = DataPlane {
-            embed: Arc::new(embed),
-            data: data.clone(),
-            engine: engine.clone(),
-            limits,
-            max_connections: cfg.server.max_connections as u64,
-            send_queue: cfg.server.worker_send_queue,
-            write_stall: Duration::from_millis(cfg.server.write_stall_ms.max(1)),
-            next_conn: Arc::new(AtomicU64::new(1)),
-            proxies: proxies.clone(),
-            per_origin: crate::ws::OriginLimit::new(
-                cfg.server.max_connections_per_origin,
-                cfg.server.origin_limit_exempts_loopback,
-            ),
-        };
+        let plane =
+            DataPlane::new(&cfg, engine.clone(), data.clone(), proxies.clone()).map_err(ServiceError::Config)?;
         let submit_limits =
             crate::grpc::SubmitLimits::new(cfg.server.max_receiving_bytes, cfg.server.max_submits_per_client);
         let (consensus, consensus_task) = crate::settlement::spawn(engine.settlements(), stop_rx.clone());

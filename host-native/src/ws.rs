@@ -95,6 +95,36 @@ pub struct DataPlane {
     pub data: std::path::PathBuf,
     /// Sites whose pages may embed workers.
     pub embed: Arc<crate::embed::EmbedOrigins>,
+    /// When the service started (uptime in the swarm's JSON).
+    pub started: std::time::Instant,
+}
+
+impl DataPlane {
+    /// The data plane of a service configured by `cfg`.
+    pub fn new(
+        cfg: &crate::config::ShoalConfig,
+        engine: EngineHandle,
+        data: std::path::PathBuf,
+        proxies: crate::proxy::TrustedProxies,
+    ) -> Result<DataPlane, String> {
+        let limits = WireLimits { max_frame_payload: cfg.coordinator.max_frame_payload, ..WireLimits::default() };
+        Ok(DataPlane {
+            embed: Arc::new(crate::embed::EmbedOrigins::parse(&cfg.server.embed_origins)?),
+            started: std::time::Instant::now(),
+            data,
+            engine,
+            limits,
+            max_connections: cfg.server.max_connections as u64,
+            send_queue: cfg.server.worker_send_queue,
+            write_stall: std::time::Duration::from_millis(cfg.server.write_stall_ms.max(1)),
+            next_conn: Arc::new(AtomicU64::new(1)),
+            proxies,
+            per_origin: OriginLimit::new(
+                cfg.server.max_connections_per_origin,
+                cfg.server.origin_limit_exempts_loopback,
+            ),
+        })
+    }
 }
 
 /// Worker connections open per network origin (IPv4 /24, IPv6 /48): one

@@ -332,6 +332,38 @@ pub fn counter(metrics: &str, series: &str) -> f64 {
     metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
+/// A raw HTTP/1.1 GET of `path` with `extra` header lines (each ending in
+/// CRLF): the whole response as text, the head in lower case first. Reads
+/// until the server closes (10 s at most), or to the end of the head of a
+/// `101 Switching Protocols` (the socket then stays open).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str, extra: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = s.read(&mut chunk).await {
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.starts_with(b"HTTP/1.1 101") && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) => format!("{}\r\n\r\n{body}", head.to_ascii_lowercase()),
+        None => text.to_ascii_lowercase(),
+    }
+}
+
+/// The status code of an [`http_get`] answer.
+pub fn status_of(response: &str) -> u16 {
+    response.get(9..12).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("not HTTP: {response}"))
+}
+
 /// The body of a plain HTTP/1.1 GET (200 expected), over a TCP socket.
 pub async fn get_text(url: &str) -> String {
     // A plain HTTP/1.1 GET over a TCP socket: no client library needed.

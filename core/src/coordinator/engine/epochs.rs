@@ -118,3 +118,51 @@ impl Coordinator {
         self.epoch.history.push(s);
     }
 }
+
+/// The open epoch as readers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenEpochView {
+    /// Its number.
+    pub number: u64,
+    /// When it opened (coordinator clock).
+    pub opened: Millis,
+    /// Tasks verified in it.
+    pub verified: u64,
+    /// Workers with work in it.
+    pub workers: usize,
+    /// Their results that agreed with the accepted one.
+    pub agreed: u64,
+    /// Their results that were outvoted.
+    pub outvoted: u64,
+    /// The workers with the most agreed results, most first (ties by id).
+    pub leaders: Vec<(WorkerId, EpochWork)>,
+}
+
+impl Coordinator {
+    /// The open epoch: its counters and its `leaders` first workers.
+    pub fn open_epoch(&self, leaders: usize) -> OpenEpochView {
+        let (mut agreed, mut outvoted) = (0u64, 0u64);
+        for w in self.epoch.work.values() {
+            agreed += w.agreed;
+            outvoted += w.outvoted;
+        }
+        let mut top: Vec<(&WorkerId, &EpochWork)> =
+            self.epoch.work.iter().filter(|(_, w)| w.agreed + w.outvoted > 0).collect();
+        let order =
+            |a: &(&WorkerId, &EpochWork), b: &(&WorkerId, &EpochWork)| b.1.agreed.cmp(&a.1.agreed).then(a.0.cmp(b.0));
+        if top.len() > leaders {
+            top.select_nth_unstable_by(leaders, order);
+            top.truncate(leaders);
+        }
+        top.sort_unstable_by(order);
+        OpenEpochView {
+            number: self.epoch.number,
+            opened: self.epoch.opened,
+            verified: self.epoch.verified,
+            workers: self.epoch.work.len(),
+            agreed,
+            outvoted,
+            leaders: top.into_iter().map(|(id, w)| (id.clone(), w.clone())).collect(),
+        }
+    }
+}

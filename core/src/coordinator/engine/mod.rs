@@ -56,6 +56,7 @@ use crate::wire::{Envelope, Message};
 
 pub use self::contributors::{ContributorSort, TeamView};
 use self::dispatch::{Assignment, Ringer};
+pub use self::epochs::OpenEpochView;
 use self::epochs::{DirtyWorkers, EpochState};
 use self::ready::{IdlePool, ReadyQueue};
 pub(crate) use self::registry::Reputation;
@@ -555,6 +556,11 @@ impl Coordinator {
     pub fn origin_crowded(&self) -> Option<(usize, usize)> {
         let (admitted, largest) = self.origin_concentration();
         (self.cfg.distinct_origins && admitted >= 4 && largest * 2 > admitted).then_some((admitted, largest))
+    }
+
+    /// Workers connected now (admitted or being benchmarked).
+    pub fn connected_workers(&self) -> usize {
+        self.by_id.len()
     }
 
     /// Worker ids the coordinator keeps books for (connected or not).
