@@ -463,3 +463,46 @@ async fn swarm_json_api(
     assert_eq!(status_of(&http_get(service.http_addr, "/api/rewards?worker=nobody", "").await), 404);
     assert_eq!(status_of(&http_get(service.http_addr, "/api/rewards", "").await), 400);
 }
+
+/// Stake through the API: a staked liar is slashed, forfeits its stake to
+/// the epoch, and the workers that exposed it share the bounty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_staked_liar_forfeits_its_stake_and_its_catchers_get_the_bounty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.coordinator.rewards.min_tasks = 1;
+    let service = Service::start(cfg).await.expect("service starts");
+    let mut c = client(&service).await;
+    let stake: u128 = 5_000_000_000_000_000_000;
+    let set = c
+        .set_stake(pb::SetStakeRequest { worker_id: "liar0".into(), stake: stake.to_string() })
+        .await
+        .expect("an admin sets a stake")
+        .into_inner();
+    assert_eq!(set.stake, stake.to_string());
+    let bad = c.set_stake(pb::SetStakeRequest { worker_id: "liar0".into(), stake: "lots".into() }).await;
+    assert_eq!(bad.expect_err("not a number").code(), tonic::Code::InvalidArgument);
+    let mut workers = Workers::spawn(&service, "honest", 4, Behaviour::Honest);
+    workers.add(&service, "liar", 1, Behaviour::Liar(100));
+    wait_admitted(&mut c, 5).await;
+    let listed = c.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner().workers;
+    assert_eq!(listed.iter().find(|w| w.id == "liar0").map(|w| w.stake.as_str()), Some(stake.to_string().as_str()));
+
+    let sha = shoal_core::kernels::KernelSpec::Sha256(shoal_core::kernels::Sha256Params { count: 16, message_len: 64 });
+    let tasks: Vec<_> = (0..60u64).map(|i| (sha.clone(), sha.seeded_inputs(i))).collect();
+    let job = submit(&mut c, "staked", 2, &tasks).await;
+    assert_eq!(wait_finished(&mut c, &job, 90).await.verified, tasks.len() as u32);
+    let liar = c.get_contributor(pb::GetContributorRequest { key: "liar0".into() }).await.expect("known").into_inner();
+    let liar = liar.contributor.expect("a record");
+    assert!(liar.slashed && liar.stake == "0", "slashed, its stake taken: {liar:?}");
+    // Epochs close every 50 verified tasks here: read them all.
+    let epochs = close_epoch_all(&mut c).await;
+    let forfeited: u128 = epochs.iter().filter_map(|e| e.forfeited.parse::<u128>().ok()).sum();
+    assert_eq!(forfeited, stake, "the stake went to the epoch it was slashed in");
+    let payouts: Vec<&pb::Payout> = epochs.iter().flat_map(|e| &e.payouts).collect();
+    let bounties: u128 = payouts.iter().filter_map(|p| p.bounty.parse::<u128>().ok()).sum();
+    assert!(bounties > 0 && bounties <= stake / 2, "half the stake (bounty_pct 50) goes to the catchers: {bounties}");
+    assert!(payouts.iter().all(|p| p.worker != "liar0" || p.amount == "0"), "the liar is paid nothing");
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}

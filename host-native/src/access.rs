@@ -118,7 +118,8 @@ pub enum Op {
     Tokens,
     /// Copying the whole store (every job, the worker secret).
     Backup,
-    /// Approving contributor identities, or withdrawing approvals.
+    /// Approving contributor identities or withdrawing approvals, and
+    /// setting stakes: who is trusted with what.
     Approve,
 }
 
@@ -240,7 +241,7 @@ fn what(op: Op) -> &'static str {
         Op::CloseEpoch => "close epochs",
         Op::Tokens => "manage tokens",
         Op::Backup => "back up the coordinator",
-        Op::Approve => "approve contributor identities",
+        Op::Approve => "approve contributors and set stakes",
     }
 }
 

@@ -285,6 +285,16 @@ pub(super) enum ContributorAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Set a worker's stake in base units (admin; 0 takes it back): it
+    /// weighs its pay and is forfeited if it is caught lying.
+    Stake {
+        /// Its worker id.
+        worker: String,
+        /// Base units (10^18 per token).
+        amount: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Identities that proved their key and wait for approval, oldest first.
     Pending {
         #[command(flatten)]

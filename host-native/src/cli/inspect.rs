@@ -226,6 +226,19 @@ pub(super) async fn contributor(action: ContributorAction) -> Result<()> {
         ContributorAction::Show { key, client } => (key, client),
         ContributorAction::Approve { key, client } => return approve(key, true, &client).await,
         ContributorAction::Revoke { key, client } => return approve(key, false, &client).await,
+        ContributorAction::Stake { worker, amount, client } => {
+            let mut c = connect(&client).await?;
+            let r = c
+                .set_stake(pb::SetStakeRequest { worker_id: worker.clone(), stake: amount })
+                .await
+                .with_context(|| format!("setting the stake of {worker}"))?
+                .into_inner();
+            if client.json {
+                return output::print_json(&r);
+            }
+            println!("{} holds a stake of {} base units", r.worker_id, r.stake);
+            return Ok(());
+        }
         ContributorAction::Pending { client } => {
             let mut c = connect(&client).await?;
             let r = c

@@ -298,6 +298,7 @@ pub(super) fn worker_to_pb(w: &shoal_core::coordinator::WorkerView) -> pb::Worke
         connected: true,
         slashed: w.slashed,
         epoch_accuracy_ppm: w.epoch_accuracy_ppm,
+        stake: w.stake.to_string(),
     }
 }
 

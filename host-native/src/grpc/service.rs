@@ -233,6 +233,11 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         swarm::approve(&self.engine, request.get_ref()).await.map(Response::new)
     }
 
+    async fn set_stake(&self, request: Request<pb::SetStakeRequest>) -> Result<Response<pb::SetStakeResponse>, Status> {
+        allowed(&request, Op::Approve)?;
+        swarm::set_stake(&self.engine, request.get_ref()).await.map(Response::new)
+    }
+
     async fn list_pending_contributors(
         &self,
         request: Request<pb::ListPendingContributorsRequest>,

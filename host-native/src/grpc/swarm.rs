@@ -81,6 +81,23 @@ pub(super) async fn approve(
     }
 }
 
+/// `SetStake`: a worker's stake, base units.
+pub(super) async fn set_stake(
+    engine: &EngineHandle,
+    req: &pb::SetStakeRequest,
+) -> Result<pb::SetStakeResponse, Status> {
+    use shoal_core::coordinator::{Answer, Command};
+    let worker = shoal_core::WorkerId::new(req.worker_id.clone())
+        .map_err(|e| super::errors::bad_field("worker_id", e.to_string()))?;
+    let stake: u128 = req.stake.trim().parse().map_err(|_| {
+        super::errors::bad_field("stake", format!("{:?} is not a whole number of base units", req.stake))
+    })?;
+    match engine.command(Command::SetStake { worker: worker.clone(), stake }).await.map_err(gone)? {
+        Answer::StakeSet => Ok(pb::SetStakeResponse { worker_id: worker.to_string(), stake: stake.to_string() }),
+        other => Err(Status::internal(format!("the coordinator answered {other:?}"))),
+    }
+}
+
 /// `ListPendingContributors`: identities waiting for approval.
 pub(super) async fn pending(engine: &EngineHandle) -> Result<pb::ListPendingContributorsResponse, Status> {
     let ids = engine.query(|c, _| c.pending_identities()).await.map_err(gone)?;
@@ -147,6 +164,7 @@ fn contributor_to_pb(v: shoal_core::coordinator::ContributorView) -> pb::Contrib
         payout_address: v.profile.payout,
         display_name: v.profile.name,
         team: v.profile.team,
+        stake: v.stake.to_string(),
     }
 }
 

@@ -53,6 +53,8 @@ pub struct ContributorView {
     pub epochs_paid: u32,
     /// What its identity declared (empty: nothing).
     pub profile: crate::identity::Profile,
+    /// Stake it holds, base units.
+    pub stake: u128,
 }
 
 impl Coordinator {
@@ -76,6 +78,7 @@ impl Coordinator {
             earned,
             epochs_paid,
             profile: self.profile(id).cloned().unwrap_or_default(),
+            stake: reputation.map_or(0, |r| r.stake),
         })
     }
 
@@ -161,6 +164,7 @@ impl Coordinator {
             last_seen: w.last_seen,
             slashed: reputation.is_some_and(|r| r.slashed),
             epoch_accuracy_ppm: self.epoch_accuracy_ppm(&w.id),
+            stake: reputation.map_or(0, |r| r.stake),
         }
     }
 }

@@ -516,4 +516,6 @@ pub struct WorkerView {
     /// Share of its results in the open epoch that agreed with the accepted
     /// result, ppm (None before its first decided result this epoch).
     pub epoch_accuracy_ppm: Option<u32>,
+    /// Stake it holds, base units.
+    pub stake: u128,
 }
