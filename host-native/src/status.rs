@@ -50,6 +50,10 @@ pub struct SwarmStatus {
     pub shadow_matched: u64,
     /// Shadow comparisons: mismatched.
     pub shadow_mismatched: u64,
+    /// Spot checks sent (replays of verified tasks, see the core's ringers).
+    pub ringers: u64,
+    /// Spot checks answered wrong (each slashed its worker).
+    pub ringers_failed: u64,
 }
 
 impl SwarmStatus {
@@ -86,6 +90,8 @@ impl SwarmStatus {
             epochs_settled: c.epochs().len() as u64,
             shadow_matched: c.shadow().matched,
             shadow_mismatched: c.shadow().mismatched,
+            ringers: s.ringers,
+            ringers_failed: s.ringers_failed,
         }
     }
 }

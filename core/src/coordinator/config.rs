@@ -146,6 +146,13 @@ pub struct CoordinatorConfig {
     /// Shadow mode: also run the CPU reference of every verified task and
     /// count how verification compares with the truth (never changes an
     /// outcome; costs coordinator CPU).
+    ///
+    /// Off by default, unlike the seed: it runs on the coordinator's one
+    /// engine thread, and a single 1 GFLOP matmul task costs it about a
+    /// second of CPU, so a busy swarm would be paced by it. Ground truth
+    /// comes cheaper from ringers: a sample of small verified tasks is
+    /// checked against the CPU reference before being replayed as spot
+    /// checks. Turn it on to measure verification itself (tests, audits).
     pub shadow_cpu_reference: bool,
 }
 

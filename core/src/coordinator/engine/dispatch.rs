@@ -24,8 +24,24 @@ use super::{remove_item, Coordinator};
 #[derive(Debug, Clone)]
 pub(super) enum Kind {
     Task,
-    Ringer { expected: Arc<Vec<Vec<u8>>> },
-    Benchmark { expected: Arc<Vec<Vec<u8>>>, flops: u64 },
+    /// A replay of a verified task ([`super::ringers`]): its answer must
+    /// have this digest.
+    Ringer {
+        expected: crate::digest::Digest,
+    },
+    Benchmark {
+        expected: Arc<Vec<Vec<u8>>>,
+        flops: u64,
+    },
+}
+
+/// What an offer is for: a task, a replayed one (a ringer: it carries the
+/// verified task's own ids), or the admission benchmark.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Target {
+    Task(TaskKey),
+    Replay { job: JobId, task: TaskId },
+    Benchmark,
 }
 
 #[derive(Debug)]
@@ -43,13 +59,6 @@ pub(super) struct Assignment {
     /// The deadline sits in the acknowledgement FIFO, not the ordered set.
     pub(super) in_fifo: bool,
     pub(super) kind: Kind,
-}
-
-#[derive(Debug)]
-pub(super) struct Ringer {
-    pub(super) spec: Arc<KernelSpec>,
-    pub(super) inputs: Vec<Bytes>,
-    pub(super) expected: Arc<Vec<Vec<u8>>>,
 }
 
 /// Why an assignment ended without a result.
@@ -113,8 +122,10 @@ impl Coordinator {
                 }
             }
             let Some((w, tid)) = found else { break };
-            if self.cfg.credibility.ringer_pct > 0 && self.rng.below(100) < u64::from(self.cfg.credibility.ringer_pct) {
-                self.send_ringer(now, w);
+            if self.cfg.credibility.ringer_pct > 0
+                && self.rng.below(100) < u64::from(self.cfg.credibility.ringer_pct)
+                && self.send_ringer(now, w)
+            {
                 continue;
             }
             self.assign(now, tid, w);
@@ -213,15 +224,20 @@ impl Coordinator {
             }
         }
         let deadline = now + self.cfg.ack_timeout;
-        self.offer(now, w, Some(tid), spec, inputs, Kind::Task, deadline);
+        self.offer(now, w, Target::Task(tid), spec, inputs, Kind::Task, deadline);
     }
 
-    pub(super) fn send_ringer(&mut self, now: Millis, w: WorkerIdx) {
-        let r = &self.ringers[self.rng.below(self.ringers.len() as u64) as usize];
-        let (spec, inputs, expected) = (r.spec.clone(), r.inputs.clone(), r.expected.clone());
+    /// Offers `w` a replay of a verified task it never ran; false when
+    /// there is none (then it gets real work).
+    pub(super) fn send_ringer(&mut self, now: Millis, w: WorkerIdx) -> bool {
+        let Some(id) = self.worker(w).map(|x| x.id.clone()) else { return false };
+        let Some(r) = self.ringers.pick(&mut self.rng, &id) else { return false };
+        let (spec, inputs, expected) = (r.spec.clone(), r.inputs.clone(), r.expected);
+        let target = Target::Replay { job: r.job, task: r.task };
         self.stats.ringers += 1;
         let deadline = now + self.cfg.ack_timeout;
-        self.offer(now, w, None, spec, inputs, Kind::Ringer { expected }, deadline);
+        self.offer(now, w, target, spec, inputs, Kind::Ringer { expected }, deadline);
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -229,7 +245,7 @@ impl Coordinator {
         &mut self,
         now: Millis,
         w: WorkerIdx,
-        task: Option<TaskKey>,
+        target: Target,
         spec: Arc<KernelSpec>,
         inputs: Vec<Bytes>,
         kind: Kind,
@@ -241,6 +257,10 @@ impl Coordinator {
         // Task and ringer offers all wait `ack_timeout`: their deadlines come in order.
         let benchmark = matches!(kind, Kind::Benchmark { .. });
         let in_fifo = !benchmark && deadline == now + self.cfg.ack_timeout;
+        let task = match target {
+            Target::Task(t) => Some(t),
+            Target::Replay { .. } | Target::Benchmark => None,
+        };
         let assignment =
             Assignment { task, spec: Arc::clone(&spec), worker: w, offered: now, acked: None, deadline, in_fifo, kind };
         let aid = self.assignments.insert(self.ids.next(), assignment);
@@ -253,14 +273,14 @@ impl Coordinator {
                 t.live.push(aid);
                 (t.job, t.id, (t.input_digest, u128::from_le_bytes(t.input_check)))
             }
-            // Ringers and benchmarks get fresh ids. The admission benchmark
-            // is named by `JobId::BENCHMARK`; a ringer by a random job id, as
-            // a real task is.
-            None => {
-                let task_id = TaskId::from_bytes(self.ids.next());
-                let job = if benchmark { JobId::BENCHMARK } else { JobId::from_bytes(self.ids.next()) };
-                (job, task_id, input_ids(&inputs))
-            }
+            // A ringer carries its verified task's ids; the admission
+            // benchmark is named by `JobId::BENCHMARK`.
+            None => match target {
+                Target::Replay { job, task } => (job, task, input_ids(&inputs)),
+                Target::Task(_) | Target::Benchmark => {
+                    (JobId::BENCHMARK, TaskId::from_bytes(self.ids.next()), input_ids(&inputs))
+                }
+            },
         };
         let exec_budget_ms = if benchmark { deadline.since(now).0 } else { self.exec_budget(w, &spec).0 };
         let offer = TaskOffer {

@@ -30,6 +30,7 @@ mod dispatch;
 mod epochs;
 mod ready;
 mod registry;
+mod ringers;
 mod roster;
 mod tasks;
 mod types;
@@ -37,7 +38,6 @@ mod verification;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -48,14 +48,13 @@ use crate::coordinator::ledger::Ledger;
 use crate::coordinator::rewards::EpochSettlement;
 use crate::coordinator::slots::Slots;
 use crate::ids::{AssignmentId, JobId, TaskId, WorkerId};
-use crate::kernels::KernelSpec;
 use crate::rng::SplitMix64;
 use crate::time::Millis;
 use crate::wire::message::Challenge;
 use crate::wire::{Envelope, Message};
 
 pub use self::contributors::{ContributorSort, TeamView};
-use self::dispatch::{Assignment, Ringer};
+use self::dispatch::Assignment;
 pub use self::epochs::OpenEpochView;
 use self::epochs::{DirtyWorkers, EpochState};
 use self::ready::{IdlePool, ReadyQueue};
@@ -130,9 +129,6 @@ impl IdGen {
 /// How often housekeeping (eviction, hello deadlines, epoch by time) runs.
 const HOUSEKEEPING: Millis = Millis(1_000);
 
-/// Size of the ringer pool.
-const RINGERS: usize = 16;
-
 /// The coordinator.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -176,7 +172,8 @@ pub struct Coordinator {
     /// arrive in order and a FIFO holds them; entries of assignments that
     /// were acknowledged or ended are skipped lazily.
     ack_fifo: VecDeque<(Millis, AssignmentId)>,
-    ringers: Vec<Ringer>,
+    /// Recently verified tasks, replayed as spot checks.
+    ringers: ringers::RingerPool,
     dead_letters: Vec<DeadLetter>,
     ledger: Ledger,
     epoch: EpochState,
@@ -194,34 +191,14 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// A coordinator with this configuration, worker secret (None: tokens
-    /// are not checked) and 32 bytes of host entropy (ids, ringer inputs).
+    /// are not checked) and 32 bytes of host entropy (ids, benchmark inputs).
     pub fn new(cfg: CoordinatorConfig, secret: Option<MasterSecret>, entropy: [u8; 32]) -> Self {
         let word = |i: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&entropy[i * 8..i * 8 + 8]);
             u64::from_le_bytes(b)
         };
-        let mut rng = SplitMix64::new(word(2) ^ word(3).rotate_left(17));
-        let ringers = (0..RINGERS)
-            .map(|i| {
-                let spec = Arc::new(if i % 2 == 0 {
-                    KernelSpec::Sha256(crate::kernels::Sha256Params { count: 4, message_len: 32 })
-                } else {
-                    KernelSpec::Mandelbrot(crate::kernels::MandelbrotParams::from_plane(
-                        8,
-                        8,
-                        -2.0 + (i as f64) * 0.1,
-                        -1.0,
-                        0.05,
-                        64,
-                    ))
-                });
-                let inputs: Vec<Bytes> = spec.seeded_inputs(rng.next_u64()).into_iter().map(Bytes::from).collect();
-                let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
-                let expected = Arc::new(spec.run_cpu(&refs).unwrap_or_default());
-                Ringer { spec, inputs, expected }
-            })
-            .collect();
+        let rng = SplitMix64::new(word(2) ^ word(3).rotate_left(17));
         Coordinator {
             secret,
             ids: IdGen(SplitMix64::new(word(0)), SplitMix64::new(word(1))),
@@ -250,7 +227,7 @@ impl Coordinator {
             assignments: Slots::default(),
             deadlines: BTreeSet::new(),
             ack_fifo: VecDeque::new(),
-            ringers,
+            ringers: ringers::RingerPool::default(),
             dead_letters: Vec::new(),
             ledger: Ledger::default(),
             epoch: EpochState {

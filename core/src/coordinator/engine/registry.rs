@@ -17,7 +17,7 @@ use crate::time::Millis;
 use crate::wire::message::{DeviceInfo, ErrorCode, ErrorMessage, Goodbye, Hello, HelloAuth, Welcome};
 use crate::wire::{Envelope, Message, PROTOCOL_VERSION};
 
-use super::dispatch::{Kind, Release};
+use super::dispatch::{Kind, Release, Target};
 use super::ready::Caps;
 use super::types::{ConnId, Event, OriginKey, Output};
 use super::Coordinator;
@@ -340,7 +340,7 @@ impl Coordinator {
         let expected = Arc::new(spec.run_cpu(&refs).unwrap_or_default());
         let flops = spec.ops();
         let deadline = now + self.cfg.ack_timeout + self.cfg.exec_timeout_floor.max(Millis::from_secs(60));
-        self.offer(now, idx, None, spec, inputs, Kind::Benchmark { expected, flops }, deadline);
+        self.offer(now, idx, Target::Benchmark, spec, inputs, Kind::Benchmark { expected, flops }, deadline);
     }
 
     /// The number of a worker id (a new one at its first hello) and whether

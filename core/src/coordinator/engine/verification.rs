@@ -101,7 +101,7 @@ impl Coordinator {
             }
             Kind::Ringer { expected } => {
                 self.set_load(w, load);
-                let right = agree(expected);
+                let right = r.output_digest == *expected;
                 self.shadow.compared += 1;
                 if right {
                     self.shadow.matched += 1;
@@ -251,6 +251,26 @@ impl Coordinator {
             outvoted: outvoted.clone(),
         };
         let record = encode(&verified);
+        if let Some(truth) = self.ringers.candidate(&t.spec, &t.inputs) {
+            let mut seen_by: SmallVec<[WorkerId; 4]> = verified.agreed.iter().cloned().collect();
+            seen_by.extend(verified.outvoted.iter().cloned());
+            if truth == digest {
+                self.ringers.keep(super::ringers::Ringer {
+                    job,
+                    task: task_id,
+                    spec: std::sync::Arc::clone(&t.spec),
+                    inputs: t.inputs.clone(),
+                    expected: truth,
+                    seen_by,
+                });
+            } else {
+                // The accepted answer is wrong: never a ringer (an honest
+                // worker would be slashed for the truth); counted, as shadow
+                // mode counts, without changing the outcome.
+                self.shadow.false_positives += 1;
+            }
+        }
+        let Some(t) = self.tasks.get_mut(tid) else { return };
         t.verified = Some(Box::new(verified));
         for r in &results {
             forget_undecided(&mut self.undecided, r.num, tid);
