@@ -8,8 +8,8 @@
 
 use shoal_core::consensus::sim::{Coll, St, Vote};
 use shoal_core::consensus::{
-    dot, mermaid, next_state, transitions, Action, ConsensusError, ConsensusMachine, Event, Input, MachineConfig,
-    Reply, State, Unique,
+    dot, markdown, mermaid, next_state, transitions, Action, ConsensusError, ConsensusMachine, Event, Input,
+    MachineConfig, Reply, State, Unique,
 };
 use shoal_core::Millis;
 
@@ -137,6 +137,10 @@ fn the_table_has_the_reference_shape_and_the_diagrams_follow_it() {
     let g = mermaid(None, &[(State::Voting, Event::QuorumReached)]);
     assert!(g.contains("Voting --> Finalizing: quorum_reached [guarded]"));
     assert!(dot(None, &[(State::Voting, Event::QuorumReached)]).contains("quorum_reached [G]"));
+    let md = markdown();
+    assert_eq!(md.lines().count(), 2 + State::ALL.len(), "a row per state");
+    assert_eq!(md.matches("` → ").count(), 37, "every transition once");
+    assert!(md.contains("| voting | Voting on proposals") && md.contains("`quorum_reached` → finalizing"), "{md}");
 }
 
 #[test]
@@ -384,4 +388,18 @@ mod properties {
             }
         }
     }
+}
+
+/// `docs/consensus.md` holds the table as rendered from the code (when the
+/// table changes: `SHOAL_WRITE_DOCS=1 cargo test -p shoal-core --test consensus`).
+#[test]
+fn the_documented_table_is_the_code_table() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/consensus.md");
+    let head = "# The settlement consensus machine\n\nRendered from `shoal_core::consensus::markdown()` (11 states, 37 transitions; `Stop` and `InduceSync` leave every running state). The dashboard's Consensus page draws the same table as a diagram.\n\n";
+    let want = format!("{head}{}", markdown());
+    if std::env::var_os("SHOAL_WRITE_DOCS").is_some() {
+        std::fs::write(&path, &want).expect("write the doc");
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(have, want, "docs/consensus.md is stale: SHOAL_WRITE_DOCS=1 cargo test -p shoal-core --test consensus");
 }

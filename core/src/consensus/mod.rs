@@ -19,4 +19,4 @@ pub mod solo;
 pub mod table;
 
 pub use machine::{Action, ConsensusError, ConsensusMachine, Guard, Input, MachineConfig, Reply, Unique};
-pub use table::{dot, mermaid, next_state, transitions, Event, State, Transition};
+pub use table::{dot, markdown, mermaid, next_state, transitions, Event, State, Transition};

@@ -69,6 +69,23 @@ impl State {
         }
     }
 
+    /// What the machine does in the state, for people (the markdown table).
+    pub fn note(self) -> &'static str {
+        match self {
+            State::Stopped => "Not running; `start` leaves it.",
+            State::Starting => "Starting up: the host initialises its providers.",
+            State::Loading => "Synchronising with the network until caught up (or the long sync timeout).",
+            State::Collecting => "Collecting mutations for the next round; a quiet round induces a sync.",
+            State::LivenessCheck => "Waiting for enough provers to announce they are alive.",
+            State::Proving => "Leaders prove the next state from the collected mutations.",
+            State::Publishing => "Publishing the own proposal to the other provers.",
+            State::Voting => "Voting on proposals until a quorum agrees (or the vote times out).",
+            State::Finalizing => "Aggregating the votes into the finalised state.",
+            State::Verifying => "Confirming and adopting the finalised state, then collecting again.",
+            State::Stopping => "Shutting down: cleanup, then stopped.",
+        }
+    }
+
     /// How long the machine may stay before the state's timeout event fires.
     pub fn timeout(self) -> Option<(Millis, Event)> {
         Some(match self {
@@ -264,6 +281,23 @@ pub fn mermaid(current: Option<State>, guarded: &[(State, Event)]) -> String {
     }
     if let Some(c) = current {
         let _ = writeln!(s, "    classDef current fill:#f9d71c,stroke:#333\n    class {c:?} current");
+    }
+    s
+}
+
+/// The table as markdown, a section per state: what it does, its
+/// timeout, and every event that leaves it with the state it leads to
+/// (what the README and operators read; rendered from the table, so it
+/// cannot drift).
+pub fn markdown() -> String {
+    let mut s = String::from("| state | what it does | timeout | on event → next state |\n|---|---|---|---|\n");
+    let all = transitions();
+    for st in State::ALL {
+        let timeout =
+            st.timeout().map_or_else(|| "—".to_owned(), |(d, e)| format!("{} s → `{e}`", d.0 as f64 / 1000.0));
+        let exits: Vec<String> =
+            all.iter().filter(|x| x.from == st).map(|x| format!("`{}` → {}", x.event, x.to.as_str())).collect();
+        let _ = writeln!(s, "| {} | {} | {timeout} | {} |", st.as_str(), st.note(), exits.join("<br>"));
     }
     s
 }
