@@ -101,7 +101,7 @@
 //!                     let outcome = outcome.map(|o| o.into_iter().map(Bytes::from).collect());
 //!                     worker.handle(now, WorkerInput::Finished { assignment, outcome });
 //!                 }
-//!                 WorkerOutput::Abort(_) | WorkerOutput::Closed { .. } | WorkerOutput::SignHello { .. } => {}
+//!                 WorkerOutput::Abort(_) | WorkerOutput::Closed { .. } | WorkerOutput::SignHello { .. } | WorkerOutput::Paid(_) => {}
 //!             }
 //!         }
 //!     }

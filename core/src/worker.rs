@@ -81,6 +81,8 @@ pub enum WorkerOutput {
     },
     /// The coordinator no longer wants this run; its result will be dropped.
     Abort(AssignmentId),
+    /// A settled epoch paid this worker (tell the user).
+    Paid(crate::wire::message::PayoutNotice),
     /// Sign `message` with the identity's key and answer with
     /// [`WorkerInput::HelloSigned`] (a session whose key lives outside it,
     /// [`IdentityKey::External`]: a browser's non-extractable key).
@@ -293,6 +295,7 @@ impl WorkerSession {
                 self.close(format!("coordinator error {:?}: {}", e.code, e.message));
             }
             Message::Goodbye(g) => self.close(format!("coordinator said goodbye: {}", g.reason)),
+            Message::PayoutNotice(n) => self.outputs.push_back(WorkerOutput::Paid(n)),
             // Heartbeats, assignment errors and anything a coordinator should
             // not send are ignored: a worker never fails on its input.
             _ => {}

@@ -156,8 +156,19 @@ fn a_declared_payout_address_is_the_keys_and_is_paid_to() {
     pump_signing(&mut c, &mut sessions, &signers, &mut now, Some(&mut store));
     assert!(c.job_progress(job).expect("known").finished());
     c.close_epoch(now);
-    pump_signing(&mut c, &mut sessions, &signers, &mut now, Some(&mut store));
+    let pumped = pump_signing(&mut c, &mut sessions, &signers, &mut now, Some(&mut store));
     let settled = c.epochs().last().cloned().expect("settled");
+    // Each connected payee is told what it got, its rank and its total.
+    let payees = settled.payouts.iter().filter(|p| p.amount + p.bounty > 0).count() as u32;
+    assert_eq!(pumped.paid.len(), 3, "{:?}", pumped.paid);
+    let mut ranks: Vec<u32> = pumped.paid.iter().map(|(_, n)| n.rank).collect();
+    ranks.sort_unstable();
+    assert_eq!(ranks, (1..=payees).collect::<Vec<_>>());
+    for (i, n) in &pumped.paid {
+        let me = Identity::from_seed(&[*i as u8 + 1; 32]).worker_id();
+        let p = settled.payouts.iter().find(|p| p.worker == me).expect("paid");
+        assert_eq!((n.epoch, n.amount, n.bounty, n.total), (settled.epoch, p.amount, p.bounty, p.amount + p.bounty));
+    }
     let paid: Vec<&WorkerId> = settled.addresses.iter().map(|a| &a.worker).collect();
     assert!(paid.contains(&&tab), "{:?}", settled.addresses);
     assert!(settled.addresses.iter().all(|a| a.address == site.payout), "only declared addresses");

@@ -362,6 +362,17 @@ async fn session(
                 WorkerOutput::Closed { reason } => closed = Some(reason),
                 // The session holds its key and signs its hello itself.
                 WorkerOutput::SignHello { .. } => {}
+                WorkerOutput::Paid(n) => {
+                    tracing::info!(
+                        epoch = n.epoch,
+                        amount = %n.amount,
+                        bounty = %n.bounty,
+                        rank = n.rank,
+                        payees = n.payees,
+                        total = %n.total,
+                        "epoch settled: paid"
+                    );
+                }
             }
         }
         let mut failed = false;

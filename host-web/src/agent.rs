@@ -345,6 +345,7 @@ impl<P: Fn(&Status)> Agent<P> {
                     }
                     WorkerOutput::Abort(a) => queue.retain(|q| q.assignment != a),
                     WorkerOutput::Closed { reason } => closed = Some(reason),
+                    WorkerOutput::Paid(n) => self.status.last_payout = Some(n.into()),
                     WorkerOutput::SignHello { message } => {
                         let (signer, tx) = (signer.clone(), tx.clone());
                         wasm_bindgen_futures::spawn_local(async move {

@@ -223,6 +223,40 @@ pub struct Status {
     pub busy_ms: u64,
     /// Why the last connection ended or the last attempt failed.
     pub last_reason: String,
+    /// What the last settled epoch paid this tab, if one did while it was
+    /// connected.
+    pub last_payout: Option<PayoutSummary>,
+}
+
+/// A payout notice, for the page (amounts in base units, as decimal
+/// strings: JavaScript numbers cannot hold them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutSummary {
+    /// The epoch.
+    pub epoch: u64,
+    /// Its share of the worker pool.
+    pub amount: String,
+    /// Its share of the bounty.
+    pub bounty: String,
+    /// 1 for the largest payout of the epoch.
+    pub rank: u32,
+    /// Workers the epoch paid.
+    pub payees: u32,
+    /// Everything it was paid so far.
+    pub total: String,
+}
+
+impl From<shoal_core::wire::message::PayoutNotice> for PayoutSummary {
+    fn from(n: shoal_core::wire::message::PayoutNotice) -> Self {
+        PayoutSummary {
+            epoch: n.epoch,
+            amount: n.amount.to_string(),
+            bounty: n.bounty.to_string(),
+            rank: n.rank,
+            payees: n.payees,
+            total: n.total.to_string(),
+        }
+    }
 }
 
 /// A message from the worker to the page.

@@ -31,7 +31,7 @@ use crate::kernels::{KernelError, KernelId, KernelSpec};
 /// The version of this protocol, sent in [`Hello`] and [`Welcome`].
 /// Peers with different versions refuse each other with
 /// [`ErrorCode::ProtocolVersion`].
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Frame type numbers of the worker protocol. 1–4 belong to Pilot
 /// ([`super::pilot`]); the worker protocol starts at 16.
@@ -61,6 +61,8 @@ pub mod frame_types {
     pub const GOODBYE: FrameType = FrameType(26);
     /// [`super::Challenge`]
     pub const CHALLENGE: FrameType = FrameType(27);
+    /// [`super::PayoutNotice`]
+    pub const PAYOUT_NOTICE: FrameType = FrameType(28);
     /// Raw bytes of one attachment of the preceding offer or result.
     pub const ATTACHMENT: FrameType = FrameType(32);
 }
@@ -471,6 +473,25 @@ pub struct Goodbye {
     pub reason: String,
 }
 
+/// What a settled epoch paid this worker, sent to it when the epoch
+/// closes (the seed tells its agents in heartbeat replies): amounts in
+/// base units, its rank among the epoch's payees by amount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutNotice {
+    /// The epoch.
+    pub epoch: u64,
+    /// Its share of the worker pool.
+    pub amount: u128,
+    /// Its share of the bounty (for exposing liars).
+    pub bounty: u128,
+    /// 1 for the largest payout of the epoch.
+    pub rank: u32,
+    /// Workers the epoch paid.
+    pub payees: u32,
+    /// Everything it was paid across settled epochs.
+    pub total: u128,
+}
+
 /// Every message of the worker protocol.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
@@ -499,6 +520,8 @@ pub enum Message {
     Goodbye(Goodbye),
     /// See [`Challenge`].
     Challenge(Challenge),
+    /// See [`PayoutNotice`].
+    PayoutNotice(PayoutNotice),
 }
 
 /// A message with the attachments that travel with it.
@@ -605,6 +628,7 @@ impl Message {
             Message::Error(_) => t::ERROR,
             Message::Goodbye(_) => t::GOODBYE,
             Message::Challenge(_) => t::CHALLENGE,
+            Message::PayoutNotice(_) => t::PAYOUT_NOTICE,
         }
     }
 
@@ -623,6 +647,7 @@ impl Message {
             Message::Error(_) => "error",
             Message::Goodbye(_) => "goodbye",
             Message::Challenge(_) => "challenge",
+            Message::PayoutNotice(_) => "payout notice",
         }
     }
 
@@ -651,6 +676,7 @@ impl Message {
             Message::Error(m) => encode(what, m),
             Message::Goodbye(m) => encode(what, m),
             Message::Challenge(m) => encode(what, m),
+            Message::PayoutNotice(m) => encode(what, m),
         }
     }
 
@@ -671,6 +697,7 @@ impl Message {
             t::ERROR => Message::Error(decode("error", payload)?),
             t::GOODBYE => Message::Goodbye(decode("goodbye", payload)?),
             t::CHALLENGE => Message::Challenge(decode("challenge", payload)?),
+            t::PAYOUT_NOTICE => Message::PayoutNotice(decode("payout notice", payload)?),
             t::ATTACHMENT => return Err(WireError::UnexpectedAttachment),
             other => return Err(WireError::UnknownFrameType(other.0)),
         };
@@ -748,6 +775,7 @@ impl Message {
             Message::Goodbye(g) => check_text("reason", &g.reason, limits),
             Message::Welcome(_)
             | Message::Challenge(_)
+            | Message::PayoutNotice(_)
             | Message::TaskAck(_)
             | Message::Progress(_)
             | Message::TaskResult(_)

@@ -24,20 +24,34 @@ pub(crate) fn hello(id: &str) -> Hello {
     }
 }
 
+/// What a pump saw: why sessions were closed (what it derefs to) and the
+/// payout notices they got, by session index.
+#[derive(Debug, Default)]
+pub(crate) struct Pumped {
+    pub(crate) closed: Vec<(usize, String)>,
+    pub(crate) paid: Vec<(usize, shoal_core::wire::message::PayoutNotice)>,
+}
+
+impl std::ops::Deref for Pumped {
+    type Target = Vec<(usize, String)>;
+    fn deref(&self) -> &Self::Target {
+        &self.closed
+    }
+}
+
 /// Keys that sign for sessions asking the host to ([`WorkerOutput::SignHello`]), by session index.
 pub(crate) type Signers = HashMap<usize, Identity>;
 
 /// Moves every message until nothing moves; runs kernels at once; signs
 /// with `signers`; keeps what the coordinator persists in `store`.
-/// Returns why sessions were closed, by index.
 pub(crate) fn pump_signing(
     c: &mut Coordinator,
     sessions: &mut [WorkerSession],
     signers: &Signers,
     now: &mut Millis,
     mut store: Option<&mut super::Store>,
-) -> Vec<(usize, String)> {
-    let mut closed = Vec::new();
+) -> Pumped {
+    let (mut closed, mut paid) = (Vec::new(), Vec::new());
     loop {
         let mut moved = false;
         let mut to_coord: VecDeque<(u64, Envelope)> = VecDeque::new();
@@ -58,6 +72,7 @@ pub(crate) fn pump_signing(
                         s.handle(*now, WorkerInput::HelloSigned { signature: key.sign(&message) });
                     }
                     WorkerOutput::Closed { reason } => closed.push((i, reason)),
+                    WorkerOutput::Paid(n) => paid.push((i, n)),
                     WorkerOutput::Abort(_) => {}
                 }
             }
@@ -81,12 +96,12 @@ pub(crate) fn pump_signing(
             }
         }
         if !moved {
-            return closed;
+            return Pumped { closed, paid };
         }
     }
 }
 
 /// [`pump_signing`] for sessions that hold their keys.
-pub(crate) fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) -> Vec<(usize, String)> {
+pub(crate) fn pump(c: &mut Coordinator, sessions: &mut [WorkerSession], now: &mut Millis) -> Pumped {
     pump_signing(c, sessions, &Signers::new(), now, None)
 }

@@ -135,6 +135,7 @@ pub fn ContributePage() -> impl IntoView {
                 <tr><th>"verified this epoch"</th><td id="epoch-agreed">{move || mine(|c| c.epoch_agreed.to_string())}</td></tr>
                 <tr><th>"verified, all time"</th><td id="agreed">{move || mine(|c| c.agreed.to_string())}</td></tr>
                 <tr><th>"earned (settled epochs)"</th><td id="earned">{move || mine(|c| format!("{} tokens over {} epochs", crate::view_model::parse_amount(&c.earned).map_or_else(String::new, crate::view_model::tokens), c.epochs_paid))}</td></tr>
+                <tr><th>"last payout"</th><td id="last-payout">{move || status.get().and_then(|s| s.last_payout).map_or_else(|| "—".to_owned(), |p| format!("epoch {}: {} tokens, rank {} of {}", p.epoch, crate::view_model::parse_amount(&p.amount).map_or_else(String::new, crate::view_model::tokens), p.rank, p.payees))}</td></tr>
                 <tr><th>"payouts go to"</th><td id="payout" class="mono">{move || mine(|c| if c.payout_address.is_empty() { "no address declared".into() } else { c.payout_address.clone() })}</td></tr>
                 <tr><th>"last event"</th><td>{move || status.get().map(|s| s.last_reason).filter(|r| !r.is_empty()).unwrap_or_else(|| "—".into())}</td></tr>
             </table>

@@ -163,6 +163,31 @@ impl Coordinator {
         self.contributors.profiles.insert(id.clone(), profile);
     }
 
+    /// Tells each connected payee of a settlement what it was paid, its
+    /// rank among the payees and its total so far.
+    pub(super) fn notify_payees(&mut self, s: &EpochSettlement) {
+        let mut ranked: Vec<&crate::coordinator::rewards::Payout> =
+            s.payouts.iter().filter(|p| p.amount.saturating_add(p.bounty) > 0).collect();
+        ranked.sort_by(|a, b| {
+            b.amount.saturating_add(b.bounty).cmp(&a.amount.saturating_add(a.bounty)).then(a.worker.cmp(&b.worker))
+        });
+        let payees = ranked.len() as u32;
+        for (i, p) in ranked.into_iter().enumerate() {
+            let Some(conn) = self.by_id.get(&p.worker).and_then(|&w| self.worker(w)).map(|w| w.conn) else {
+                continue;
+            };
+            let notice = crate::wire::message::PayoutNotice {
+                epoch: s.epoch,
+                amount: p.amount,
+                bounty: p.bounty,
+                rank: i as u32 + 1,
+                payees,
+                total: self.contributors.earned.get(&p.worker).map_or(0, |e| e.0),
+            };
+            self.send(conn, crate::wire::Message::PayoutNotice(notice), vec![]);
+        }
+    }
+
     /// What a contributor declared (None: nothing, or not an identity).
     pub fn profile(&self, id: &WorkerId) -> Option<&Profile> {
         self.contributors.profiles.get(id)

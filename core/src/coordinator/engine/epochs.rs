@@ -114,6 +114,7 @@ impl Coordinator {
             self.epoch.work.entry(w).or_default().stake = stake;
         }
         self.contributors.credit(&s);
+        self.notify_payees(&s);
         self.event(Event::EpochSettled(Box::new(s.clone())));
         self.epoch.history.push(s);
     }

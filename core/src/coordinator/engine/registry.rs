@@ -158,8 +158,15 @@ impl Coordinator {
             }
             (Message::Progress(_) | Message::Heartbeat(_), Some(_)) => {}
             (Message::Goodbye(g), Some(_)) => self.on_disconnect(conn, &format!("goodbye: {}", g.reason)),
-            (Message::Welcome(_) | Message::TaskOffer(_) | Message::Cancel(_) | Message::Challenge(_), Some(_)) => {
-                self.violation(conn, "workers do not send welcome, challenges, offers or cancels");
+            (
+                Message::Welcome(_)
+                | Message::TaskOffer(_)
+                | Message::Cancel(_)
+                | Message::Challenge(_)
+                | Message::PayoutNotice(_),
+                Some(_),
+            ) => {
+                self.violation(conn, "workers do not send welcome, challenges, offers, cancels or payout notices");
             }
         }
     }
