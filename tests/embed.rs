@@ -189,6 +189,9 @@ async fn a_blog_embeds_the_kit_and_its_visitor_keeps_identity_and_credit() {
     let paid = epochs.epochs.iter().flat_map(|e| &e.payouts).find(|p| p.worker == me).expect("the tab was paid");
     assert_eq!(paid.address, PAYOUT, "{paid:?}");
     assert!(paid.amount.parse::<u128>().expect("base units") > 0, "{paid:?}");
+    // The tab is told: the epoch, its amount and its rank.
+    let told = browser.wait_tab(second, "is told of its payout", 30, |s| s["last_payout"]["epoch"].is_u64()).await;
+    assert_eq!(told["last_payout"]["amount"], paid.amount.as_str(), "{told}");
 
     browser.command("quit");
     service.shutdown().await.expect("clean shutdown");
