@@ -78,6 +78,7 @@ async fn an_identity_keeps_its_record_across_reconnections_and_restarts() {
     let epochs = c.list_epochs(pb::ListEpochsRequest::default()).await.expect("epochs").into_inner();
     let paid = epochs.epochs.iter().flat_map(|e| &e.payouts).find(|p| p.worker == me.as_str()).expect("paid");
     assert_eq!(paid.address, "addr-1", "{paid:?}");
+    settlement_file_is_signed(dir.path(), &epochs.epochs[0], me.as_str()).await;
 
     // Its connection ends; its record stays, found by its public key too.
     let _ = stop.send(true);
@@ -215,4 +216,37 @@ async fn an_identity_joins_once_the_operator_approves_it() {
     let _ = stop.send(true);
     let _ = h.await;
     service.shutdown().await.expect("clean shutdown");
+}
+
+/// Once consensus agreed, the settled epoch is in a signed settlement file
+/// with every payout and address.
+async fn settlement_file_is_signed(data: &std::path::Path, epoch: &pb::Epoch, me: &str) {
+    let path = shoal_native::settler::file_of(data, epoch.epoch);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !path.is_file() {
+        assert!(tokio::time::Instant::now() < deadline, "no settlement file {}", path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    assert_eq!(doc["digest"], epoch.digest.as_str(), "{doc}");
+    let mine = doc["payouts"].as_array().expect("payouts").iter().find(|p| p["worker"] == me).expect("mine").clone();
+    assert_eq!(mine["address"], "addr-1", "{doc}");
+    let hex32 = |s: &str| -> [u8; 32] { s.parse::<shoal_core::Digest>().expect("hex").0 };
+    let sig_hex = doc["signature"].as_str().expect("signature");
+    let mut signature = [0u8; 64];
+    signature[..32].copy_from_slice(&hex32(&sig_hex[..64]));
+    signature[32..].copy_from_slice(&hex32(&sig_hex[64..]));
+    let public = hex32(doc["public_key"].as_str().expect("key"));
+    let digest: shoal_core::Digest = epoch.digest.parse().expect("digest");
+    let message = shoal_core::identity::settlement_message(epoch.epoch, &digest);
+    assert_eq!(shoal_core::identity::verify_signature(&public, &message, &signature), Ok(()), "signed");
+    assert!(
+        shoal_core::identity::verify_signature(
+            &public,
+            &shoal_core::identity::settlement_message(epoch.epoch + 1, &digest),
+            &signature
+        )
+        .is_err(),
+        "for this epoch only"
+    );
 }

@@ -51,6 +51,16 @@ impl MasterSecret {
         Ok(MasterSecret(bytes))
     }
 
+    /// A 32-byte key derived from the secret for one purpose (`context`),
+    /// e.g. the coordinator's settlement signing key: the secret itself is
+    /// never used twice.
+    pub fn derive_seed(&self, context: &str) -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        mac.update(b"shoal derived key v1\0");
+        mac.update(context.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     fn mac(&self, worker_id: &WorkerId) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
         mac.update(worker_id.as_str().as_bytes());

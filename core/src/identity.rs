@@ -202,6 +202,23 @@ pub fn hello_message(nonce: &[u8; 16], public_key: &[u8; 32], audience: &str, pr
     m
 }
 
+/// What a coordinator signs for a settled epoch: its number and the
+/// settlement's digest (which covers every payout and address).
+pub fn settlement_message(epoch: u64, digest: &crate::Digest) -> Vec<u8> {
+    let mut m = Vec::with_capacity(32 + 8 + 32);
+    m.extend_from_slice(b"shoal/settlement/v1\0");
+    m.extend_from_slice(&epoch.to_be_bytes());
+    m.extend_from_slice(digest.as_bytes());
+    m
+}
+
+/// Checks an Ed25519 signature over `message` (a settlement's, as
+/// [`settlement_message`] builds it).
+pub fn verify_signature(public_key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> Result<(), IdentityError> {
+    let key = VerifyingKey::from_bytes(public_key).map_err(|_| IdentityError::BadKey)?;
+    key.verify_strict(message, &Signature::from_bytes(signature)).map_err(|_| IdentityError::BadSignature)
+}
+
 /// Checks an identity's hello: the signature over this connection's nonce
 /// and the host it reached (`reached`, as the connection's `Host` header
 /// named it; compared without letter case), the profile it declares, and

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod service;
 pub mod settlement;
+pub mod settler;
 pub mod site;
 pub mod status;
 pub mod store;

@@ -51,11 +51,21 @@ fn view_of(s: &SoloSettlement) -> ConsensusView {
     }
 }
 
-/// Starts the settlement consensus on the engine's events; it ends when
-/// `stop` turns true or the engine goes away.
+/// Where agreed settlements go: the data folder (its `settlements/`) and
+/// the coordinator's signing key ([`crate::settler`]).
+pub type Settler = (std::path::PathBuf, shoal_core::identity::Identity);
+
+/// Settlements waiting for agreement kept at most (older ones are dropped
+/// unsettled, with a warning).
+const WAITING_KEPT: usize = 1_000;
+
+/// Starts the settlement consensus on the engine's events; each agreed
+/// settlement goes to the settler. It ends when `stop` turns true or the
+/// engine goes away.
 pub fn spawn(
     mut events: broadcast::Receiver<TimedEvent>,
     mut stop: watch::Receiver<bool>,
+    settler: Option<Settler>,
 ) -> (SharedConsensus, JoinHandle<()>) {
     // The machine's deadlines need a clock that never steps back.
     let mut clock = Clock::resume(Millis(0));
@@ -63,6 +73,8 @@ pub fn spawn(
     let shared = Arc::new(Mutex::new(view_of(&solo)));
     let publish = Arc::clone(&shared);
     let task = tokio::spawn(async move {
+        let mut waiting: std::collections::BTreeMap<u64, shoal_core::coordinator::rewards::EpochSettlement> =
+            std::collections::BTreeMap::new();
         loop {
             let now = clock.now();
             let wait = solo.poll_timeout().map_or(Duration::from_mins(1), |d| Duration::from_millis(d.since(now).0));
@@ -71,6 +83,12 @@ pub fn spawn(
                     Ok(TimedEvent { event: Event::EpochSettled(s), .. }) => {
                         tracing::info!(epoch = s.epoch, digest = %s.digest, "settlement sent to consensus");
                         solo.handle(clock.now(), SettlementInput::Settled { epoch: s.epoch, digest: s.digest.to_hex() });
+                        waiting.insert(s.epoch, *s);
+                        while waiting.len() > WAITING_KEPT {
+                            if let Some((epoch, _)) = waiting.pop_first() {
+                                tracing::warn!(epoch, "settlement dropped unsettled: too many wait for agreement");
+                            }
+                        }
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
@@ -87,6 +105,12 @@ pub fn spawn(
             }
             while let Some(a) = solo.poll_output() {
                 tracing::info!(round = a.round, epoch = a.epoch, digest = %a.digest, "settlement agreed");
+                let Some(settled) = waiting.remove(&a.epoch).filter(|s| s.digest.to_hex() == a.digest) else {
+                    continue;
+                };
+                if let Some((data, key)) = &settler {
+                    tokio::spawn(crate::settler::settle(data.clone(), settled, key.clone()));
+                }
             }
             let view = view_of(&solo);
             if let Ok(mut v) = publish.lock() {
