@@ -79,6 +79,19 @@ async fn an_identity_keeps_its_record_across_reconnections_and_restarts() {
     let paid = epochs.epochs.iter().flat_map(|e| &e.payouts).find(|p| p.worker == me.as_str()).expect("paid");
     assert_eq!(paid.address, "addr-1", "{paid:?}");
     settlement_file_is_signed(dir.path(), &epochs.epochs[0], me.as_str()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = c.list_epochs(pb::ListEpochsRequest::default()).await.expect("epochs").into_inner();
+        if listed.epochs[0].settlement == "settled" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the epoch never shows settled: {:?}",
+            listed.epochs[0].settlement
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Its connection ends; its record stays, found by its public key too.
     let _ = stop.send(true);
@@ -86,8 +99,16 @@ async fn an_identity_keeps_its_record_across_reconnections_and_restarts() {
         let _ = h.await;
     }
     let public = shoal_core::Digest(Identity::from_seed(&[1; 32]).public_key()).to_hex();
-    let record = c.get_contributor(pb::GetContributorRequest { key: public }).await.expect("known").into_inner();
-    let record = record.contributor.expect("a record");
+    // The coordinator sees the goodbye a moment after the worker sent it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let r = c.get_contributor(pb::GetContributorRequest { key: public.clone() }).await.expect("known");
+        let record = r.into_inner().contributor.expect("a record");
+        if !record.connected || tokio::time::Instant::now() > deadline {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!((record.worker_id.as_str(), record.connected, record.agreed), (me.as_str(), false, before));
     assert_eq!(
         (record.payout_address.as_str(), record.display_name.as_str(), record.team.as_str()),

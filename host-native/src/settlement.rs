@@ -34,6 +34,44 @@ pub struct ConsensusView {
     pub agreed: Vec<Agreed>,
     /// The last transitions, oldest first.
     pub recent: Vec<Step>,
+    /// Where this run's settled epochs stand with the settler, by epoch
+    /// (the last [`SETTLEMENTS_KEPT`]).
+    pub settlements: std::collections::BTreeMap<u64, SettlementState>,
+}
+
+/// Epochs whose settlement state is kept in the view.
+pub const SETTLEMENTS_KEPT: usize = 1_000;
+
+/// Where a settled epoch stands with the settler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettlementState {
+    /// Waiting for the consensus to agree, or being written.
+    Pending,
+    /// Its signed file is written.
+    Settled,
+    /// The settler gave up after its retries (see the log).
+    Failed,
+}
+
+impl SettlementState {
+    /// As the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettlementState::Pending => "pending",
+            SettlementState::Settled => "settled",
+            SettlementState::Failed => "failed",
+        }
+    }
+}
+
+/// Records an epoch's settlement state in the shared view.
+pub fn set_state(view: &SharedConsensus, epoch: u64, state: SettlementState) {
+    if let Ok(mut v) = view.lock() {
+        v.settlements.insert(epoch, state);
+        while v.settlements.len() > SETTLEMENTS_KEPT {
+            v.settlements.pop_first();
+        }
+    }
 }
 
 /// The view, shared with the API.
@@ -48,6 +86,7 @@ fn view_of(s: &SoloSettlement) -> ConsensusView {
         waiting: s.waiting(),
         agreed: agreed[agreed.len().saturating_sub(AGREED_KEPT)..].to_vec(),
         recent: s.recent().copied().collect(),
+        settlements: std::collections::BTreeMap::new(),
     }
 }
 
@@ -83,6 +122,7 @@ pub fn spawn(
                     Ok(TimedEvent { event: Event::EpochSettled(s), .. }) => {
                         tracing::info!(epoch = s.epoch, digest = %s.digest, "settlement sent to consensus");
                         solo.handle(clock.now(), SettlementInput::Settled { epoch: s.epoch, digest: s.digest.to_hex() });
+                        set_state(&publish, s.epoch, SettlementState::Pending);
                         waiting.insert(s.epoch, *s);
                         while waiting.len() > WAITING_KEPT {
                             if let Some((epoch, _)) = waiting.pop_first() {
@@ -108,13 +148,19 @@ pub fn spawn(
                 let Some(settled) = waiting.remove(&a.epoch).filter(|s| s.digest.to_hex() == a.digest) else {
                     continue;
                 };
-                if let Some((data, key)) = &settler {
-                    tokio::spawn(crate::settler::settle(data.clone(), settled, key.clone()));
+                if let Some((data, key)) = settler.clone() {
+                    let view = Arc::clone(&publish);
+                    tokio::spawn(async move {
+                        let epoch = settled.epoch;
+                        let done = crate::settler::settle(data, settled, key).await;
+                        set_state(&view, epoch, if done { SettlementState::Settled } else { SettlementState::Failed });
+                    });
                 }
             }
             let view = view_of(&solo);
             if let Ok(mut v) = publish.lock() {
-                *v = view;
+                let settlements = std::mem::take(&mut v.settlements);
+                *v = ConsensusView { settlements, ..view };
             }
         }
     });

@@ -101,8 +101,9 @@ fn write_once(data: &Path, s: &EpochSettlement, key: &Identity) -> std::io::Resu
 }
 
 /// Settles an agreed epoch: writes its file, retrying with backoff (1 s,
-/// doubling, up to [`ATTEMPTS`]); the outcome is logged and counted.
-pub async fn settle(data: PathBuf, s: EpochSettlement, key: Identity) {
+/// doubling, up to [`ATTEMPTS`]); the outcome is logged and counted, and
+/// returned (true: written).
+pub async fn settle(data: PathBuf, s: EpochSettlement, key: Identity) -> bool {
     let mut delay = Duration::from_secs(1);
     for attempt in 1..=ATTEMPTS {
         let (d, s2, k) = (data.clone(), s.clone(), key.clone());
@@ -110,7 +111,7 @@ pub async fn settle(data: PathBuf, s: EpochSettlement, key: Identity) {
             Ok(Ok(path)) => {
                 metrics::counter!("shoal_settlements_total", "outcome" => "written").increment(1);
                 tracing::info!(epoch = s.epoch, file = %path.display(), "settlement written");
-                return;
+                return true;
             }
             Ok(Err(e)) => tracing::warn!(epoch = s.epoch, attempt, error = %e, "settlement file not written; retrying"),
             Err(e) => tracing::warn!(epoch = s.epoch, attempt, error = %e, "settlement writer failed; retrying"),
@@ -120,4 +121,5 @@ pub async fn settle(data: PathBuf, s: EpochSettlement, key: Identity) {
     }
     metrics::counter!("shoal_settlements_total", "outcome" => "failed").increment(1);
     tracing::error!(epoch = s.epoch, "settlement file could not be written: the epoch stays unsettled on disk");
+    false
 }

@@ -166,6 +166,7 @@ pub(super) fn epoch_to_pb(s: &EpochSettlement) -> pb::Epoch {
                     .unwrap_or_default(),
             })
             .collect(),
+        settlement: String::new(),
     }
 }
 

@@ -259,7 +259,7 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         request: Request<pb::ListEpochsRequest>,
     ) -> Result<Response<pb::ListEpochsResponse>, Status> {
         allowed(&request, Op::Swarm)?;
-        swarm::epochs(&self.engine, request.get_ref()).await.map(Response::new)
+        swarm::epochs(&self.engine, request.get_ref(), (&self.consensus, &self.data.1)).await.map(Response::new)
     }
 
     async fn close_epoch(

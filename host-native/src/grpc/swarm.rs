@@ -214,6 +214,7 @@ pub(super) async fn status(engine: &EngineHandle) -> Result<pb::GetSwarmStatusRe
 pub(super) async fn epochs(
     engine: &EngineHandle,
     req: &pb::ListEpochsRequest,
+    settlements: (&crate::settlement::SharedConsensus, &std::path::Path),
 ) -> Result<pb::ListEpochsResponse, Status> {
     let below = match paging::position(ListCall::Epochs, 0, &req.page_token)? {
         None => u64::MAX,
@@ -236,6 +237,19 @@ pub(super) async fn epochs(
         (true, Some(last)) => paging::next_token(ListCall::Epochs, 0, &last.epoch.to_be_bytes()),
         _ => String::new(),
     };
+    let (view, data) = settlements;
+    let known = view.lock().map(|v| v.settlements.clone()).unwrap_or_default();
+    let epochs = epochs
+        .into_iter()
+        .map(|mut e| {
+            e.settlement = match known.get(&e.epoch) {
+                Some(state) => state.as_str().to_owned(),
+                None if crate::settler::file_of(data, e.epoch).is_file() => "settled".to_owned(),
+                None => "unsettled".to_owned(),
+            };
+            e
+        })
+        .collect();
     Ok(pb::ListEpochsResponse { epochs, next_page_token })
 }
 
