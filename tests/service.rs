@@ -533,3 +533,105 @@ async fn spot_checks_and_shadow_comparison_run_in_the_service() {
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// A webhook that fails once, then takes settlements: each request's head
+/// (lower case) and body.
+async fn flaky_webhook() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 64 * 1024];
+            let (head, body) = loop {
+                let Ok(n @ 1..) = s.read(&mut chunk).await else { return };
+                buf.extend_from_slice(&chunk[..n]);
+                let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                let head = String::from_utf8_lossy(&buf[..at]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= at + 4 + len {
+                    break (head, buf[at + 4..at + 4 + len].to_vec());
+                }
+            };
+            let first = {
+                let mut seen = log.lock().expect("log");
+                seen.push((head, body));
+                seen.len() == 1
+            };
+            let answer: &[u8] = if first {
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            };
+            let _ = s.write_all(answer).await;
+        }
+    });
+    (addr, seen)
+}
+
+/// An agreed epoch is posted to the settlement webhook, retried after a
+/// failure, signed over its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_settled_epoch_is_posted_to_the_webhook_until_it_is_taken() {
+    let (hook, seen) = flaky_webhook().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.server.settlement_webhook = format!("http://{hook}/settlements");
+    let service = Service::start(cfg).await.expect("service starts");
+    let workers = Workers::spawn(&service, "honest", 2, Behaviour::Honest);
+    let mut c = client(&service).await;
+    wait_admitted(&mut c, 2).await;
+    let job = submit(&mut c, "paid", 2, &mixed_tasks(3)).await;
+    wait_finished(&mut c, &job, 60).await;
+    let epochs = close_epoch_all(&mut c).await;
+    let last = epochs.last().expect("an epoch").clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (head, body) = loop {
+        let found = seen
+            .lock()
+            .expect("log")
+            .iter()
+            .skip(1)
+            .find(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).is_ok_and(|v| v["epoch"] == last.epoch))
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "epoch {} never posted again after the failure", last.epoch);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(head.starts_with("post /settlements http/1.1"), "{head}");
+    let header = |name: &str| {
+        head.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(str::trim).unwrap_or_default().to_owned()
+    };
+    assert_eq!(header("idempotency-key"), format!("shoal-epoch-{}-{}", last.epoch, last.digest));
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    };
+    let key: [u8; 32] = hex(&header("x-shoal-key")).try_into().expect("a key");
+    let signature: [u8; 64] =
+        hex(header("x-shoal-signature").trim_start_matches("ed25519=")).try_into().expect("a signature");
+    assert_eq!(shoal_core::identity::verify_signature(&key, &body, &signature), Ok(()), "signed over the body");
+    let doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(doc["digest"], last.digest.as_str());
+    // The epoch shows settled once file and webhook are done.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = c.list_epochs(pb::ListEpochsRequest::default()).await.expect("epochs").into_inner();
+        let state = listed.epochs.iter().find(|e| e.epoch == last.epoch).map(|e| e.settlement.clone());
+        if state.as_deref() == Some("settled") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "epoch {} is {state:?}", last.epoch);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}

@@ -163,6 +163,12 @@ pub struct ServerConfig {
     /// taken and the kit's files carry CORS for them. The coordinator's own
     /// pages need no entry; empty: only those.
     pub embed_origins: Vec<String>,
+    /// A URL (`https://…`, or `http://` on a private network) each agreed
+    /// epoch's signed settlement is POSTed to, retried until it answers
+    /// 2xx (headers `Idempotency-Key`, `X-Shoal-Signature: ed25519=…`,
+    /// `X-Shoal-Key`); empty: none (the settlement files are written
+    /// either way).
+    pub settlement_webhook: String,
     /// An admin API token (`authorization: Bearer <token>`; clients:
     /// `--api-token` or `SHOAL_API_TOKEN`). More tokens, with roles, are
     /// made with `shoal token create` and kept (hashed) in storage.
@@ -200,6 +206,7 @@ impl Default for ServerConfig {
             anonymous: crate::access::Anonymous::Auto,
             cors_origins: Vec::new(),
             embed_origins: Vec::new(),
+            settlement_webhook: String::new(),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
             insecure: false,
@@ -361,6 +368,17 @@ impl ShoalConfig {
             .map_err(|e| invalid("configuration key `coordinator.payout_pattern`", e))?;
         crate::embed::EmbedOrigins::parse(&cfg.server.embed_origins)
             .map_err(|e| invalid("configuration key `server.embed_origins`", e))?;
+        let hook = &cfg.server.settlement_webhook;
+        if !hook.is_empty()
+            && !hook.parse::<axum::http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+            })
+        {
+            return Err(invalid(
+                "configuration key `server.settlement_webhook`",
+                format!("{hook:?} is not an http(s) URL"),
+            ));
+        }
         Ok(cfg)
     }
 
@@ -417,6 +435,8 @@ mod tests {
         let err = ShoalConfig::load(None, vec![], &["server.embed_origins=[\"https://blog.example/posts\"]".into()])
             .expect_err("a path is not an origin");
         assert!(err.to_string().contains("embed_origins") && err.to_string().contains("/posts"), "{err}");
+        let err = ShoalConfig::load(None, vec![], &["server.settlement_webhook=ftp://x/y".into()]).expect_err("not http");
+        assert!(err.to_string().contains("settlement_webhook"), "{err}");
         let ok = ShoalConfig::load(None, vec![], &["server.embed_origins=[\"*\"]".into()]).expect("any site");
         assert_eq!(ok.server.embed_origins, vec!["*".to_owned()]);
     }

@@ -149,7 +149,9 @@ impl Service {
             DataPlane::new(&cfg, engine.clone(), data.clone(), proxies.clone()).map_err(ServiceError::Config)?;
         let submit_limits =
             crate::grpc::SubmitLimits::new(cfg.server.max_receiving_bytes, cfg.server.max_submits_per_client);
-        let settler = (data.clone(), crate::settler::signing_key(&secret));
+        let webhook = Some(cfg.server.settlement_webhook.clone()).filter(|w| !w.is_empty());
+        let settler =
+            crate::settler::Settler { data: data.clone(), key: crate::settler::signing_key(&secret), webhook };
         let (consensus, consensus_task) =
             crate::settlement::spawn(engine.settlements(), stop_rx.clone(), Some(settler));
         let svc = pb::shoal_service_server::ShoalServiceServer::new(ShoalService::new(

@@ -90,10 +90,6 @@ fn view_of(s: &SoloSettlement) -> ConsensusView {
     }
 }
 
-/// Where agreed settlements go: the data folder (its `settlements/`) and
-/// the coordinator's signing key ([`crate::settler`]).
-pub type Settler = (std::path::PathBuf, shoal_core::identity::Identity);
-
 /// Settlements waiting for agreement kept at most (older ones are dropped
 /// unsettled, with a warning).
 const WAITING_KEPT: usize = 1_000;
@@ -104,7 +100,7 @@ const WAITING_KEPT: usize = 1_000;
 pub fn spawn(
     mut events: broadcast::Receiver<TimedEvent>,
     mut stop: watch::Receiver<bool>,
-    settler: Option<Settler>,
+    settler: Option<crate::settler::Settler>,
 ) -> (SharedConsensus, JoinHandle<()>) {
     // The machine's deadlines need a clock that never steps back.
     let mut clock = Clock::resume(Millis(0));
@@ -148,11 +144,11 @@ pub fn spawn(
                 let Some(settled) = waiting.remove(&a.epoch).filter(|s| s.digest.to_hex() == a.digest) else {
                     continue;
                 };
-                if let Some((data, key)) = settler.clone() {
+                if let Some(settler) = settler.clone() {
                     let view = Arc::clone(&publish);
                     tokio::spawn(async move {
                         let epoch = settled.epoch;
-                        let done = crate::settler::settle(data, settled, key).await;
+                        let done = crate::settler::settle(settler, settled).await;
                         set_state(&view, epoch, if done { SettlementState::Settled } else { SettlementState::Failed });
                     });
                 }

@@ -100,26 +100,134 @@ fn write_once(data: &Path, s: &EpochSettlement, key: &Identity) -> std::io::Resu
     Ok(path)
 }
 
-/// Settles an agreed epoch: writes its file, retrying with backoff (1 s,
-/// doubling, up to [`ATTEMPTS`]); the outcome is logged and counted, and
-/// returned (true: written).
-pub async fn settle(data: PathBuf, s: EpochSettlement, key: Identity) -> bool {
-    let mut delay = Duration::from_secs(1);
-    for attempt in 1..=ATTEMPTS {
-        let (d, s2, k) = (data.clone(), s.clone(), key.clone());
-        match tokio::task::spawn_blocking(move || write_once(&d, &s2, &k)).await {
-            Ok(Ok(path)) => {
-                metrics::counter!("shoal_settlements_total", "outcome" => "written").increment(1);
-                tracing::info!(epoch = s.epoch, file = %path.display(), "settlement written");
-                return true;
+/// Where agreed settlements go.
+#[derive(Clone, Debug)]
+pub struct Settler {
+    /// The data folder (files go to its `settlements/`).
+    pub data: PathBuf,
+    /// The coordinator's settlement signing key.
+    pub key: Identity,
+    /// `server.settlement_webhook` (None: no webhook).
+    pub webhook: Option<String>,
+}
+
+/// Settles an agreed epoch: writes its file, then posts it to the webhook
+/// if there is one, each retried with backoff (1 s, doubling to a minute,
+/// [`ATTEMPTS`] tries); the outcome is logged and counted, and returned
+/// (true: settled).
+pub async fn settle(settler: Settler, s: EpochSettlement) -> bool {
+    let epoch = s.epoch;
+    let file = retry("settlement file", epoch, || {
+        let (d, s2, k) = (settler.data.clone(), s.clone(), settler.key.clone());
+        async move {
+            match tokio::task::spawn_blocking(move || write_once(&d, &s2, &k)).await {
+                Ok(Ok(path)) => {
+                    tracing::info!(epoch, file = %path.display(), "settlement written");
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
             }
-            Ok(Err(e)) => tracing::warn!(epoch = s.epoch, attempt, error = %e, "settlement file not written; retrying"),
-            Err(e) => tracing::warn!(epoch = s.epoch, attempt, error = %e, "settlement writer failed; retrying"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_mins(1));
+    })
+    .await;
+    let hook = match &settler.webhook {
+        None => true,
+        Some(url) => retry("settlement webhook", epoch, || post_webhook(url, &s, &settler.key)).await,
+    };
+    let outcome = if file && hook { "settled" } else { "failed" };
+    metrics::counter!("shoal_settlements_total", "outcome" => outcome).increment(1);
+    if !(file && hook) {
+        tracing::error!(epoch, file, webhook = hook, "the epoch could not be settled after every retry");
     }
-    metrics::counter!("shoal_settlements_total", "outcome" => "failed").increment(1);
-    tracing::error!(epoch = s.epoch, "settlement file could not be written: the epoch stays unsettled on disk");
+    file && hook
+}
+
+/// Runs `attempt` until it succeeds, at most [`ATTEMPTS`] times with
+/// backoff; false if it never did.
+async fn retry<F, Fut>(what: &str, epoch: u64, mut attempt: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut delay = Duration::from_secs(1);
+    for n in 1..=ATTEMPTS {
+        match attempt().await {
+            Ok(()) => return true,
+            Err(e) => tracing::warn!(epoch, attempt = n, error = %e, "{what} failed; retrying"),
+        }
+        if n < ATTEMPTS {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_mins(1));
+        }
+    }
     false
+}
+
+/// Posts an epoch's signed document to the operator's webhook
+/// (`server.settlement_webhook`, `http://` or `https://`): the body is the
+/// document, `Idempotency-Key` its key, and `X-Shoal-Signature` an Ed25519
+/// signature over the body by the coordinator's settlement key (its public
+/// half in `X-Shoal-Key` and in the body). A 2xx answer settles it.
+pub async fn post_webhook(url: &str, s: &EpochSettlement, key: &Identity) -> Result<(), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("settlement webhook {url:?}: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("settlement webhook {url:?}: http:// or https://")),
+    };
+    let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
+        return Err(format!("settlement webhook {url:?} names no host"));
+    };
+    let host = host.trim_matches(['[', ']']).to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let doc = document(s, key);
+    let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+    let request = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", doc["idempotency_key"].as_str().unwrap_or_default())
+        .header("x-shoal-key", shoal_core::Digest(key.public_key()).to_hex())
+        .header("x-shoal-signature", format!("ed25519={}", hex(&key.sign(&body))))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+        if tls {
+            let cfg = crate::tls::client_config(None).map_err(|e| e.to_string())?;
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| format!("{host}: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS with {authority}: {e}"))?;
+            send(stream, request).await
+        } else {
+            send(stream, request).await
+        }
+    };
+    let status = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| "the webhook did not answer within 30 s".to_owned())??;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the webhook answered {status}"))
+    }
+}
+
+async fn send<S>(
+    stream: S,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<hyper::StatusCode, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    Ok(response.status())
 }
