@@ -435,7 +435,8 @@ mod tests {
         let err = ShoalConfig::load(None, vec![], &["server.embed_origins=[\"https://blog.example/posts\"]".into()])
             .expect_err("a path is not an origin");
         assert!(err.to_string().contains("embed_origins") && err.to_string().contains("/posts"), "{err}");
-        let err = ShoalConfig::load(None, vec![], &["server.settlement_webhook=ftp://x/y".into()]).expect_err("not http");
+        let err =
+            ShoalConfig::load(None, vec![], &["server.settlement_webhook=ftp://x/y".into()]).expect_err("not http");
         assert!(err.to_string().contains("settlement_webhook"), "{err}");
         let ok = ShoalConfig::load(None, vec![], &["server.embed_origins=[\"*\"]".into()]).expect("any site");
         assert_eq!(ok.server.embed_origins, vec!["*".to_owned()]);

@@ -194,14 +194,7 @@ pub async fn post_webhook(url: &str, s: &EpochSettlement, key: &Identity) -> Res
     let exchange = async {
         let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
         if tls {
-            let cfg = crate::tls::client_config(None).map_err(|e| e.to_string())?;
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| format!("{host}: {e}"))?;
-            let stream = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, stream)
-                .await
-                .map_err(|e| format!("TLS with {authority}: {e}"))?;
-            send(stream, request).await
+            send(crate::tls::connect(&host, stream, None).await?, request).await
         } else {
             send(stream, request).await
         }

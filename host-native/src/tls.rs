@@ -194,3 +194,17 @@ pub fn private_pki(dir: &Path, names: &[&str]) -> Result<PrivatePki, TlsError> {
     write(&pki.key, key.serialize_pem())?;
     Ok(pki)
 }
+
+/// TLS over `stream` to `host` (its certificate checked against the
+/// system's roots and `ca`), for the clients Shoal makes: the worker's
+/// WebSocket, the settlement webhook.
+pub async fn connect(
+    host: &str,
+    stream: tokio::net::TcpStream,
+    ca: Option<&Path>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let cfg = client_config(ca).map_err(|e| e.to_string())?;
+    let name =
+        tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+    tokio_rustls::TlsConnector::from(cfg).connect(name, stream).await.map_err(|e| format!("TLS with {host}: {e}"))
+}

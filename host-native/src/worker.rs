@@ -187,13 +187,7 @@ async fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<Ws, String> 
         .map_err(|e| e.to_string())?;
     let executor = hyper_util::rt::TokioExecutor::new();
     if tls {
-        let cfg = crate::tls::client_config(ca).map_err(|e| e.to_string())?;
-        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|e| format!("{host}: {e}"))?;
-        let stream = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, stream)
-            .await
-            .map_err(|e| format!("TLS with {authority}: {e}"))?;
+        let stream = crate::tls::connect(host, stream, ca).await?;
         let (ws, _) = fastwebsockets::handshake::client(&executor, request, stream).await.map_err(|e| e.to_string())?;
         return Ok(ws);
     }
