@@ -73,7 +73,7 @@ async fn a_backup_under_load_restores_every_verified_result_and_payout() {
     let mut c = client(&service).await;
     assert_eq!(results(&mut c, &a).await, a_results, "every verified result");
     let kept = all_epochs(&mut c).await;
-    assert_eq!(&kept[..epochs.len()], &epochs[..], "every settled payout");
+    assert_eq!(without_settlement(&kept[..epochs.len()]), without_settlement(&epochs), "every settled payout");
     let workers = Workers::spawn(&service, "w", 3, Behaviour::Honest);
     let done = wait_finished(&mut c, &b, 120).await;
     assert_eq!(done.verified, 300, "{done:?}");

@@ -200,6 +200,12 @@ pub async fn all_epochs(client: &mut ShoalServiceClient<tonic::transport::Channe
     }
 }
 
+/// Epochs without their settlement state (the settler's: it moves on its
+/// own, and its files are beside the store), to compare what was paid.
+pub fn without_settlement(epochs: &[pb::Epoch]) -> Vec<pb::Epoch> {
+    epochs.iter().cloned().map(|e| pb::Epoch { settlement: String::new(), ..e }).collect()
+}
+
 /// Settles the open epoch, then every settled epoch, oldest first.
 pub async fn close_epoch_all(client: &mut ShoalServiceClient<tonic::transport::Channel>) -> Vec<pb::Epoch> {
     client.close_epoch(pb::CloseEpochRequest {}).await.expect("epoch closed");
