@@ -12,6 +12,7 @@ use shoal_core::kernels::{KernelSpec, Sha256Params};
 use shoal_native::grpc::pb;
 use shoal_native::worker::Behaviour;
 use shoal_native::Service;
+use std::time::Duration;
 
 fn shoal(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_shoal-e2e")).args(args).env("RUST_LOG", "warn").output().expect("shoal runs")
@@ -32,6 +33,14 @@ async fn a_backup_under_load_restores_every_verified_result_and_payout() {
     let epochs = close_epoch_all(&mut c).await;
     assert!(epochs.last().is_some_and(|e| !e.payouts.is_empty()), "paid: {epochs:?}");
     let a_results = results(&mut c, &a).await;
+    // The last settlement's signed file is written before the backup.
+    let last = epochs.last().expect("an epoch").epoch;
+    let settled = shoal_native::settler::file_of(&dir.path().join("data"), last);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !settled.is_file() {
+        assert!(tokio::time::Instant::now() < deadline, "no settlement file {}", settled.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // B: running while the backup is made.
     let small = KernelSpec::Sha256(Sha256Params { count: 4, message_len: 64 });
     let b_tasks: Vec<_> = (0..300).map(|i| (small.clone(), small.seeded_inputs(i))).collect();
@@ -74,6 +83,12 @@ async fn a_backup_under_load_restores_every_verified_result_and_payout() {
     assert_eq!(results(&mut c, &a).await, a_results, "every verified result");
     let kept = all_epochs(&mut c).await;
     assert_eq!(without_settlement(&kept[..epochs.len()]), without_settlement(&epochs), "every settled payout");
+    assert_eq!(
+        std::fs::read(shoal_native::settler::file_of(&restored, last)).ok(),
+        std::fs::read(&settled).ok(),
+        "the signed settlement file comes back"
+    );
+    assert_eq!(kept.iter().find(|e| e.epoch == last).map(|e| e.settlement.as_str()), Some("settled"));
     let workers = Workers::spawn(&service, "w", 3, Behaviour::Honest);
     let done = wait_finished(&mut c, &b, 120).await;
     assert_eq!(done.verified, 300, "{done:?}");

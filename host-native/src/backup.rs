@@ -37,8 +37,8 @@ fn blob_file() -> String {
     Path::new(STORE_FILE).with_extension("blobs").display().to_string()
 }
 
-/// Archives a consistent copy of `store` and the worker secret of `data`
-/// into a new tar file in `data`; returns its path (the caller streams and
+/// Archives a consistent copy of `store`, the worker secret of `data` and
+/// its signed settlement files into a new tar file in `data`; returns its path (the caller streams and
 /// removes it) and what it holds.
 pub fn archive(store: &dyn Store, data: &Path) -> Result<(PathBuf, BackupStats), BackupError> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -53,6 +53,19 @@ pub fn archive(store: &dyn Store, data: &Path) -> Result<(PathBuf, BackupStats),
             tar.append_path_with_name(work.join(&name), &name).map_err(io(format!("archiving {name}")))?;
         }
         tar.append_path_with_name(data.join(SECRET_FILE), SECRET_FILE).map_err(io("archiving the worker secret"))?;
+        // The signed settlement files written so far.
+        let settlements = data.join(crate::settler::SETTLEMENTS_DIR);
+        let mut files: Vec<String> = std::fs::read_dir(&settlements)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| format!("{}/{}", crate::settler::SETTLEMENTS_DIR, e.file_name().to_string_lossy()))
+            .filter(|name| is_settlement_file(name))
+            .collect();
+        files.sort();
+        for name in files {
+            tar.append_path_with_name(data.join(&name), &name).map_err(io(format!("archiving {name}")))?;
+        }
         let file = tar.into_inner().map_err(io("finishing the archive"))?;
         file.into_inner()
             .map_err(|e| io("finishing the archive")(e.into_error()))?
@@ -62,6 +75,16 @@ pub fn archive(store: &dyn Store, data: &Path) -> Result<(PathBuf, BackupStats),
     })();
     let _ = std::fs::remove_dir_all(&work);
     result
+}
+
+/// Whether an archive path is a settlement file (`settlements/epoch-` and
+/// ten digits `.json`): the only names besides the store and the secret a
+/// backup holds, so a crafted archive cannot write anywhere else.
+fn is_settlement_file(name: &str) -> bool {
+    name.strip_prefix(crate::settler::SETTLEMENTS_DIR)
+        .and_then(|n| n.strip_prefix("/epoch-"))
+        .and_then(|n| n.strip_suffix(".json"))
+        .is_some_and(|digits| digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Removes what backups interrupted by a crash left in `data`.
@@ -94,7 +117,10 @@ pub fn restore(archive: &Path, data: &Path) -> Result<(), BackupError> {
         for entry in tar.entries().map_err(io("reading the archive"))? {
             let mut entry = entry.map_err(io("reading the archive"))?;
             let name = entry.path().map_err(io("reading the archive"))?.display().to_string();
-            if ![STORE_FILE.to_owned(), blob_file(), SECRET_FILE.to_owned()].contains(&name) {
+            if is_settlement_file(&name) {
+                let dir = staging.join(crate::settler::SETTLEMENTS_DIR);
+                std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+            } else if ![STORE_FILE.to_owned(), blob_file(), SECRET_FILE.to_owned()].contains(&name) {
                 return Err(BackupError::Refused(format!("{} holds `{name}`: not a shoal backup", archive.display())));
             }
             entry.unpack(staging.join(&name)).map_err(io(format!("unpacking {name}")))?;
@@ -107,4 +133,24 @@ pub fn restore(archive: &Path, data: &Path) -> Result<(), BackupError> {
     })();
     let _ = std::fs::remove_dir_all(&staging);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_settlement_file;
+
+    #[test]
+    fn only_settlement_files_by_their_exact_names_come_back() {
+        assert!(is_settlement_file("settlements/epoch-0000000042.json"));
+        for bad in [
+            "settlements/epoch-42.json",
+            "settlements/../worker.secret",
+            "settlements/epoch-000000004a.json",
+            "settlements/epoch-0000000042.json/x",
+            "/settlements/epoch-0000000042.json",
+            "other/epoch-0000000042.json",
+        ] {
+            assert!(!is_settlement_file(bad), "{bad}");
+        }
+    }
 }
