@@ -36,6 +36,7 @@ pub fn EpochsPage() -> impl IntoView {
                                     <tr><th>"operator cut"</th><td>{amount(&e.operator_cut)}</td></tr>
                                     <tr><th>"carried out"</th><td>{amount(&e.carried_out)}</td></tr>
                                     <tr><th>"settlement digest"</th><td class="mono">{e.digest.clone()}</td></tr>
+                                    <tr><th>"settlement"</th><td data-col="settlement">{if e.settlement.is_empty() { "—".to_owned() } else { e.settlement.clone() }}</td></tr>
                                 </table>
                                 <div class="scroll">
                                     <table class="payouts">
