@@ -209,8 +209,8 @@ impl FromStr for Digest {
     }
 }
 
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes` (ids, keys, signatures in text).
+pub fn hex_lower(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -66,15 +66,7 @@ pub fn document(s: &EpochSettlement, key: &Identity) -> serde_json::Value {
         "carried_out": s.carried_out.to_string(),
         "payouts": payouts,
         "public_key": shoal_core::Digest(key.public_key()).to_hex(),
-        "signature": hex(&signature),
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
+        "signature": shoal_core::digest::hex_lower(&signature),
     })
 }
 
@@ -188,7 +180,7 @@ pub async fn post_webhook(url: &str, s: &EpochSettlement, key: &Identity) -> Res
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header("idempotency-key", doc["idempotency_key"].as_str().unwrap_or_default())
         .header("x-shoal-key", shoal_core::Digest(key.public_key()).to_hex())
-        .header("x-shoal-signature", format!("ed25519={}", hex(&key.sign(&body))))
+        .header("x-shoal-signature", format!("ed25519={}", shoal_core::digest::hex_lower(&key.sign(&body))))
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())?;
     let exchange = async {
