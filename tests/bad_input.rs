@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use shoal_core::auth::derive_token;
+use shoal_core::benchmark::CpuAnswer;
 use shoal_core::kernels::{KernelSpec, Sha256Params};
 use shoal_core::wire::message::{ErrorCode, Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
@@ -67,22 +68,40 @@ fn hello(id: &str, token: &str, nonce: &[u8; 16]) -> Envelope {
     })))
 }
 
-/// Answers `e` if it is an offer: runs its kernel, sends the ack and the
-/// result; returns the result and whether it was a benchmark task.
-async fn answer(ws: &mut Ws, e: &Envelope) -> Option<(Envelope, bool)> {
-    let Message::TaskOffer(o) = &e.message else { return None };
-    let refs: Vec<&[u8]> = e.attachments.iter().map(|b| &b[..]).collect();
-    let out: Vec<Bytes> = o.kernel.run_cpu(&refs).expect("runs").into_iter().map(Bytes::from).collect();
-    let ack = Envelope::bare(Message::TaskAck(shoal_core::wire::message::TaskAck { assignment: o.assignment }));
-    let result = Envelope::task_result(o.assignment, out);
-    send(ws, &[ack, result.clone()]).await;
-    Some((result, o.job == shoal_core::JobId::BENCHMARK))
+/// Answers `e`: an offer (runs its kernel, sends the ack and the result),
+/// a benchmark run (the ack and the commitment; the answer is kept in
+/// `bench`) or its challenge (the reveal). Returns what it sent last and
+/// whether that ended a benchmark run.
+async fn answer(ws: &mut Ws, e: &Envelope, bench: &mut Option<CpuAnswer>) -> Option<(Envelope, bool)> {
+    let ack = |assignment| Envelope::bare(Message::TaskAck(shoal_core::wire::message::TaskAck { assignment }));
+    match &e.message {
+        Message::TaskOffer(o) => {
+            let refs: Vec<&[u8]> = e.attachments.iter().map(|b| &b[..]).collect();
+            let out: Vec<Bytes> = o.kernel.run_cpu(&refs).expect("runs").into_iter().map(Bytes::from).collect();
+            let result = Envelope::task_result(o.assignment, out);
+            send(ws, &[ack(o.assignment), result.clone()]).await;
+            Some((result, false))
+        }
+        Message::BenchmarkOffer(b) => {
+            let a = CpuAnswer::run(b).expect("a benchmark");
+            send(ws, &[ack(b.assignment), a.commit()]).await;
+            *bench = Some(a);
+            None
+        }
+        Message::BenchmarkChallenge(c) => {
+            let reveal = bench.take()?.reveal(c);
+            send(ws, std::slice::from_ref(&reveal)).await;
+            Some((reveal, true))
+        }
+        _ => None,
+    }
 }
 
 /// Answers offers correctly until `want` non-benchmark offers were answered; returns those results.
 async fn work(ws: &mut Ws, want: usize) -> Vec<Envelope> {
     let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
     let mut answered = Vec::new();
+    let mut bench = None;
     while answered.len() < want {
         let Some(Ok(WsMessage::Binary(b))) =
             tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("in time")
@@ -91,7 +110,7 @@ async fn work(ws: &mut Ws, want: usize) -> Vec<Envelope> {
         };
         dec.push_bytes(b);
         while let Ok(Some(e)) = dec.next_envelope() {
-            if let Some((result, false)) = answer(ws, &e).await {
+            if let Some((result, false)) = answer(ws, &e, &mut bench).await {
                 answered.push(result);
             }
         }
@@ -254,7 +273,7 @@ async fn a_worker_that_stops_reading_is_disconnected() {
     send(&mut ws, &[hello("sloth", &derive_token(&service.secret, &id), &nonce)]).await;
     // It answers the benchmark (and is admitted), then reads nothing more.
     let mut dec = MessageDecoder::new(WireLimits::default()).expect("decoder");
-    let mut benchmarked = false;
+    let (mut benchmarked, mut bench) = (false, None);
     while !benchmarked {
         let Some(Ok(WsMessage::Binary(b))) =
             tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("in time")
@@ -263,7 +282,7 @@ async fn a_worker_that_stops_reading_is_disconnected() {
         };
         dec.push_bytes(b);
         while let Ok(Some(e)) = dec.next_envelope() {
-            benchmarked |= answer(&mut ws, &e).await.is_some();
+            benchmarked |= matches!(answer(&mut ws, &e, &mut bench).await, Some((_, true)));
         }
     }
     // Inputs of 8 MiB: the offers it is given (4 at a time) are more than

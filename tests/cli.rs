@@ -9,9 +9,10 @@ use std::process::{Command, Output, Stdio};
 use common::{free_port, ChildGuard};
 use std::time::Duration;
 
-const SETTINGS: [&str; 8] = [
+const SETTINGS: [&str; 9] = [
     "coordinator.distinct_origins=false",
     "coordinator.profile.benchmark_size=64",
+    "coordinator.profile.benchmark_max_size=64",
     "coordinator.profile.min_mflops=1",
     "coordinator.rewards.min_tasks=1",
     "coordinator.epoch.every=0",

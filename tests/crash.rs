@@ -33,6 +33,8 @@ fn start(data: &std::path::Path, http: u16, grpc: u16) -> ChildGuard {
             "--set",
             "coordinator.profile.benchmark_size=64",
             "--set",
+            "coordinator.profile.benchmark_max_size=64",
+            "--set",
             "coordinator.profile.min_mflops=1",
             "--set",
             "coordinator.epoch.every=0",

@@ -58,6 +58,7 @@ impl Up {
             .args(["--set", &format!("server.grpc=127.0.0.1:{grpc}")])
             // A debug build's CPU workers and SwiftShader are slow; admit them.
             .args(["--set", "coordinator.profile.min_mflops=1", "--set", "coordinator.profile.benchmark_size=64"])
+            .args(["--set", "coordinator.profile.benchmark_max_size=64"])
             .args(["--set", "coordinator.rewards.min_tasks=1"])
             // Last, so they override the settings above.
             .args(args)
@@ -475,6 +476,8 @@ async fn dashboard_budgets_at_10000_workers() {
         "coordinator.distinct_origins=false",
         "--set",
         "coordinator.profile.benchmark_size=4",
+        "--set",
+        "coordinator.profile.benchmark_max_size=4",
         "--set",
         "coordinator.profile.min_mflops=0",
     ])

@@ -18,9 +18,10 @@ use shoal_native::worker::{self, Behaviour, Executor, WorkerOptions};
 
 type Client = ShoalServiceClient<tonic::transport::Channel>;
 
-const SETTINGS: [&str; 6] = [
+const SETTINGS: [&str; 7] = [
     "coordinator.distinct_origins=false",
     "coordinator.profile.benchmark_size=64",
+    "coordinator.profile.benchmark_max_size=64",
     "coordinator.profile.min_mflops=1",
     "coordinator.allow_guests=true",
     "coordinator.max_guests_per_origin=16",

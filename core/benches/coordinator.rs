@@ -86,6 +86,7 @@ impl Bench {
         let mut cfg =
             CoordinatorConfig { max_workers: WORKERS as usize, max_queued_tasks: 4 * TASKS, ..Default::default() };
         cfg.profile.benchmark_size = 8;
+        cfg.profile.benchmark_max_size = 8;
         cfg.profile.min_mflops = 0;
         cfg.epoch.every = None;
         cfg.stale_after = Millis::from_mins(1_000_000);

@@ -48,7 +48,8 @@
 //! // The coordinator: settings, no worker secret (tokens unchecked) and
 //! // 32 bytes of entropy from the host.
 //! let mut cfg = CoordinatorConfig::default();
-//! cfg.profile.benchmark_size = 16; // a tiny admission benchmark
+//! cfg.profile.benchmark_size = 16; // a tiny admission benchmark…
+//! cfg.profile.benchmark_max_size = 16; // …that does not grow
 //! cfg.profile.min_mflops = 1;
 //! let mut coordinator = Coordinator::new(cfg, None, [7; 32]);
 //!
@@ -160,6 +161,7 @@
 
 pub mod amount;
 pub mod auth;
+pub mod benchmark;
 pub mod consensus;
 pub mod coordinator;
 pub mod digest;
@@ -177,4 +179,4 @@ pub mod worker;
 
 pub use digest::{Digest, DigestHasher};
 pub use ids::{AssignmentId, ConnId, JobId, OriginKey, TaskId, WorkerId};
-pub use time::Millis;
+pub use time::{Micros, Millis};

@@ -124,6 +124,7 @@ impl SimConfig {
     pub fn honest(seed: u64, workers: usize, tasks: usize) -> Self {
         let mut coordinator = CoordinatorConfig { max_workers: 10_000, ..CoordinatorConfig::default() };
         coordinator.profile.benchmark_size = 8;
+        coordinator.profile.benchmark_max_size = 8;
         coordinator.profile.min_mflops = 0;
         coordinator.profile.min_alloc_bytes = 0;
         coordinator.epoch.every = None;
@@ -226,6 +227,8 @@ struct SimWorker {
     tasks_done: u32,
     /// Jobs it has had offers of (a spotter's memory).
     jobs_seen: std::collections::BTreeSet<JobId>,
+    /// Its benchmark run, committed and awaiting the challenge.
+    bench: Option<crate::benchmark::CpuAnswer>,
 }
 
 struct Sim {
@@ -276,6 +279,7 @@ pub fn run_keeping(cfg: SimConfig) -> (SimReport, Coordinator, Vec<JobId>) {
                 rejoins: 0,
                 tasks_done: 0,
                 jobs_seen: std::collections::BTreeSet::new(),
+                bench: None,
             });
         }
     }
@@ -514,13 +518,23 @@ impl Sim {
         if self.workers[w].conn != Some(conn) {
             return;
         }
-        let Message::TaskOffer(offer) = env.message else { return };
+        let offer = match env.message {
+            Message::TaskOffer(offer) => offer,
+            Message::BenchmarkOffer(offer) => return self.benchmark(w, conn, &offer),
+            Message::BenchmarkChallenge(c) => {
+                if let Some(answer) = self.workers[w].bench.take() {
+                    let l = self.latency();
+                    self.at(self.now + l, Ev::ToCoordinator(conn, answer.reveal(&c)));
+                }
+                return;
+            }
+            _ => return,
+        };
         let now = self.now;
         let behaviour = self.workers[w].behaviour;
         let roll = self.rng.below(100);
-        let benchmark = offer.job == JobId::BENCHMARK;
         if let Behaviour::Flaky(p) = behaviour {
-            if !benchmark && roll < u64::from(p) {
+            if roll < u64::from(p) {
                 self.workers[w].conn = None;
                 self.coord.handle(now, Input::Disconnected { conn, reason: "connection closed".into() });
                 let back = now + Millis::from_secs(5 + self.rng.below(20));
@@ -530,12 +544,12 @@ impl Sim {
         }
         let l = self.latency();
         let assignment = offer.assignment;
-        if matches!(behaviour, Behaviour::Decliner(p) if !benchmark && roll < u64::from(p)) {
+        if matches!(behaviour, Behaviour::Decliner(p) if roll < u64::from(p)) {
             let no = Message::TaskDecline(TaskDecline { assignment, reason: "declined".into() });
             self.at(now + l, Ev::ToCoordinator(conn, Envelope::bare(no)));
             return;
         }
-        if matches!(behaviour, Behaviour::Failer(p) if !benchmark && roll < u64::from(p)) {
+        if matches!(behaviour, Behaviour::Failer(p) if roll < u64::from(p)) {
             let failed = Message::Error(ErrorMessage {
                 code: ErrorCode::ExecutionFailed,
                 assignment: Some(assignment),
@@ -554,19 +568,31 @@ impl Sim {
             }
         }
         self.at(start + l, Ev::ToCoordinator(conn, ack));
-        if matches!(behaviour, Behaviour::Hanging(p) if !benchmark && roll < u64::from(p)) {
+        if matches!(behaviour, Behaviour::Hanging(p) if roll < u64::from(p)) {
             return;
         }
-        let outputs = self.compute(w, &offer, &env.attachments, benchmark, roll);
+        let outputs = self.compute(w, &offer, &env.attachments, roll);
         let slow = if let Behaviour::Slow(f) = behaviour { u64::from(f.max(1)) } else { 1 };
         let exec = Millis(1 + offer.kernel.cost().ops / (self.workers[w].mflops * 1_000) * slow);
         self.at(start + l + exec, Ev::Finished(w, conn, offer.assignment, outputs));
     }
 
-    fn compute(&mut self, w: usize, offer: &TaskOffer, inputs: &[Bytes], benchmark: bool, roll: u64) -> Vec<Bytes> {
+    /// Every simulated worker runs the benchmark honestly, in the time its
+    /// speed says.
+    fn benchmark(&mut self, w: usize, conn: ConnId, offer: &crate::wire::message::BenchmarkOffer) {
+        let Some(answer) = crate::benchmark::CpuAnswer::run(offer) else { return };
+        let l = self.latency();
+        let ack = Envelope::bare(Message::TaskAck(TaskAck { assignment: offer.assignment }));
+        self.at(self.now + l, Ev::ToCoordinator(conn, ack));
+        let exec = Millis(1 + offer.kernel.cost().ops / (self.workers[w].mflops.max(1) * 1_000));
+        self.at(self.now + l + exec, Ev::ToCoordinator(conn, answer.commit()));
+        self.workers[w].bench = Some(answer);
+    }
+
+    fn compute(&mut self, w: usize, offer: &TaskOffer, inputs: &[Bytes], roll: u64) -> Vec<Bytes> {
         let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
         let mut out = offer.kernel.run_cpu(&refs).unwrap_or_default();
-        if benchmark || out.is_empty() || out[0].is_empty() {
+        if out.is_empty() || out[0].is_empty() {
             return out.into_iter().map(Bytes::from).collect();
         }
         let me = &mut self.workers[w];
@@ -597,8 +623,10 @@ impl Sim {
                     if let Some(&w) = self.conn_owner.get(&conn) {
                         if self.workers[w].conn == Some(conn) {
                             self.workers[w].conn = None;
-                            // Evicted or refused workers come back later, unless slashed or gone.
-                            let back = self.now + Millis::from_secs(30);
+                            // Evicted or refused workers come back later, unless slashed or
+                            // gone; a whitewashing Sybil comes back at once under a fresh id.
+                            let wait = if self.workers[w].whitewash { 1 } else { 30 };
+                            let back = self.now + Millis::from_secs(wait);
                             self.at(back, Ev::Connect(w));
                         }
                     }

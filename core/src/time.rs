@@ -57,3 +57,27 @@ impl fmt::Display for Millis {
         write!(f, "{}ms", self.0)
     }
 }
+
+/// A point in time in whole microseconds, for the few measurements a
+/// millisecond clock cannot resolve (the admission benchmark of a fast
+/// GPU). Hosts pass microseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Micros(pub u64);
+
+impl Micros {
+    /// The same instant in whole milliseconds (rounded down).
+    pub const fn millis(self) -> Millis {
+        Millis(self.0 / 1_000)
+    }
+
+    /// The time elapsed from `earlier` to `self`, zero if `earlier` is later.
+    pub const fn since(self, earlier: Micros) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl From<Millis> for Micros {
+    fn from(m: Millis) -> Micros {
+        Micros(m.0.saturating_mul(1_000))
+    }
+}

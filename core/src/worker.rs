@@ -13,17 +13,19 @@
 //! after a silence long enough for the coordinator to have re-queued its
 //! work, the session ends instead of sending stale results as if fresh.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 
+use crate::benchmark;
 use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, WorkerId};
 use crate::kernels::KernelSpec;
 use crate::rng::SplitMix64;
 use crate::time::Millis;
 use crate::wire::message::{
-    ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, HelloAuth, MessageDecoder, TaskAck, TaskDecline, TaskOffer,
+    BenchmarkChallenge, BenchmarkCommit, BenchmarkOffer, ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, HelloAuth,
+    MessageDecoder, TaskAck, TaskDecline, TaskOffer,
 };
 use crate::wire::{Envelope, Message};
 
@@ -165,6 +167,9 @@ pub struct WorkerSession {
     identity: Option<IdentityHello>,
     max_concurrent: usize,
     running: HashSet<AssignmentId>,
+    /// Benchmark runs: their chunk size, then (run, committed) their
+    /// output until the coordinator's challenge.
+    benchmarks: HashMap<AssignmentId, (u32, Option<Bytes>)>,
     heartbeat_every: Millis,
     next_heartbeat: Option<Millis>,
     last_tick: Option<Millis>,
@@ -185,6 +190,7 @@ impl WorkerSession {
             identity: None,
             max_concurrent,
             running: HashSet::new(),
+            benchmarks: HashMap::new(),
             heartbeat_every: Millis::from_secs(10),
             next_heartbeat: None,
             last_tick: None,
@@ -288,8 +294,13 @@ impl WorkerSession {
                 self.state = SessionState::Working { worker_id: w.worker_id };
             }
             Message::TaskOffer(offer) => self.on_offer(offer, envelope.attachments),
-            Message::Cancel(c) if self.running.remove(&c.assignment) => {
-                self.outputs.push_back(WorkerOutput::Abort(c.assignment));
+            Message::BenchmarkOffer(offer) => self.on_benchmark(offer),
+            Message::BenchmarkChallenge(c) => self.on_benchmark_challenge(&c),
+            Message::Cancel(c) => {
+                self.benchmarks.remove(&c.assignment);
+                if self.running.remove(&c.assignment) {
+                    self.outputs.push_back(WorkerOutput::Abort(c.assignment));
+                }
             }
             Message::Error(e) if e.assignment.is_none() => {
                 self.close(format!("coordinator error {:?}: {}", e.code, e.message));
@@ -327,6 +338,60 @@ impl WorkerSession {
         });
     }
 
+    /// Takes the admission benchmark: generates its input from the seed
+    /// and runs it like any task; the output is committed to, not sent.
+    fn on_benchmark(&mut self, offer: BenchmarkOffer) {
+        let assignment = offer.assignment;
+        let Some(n) = benchmark::edge(&offer.kernel) else {
+            return self.send(Message::Error(ErrorMessage {
+                code: ErrorCode::Malformed,
+                assignment: Some(assignment),
+                message: "a benchmark is a square matmul".into(),
+            }));
+        };
+        let len = benchmark::output_len(n);
+        let chunks = benchmark::chunk_count(len, offer.chunk_bytes);
+        if !offer.chunk_bytes.is_multiple_of(4) || chunks > benchmark::MAX_CHUNKS {
+            return self.send(Message::Error(ErrorMessage {
+                code: ErrorCode::Malformed,
+                assignment: Some(assignment),
+                message: format!("benchmark chunks of {} bytes do not fit the limits", offer.chunk_bytes),
+            }));
+        }
+        if self.running.len() >= self.max_concurrent || self.running.contains(&assignment) {
+            return self.send(Message::TaskDecline(TaskDecline { assignment, reason: "busy".into() }));
+        }
+        self.running.insert(assignment);
+        self.benchmarks.insert(assignment, (offer.chunk_bytes, None));
+        self.send(Message::TaskAck(TaskAck { assignment }));
+        self.outputs.push_back(WorkerOutput::Run {
+            assignment,
+            job: JobId::BENCHMARK,
+            budget: Millis(offer.deadline_ms),
+            kernel: std::sync::Arc::unwrap_or_clone(offer.kernel),
+            inputs: benchmark::inputs(n, offer.seed),
+        });
+    }
+
+    /// Reveals the challenged chunks of a committed benchmark output.
+    fn on_benchmark_challenge(&mut self, c: &BenchmarkChallenge) {
+        let Some((chunk, Some(output))) = self.benchmarks.remove(&c.assignment) else { return };
+        let count = benchmark::chunk_count(output.len() as u64, chunk);
+        if c.chunks.iter().any(|&i| i as usize >= count) {
+            return self.send(Message::Error(ErrorMessage {
+                code: ErrorCode::Malformed,
+                assignment: Some(c.assignment),
+                message: format!("challenged chunk beyond the {count} committed"),
+            }));
+        }
+        let revealed = c
+            .chunks
+            .iter()
+            .map(|&i| output.slice(benchmark::chunk_range(output.len() as u64, chunk, i as usize)))
+            .collect();
+        self.outputs.push_back(WorkerOutput::Send(Envelope::task_result(c.assignment, revealed)));
+    }
+
     /// Handles the bytes of one read from the connection: every envelope
     /// they complete, in order. Frames that do not decode end the session
     /// (a worker never guesses at a coordinator's bytes).
@@ -349,6 +414,23 @@ impl WorkerSession {
     fn on_finished(&mut self, assignment: AssignmentId, outcome: Result<Vec<Bytes>, String>) {
         if self.state == SessionState::Closed || !self.running.remove(&assignment) {
             return;
+        }
+        if let Some((chunk, committed)) = self.benchmarks.get_mut(&assignment) {
+            let output = match outcome {
+                Ok(mut outputs) if outputs.len() == 1 => outputs.remove(0),
+                Ok(_) => Bytes::new(),
+                Err(message) => {
+                    self.benchmarks.remove(&assignment);
+                    return self.send(Message::Error(ErrorMessage {
+                        code: ErrorCode::ExecutionFailed,
+                        assignment: Some(assignment),
+                        message,
+                    }));
+                }
+            };
+            let chunks = benchmark::chunk_digests(&output, *chunk);
+            *committed = Some(output);
+            return self.send(Message::BenchmarkCommit(BenchmarkCommit { assignment, chunks }));
         }
         match outcome {
             Ok(outputs) => {

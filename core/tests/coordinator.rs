@@ -7,45 +7,17 @@
 
 use bytes::Bytes;
 use shoal_core::auth::{derive_token, MasterSecret};
-use shoal_core::coordinator::{ConnId, Event, Input, JobSpec, OriginKey, Output, TaskPhase, TaskSpec, Tier};
+use shoal_core::coordinator::{ConnId, Event, Input, JobSpec, OriginKey, Output, TaskPhase, TaskSpec};
 use shoal_core::kernels::{KernelSpec, MatmulParams, Sha256Params};
 use shoal_core::wire::message::{Backend, ErrorCode, Hello, HelloAuth, TaskAck, TaskDecline};
 use shoal_core::wire::{Message, PROTOCOL_VERSION};
 use shoal_core::{Millis, WorkerId};
 
 mod support;
-use support::{answer, challenge, closed, config, device, error_codes, events, offers, result_env, sha_job, Harness};
-
-#[test]
-fn a_correct_fast_benchmark_admits_and_a_wrong_one_refuses() {
-    let mut h = Harness::new(config(), None);
-    let out = h.join(1, 1, "good", Backend::Vulkan);
-    assert!(
-        matches!(events(&out)[..], [Event::WorkerAdmitted { ref worker, class, .. }] if worker.as_str() == "good" && class.tier == Tier::Low)
-    );
-    assert!(matches!(out[0], Output::Persist(_)), "the worker record is durable before anything else");
-
-    let out = h.hello(2, 2, "liar", HelloAuth::Token(String::new()), Backend::Vulkan);
-    let (offer, inputs) = offers(&out, 2).remove(0);
-    let mut wrong = answer(&offer, &inputs);
-    wrong[0] = Bytes::from(vec![0u8; wrong[0].len()]);
-    let out = h.input(Input::Received { conn: ConnId(2), envelope: result_env(&offer, wrong) });
-    assert_eq!(error_codes(&out, 2), vec![ErrorCode::Refused]);
-    assert!(closed(&out, 2));
-    assert_eq!(h.c.workers().len(), 1);
-}
-
-#[test]
-fn speed_is_measured_by_the_coordinator_clock() {
-    let mut cfg = config();
-    cfg.profile.min_mflops = 50;
-    let mut h = Harness::new(cfg, None);
-    let out = h.hello(1, 1, "slowpoke", HelloAuth::Token(String::new()), Backend::Cpu);
-    let (offer, inputs) = offers(&out, 1).remove(0);
-    h.advance(5_000); // 2·16³ flops in 5 s ≈ 0 MFLOPS, whatever the worker claims
-    let out = h.input(Input::Received { conn: ConnId(1), envelope: result_env(&offer, answer(&offer, &inputs)) });
-    assert!(matches!(&events(&out)[..], [Event::WorkerRefused { reason, .. }] if reason.contains("MFLOPS")));
-}
+use support::{
+    answer, benchmark_offer, challenge, closed, config, device, error_codes, events, offers, result_env, sha_job,
+    Harness,
+};
 
 #[test]
 fn tokens_guests_capacity_and_versions() {
@@ -59,7 +31,7 @@ fn tokens_guests_capacity_and_versions() {
     let out = h.hello(2, 2, "w2", HelloAuth::Guest, Backend::BrowserWebGpu);
     assert_eq!(error_codes(&out, 2), vec![ErrorCode::Unauthorized], "guests are off by default");
     let out = h.hello(3, 3, "w1", HelloAuth::Token(good.clone()), Backend::Vulkan);
-    assert_eq!(offers(&out, 3).len(), 1, "admitted to the benchmark");
+    assert!(benchmark_offer(&out, 3).is_some(), "admitted to the benchmark");
     // The token in the clear is refused: whoever saw it could replay it.
     let out = h.input(Input::Connected { conn: ConnId(7), origin: OriginKey(7), host: None });
     let nonce = challenge(&out, 7).expect("challenged");
@@ -400,8 +372,7 @@ fn guests_coming_and_going_leave_no_books_behind() {
     h.join(1, 1, "operator-box", Backend::Vulkan);
     for conn in 2..200 {
         let out = h.hello(conn, conn, "ignored", HelloAuth::Guest, Backend::BrowserWebGpu);
-        let (offer, inputs) = offers(&out, conn).remove(0);
-        h.input(Input::Received { conn: ConnId(conn), envelope: result_env(&offer, answer(&offer, &inputs)) });
+        h.pass_benchmark(conn, out, 8);
         h.input(Input::Disconnected { conn: ConnId(conn), reason: "connection closed".into() });
     }
     assert_eq!(h.c.remembered_workers(), 1, "only the operator's worker is remembered");

@@ -22,7 +22,7 @@ use shoal_core::wire::message::{
 };
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
 use shoal_core::WorkerId;
-use support::{answer, offers, result_env, Harness};
+use support::{answer, benchmark_offer, offers, result_env, Harness};
 
 fn config(distinct_origins: bool) -> CoordinatorConfig {
     let mut cfg = support::config();
@@ -181,11 +181,12 @@ impl Swarm {
             max_concurrent: p.depth,
         };
         let out = self.h.send(conn, Message::Hello(Box::new(hello)));
-        let Some((bench, inputs)) = offers(&out, conn).into_iter().next() else { return };
+        if benchmark_offer(&out, conn).is_none() {
+            return;
+        }
         self.workers.push((conn, Vec::new()));
-        self.h.advance(1);
-        let outputs = answer(&bench, &inputs);
-        self.input(Input::Received { conn: ConnId(conn), envelope: result_env(&bench, outputs) });
+        let out = self.h.pass_benchmark(conn, out, 8);
+        self.absorb(&out);
     }
 
     fn act(&mut self, worker: usize, how: u8) {

@@ -26,6 +26,7 @@ const HOST: &str = "coord.example:443";
 fn config(identities: IdentityPolicy) -> CoordinatorConfig {
     let mut cfg = CoordinatorConfig::default();
     cfg.profile.benchmark_size = 16;
+    cfg.profile.benchmark_max_size = 16;
     cfg.profile.min_mflops = 1;
     cfg.identities = identities;
     cfg

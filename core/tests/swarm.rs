@@ -138,8 +138,11 @@ fn sybil_identities_against_the_guest_model() {
         ),
     ];
     let mut rates = Vec::new();
-    for (i, (name, attackers, adaptive)) in rows.into_iter().enumerate() {
-        let r = sybils(40 + i as u64, attackers, adaptive);
+    // One seed for every row: each whitewashing row is paired with the
+    // row it differs from only by coming back (the same run until the
+    // first comeback).
+    for (name, attackers, adaptive) in rows {
+        let r = sybils(40, attackers, adaptive);
         println!(
             "{name}: {:.5} wrong ({} of {} verified), {} slashed ({} honest), {} dead-lettered",
             r.wrong_rate(),
@@ -151,13 +154,18 @@ fn sybil_identities_against_the_guest_model() {
         );
         rates.push(r);
     }
-    // Colluders are slashed fast, so whitewashers come back only a few
-    // times within a run: rows 0 and 1 differ by noise. Sleepers that come
-    // back clean sleep and lie again: that costs the defence.
+    // A slashed Sybil back at once under a fresh id lies again: colluders
+    // and sleepers both gain by it (the guest model's cost).
+    assert!(rates[1].wrong_accepted > rates[0].wrong_accepted, "colluders gain by coming back clean");
     assert!(rates[3].wrong_accepted > rates[2].wrong_accepted, "sleepers gain by coming back clean");
     assert_eq!(rates[4].wrong_accepted, 0, "one network never forms a quorum with itself");
-    for r in &rates {
-        assert!(r.wrong_rate() < 0.216 / 10.0, "the defences hold in every row: {r:#?}");
+    // Identities that stay slashed keep the 10× cut below plain voting's
+    // ε = 0.216; the guest model keeps a 5× cut.
+    for r in [&rates[0], &rates[2], &rates[4]] {
+        assert!(r.wrong_rate() < 0.216 / 10.0, "the defences hold: {r:#?}");
+    }
+    for r in [&rates[1], &rates[3]] {
+        assert!(r.wrong_rate() < 0.216 / 5.0, "whitewashing is bounded: {r:#?}");
     }
 }
 

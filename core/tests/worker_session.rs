@@ -31,6 +31,7 @@ fn welcome(id: &str, interval_ms: u32) -> WorkerInput {
 fn sessions_join_work_and_get_their_results_verified() {
     let mut cfg = CoordinatorConfig::default();
     cfg.profile.benchmark_size = 16;
+    cfg.profile.benchmark_max_size = 16;
     cfg.profile.min_mflops = 1;
     let mut c = Coordinator::new(cfg, None, [3; 32]);
     let mut now = Millis(10_000);
@@ -62,7 +63,7 @@ fn sessions_join_work_and_get_their_results_verified() {
         assert_eq!(got.outputs.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), want);
         assert_eq!(got.agreed.len(), 2);
     }
-    assert!(sessions.iter().map(WorkerSession::completed).sum::<u64>() >= 14 + 3);
+    assert!(sessions.iter().map(WorkerSession::completed).sum::<u64>() >= 14, "benchmarks are not results");
 }
 
 #[test]

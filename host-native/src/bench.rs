@@ -68,6 +68,7 @@ fn bench_config(data: &Path) -> ShoalConfig {
     let c = &mut cfg.coordinator;
     c.distinct_origins = false;
     c.profile.benchmark_size = 32;
+    c.profile.benchmark_max_size = 32;
     c.profile.min_mflops = 1;
     c.max_workers = 20_000;
     c.worker_queue = 64;
@@ -437,6 +438,7 @@ async fn idle(data: &Path, n: usize, secs: u64) -> Result<(u64, u64, u32)> {
     let sets = vec![
         "coordinator.max_workers=20000".to_owned(),
         "coordinator.profile.benchmark_size=4".to_owned(),
+        "coordinator.profile.benchmark_max_size=4".to_owned(),
         "coordinator.profile.min_mflops=0".to_owned(),
         "coordinator.distinct_origins=false".to_owned(),
         "server.max_connections=20000".to_owned(),

@@ -30,6 +30,7 @@ pub fn test_config(data: &Path) -> ShoalConfig {
     let c = &mut cfg.coordinator;
     c.distinct_origins = false;
     c.profile.benchmark_size = 64;
+    c.profile.benchmark_max_size = 64;
     c.profile.min_mflops = 1;
     c.ack_timeout = shoal_core::Millis(3_000);
     c.exec_timeout_floor = shoal_core::Millis(3_000);

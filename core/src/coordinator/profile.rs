@@ -1,15 +1,20 @@
 //! Worker profiles: measured speed, tiers, classes and admission.
 //!
 //! A worker's speed is never taken from what it says. On join the
-//! coordinator sends a benchmark task — a matmul whose inputs come from a
-//! fresh seed and whose answer the coordinator computed — and times it on
-//! its own clock. A wrong answer refuses the worker; a right one gives its
-//! GFLOPS (cost model ÷ measured time). With the memory it can allocate,
-//! that decides the tier and admission.
+//! coordinator sends a benchmark ([`crate::benchmark`]): a square matmul
+//! the worker generates from a fresh seed, timed in microseconds on the
+//! coordinator's clock from the offer to the worker's commitment to the
+//! output, then spot-checked. A run shorter than
+//! [`ProfilePolicy::benchmark_target_ms`] is repeated larger (up to
+//! [`ProfilePolicy::benchmark_max_size`] and what the worker can
+//! allocate), so a fast GPU is timed on work long enough to time. A wrong
+//! answer refuses the worker; a right one gives its MFLOPS (cost model ÷
+//! measured time). With the memory it can allocate, that decides the tier
+//! and admission. A worker whose delivered speed later drifts from it is
+//! measured again.
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::{KernelSpec, MatmulParams};
 use crate::time::Millis;
 use crate::wire::message::Backend;
 
@@ -37,8 +42,30 @@ pub struct WorkerClass {
 /// Thresholds of tiers and admission, in MFLOPS and bytes (integers).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfilePolicy {
-    /// Matmul edge of the benchmark task (n×n×n).
+    /// Matmul edge of the first benchmark run (n×n×n).
     pub benchmark_size: u32,
+    /// Largest edge a benchmark grows to (4096: 137 GFLOP, a 64 MiB
+    /// matrix; the worker's allocation limit may stop it earlier).
+    pub benchmark_max_size: u32,
+    /// A benchmark run shorter than this is repeated larger, ms (long
+    /// enough that the round trip and the clock's grain are noise).
+    pub benchmark_target_ms: u64,
+    /// Most benchmark runs per measurement.
+    pub benchmark_rounds: u8,
+    /// A worker whose delivered speed (inter-completion time of tasks of
+    /// at least `drift_min_task_ms` at its measured speed, over
+    /// `drift_window` of them) is off its measured speed by this factor
+    /// either way is measured again.
+    pub drift_factor: u64,
+    /// Tasks shorter than this at the worker's measured speed say nothing
+    /// about its compute speed and are not counted, ms.
+    pub drift_min_task_ms: u64,
+    /// Qualifying tasks per drift check.
+    pub drift_window: u32,
+    /// After a measurement, drift is not checked for this long (a worker
+    /// whose tasks are slowed by something other than its speed, e.g. its
+    /// network, is not measured again and again).
+    pub drift_quiet: Millis,
     /// Below this a worker is refused.
     pub min_mflops: u64,
     /// Below this allocation a worker is refused.
@@ -57,6 +84,13 @@ impl Default for ProfilePolicy {
     fn default() -> Self {
         ProfilePolicy {
             benchmark_size: 128,
+            benchmark_max_size: 4096,
+            benchmark_target_ms: 250,
+            benchmark_rounds: 4,
+            drift_factor: 2,
+            drift_min_task_ms: 20,
+            drift_window: 8,
+            drift_quiet: Millis::from_mins(10),
             min_mflops: 50,
             min_alloc_bytes: 16 << 20,
             mid_mflops: 100_000,
@@ -65,11 +99,6 @@ impl Default for ProfilePolicy {
             high_alloc_bytes: 4 << 30,
         }
     }
-}
-
-/// The benchmark a joining worker must run.
-pub fn benchmark_spec(policy: &ProfilePolicy) -> KernelSpec {
-    KernelSpec::MatmulF32(MatmulParams::square(policy.benchmark_size.max(1)))
 }
 
 /// The measured profile of a worker.
@@ -107,10 +136,27 @@ pub enum Refusal {
     },
 }
 
-/// MFLOPS of `flops` done in `elapsed` (at least 1 ms is assumed).
-pub fn mflops(flops: u64, elapsed: Millis) -> u64 {
-    // flops / (ms · 1000) = MFLOPS
-    flops / elapsed.0.max(1) / 1_000
+/// MFLOPS of `flops` done in `elapsed_us` microseconds (at least 1 µs is
+/// assumed): flops per µs are MFLOPS.
+pub fn mflops(flops: u64, elapsed_us: u64) -> u64 {
+    flops / elapsed_us.max(1)
+}
+
+/// The edge of the next benchmark run after one of edge `n` took
+/// `elapsed_us`: the smallest multiple of 64 above `n` predicted (cubic
+/// cost) to take `target_us` and a fifth more, at most `max_n`; `None`
+/// when the run was long enough or cannot grow.
+pub fn next_benchmark_edge(n: u32, elapsed_us: u64, target_us: u64, max_n: u32) -> Option<u32> {
+    if elapsed_us >= target_us || n >= max_n {
+        return None;
+    }
+    // Want n'³ · elapsed ≥ n³ · target · 6/5.
+    let want = u128::from(n).pow(3) * u128::from(target_us) * 6 / 5;
+    let mut next = (n / 64 + 1) * 64;
+    while next < max_n && u128::from(next).pow(3) * u128::from(elapsed_us.max(1)) < want {
+        next += 64;
+    }
+    Some(next.min(max_n))
 }
 
 /// Tier and admission from a measured speed and an allocation size.
@@ -149,7 +195,17 @@ mod tests {
     #[test]
     fn mflops_from_the_coordinator_clock() {
         // 2·128³ = 4 194 304 flops in 2 ms → 2097 MFLOPS.
-        assert_eq!(mflops(2 * 128 * 128 * 128, Millis(2)), 2097);
-        assert_eq!(mflops(1_000_000, Millis(0)), 1_000, "0 ms counts as 1 ms");
+        assert_eq!(mflops(2 * 128 * 128 * 128, 2_000), 2097);
+        assert_eq!(mflops(1_000_000, 0), 1_000_000, "0 µs counts as 1 µs");
+    }
+
+    #[test]
+    fn benchmarks_grow_to_the_target_within_the_cap() {
+        // 128³ in 1 ms; 250 ms wants 128·∛300 ≈ 855 → 896.
+        assert_eq!(next_benchmark_edge(128, 1_000, 250_000, 4096), Some(896));
+        assert_eq!(next_benchmark_edge(128, 1, 250_000, 4096), Some(4096), "capped");
+        assert_eq!(next_benchmark_edge(128, 300_000, 250_000, 4096), None, "long enough");
+        assert_eq!(next_benchmark_edge(4096, 1_000, 250_000, 4096), None, "at the cap");
+        assert_eq!(next_benchmark_edge(100, 249_000, 250_000, 4096), Some(128), "always grows");
     }
 }

@@ -9,23 +9,30 @@ pub(crate) mod sessions;
 
 use bytes::Bytes;
 use shoal_core::auth::MasterSecret;
+use shoal_core::benchmark::CpuAnswer;
 use shoal_core::coordinator::ledger::WriteType;
 use shoal_core::coordinator::{
     ConnId, Coordinator, CoordinatorConfig, Event, Input, JobSpec, OriginKey, Output, TaskSpec,
 };
 use shoal_core::kernels::{KernelId, KernelSpec, Sha256Params};
-use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, ErrorCode, Hello, HelloAuth, TaskAck, TaskOffer};
+use shoal_core::wire::message::{
+    Backend, BenchmarkChallenge, BenchmarkOffer, DeviceInfo, DeviceType, ErrorCode, Hello, HelloAuth, TaskAck,
+    TaskOffer,
+};
 use shoal_core::wire::{Envelope, Message, PROTOCOL_VERSION};
-use shoal_core::{Millis, WorkerId};
+use shoal_core::{Micros, Millis, WorkerId};
 
 pub(crate) struct Harness {
     pub(crate) c: Coordinator,
     pub(crate) now: Millis,
+    /// Microseconds past `now` (the benchmark is timed in µs).
+    pub(crate) sub_us: u64,
 }
 
 pub(crate) fn config() -> CoordinatorConfig {
     let mut cfg = CoordinatorConfig::default();
     cfg.profile.benchmark_size = 16;
+    cfg.profile.benchmark_max_size = 16;
     cfg.profile.min_mflops = 1;
     cfg.epoch.every = None;
     cfg.rewards.min_tasks = 1;
@@ -70,15 +77,21 @@ pub(crate) fn sha_job(n: usize, redundancy: u8) -> JobSpec {
 
 impl Harness {
     pub(crate) fn new(cfg: CoordinatorConfig, secret: Option<MasterSecret>) -> Self {
-        Harness { c: Coordinator::new(cfg, secret, [7; 32]), now: Millis(1_000_000) }
+        Harness { c: Coordinator::new(cfg, secret, [7; 32]), now: Millis(1_000_000), sub_us: 0 }
     }
 
     pub(crate) fn advance(&mut self, ms: u64) {
         self.now = self.now + Millis(ms);
     }
 
+    pub(crate) fn advance_us(&mut self, us: u64) {
+        let total = self.sub_us + us;
+        self.now = self.now + Millis(total / 1_000);
+        self.sub_us = total % 1_000;
+    }
+
     pub(crate) fn input(&mut self, i: Input) -> Vec<Output> {
-        self.c.handle(self.now, i);
+        self.c.handle_batch_at(Micros(self.now.0 * 1_000 + self.sub_us), std::iter::once(i));
         self.drain()
     }
 
@@ -116,10 +129,26 @@ impl Harness {
     /// Connects and passes the benchmark; returns the outputs after admission.
     pub(crate) fn join(&mut self, conn: u64, origin: u64, id: &str, backend: Backend) -> Vec<Output> {
         let out = self.hello(conn, origin, id, HelloAuth::Token(String::new()), backend);
-        let (offer, inputs) = offers(&out, conn).remove(0);
-        self.advance(1);
-        let outputs = answer(&offer, &inputs);
-        self.input(Input::Received { conn: ConnId(conn), envelope: result_env(&offer, outputs) })
+        self.pass_benchmark(conn, out, 8)
+    }
+
+    /// Answers the benchmark runs offered in `out` (and any that follow)
+    /// on the CPU, each committed after the time a worker of `mflops`
+    /// takes; returns every output since.
+    pub(crate) fn pass_benchmark(&mut self, conn: u64, mut out: Vec<Output>, mflops: u64) -> Vec<Output> {
+        let mut all = Vec::new();
+        while let Some(offer) = benchmark_offer(&out, conn) {
+            all.append(&mut out);
+            let answer = CpuAnswer::run(&offer).expect("a benchmark");
+            all.extend(self.send(conn, Message::TaskAck(TaskAck { assignment: offer.assignment })));
+            self.advance_us((offer.kernel.ops() / mflops.max(1)).max(1));
+            let committed = self.input(Input::Received { conn: ConnId(conn), envelope: answer.commit() });
+            let Some(challenge) = benchmark_challenge(&committed, conn) else { return [all, committed].concat() };
+            all.extend(committed);
+            out = self.input(Input::Received { conn: ConnId(conn), envelope: answer.reveal(&challenge) });
+        }
+        all.append(&mut out);
+        all
     }
 
     /// Gives each of these workers a verified result to its name (a job of
@@ -149,6 +178,28 @@ impl Harness {
         );
         out
     }
+}
+
+/// The benchmark run offered to connection `to`.
+pub(crate) fn benchmark_offer(out: &[Output], to: u64) -> Option<BenchmarkOffer> {
+    out.iter().find_map(|o| match o {
+        Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
+            Message::BenchmarkOffer(b) => Some(b.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// The benchmark challenge sent to connection `to`.
+pub(crate) fn benchmark_challenge(out: &[Output], to: u64) -> Option<BenchmarkChallenge> {
+    out.iter().find_map(|o| match o {
+        Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
+            Message::BenchmarkChallenge(c) => Some(c.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 pub(crate) fn offers(out: &[Output], to: u64) -> Vec<(TaskOffer, Vec<Bytes>)> {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::ids::{AssignmentId, JobId, TaskId};
 use crate::kernels::KernelSpec;
 use crate::time::Millis;
-use crate::wire::message::{AttachmentMeta, Cancel, ErrorCode, ErrorMessage, TaskOffer};
+use crate::wire::message::{AttachmentMeta, BenchmarkOffer, Cancel, ErrorCode, ErrorMessage, TaskOffer};
 use crate::wire::Message;
 
 use super::ready::{Excl, Need};
@@ -29,10 +29,8 @@ pub(super) enum Kind {
     Ringer {
         expected: crate::digest::Digest,
     },
-    Benchmark {
-        expected: Arc<Vec<Vec<u8>>>,
-        flops: u64,
-    },
+    /// A run of the admission benchmark.
+    Benchmark(Box<super::benchmarking::BenchmarkRun>),
 }
 
 /// What an offer is for: a task, a replayed one (a ringer: it carries the
@@ -255,8 +253,11 @@ impl Coordinator {
         let conn = worker.conn;
         let load = worker.in_flight + 1;
         // Task and ringer offers all wait `ack_timeout`: their deadlines come in order.
-        let benchmark = matches!(kind, Kind::Benchmark { .. });
-        let in_fifo = !benchmark && deadline == now + self.cfg.ack_timeout;
+        let benchmark = match &kind {
+            Kind::Benchmark(run) => Some((run.seed, run.chunk_bytes)),
+            _ => None,
+        };
+        let in_fifo = benchmark.is_none() && deadline == now + self.cfg.ack_timeout;
         let task = match target {
             Target::Task(t) => Some(t),
             Target::Replay { .. } | Target::Benchmark => None,
@@ -268,6 +269,13 @@ impl Coordinator {
             worker.live.push(aid);
         }
         self.set_load(w, load);
+        if let Some((seed, chunk_bytes)) = benchmark {
+            self.deadlines.insert((deadline, aid));
+            self.stats.offers += 1;
+            let deadline_ms = deadline.since(now).0;
+            let offer = BenchmarkOffer { assignment: aid, kernel: spec, seed, chunk_bytes, deadline_ms };
+            return self.send(conn, Message::BenchmarkOffer(offer), vec![]);
+        }
         let (job, task_id, (input_digest, input_check)) = match task.and_then(|t| self.tasks.get_mut(t)) {
             Some(t) => {
                 t.live.push(aid);
@@ -282,7 +290,7 @@ impl Coordinator {
                 }
             },
         };
-        let exec_budget_ms = if benchmark { deadline.since(now).0 } else { self.exec_budget(w, &spec).0 };
+        let exec_budget_ms = self.exec_budget(w, &spec).0;
         let offer = TaskOffer {
             exec_budget_ms,
             assignment: aid,

@@ -25,6 +25,7 @@
 //!   checks, dead letters, slashing;
 //! - `epochs`: the open epoch's work and records, stakes, settlement.
 
+mod benchmarking;
 mod contributors;
 mod dispatch;
 mod epochs;
@@ -49,7 +50,7 @@ use crate::coordinator::rewards::EpochSettlement;
 use crate::coordinator::slots::Slots;
 use crate::ids::{AssignmentId, JobId, TaskId, WorkerId};
 use crate::rng::SplitMix64;
-use crate::time::Millis;
+use crate::time::{Micros, Millis};
 use crate::wire::message::Challenge;
 use crate::wire::{Envelope, Message};
 
@@ -133,6 +134,11 @@ const HOUSEKEEPING: Millis = Millis(1_000);
 #[derive(Debug)]
 pub struct Coordinator {
     cfg: CoordinatorConfig,
+    /// The current round's time in microseconds (what the admission
+    /// benchmark is timed with; the rest of the machine counts in ms).
+    clock_us: u64,
+    /// Workers due a re-measurement whose last assignment just ended.
+    remeasure_ready: Vec<registry::WorkerIdx>,
     secret: Option<MasterSecret>,
     ids: IdGen,
     rng: SplitMix64,
@@ -247,6 +253,8 @@ impl Coordinator {
             staged: Vec::new(),
             outputs: VecDeque::new(),
             started: false,
+            clock_us: 0,
+            remeasure_ready: Vec::new(),
             cfg,
         }
     }
@@ -265,6 +273,15 @@ impl Coordinator {
     /// dispatch pass and one state diff for all of them (group commit),
     /// which is how a host that reads many frames at once should call it.
     pub fn handle_batch(&mut self, now: Millis, inputs: impl IntoIterator<Item = Input>) {
+        self.handle_batch_at(Micros::from(now), inputs);
+    }
+
+    /// [`Coordinator::handle_batch`] with the time in microseconds: what a
+    /// host with a fine clock should call, so the admission benchmark of a
+    /// fast worker is timed to the microsecond.
+    pub fn handle_batch_at(&mut self, now_us: Micros, inputs: impl IntoIterator<Item = Input>) {
+        self.clock_us = now_us.0;
+        let now = now_us.millis();
         self.start(now);
         for input in inputs {
             match input {
@@ -354,6 +371,7 @@ impl Coordinator {
     }
 
     fn finish_round(&mut self, now: Millis) {
+        self.start_remeasurements(now);
         // Drop acknowledgement deadlines that no longer matter from the front.
         while let Some((_, aid)) = self.ack_fifo.front() {
             if self.assignments.get(aid).is_some_and(|a| a.in_fifo) {

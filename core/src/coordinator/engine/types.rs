@@ -476,6 +476,10 @@ pub struct CoordinatorStats {
     pub solo_tasks: u64,
     /// Stale results refused (assignment no longer valid).
     pub stale_results: u64,
+    /// Admitted workers measured again because their delivered speed
+    /// drifted from their measured one.
+    #[serde(default)]
+    pub remeasured: u64,
 }
 
 /// Shadow-mode comparison with ground truth (ringers always; the CPU
