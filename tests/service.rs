@@ -635,3 +635,37 @@ async fn a_settled_epoch_is_posted_to_the_webhook_until_it_is_taken() {
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// Tiers through the service: a native worker's benchmark is grown and
+/// timed by the coordinator (here every measured speed is Mid: the Mid
+/// threshold is 1 MFLOPS and High is out of reach), its tier is what the
+/// API shows, and a job's `min_tier` decides who may run it: a High job
+/// waits, saying why, while a Mid job is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn measured_tiers_decide_who_runs_a_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    let p = &mut cfg.coordinator.profile;
+    (p.benchmark_size, p.benchmark_max_size, p.benchmark_target_ms) = (16, 256, 50);
+    (p.mid_mflops, p.mid_alloc_bytes, p.high_mflops) = (1, 1 << 20, u64::MAX);
+    let service = Service::start(cfg).await.expect("service starts");
+    let workers = Workers::spawn(&service, "t", 2, Behaviour::Honest);
+    let mut c = client(&service).await;
+    wait_admitted(&mut c, 2).await;
+    let listed = c.list_workers(pb::ListWorkersRequest::default()).await.expect("workers").into_inner().workers;
+    assert_eq!(listed.iter().map(|w| w.tier).collect::<Vec<_>>(), vec![2, 2], "{listed:#?}");
+    assert!(listed.iter().all(|w| w.mflops > 0), "{listed:#?}");
+
+    let tasks = mixed_tasks(3);
+    let header =
+        |name: &str, min_tier| pb::JobHeader { redundancy: 2, name: name.into(), min_tier, ..Default::default() };
+    let high = submit_with(&mut c, header("needs high", 3), &tasks).await;
+    let mid = submit_with(&mut c, header("needs mid", 2), &tasks).await;
+    let done = wait_finished(&mut c, &mid, 60).await;
+    assert_eq!(done.verified, tasks.len() as u32);
+    let waiting = c.get_job(pb::GetJobRequest { job_id: high }).await.expect("job").into_inner().job.expect("a job");
+    assert_eq!(waiting.verified, 0, "no worker of tier 3: nothing of the High job ran");
+    assert!(waiting.waiting.contains("tier"), "it says why: {:?}", waiting.waiting);
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}
