@@ -42,6 +42,24 @@ pub const QUEUE_HEAD_TIMEOUT: Millis = Millis::from_mins(60);
 /// An accepted task not staged nor started this long after acceptance expires.
 pub const ACCEPTED_STALL_TIMEOUT: Millis = Millis::from_mins(1);
 
+/// The three timeouts of a task's lifecycle: the seed's by default; a
+/// host may shorten them (a test cannot wait an hour).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// NEW this long → CANCELLED.
+    pub accept: Millis,
+    /// Staged this long without starting → EXPIRED.
+    pub queue_head: Millis,
+    /// Accepted, neither staged nor started, this long → EXPIRED.
+    pub accepted_stall: Millis,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { accept: ACCEPT_TIMEOUT, queue_head: QUEUE_HEAD_TIMEOUT, accepted_stall: ACCEPTED_STALL_TIMEOUT }
+    }
+}
+
 /// The status of a task assignment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -359,11 +377,16 @@ impl TaskLifecycle {
 
     /// The timeout that has fired at `now`, if any.
     pub fn due_timeout(&self, now: Millis) -> Option<Timeout> {
+        self.due_timeout_of(now, &Timeouts::default())
+    }
+
+    /// [`TaskLifecycle::due_timeout`] under timeouts of the host's.
+    pub fn due_timeout_of(&self, now: Millis, t: &Timeouts) -> Option<Timeout> {
         match self.status {
-            TaskStatus::New if now.since(self.created_at) > ACCEPT_TIMEOUT => Some(Timeout::Accept),
+            TaskStatus::New if now.since(self.created_at) > t.accept => Some(Timeout::Accept),
             TaskStatus::Accepted => match (self.staged_at.get(), self.accepted_at.get()) {
-                (Some(staged), _) if now.since(staged) > QUEUE_HEAD_TIMEOUT => Some(Timeout::QueueHead),
-                (None, Some(accepted)) if now.since(accepted) > ACCEPTED_STALL_TIMEOUT => Some(Timeout::AcceptedStall),
+                (Some(staged), _) if now.since(staged) > t.queue_head => Some(Timeout::QueueHead),
+                (None, Some(accepted)) if now.since(accepted) > t.accepted_stall => Some(Timeout::AcceptedStall),
                 _ => None,
             },
             _ => None,
@@ -387,7 +410,12 @@ impl TaskLifecycle {
 
     /// Applies the timeout due at `now`, if any; returns which fired.
     pub fn expire_if_due(&mut self, now: Millis) -> Option<Timeout> {
-        let t = self.due_timeout(now)?;
+        self.expire_if_due_of(now, &Timeouts::default())
+    }
+
+    /// [`TaskLifecycle::expire_if_due`] under timeouts of the host's.
+    pub fn expire_if_due_of(&mut self, now: Millis, timeouts: &Timeouts) -> Option<Timeout> {
+        let t = self.due_timeout_of(now, timeouts)?;
         // The transition is legal by construction of `due_timeout`.
         self.go(t.outcome(), Cow::Borrowed(t.justification())).ok()?;
         self.answered_at.get_or_set(now);

@@ -90,6 +90,10 @@ pub struct ServerConfig {
     /// TLS for both listeners (`https://`, `wss://`); off by default.
     #[serde(default)]
     pub tls: TlsSettings,
+    /// Pilot's task-submission port (plain TCP, one JSON frame per
+    /// connection); off by default.
+    #[serde(default)]
+    pub pilot: crate::pilot::PilotSettings,
     /// gRPC and gRPC-web (seed: 14689).
     pub grpc: SocketAddr,
     /// HTTP: workers' WebSocket at `/ws`, `/healthz`, `/metrics`,
@@ -183,6 +187,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             tls: TlsSettings::default(),
+            pilot: crate::pilot::PilotSettings::default(),
             grpc: SocketAddr::from(([127, 0, 0, 1], 14689)),
             http: SocketAddr::from(([127, 0, 0, 1], 14690)),
             data: PathBuf::from("shoal-data"),

@@ -20,6 +20,7 @@ pub mod http;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;
+pub mod pilot;
 pub mod proxy;
 pub mod service;
 pub mod settlement;

@@ -279,7 +279,11 @@ impl Coordinator {
         let (job, task_id, (input_digest, input_check)) = match task.and_then(|t| self.tasks.get_mut(t)) {
             Some(t) => {
                 t.live.push(aid);
-                (t.job, t.id, (t.input_digest, u128::from_le_bytes(t.input_check)))
+                let ids = (t.job, t.id, (t.input_digest, u128::from_le_bytes(t.input_check)));
+                if let Some(j) = self.jobs.get_mut(&ids.0) {
+                    j.first_offer.get_or_insert(now);
+                }
+                ids
             }
             // A ringer carries its verified task's ids; the admission
             // benchmark is named by `JobId::BENCHMARK`.

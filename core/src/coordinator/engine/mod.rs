@@ -407,6 +407,12 @@ impl Coordinator {
         self.jobs.get(&job).map(|j| &j.progress)
     }
 
+    /// When a task of this job was first offered to a worker (since this
+    /// process started): when the job began to execute.
+    pub fn job_started(&self, job: JobId) -> Option<Millis> {
+        self.jobs.get(&job).and_then(|j| j.first_offer)
+    }
+
     /// A job's task ids, in submission order.
     pub fn job_tasks(&self, job: JobId) -> Option<&[TaskId]> {
         self.jobs.get(&job).map(|j| j.tasks.as_slice())

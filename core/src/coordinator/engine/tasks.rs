@@ -189,6 +189,8 @@ pub(super) struct Job {
     /// The tasks' keys are `first .. first + tasks.len()`.
     pub(super) first: TaskKey,
     pub(super) expires: Millis,
+    /// When a task of it was first offered (since this process started).
+    pub(super) first_offer: Option<Millis>,
 }
 
 impl Job {
@@ -373,7 +375,8 @@ impl Coordinator {
             ids.push(id);
         }
         self.open_jobs.insert((expires, job));
-        self.jobs.insert(job, Job { progress, tasks: ids, first: first.unwrap_or_default(), expires });
+        self.jobs
+            .insert(job, Job { progress, tasks: ids, first: first.unwrap_or_default(), expires, first_offer: None });
     }
 
     /// Rebuilds a coordinator after a restart from what it had stored (see
