@@ -80,7 +80,10 @@ async fn a_pilot_client_submits_jobs_and_gets_results_back() {
     assert!(report["bad_description"][1].as_str().is_some_and(|m| m.contains("not a Shoal job")), "{report}");
     assert_eq!(report["bad_from_addr"][0], 400);
     assert!(report["bad_from_addr"][1].as_str().is_some_and(|m| m.contains("from_addr")), "{report}");
-    assert_eq!(report["status_frame_answered"], false);
+    assert_eq!(report["bad_task_id"], 400, "a task id is a file name: letters, digits and dashes only");
+    assert_eq!(report["duplicate"][0], 400);
+    assert!(report["duplicate"][1].as_str().is_some_and(|m| m.contains("already")), "{report}");
+    assert_eq!((&report["status_frame_answered"], &report["huge_frame_answered"]), (&false.into(), &false.into()));
     let statuses = report["statuses"].as_array().expect("statuses");
     for s in ["ACCEPTED", "EXECUTING", "SUCCEEDED"] {
         assert!(statuses.contains(&serde_json::json!(s)), "{s} in {statuses:?}");

@@ -480,6 +480,7 @@ async fn a_staked_liar_forfeits_its_stake_and_its_catchers_get_the_bounty() {
         .expect("an admin sets a stake")
         .into_inner();
     assert_eq!(set.stake, stake.to_string());
+    c.set_stake(pb::SetStakeRequest { worker_id: "honest0".into(), stake: "7".into() }).await.expect("staked");
     let bad = c.set_stake(pb::SetStakeRequest { worker_id: "liar0".into(), stake: "lots".into() }).await;
     assert_eq!(bad.expect_err("not a number").code(), tonic::Code::InvalidArgument);
     let mut workers = Workers::spawn(&service, "honest", 4, Behaviour::Honest);
@@ -503,6 +504,12 @@ async fn a_staked_liar_forfeits_its_stake_and_its_catchers_get_the_bounty() {
     let bounties: u128 = payouts.iter().filter_map(|p| p.bounty.parse::<u128>().ok()).sum();
     assert!(bounties > 0 && bounties <= stake / 2, "half the stake (bounty_pct 50) goes to the catchers: {bounties}");
     assert!(payouts.iter().all(|p| p.worker != "liar0" || p.amount == "0"), "the liar is paid nothing");
+    // Every payout says the stake behind it; each epoch who forfeited what.
+    let forfeits: Vec<(&str, &str)> =
+        epochs.iter().flat_map(|e| &e.forfeits).map(|f| (f.worker.as_str(), f.amount.as_str())).collect();
+    assert_eq!(forfeits, vec![("liar0", stake.to_string().as_str())]);
+    assert!(payouts.iter().filter(|p| p.worker == "honest0").all(|p| p.stake == "7"), "{payouts:?}");
+    assert!(payouts.iter().filter(|p| p.worker != "honest0").all(|p| p.stake == "0"), "{payouts:?}");
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }

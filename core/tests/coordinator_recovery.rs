@@ -214,3 +214,53 @@ fn a_deleted_job_leaves_no_record_and_keeps_the_inputs_an_open_job_needs() {
     assert_eq!(h2.c.pending_tasks(), 1);
     assert!(h2.c.job_progress(b).is_some() && h2.c.job_progress(a).is_none());
 }
+
+/// A staked liar slashed mid-epoch: its forfeit survives a restart before
+/// the epoch closes, the closed epoch names it (and the stake behind an
+/// honest payee's pay), and both come back with the settlement after
+/// another restart, its digest unchanged.
+#[test]
+fn stakes_and_forfeits_of_an_epoch_survive_restarts() {
+    use shoal_core::coordinator::{Command, Input, Ticket};
+    use shoal_core::wire::message::TaskAck;
+    let cfg = config();
+    let mut h = Harness::new(cfg.clone(), None);
+    let mut store = Store::default();
+    store.absorb(&h.join(1, 1, "liar", Backend::Vulkan));
+    store.absorb(&h.join(2, 2, "honest", Backend::Vulkan));
+    store.absorb(&h.join(3, 3, "judge", Backend::Vulkan));
+    let id = |s: &str| WorkerId::new(s).expect("id");
+    for (w, stake) in [("liar", 5_000u128), ("honest", 7)] {
+        let command = Command::SetStake { worker: id(w), stake };
+        store.absorb(&h.input(Input::Command { ticket: Ticket(1), command }));
+    }
+    h.c.submit_job(h.now, sha_job(1, 2)).expect("accepted");
+    let out = h.drain();
+    store.absorb(&out);
+    let (lo, li) = offers(&out, 1).remove(0);
+    let (ho, hi) = offers(&out, 2).remove(0);
+    store.absorb(&h.send(1, Message::TaskAck(TaskAck { assignment: lo.assignment })));
+    let mut wrong = support::answer(&lo, &li);
+    wrong[0] = Bytes::from(vec![0xEE; wrong[0].len()]);
+    store.absorb(&h.input(Input::Received { conn: shoal_core::ConnId(1), envelope: support::result_env(&lo, wrong) }));
+    let out = h.complete(2, &ho, &hi);
+    store.absorb(&out);
+    let (jo, ji) = offers(&out, 3).remove(0);
+    store.absorb(&h.complete(3, &jo, &ji));
+    assert!(h.c.stats().slashed == 1, "the liar is slashed");
+
+    // Restart with the epoch open: the forfeit is remembered.
+    let mut h2 =
+        Harness { c: Coordinator::recover(cfg.clone(), None, [9; 32], h.now, store.snapshot()), now: h.now, sub_us: 0 };
+    h2.c.close_epoch(h2.now);
+    store.absorb(&h2.drain());
+    let closed = h2.c.epochs().last().cloned().expect("an epoch");
+    assert_eq!(closed.forfeited, 5_000);
+    assert_eq!(closed.stakes.forfeits, vec![(id("liar"), 5_000)]);
+    assert_eq!(closed.stakes.held_by(&id("honest")), 7, "{:?}", closed.stakes);
+    assert_eq!(closed.total_in(), closed.total_out());
+
+    // Restart after: the settlement comes back whole, digest and all.
+    let h3 = Harness { c: Coordinator::recover(cfg, None, [9; 32], h2.now, store.snapshot()), now: h2.now, sub_us: 0 };
+    assert_eq!(h3.c.epochs().last(), Some(&closed));
+}

@@ -35,7 +35,7 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use shoal_core::coordinator::recovery::EndedTask;
-use shoal_core::coordinator::{JobSpec, TaskSpec, Tier};
+use shoal_core::coordinator::{JobProgress, JobSpec, TaskSpec, Tier};
 use shoal_core::kernels::KernelSpec;
 use shoal_core::score::polo_score;
 use shoal_core::task::{limits, TaskLifecycle, TaskStatus, Timeouts};
@@ -256,14 +256,18 @@ pub struct PilotPort {
     desk: Arc<Mutex<Desk>>,
 }
 
-/// Binds the port and starts serving it and watching its tasks; returns
-/// the bound address.
-pub async fn spawn(
-    settings: PilotSettings,
+/// Binds the port and starts serving it and watching its tasks, when
+/// `settings.listen` names an address; returns the bound address.
+pub async fn start(
+    settings: &PilotSettings,
     data: &Path,
     engine: EngineHandle,
     stop: watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<Option<(SocketAddr, tokio::task::JoinHandle<()>)>> {
+    if settings.listen.is_empty() {
+        return Ok(None);
+    }
+    let settings = settings.clone();
     let listener = TcpListener::bind(&settings.listen).await?;
     let addr = listener.local_addr()?;
     let desk = Desk::load(data, settings)?;
@@ -274,7 +278,7 @@ pub async fn spawn(
         port.serve(listener, stop).await;
         monitor.abort();
     });
-    Ok((addr, task))
+    Ok(Some((addr, task)))
 }
 
 impl PilotPort {
@@ -426,8 +430,10 @@ impl PilotPort {
     /// One look at one open task.
     async fn step(&self, id: &str, job: Option<JobId>) {
         let Some(job) = job else { return };
-        let Ok((started, finished)) =
-            self.engine.query(move |c, _| (c.job_started(job), c.job_progress(job).is_none_or(|p| p.finished()))).await
+        let Ok((started, finished)) = self
+            .engine
+            .query(move |c, _| (c.job_started(job), c.job_progress(job).is_none_or(JobProgress::finished)))
+            .await
         else {
             return;
         };

@@ -183,17 +183,13 @@ impl Service {
         let (health, health_task) = health_service(engine.clone(), stop_rx.clone());
         let grpc_task = spawn_grpc(grpc, grpc_tls, header_timeout, cors, svc, health, stop_rx.clone());
         let mut servers = vec![http_task, grpc_task, consensus_task, health_task];
-        let pilot_addr = match cfg.server.pilot.listen.is_empty() {
-            true => None,
-            false => {
-                let (addr, task) =
-                    crate::pilot::spawn(cfg.server.pilot.clone(), &data, engine.clone(), stop_rx.clone())
-                        .await
-                        .map_err(io("the Pilot port (server.pilot.listen)"))?;
-                servers.push(task);
-                Some(addr)
-            }
-        };
+        let pilot = crate::pilot::start(&cfg.server.pilot, data, engine.clone(), stop_rx.clone())
+            .await
+            .map_err(io("the Pilot port (server.pilot.listen)"))?;
+        let pilot_addr = pilot.map(|(addr, task)| {
+            servers.push(task);
+            addr
+        });
         servers.extend(acme.map(|a| tokio::spawn(a.run(stop_rx.clone()))));
         let scheme = if tls { "https" } else { "http" };
         tracing::info!(%http_addr, %grpc_addr, scheme, data = %data.display(), "coordinator serving");

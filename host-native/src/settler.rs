@@ -51,9 +51,16 @@ pub fn document(s: &EpochSettlement, key: &Identity) -> serde_json::Value {
                 "tasks": p.tasks,
                 "accuracy_ppm": p.accuracy_ppm,
                 "bonus": p.bonus,
+                "stake": s.stakes.held_by(&p.worker).to_string(),
                 "address": address,
             })
         })
+        .collect();
+    let forfeits: Vec<serde_json::Value> = s
+        .stakes
+        .forfeits
+        .iter()
+        .map(|(w, amount)| json!({"worker": w.as_str(), "amount": amount.to_string()}))
         .collect();
     json!({
         "epoch": s.epoch,
@@ -65,6 +72,7 @@ pub fn document(s: &EpochSettlement, key: &Identity) -> serde_json::Value {
         "operator_cut": s.operator_cut.to_string(),
         "carried_out": s.carried_out.to_string(),
         "payouts": payouts,
+        "forfeits": forfeits,
         "public_key": shoal_core::Digest(key.public_key()).to_hex(),
         "signature": shoal_core::digest::hex_lower(&signature),
     })

@@ -270,7 +270,10 @@ pub async fn rewards(State(plane): State<DataPlane>, Query(q): Query<Who>) -> Re
                         "amount": p.amount.to_string(),
                         "bounty": p.bounty.to_string(),
                         "tasks": p.tasks,
+                        "weight": p.weight.to_string(),
                         "accuracy_ppm": p.accuracy_ppm,
+                        "bonus": p.bonus,
+                        "stake": s.stakes.held_by(&id).to_string(),
                         "address": address,
                     }))
                 })

@@ -28,7 +28,10 @@ PILOT = (host, int(port))
 def read_exact(conn, n):
     data = b""
     while len(data) < n:
-        chunk = conn.recv(n - len(data))
+        try:
+            chunk = conn.recv(n - len(data))
+        except ConnectionResetError:  # closed with our bytes unread
+            return None
         if not chunk:
             return None
         data += chunk
@@ -73,8 +76,8 @@ def serve_callbacks():
 threading.Thread(target=serve_callbacks, daemon=True).start()
 
 
-def submit(description, from_addr=FROM, kind=SUBMIT):
-    task_id = str(uuid.uuid4())
+def submit(description, from_addr=FROM, kind=SUBMIT, task_id=None):
+    task_id = task_id or str(uuid.uuid4())
     request = {"task_id": task_id, "task_description": description, "from_addr": from_addr, "to_addr": sys.argv[1]}
     with socket.create_connection(PILOT, timeout=10) as conn:
         conn.sendall(frame(kind, request))
@@ -115,8 +118,17 @@ report["bad_description"] = [answer["status"], answer["message"]]
 _, (_, answer) = submit(desc, from_addr="10.1.2.3:9")
 report["bad_from_addr"] = [answer["status"], answer["message"]]
 
-# 3. A frame other than SUBMIT: the connection closes without an answer.
+_, (_, answer) = submit(desc, task_id="../../etc/passwd")
+report["bad_task_id"] = answer["status"]
+_, (_, answer) = submit(desc, task_id=tid)
+report["duplicate"] = [answer["status"], answer["message"]]
+
+# 3. A frame other than SUBMIT, or one declared over 16 MiB: the connection
+# closes without an answer.
 report["status_frame_answered"] = submit(desc, kind=STATUS_UPDATE)[1] is not None
+with socket.create_connection(PILOT, timeout=10) as conn:
+    conn.sendall(struct.pack(">II", SUBMIT, (1 << 24) + 1) + b"{")
+    report["huge_frame_answered"] = read_frame(conn) is not None
 
 # 4. SHA-256 of three tasks of two 8-byte messages each: results checked here.
 COUNT, LEN = 2, 8

@@ -59,6 +59,11 @@ pub mod ns {
     /// Epoch number (u64 BE) → its payees' addresses
     /// (`Vec<`[`PayoutAddress`](crate::coordinator::rewards::PayoutAddress)`>`).
     pub const EPOCH_ADDRESSES: &str = "epoch-addresses";
+    /// Epoch number (u64 BE) → its
+    /// [`EpochStakes`](crate::coordinator::rewards::EpochStakes).
+    pub const EPOCH_STAKES: &str = "epoch-stakes";
+    /// Worker id → the stake (u128) it forfeited in the open epoch.
+    pub const FORFEIT_OPEN: &str = "forfeit-open";
     /// Worker id → the [`Profile`](crate::identity::Profile) its identity declared.
     pub const PROFILE: &str = "profile";
     /// Worker id → empty: an identity the operator approved.
@@ -280,6 +285,10 @@ pub struct Snapshot {
     /// Payees' addresses of settled epochs, by number (joined to
     /// `history` when the coordinator is rebuilt).
     pub addresses: BTreeMap<u64, Vec<crate::coordinator::rewards::PayoutAddress>>,
+    /// Stakes of settled epochs, by number (joined like `addresses`).
+    pub stakes: BTreeMap<u64, crate::coordinator::rewards::EpochStakes>,
+    /// Stakes forfeited in the open epoch, by worker id.
+    pub open_forfeits: BTreeMap<WorkerId, u128>,
     /// Contributors' declared profiles, by worker id.
     pub profiles: BTreeMap<WorkerId, crate::identity::Profile>,
     /// Identities the operator approved.
@@ -386,17 +395,8 @@ impl Snapshot {
                 let id = worker_key(namespace, key)?;
                 self.workers.insert(id, r);
             }
-            ns::EPOCH => {
-                let s: EpochSettlement = postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?;
-                self.history.insert(s.epoch, s);
-            }
-            ns::EPOCH_OPEN => {
-                self.open_epoch = Some(postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
-            }
-            ns::EPOCH_ADDRESSES => {
-                let epoch =
-                    key.try_into().map(u64::from_be_bytes).map_err(|_| corrupt(namespace, key, "a key of 8 bytes"))?;
-                self.addresses.insert(epoch, postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
+            ns::EPOCH | ns::EPOCH_OPEN | ns::EPOCH_ADDRESSES | ns::EPOCH_STAKES | ns::FORFEIT_OPEN => {
+                self.apply_epoch(namespace, key, value)?;
             }
             ns::PROFILE => {
                 let id = worker_key(namespace, key)?;
@@ -405,6 +405,34 @@ impl Snapshot {
             ns::APPROVED => {
                 let id = worker_key(namespace, key)?;
                 self.approved.insert(id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The epoch records of [`Snapshot::apply`].
+    fn apply_epoch(&mut self, namespace: &str, key: &[u8], value: &[u8]) -> Result<(), RecoveryError> {
+        let epoch_key =
+            || key.try_into().map(u64::from_be_bytes).map_err(|_| corrupt(namespace, key, "a key of 8 bytes"));
+        match namespace {
+            ns::EPOCH => {
+                let s: EpochSettlement = postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?;
+                self.history.insert(s.epoch, s);
+            }
+            ns::EPOCH_OPEN => {
+                self.open_epoch = Some(postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
+            }
+            ns::EPOCH_ADDRESSES => {
+                self.addresses
+                    .insert(epoch_key()?, postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
+            }
+            ns::EPOCH_STAKES => {
+                self.stakes.insert(epoch_key()?, postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
+            }
+            ns::FORFEIT_OPEN => {
+                let id = worker_key(namespace, key)?;
+                self.open_forfeits.insert(id, postcard::from_bytes(value).map_err(|e| corrupt(namespace, key, e))?);
             }
             _ => {}
         }

@@ -133,6 +133,34 @@ pub struct EpochSettlement {
     /// before addresses existed still decode.
     #[serde(skip)]
     pub addresses: Vec<PayoutAddress>,
+    /// The stakes behind the payouts and the stakes forfeited by the
+    /// epoch's slashed workers. Stored beside the settlement
+    /// ([`super::recovery::ns::EPOCH_STAKES`]) and joined to its digest
+    /// when not empty, as `addresses` are.
+    #[serde(skip)]
+    pub stakes: EpochStakes,
+}
+
+/// The stakes of an epoch's settlement, by worker id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochStakes {
+    /// Payees that held a stake when the epoch closed (it weighted their pay).
+    pub held: Vec<(WorkerId, u128)>,
+    /// Workers slashed in the epoch and the stake each forfeited (the
+    /// settlement's `forfeited` is their sum).
+    pub forfeits: Vec<(WorkerId, u128)>,
+}
+
+impl EpochStakes {
+    /// Nothing staked, nothing forfeited.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.forfeits.is_empty()
+    }
+
+    /// The stake `worker` held, 0 for none.
+    pub fn held_by(&self, worker: &WorkerId) -> u128 {
+        self.held.iter().find(|(w, _)| w == worker).map_or(0, |(_, s)| *s)
+    }
 }
 
 /// A payee's payout address, as declared when its epoch closed.
@@ -254,6 +282,7 @@ pub fn settle_epoch(
         carried_out,
         digest,
         addresses: Vec::new(),
+        stakes: EpochStakes::default(),
     }
 }
 

@@ -164,9 +164,16 @@ pub(super) fn epoch_to_pb(s: &EpochSettlement) -> pb::Epoch {
                     .find(|a| a.worker == p.worker)
                     .map(|a| a.address.clone())
                     .unwrap_or_default(),
+                stake: s.stakes.held_by(&p.worker).to_string(),
             })
             .collect(),
         settlement: String::new(),
+        forfeits: s
+            .stakes
+            .forfeits
+            .iter()
+            .map(|(w, amount)| pb::Forfeit { worker: w.to_string(), amount: amount.to_string() })
+            .collect(),
     }
 }
 

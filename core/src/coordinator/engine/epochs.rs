@@ -3,7 +3,7 @@
 //! into an exact settlement.
 
 use crate::coordinator::recovery::{encode, ns, OpenEpoch, WorkerRecordRef};
-use crate::coordinator::rewards::{settle_epoch, EpochSettlement, EpochWork};
+use crate::coordinator::rewards::{settle_epoch, EpochSettlement, EpochStakes, EpochWork};
 use crate::ids::WorkerId;
 use crate::time::Millis;
 
@@ -19,6 +19,8 @@ pub(super) struct EpochState {
     pub(super) work: Map<WorkerId, EpochWork>,
     pub(super) carried: u128,
     pub(super) forfeited: u128,
+    /// Who forfeited how much of `forfeited`.
+    pub(super) forfeits: std::collections::BTreeMap<WorkerId, u128>,
     pub(super) history: Vec<EpochSettlement>,
 }
 
@@ -70,6 +72,32 @@ impl Coordinator {
         }
     }
 
+    /// Attaches the stakes behind the payouts and the open epoch's
+    /// forfeits to its settlement: they join its digest and go to the
+    /// ledger beside it.
+    fn attach_stakes(&mut self, s: &mut EpochSettlement) {
+        let held = s
+            .payouts
+            .iter()
+            .filter_map(|p| {
+                let stake = self.epoch.work.get(&p.worker).map_or(0, |w| w.stake);
+                (stake > 0).then(|| (p.worker.clone(), stake))
+            })
+            .collect();
+        let forfeits: Vec<(WorkerId, u128)> = std::mem::take(&mut self.epoch.forfeits).into_iter().collect();
+        for (w, _) in &forfeits {
+            self.ledger.delete(ns::FORFEIT_OPEN, w.as_str().as_bytes().to_vec());
+        }
+        let stakes = EpochStakes { held, forfeits };
+        if stakes.is_empty() {
+            return;
+        }
+        let bytes = encode(&stakes);
+        s.digest = crate::digest::Digest::of_parts([s.digest.as_bytes().as_slice(), b"stakes", bytes.as_slice()]);
+        self.ledger.put(ns::EPOCH_STAKES, s.epoch.to_be_bytes().to_vec(), bytes);
+        s.stakes = stakes;
+    }
+
     /// Sets a worker's stake (base units); recorded at the end of the round.
     pub(super) fn stake(&mut self, worker: &WorkerId, stake: u128) {
         self.reputation.entry(worker.clone()).or_default().stake = stake;
@@ -92,6 +120,7 @@ impl Coordinator {
             &self.epoch.work.iter().map(|(w, e)| (w.clone(), e.clone())).collect(),
         );
         self.attach_addresses(&mut s);
+        self.attach_stakes(&mut s);
         self.epoch_dirty = true;
         // In id order, so the closing round's records do not follow the
         // hash map's layout.

@@ -243,6 +243,7 @@ impl Coordinator {
                 work: Map::default(),
                 carried: 0,
                 forfeited: 0,
+                forfeits: std::collections::BTreeMap::new(),
                 history: Vec::new(),
             },
             dirty: DirtyWorkers::default(),

@@ -401,15 +401,17 @@ impl Coordinator {
             c.epoch.verified = open.verified;
             c.epoch.carried = open.carried;
             c.epoch.forfeited = open.forfeited;
+            c.epoch.forfeits = snapshot.open_forfeits;
         } else {
             c.epoch.carried = snapshot.history.values().next_back().map_or(0, |s| s.carried_out);
         }
-        let mut addresses = snapshot.addresses;
+        let (mut addresses, mut stakes) = (snapshot.addresses, snapshot.stakes);
         c.epoch.history = snapshot
             .history
             .into_values()
             .map(|mut s| {
                 s.addresses = addresses.remove(&s.epoch).unwrap_or_default();
+                s.stakes = stakes.remove(&s.epoch).unwrap_or_default();
                 s
             })
             .collect();

@@ -376,6 +376,10 @@ impl Coordinator {
         rep.slashed = true;
         let forfeited = std::mem::take(&mut rep.stake);
         self.epoch.forfeited += forfeited;
+        if forfeited > 0 {
+            self.epoch.forfeits.insert(id.clone(), forfeited);
+            self.ledger.put(ns::FORFEIT_OPEN, id.as_str().as_bytes().to_vec(), encode(&forfeited));
+        }
         self.epoch_dirty = true;
         self.dirty.insert(id.clone());
         let work = self.epoch.work.entry(id.clone()).or_default();
