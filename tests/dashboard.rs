@@ -221,6 +221,13 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
     assert_eq!(drawn[0], 11, "every state drawn: {drawn}");
     assert!(drawn[1].as_u64() > Some(10), "its transitions drawn: {drawn}");
     assert!(drawn[2].is_string(), "the current state is lit ({state} a moment ago): {drawn}");
+    // Its statistics: rounds agreed, and time per state (the API's and the page's).
+    let s = up.client.get_consensus(pb::GetConsensusRequest {}).await.expect("consensus").into_inner();
+    assert!(s.rounds >= 1 && s.time_per_state.len() == 11, "{s:?}");
+    let entered: u64 = s.time_per_state.iter().map(|t| t.entries).sum();
+    assert!(entered > s.transitions, "the start entered one state, each transition another: {s:?}");
+    let rows = b.eval(tab, "document.querySelectorAll('table.state-times tr[data-state-time]').length").await;
+    assert!(rows.as_u64() > Some(3), "the states it entered are listed: {rows}");
     b.screenshot(tab, &shots.join("swarm-consensus.png")).await;
 
     // Contribute: one button makes this tab a worker; the Workers page lists

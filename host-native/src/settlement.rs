@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_core::consensus::solo::{Agreed, SettlementInput, SoloSettlement, Step};
+use shoal_core::consensus::solo::{Agreed, SettlementInput, SoloSettlement, StateTime, Step};
 use shoal_core::consensus::State;
 use shoal_core::coordinator::Event;
 use shoal_core::Millis;
@@ -34,6 +34,12 @@ pub struct ConsensusView {
     pub agreed: Vec<Agreed>,
     /// The last transitions, oldest first.
     pub recent: Vec<Step>,
+    /// Rounds agreed.
+    pub rounds: u64,
+    /// Time in each state and entries into it, as of `as_of`.
+    pub time_per_state: Vec<(State, StateTime)>,
+    /// When the view was taken (a reader adds the time since to the current state).
+    pub as_of: Millis,
     /// Where this run's settled epochs stand with the settler, by epoch
     /// (the last [`SETTLEMENTS_KEPT`]).
     pub settlements: std::collections::BTreeMap<u64, SettlementState>,
@@ -77,9 +83,12 @@ pub fn set_state(view: &SharedConsensus, epoch: u64, state: SettlementState) {
 /// The view, shared with the API.
 pub type SharedConsensus = Arc<Mutex<ConsensusView>>;
 
-fn view_of(s: &SoloSettlement) -> ConsensusView {
+fn view_of(s: &SoloSettlement, now: Millis) -> ConsensusView {
     let agreed = s.agreed();
     ConsensusView {
+        rounds: s.rounds(),
+        time_per_state: s.time_per_state(now),
+        as_of: now,
         state: s.state(),
         state_entered: s.state_entered(),
         transitions: s.transition_count(),
@@ -105,7 +114,7 @@ pub fn spawn(
     // The machine's deadlines need a clock that never steps back.
     let mut clock = Clock::resume(Millis(0));
     let mut solo = SoloSettlement::new(clock.now(), "coordinator");
-    let shared = Arc::new(Mutex::new(view_of(&solo)));
+    let shared = Arc::new(Mutex::new(view_of(&solo, clock.now())));
     let publish = Arc::clone(&shared);
     let task = tokio::spawn(async move {
         let mut waiting: std::collections::BTreeMap<u64, shoal_core::coordinator::rewards::EpochSettlement> =
@@ -153,7 +162,7 @@ pub fn spawn(
                     });
                 }
             }
-            let view = view_of(&solo);
+            let view = view_of(&solo, clock.now());
             if let Ok(mut v) = publish.lock() {
                 let settlements = std::mem::take(&mut v.settlements);
                 *v = ConsensusView { settlements, ..view };

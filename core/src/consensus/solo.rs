@@ -136,6 +136,24 @@ pub struct SoloSettlement {
     /// Agreed settlements not yet polled.
     fresh: VecDeque<Agreed>,
     recent: VecDeque<Step>,
+    /// Time spent in each state and entries into it, indexed as
+    /// [`State::ALL`] (the current stay is added when read).
+    time_in: [StateTime; State::ALL.len()],
+    /// When the current state was entered, by this wrapper's clock.
+    entered: Millis,
+}
+
+/// How long the machine was in one state, and how often it entered it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateTime {
+    /// Entries into the state.
+    pub entries: u64,
+    /// Time in it, all stays together.
+    pub total: Millis,
+}
+
+fn index_of(state: State) -> usize {
+    State::ALL.iter().position(|s| *s == state).unwrap_or(0)
 }
 
 fn genesis() -> Agreed {
@@ -155,7 +173,10 @@ impl SoloSettlement {
             agreed: Vec::new(),
             fresh: VecDeque::new(),
             recent: VecDeque::new(),
+            time_in: [StateTime::default(); State::ALL.len()],
+            entered: now,
         };
+        s.time_in[index_of(s.m.state())].entries = 1;
         let _ = s.m.handle(now, Input::Start);
         s.drive(now);
         s
@@ -218,6 +239,28 @@ impl SoloSettlement {
         self.recent.iter()
     }
 
+    /// Rounds agreed so far (the last agreed round's number).
+    pub fn rounds(&self) -> u64 {
+        self.agreed.last().map_or(0, |a| a.round)
+    }
+
+    /// Time in each state up to `now` and entries into it, in
+    /// [`State::ALL`] order: where the machine spends its time.
+    pub fn time_per_state(&self, now: Millis) -> Vec<(State, StateTime)> {
+        let current = index_of(self.m.state());
+        State::ALL
+            .iter()
+            .zip(self.time_in)
+            .enumerate()
+            .map(|(i, (state, mut t))| {
+                if i == current {
+                    t.total = t.total + now.since(self.entered);
+                }
+                (*state, t)
+            })
+            .collect()
+    }
+
     fn collected(&self) -> Reply<Agreed, SettlementVote, Prover, Collected> {
         let round = self.m.active().map_or(0, |a| a.round) + 1;
         match self.waiting.front() {
@@ -231,6 +274,10 @@ impl SoloSettlement {
         while let Some(action) = self.m.poll_output() {
             let (request, reply) = match action {
                 Action::Transitioned { from, to, event } => {
+                    let stay = now.since(self.entered);
+                    self.time_in[index_of(from)].total = self.time_in[index_of(from)].total + stay;
+                    self.time_in[index_of(to)].entries += 1;
+                    self.entered = now;
                     if self.recent.len() == RECENT_TRANSITIONS {
                         self.recent.pop_front();
                     }
@@ -346,5 +393,14 @@ mod tests {
         let last: Vec<u64> = s.agreed().iter().map(|a| a.epoch).collect();
         assert_eq!(last, vec![1, 2, 3, 4, 5]);
         assert!(s.recent().count() <= RECENT_TRANSITIONS);
+        // Its statistics: every millisecond since the start is in one
+        // state, every transition entered one, and five rounds agreed.
+        let times = s.time_per_state(now);
+        let total: u64 = times.iter().map(|(_, t)| t.total.0).sum();
+        assert_eq!(total, now.since(Millis(1_000)).0);
+        let entries: u64 = times.iter().map(|(_, t)| t.entries).sum();
+        assert_eq!(entries, s.transition_count() + 1, "the start entered the first state");
+        assert_eq!(s.rounds(), 5);
+        assert!(times.iter().any(|(st, t)| *st == State::Collecting && t.total.0 > 0));
     }
 }

@@ -182,6 +182,16 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
             states: State::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
             table: transitions().into_iter().map(|t| step(t.from, t.event, t.to, 0)).collect(),
             recent: view.recent.iter().map(|s| step(s.from, s.event, s.to, s.at.0)).collect(),
+            rounds: view.rounds,
+            time_per_state: view
+                .time_per_state
+                .iter()
+                .map(|(state, t)| {
+                    // The current stay goes on after the view was taken.
+                    let since = if *state == view.state { crate::engine::wall_now().since(view.as_of).0 } else { 0 };
+                    pb::StateTime { state: state.as_str().into(), entries: t.entries, total_ms: t.total.0 + since }
+                })
+                .collect(),
         }))
     }
 

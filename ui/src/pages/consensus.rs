@@ -61,6 +61,36 @@ fn diagram(s: &pb::GetConsensusResponse) -> impl IntoView {
     }
 }
 
+/// Where the machine spends its time: each state it entered, how often,
+/// for how long in all and on average, and its share of the time.
+fn time_per_state(s: &pb::GetConsensusResponse) -> impl IntoView {
+    let total: u64 = s.time_per_state.iter().map(|t| t.total_ms).sum();
+    let rows = s
+        .time_per_state
+        .iter()
+        .filter(|t| t.entries > 0)
+        .map(|t| {
+            let share = (u128::from(t.total_ms) * 1000).checked_div(u128::from(total)).unwrap_or(0);
+            let mean = t.total_ms.checked_div(t.entries).unwrap_or(0);
+            view! {
+                <tr data-state-time=t.state.clone()>
+                    <td>{t.state.replace('_', " ")}</td>
+                    <td class="num">{t.entries}</td>
+                    <td class="num">{format!("{:.1} s", t.total_ms as f64 / 1000.0)}</td>
+                    <td class="num">{format!("{mean} ms")}</td>
+                    <td class="num">{format!("{}.{} %", share / 10, share % 10)}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table class="state-times">
+            <thead><tr><th>"state"</th><th>"entries"</th><th>"time"</th><th>"mean stay"</th><th>"share"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
 /// The settlement consensus section of the Swarm page.
 #[component]
 pub fn Consensus() -> impl IntoView {
@@ -78,9 +108,10 @@ pub fn Consensus() -> impl IntoView {
                         "Each settled epoch's payout digest is agreed by the consensus machine before a settler acts on it. "
                         "State " <strong data-consensus-state=s.state.clone()>{s.state.replace('_', " ")}</strong>
                         " since " {ago(now, s.state_entered_ms)} " · " {s.transitions} " transitions · "
-                        {s.waiting} " waiting"
+                        {s.rounds} " rounds agreed · " {s.waiting} " waiting"
                     </p>
                     <div class="scroll">{diagram(&s)}</div>
+                    {time_per_state(&s)}
                     <p data-consensus-agreed=agreed_epoch>
                         {match agreed {
                             Some(a) => format!("Last agreed: epoch {} in round {}, digest {}…", a.epoch, a.round, a.digest.chars().take(16).collect::<String>()),
