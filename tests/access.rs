@@ -103,6 +103,8 @@ fn table(jobs: &Jobs, tag: &str) -> Vec<Row> {
     let cancel = |id: &str| pb::CancelJobRequest { job_id: id.into() };
     let delete = |id: &str| pb::DeleteJobRequest { job_id: id.into() };
     let results = |id: &str| pb::StreamJobResultsRequest { job_id: id.into(), follow: false, omit_outputs: true };
+    let dead = |id: &str| pb::ListDeadLettersRequest { job_id: id.into(), ..Default::default() };
+    let requeue = |id: &str| pb::RequeueDeadLettersRequest { job_id: id.into(), indices: Vec::new() };
     let submit_msgs = job_messages(&format!("via-{tag}"));
     let submit_body: Vec<u8> = submit_msgs.iter().flat_map(frame).collect();
     let submit_native: NativeCall = Box::new(move |mut c: Client| {
@@ -118,6 +120,10 @@ fn table(jobs: &Jobs, tag: &str) -> Vec<Row> {
         row!("ListJobKernels", kernels(theirs), list_job_kernels, [O, D, O]),
         row!("StreamJobResults", results(mine), stream_job_results, [O, O, O]),
         row!("StreamJobResults", results(theirs), stream_job_results, [O, D, O]),
+        row!("ListDeadLetters", pb::ListDeadLettersRequest::default(), list_dead_letters, [O, D, O]),
+        row!("ListDeadLetters", dead(mine), list_dead_letters, [O, O, O]),
+        row!("RequeueDeadLetters", requeue(theirs), requeue_dead_letters, [D, D, O]),
+        row!("RequeueDeadLetters", requeue(mine), requeue_dead_letters, [D, O, O]),
         row!("CancelJob", cancel(theirs), cancel_job, [D, D, O]),
         row!("CancelJob", cancel(mine), cancel_job, [D, O, O]),
         row!("DeleteJob", delete(&jobs.doomed_theirs), delete_job, [D, D, O]),
@@ -279,7 +285,7 @@ async fn every_call_answers_each_role_on_both_ports() {
             }
         }
     }
-    assert_eq!(checked, 2 * 30 * 5);
+    assert_eq!(checked, 2 * 34 * 5);
 
     // The pages that read the swarm: metrics for read and admin; stats for
     // every role; neither without a (live) token.

@@ -676,3 +676,65 @@ async fn measured_tiers_decide_who_runs_a_job() {
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// Dead letters across jobs, re-queued after a fix: a job submitted while
+/// no worker is connected outlives its time to live and dead-letters;
+/// once workers are there, an admin re-runs some of its tasks as a new
+/// job (the listing says where each went), then the rest; a re-queued
+/// dead letter is not re-queued twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_are_listed_across_jobs_and_requeued_after_a_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.coordinator.task_ttl = shoal_core::Millis(1_500);
+    let service = Service::start(cfg).await.expect("service starts");
+    let mut c = client(&service).await;
+    let sha = shoal_core::kernels::KernelSpec::Sha256(shoal_core::kernels::Sha256Params { count: 4, message_len: 32 });
+    let tasks: Vec<_> = (0..3u64).map(|i| (sha.clone(), sha.seeded_inputs(i))).collect();
+    let job = submit(&mut c, "before the workers", 2, &tasks).await;
+    let status = wait_finished(&mut c, &job, 30).await;
+    assert_eq!(status.dead_lettered, 3, "no worker within the time to live");
+    let list = |job: &str| pb::ListDeadLettersRequest { job_id: job.into(), ..Default::default() };
+    let all = c.list_dead_letters(list("")).await.expect("listed").into_inner().dead_letters;
+    assert_eq!(
+        all.iter().map(|d| (d.job_id.as_str(), d.index)).collect::<Vec<_>>(),
+        vec![(job.as_str(), 0), (job.as_str(), 1), (job.as_str(), 2)]
+    );
+    assert!(all.iter().all(|d| !d.reason.is_empty() && d.requeued_job_id.is_empty()), "{all:?}");
+    let paged =
+        c.list_dead_letters(pb::ListDeadLettersRequest { page_size: 2, ..list("") }).await.expect("page").into_inner();
+    assert_eq!(paged.dead_letters.len(), 2);
+    let rest = pb::ListDeadLettersRequest { page_token: paged.next_page_token, page_size: 2, ..list("") };
+    let rest = c.list_dead_letters(rest).await.expect("page").into_inner();
+    assert_eq!((rest.dead_letters.len(), rest.dead_letters[0].index, rest.next_page_token.as_str()), (1, 2, ""));
+
+    // The fix: workers. Tasks 0 and 2 first.
+    let workers = Workers::spawn(&service, "w", 2, Behaviour::Honest);
+    wait_admitted(&mut c, 2).await;
+    let requeue = |indices: Vec<u32>| pb::RequeueDeadLettersRequest { job_id: job.clone(), indices };
+    let first = c.requeue_dead_letters(requeue(vec![2, 0])).await.expect("re-queued").into_inner();
+    assert_eq!(first.tasks, 2);
+    let done = wait_finished(&mut c, &first.job_id, 60).await;
+    assert_eq!((done.verified, done.name.as_str()), (2, "requeue of before the workers"));
+    let outcomes = results(&mut c, &first.job_id).await;
+    for (o, original) in outcomes.iter().zip([0usize, 2]) {
+        let (k, inputs) = &tasks[original];
+        assert!(agrees(k, &o.outputs, &reference(k, inputs)), "re-run task {} is task {original}", o.index);
+    }
+    let again = c.requeue_dead_letters(requeue(vec![0])).await.expect_err("already re-queued");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    let listed = c.list_dead_letters(list(&job)).await.expect("listed").into_inner().dead_letters;
+    let went: Vec<(u32, &str, u32)> =
+        listed.iter().map(|d| (d.index, d.requeued_job_id.as_str(), d.requeued_index)).collect();
+    assert_eq!(went, vec![(0, first.job_id.as_str(), 0), (1, "", 0), (2, first.job_id.as_str(), 1)]);
+    // The rest, then nothing is left.
+    let second = c.requeue_dead_letters(requeue(vec![])).await.expect("re-queued").into_inner();
+    assert_eq!(second.tasks, 1);
+    assert_eq!(wait_finished(&mut c, &second.job_id, 60).await.verified, 1);
+    let none = c.requeue_dead_letters(requeue(vec![])).await.expect("nothing").into_inner();
+    assert_eq!((none.tasks, none.job_id.as_str()), (0, ""));
+    let bad = c.requeue_dead_letters(requeue(vec![7])).await.expect_err("not a dead letter");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}

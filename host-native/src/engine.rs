@@ -94,6 +94,8 @@ pub enum Command {
         owner: String,
         /// The client's id for the submission (empty: none).
         request_id: String,
+        /// The dead letters the job re-queues, task by task (empty: a new job).
+        requeue: Vec<(JobId, u32)>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<JobId, SubmitError>>,
     },
@@ -213,7 +215,21 @@ impl EngineHandle {
         request_id: String,
     ) -> Result<Result<JobId, SubmitError>, EngineGone> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Submit { job: job.into(), name, owner, request_id, reply })?;
+        self.send(Command::Submit { job: job.into(), name, owner, request_id, requeue: Vec::new(), reply })?;
+        rx.await.map_err(|_| EngineGone)
+    }
+
+    /// Submits `job` as the re-run of dead letters `from` (task `i` of it
+    /// is `from[i]`), each recording where it went; returns once durable.
+    pub async fn requeue(
+        &self,
+        job: impl Into<PreparedJob>,
+        name: String,
+        owner: String,
+        from: Vec<(JobId, u32)>,
+    ) -> Result<Result<JobId, SubmitError>, EngineGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Submit { job: job.into(), name, owner, request_id: String::new(), requeue: from, reply })?;
         rx.await.map_err(|_| EngineGone)
     }
 
@@ -292,6 +308,16 @@ impl Clock {
         let wall = Micros(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64));
         self.last = self.last.max(wall);
         self.last
+    }
+}
+
+/// The core command of a submission: a new job, or the re-run of dead
+/// letters `requeue`.
+fn submission(job: PreparedJob, requeue: Vec<(JobId, u32)>) -> CoreCommand {
+    if requeue.is_empty() {
+        CoreCommand::SubmitJob(job)
+    } else {
+        CoreCommand::RequeueDeadLetters { from: requeue, job }
     }
 }
 
@@ -504,7 +530,10 @@ impl Waiting {
     /// metadata, a deleted job's rows join the same commit).
     fn answer(self, answer: Answer, now: Millis, records: &mut Batch) -> Reply {
         match (self, answer) {
-            (Waiting::Submit { name, owner, request_id, tasks, inputs_apart, reply }, Answer::JobSubmitted(r)) => {
+            (
+                Waiting::Submit { name, owner, request_id, tasks, inputs_apart, reply },
+                Answer::JobSubmitted(r) | Answer::Requeued(r),
+            ) => {
                 if let Ok(job) = &r {
                     let meta = JobMeta { name, tasks, submitted: now, owner, inputs_apart, request_id };
                     records.jobs.push((*job, meta));
@@ -630,12 +659,12 @@ impl Engine {
                     registrations.push((conn, None));
                     inputs.push(Input::Disconnected { conn, reason });
                 }
-                Command::Submit { job, name, owner, request_id, reply } => {
+                Command::Submit { job, name, owner, request_id, requeue, reply } => {
                     let tasks = job.spec().tasks.len() as u32;
                     let inputs_apart = job.inputs_apart();
                     let ticket = self.ticket();
                     waiting.insert(ticket, Waiting::Submit { name, owner, request_id, tasks, inputs_apart, reply });
-                    inputs.push(Input::Command { ticket, command: CoreCommand::SubmitJob(job) });
+                    inputs.push(Input::Command { ticket, command: submission(job, requeue) });
                 }
                 Command::Delete { job, reply } => match self.deletion(job, None, Some(reply)) {
                     Ok((waits, input)) => {

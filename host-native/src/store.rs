@@ -12,8 +12,8 @@ use std::path::Path;
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 use shoal_core::coordinator::ledger::{content_addressed, EntryValue, StateDiff, WriteType};
-use shoal_core::coordinator::recovery::{ns, EndedTask, JobRecord, Snapshot};
-use shoal_core::coordinator::{DeadLetter, JobProgress, VerifiedResult};
+use shoal_core::coordinator::recovery::{ns, task_record_key, EndedTask, JobRecord, Snapshot};
+use shoal_core::coordinator::{DeadLetter, JobProgress, JobSpec, VerifiedResult};
 use shoal_core::kernels::KernelSpec;
 use shoal_core::{JobId, Millis};
 
@@ -150,6 +150,9 @@ pub struct JobInfo {
     pub owner: String,
 }
 
+/// A task by its job and index (where a dead letter was re-queued).
+pub type TaskAt = (JobId, u32);
+
 /// What the service needs from storage.
 pub trait Store: Send + Sync {
     /// Makes a batch durable (one transaction).
@@ -175,6 +178,18 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<(JobId, JobInfo)>, StoreError>;
     /// The kernels of a job's tasks, in index order, if the job is stored.
     fn job_kernels(&self, job: JobId) -> Result<Option<Vec<KernelSpec>>, StoreError>;
+    /// Dead letters in key order (by job id, then index), after `after`
+    /// when given, only `job`'s when given, at most `limit`; each with the
+    /// job and index it was re-queued as.
+    fn dead_letters(
+        &self,
+        job: Option<JobId>,
+        after: Option<(JobId, u32)>,
+        limit: usize,
+    ) -> Result<Vec<(DeadLetter, Option<TaskAt>)>, StoreError>;
+    /// Tasks `indices` of a stored job as submitted (kernels and inputs),
+    /// as a job with its settings; None if the job is not stored.
+    fn job_tasks(&self, job: JobId, indices: &[u32]) -> Result<Option<JobSpec>, StoreError>;
     /// The job `owner`'s submission with `request_id` created, if stored.
     fn request_job(&self, owner: &str, request_id: &str) -> Result<Option<JobId>, StoreError>;
     /// Every API token record, by digest.
@@ -668,6 +683,73 @@ impl Store for RedbStore {
 
     fn request_job(&self, owner: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
         self.find_request(owner, request_id)
+    }
+
+    fn dead_letters(
+        &self,
+        job: Option<JobId>,
+        after: Option<(JobId, u32)>,
+        limit: usize,
+    ) -> Result<Vec<(DeadLetter, Option<TaskAt>)>, StoreError> {
+        let prefix = state_key(ns::DEAD_LETTER, job.as_ref().map_or(&[][..], |j| j.as_bytes().as_slice()));
+        let mut start = match after {
+            Some((j, i)) => state_key(ns::DEAD_LETTER, &task_record_key(j, i)),
+            None => prefix.clone(),
+        };
+        if after.is_some() {
+            start.push(0); // strictly after
+        }
+        let end = prefix_end(&prefix);
+        let mut letters = Vec::new();
+        self.range(&start.max(prefix.clone()), &end, |_, v| {
+            letters.push(postcard::from_bytes::<DeadLetter>(v).map_err(|e| corrupt(ns::DEAD_LETTER, e))?);
+            Ok(letters.len() < limit)
+        })?;
+        let txn = self.db.begin_read()?;
+        let state = txn.open_table(STATE)?;
+        let refs = txn.open_table(BLOBS)?;
+        letters
+            .into_iter()
+            .map(|d| {
+                let key = state_key(ns::REQUEUED, &task_record_key(d.job, d.index));
+                let to = match self.state_value(&state, &refs, &key)? {
+                    Some(v) => Some(postcard::from_bytes(v.bytes()).map_err(|e| corrupt(ns::REQUEUED, e))?),
+                    None => None,
+                };
+                Ok((d, to))
+            })
+            .collect()
+    }
+
+    fn job_tasks(&self, job: JobId, indices: &[u32]) -> Result<Option<JobSpec>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let state = txn.open_table(STATE)?;
+        let refs = txn.open_table(BLOBS)?;
+        let Some(v) = self.state_value(&state, &refs, &state_key(ns::JOB, job.as_bytes()))? else { return Ok(None) };
+        // The recovery path reads job records and inputs: the same here.
+        let mut snapshot = Snapshot::default();
+        snapshot.apply(ns::JOB, job.as_bytes(), v.bytes()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let Some(mut stored) = snapshot.jobs.remove(&job) else { return Ok(None) };
+        let mut tasks = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let Some(task) = stored.spec.tasks.get(i as usize) else {
+                return Err(StoreError::Corrupt(format!("job {job} has no task {i}")));
+            };
+            let mut task = task.clone();
+            if let Some(digest) = stored.apart.get(&i) {
+                let key = state_key(ns::INPUT, digest.as_bytes());
+                let v = self.state_value(&state, &refs, &key)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("the stored inputs {digest} of job {job} task {i} are missing"))
+                })?;
+                snapshot
+                    .apply(ns::INPUT, digest.as_bytes(), v.bytes())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                task.inputs = snapshot.inputs.get(digest).cloned().unwrap_or_default();
+            }
+            tasks.push(task);
+        }
+        stored.spec.tasks = tasks;
+        Ok(Some(stored.spec))
     }
 
     fn api_tokens(&self) -> Result<Vec<(shoal_core::Digest, TokenRecord)>, StoreError> {

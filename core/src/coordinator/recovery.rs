@@ -46,6 +46,9 @@ pub mod ns {
     pub const TASK: &str = "task";
     /// [`task_record_key`](super::task_record_key) → [`DeadLetter`](crate::coordinator::DeadLetter).
     pub const DEAD_LETTER: &str = "dead-letter";
+    /// [`task_record_key`](super::task_record_key) of a dead letter → the
+    /// job and index (`(JobId, u32)`) it was re-queued as.
+    pub const REQUEUED: &str = "requeued";
     /// Worker id → [`AdmittedWorker`](super::AdmittedWorker), on admission.
     pub const WORKER: &str = "worker";
     /// Worker id → [`WorkerRecord`](super::WorkerRecord).

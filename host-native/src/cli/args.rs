@@ -400,6 +400,25 @@ pub(super) enum JobAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Dead-lettered tasks of every job (or of one), with their reasons
+    /// and where each was re-queued.
+    DeadLetters {
+        /// Only this job's.
+        #[arg(long)]
+        job: Option<String>,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Run a job's dead-lettered tasks again as a new job, once what made
+    /// them fail is fixed.
+    Requeue {
+        /// Job id.
+        job: String,
+        /// Task indices (default: every dead letter not re-queued yet).
+        indices: Vec<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]

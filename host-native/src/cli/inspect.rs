@@ -110,6 +110,64 @@ pub(super) async fn job(action: JobAction) -> Result<()> {
             }
             println!("deleted");
         }
+        JobAction::DeadLetters { job, list } => dead_letters(job, &list).await?,
+        JobAction::Requeue { job, indices, client } => {
+            let mut c = connect(&client).await?;
+            let request = pb::RequeueDeadLettersRequest { job_id: job.clone(), indices };
+            let r = c
+                .requeue_dead_letters(request)
+                .await
+                .with_context(|| format!("re-queuing dead letters of job {job}"))?
+                .into_inner();
+            if client.json {
+                return output::print_json(&r);
+            }
+            match r.tasks {
+                0 => println!("nothing to re-queue: job {job} has no dead letter that was not re-queued"),
+                n => println!("{n} tasks re-queued as job {}", r.job_id),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `shoal job dead-letters`: page by page, up to `--limit`.
+async fn dead_letters(job: Option<String>, list: &ListArgs) -> Result<()> {
+    let mut c = connect(&list.client).await?;
+    let mut letters = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListDeadLettersRequest {
+            page_size: 1000,
+            page_token: std::mem::take(&mut page_token),
+            job_id: job.clone().unwrap_or_default(),
+        };
+        let r = c.list_dead_letters(request).await.context("listing dead letters")?.into_inner();
+        letters.extend(r.dead_letters);
+        if r.next_page_token.is_empty() || (list.limit > 0 && letters.len() >= list.limit) {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    if list.limit > 0 {
+        letters.truncate(list.limit);
+    }
+    if list.client.json {
+        return output::print_json(&pb::ListDeadLettersResponse {
+            dead_letters: letters,
+            next_page_token: String::new(),
+        });
+    }
+    if letters.is_empty() {
+        println!("no dead letters");
+    }
+    for d in letters {
+        let requeued = if d.requeued_job_id.is_empty() {
+            String::new()
+        } else {
+            format!(" → re-queued as {} task {}", d.requeued_job_id, d.requeued_index)
+        };
+        println!("{} task {}: {}{requeued}", d.job_id, d.index, d.reason);
     }
     Ok(())
 }

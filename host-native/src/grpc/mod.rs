@@ -17,6 +17,7 @@ mod auth;
 mod calls;
 pub(crate) mod codec;
 mod convert;
+mod dead_letters;
 pub mod errors;
 mod intake;
 mod jobs;

@@ -28,6 +28,8 @@ pub(super) enum ListCall {
     Tokens,
     /// `ListContributors`.
     Contributors,
+    /// `ListDeadLetters`.
+    DeadLetters,
 }
 
 /// A call's paging limits.
@@ -45,7 +47,7 @@ impl ListCall {
         match self {
             ListCall::Jobs | ListCall::Contributors => Limits { default: 50, max: 1000 },
             ListCall::JobKernels => Limits { default: 1000, max: 10_000 },
-            ListCall::Workers | ListCall::Tokens => Limits { default: 100, max: 1000 },
+            ListCall::Workers | ListCall::Tokens | ListCall::DeadLetters => Limits { default: 100, max: 1000 },
             ListCall::Epochs => Limits { default: 20, max: 100 },
         }
     }

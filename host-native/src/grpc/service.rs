@@ -143,6 +143,30 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
 
     type StreamJobResultsStream = BoxStream<pb::StreamJobResultsResponse>;
 
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let req = request.get_ref();
+        let (scope, job) = if req.job_id.is_empty() {
+            (allowed(&request, Op::ReadJobs)?, None)
+        } else {
+            (Scope::All, Some(self.job_in_reach(&request, &req.job_id, Op::ReadJobs).await?))
+        };
+        super::dead_letters::list(&self.engine, scope, job, req).await.map(Response::new)
+    }
+
+    async fn requeue_dead_letters(
+        &self,
+        request: Request<pb::RequeueDeadLettersRequest>,
+    ) -> Result<Response<pb::RequeueDeadLettersResponse>, Status> {
+        // Submitting the new job, and reaching the old one as cancelling it would.
+        allowed(&request, Op::Submit)?;
+        let job = self.job_in_reach(&request, &request.get_ref().job_id, Op::CancelJob).await?;
+        let owner = caller(&request).owner();
+        super::dead_letters::requeue(&self.engine, job, &request.get_ref().indices, owner).await.map(Response::new)
+    }
+
     async fn stream_job_results(
         &self,
         request: Request<pb::StreamJobResultsRequest>,

@@ -318,6 +318,7 @@ impl Coordinator {
                 Answer::StakeSet
             }
             Command::ApproveIdentity { worker, approve } => Answer::IdentityApproval(self.approve(&worker, approve)),
+            Command::RequeueDeadLetters { from, job } => Answer::Requeued(self.requeue(now, &from, job)),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::coordinator::config::CoordinatorConfig;
 use crate::coordinator::ledger::Ledger;
 use crate::coordinator::profile::{Tier, WorkerClass};
 use crate::coordinator::recovery::{
-    encode, encode_into, ns, EndedTask, JobRecord, Snapshot, StoredInputs, TaskRecord, INPUTS_APART,
+    encode, encode_into, ns, task_record_key, EndedTask, JobRecord, Snapshot, StoredInputs, TaskRecord, INPUTS_APART,
 };
 use crate::coordinator::rewards::EpochWork;
 use crate::digest::Digest;
@@ -468,6 +468,24 @@ impl Coordinator {
         true
     }
 
+    /// Re-queues dead letters as the tasks of a new job
+    /// ([`Command::RequeueDeadLetters`](super::Command::RequeueDeadLetters)).
+    pub(super) fn requeue(
+        &mut self,
+        now: Millis,
+        from: &[(JobId, u32)],
+        job: PreparedJob,
+    ) -> Result<JobId, SubmitError> {
+        if from.len() != job.spec.tasks.len() {
+            return Err(SubmitError::RequeueMismatch { letters: from.len(), tasks: job.spec.tasks.len() });
+        }
+        let new = self.submit(now, job)?;
+        for (i, (old, index)) in from.iter().enumerate() {
+            self.ledger.put(ns::REQUEUED, task_record_key(*old, *index), encode(&(new, i as u32)));
+        }
+        Ok(new)
+    }
+
     /// Deletes a finished job's records ([`Command::DeleteJob`](super::Command::DeleteJob)):
     /// its record, its end and cancellation marks, every task result and
     /// dead letter (one prefix delete each, however many tasks), and the
@@ -481,7 +499,7 @@ impl Coordinator {
         for namespace in [ns::JOB, ns::JOB_FINISHED, ns::JOB_CANCELLED] {
             self.ledger.delete(namespace, job.as_bytes().to_vec());
         }
-        for namespace in [ns::TASK, ns::DEAD_LETTER] {
+        for namespace in [ns::TASK, ns::DEAD_LETTER, ns::REQUEUED] {
             self.ledger.delete_prefix(namespace, job.as_bytes().to_vec());
         }
         if !inputs.is_empty() {

@@ -106,6 +106,16 @@ pub enum Command {
         /// Approve (true) or withdraw.
         approve: bool,
     },
+    /// Run dead-lettered tasks again, once the operator fixed what made
+    /// them fail: `job` holds them (their kernels and inputs, as
+    /// submitted), task `i` of it being dead letter `from[i]`; each dead
+    /// letter records where it went, in the same round.
+    RequeueDeadLetters {
+        /// The dead letters, by job and index.
+        from: Vec<(JobId, u32)>,
+        /// The new job.
+        job: PreparedJob,
+    },
 }
 
 /// The coordinator's answer to a [`Command`].
@@ -123,6 +133,8 @@ pub enum Answer {
     StakeSet,
     /// Whether the approval changed (false: it already was so).
     IdentityApproval(bool),
+    /// The new job of the re-queued dead letters, or why it was refused.
+    Requeued(Result<JobId, SubmitError>),
 }
 
 /// Something the host must do or show.
@@ -372,6 +384,14 @@ pub enum SubmitError {
         index: usize,
         /// What is wrong.
         error: KernelError,
+    },
+    /// A re-queue names as many dead letters as its job has tasks.
+    #[error("{letters} dead letters for a job of {tasks} tasks")]
+    RequeueMismatch {
+        /// Dead letters named.
+        letters: usize,
+        /// Tasks of the new job.
+        tasks: usize,
     },
     /// Redundancy or quorum out of range.
     #[error("redundancy {redundancy} and quorum {quorum} must satisfy 1 ≤ quorum ≤ redundancy ≤ {max}")]
