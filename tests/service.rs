@@ -720,7 +720,20 @@ async fn dead_letters_are_listed_across_jobs_and_requeued_after_a_fix() {
     for (o, original) in outcomes.iter().zip([0usize, 2]) {
         let (k, inputs) = &tasks[original];
         assert!(agrees(k, &o.outputs, &reference(k, inputs)), "re-run task {} is task {original}", o.index);
+        // Its lifecycle: queued, offered, acknowledged, ended, in order,
+        // the durations between them, and the polo score of those.
+        let stamps = [o.submitted_ms, o.offered_ms, o.acked_ms, o.ended_ms];
+        assert!(stamps[0] > 0 && stamps.windows(2).all(|w| w[0] <= w[1]), "{o:?}");
+        assert_eq!(
+            (o.queued_ms, o.staged_ms, o.running_ms),
+            (stamps[1] - stamps[0], stamps[2] - stamps[1], stamps[3] - stamps[2])
+        );
+        let polo = o.polo.as_ref().expect("a polo score");
+        assert!(polo.reward >= 1 && polo.efficiency >= 0.4 && polo.efficiency <= 1.0, "{polo:?}");
     }
+    // A dead letter never offered: queued from submission to its end, nothing staged or run.
+    let never = results(&mut c, &job).await;
+    assert!(never.iter().all(|o| o.offered_ms == 0 && o.running_ms == 0 && o.queued_ms >= 1_500), "{never:?}");
     let again = c.requeue_dead_letters(requeue(vec![0])).await.expect_err("already re-queued");
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
     let listed = c.list_dead_letters(list(&job)).await.expect("listed").into_inner().dead_letters;

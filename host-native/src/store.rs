@@ -12,7 +12,7 @@ use std::path::Path;
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 use shoal_core::coordinator::ledger::{content_addressed, EntryValue, StateDiff, WriteType};
-use shoal_core::coordinator::recovery::{ns, task_record_key, EndedTask, JobRecord, Snapshot};
+use shoal_core::coordinator::recovery::{ns, task_record_key, EndedTask, JobRecord, Snapshot, TaskTimes};
 use shoal_core::coordinator::{DeadLetter, JobProgress, JobSpec, VerifiedResult};
 use shoal_core::kernels::KernelSpec;
 use shoal_core::{JobId, Millis};
@@ -178,6 +178,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<(JobId, JobInfo)>, StoreError>;
     /// The kernels of a job's tasks, in index order, if the job is stored.
     fn job_kernels(&self, job: JobId) -> Result<Option<Vec<KernelSpec>>, StoreError>;
+    /// Lifecycle stamps of a job's ended tasks with `from ≤ index ≤ to`,
+    /// in index order.
+    fn task_times(&self, job: JobId, from: u32, to: u32) -> Result<Vec<(u32, TaskTimes)>, StoreError>;
     /// Dead letters in key order (by job id, then index), after `after`
     /// when given, only `job`'s when given, at most `limit`; each with the
     /// job and index it was re-queued as.
@@ -683,6 +686,24 @@ impl Store for RedbStore {
 
     fn request_job(&self, owner: &str, request_id: &str) -> Result<Option<JobId>, StoreError> {
         self.find_request(owner, request_id)
+    }
+
+    fn task_times(&self, job: JobId, from: u32, to: u32) -> Result<Vec<(u32, TaskTimes)>, StoreError> {
+        let prefix = state_key(ns::TASK_TIMES, job.as_bytes());
+        let start = state_key(ns::TASK_TIMES, &task_record_key(job, from));
+        let mut end = state_key(ns::TASK_TIMES, &task_record_key(job, to));
+        end.push(0);
+        let mut out = Vec::new();
+        self.range(&start, &end.min(prefix_end(&prefix)), |key, v| {
+            let index = key
+                .get(prefix.len()..prefix.len() + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| corrupt(ns::TASK_TIMES, "short key"))?;
+            out.push((index, postcard::from_bytes(v).map_err(|e| corrupt(ns::TASK_TIMES, e))?));
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     fn dead_letters(

@@ -49,6 +49,9 @@ pub mod ns {
     /// [`task_record_key`](super::task_record_key) of a dead letter → the
     /// job and index (`(JobId, u32)`) it was re-queued as.
     pub const REQUEUED: &str = "requeued";
+    /// [`task_record_key`](super::task_record_key) of an ended task →
+    /// its [`TaskTimes`](super::TaskTimes).
+    pub const TASK_TIMES: &str = "task-times";
     /// Worker id → [`AdmittedWorker`](super::AdmittedWorker), on admission.
     pub const WORKER: &str = "worker";
     /// Worker id → [`WorkerRecord`](super::WorkerRecord).
@@ -170,6 +173,47 @@ pub struct AdmittedWorker {
     pub mflops: u64,
     /// When (coordinator clock).
     pub admitted: Millis,
+}
+
+/// A task's lifecycle by the coordinator's clock: submitted, first offered
+/// to a worker, first acknowledged, ended (verified or dead-lettered).
+/// Stored when it ends, apart from its result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskTimes {
+    /// Its job was submitted (or its dead letter re-queued).
+    pub submitted: Millis,
+    /// A worker was first offered it.
+    pub offered: Option<Millis>,
+    /// A worker first acknowledged it (began to execute).
+    pub acked: Option<Millis>,
+    /// It was decided.
+    pub ended: Millis,
+}
+
+impl TaskTimes {
+    /// Waiting in the queue: submitted → first offer (or its end).
+    pub fn queued_ms(&self) -> u64 {
+        self.offered.unwrap_or(self.ended).since(self.submitted).0
+    }
+
+    /// Staged at a worker: first offer → first acknowledgement.
+    pub fn staged_ms(&self) -> u64 {
+        match (self.offered, self.acked) {
+            (Some(o), Some(a)) => a.since(o).0,
+            (Some(o), None) => self.ended.since(o).0,
+            _ => 0,
+        }
+    }
+
+    /// Running: first acknowledgement → decided.
+    pub fn running_ms(&self) -> u64 {
+        self.acked.map_or(0, |a| self.ended.since(a).0)
+    }
+
+    /// The seed's polo score of these durations, with its breakdown.
+    pub fn polo(&self) -> crate::score::PoloScore {
+        crate::score::polo_score(self.queued_ms(), self.staged_ms(), self.running_ms())
+    }
 }
 
 /// A slashing (value of [`ns::SLASHED`]).

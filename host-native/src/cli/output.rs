@@ -49,11 +49,18 @@ pub(super) fn outcome_summary(o: &pb::TaskOutcome) -> serde_json::Value {
 
 /// One task's line as `shoal job watch` prints it.
 pub(super) fn outcome_line(o: &pb::TaskOutcome) -> String {
+    let times = match &o.polo {
+        Some(p) => format!(
+            "  queued {} ms, staged {} ms, running {} ms, polo {} (cpu bonus {:.2}, efficiency {:.2})",
+            o.queued_ms, o.staged_ms, o.running_ms, p.reward, p.cpu_bonus, p.efficiency
+        ),
+        None => String::new(),
+    };
     match o.state() {
         pb::TaskState::Verified => {
-            format!("task {:>6} verified  {}  agreed {}", o.index, o.digest, o.agreed.join(","))
+            format!("task {:>6} verified  {}  agreed {}{times}", o.index, o.digest, o.agreed.join(","))
         }
-        _ => format!("task {:>6} {}  {}", o.index, outcome_state(o), o.reason),
+        _ => format!("task {:>6} {}  {}{times}", o.index, outcome_state(o), o.reason),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Proto ↔ core: kernels, events, epochs, outcomes, diffs and workers in
 //! the service's messages, and the checks on what a client sends.
 
-use shoal_core::coordinator::recovery::EndedTask;
+use shoal_core::coordinator::recovery::{EndedTask, TaskTimes};
 use shoal_core::coordinator::rewards::EpochSettlement;
 use shoal_core::coordinator::{Event, Tier};
 use shoal_core::kernels::{
@@ -265,12 +265,34 @@ pub(super) fn outcome_to_pb(index: u32, ended: EndedTask, omit_outputs: bool) ->
             digest: v.digest.to_hex(),
             agreed: v.agreed.iter().map(ToString::to_string).collect(),
             outvoted: v.outvoted.iter().map(ToString::to_string).collect(),
-            reason: String::new(),
+            ..Default::default()
         },
         EndedTask::DeadLettered(d) => {
             pb::TaskOutcome { index, state: pb::TaskState::DeadLettered.into(), reason: d.reason, ..Default::default() }
         }
     }
+}
+
+/// Adds a task's lifecycle stamps, durations and polo score to its outcome.
+pub(super) fn with_times(mut o: pb::TaskOutcome, t: &TaskTimes) -> pb::TaskOutcome {
+    let p = t.polo();
+    o.submitted_ms = t.submitted.0;
+    o.offered_ms = t.offered.map_or(0, |m| m.0);
+    o.acked_ms = t.acked.map_or(0, |m| m.0);
+    o.ended_ms = t.ended.0;
+    o.queued_ms = t.queued_ms();
+    o.staged_ms = t.staged_ms();
+    o.running_ms = t.running_ms();
+    o.polo = Some(pb::PoloScore {
+        reward: p.reward,
+        cpu_minutes: p.cpu_minutes,
+        cpu_bonus: p.cpu_bonus,
+        idle_factor: p.idle_factor,
+        staged_factor: p.staged_factor,
+        efficiency: p.efficiency,
+        raw: p.raw,
+    });
+    o
 }
 
 pub(super) fn diff_to_pb(d: &shoal_core::coordinator::ledger::StateDiff) -> pb::StreamStateDiffsResponse {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shoal_core::coordinator::recovery::TaskTimes;
 use shoal_core::coordinator::{Coordinator, Event, SubmitError};
 use shoal_core::{JobId, Millis};
 use tokio::sync::broadcast::error::RecvError;
@@ -14,7 +15,7 @@ use crate::access::Scope;
 use crate::engine::EngineHandle;
 use crate::store::JobInfo;
 
-use super::convert::{kernel_to_pb, outcome_to_pb};
+use super::convert::{kernel_to_pb, outcome_to_pb, with_times};
 use super::errors::{job_not_found, with_reason};
 use super::intake::JobIntake;
 use super::paging::{self, ListCall};
@@ -263,7 +264,13 @@ pub(super) fn results(
             // Ended tasks come from storage (durable), in index order.
             let mut from = 0u32;
             loop {
-                let batch = match engine.query(move |_, store| store.outcomes(job, from, 256)).await {
+                let read = move |_: &Coordinator, store: &dyn crate::store::Store| {
+                    let batch = store.outcomes(job, from, 256)?;
+                    let to = batch.last().map_or(from, |(i, _)| *i);
+                    let times = if batch.is_empty() { Vec::new() } else { store.task_times(job, from, to)? };
+                    Ok::<_, crate::store::StoreError>((batch, times))
+                };
+                let (batch, times) = match engine.query(read).await {
                     Ok(Ok(b)) => b,
                     Ok(Err(e)) => {
                         let _ = tx.send(Err(Status::internal(e.to_string()))).await;
@@ -275,8 +282,13 @@ pub(super) fn results(
                     }
                 };
                 let Some(last) = batch.last().map(|(i, _)| *i) else { break };
+                let times: std::collections::BTreeMap<u32, TaskTimes> = times.into_iter().collect();
                 for (index, ended) in batch {
-                    if sent.insert(index) && send(outcome_to_pb(index, ended, omit)).await.is_err() {
+                    let mut outcome = outcome_to_pb(index, ended, omit);
+                    if let Some(t) = times.get(&index) {
+                        outcome = with_times(outcome, t);
+                    }
+                    if sent.insert(index) && send(outcome).await.is_err() {
                         return;
                     }
                 }

@@ -95,6 +95,43 @@ async fn follow(job: String, f: Follow) {
     }
 }
 
+/// A task's polo score with its breakdown, for the score's tooltip.
+fn polo_breakdown(o: &pb::TaskOutcome) -> String {
+    o.polo
+        .as_ref()
+        .map(|p| {
+            format!(
+                "(1 + cpu bonus {:.3} [{:.2} CPU min]) × efficiency {:.3} (idle −{:.3}, staged −{:.3}) = {:.3} → {}",
+                p.cpu_bonus, p.cpu_minutes, p.efficiency, p.idle_factor, p.staged_factor, p.raw, p.reward
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// One row of the task table: its outcome, its lifecycle, its polo score.
+fn task_row(o: &pb::TaskOutcome) -> impl IntoView {
+    let kind = match o.state() {
+        pb::TaskState::Verified => "verified",
+        pb::TaskState::DeadLettered => "dead-lettered",
+        pb::TaskState::Cancelled => "cancelled",
+        pb::TaskState::Unspecified => "?",
+    };
+    view! {
+        <tr>
+            <td>{o.index}</td>
+            <td>{kind}</td>
+            <td class="mono">{o.digest.chars().take(12).collect::<String>()}</td>
+            <td class="mono">{o.agreed.join(", ")}</td>
+            <td class="mono">{o.outvoted.join(", ")}</td>
+            <td class="num" data-queued=o.queued_ms>{o.queued_ms}</td>
+            <td class="num">{o.staged_ms}</td>
+            <td class="num">{o.running_ms}</td>
+            <td class="num" title=polo_breakdown(o)>{o.polo.as_ref().map(|p| p.reward.to_string()).unwrap_or_default()}</td>
+            <td>{o.reason.clone()}</td>
+        </tr>
+    }
+}
+
 /// The jobs page.
 #[component]
 pub fn JobsPage() -> impl IntoView {
@@ -153,31 +190,7 @@ pub fn JobsPage() -> impl IntoView {
             .collect_view()
     };
 
-    let task_rows = move || {
-        outcomes.with(|v| {
-            v.iter()
-                .take(ROWS)
-                .map(|o| {
-                    let kind = match o.state() {
-                        pb::TaskState::Verified => "verified",
-                        pb::TaskState::DeadLettered => "dead-lettered",
-                        pb::TaskState::Cancelled => "cancelled",
-                        pb::TaskState::Unspecified => "?",
-                    };
-                    view! {
-                        <tr>
-                            <td>{o.index}</td>
-                            <td>{kind}</td>
-                            <td class="mono">{o.digest.chars().take(12).collect::<String>()}</td>
-                            <td class="mono">{o.agreed.join(", ")}</td>
-                            <td class="mono">{o.outvoted.join(", ")}</td>
-                            <td>{o.reason.clone()}</td>
-                        </tr>
-                    }
-                })
-                .collect_view()
-        })
-    };
+    let task_rows = move || outcomes.with(|v| v.iter().take(ROWS).map(task_row).collect_view());
 
     view! {
         <section>
@@ -195,7 +208,7 @@ pub fn JobsPage() -> impl IntoView {
                 </div>
                 <div class="scroll">
                     <table class="tasks">
-                        <thead><tr><th>"task"</th><th>"outcome"</th><th>"digest"</th><th>"agreed"</th><th>"outvoted"</th><th>"reason"</th></tr></thead>
+                        <thead><tr><th>"task"</th><th>"outcome"</th><th>"digest"</th><th>"agreed"</th><th>"outvoted"</th><th>"queued ms"</th><th>"staged ms"</th><th>"running ms"</th><th>"polo"</th><th>"reason"</th></tr></thead>
                         <tbody>{task_rows}</tbody>
                     </table>
                 </div>

@@ -279,6 +279,9 @@ impl Coordinator {
         let (job, task_id, (input_digest, input_check)) = match task.and_then(|t| self.tasks.get_mut(t)) {
             Some(t) => {
                 t.live.push(aid);
+                if t.first_offer == Millis::ZERO {
+                    t.first_offer = now;
+                }
                 let ids = (t.job, t.id, (t.input_digest, u128::from_le_bytes(t.input_check)));
                 if let Some(j) = self.jobs.get_mut(&ids.0) {
                     j.first_offer.get_or_insert(now);
@@ -361,6 +364,12 @@ impl Coordinator {
             return; // a repeated ack changes nothing
         }
         a.acked = Some(now);
+        if let Some(t) = a.task.and_then(|k| self.tasks.get_mut(k)) {
+            if t.first_ack == Millis::ZERO {
+                t.first_ack = now;
+            }
+        }
+        let Some(a) = self.assignments.get_mut(&aid) else { return };
         if !a.in_fifo {
             self.deadlines.remove(&(a.deadline, aid));
         }

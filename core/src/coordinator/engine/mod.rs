@@ -139,6 +139,8 @@ pub struct Coordinator {
     clock_us: u64,
     /// Workers due a re-measurement whose last assignment just ended.
     remeasure_ready: Vec<registry::WorkerIdx>,
+    /// The current round's time (what stamps record).
+    round_now: Millis,
     secret: Option<MasterSecret>,
     ids: IdGen,
     rng: SplitMix64,
@@ -256,6 +258,7 @@ impl Coordinator {
             started: false,
             clock_us: 0,
             remeasure_ready: Vec::new(),
+            round_now: Millis::ZERO,
             cfg,
         }
     }
@@ -365,6 +368,7 @@ impl Coordinator {
     }
 
     fn start(&mut self, now: Millis) {
+        self.round_now = now;
         if !self.started {
             self.started = true;
             self.epoch.opened = now;

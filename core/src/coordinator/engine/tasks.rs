@@ -15,7 +15,8 @@ use crate::coordinator::config::CoordinatorConfig;
 use crate::coordinator::ledger::Ledger;
 use crate::coordinator::profile::{Tier, WorkerClass};
 use crate::coordinator::recovery::{
-    encode, encode_into, ns, task_record_key, EndedTask, JobRecord, Snapshot, StoredInputs, TaskRecord, INPUTS_APART,
+    encode, encode_into, ns, task_record_key, EndedTask, JobRecord, Snapshot, StoredInputs, TaskRecord, TaskTimes,
+    INPUTS_APART,
 };
 use crate::coordinator::rewards::EpochWork;
 use crate::digest::Digest;
@@ -174,6 +175,9 @@ pub(super) struct Task {
     pub(super) verified: Option<Box<VerifiedResult>>,
     /// The ready-queue group it waits in (None: not waiting for a worker).
     pub(super) queued: Option<Need>,
+    /// First offered to a worker, first acknowledged (0: not yet).
+    pub(super) first_offer: Millis,
+    pub(super) first_ack: Millis,
 }
 
 impl Task {
@@ -191,6 +195,8 @@ pub(super) struct Job {
     pub(super) expires: Millis,
     /// When a task of it was first offered (since this process started).
     pub(super) first_offer: Option<Millis>,
+    /// When it was submitted.
+    pub(super) submitted: Millis,
 }
 
 impl Job {
@@ -288,7 +294,7 @@ impl Coordinator {
         let value = encode_into(&record, Vec::with_capacity(64 + inline + 64 * record.tasks.len()));
         self.ledger.put(ns::JOB, job.as_bytes().to_vec(), value);
         let n = spec.tasks.len() as u32;
-        self.insert_job(job, spec, digests, now + self.cfg.task_ttl, BTreeMap::new());
+        self.insert_job(job, spec, digests, (now, now + self.cfg.task_ttl), BTreeMap::new());
         self.event(Event::JobAccepted { job, tasks: n });
         Ok(job)
     }
@@ -301,7 +307,7 @@ impl Coordinator {
         job: JobId,
         spec: JobSpec,
         digests: Vec<(Digest, u128)>,
-        expires: Millis,
+        (submitted, expires): (Millis, Millis),
         mut ended: BTreeMap<u32, EndedTask>,
     ) {
         let redundancy = spec.redundancy.unwrap_or(self.cfg.default_redundancy);
@@ -347,6 +353,8 @@ impl Coordinator {
                 adaptive: spec.allow_adaptive,
                 verified: None,
                 queued: None,
+                first_offer: Millis::ZERO,
+                first_ack: Millis::ZERO,
             };
             match ended.remove(&(index as u32)) {
                 None => {
@@ -375,8 +383,10 @@ impl Coordinator {
             ids.push(id);
         }
         self.open_jobs.insert((expires, job));
-        self.jobs
-            .insert(job, Job { progress, tasks: ids, first: first.unwrap_or_default(), expires, first_offer: None });
+        self.jobs.insert(
+            job,
+            Job { progress, tasks: ids, first: first.unwrap_or_default(), expires, first_offer: None, submitted },
+        );
     }
 
     /// Rebuilds a coordinator after a restart from what it had stored (see
@@ -448,7 +458,7 @@ impl Coordinator {
                     None => digests.push(input_ids(&t.inputs)),
                 }
             }
-            c.insert_job(job, spec, digests, expires, stored.ended);
+            c.insert_job(job, spec, digests, (stored.submitted, expires), stored.ended);
         }
         c
     }
@@ -499,7 +509,7 @@ impl Coordinator {
         for namespace in [ns::JOB, ns::JOB_FINISHED, ns::JOB_CANCELLED] {
             self.ledger.delete(namespace, job.as_bytes().to_vec());
         }
-        for namespace in [ns::TASK, ns::DEAD_LETTER, ns::REQUEUED] {
+        for namespace in [ns::TASK, ns::DEAD_LETTER, ns::REQUEUED, ns::TASK_TIMES] {
             self.ledger.delete_prefix(namespace, job.as_bytes().to_vec());
         }
         if !inputs.is_empty() {
@@ -538,6 +548,8 @@ impl Coordinator {
         t.open_slots = 0;
         self.ready.take(t, self.cfg.distinct_origins);
         let job = t.job;
+        let stamp = |m: Millis| (m != Millis::ZERO).then_some(m);
+        let (offered, acked) = (stamp(t.first_offer), stamp(t.first_ack));
         for r in &t.results {
             forget_undecided(&mut self.undecided, r.num, tid);
         }
@@ -549,6 +561,11 @@ impl Coordinator {
         }
         self.queued_tasks = self.queued_tasks.saturating_sub(1);
         let Some(j) = self.jobs.get_mut(&job) else { return };
+        if phase != TaskPhase::Cancelled {
+            let times = TaskTimes { submitted: j.submitted, offered, acked, ended: self.round_now };
+            let index = (tid.0 - j.first.0) as u32;
+            self.ledger.put(ns::TASK_TIMES, task_record_key(job, index), encode(&times));
+        }
         match phase {
             TaskPhase::Verified => j.progress.verified += 1,
             TaskPhase::DeadLettered => j.progress.dead_lettered += 1,
