@@ -689,20 +689,32 @@ impl Store for RedbStore {
     }
 
     fn task_times(&self, job: JobId, from: u32, to: u32) -> Result<Vec<(u32, TaskTimes)>, StoreError> {
-        let prefix = state_key(ns::TASK_TIMES, job.as_bytes());
-        let start = state_key(ns::TASK_TIMES, &task_record_key(job, from));
-        let mut end = state_key(ns::TASK_TIMES, &task_record_key(job, to));
-        end.push(0);
         let mut out = Vec::new();
-        self.range(&start, &end.min(prefix_end(&prefix)), |key, v| {
-            let index = key
-                .get(prefix.len()..prefix.len() + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(|| corrupt(ns::TASK_TIMES, "short key"))?;
-            out.push((index, postcard::from_bytes(v).map_err(|e| corrupt(ns::TASK_TIMES, e))?));
-            Ok(true)
-        })?;
+        for namespace in [ns::TASK, ns::DEAD_LETTER] {
+            let prefix = state_key(namespace, job.as_bytes());
+            let start = state_key(namespace, &task_record_key(job, from));
+            let mut end = state_key(namespace, &task_record_key(job, to));
+            end.push(0);
+            self.range(&start, &end.min(prefix_end(&prefix)), |key, v| {
+                let index = key
+                    .get(prefix.len()..prefix.len() + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| corrupt(namespace, "short key"))?;
+                // The stamps follow the record in the same value.
+                let rest = if namespace == ns::TASK {
+                    postcard::take_from_bytes::<VerifiedResult>(v).map(|(_, rest)| rest)
+                } else {
+                    postcard::take_from_bytes::<DeadLetter>(v).map(|(_, rest)| rest)
+                }
+                .map_err(|e| corrupt(namespace, e))?;
+                if !rest.is_empty() {
+                    out.push((index, postcard::from_bytes(rest).map_err(|e| corrupt(namespace, e))?));
+                }
+                Ok(true)
+            })?;
+        }
+        out.sort_by_key(|(i, _)| *i);
         Ok(out)
     }
 

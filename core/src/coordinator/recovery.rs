@@ -49,9 +49,6 @@ pub mod ns {
     /// [`task_record_key`](super::task_record_key) of a dead letter → the
     /// job and index (`(JobId, u32)`) it was re-queued as.
     pub const REQUEUED: &str = "requeued";
-    /// [`task_record_key`](super::task_record_key) of an ended task →
-    /// its [`TaskTimes`](super::TaskTimes).
-    pub const TASK_TIMES: &str = "task-times";
     /// Worker id → [`AdmittedWorker`](super::AdmittedWorker), on admission.
     pub const WORKER: &str = "worker";
     /// Worker id → [`WorkerRecord`](super::WorkerRecord).
@@ -177,7 +174,8 @@ pub struct AdmittedWorker {
 
 /// A task's lifecycle by the coordinator's clock: submitted, first offered
 /// to a worker, first acknowledged, ended (verified or dead-lettered).
-/// Stored when it ends, apart from its result.
+/// Stored when it ends, after its [`ns::TASK`] or [`ns::DEAD_LETTER`]
+/// record in the same value (records written before have none).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskTimes {
     /// Its job was submitted (or its dead letter re-queued).

@@ -509,7 +509,7 @@ impl Coordinator {
         for namespace in [ns::JOB, ns::JOB_FINISHED, ns::JOB_CANCELLED] {
             self.ledger.delete(namespace, job.as_bytes().to_vec());
         }
-        for namespace in [ns::TASK, ns::DEAD_LETTER, ns::REQUEUED, ns::TASK_TIMES] {
+        for namespace in [ns::TASK, ns::DEAD_LETTER, ns::REQUEUED] {
             self.ledger.delete_prefix(namespace, job.as_bytes().to_vec());
         }
         if !inputs.is_empty() {
@@ -539,6 +539,23 @@ impl Coordinator {
     }
 
     /// Moves a pending task to a final phase and updates its job.
+    /// The task's end record (a [`super::VerifiedResult`] or a
+    /// [`super::DeadLetter`], encoded) followed by its [`TaskTimes`] as of
+    /// now: one value, so the stamps cost no entry of their own (a reader
+    /// of the record alone ignores the tail).
+    pub(super) fn end_record(&self, tid: TaskKey, record: Vec<u8>) -> Vec<u8> {
+        let Some(t) = self.tasks.get(tid) else { return record };
+        let Some(j) = self.jobs.get(&t.job) else { return record };
+        let stamp = |m: Millis| (m != Millis::ZERO).then_some(m);
+        let times = TaskTimes {
+            submitted: j.submitted,
+            offered: stamp(t.first_offer),
+            acked: stamp(t.first_ack),
+            ended: self.round_now,
+        };
+        encode_into(&times, record)
+    }
+
     pub(super) fn end_task(&mut self, tid: TaskKey, phase: TaskPhase) {
         let Some(t) = self.tasks.get_mut(tid) else { return };
         if t.phase != TaskPhase::Pending {
@@ -548,8 +565,6 @@ impl Coordinator {
         t.open_slots = 0;
         self.ready.take(t, self.cfg.distinct_origins);
         let job = t.job;
-        let stamp = |m: Millis| (m != Millis::ZERO).then_some(m);
-        let (offered, acked) = (stamp(t.first_offer), stamp(t.first_ack));
         for r in &t.results {
             forget_undecided(&mut self.undecided, r.num, tid);
         }
@@ -561,11 +576,6 @@ impl Coordinator {
         }
         self.queued_tasks = self.queued_tasks.saturating_sub(1);
         let Some(j) = self.jobs.get_mut(&job) else { return };
-        if phase != TaskPhase::Cancelled {
-            let times = TaskTimes { submitted: j.submitted, offered, acked, ended: self.round_now };
-            let index = (tid.0 - j.first.0) as u32;
-            self.ledger.put(ns::TASK_TIMES, task_record_key(job, index), encode(&times));
-        }
         match phase {
             TaskPhase::Verified => j.progress.verified += 1,
             TaskPhase::DeadLettered => j.progress.dead_lettered += 1,

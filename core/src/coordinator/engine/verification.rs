@@ -270,6 +270,7 @@ impl Coordinator {
             forget_undecided(&mut self.undecided, r.num, tid);
         }
         let index = self.index_of(job, tid);
+        let record = self.end_record(tid, record);
         self.ledger.put(ns::TASK, task_record_key(job, index), record);
         self.epoch_dirty = true;
         for (w, _) in &agreed {
@@ -355,7 +356,8 @@ impl Coordinator {
         let (task_id, job) = (t.id, t.job);
         let index = self.index_of(job, tid);
         let letter = DeadLetter { job, task: task_id, index, reason: reason.clone(), failures };
-        self.ledger.put(ns::DEAD_LETTER, task_record_key(job, index), encode(&letter));
+        let record = self.end_record(tid, encode(&letter));
+        self.ledger.put(ns::DEAD_LETTER, task_record_key(job, index), record);
         self.dead_letters.push(letter);
         self.stats.dead_lettered += 1;
         self.event(Event::TaskDeadLettered { job, task: task_id, index, reason });
