@@ -9,8 +9,9 @@ pub(super) const WGSL: &str = include_str!("wgsl/matmul_f32.wgsl");
 
 /// Largest dimension accepted.
 pub const MAX_DIM: u32 = 16_384;
-/// Workgroup tile edge of the shader.
-pub const TILE: u32 = 16;
+/// Edge of the block of C one workgroup of the shader computes (16×16
+/// invocations of 4×4 outputs each).
+pub const GROUP_BLOCK: u32 = 64;
 
 /// Parameters of a `matmul_f32` task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +59,7 @@ impl MatmulParams {
     }
 
     pub(super) fn dispatch(&self) -> [u32; 3] {
-        [self.n.div_ceil(TILE), self.m.div_ceil(TILE), 1]
+        [self.n.div_ceil(GROUP_BLOCK), self.m.div_ceil(GROUP_BLOCK), 1]
     }
 
     /// Relative 1e-4, absolute k·2⁻¹⁸: summation order and fused

@@ -1,7 +1,12 @@
 // Shoal kernel `matmul_f32`: C = A × B, row-major f32, A is m×k, B is k×n.
-// Tiled: each 16×16 workgroup stages a tile of A and of B in workgroup
-// memory per step along k, so each input element is read from storage
-// once per tile instead of once per output element.
+//
+// Register-tiled: each 16×16 workgroup computes a 64×64 block of C, each
+// invocation a 4×4 sub-block of it, from 64×16 and 16×64 tiles of A and B
+// staged in workgroup memory per step along k. An invocation's outputs
+// are strided by 16 (rows ty, ty+16, …; columns tx, tx+16, …), so
+// neighbouring invocations read neighbouring words of the tiles and write
+// neighbouring words of C. Per element the k products are summed in
+// ascending order from 0.0, as the CPU reference does.
 
 struct Params {
     m: u32,
@@ -10,45 +15,76 @@ struct Params {
     _pad: u32,
 }
 
-const TILE: u32 = 16u;
+const BLOCK: u32 = 64u;
+const STEP: u32 = 16u;
+const THREADS: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-var<workgroup> tile_a: array<array<f32, 16>, 16>;
-var<workgroup> tile_b: array<array<f32, 16>, 16>;
+// tile_a[r * STEP + kk]: rows of A's block; tile_b[kk * BLOCK + col].
+var<workgroup> tile_a: array<f32, 1024>;
+var<workgroup> tile_b: array<f32, 1024>;
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row = wid.y * TILE + lid.y;
-    let col = wid.x * TILE + lid.x;
     let m = params.m;
     let n = params.n;
     let k = params.k;
-    var acc = 0.0;
-    let steps = (k + TILE - 1u) / TILE;
+    let tx = lid.x;
+    let ty = lid.y;
+    let flat = ty * 16u + tx;
+    let row0 = wid.y * BLOCK;
+    let col0 = wid.x * BLOCK;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i = i + 1u) {
+        acc[i] = 0.0;
+    }
+    let steps = (k + STEP - 1u) / STEP;
     for (var s = 0u; s < steps; s = s + 1u) {
-        let ak = s * TILE + lid.x;
-        if (row < m && ak < k) {
-            tile_a[lid.y][lid.x] = a[row * k + ak];
-        } else {
-            tile_a[lid.y][lid.x] = 0.0;
-        }
-        let bk = s * TILE + lid.y;
-        if (col < n && bk < k) {
-            tile_b[lid.y][lid.x] = b[bk * n + col];
-        } else {
-            tile_b[lid.y][lid.x] = 0.0;
+        // 1024 elements of each tile, four per invocation.
+        for (var l = 0u; l < 4u; l = l + 1u) {
+            let e = flat + l * THREADS;
+            let ar = row0 + e / STEP;
+            let ak = s * STEP + e % STEP;
+            var va = 0.0;
+            if (ar < m && ak < k) {
+                va = a[ar * k + ak];
+            }
+            tile_a[e] = va;
+            let bk = s * STEP + e / BLOCK;
+            let bc = col0 + e % BLOCK;
+            var vb = 0.0;
+            if (bk < k && bc < n) {
+                vb = b[bk * n + bc];
+            }
+            tile_b[e] = vb;
         }
         workgroupBarrier();
-        for (var i = 0u; i < TILE; i = i + 1u) {
-            acc = acc + tile_a[lid.y][i] * tile_b[i][lid.x];
+        for (var kk = 0u; kk < STEP; kk = kk + 1u) {
+            var av: array<f32, 4>;
+            var bv: array<f32, 4>;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                av[i] = tile_a[(ty + i * 16u) * STEP + kk];
+                bv[i] = tile_b[kk * BLOCK + tx + i * 16u];
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    acc[i * 4u + j] = acc[i * 4u + j] + av[i] * bv[j];
+                }
+            }
         }
         workgroupBarrier();
     }
-    if (row < m && col < n) {
-        c[row * n + col] = acc;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let row = row0 + ty + i * 16u;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let col = col0 + tx + j * 16u;
+            if (row < m && col < n) {
+                c[row * n + col] = acc[i * 4u + j];
+            }
+        }
     }
 }
