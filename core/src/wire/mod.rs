@@ -14,6 +14,7 @@
 pub mod batch;
 mod decoder;
 pub mod frame;
+mod limits;
 pub mod message;
 pub mod pilot;
 

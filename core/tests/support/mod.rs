@@ -180,26 +180,22 @@ impl Harness {
     }
 }
 
-/// The benchmark run offered to connection `to`.
-pub(crate) fn benchmark_offer(out: &[Output], to: u64) -> Option<BenchmarkOffer> {
+/// The first message sent to connection `to` that `pick` takes.
+fn first_sent<T>(out: &[Output], to: u64, pick: impl Fn(&Message) -> Option<T>) -> Option<T> {
     out.iter().find_map(|o| match o {
-        Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
-            Message::BenchmarkOffer(b) => Some(b.clone()),
-            _ => None,
-        },
+        Output::Send { conn, envelope } if *conn == ConnId(to) => pick(&envelope.message),
         _ => None,
     })
 }
 
+/// The benchmark run offered to connection `to`.
+pub(crate) fn benchmark_offer(out: &[Output], to: u64) -> Option<BenchmarkOffer> {
+    first_sent(out, to, |m| if let Message::BenchmarkOffer(b) = m { Some(b.clone()) } else { None })
+}
+
 /// The benchmark challenge sent to connection `to`.
 pub(crate) fn benchmark_challenge(out: &[Output], to: u64) -> Option<BenchmarkChallenge> {
-    out.iter().find_map(|o| match o {
-        Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
-            Message::BenchmarkChallenge(c) => Some(c.clone()),
-            _ => None,
-        },
-        _ => None,
-    })
+    first_sent(out, to, |m| if let Message::BenchmarkChallenge(c) = m { Some(c.clone()) } else { None })
 }
 
 pub(crate) fn offers(out: &[Output], to: u64) -> Vec<(TaskOffer, Vec<Bytes>)> {
@@ -216,13 +212,7 @@ pub(crate) fn offers(out: &[Output], to: u64) -> Vec<(TaskOffer, Vec<Bytes>)> {
 
 /// The challenge sent to connection `to`.
 pub(crate) fn challenge(out: &[Output], to: u64) -> Option<[u8; 16]> {
-    out.iter().find_map(|o| match o {
-        Output::Send { conn, envelope } if *conn == ConnId(to) => match &envelope.message {
-            Message::Challenge(c) => Some(c.nonce),
-            _ => None,
-        },
-        _ => None,
-    })
+    first_sent(out, to, |m| if let Message::Challenge(c) = m { Some(c.nonce) } else { None })
 }
 
 pub(crate) fn events(out: &[Output]) -> Vec<Event> {
