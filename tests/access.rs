@@ -34,6 +34,7 @@ fn job_messages(name: &str) -> Vec<pb::SubmitJobRequest> {
             part: Some(Part::Task(pb::Task {
                 kernel: Some(kernel_to_pb(&kernel)),
                 inputs: inputs.into_iter().map(Into::into).collect(),
+                parts: Vec::new(),
             })),
         },
     ]

@@ -37,6 +37,7 @@ fn job_messages(request_id: &str, seed: u64) -> Vec<pb::SubmitJobRequest> {
         let task = pb::Task {
             kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)),
             inputs: inputs.into_iter().map(bytes::Bytes::from).collect(),
+            parts: Vec::new(),
         };
         msgs.push(pb::SubmitJobRequest { part: Some(Part::Task(task)) });
     }

@@ -65,6 +65,7 @@ fn hello(id: &str, token: &str, nonce: &[u8; 16]) -> Envelope {
         device: cpu_device(),
         software: "test".into(),
         max_concurrent: 4,
+        cache_bytes: 0,
     })))
 }
 
@@ -327,6 +328,7 @@ async fn an_oversized_job_name_is_refused_and_listing_keeps_working() {
         let task = pb::Task {
             kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)),
             inputs: kernel.seeded_inputs(1).into_iter().map(Bytes::from).collect(),
+            parts: Vec::new(),
         };
         tokio_stream::iter([
             pb::SubmitJobRequest { part: Some(pb::submit_job_request::Part::Header(header)) },
@@ -405,6 +407,7 @@ async fn a_job_over_its_input_limit_is_refused_with_the_limit_named() {
                 part: Some(pb::submit_job_request::Part::Task(pb::Task {
                     kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)),
                     inputs: kernel.seeded_inputs(i).into_iter().map(Bytes::from).collect(),
+                    parts: Vec::new(),
                 })),
             });
         }
@@ -522,6 +525,7 @@ async fn a_job_nobody_can_run_blocks_no_later_job_and_says_why() {
             part: Some(pb::submit_job_request::Part::Task(pb::Task {
                 kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)),
                 inputs: kernel.seeded_inputs(i).into_iter().map(Bytes::from).collect(),
+                parts: Vec::new(),
             })),
         });
     }

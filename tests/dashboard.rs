@@ -437,6 +437,7 @@ async fn idle_workers(up: &Up, n: usize) -> (tokio::sync::watch::Sender<bool>, V
             profile: None,
             worker_id: id,
             max_concurrent: 1,
+            cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
             behaviour: shoal_native::worker::Behaviour::Honest,
             reconnect: false,
             executor: shoal_native::worker::Executor::Cpu,

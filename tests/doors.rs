@@ -114,6 +114,7 @@ async fn uploads_in_progress_are_bounded_per_client_and_in_all() {
         part: Some(pb::submit_job_request::Part::Task(pb::Task {
             kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)),
             inputs: kernel.seeded_inputs(i).into_iter().map(Bytes::from).collect(),
+            parts: Vec::new(),
         })),
     };
     let header = || pb::SubmitJobRequest {

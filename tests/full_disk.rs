@@ -50,7 +50,9 @@ fn job(seed: u64) -> Vec<pb::SubmitJobRequest> {
     let mut msgs = vec![pb::SubmitJobRequest { part: Some(Part::Header(header)) }];
     for i in 0..16 {
         let inputs = k.seeded_inputs(seed * 100 + i).into_iter().map(bytes::Bytes::from).collect();
-        msgs.push(pb::SubmitJobRequest { part: Some(Part::Task(pb::Task { kernel: Some(kernel_to_pb(&k)), inputs })) });
+        msgs.push(pb::SubmitJobRequest {
+            part: Some(Part::Task(pb::Task { kernel: Some(kernel_to_pb(&k)), inputs, parts: Vec::new() })),
+        });
     }
     msgs
 }
@@ -67,6 +69,7 @@ fn guests(http: u16, n: u64) -> (tokio::sync::watch::Sender<bool>, Vec<tokio::ta
                 profile: None,
                 worker_id: shoal_core::WorkerId::new(format!("guest-{i}")).expect("id"),
                 max_concurrent: 2,
+                cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
                 behaviour: Behaviour::Honest,
                 reconnect: true,
                 executor: Executor::Cpu,

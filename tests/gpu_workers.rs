@@ -92,6 +92,7 @@ async fn gpu_and_cpu_workers_verify_together_within_the_rules_of_each_kernel() {
             part: Some(pb::submit_job_request::Part::Task(pb::Task {
                 kernel: Some(kernel_to_pb(&bad)),
                 inputs: vec![bytes::Bytes::from(vec![0; 256])],
+                parts: Vec::new(),
             })),
         },
     ];

@@ -30,6 +30,7 @@ fn contributor(service: &Service, seed: u8) -> WorkerOptions {
             team: "blue".into(),
         }),
         max_concurrent: 2,
+        cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
         behaviour: Behaviour::Honest,
         reconnect: false,
         executor: Executor::Cpu,

@@ -163,6 +163,7 @@ async fn shutdown_says_goodbye_to_connected_workers() {
         profile: None,
         worker_id: id,
         max_concurrent: 1,
+        cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
         behaviour: Behaviour::Honest,
         reconnect: false,
         executor: shoal_native::worker::Executor::Cpu,

@@ -48,6 +48,7 @@ fn worker_over_tls(service: &Service, name: &str, ca: &Path, seed: u64) -> Worke
         profile: None,
         worker_id: id,
         max_concurrent: 2,
+        cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
         behaviour: Behaviour::Honest,
         reconnect: false,
         executor: Executor::Cpu,

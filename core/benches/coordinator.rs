@@ -118,6 +118,7 @@ impl Bench {
                 },
                 software: "bench".into(),
                 max_concurrent: 16,
+                cache_bytes: 0,
             };
             b.c.handle(
                 b.now,

@@ -71,6 +71,7 @@
 //!     },
 //!     software: "example".into(),
 //!     max_concurrent: 2,
+//!     cache_bytes: 0,
 //! };
 //! let mut workers = [WorkerSession::new(hello("alice")), WorkerSession::new(hello("bob"))];
 //! let mut now = Millis(1_000);
@@ -170,6 +171,7 @@ pub mod ids;
 pub mod kernels;
 pub mod rng;
 pub mod score;
+pub mod shared_inputs;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod task;

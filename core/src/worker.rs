@@ -17,15 +17,17 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 
+mod inputs;
+
 use crate::benchmark;
-use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, WorkerId};
 use crate::kernels::KernelSpec;
 use crate::rng::SplitMix64;
+use crate::shared_inputs::InputCache;
 use crate::time::Millis;
 use crate::wire::message::{
     BenchmarkChallenge, BenchmarkCommit, BenchmarkOffer, ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, HelloAuth,
-    MessageDecoder, TaskAck, TaskDecline, TaskOffer,
+    InputData, InputRequest, MessageDecoder, TaskAck, TaskDecline, TaskOffer,
 };
 use crate::wire::{Envelope, Message};
 
@@ -157,6 +159,13 @@ pub enum SessionState {
     Closed,
 }
 
+/// A taken offer waiting for shared inputs ([`InputData`]).
+#[derive(Debug)]
+struct Fetching {
+    offer: TaskOffer,
+    slots: Vec<Option<Bytes>>,
+}
+
 /// One connection's worth of protocol.
 #[derive(Debug)]
 pub struct WorkerSession {
@@ -170,6 +179,10 @@ pub struct WorkerSession {
     /// Benchmark runs: their chunk size, then (run, committed) their
     /// output until the coordinator's challenge.
     benchmarks: HashMap<AssignmentId, (u32, Option<Bytes>)>,
+    /// Shared inputs kept between tasks.
+    cache: InputCache<Bytes>,
+    /// Taken offers waiting for shared inputs the cache lacked.
+    fetching: HashMap<AssignmentId, Fetching>,
     heartbeat_every: Millis,
     next_heartbeat: Option<Millis>,
     last_tick: Option<Millis>,
@@ -184,7 +197,10 @@ impl WorkerSession {
     /// challenge ([`crate::auth::hello_proof`]), so it never crosses the wire.
     pub fn new(hello: Hello) -> Self {
         let max_concurrent = usize::from(hello.max_concurrent.max(1));
+        let cache = InputCache::new(hello.cache_bytes);
         WorkerSession {
+            cache,
+            fetching: HashMap::new(),
             state: SessionState::Greeting,
             hello: Some(Box::new(hello)),
             identity: None,
@@ -296,9 +312,13 @@ impl WorkerSession {
             Message::TaskOffer(offer) => self.on_offer(offer, envelope.attachments),
             Message::BenchmarkOffer(offer) => self.on_benchmark(offer),
             Message::BenchmarkChallenge(c) => self.on_benchmark_challenge(&c),
+            Message::InputData(d) => self.on_input_data(d, envelope.attachments),
             Message::Cancel(c) => {
                 self.benchmarks.remove(&c.assignment);
-                if self.running.remove(&c.assignment) {
+                if self.fetching.remove(&c.assignment).is_some() {
+                    // Never handed to the host: nothing to abort.
+                    self.running.remove(&c.assignment);
+                } else if self.running.remove(&c.assignment) {
                     self.outputs.push_back(WorkerOutput::Abort(c.assignment));
                 }
             }
@@ -313,29 +333,60 @@ impl WorkerSession {
         }
     }
 
-    fn on_offer(&mut self, offer: TaskOffer, inputs: Vec<Bytes>) {
+    fn on_offer(&mut self, offer: TaskOffer, attachments: Vec<Bytes>) {
         let assignment = offer.assignment;
-        if Digest::check_of_parts(inputs.iter().map(|b| &b[..])) != offer.input_check {
-            self.send(Message::Error(ErrorMessage {
-                code: ErrorCode::Malformed,
-                assignment: Some(assignment),
-                message: "inputs do not match their checksum".into(),
-            }));
-            return;
-        }
+        let assembled = match inputs::assemble(&offer, attachments, &mut self.cache) {
+            Ok(a) => a,
+            Err(message) => return self.refuse_inputs(assignment, message),
+        };
         if self.running.len() >= self.max_concurrent || self.running.contains(&assignment) {
             self.send(Message::TaskDecline(TaskDecline { assignment, reason: "busy".into() }));
             return;
         }
         self.running.insert(assignment);
         self.send(Message::TaskAck(TaskAck { assignment }));
+        if !assembled.missing.is_empty() {
+            // Asked for at once: fetched while other work runs.
+            self.send(Message::InputRequest(InputRequest { assignment, digests: assembled.missing }));
+            self.fetching.insert(assignment, Fetching { offer, slots: assembled.slots });
+            return;
+        }
+        let inputs = assembled.slots.into_iter().flatten().collect();
+        self.run(offer, inputs);
+    }
+
+    /// Hands a taken offer with all its inputs to the host.
+    fn run(&mut self, offer: TaskOffer, inputs: Vec<Bytes>) {
         self.outputs.push_back(WorkerOutput::Run {
-            assignment,
+            assignment: offer.assignment,
             job: offer.job,
             budget: Millis(offer.exec_budget_ms),
             kernel: std::sync::Arc::unwrap_or_clone(offer.kernel),
             inputs,
         });
+    }
+
+    /// Refuses an offer whose inputs are not what it says.
+    fn refuse_inputs(&mut self, assignment: AssignmentId, message: String) {
+        self.send(Message::Error(ErrorMessage { code: ErrorCode::Malformed, assignment: Some(assignment), message }));
+    }
+
+    /// Shared inputs the coordinator sent on request: the waiting offer
+    /// runs once it has them all.
+    fn on_input_data(&mut self, d: InputData, attachments: Vec<Bytes>) {
+        let Some(mut f) = self.fetching.remove(&d.assignment) else { return };
+        let data = d.digests.into_iter().zip(attachments);
+        match inputs::fill(&f.offer.parts, &mut f.slots, data, &mut self.cache) {
+            Ok(Some(inputs)) => self.run(f.offer, inputs),
+            Ok(None) => {
+                self.running.remove(&d.assignment);
+                self.refuse_inputs(d.assignment, "the coordinator did not send every missing input".into());
+            }
+            Err(message) => {
+                self.running.remove(&d.assignment);
+                self.refuse_inputs(d.assignment, message);
+            }
+        }
     }
 
     /// Takes the admission benchmark: generates its input from the seed
@@ -497,6 +548,9 @@ impl WorkerSession {
     fn close(&mut self, reason: String) {
         self.state = SessionState::Closed;
         self.next_heartbeat = None;
+        for a in self.fetching.drain().map(|(a, _)| a) {
+            self.running.remove(&a);
+        }
         let mut running: Vec<AssignmentId> = self.running.drain().collect();
         running.sort();
         for a in running {

@@ -43,6 +43,7 @@ fn tokens_guests_capacity_and_versions() {
         device: device(Backend::Vulkan),
         software: String::new(),
         max_concurrent: 4,
+        cache_bytes: 0,
     };
     let out = h.send(7, Message::Hello(Box::new(clear.clone())));
     assert_eq!(error_codes(&out, 7), vec![ErrorCode::Unauthorized], "a token is never accepted in the clear");
@@ -68,6 +69,7 @@ fn tokens_guests_capacity_and_versions() {
         device: device(Backend::Cpu),
         software: String::new(),
         max_concurrent: 1,
+        cache_bytes: 0,
     };
     let out = h.send(5, Message::Hello(Box::new(hello.clone())));
     assert_eq!(error_codes(&out, 5), vec![ErrorCode::ProtocolVersion]);

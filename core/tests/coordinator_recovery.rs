@@ -41,7 +41,8 @@ fn a_restarted_coordinator_keeps_verified_work_and_credits_and_finishes_the_rest
     // Crash: only the store survives.
     let snapshot = store.snapshot();
     assert_eq!(snapshot.open_jobs().collect::<Vec<_>>(), vec![job]);
-    let mut h2 = Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now, sub_us: 0 };
+    let mut h2 =
+        Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now, sub_us: 0, cache_bytes: 0 };
     assert_eq!(h2.c.job_progress(job).expect("recovered").verified, 4);
     assert_eq!(h2.c.pending_tasks(), 1);
     assert_eq!(h2.c.epochs(), h.c.epochs());
@@ -132,7 +133,8 @@ fn big_inputs_are_stored_once_apart_committed_by_digest_and_come_back_after_a_re
     assert_eq!(partial.needed_inputs().into_iter().collect::<Vec<_>>(), vec![digest]);
     let snapshot = store.snapshot();
     assert!(snapshot.needed_inputs().is_empty());
-    let mut h2 = Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now, sub_us: 0 };
+    let mut h2 =
+        Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now, sub_us: 0, cache_bytes: 0 };
     let mut out = h2.join(11, 1, "a", Backend::Vulkan);
     out.extend(h2.join(12, 2, "b", Backend::Vulkan));
     let mut seen = 0;
@@ -210,7 +212,8 @@ fn a_deleted_job_leaves_no_record_and_keeps_the_inputs_an_open_job_needs() {
     // A restart recovers B with its input, and knows nothing of A.
     let snapshot = store.snapshot();
     assert!(snapshot.needed_inputs().is_empty(), "every input an open job needs is there");
-    let h2 = Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now, sub_us: 0 };
+    let h2 =
+        Harness { c: Coordinator::recover(cfg, None, [9; 32], h.now, snapshot), now: h.now, sub_us: 0, cache_bytes: 0 };
     assert_eq!(h2.c.pending_tasks(), 1);
     assert!(h2.c.job_progress(b).is_some() && h2.c.job_progress(a).is_none());
 }
@@ -250,8 +253,12 @@ fn stakes_and_forfeits_of_an_epoch_survive_restarts() {
     assert!(h.c.stats().slashed == 1, "the liar is slashed");
 
     // Restart with the epoch open: the forfeit is remembered.
-    let mut h2 =
-        Harness { c: Coordinator::recover(cfg.clone(), None, [9; 32], h.now, store.snapshot()), now: h.now, sub_us: 0 };
+    let mut h2 = Harness {
+        c: Coordinator::recover(cfg.clone(), None, [9; 32], h.now, store.snapshot()),
+        now: h.now,
+        sub_us: 0,
+        cache_bytes: 0,
+    };
     h2.c.close_epoch(h2.now);
     store.absorb(&h2.drain());
     let closed = h2.c.epochs().last().cloned().expect("an epoch");
@@ -261,6 +268,11 @@ fn stakes_and_forfeits_of_an_epoch_survive_restarts() {
     assert_eq!(closed.total_in(), closed.total_out());
 
     // Restart after: the settlement comes back whole, digest and all.
-    let h3 = Harness { c: Coordinator::recover(cfg, None, [9; 32], h2.now, store.snapshot()), now: h2.now, sub_us: 0 };
+    let h3 = Harness {
+        c: Coordinator::recover(cfg, None, [9; 32], h2.now, store.snapshot()),
+        now: h2.now,
+        sub_us: 0,
+        cache_bytes: 0,
+    };
     assert_eq!(h3.c.epochs().last(), Some(&closed));
 }

@@ -179,6 +179,7 @@ impl Swarm {
             device,
             software: "test".into(),
             max_concurrent: p.depth,
+            cache_bytes: 0,
         };
         let out = self.h.send(conn, Message::Hello(Box::new(hello)));
         if benchmark_offer(&out, conn).is_none() {

@@ -126,6 +126,7 @@ fn sample_offer() -> (Message, Vec<Bytes>) {
         job: JobId::from_bytes([3; 16]),
         kernel: spec.into(),
         inputs: inputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
+        parts: Vec::new(),
         input_digest: Digest::of_parts(inputs.iter().map(|b| &b[..])),
         input_check: Digest::check_of_parts(inputs.iter().map(|b| &b[..])),
         deadline_ms: 30_000,
@@ -157,6 +158,7 @@ fn every_message() -> Vec<Envelope> {
             },
             software: "shoal-worker/0.1".into(),
             max_concurrent: 2,
+            cache_bytes: 0,
         }))),
         Envelope::bare(Message::Welcome(Welcome {
             protocol_version: 1,

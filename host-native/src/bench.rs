@@ -169,6 +169,7 @@ fn spawn_workers(
             profile: None,
             worker_id: id,
             max_concurrent: depth,
+            cache_bytes: crate::worker::DEFAULT_CACHE_BYTES,
             behaviour: Behaviour::Honest,
             reconnect: true,
             executor: crate::worker::Executor::Cpu,
@@ -209,6 +210,7 @@ async fn submit_job(
             part: Some(pb::submit_job_request::Part::Task(pb::Task {
                 kernel: Some(kernel_to_pb(&k)),
                 inputs: inputs.into_iter().map(bytes::Bytes::from).collect(),
+                parts: Vec::new(),
             })),
         });
     }
@@ -458,6 +460,7 @@ async fn idle(data: &Path, n: usize, secs: u64) -> Result<(u64, u64, u32)> {
             profile: None,
             worker_id: id,
             max_concurrent: 1,
+            cache_bytes: crate::worker::DEFAULT_CACHE_BYTES,
             behaviour: Behaviour::Honest,
             reconnect: false,
             executor: crate::worker::Executor::Cpu,

@@ -60,6 +60,9 @@ impl Executor {
     }
 }
 
+/// A native worker's input cache unless told otherwise: 512 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
+
 /// What a worker needs to know.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -79,6 +82,9 @@ pub struct WorkerOptions {
     pub profile: Option<shoal_core::identity::Profile>,
     /// Assignments at once.
     pub max_concurrent: u16,
+    /// Bytes of shared inputs kept between tasks (0: none; every offer
+    /// then carries them).
+    pub cache_bytes: u64,
     /// How it behaves.
     pub behaviour: Behaviour,
     /// Reconnect after a drop (with jittered backoff) instead of returning.
@@ -257,6 +263,7 @@ async fn session(
         device: opts.executor.device_info(),
         software: format!("shoal-native/{}", env!("CARGO_PKG_VERSION")),
         max_concurrent: opts.max_concurrent.max(1),
+        cache_bytes: opts.cache_bytes,
     };
     let mut s = match &opts.identity {
         Some(identity) => WorkerSession::with_identity(

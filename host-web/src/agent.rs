@@ -302,6 +302,7 @@ impl<P: Fn(&Status)> Agent<P> {
             device: executor.device_info(),
             software: format!("shoal-web/{}", env!("CARGO_PKG_VERSION")),
             max_concurrent: options.max_concurrent.max(1),
+            cache_bytes: u64::from(options.cache_mib) << 20,
         };
         let signer = identity.as_ref().map(|i| i.identity.clone());
         let mut session = match &identity {

@@ -66,6 +66,14 @@ pub struct StartOptions {
     /// Use WebGPU when the browser has it (off: the CPU references in wasm).
     #[serde(default = "yes")]
     pub use_gpu: bool,
+    /// MiB of shared inputs (a job's model, its tables) kept between tasks
+    /// instead of downloaded again (default 64; 0: none).
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u32,
+}
+
+fn default_cache_mib() -> u32 {
+    64
 }
 
 fn full_share() -> u8 {
@@ -96,6 +104,7 @@ impl StartOptions {
             gpu_share: full_share(),
             max_concurrent: default_concurrency(),
             use_gpu: true,
+            cache_mib: default_cache_mib(),
         }
     }
 

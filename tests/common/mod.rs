@@ -84,6 +84,7 @@ impl Workers {
                 identity: None,
                 profile: None,
                 max_concurrent: 2,
+                cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
                 behaviour,
                 reconnect: true,
                 executor: executor.clone(),
@@ -143,6 +144,7 @@ pub async fn submit_with(
             part: Some(pb::submit_job_request::Part::Task(pb::Task {
                 kernel: Some(kernel_to_pb(k)),
                 inputs: inputs.iter().map(|i| bytes::Bytes::copy_from_slice(i)).collect(),
+                parts: Vec::new(),
             })),
         });
     }

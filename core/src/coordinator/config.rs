@@ -119,6 +119,10 @@ pub struct CoordinatorConfig {
     /// Most bytes of inputs held for queued tasks, every job together
     /// (they are in memory until their task ends).
     pub max_queued_input_bytes: u64,
+    /// The most bytes of a worker's input cache the coordinator counts on
+    /// (its model of each worker's cache is the smaller of this and what
+    /// the worker's hello declares).
+    pub max_worker_cache_bytes: u64,
     /// A task not decided this long after its job was submitted goes to the
     /// dead-letter queue (e.g. the swarm never had enough distinct workers).
     pub task_ttl: Millis,
@@ -177,6 +181,7 @@ impl Default for CoordinatorConfig {
             max_queued_tasks: 1_000_000,
             max_job_input_bytes: 1 << 30,
             max_queued_input_bytes: 4 << 30,
+            max_worker_cache_bytes: 4 << 30,
             task_ttl: Millis::from_mins(24 * 60),
             distinct_origins: true,
             allow_guests: false,

@@ -88,6 +88,17 @@ pub enum StoredInputs<'a> {
     Inline(Cow<'a, [Bytes]>),
     /// Stored apart under [`ns::INPUT`] with this key (their digest).
     Apart(Digest),
+    /// Some inputs are the job's shared inputs
+    /// ([`crate::shared_inputs`]), each stored apart once under
+    /// [`ns::INPUT`] (a one-part value keyed by its digest).
+    Shared {
+        /// Every position: the digest of the shared input there, or None
+        /// for the next of the task's own parts.
+        layout: Cow<'a, [Option<Digest>]>,
+        /// The task's own parts ([`StoredInputs::Inline`] or
+        /// [`StoredInputs::Apart`]).
+        own: Box<StoredInputs<'a>>,
+    },
 }
 
 /// A task as its job's record holds it.
@@ -273,6 +284,23 @@ pub enum EndedTask {
     DeadLettered(DeadLetter),
 }
 
+/// Where a stored task's shared inputs sit, and where its own parts are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredLayout {
+    /// Every position: the shared input's digest, or None for an own part.
+    pub layout: Vec<Option<Digest>>,
+    /// Its own parts are stored apart under this digest (None: inline).
+    pub own_apart: Option<Digest>,
+}
+
+impl StoredLayout {
+    /// The inputs under [`ns::INPUT`] the task needs: its shared inputs
+    /// and its own parts when apart.
+    pub fn digests(&self) -> impl Iterator<Item = Digest> + '_ {
+        self.layout.iter().flatten().copied().chain(self.own_apart)
+    }
+}
+
 /// A job as it was stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredJob {
@@ -281,6 +309,9 @@ pub struct StoredJob {
     pub spec: JobSpec,
     /// Tasks whose inputs are stored apart, by index: their digest.
     pub apart: BTreeMap<u32, Digest>,
+    /// Tasks with shared inputs, by index (their inputs in `spec` are
+    /// their own parts when inline, else empty).
+    pub layouts: BTreeMap<u32, StoredLayout>,
     /// When (coordinator clock).
     pub submitted: Millis,
     /// Final counters, if every task ended.
@@ -374,21 +405,32 @@ impl Snapshot {
                 let record = JobRecord::decode(value).map_err(|e| corrupt(namespace, key, e))?;
                 let job = job_key(namespace, key)?;
                 let submitted = record.submitted;
-                let mut apart = BTreeMap::new();
-                let tasks = (record.tasks.into_iter().enumerate())
-                    .map(|(i, t)| TaskSpec {
-                        kernel: t.kernel.into_owned(),
-                        inputs: match t.inputs {
-                            StoredInputs::Inline(inputs) => inputs.into_owned(),
-                            StoredInputs::Apart(digest) => {
-                                apart.insert(i as u32, digest);
-                                Vec::new()
-                            }
-                        },
-                    })
-                    .collect();
+                let (mut apart, mut layouts) = (BTreeMap::new(), BTreeMap::new());
+                let mut tasks = Vec::with_capacity(record.tasks.len());
+                for (i, t) in record.tasks.into_iter().enumerate() {
+                    let inputs = match t.inputs {
+                        StoredInputs::Inline(inputs) => inputs.into_owned(),
+                        StoredInputs::Apart(digest) => {
+                            apart.insert(i as u32, digest);
+                            Vec::new()
+                        }
+                        StoredInputs::Shared { layout, own } => {
+                            let (own_apart, inputs) = match *own {
+                                StoredInputs::Inline(inputs) => (None, inputs.into_owned()),
+                                StoredInputs::Apart(digest) => (Some(digest), Vec::new()),
+                                StoredInputs::Shared { .. } => {
+                                    return Err(corrupt(namespace, key, "a task's own inputs have shared inputs"))
+                                }
+                            };
+                            layouts.insert(i as u32, StoredLayout { layout: layout.into_owned(), own_apart });
+                            inputs
+                        }
+                    };
+                    tasks.push(TaskSpec { kernel: t.kernel.into_owned(), inputs });
+                }
                 let spec = JobSpec {
                     tasks,
+                    shared_inputs: Vec::new(),
                     redundancy: record.redundancy,
                     quorum: record.quorum,
                     priority: record.priority,
@@ -398,6 +440,7 @@ impl Snapshot {
                 let entry = self.jobs.entry(job).or_insert(StoredJob {
                     spec,
                     apart,
+                    layouts,
                     submitted,
                     finished: None,
                     ended: BTreeMap::new(),
@@ -493,6 +536,11 @@ impl Snapshot {
             for (index, digest) in &j.apart {
                 if !j.ended.contains_key(index) && !self.inputs.contains_key(digest) {
                     out.insert(*digest);
+                }
+            }
+            for (index, l) in &j.layouts {
+                if !j.ended.contains_key(index) {
+                    out.extend(l.digests().filter(|d| !self.inputs.contains_key(d)));
                 }
             }
         }

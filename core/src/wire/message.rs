@@ -31,7 +31,7 @@ use crate::kernels::{KernelError, KernelId, KernelSpec};
 /// The version of this protocol, sent in [`Hello`] and [`Welcome`].
 /// Peers with different versions refuse each other with
 /// [`ErrorCode::ProtocolVersion`].
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Frame type numbers of the worker protocol. 1–4 belong to Pilot
 /// ([`super::pilot`]); the worker protocol starts at 16.
@@ -71,11 +71,16 @@ pub mod frame_types {
     pub const BENCHMARK_CHALLENGE: FrameType = FrameType(31);
     /// Raw bytes of one attachment of the preceding offer or result.
     pub const ATTACHMENT: FrameType = FrameType(32);
+    /// [`super::InputRequest`]
+    pub const INPUT_REQUEST: FrameType = FrameType(33);
+    /// [`super::InputData`]
+    pub const INPUT_DATA: FrameType = FrameType(34);
 }
 pub use frame_types::ATTACHMENT;
 
 pub use super::decoder::MessageDecoder;
 
+pub use super::inputs::{InputData, InputRequest, OfferPart};
 pub use super::limits::{WireError, WireLimits};
 
 /// The length of one attachment, declared by the message it belongs to.
@@ -232,6 +237,9 @@ pub struct Hello {
     pub software: String,
     /// How many assignments the worker runs at once.
     pub max_concurrent: u16,
+    /// Bytes of shared inputs the worker keeps between tasks
+    /// ([`crate::shared_inputs`]); 0: none, every offer sends them.
+    pub cache_bytes: u64,
 }
 
 /// The coordinator's answer to an accepted [`Hello`].
@@ -261,6 +269,9 @@ pub struct TaskOffer {
     pub kernel: std::sync::Arc<KernelSpec>,
     /// Lengths of the input attachments that follow.
     pub inputs: Vec<AttachmentMeta>,
+    /// Where each input comes from when some are shared inputs
+    /// ([`OfferPart`]); empty: every input is attached, in order.
+    pub parts: Vec<OfferPart>,
     /// [`Digest::of_parts`] of the inputs: their name (the key they are
     /// stored under, what results and logs refer to).
     pub input_digest: Digest,
@@ -469,6 +480,10 @@ pub enum Message {
     BenchmarkCommit(BenchmarkCommit),
     /// See [`BenchmarkChallenge`].
     BenchmarkChallenge(BenchmarkChallenge),
+    /// See [`InputRequest`].
+    InputRequest(InputRequest),
+    /// See [`InputData`].
+    InputData(InputData),
 }
 
 /// A message with the attachments that travel with it.
@@ -586,6 +601,8 @@ impl Message {
             Message::BenchmarkOffer(_) => t::BENCHMARK_OFFER,
             Message::BenchmarkCommit(_) => t::BENCHMARK_COMMIT,
             Message::BenchmarkChallenge(_) => t::BENCHMARK_CHALLENGE,
+            Message::InputRequest(_) => t::INPUT_REQUEST,
+            Message::InputData(_) => t::INPUT_DATA,
         }
     }
 
@@ -608,6 +625,8 @@ impl Message {
             Message::BenchmarkOffer(_) => "benchmark offer",
             Message::BenchmarkCommit(_) => "benchmark commit",
             Message::BenchmarkChallenge(_) => "benchmark challenge",
+            Message::InputRequest(_) => "input request",
+            Message::InputData(_) => "input data",
         }
     }
 
@@ -616,6 +635,7 @@ impl Message {
         match self {
             Message::TaskOffer(o) => &o.inputs,
             Message::TaskResult(r) => &r.outputs,
+            Message::InputData(d) => &d.inputs,
             _ => &[],
         }
     }
@@ -640,6 +660,8 @@ impl Message {
             Message::BenchmarkOffer(m) => encode(what, m),
             Message::BenchmarkCommit(m) => encode(what, m),
             Message::BenchmarkChallenge(m) => encode(what, m),
+            Message::InputRequest(m) => encode(what, m),
+            Message::InputData(m) => encode(what, m),
         }
     }
 
@@ -664,6 +686,8 @@ impl Message {
             t::BENCHMARK_OFFER => Message::BenchmarkOffer(decode("benchmark offer", payload)?),
             t::BENCHMARK_COMMIT => Message::BenchmarkCommit(decode("benchmark commit", payload)?),
             t::BENCHMARK_CHALLENGE => Message::BenchmarkChallenge(decode("benchmark challenge", payload)?),
+            t::INPUT_REQUEST => Message::InputRequest(decode("input request", payload)?),
+            t::INPUT_DATA => Message::InputData(decode("input data", payload)?),
             t::ATTACHMENT => return Err(WireError::UnexpectedAttachment),
             other => return Err(WireError::UnknownFrameType(other.0)),
         };
@@ -731,10 +755,14 @@ impl Message {
                 }
                 Ok(())
             }
-            Message::TaskOffer(o) => o
-                .kernel
-                .validate()
-                .map_err(|e: KernelError| WireError::InvalidField { field: "kernel", reason: e.to_string() }),
+            Message::TaskOffer(o) => {
+                super::inputs::check_parts(&o.parts, o.inputs.len(), limits.max_attachments)?;
+                o.kernel
+                    .validate()
+                    .map_err(|e: KernelError| WireError::InvalidField { field: "kernel", reason: e.to_string() })
+            }
+            Message::InputRequest(r) => check_count("requested inputs", r.digests.len(), limits.max_attachments),
+            Message::InputData(d) => d.check(),
             Message::BenchmarkOffer(o) => o
                 .kernel
                 .validate()

@@ -14,6 +14,7 @@
 pub mod batch;
 mod decoder;
 pub mod frame;
+pub mod inputs;
 mod limits;
 pub mod message;
 pub mod pilot;

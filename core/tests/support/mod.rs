@@ -27,6 +27,8 @@ pub(crate) struct Harness {
     pub(crate) now: Millis,
     /// Microseconds past `now` (the benchmark is timed in µs).
     pub(crate) sub_us: u64,
+    /// The input cache the workers' hellos declare.
+    pub(crate) cache_bytes: u64,
 }
 
 pub(crate) fn config() -> CoordinatorConfig {
@@ -77,7 +79,7 @@ pub(crate) fn sha_job(n: usize, redundancy: u8) -> JobSpec {
 
 impl Harness {
     pub(crate) fn new(cfg: CoordinatorConfig, secret: Option<MasterSecret>) -> Self {
-        Harness { c: Coordinator::new(cfg, secret, [7; 32]), now: Millis(1_000_000), sub_us: 0 }
+        Harness { c: Coordinator::new(cfg, secret, [7; 32]), now: Millis(1_000_000), sub_us: 0, cache_bytes: 0 }
     }
 
     pub(crate) fn advance(&mut self, ms: u64) {
@@ -122,6 +124,7 @@ impl Harness {
             device: device(backend),
             software: "test".into(),
             max_concurrent: 4,
+            cache_bytes: self.cache_bytes,
         };
         self.send(conn, Message::Hello(Box::new(hello)))
     }

@@ -21,6 +21,7 @@ pub(crate) fn hello(id: &str) -> Hello {
         device: super::device(Backend::Cpu),
         software: "test".into(),
         max_concurrent: 2,
+        cache_bytes: 0,
     }
 }
 

@@ -180,6 +180,10 @@ pub(super) struct WorkerArgs {
     /// Assignments at once.
     #[arg(long, default_value_t = 2)]
     pub(super) concurrency: u16,
+    /// MiB of shared inputs (a job's model, its tables) kept between tasks
+    /// instead of downloaded again; 0 keeps none.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    pub(super) input_cache_mib: u64,
     /// Run kernels on the CPU reference implementations even if a GPU is present.
     #[arg(long, conflicts_with = "gpu")]
     pub(super) cpu: bool,

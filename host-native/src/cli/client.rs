@@ -124,6 +124,7 @@ pub(super) async fn submit_tasks(c: &mut Client, job: &Submission<'_>) -> Result
             part: Some(pb::submit_job_request::Part::Task(pb::Task {
                 kernel: Some(kernel_to_pb(k)),
                 inputs: inputs.iter().map(|i| bytes::Bytes::copy_from_slice(i)).collect(),
+                parts: Vec::new(),
             })),
         });
     }

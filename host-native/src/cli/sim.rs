@@ -87,6 +87,7 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
                 profile: None,
                 worker_id: id,
                 max_concurrent: 8,
+                cache_bytes: crate::worker::DEFAULT_CACHE_BYTES,
                 behaviour,
                 reconnect: true,
                 executor: crate::worker::Executor::Cpu,

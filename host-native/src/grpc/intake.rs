@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use bytes::Bytes;
 use shoal_core::coordinator::{JobSpec, PreparedJob, TaskSpec};
 use shoal_core::kernels::KernelSpec;
 use shoal_core::Digest;
@@ -23,6 +24,9 @@ pub const MAX_TASKS_PER_JOB: usize = 1_000_000;
 /// and a list call must never fail because one record is large.
 pub const MAX_JOB_NAME_BYTES: usize = 256;
 
+/// Most shared inputs one job may declare.
+const MAX_SHARED_INPUTS: usize = 256;
+
 /// Longest `request_id` accepted, in characters (a UUID is 36).
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
 
@@ -33,6 +37,8 @@ pub struct JobIntake {
     request_id: String,
     /// Custom shaders already validated (by digest of source and entry).
     validated: HashSet<Digest>,
+    /// The shared inputs declared so far, in order.
+    shared: Vec<Bytes>,
     input_bytes: u64,
     max_input_bytes: u64,
 }
@@ -56,6 +62,7 @@ impl JobIntake {
         let field = |f: &'static str| move |s: Status| bad_field(format!("header.{f}"), s.message());
         let job = PreparedJob::new(JobSpec {
             tasks: Vec::new(),
+            shared_inputs: Vec::new(),
             redundancy: small(header.redundancy, "redundancy").map_err(field("redundancy"))?,
             quorum: small(header.quorum, "quorum").map_err(field("quorum"))?,
             priority: small(header.priority, "priority").map_err(field("priority"))?.unwrap_or(0),
@@ -63,7 +70,15 @@ impl JobIntake {
             allow_adaptive: header.allow_adaptive,
         });
         let (name, request_id) = (header.name, header.request_id);
-        Ok(JobIntake { job, name, request_id, validated: HashSet::new(), input_bytes: 0, max_input_bytes })
+        Ok(JobIntake {
+            job,
+            name,
+            request_id,
+            validated: HashSet::new(),
+            shared: Vec::new(),
+            input_bytes: 0,
+            max_input_bytes,
+        })
     }
 
     /// Checks and adds the next message of the stream (a task); each
@@ -72,6 +87,7 @@ impl JobIntake {
         let index = self.job.spec().tasks.len();
         let t = match m.part {
             Some(Part::Task(t)) => t,
+            Some(Part::Shared(s)) => return self.share(s.data),
             Some(Part::Header(_)) => return Err(bad_field(format!("tasks[{index}]"), "a job has one header")),
             None => return Err(bad_field(format!("tasks[{index}]"), "empty message")),
         };
@@ -89,15 +105,76 @@ impl JobIntake {
                 self.validated.insert(key);
             }
         }
-        self.input_bytes += t.inputs.iter().map(|b| b.len() as u64).sum::<u64>();
+        let inputs = self.task_inputs(index, t.inputs, t.parts)?;
+        self.job.push(TaskSpec { kernel, inputs });
+        Ok(())
+    }
+
+    /// A task's inputs: its bytes, or its parts with the shared inputs
+    /// they name (the very shared `Bytes`: the job holds each once).
+    fn task_inputs(
+        &mut self,
+        index: usize,
+        inputs: Vec<Bytes>,
+        parts: Vec<pb::TaskInput>,
+    ) -> Result<Vec<Bytes>, Status> {
+        use pb::task_input::Source;
+        if parts.is_empty() {
+            self.count_bytes(inputs.iter().map(|b| b.len() as u64).sum(), &format!("task {index}"))?;
+            return Ok(inputs);
+        }
+        if !inputs.is_empty() {
+            return Err(bad_field(format!("tasks[{index}].parts"), "a task has inputs or parts, not both"));
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        for (i, p) in parts.into_iter().enumerate() {
+            match p.source {
+                Some(Source::Data(b)) => out.push(b),
+                Some(Source::Shared(s)) => match self.shared.get(s as usize) {
+                    Some(b) => out.push(b.clone()),
+                    None => {
+                        let why = format!("shared input {s} is not declared ({} so far)", self.shared.len());
+                        return Err(bad_field(format!("tasks[{index}].parts[{i}].shared"), why));
+                    }
+                },
+                None => return Err(bad_field(format!("tasks[{index}].parts[{i}]"), "empty input")),
+            }
+        }
+        let own: u64 = (out.iter())
+            .filter(|b| !self.shared.iter().any(|s| s.as_ptr() == b.as_ptr() && s.len() == b.len()))
+            .map(|b| b.len() as u64)
+            .sum();
+        self.count_bytes(own, &format!("task {index}"))?;
+        Ok(out)
+    }
+
+    /// Declares a shared input (counted once toward the job's bytes).
+    fn share(&mut self, data: Bytes) -> Result<(), Status> {
+        let index = self.shared.len();
+        let field = format!("shared[{index}]");
+        if index >= MAX_SHARED_INPUTS {
+            let why = format!("a job has at most {MAX_SHARED_INPUTS} shared inputs");
+            return Err(with_reason(tonic::Code::ResourceExhausted, "TOO_MANY_SHARED_INPUTS", why));
+        }
+        if data.is_empty() {
+            return Err(bad_field(field, "a shared input is not empty"));
+        }
+        self.count_bytes(data.len() as u64, &format!("shared input {index}"))?;
+        self.job.share(data.clone());
+        self.shared.push(data);
+        Ok(())
+    }
+
+    /// Adds to the job's input bytes, refusing a job past the limit.
+    fn count_bytes(&mut self, bytes: u64, at: &str) -> Result<(), Status> {
+        self.input_bytes += bytes;
         if self.input_bytes > self.max_input_bytes {
             let limit = self.max_input_bytes;
             let why = format!(
-                "the job's inputs take more than {limit} bytes by task {index}; coordinator.max_job_input_bytes is {limit}"
+                "the job's inputs take more than {limit} bytes by {at}; coordinator.max_job_input_bytes is {limit}"
             );
             return Err(with_reason(tonic::Code::ResourceExhausted, "JOB_INPUTS_TOO_LARGE", why));
         }
-        self.job.push(TaskSpec { kernel, inputs: t.inputs });
         Ok(())
     }
 

@@ -54,9 +54,16 @@ fn apart(record: &JobRecord<'_>) -> Vec<Digest> {
     let mut out: Vec<Digest> = record
         .tasks
         .iter()
-        .filter_map(|t| match t.inputs {
-            StoredInputs::Apart(d) => Some(d),
-            StoredInputs::Inline(_) => None,
+        .flat_map(|t| match &t.inputs {
+            StoredInputs::Apart(d) => vec![*d],
+            StoredInputs::Inline(_) => Vec::new(),
+            StoredInputs::Shared { layout, own } => {
+                let own = match **own {
+                    StoredInputs::Apart(d) => Some(d),
+                    _ => None,
+                };
+                layout.iter().flatten().copied().chain(own).collect()
+            }
         })
         .collect();
     out.sort_unstable();

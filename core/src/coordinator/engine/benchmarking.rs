@@ -82,7 +82,8 @@ impl Coordinator {
         };
         let deadline = now + self.cfg.ack_timeout + self.cfg.exec_timeout_floor.max(Millis::from_secs(60));
         let spec = Arc::new(bm::spec(n));
-        self.offer(now, w, Target::Benchmark, spec, Vec::new(), Kind::Benchmark(Box::new(run)), deadline);
+        let inputs = super::shared::OfferInputs::default();
+        self.offer(now, w, Target::Benchmark, spec, inputs, Kind::Benchmark(Box::new(run)), deadline);
     }
 
     /// The largest benchmark edge worker `w` is given: the policy's cap,

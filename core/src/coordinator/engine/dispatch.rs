@@ -7,16 +7,15 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::ids::{AssignmentId, JobId, TaskId};
 use crate::kernels::KernelSpec;
 use crate::time::Millis;
-use crate::wire::message::{AttachmentMeta, BenchmarkOffer, Cancel, ErrorCode, ErrorMessage, TaskOffer};
+use crate::wire::message::{AttachmentMeta, BenchmarkOffer, Cancel, ErrorCode, ErrorMessage, OfferPart, TaskOffer};
 use crate::wire::Message;
 
 use super::ready::{Excl, Need};
 use super::registry::{WorkerIdx, WorkerNum, WorkerState};
+use super::shared::{OfferInputs, SharedOffer};
 use super::tasks::{input_ids, TaskKey};
 use super::types::{ConnId, TaskPhase};
 use super::{remove_item, Coordinator};
@@ -57,6 +56,9 @@ pub(super) struct Assignment {
     /// The deadline sits in the acknowledgement FIFO, not the ordered set.
     pub(super) in_fifo: bool,
     pub(super) kind: Kind,
+    /// Its inputs, while its offer named a shared input without sending
+    /// it (the worker may ask for it once).
+    pub(super) shared: Option<Box<SharedOffer>>,
 }
 
 /// Why an assignment ended without a result.
@@ -185,7 +187,10 @@ impl Coordinator {
             self.dead_letter(tid, reason);
             return;
         }
-        let (spec, inputs) = (t.spec.clone(), t.inputs.clone());
+        let (spec, inputs) = (
+            t.spec.clone(),
+            OfferInputs { bytes: t.inputs.clone(), layout: t.layout.as_ref().map(|l| Arc::clone(&l.layout)) },
+        );
         let first = t.attempts == 0;
         let adaptive_ok = t.adaptive && self.cfg.credibility.adaptive_replication;
         let Some(worker) = self.worker(w) else { return };
@@ -230,7 +235,8 @@ impl Coordinator {
     pub(super) fn send_ringer(&mut self, now: Millis, w: WorkerIdx) -> bool {
         let Some(id) = self.worker(w).map(|x| x.id.clone()) else { return false };
         let Some(r) = self.ringers.pick(&mut self.rng, &id) else { return false };
-        let (spec, inputs, expected) = (r.spec.clone(), r.inputs.clone(), r.expected);
+        let inputs = OfferInputs { bytes: r.inputs.clone(), layout: r.layout.clone() };
+        let (spec, expected) = (r.spec.clone(), r.expected);
         let target = Target::Replay { job: r.job, task: r.task };
         self.stats.ringers += 1;
         let deadline = now + self.cfg.ack_timeout;
@@ -245,7 +251,7 @@ impl Coordinator {
         w: WorkerIdx,
         target: Target,
         spec: Arc<KernelSpec>,
-        inputs: Vec<Bytes>,
+        inputs: OfferInputs,
         kind: Kind,
         deadline: Millis,
     ) {
@@ -262,8 +268,17 @@ impl Coordinator {
             Target::Task(t) => Some(t),
             Target::Replay { .. } | Target::Benchmark => None,
         };
-        let assignment =
-            Assignment { task, spec: Arc::clone(&spec), worker: w, offered: now, acked: None, deadline, in_fifo, kind };
+        let assignment = Assignment {
+            task,
+            spec: Arc::clone(&spec),
+            worker: w,
+            offered: now,
+            acked: None,
+            deadline,
+            in_fifo,
+            kind,
+            shared: None,
+        };
         let aid = self.assignments.insert(self.ids.next(), assignment);
         if let Some(worker) = self.worker_mut(w) {
             worker.live.push(aid);
@@ -290,21 +305,35 @@ impl Coordinator {
             }
             // A ringer carries its verified task's ids; the admission
             // benchmark is named by `JobId::BENCHMARK`.
-            None => match target {
-                Target::Replay { job, task } => (job, task, input_ids(&inputs)),
-                Target::Task(_) | Target::Benchmark => {
-                    (JobId::BENCHMARK, TaskId::from_bytes(self.ids.next()), input_ids(&inputs))
+            None => {
+                let ids = match &inputs.layout {
+                    Some(l) => {
+                        let (name, check, _) = l.ids(&inputs.bytes, None);
+                        (name, check)
+                    }
+                    None => input_ids(&inputs.bytes),
+                };
+                match target {
+                    Target::Replay { job, task } => (job, task, ids),
+                    Target::Task(_) | Target::Benchmark => (JobId::BENCHMARK, TaskId::from_bytes(self.ids.next()), ids),
                 }
-            },
+            }
         };
         let exec_budget_ms = self.exec_budget(w, &spec).0;
+        let (parts, attached) = self.offer_parts(w, &inputs);
+        if parts.iter().any(|p| matches!(p, OfferPart::Shared { attached: false, .. })) {
+            if let (Some(a), Some(layout)) = (self.assignments.get_mut(&aid), inputs.layout) {
+                a.shared = Some(Box::new(SharedOffer { layout, inputs: inputs.bytes }));
+            }
+        }
         let offer = TaskOffer {
             exec_budget_ms,
             assignment: aid,
             task: task_id,
             job,
             kernel: spec,
-            inputs: inputs.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
+            inputs: attached.iter().map(|b| AttachmentMeta { len: b.len() as u64 }).collect(),
+            parts,
             input_digest,
             input_check,
             deadline_ms: deadline.since(now).0,
@@ -315,7 +344,7 @@ impl Coordinator {
             self.deadlines.insert((deadline, aid));
         }
         self.stats.offers += 1;
-        self.send(conn, Message::TaskOffer(offer), inputs);
+        self.send(conn, Message::TaskOffer(offer), attached);
     }
 
     /// Time a worker may execute `spec` once it acknowledged it: the

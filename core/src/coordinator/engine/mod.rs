@@ -33,6 +33,7 @@ mod ready;
 mod registry;
 mod ringers;
 mod roster;
+mod shared;
 mod tasks;
 mod types;
 mod verification;

@@ -10,6 +10,7 @@ use crate::auth::verify_hello_proof;
 use crate::coordinator::profile::{classify, WorkerClass};
 use crate::coordinator::recovery::{encode, ns, AdmittedWorker};
 use crate::ids::{AssignmentId, WorkerId};
+use crate::shared_inputs::InputCache;
 use crate::time::Millis;
 use crate::wire::message::{DeviceInfo, ErrorCode, ErrorMessage, Goodbye, Hello, HelloAuth, Welcome};
 use crate::wire::{Envelope, Message, PROTOCOL_VERSION};
@@ -103,6 +104,8 @@ pub(super) struct Worker {
     pub(super) live: SmallVec<[AssignmentId; 16]>,
     /// Its delivered speed, watched for drift from its measured one.
     pub(super) drift: Drift,
+    /// What it holds in its input cache, as far as offers tell.
+    pub(super) cache: InputCache<()>,
 }
 
 impl Worker {
@@ -159,6 +162,7 @@ impl Coordinator {
             (Message::TaskDecline(d), Some(w)) => self.on_decline(conn, w, d.assignment, &d.reason),
             (Message::TaskResult(r), Some(w)) => self.on_result(now, conn, w, &r, env.attachments),
             (Message::BenchmarkCommit(c), Some(w)) => self.on_benchmark_commit(conn, w, c),
+            (Message::InputRequest(r), Some(w)) => self.on_input_request(conn, w, r),
             (Message::Error(e), Some(w)) => {
                 if let Some(a) = e.assignment {
                     self.on_failure(conn, w, a, &format!("{:?}: {}", e.code, e.message));
@@ -173,7 +177,8 @@ impl Coordinator {
                 | Message::Challenge(_)
                 | Message::PayoutNotice(_)
                 | Message::BenchmarkOffer(_)
-                | Message::BenchmarkChallenge(_),
+                | Message::BenchmarkChallenge(_)
+                | Message::InputData(_),
                 Some(_),
             ) => {
                 self.violation(conn, "workers do not send welcome, challenges, offers, cancels or payout notices");
@@ -325,6 +330,7 @@ impl Coordinator {
             last_seen: now,
             live: SmallVec::new(),
             drift: Drift::default(),
+            cache: InputCache::new(h.cache_bytes.min(self.cfg.max_worker_cache_bytes)),
         };
         let idx = match self.free_slots.pop() {
             Some(i) => {

@@ -46,6 +46,8 @@ pub(super) struct Ringer {
     pub(super) task: TaskId,
     pub(super) spec: Arc<KernelSpec>,
     pub(super) inputs: Vec<Bytes>,
+    /// Where its shared inputs sit (a replay names them as its task did).
+    pub(super) layout: Option<Arc<crate::shared_inputs::SharedLayout>>,
     /// The verified answer's digest.
     pub(super) expected: Digest,
     /// Workers that ran it (a ringer goes only to others).
@@ -131,6 +133,7 @@ mod tests {
             task: TaskId::from_bytes([n; 16]),
             spec: Arc::new(KernelSpec::Sha256(Sha256Params { count: 1, message_len: 16 })),
             inputs: vec![Bytes::from(vec![n; bytes])],
+            layout: None,
             expected: Digest::of(&[n]),
             seen_by: [WorkerId::new(seen).expect("id")].into_iter().collect(),
         }

@@ -15,19 +15,22 @@ use crate::coordinator::config::CoordinatorConfig;
 use crate::coordinator::ledger::Ledger;
 use crate::coordinator::profile::{Tier, WorkerClass};
 use crate::coordinator::recovery::{
-    encode, encode_into, ns, task_record_key, EndedTask, JobRecord, Snapshot, StoredInputs, TaskRecord, TaskTimes,
-    INPUTS_APART,
+    encode, encode_into, ns, task_record_key, EndedTask, JobRecord, Snapshot, StoredInputs, StoredLayout, TaskRecord,
+    TaskTimes, INPUTS_APART,
 };
 use crate::coordinator::rewards::EpochWork;
 use crate::digest::Digest;
 use crate::ids::{AssignmentId, JobId, TaskId};
 use crate::kernels::KernelSpec;
+use crate::shared_inputs::SharedLayout;
 use crate::time::Millis;
 
 use super::ready::Need;
 use super::registry::WorkerNum;
+use super::shared::{job_shared, own_bytes, used_shared};
 use super::types::{
-    DeadLetter, Event, JobProgress, JobSpec, OriginKey, PreparedJob, SubmitError, TaskPhase, VerifiedResult,
+    DeadLetter, Event, JobProgress, JobSpec, OriginKey, PreparedJob, SubmitError, TaskLayout, TaskPhase, TaskSpec,
+    VerifiedResult,
 };
 use super::verification::{forget_undecided, ReplicaResult};
 use super::Coordinator;
@@ -148,6 +151,8 @@ pub(super) struct Task {
     /// Bytes a worker must hold (inputs + outputs).
     pub(super) working_set: u64,
     pub(super) inputs: Vec<Bytes>,
+    /// Where its shared inputs sit (None: it has none).
+    pub(super) layout: Option<Box<TaskLayout>>,
     pub(super) input_digest: Digest,
     /// [`Digest::check_of_parts`] of the inputs (what workers check), as
     /// bytes: a `u128` field would align the whole task to 16 bytes.
@@ -197,17 +202,14 @@ pub(super) struct Job {
     pub(super) first_offer: Option<Millis>,
     /// When it was submitted.
     pub(super) submitted: Millis,
+    /// Bytes of the shared inputs its open tasks hold (counted once).
+    pub(super) shared_bytes: u64,
 }
 
 impl Job {
     pub(super) fn keys(&self) -> impl Iterator<Item = TaskKey> + use<> {
         (self.first.0..self.first.0 + self.tasks.len() as u64).map(TaskKey)
     }
-}
-
-/// Bytes of a task's inputs.
-pub(super) fn input_bytes(inputs: &[Bytes]) -> u64 {
-    inputs.iter().map(|b| b.len() as u64).sum()
 }
 
 /// A task's inputs' digest (their name) and checksum (what a worker checks).
@@ -225,14 +227,18 @@ impl Coordinator {
     /// Accepts a job: validates every task, records it durably (in this
     /// round's diff) and queues its tasks.
     pub(super) fn submit(&mut self, now: Millis, job: PreparedJob) -> Result<JobId, SubmitError> {
-        let PreparedJob { spec, ids: digests } = job;
+        let PreparedJob { spec, ids: digests, layouts, .. } = job;
         if spec.tasks.is_empty() {
             return Err(SubmitError::Empty);
         }
         if self.queued_tasks + spec.tasks.len() > self.cfg.max_queued_tasks {
             return Err(SubmitError::QueueFull { queued: self.queued_tasks, limit: self.cfg.max_queued_tasks });
         }
-        let bytes: u64 = spec.tasks.iter().map(|t| input_bytes(&t.inputs)).sum();
+        // Shared inputs count once, however many tasks use them.
+        let shared = job_shared(&spec.tasks, &layouts);
+        let own: u64 =
+            (spec.tasks.iter().zip(&layouts)).map(|(t, l)| own_bytes(&t.inputs, l.as_ref().map(|l| &*l.layout))).sum();
+        let bytes = own + shared.values().map(|b| b.len() as u64).sum::<u64>();
         if bytes > self.cfg.max_job_input_bytes {
             return Err(SubmitError::JobTooLarge { bytes, limit: self.cfg.max_job_input_bytes });
         }
@@ -257,21 +263,25 @@ impl Coordinator {
         // that names them is also the key big inputs are stored under, and
         // the ledger's chain commits to them through it (no second pass, no
         // copy). Workers check the cheap checksum.
+        // Shared inputs are stored once each, under their own digest.
+        for (digest, b) in &shared {
+            self.ledger.put_inputs(*digest, vec![b.clone()]);
+        }
         let mut stored_apart = BTreeSet::new();
         let mut tasks = Vec::with_capacity(spec.tasks.len());
-        for (t, (digest, _)) in spec.tasks.iter().zip(&digests) {
-            let apart = t.inputs.iter().map(Bytes::len).sum::<usize>() >= INPUTS_APART;
-            if apart && stored_apart.insert(*digest) {
-                self.ledger.put_inputs(*digest, t.inputs.clone());
-            }
-            tasks.push(TaskRecord {
-                kernel: Cow::Borrowed(&t.kernel),
-                inputs: if apart {
-                    StoredInputs::Apart(*digest)
-                } else {
-                    StoredInputs::Inline(Cow::Borrowed(&t.inputs))
+        for ((t, (digest, _)), l) in spec.tasks.iter().zip(&digests).zip(&layouts) {
+            let inputs = match l {
+                None => self.stored_inputs(&mut stored_apart, *digest, Cow::Borrowed(&t.inputs)),
+                Some(l) => StoredInputs::Shared {
+                    layout: Cow::Borrowed(l.layout.parts()),
+                    own: Box::new(self.stored_inputs(
+                        &mut stored_apart,
+                        l.own,
+                        Cow::Owned(l.layout.own(&t.inputs).cloned().collect()),
+                    )),
                 },
-            });
+            };
+            tasks.push(TaskRecord { kernel: Cow::Borrowed(&t.kernel), inputs });
         }
         let record = JobRecord {
             tasks,
@@ -285,16 +295,11 @@ impl Coordinator {
         // Sized up front: the record holds the small inputs (a megabyte for a
         // job of 10 000 tiny tasks), and a vector grown by doubling would
         // copy them again and again.
-        let inline: usize = (record.tasks.iter())
-            .map(|t| match &t.inputs {
-                StoredInputs::Inline(inputs) => inputs.iter().map(|b| b.len() + 10).sum(),
-                StoredInputs::Apart(_) => 34,
-            })
-            .sum();
+        let inline: usize = (record.tasks.iter()).map(|t| stored_size(&t.inputs)).sum();
         let value = encode_into(&record, Vec::with_capacity(64 + inline + 64 * record.tasks.len()));
         self.ledger.put(ns::JOB, job.as_bytes().to_vec(), value);
         let n = spec.tasks.len() as u32;
-        self.insert_job(job, spec, digests, (now, now + self.cfg.task_ttl), BTreeMap::new());
+        self.insert_job(job, spec, (digests, layouts), (now, now + self.cfg.task_ttl), BTreeMap::new());
         self.event(Event::JobAccepted { job, tasks: n });
         Ok(job)
     }
@@ -306,7 +311,7 @@ impl Coordinator {
         &mut self,
         job: JobId,
         spec: JobSpec,
-        digests: Vec<(Digest, u128)>,
+        (digests, layouts): (Vec<(Digest, u128)>, Vec<Option<TaskLayout>>),
         (submitted, expires): (Millis, Millis),
         mut ended: BTreeMap<u32, EndedTask>,
     ) {
@@ -318,7 +323,16 @@ impl Coordinator {
         let mut first = None;
         // Tasks of a job often share one kernel spec: share one allocation.
         let mut last_spec: Option<Arc<KernelSpec>> = None;
-        for ((index, t), (input_digest, input_check)) in spec.tasks.into_iter().enumerate().zip(digests) {
+        // Shared inputs are held once per job, while any of its tasks is open.
+        let open_shared = used_shared(
+            (spec.tasks.iter().zip(&layouts).enumerate())
+                .filter(|(i, _)| !ended.contains_key(&(*i as u32)))
+                .map(|(_, (t, l))| (&t.inputs[..], l.as_ref().map(|l| &*l.layout))),
+        );
+        let shared_bytes: u64 = open_shared.values().map(|b| b.len() as u64).sum();
+        self.queued_input_bytes += shared_bytes;
+        let tasks = spec.tasks.into_iter().zip(layouts);
+        for ((index, (t, layout)), (input_digest, input_check)) in tasks.enumerate().zip(digests) {
             let key = self.tasks.next_key();
             let id = self.tasks.id_for(key);
             first.get_or_insert(key);
@@ -336,6 +350,7 @@ impl Coordinator {
                     }
                 },
                 inputs: t.inputs,
+                layout: layout.map(Box::new),
                 input_digest,
                 input_check: input_check.to_le_bytes(),
                 quorum,
@@ -360,7 +375,7 @@ impl Coordinator {
                 None => {
                     self.ready.push(&mut task, &self.cfg);
                     self.queued_tasks += 1;
-                    self.queued_input_bytes += input_bytes(&task.inputs);
+                    self.queued_input_bytes += own_bytes(&task.inputs, task.layout.as_ref().map(|l| &*l.layout));
                 }
                 Some(end) => {
                     task.inputs = Vec::new();
@@ -385,7 +400,15 @@ impl Coordinator {
         self.open_jobs.insert((expires, job));
         self.jobs.insert(
             job,
-            Job { progress, tasks: ids, first: first.unwrap_or_default(), expires, first_offer: None, submitted },
+            Job {
+                progress,
+                tasks: ids,
+                first: first.unwrap_or_default(),
+                expires,
+                first_offer: None,
+                submitted,
+                shared_bytes,
+            },
         );
     }
 
@@ -445,7 +468,16 @@ impl Coordinator {
             let expires = stored.submitted + c.cfg.task_ttl;
             let mut spec = stored.spec;
             let mut digests = Vec::with_capacity(spec.tasks.len());
+            let mut layouts = Vec::with_capacity(spec.tasks.len());
             for (index, t) in spec.tasks.iter_mut().enumerate() {
+                if let Some(l) = stored.layouts.get(&(index as u32)) {
+                    let open = !stored.ended.contains_key(&(index as u32));
+                    let (ids, layout) = recover_layout(l, t, open, &snapshot.inputs);
+                    digests.push(ids);
+                    layouts.push(layout);
+                    continue;
+                }
+                layouts.push(None);
                 match stored.apart.get(&(index as u32)) {
                     Some(digest) => {
                         // Inputs stored apart; a host provides the ones
@@ -458,7 +490,7 @@ impl Coordinator {
                     None => digests.push(input_ids(&t.inputs)),
                 }
             }
-            c.insert_job(job, spec, digests, (stored.submitted, expires), stored.ended);
+            c.insert_job(job, spec, (digests, layouts), (stored.submitted, expires), stored.ended);
         }
         c
     }
@@ -513,10 +545,14 @@ impl Coordinator {
             self.ledger.delete_prefix(namespace, job.as_bytes().to_vec());
         }
         if !inputs.is_empty() {
-            let in_use: BTreeSet<Digest> = (self.jobs.values())
-                .flat_map(Job::keys)
-                .filter_map(|k| self.tasks.get(k).map(|t| t.input_digest))
-                .collect();
+            let mut in_use = BTreeSet::new();
+            for t in self.jobs.values().flat_map(Job::keys).filter_map(|k| self.tasks.get(k)) {
+                in_use.insert(t.input_digest);
+                if let Some(l) = &t.layout {
+                    in_use.extend(l.layout.shared());
+                    in_use.insert(l.own);
+                }
+            }
             for d in inputs.iter().filter(|d| !in_use.contains(d)) {
                 self.ledger.delete(ns::INPUT, d.as_bytes().to_vec());
             }
@@ -569,7 +605,8 @@ impl Coordinator {
             forget_undecided(&mut self.undecided, r.num, tid);
         }
         // Inputs are no longer needed; undecided results are dropped.
-        self.queued_input_bytes = self.queued_input_bytes.saturating_sub(input_bytes(&t.inputs));
+        let own = own_bytes(&t.inputs, t.layout.as_ref().map(|l| &*l.layout));
+        self.queued_input_bytes = self.queued_input_bytes.saturating_sub(own);
         t.inputs = Vec::new();
         if phase != TaskPhase::Verified {
             t.results.clear();
@@ -583,6 +620,7 @@ impl Coordinator {
             TaskPhase::Pending => {}
         }
         if j.progress.finished() {
+            self.queued_input_bytes = self.queued_input_bytes.saturating_sub(std::mem::take(&mut j.shared_bytes));
             let p = j.progress.clone();
             self.open_jobs.remove(&(j.expires, job));
             self.ledger.put(ns::JOB_FINISHED, job.as_bytes().to_vec(), encode(&p));
@@ -594,4 +632,60 @@ impl Coordinator {
             });
         }
     }
+}
+
+/// Bytes a task's stored inputs add to its job's record (for sizing the
+/// record's buffer up front).
+fn stored_size(inputs: &StoredInputs<'_>) -> usize {
+    match inputs {
+        StoredInputs::Inline(inputs) => inputs.iter().map(|b| b.len() + 10).sum(),
+        StoredInputs::Apart(_) => 34,
+        StoredInputs::Shared { layout, own } => 33 * layout.len() + 4 + stored_size(own),
+    }
+}
+
+impl Coordinator {
+    /// A task's inputs (or own parts) as its job's record holds them:
+    /// stored apart under `digest`, once per job, when they are big;
+    /// inline otherwise.
+    fn stored_inputs<'a>(
+        &mut self,
+        apart: &mut BTreeSet<Digest>,
+        digest: Digest,
+        inputs: Cow<'a, [Bytes]>,
+    ) -> StoredInputs<'a> {
+        if inputs.iter().map(Bytes::len).sum::<usize>() < INPUTS_APART {
+            return StoredInputs::Inline(inputs);
+        }
+        if apart.insert(digest) {
+            self.ledger.put_inputs(digest, inputs.into_owned());
+        }
+        StoredInputs::Apart(digest)
+    }
+}
+
+/// A stored task with shared inputs, rebuilt: its name and checksum, its
+/// layout, and (when it is still open) its full inputs from the stored
+/// shared inputs and own parts.
+fn recover_layout(
+    l: &StoredLayout,
+    t: &mut TaskSpec,
+    open: bool,
+    inputs: &BTreeMap<Digest, Vec<Bytes>>,
+) -> ((Digest, u128), Option<TaskLayout>) {
+    let own: Vec<Bytes> = match l.own_apart {
+        Some(d) if open => inputs.get(&d).cloned().unwrap_or_default(),
+        Some(_) => Vec::new(),
+        None => std::mem::take(&mut t.inputs),
+    };
+    let Some(layout) = SharedLayout::new(l.layout.clone()) else {
+        t.inputs = own;
+        return (input_ids(&t.inputs), None);
+    };
+    let refs: Vec<&[u8]> = own.iter().map(|b| &b[..]).collect();
+    let (name, check, own_digest) = layout.ids_of_own(&refs, l.own_apart);
+    if open {
+        t.inputs = layout.assemble(&own, |d| inputs.get(d).and_then(|v| v.first().cloned())).unwrap_or_default();
+    }
+    ((name, check), Some(TaskLayout { layout, own: own_digest }))
 }

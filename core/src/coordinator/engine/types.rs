@@ -17,6 +17,7 @@ use crate::time::Millis;
 use crate::wire::Envelope;
 
 use super::tasks::input_ids;
+use crate::shared_inputs::{part_digest, SharedLayout};
 
 /// Something that happened, fed to [`Coordinator::handle`](crate::coordinator::Coordinator::handle).
 #[derive(Clone, Debug)]
@@ -262,6 +263,12 @@ pub struct TaskSpec {
 pub struct JobSpec {
     /// The tasks.
     pub tasks: Vec<TaskSpec>,
+    /// Inputs its tasks share ([`crate::shared_inputs`]): a task input
+    /// that is one of these (the same [`Bytes`], cloned: the same memory)
+    /// is stored once and sent to each worker once, then named by its
+    /// digest. Empty ones are ignored.
+    #[serde(default)]
+    pub shared_inputs: Vec<Bytes>,
     /// Replicas per task (default from the config; 1 for lite jobs).
     pub redundancy: Option<u8>,
     /// Agreeing results needed (default: the redundancy).
@@ -277,7 +284,15 @@ pub struct JobSpec {
 impl JobSpec {
     /// A job of these tasks with the defaults.
     pub fn new(tasks: Vec<TaskSpec>) -> Self {
-        JobSpec { tasks, redundancy: None, quorum: None, priority: 0, min_tier: Tier::Low, allow_adaptive: true }
+        JobSpec {
+            tasks,
+            shared_inputs: Vec::new(),
+            redundancy: None,
+            quorum: None,
+            priority: 0,
+            min_tier: Tier::Low,
+            allow_adaptive: true,
+        }
     }
 }
 
@@ -291,35 +306,105 @@ impl JobSpec {
 /// received, and on its own threads rather than the engine's. The hashes
 /// are computed here, from the very inputs the job carries, so a host
 /// cannot pair a task with another's names. A plain [`JobSpec`] converts
-/// (hashing everything at once).
+/// (hashing everything at once). Shared inputs are hashed once each, when
+/// they are declared, never again per task.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PreparedJob {
     pub(super) spec: JobSpec,
     pub(super) ids: Vec<(Digest, u128)>,
+    /// Per task: where its shared inputs sit, and the digest of its own
+    /// parts (None: it has no shared input).
+    pub(super) layouts: Vec<Option<TaskLayout>>,
+    /// The shared inputs by their memory (address, length): their digest.
+    shared: std::collections::HashMap<(usize, usize), Digest>,
+}
+
+/// A task's shared layout and the digest of its own parts.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct TaskLayout {
+    pub(super) layout: std::sync::Arc<SharedLayout>,
+    pub(super) own: Digest,
+}
+
+fn memory_of(b: &Bytes) -> (usize, usize) {
+    (b.as_ptr() as usize, b.len())
 }
 
 impl PreparedJob {
-    /// A job with `settings`'s replication, priority and tier, and its
-    /// tasks (hashed now); more may be pushed.
-    pub fn new(settings: JobSpec) -> Self {
-        let ids = settings.tasks.iter().map(|t| input_ids(&t.inputs)).collect();
-        PreparedJob { spec: settings, ids }
+    /// A job with `settings`'s replication, priority, tier and shared
+    /// inputs, and its tasks (hashed now); more may be pushed.
+    pub fn new(mut settings: JobSpec) -> Self {
+        let tasks = std::mem::take(&mut settings.tasks);
+        let shared = std::mem::take(&mut settings.shared_inputs);
+        let mut job = PreparedJob {
+            spec: settings,
+            ids: Vec::with_capacity(tasks.len()),
+            layouts: Vec::with_capacity(tasks.len()),
+            shared: std::collections::HashMap::new(),
+        };
+        for s in shared {
+            job.share(s);
+        }
+        for t in tasks {
+            job.push(t);
+        }
+        job
     }
 
-    /// Appends a task, hashing its inputs.
+    /// Declares a shared input (hashing it, once); tasks pushed after
+    /// name it by using a clone of `input`. Returns its digest (None: it
+    /// is empty, and ignored).
+    pub fn share(&mut self, input: Bytes) -> Option<Digest> {
+        if input.is_empty() {
+            return None;
+        }
+        let digest = part_digest(&input);
+        if self.shared.insert(memory_of(&input), digest).is_none() {
+            self.spec.shared_inputs.push(input);
+        }
+        Some(digest)
+    }
+
+    /// Appends a task, hashing its own inputs (its shared ones are known).
     pub fn push(&mut self, task: TaskSpec) {
-        self.ids.push(input_ids(&task.inputs));
+        let positions: Vec<Option<Digest>> = (task.inputs.iter())
+            .map(|b| if b.is_empty() { None } else { self.shared.get(&memory_of(b)).copied() })
+            .collect();
+        match SharedLayout::new(positions) {
+            Some(layout) => {
+                let (name, check, own) = layout.ids(&task.inputs, None);
+                self.ids.push((name, check));
+                self.layouts.push(Some(TaskLayout { layout, own }));
+            }
+            None => {
+                self.ids.push(input_ids(&task.inputs));
+                self.layouts.push(None);
+            }
+        }
         self.spec.tasks.push(task);
     }
 
     /// The digests of the inputs the job stores apart, each once: those of
     /// tasks with at least [`INPUTS_APART`](crate::coordinator::recovery::INPUTS_APART)
-    /// bytes of inputs (what a host tracks to know when no job uses them).
+    /// bytes of their own inputs, and its shared inputs (what a host tracks
+    /// to know when no job uses them).
     pub fn inputs_apart(&self) -> Vec<Digest> {
-        let apart =
-            |t: &TaskSpec| t.inputs.iter().map(Bytes::len).sum::<usize>() >= crate::coordinator::recovery::INPUTS_APART;
-        let set: std::collections::BTreeSet<Digest> =
-            self.spec.tasks.iter().zip(&self.ids).filter(|(t, _)| apart(t)).map(|(_, (d, _))| *d).collect();
+        use crate::coordinator::recovery::INPUTS_APART;
+        let mut set = std::collections::BTreeSet::new();
+        for ((t, (d, _)), l) in self.spec.tasks.iter().zip(&self.ids).zip(&self.layouts) {
+            match l {
+                None if t.inputs.iter().map(Bytes::len).sum::<usize>() >= INPUTS_APART => {
+                    set.insert(*d);
+                }
+                None => {}
+                Some(l) => {
+                    if l.layout.own(&t.inputs).map(Bytes::len).sum::<usize>() >= INPUTS_APART {
+                        set.insert(l.own);
+                    }
+                    set.extend(l.layout.shared());
+                }
+            }
+        }
         set.into_iter().collect()
     }
 
@@ -500,6 +585,14 @@ pub struct CoordinatorStats {
     /// drifted from their measured one.
     #[serde(default)]
     pub remeasured: u64,
+    /// Input bytes sent with offers and input data (own parts and shared
+    /// inputs a worker did not hold).
+    pub input_bytes_sent: u64,
+    /// Shared-input bytes offers named instead of sending (the worker
+    /// held them).
+    pub shared_bytes_named: u64,
+    /// Shared inputs a worker asked for (its cache had dropped them).
+    pub input_requests: u64,
 }
 
 /// Shadow-mode comparison with ground truth (ringers always; the CPU

@@ -254,6 +254,7 @@ impl Coordinator {
                     task: task_id,
                     spec: std::sync::Arc::clone(&t.spec),
                     inputs: t.inputs.clone(),
+                    layout: t.layout.as_ref().map(|l| std::sync::Arc::clone(&l.layout)),
                     expected: truth,
                     seen_by,
                 });
