@@ -249,3 +249,84 @@ async fn submit_plain(c: &mut ShoalServiceClient<tonic::transport::Channel>, see
     )
     .await
 }
+
+/// A matmul job over one shared 256×256 matrix: `n` tasks of an 8-row
+/// slice each, the matrix sent once in the stream.
+fn shared_job(n: usize) -> (Vec<pb::SubmitJobRequest>, Vec<(shoal_core::kernels::KernelSpec, Vec<Vec<u8>>)>) {
+    use pb::submit_job_request::Part;
+    use pb::task_input::Source;
+    let kernel = shoal_core::kernels::KernelSpec::MatmulF32(shoal_core::kernels::MatmulParams { m: 8, n: 256, k: 256 });
+    let floats = |seed: u64, count: usize| -> Vec<u8> {
+        let mut rng = shoal_core::rng::SplitMix64::new(seed);
+        (0..count).flat_map(|_| ((rng.below(2000) as f32 - 1000.0) / 500.0).to_le_bytes()).collect()
+    };
+    let model = floats(7, 256 * 256);
+    let header = pb::JobHeader { redundancy: 2, name: "shared model".into(), ..Default::default() };
+    let mut msgs = vec![
+        pb::SubmitJobRequest { part: Some(Part::Header(header)) },
+        pb::SubmitJobRequest { part: Some(Part::Shared(pb::SharedInput { data: model.clone().into() })) },
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let slice = floats(100 + i as u64, 8 * 256);
+        let parts = vec![
+            pb::TaskInput { source: Some(Source::Data(slice.clone().into())) },
+            pb::TaskInput { source: Some(Source::Shared(0)) },
+        ];
+        let task = pb::Task { kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)), inputs: vec![], parts };
+        msgs.push(pb::SubmitJobRequest { part: Some(Part::Task(task)) });
+        tasks.push((kernel.clone(), vec![slice, model.clone()]));
+    }
+    (msgs, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_input_crosses_the_socket_once_per_worker_and_bad_references_are_refused() {
+    use pb::submit_job_request::Part;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let workers = Workers::spawn(&service, "w", 3, Behaviour::Honest);
+    let mut c = common::client(&service).await;
+    wait_admitted(&mut c, 3).await;
+    let (msgs, tasks) = shared_job(20);
+    let job = c.submit_job(tokio_stream::iter(msgs)).await.expect("accepted").into_inner().job_id;
+    let status = wait_finished(&mut c, &job, 120).await;
+    assert_eq!(status.verified, 20);
+    for o in results(&mut c, &job).await {
+        let (k, inputs) = &tasks[o.index as usize];
+        assert!(agrees(k, &o.outputs, &reference(k, inputs)), "task {} agrees with the CPU reference", o.index);
+    }
+    let st = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner();
+    let (model, own) = (256 * 256 * 4u64, 8 * 256 * 4u64);
+    assert!(
+        st.input_bytes_sent <= st.offers * own + 3 * model,
+        "the model crossed once per worker at most: {} bytes sent for {} offers",
+        st.input_bytes_sent,
+        st.offers
+    );
+    assert!(st.shared_bytes_named >= (40 - 3) * model, "every other replica named it: {}", st.shared_bytes_named);
+    let metrics = get_text(&format!("http://{}/metrics", service.http_addr)).await;
+    assert!(counter(&metrics, "shoal_shared_bytes_named_total") >= ((40 - 3) * model) as f64);
+
+    // References to what the stream did not declare, tasks with both kinds
+    // of inputs, and empty shared inputs are refused with the field named.
+    let refused = |msgs: Vec<pb::SubmitJobRequest>| {
+        let mut c = c.clone();
+        async move { c.submit_job(tokio_stream::iter(msgs)).await.expect_err("refused") }
+    };
+    let (mut msgs, _) = shared_job(1);
+    msgs.remove(1);
+    let e = refused(msgs).await;
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("shared input 0 is not declared"), "{}", e.message());
+    let (mut msgs, _) = shared_job(1);
+    if let Some(Part::Task(t)) = &mut msgs[2].part {
+        t.inputs.push(vec![1u8; 4].into());
+    }
+    assert!(refused(msgs).await.message().contains("inputs or parts, not both"));
+    let (mut msgs, _) = shared_job(1);
+    msgs[1] = pb::SubmitJobRequest { part: Some(Part::Shared(pb::SharedInput { data: Default::default() })) };
+    assert_eq!(refused(msgs).await.code(), Code::InvalidArgument);
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}

@@ -146,4 +146,7 @@ pub fn record_gauges(c: &Coordinator) {
     metrics::counter!("shoal_timeouts_total").absolute(s.timeouts);
     metrics::counter!("shoal_stale_results_total").absolute(s.stale_results);
     metrics::counter!("shoal_workers_slashed_total").absolute(s.slashed);
+    metrics::counter!("shoal_input_bytes_sent_total").absolute(s.input_bytes_sent);
+    metrics::counter!("shoal_shared_bytes_named_total").absolute(s.shared_bytes_named);
+    metrics::counter!("shoal_input_requests_total").absolute(s.input_requests);
 }

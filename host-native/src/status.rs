@@ -54,6 +54,12 @@ pub struct SwarmStatus {
     pub ringers: u64,
     /// Spot checks answered wrong (each slashed its worker).
     pub ringers_failed: u64,
+    /// Input bytes sent to workers.
+    pub input_bytes_sent: u64,
+    /// Shared-input bytes named instead of sent (the worker had them).
+    pub shared_bytes_named: u64,
+    /// Shared inputs workers asked for.
+    pub input_requests: u64,
 }
 
 impl SwarmStatus {
@@ -92,6 +98,9 @@ impl SwarmStatus {
             shadow_mismatched: c.shadow().mismatched,
             ringers: s.ringers,
             ringers_failed: s.ringers_failed,
+            input_bytes_sent: s.input_bytes_sent,
+            shared_bytes_named: s.shared_bytes_named,
+            input_requests: s.input_requests,
         }
     }
 }

@@ -206,6 +206,9 @@ pub(super) async fn status(engine: &EngineHandle) -> Result<pb::GetSwarmStatusRe
             .map(|c| pb::TierCount { backend: c.backend.clone(), tier: u32::from(c.tier), workers: c.workers })
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        input_bytes_sent: s.input_bytes_sent,
+        shared_bytes_named: s.shared_bytes_named,
+        input_requests: s.input_requests,
     })
 }
 
