@@ -252,7 +252,10 @@ async fn submit_plain(c: &mut ShoalServiceClient<tonic::transport::Channel>, see
 
 /// A matmul job over one shared 256×256 matrix: `n` tasks of an 8-row
 /// slice each, the matrix sent once in the stream.
-fn shared_job(n: usize) -> (Vec<pb::SubmitJobRequest>, Vec<(shoal_core::kernels::KernelSpec, Vec<Vec<u8>>)>) {
+/// A task as the CPU reference runs it: its kernel and every input.
+type RefTask = (shoal_core::kernels::KernelSpec, Vec<Vec<u8>>);
+
+fn shared_job(n: usize) -> (Vec<pb::SubmitJobRequest>, Vec<RefTask>) {
     use pb::submit_job_request::Part;
     use pb::task_input::Source;
     let kernel = shoal_core::kernels::KernelSpec::MatmulF32(shoal_core::kernels::MatmulParams { m: 8, n: 256, k: 256 });
@@ -325,7 +328,7 @@ async fn a_shared_input_crosses_the_socket_once_per_worker_and_bad_references_ar
     }
     assert!(refused(msgs).await.message().contains("inputs or parts, not both"));
     let (mut msgs, _) = shared_job(1);
-    msgs[1] = pb::SubmitJobRequest { part: Some(Part::Shared(pb::SharedInput { data: Default::default() })) };
+    msgs[1] = pb::SubmitJobRequest { part: Some(Part::Shared(pb::SharedInput { data: bytes::Bytes::new() })) };
     assert_eq!(refused(msgs).await.code(), Code::InvalidArgument);
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
