@@ -10,6 +10,9 @@
 //!   deadline (was evicted).
 //! - `restart`: a data folder holding N stored tasks; time from process
 //!   start to serving again.
+//! - `shared`: matmul tasks over one 4 MiB matrix, declared as a shared
+//!   input (sent to each worker once, then named) against the same tasks
+//!   each carrying it: input bytes sent per worker and verified tasks/s.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,6 +58,9 @@ pub struct BenchArgs {
     /// restart: stored tasks.
     #[arg(long, default_value_t = 1_000_000)]
     pub stored_tasks: usize,
+    /// shared: tasks (in jobs of 50), each over the same 4 MiB matrix.
+    #[arg(long, default_value_t = 400)]
+    pub shared_tasks: usize,
     /// Where the data folders go (default: a temporary folder).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -131,8 +137,34 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         println!("restart: serving again {ms} ms after start with {} stored tasks", a.stored_tasks);
         rows.push(("restart to serving, ms", format!("{ms} ({} stored tasks)", a.stored_tasks), "≤ 2000"));
     }
+    if all || a.which == "shared" {
+        let dir = tmp.join("shared");
+        let plain = shared_inputs(&dir.join("plain"), a.workers, a.shared_tasks, false).await?;
+        let shared = shared_inputs(&dir.join("shared"), a.workers, a.shared_tasks, true).await?;
+        for (name, r) in [("every task carries the matrix", &plain), ("the matrix as a shared input", &shared)] {
+            println!(
+                "shared: {name}: {:.1} MiB of inputs sent per worker, {:.0} verified tasks/s ({} tasks, {} workers)",
+                r.mib_per_worker, r.tasks_per_s, a.shared_tasks, a.workers
+            );
+        }
+        rows.push((
+            "job over one 4 MiB matrix: MiB sent per worker, shared vs carried",
+            format!("{:.1} vs {:.1}", shared.mib_per_worker, plain.mib_per_worker),
+            "≈ 4 + own parts",
+        ));
+        rows.push((
+            "job over one 4 MiB matrix: verified tasks/s, shared vs carried",
+            format!(
+                "{:.0} vs {:.0} ({:.1}×)",
+                shared.tasks_per_s,
+                plain.tasks_per_s,
+                shared.tasks_per_s / plain.tasks_per_s
+            ),
+            "> carried",
+        ));
+    }
     if rows.is_empty() {
-        bail!("unknown benchmark `{}`: throughput, payload, idle, restart or all", a.which);
+        bail!("unknown benchmark `{}`: throughput, payload, idle, restart, shared or all", a.which);
     }
     println!("\n| benchmark | this machine | target |\n|---|---|---|");
     for (what, got, target) in rows {
@@ -542,4 +574,64 @@ fn process_cpu_secs() -> f64 {
     let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The shared-input benchmark's figures for one way of sending the matrix.
+struct SharedRun {
+    mib_per_worker: f64,
+    tasks_per_s: f64,
+}
+
+/// Rows of A per task, and the edge of the shared matrix B (4 MiB of f32).
+const SHARED_ROWS: u32 = 4;
+const SHARED_EDGE: u32 = 1024;
+
+/// `tasks` matmuls of a 4×1024 slice by one 1024×1024 matrix, in jobs of
+/// 50, redundancy 2: the matrix declared once per job as a shared input
+/// (`shared`), or carried by every task. Returns the input bytes the
+/// coordinator sent per worker and the verified tasks per second.
+async fn shared_inputs(data: &Path, workers: usize, tasks: usize, shared: bool) -> Result<SharedRun> {
+    use pb::submit_job_request::Part;
+    use pb::task_input::Source;
+    let mut swarm = LocalSwarm::start(data, workers, 4, None).await?;
+    let kernel = KernelSpec::MatmulF32(MatmulParams { m: SHARED_ROWS, n: SHARED_EDGE, k: SHARED_EDGE });
+    let inputs = kernel.seeded_inputs(1);
+    let model = bytes::Bytes::from(inputs[1].clone());
+    // Every message is made before the clock starts.
+    let jobs: Vec<Vec<pb::SubmitJobRequest>> = (0..tasks.div_ceil(50))
+        .map(|j| {
+            let header = pb::JobHeader { redundancy: 2, ..Default::default() };
+            let mut msgs = vec![pb::SubmitJobRequest { part: Some(Part::Header(header)) }];
+            if shared {
+                msgs.push(pb::SubmitJobRequest { part: Some(Part::Shared(pb::SharedInput { data: model.clone() })) });
+            }
+            for i in j * 50..tasks.min(j * 50 + 50) {
+                let slice = bytes::Bytes::from(kernel.seeded_inputs(i as u64 + 2).swap_remove(0));
+                let task = if shared {
+                    let parts = vec![
+                        pb::TaskInput { source: Some(Source::Data(slice)) },
+                        pb::TaskInput { source: Some(Source::Shared(0)) },
+                    ];
+                    pb::Task { kernel: Some(kernel_to_pb(&kernel)), inputs: vec![], parts }
+                } else {
+                    pb::Task { kernel: Some(kernel_to_pb(&kernel)), inputs: vec![slice, model.clone()], parts: vec![] }
+                };
+                msgs.push(pb::SubmitJobRequest { part: Some(Part::Task(task)) });
+            }
+            msgs
+        })
+        .collect();
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for msgs in jobs {
+        ids.push(swarm.client.submit_job(tokio_stream::iter(msgs)).await?.into_inner().job_id);
+    }
+    let verified = wait_jobs(&mut swarm.client, &ids).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let sent = swarm.client.get_swarm_status(pb::GetSwarmStatusRequest {}).await?.into_inner().input_bytes_sent;
+    swarm.stop().await?;
+    if verified < tasks as u64 {
+        bail!("only {verified} of {tasks} verified");
+    }
+    Ok(SharedRun { mib_per_worker: sent as f64 / workers as f64 / 1_048_576.0, tasks_per_s: verified as f64 / secs })
 }
