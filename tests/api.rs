@@ -333,3 +333,87 @@ async fn a_shared_input_crosses_the_socket_once_per_worker_and_bad_references_ar
     workers.stop_all().await;
     service.shutdown().await.expect("clean shutdown");
 }
+
+/// One native worker keeping its shared inputs in `dir`, until `stop`.
+fn disk_worker(
+    service: &Service,
+    dir: &std::path::Path,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let id = shoal_core::WorkerId::new("disk-0").expect("id");
+    let opts = shoal_native::worker::WorkerOptions {
+        url: service.worker_url(),
+        ca: None,
+        token: Some(shoal_core::auth::derive_token(&service.secret, &id)),
+        worker_id: id,
+        identity: None,
+        profile: None,
+        max_concurrent: 2,
+        cache_bytes: 16 << 20,
+        cache_dir: Some(dir.to_path_buf()),
+        behaviour: Behaviour::Honest,
+        reconnect: true,
+        executor: shoal_native::worker::Executor::Cpu,
+        seed: 1,
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    (
+        stop,
+        tokio::spawn(async move {
+            let _ = shoal_native::worker::run(opts, rx).await;
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_worker_holds_its_shared_inputs_from_disk_and_is_not_sent_them_again() {
+    use pb::submit_job_request::Part;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_dir = dir.path().join("inputs");
+    let service = Service::start(test_config(&dir.path().join("data"))).await.expect("service starts");
+    let mut c = common::client(&service).await;
+    let (model_len, own) = (256 * 256 * 4u64, 8 * 256 * 4u64);
+    let run_job = |c: &mut ShoalServiceClient<tonic::transport::Channel>| {
+        let mut c = c.clone();
+        async move {
+            let (mut msgs, _) = shared_job(4);
+            if let Some(Part::Header(h)) = &mut msgs[0].part {
+                h.redundancy = 1;
+            }
+            let job = c.submit_job(tokio_stream::iter(msgs)).await.expect("accepted").into_inner().job_id;
+            assert_eq!(wait_finished(&mut c, &job, 60).await.verified, 4);
+            c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner()
+        }
+    };
+    let (stop, worker) = disk_worker(&service, &cache_dir);
+    wait_admitted(&mut c, 1).await;
+    let first = run_job(&mut c).await;
+    assert!(first.input_bytes_sent >= model_len, "the first life got the matrix");
+    let files: Vec<_> = std::fs::read_dir(&cache_dir).expect("cache folder").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(files.len(), 1, "one shared input kept on disk: {files:?}");
+    let _ = stop.send(true);
+    worker.await.expect("worker stops");
+
+    // A new worker process on the same folder: its hello lists the matrix.
+    let (stop, worker) = disk_worker(&service, &cache_dir);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c
+        .list_workers(pb::ListWorkersRequest::default())
+        .await
+        .expect("workers")
+        .into_inner()
+        .workers
+        .iter()
+        .all(|w| w.mflops == 0)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the worker came back");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let second = run_job(&mut c).await;
+    let sent = second.input_bytes_sent - first.input_bytes_sent;
+    assert!(sent < model_len, "the matrix did not cross again ({sent} bytes sent)");
+    assert!(sent >= 4 * own, "the tasks' own parts did ({sent} bytes)");
+    assert!(second.shared_bytes_named - first.shared_bytes_named >= 4 * model_len);
+    let _ = stop.send(true);
+    worker.await.expect("worker stops");
+    service.shutdown().await.expect("clean shutdown");
+}

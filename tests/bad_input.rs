@@ -66,6 +66,7 @@ fn hello(id: &str, token: &str, nonce: &[u8; 16]) -> Envelope {
         software: "test".into(),
         max_concurrent: 4,
         cache_bytes: 0,
+        held: Vec::new(),
     })))
 }
 

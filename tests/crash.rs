@@ -127,6 +127,7 @@ async fn kill_rounds(kills: usize, job_tasks: u64, seed: u64) -> usize {
             worker_id: id,
             max_concurrent: 2,
             cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
+            cache_dir: None,
             behaviour: Behaviour::Honest,
             reconnect: true,
             executor: shoal_native::worker::Executor::Cpu,

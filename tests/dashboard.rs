@@ -438,6 +438,7 @@ async fn idle_workers(up: &Up, n: usize) -> (tokio::sync::watch::Sender<bool>, V
             worker_id: id,
             max_concurrent: 1,
             cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
+            cache_dir: None,
             behaviour: shoal_native::worker::Behaviour::Honest,
             reconnect: false,
             executor: shoal_native::worker::Executor::Cpu,

@@ -70,6 +70,7 @@ fn guests(http: u16, n: u64) -> (tokio::sync::watch::Sender<bool>, Vec<tokio::ta
                 worker_id: shoal_core::WorkerId::new(format!("guest-{i}")).expect("id"),
                 max_concurrent: 2,
                 cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
+                cache_dir: None,
                 behaviour: Behaviour::Honest,
                 reconnect: true,
                 executor: Executor::Cpu,

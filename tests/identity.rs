@@ -31,6 +31,7 @@ fn contributor(service: &Service, seed: u8) -> WorkerOptions {
         }),
         max_concurrent: 2,
         cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
+        cache_dir: None,
         behaviour: Behaviour::Honest,
         reconnect: false,
         executor: Executor::Cpu,

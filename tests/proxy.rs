@@ -154,6 +154,7 @@ async fn behind_nginx_workers_and_clients_work_and_keep_their_own_addresses() {
             worker_id: id,
             max_concurrent: 2,
             cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
+            cache_dir: None,
             behaviour: Behaviour::Honest,
             reconnect: true,
             executor: Executor::Cpu,

@@ -164,6 +164,7 @@ async fn shutdown_says_goodbye_to_connected_workers() {
         worker_id: id,
         max_concurrent: 1,
         cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
+        cache_dir: None,
         behaviour: Behaviour::Honest,
         reconnect: false,
         executor: shoal_native::worker::Executor::Cpu,

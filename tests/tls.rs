@@ -49,6 +49,7 @@ fn worker_over_tls(service: &Service, name: &str, ca: &Path, seed: u64) -> Worke
         worker_id: id,
         max_concurrent: 2,
         cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
+        cache_dir: None,
         behaviour: Behaviour::Honest,
         reconnect: false,
         executor: Executor::Cpu,

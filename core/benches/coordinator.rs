@@ -119,6 +119,7 @@ impl Bench {
                 software: "bench".into(),
                 max_concurrent: 16,
                 cache_bytes: 0,
+                held: Vec::new(),
             };
             b.c.handle(
                 b.now,

@@ -72,6 +72,7 @@
 //!     software: "example".into(),
 //!     max_concurrent: 2,
 //!     cache_bytes: 0,
+//!     held: Vec::new(),
 //! };
 //! let mut workers = [WorkerSession::new(hello("alice")), WorkerSession::new(hello("bob"))];
 //! let mut now = Millis(1_000);

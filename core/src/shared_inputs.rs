@@ -153,12 +153,45 @@ pub struct InputCache<V> {
     entries: HashMap<Digest, Entry<V>>,
     /// Last use → digest: the least recently used first.
     order: BTreeMap<u64, Digest>,
+    /// Entries kept and dropped since last drained, when logged
+    /// ([`InputCache::logged`]: a host that persists the cache).
+    log: Option<Vec<CacheChange>>,
+}
+
+/// A change to an [`InputCache`], for a host that keeps a copy of it (on
+/// disk, in a browser's Cache Storage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheChange {
+    /// This digest entered the cache.
+    Kept(Digest),
+    /// This digest left it.
+    Dropped(Digest),
 }
 
 impl<V> InputCache<V> {
     /// An empty cache of at most `capacity` bytes (0: holds nothing).
     pub fn new(capacity: u64) -> Self {
-        InputCache { capacity, held: 0, clock: 0, entries: HashMap::new(), order: BTreeMap::new() }
+        InputCache { capacity, held: 0, clock: 0, entries: HashMap::new(), order: BTreeMap::new(), log: None }
+    }
+
+    /// An empty cache that logs its changes ([`InputCache::drain_changes`]).
+    pub fn logged(capacity: u64) -> Self {
+        InputCache { log: Some(Vec::new()), ..InputCache::new(capacity) }
+    }
+
+    /// The changes since the last call (none unless [`InputCache::logged`]).
+    pub fn drain_changes(&mut self) -> Vec<CacheChange> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The entry of `digest`, without counting a use.
+    pub fn peek(&self, digest: &Digest) -> Option<&V> {
+        self.entries.get(digest).map(|e| &e.value)
+    }
+
+    /// Every entry's digest and length, least recently used first.
+    pub fn lengths(&self) -> impl Iterator<Item = (Digest, u64)> + '_ {
+        self.order.values().filter_map(|d| self.entries.get(d).map(|e| (*d, e.len)))
     }
 
     /// Its capacity in bytes.
@@ -208,12 +241,14 @@ impl<V> InputCache<V> {
             let Some((_, oldest)) = self.order.pop_first() else { break };
             if let Some(e) = self.entries.remove(&oldest) {
                 self.held -= e.len;
+                self.note(CacheChange::Dropped(oldest));
             }
         }
         self.clock += 1;
         self.order.insert(self.clock, digest);
         self.entries.insert(digest, Entry { value, len, used: self.clock });
         self.held += len;
+        self.note(CacheChange::Kept(digest));
         true
     }
 
@@ -222,7 +257,21 @@ impl<V> InputCache<V> {
         let Some(e) = self.entries.remove(digest) else { return false };
         self.order.remove(&e.used);
         self.held -= e.len;
+        self.note(CacheChange::Dropped(*digest));
         true
+    }
+
+    fn note(&mut self, change: CacheChange) {
+        if let Some(log) = &mut self.log {
+            // A re-insert drops then keeps the same digest: one change.
+            if let (CacheChange::Kept(d), Some(CacheChange::Dropped(last))) = (change, log.last()) {
+                if *last == d {
+                    log.pop();
+                    return;
+                }
+            }
+            log.push(change);
+        }
     }
 
     /// The digests held, least recently used first.
@@ -257,6 +306,23 @@ mod tests {
         assert!(c.remove(&d(5)) && c.is_empty() && c.held() == 0);
         let mut none: InputCache<()> = InputCache::new(0);
         assert!(!none.insert(d(1), 1, ()) && none.is_empty());
+    }
+
+    #[test]
+    fn a_logged_cache_reports_what_entered_and_left() {
+        let mut c = InputCache::logged(100);
+        c.insert(d(1), 60, ());
+        c.insert(d(1), 60, ());
+        c.insert(d(2), 60, ());
+        assert_eq!(
+            c.drain_changes(),
+            vec![CacheChange::Kept(d(1)), CacheChange::Dropped(d(1)), CacheChange::Kept(d(2))]
+        );
+        assert!(c.drain_changes().is_empty());
+        assert_eq!(c.lengths().collect::<Vec<_>>(), vec![(d(2), 60)]);
+        let mut quiet = InputCache::new(100);
+        quiet.insert(d(1), 1, ());
+        assert!(quiet.drain_changes().is_empty());
     }
 
     #[test]

@@ -456,6 +456,7 @@ impl Sim {
             software: "shoal-sim".into(),
             max_concurrent: 2,
             cache_bytes: 0,
+            held: Vec::new(),
         };
         let l = self.latency();
         self.at(now + l, Ev::ToCoordinator(conn, Envelope::bare(Message::Hello(Box::new(hello)))));

@@ -23,7 +23,7 @@ use crate::benchmark;
 use crate::ids::{AssignmentId, JobId, WorkerId};
 use crate::kernels::KernelSpec;
 use crate::rng::SplitMix64;
-use crate::shared_inputs::InputCache;
+use crate::shared_inputs::{CacheChange, InputCache};
 use crate::time::Millis;
 use crate::wire::message::{
     BenchmarkChallenge, BenchmarkCommit, BenchmarkOffer, ErrorCode, ErrorMessage, Goodbye, Heartbeat, Hello, HelloAuth,
@@ -94,6 +94,16 @@ pub enum WorkerOutput {
         /// What to sign ([`crate::identity::hello_message`]).
         message: Vec<u8>,
     },
+    /// A shared input entered the session's cache: a host that keeps the
+    /// cache beyond the process (disk, Cache Storage) stores it.
+    Kept {
+        /// Its digest ([`crate::shared_inputs::part_digest`]).
+        digest: crate::digest::Digest,
+        /// Its bytes.
+        bytes: Bytes,
+    },
+    /// A shared input left the cache: such a host deletes its copy.
+    Dropped(crate::digest::Digest),
     /// The session is over (refused, slashed, or the coordinator left):
     /// close the connection.
     Closed {
@@ -196,8 +206,21 @@ impl WorkerSession {
     /// challenge arrives; a token in it is replaced by its proof over that
     /// challenge ([`crate::auth::hello_proof`]), so it never crosses the wire.
     pub fn new(hello: Hello) -> Self {
+        let cache = InputCache::logged(hello.cache_bytes);
+        WorkerSession::with_cache(hello, cache)
+    }
+
+    /// Starts a session with the shared inputs a worker already holds (an
+    /// earlier session's, [`WorkerSession::take_cache`], or loaded from
+    /// disk): the hello lists them, so offers name them at once. The
+    /// cache's capacity is what the hello declares.
+    pub fn with_cache(mut hello: Hello, cache: InputCache<Bytes>) -> Self {
+        hello.cache_bytes = cache.capacity();
+        hello.held = (cache.lengths())
+            .map(|(digest, len)| crate::wire::message::HeldInput { digest, len })
+            .collect::<Vec<_>>()
+            .split_off(cache.len().saturating_sub(crate::wire::message::MAX_HELD_INPUTS));
         let max_concurrent = usize::from(hello.max_concurrent.max(1));
-        let cache = InputCache::new(hello.cache_bytes);
         WorkerSession {
             cache,
             fetching: HashMap::new(),
@@ -219,12 +242,25 @@ impl WorkerSession {
     /// Starts a session of a contributor identity: the hello joins under
     /// the key's worker id and signs the coordinator's challenge, the host
     /// the worker dialed and the profile it declares.
-    pub fn with_identity(mut hello: Hello, identity: IdentityHello) -> Self {
-        hello.worker_id = crate::identity::worker_id_of(&identity.key.public_key());
-        hello.auth = HelloAuth::Guest;
-        let mut session = WorkerSession::new(hello);
-        session.identity = Some(identity);
-        session
+    pub fn with_identity(hello: Hello, identity: IdentityHello) -> Self {
+        WorkerSession::new(hello).joining_as(identity)
+    }
+
+    /// This session, joining as a contributor identity (see
+    /// [`WorkerSession::with_identity`]); before its hello went out.
+    pub fn joining_as(mut self, identity: IdentityHello) -> Self {
+        if let Some(hello) = &mut self.hello {
+            hello.worker_id = crate::identity::worker_id_of(&identity.key.public_key());
+            hello.auth = HelloAuth::Guest;
+        }
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The session's input cache, to carry into the next session
+    /// ([`WorkerSession::with_cache`]); this one keeps an empty one.
+    pub fn take_cache(&mut self) -> InputCache<Bytes> {
+        std::mem::replace(&mut self.cache, InputCache::logged(0))
     }
 
     /// Where the session stands.
@@ -335,7 +371,9 @@ impl WorkerSession {
 
     fn on_offer(&mut self, offer: TaskOffer, attachments: Vec<Bytes>) {
         let assignment = offer.assignment;
-        let assembled = match inputs::assemble(&offer, attachments, &mut self.cache) {
+        let assembled = inputs::assemble(&offer, attachments, &mut self.cache);
+        self.report_cache();
+        let assembled = match assembled {
             Ok(a) => a,
             Err(message) => return self.refuse_inputs(assignment, message),
         };
@@ -366,6 +404,20 @@ impl WorkerSession {
         });
     }
 
+    /// Tells the host what entered and left the cache.
+    fn report_cache(&mut self) {
+        for change in self.cache.drain_changes() {
+            let out = match change {
+                CacheChange::Kept(digest) => match self.cache.peek(&digest) {
+                    Some(bytes) => WorkerOutput::Kept { digest, bytes: bytes.clone() },
+                    None => continue,
+                },
+                CacheChange::Dropped(digest) => WorkerOutput::Dropped(digest),
+            };
+            self.outputs.push_back(out);
+        }
+    }
+
     /// Refuses an offer whose inputs are not what it says.
     fn refuse_inputs(&mut self, assignment: AssignmentId, message: String) {
         self.send(Message::Error(ErrorMessage { code: ErrorCode::Malformed, assignment: Some(assignment), message }));
@@ -376,7 +428,9 @@ impl WorkerSession {
     fn on_input_data(&mut self, d: InputData, attachments: Vec<Bytes>) {
         let Some(mut f) = self.fetching.remove(&d.assignment) else { return };
         let data = d.digests.into_iter().zip(attachments);
-        match inputs::fill(&f.offer.parts, &mut f.slots, data, &mut self.cache) {
+        let filled = inputs::fill(&f.offer.parts, &mut f.slots, data, &mut self.cache);
+        self.report_cache();
+        match filled {
             Ok(Some(inputs)) => self.run(f.offer, inputs),
             Ok(None) => {
                 self.running.remove(&d.assignment);

@@ -44,6 +44,7 @@ fn tokens_guests_capacity_and_versions() {
         software: String::new(),
         max_concurrent: 4,
         cache_bytes: 0,
+        held: Vec::new(),
     };
     let out = h.send(7, Message::Hello(Box::new(clear.clone())));
     assert_eq!(error_codes(&out, 7), vec![ErrorCode::Unauthorized], "a token is never accepted in the clear");
@@ -70,6 +71,7 @@ fn tokens_guests_capacity_and_versions() {
         software: String::new(),
         max_concurrent: 1,
         cache_bytes: 0,
+        held: Vec::new(),
     };
     let out = h.send(5, Message::Hello(Box::new(hello.clone())));
     assert_eq!(error_codes(&out, 5), vec![ErrorCode::ProtocolVersion]);

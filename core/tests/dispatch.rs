@@ -180,6 +180,7 @@ impl Swarm {
             software: "test".into(),
             max_concurrent: p.depth,
             cache_bytes: 0,
+            held: Vec::new(),
         };
         let out = self.h.send(conn, Message::Hello(Box::new(hello)));
         if benchmark_offer(&out, conn).is_none() {

@@ -159,6 +159,7 @@ fn every_message() -> Vec<Envelope> {
             software: "shoal-worker/0.1".into(),
             max_concurrent: 2,
             cache_bytes: 0,
+            held: Vec::new(),
         }))),
         Envelope::bare(Message::Welcome(Welcome {
             protocol_version: 1,

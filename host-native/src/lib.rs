@@ -17,6 +17,7 @@ pub mod embed;
 pub mod engine;
 pub mod grpc;
 pub mod http;
+pub mod input_cache;
 pub mod keyfile;
 pub mod listener;
 pub mod metrics;

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload};
 use shoal_core::kernels::KernelError;
 use shoal_core::rng::SplitMix64;
+use shoal_core::shared_inputs::InputCache;
 use shoal_core::wire::message::{DeviceInfo, Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::{MessageBatch, PROTOCOL_VERSION};
 use shoal_core::worker::{Backoff, IdentityHello, IdentityKey, WorkerInput, WorkerOutput, WorkerSession};
@@ -85,6 +86,10 @@ pub struct WorkerOptions {
     /// Bytes of shared inputs kept between tasks (0: none; every offer
     /// then carries them).
     pub cache_bytes: u64,
+    /// Where they are also kept on disk, to hold them again after a
+    /// restart ([`crate::input_cache`]); None: in memory only (kept across
+    /// reconnects, not restarts).
+    pub cache_dir: Option<std::path::PathBuf>,
     /// How it behaves.
     pub behaviour: Behaviour,
     /// Reconnect after a drop (with jittered backoff) instead of returning.
@@ -119,6 +124,9 @@ pub enum WorkerError {
         /// Why.
         reason: String,
     },
+    /// The input cache folder could not be used.
+    #[error(transparent)]
+    Cache(#[from] crate::input_cache::DiskCacheError),
 }
 
 /// The device this worker declares: the CPU reference kernels.
@@ -130,6 +138,10 @@ pub fn cpu_device() -> DeviceInfo {
 /// its session ends).
 pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result<WorkerReport, WorkerError> {
     let mut report = WorkerReport::default();
+    let mut cache = match &opts.cache_dir {
+        Some(dir) => crate::input_cache::load(dir, opts.cache_bytes)?,
+        None => InputCache::logged(opts.cache_bytes),
+    };
     let mut rng = SplitMix64::new(opts.seed);
     let mut backoff = Backoff::new(opts.seed.rotate_left(32));
     loop {
@@ -140,7 +152,8 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
             Ok(ws) => {
                 report.connections += 1;
                 backoff.reset();
-                let (completed, reason) = session(&opts, ws, &mut rng, &mut report.abandoned, &mut stop).await;
+                let (completed, reason) =
+                    session(&opts, ws, &mut rng, (&mut report.abandoned, &mut cache), &mut stop).await;
                 report.completed += completed;
                 tracing::debug!(worker = %opts.worker_id, %reason, "session ended");
                 report.last_reason = reason;
@@ -253,7 +266,7 @@ async fn session(
     opts: &WorkerOptions,
     ws: Ws,
     rng: &mut SplitMix64,
-    abandoned: &mut u64,
+    (abandoned, cache): (&mut u64, &mut InputCache<Bytes>),
     stop: &mut watch::Receiver<bool>,
 ) -> (u64, String) {
     let hello = Hello {
@@ -264,18 +277,17 @@ async fn session(
         software: format!("shoal-native/{}", env!("CARGO_PKG_VERSION")),
         max_concurrent: opts.max_concurrent.max(1),
         cache_bytes: opts.cache_bytes,
+        held: Vec::new(),
     };
-    let mut s = match &opts.identity {
-        Some(identity) => WorkerSession::with_identity(
-            hello,
-            IdentityHello {
-                key: IdentityKey::Held(identity.clone()),
-                audience: audience(&opts.url),
-                profile: opts.profile.clone(),
-            },
-        ),
-        None => WorkerSession::new(hello),
-    };
+    // The inputs held already go with the hello, and come back after.
+    let mut s = WorkerSession::with_cache(hello, std::mem::replace(cache, InputCache::logged(0)));
+    if let Some(identity) = &opts.identity {
+        s = s.joining_as(IdentityHello {
+            key: IdentityKey::Held(identity.clone()),
+            audience: audience(&opts.url),
+            profile: opts.profile.clone(),
+        });
+    }
     let limits = WireLimits::default();
     let Ok(mut decoder) = MessageDecoder::new(limits) else { return (0, "bad limits".into()) };
     let (read, mut sink) = crate::ws::split_frames(ws, MAX_MESSAGE.max(limits.max_frame_payload as usize + 64));
@@ -360,6 +372,16 @@ async fn session(
                         cancel.store(true, Ordering::Relaxed);
                     }
                 }
+                WorkerOutput::Kept { digest, bytes } => {
+                    if let Some(dir) = opts.cache_dir.clone() {
+                        tokio::task::spawn_blocking(move || crate::input_cache::keep(&dir, digest, &bytes));
+                    }
+                }
+                WorkerOutput::Dropped(digest) => {
+                    if let Some(dir) = opts.cache_dir.clone() {
+                        tokio::task::spawn_blocking(move || crate::input_cache::drop_input(&dir, digest));
+                    }
+                }
                 WorkerOutput::Closed { reason } => closed = Some(reason),
                 // The session holds its key and signs its hello itself.
                 WorkerOutput::SignHello { .. } => {}
@@ -429,5 +451,6 @@ async fn session(
         }
     };
     reader.abort();
+    *cache = s.take_cache();
     (s.completed(), end)
 }

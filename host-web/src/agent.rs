@@ -12,6 +12,7 @@ use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::{Message as WsMessage, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
 use shoal_core::kernels::KernelSpec;
+use shoal_core::shared_inputs::InputCache;
 use shoal_core::wire::message::{Hello, HelloAuth, MessageDecoder, WireLimits};
 use shoal_core::wire::PROTOCOL_VERSION;
 use shoal_core::worker::{Backoff, IdentityHello, IdentityKey, SessionState, WorkerInput, WorkerOutput, WorkerSession};
@@ -88,6 +89,8 @@ pub(crate) struct Agent<P: Fn(&Status)> {
     tab_id: String,
     /// This browser's contributor identity, once loaded.
     identity: Option<TabIdentity>,
+    /// Shared inputs kept between tasks and across reconnects.
+    cache: InputCache<Bytes>,
 }
 
 impl<P: Fn(&Status)> Agent<P> {
@@ -106,6 +109,7 @@ impl<P: Fn(&Status)> Agent<P> {
             backoff: Backoff::new(seed),
             tab_id,
             identity: None,
+            cache: InputCache::logged(0),
         }
     }
 
@@ -281,11 +285,11 @@ impl<P: Fn(&Status)> Agent<P> {
         }))
     }
 
-    /// One connection, from hello to close.
-    #[allow(clippy::too_many_lines)] // one event loop reads best in one piece
+    /// One connection, from hello to close; the shared inputs the tab
+    /// holds go with its hello and come back after.
     async fn session(
         &mut self,
-        mut ws: WebSocket,
+        ws: WebSocket,
         options: &StartOptions,
         executor: &Executor,
         identity: Option<IdentityRef>,
@@ -303,21 +307,37 @@ impl<P: Fn(&Status)> Agent<P> {
             software: format!("shoal-web/{}", env!("CARGO_PKG_VERSION")),
             max_concurrent: options.max_concurrent.max(1),
             cache_bytes: u64::from(options.cache_mib) << 20,
+            held: Vec::new(),
         };
         let signer = identity.as_ref().map(|i| i.identity.clone());
-        let mut session = match &identity {
-            None => WorkerSession::new(hello),
-            Some(i) => {
-                let key = match &i.identity.key {
-                    TabKey::Wasm(held) => IdentityKey::Held(held.clone()),
-                    TabKey::WebCrypto { public, .. } => IdentityKey::External { public_key: *public },
-                };
-                WorkerSession::with_identity(
-                    hello,
-                    IdentityHello { key, audience: options.audience(), profile: options.profile() },
-                )
-            }
-        };
+        let mut cache = std::mem::replace(&mut self.cache, InputCache::logged(0));
+        if cache.capacity() != hello.cache_bytes {
+            cache = InputCache::logged(hello.cache_bytes);
+        }
+        let mut session = WorkerSession::with_cache(hello, cache);
+        if let Some(i) = &identity {
+            let key = match &i.identity.key {
+                TabKey::Wasm(held) => IdentityKey::Held(held.clone()),
+                TabKey::WebCrypto { public, .. } => IdentityKey::External { public_key: *public },
+            };
+            let profile = options.profile();
+            session = session.joining_as(IdentityHello { key, audience: options.audience(), profile });
+        }
+        let end = self.session_loop(ws, executor, &mut session, signer, controls).await;
+        self.cache = session.take_cache();
+        end
+    }
+
+    /// The event loop of one connection.
+    #[allow(clippy::too_many_lines)] // one event loop reads best in one piece
+    async fn session_loop(
+        &mut self,
+        mut ws: WebSocket,
+        executor: &Executor,
+        session: &mut WorkerSession,
+        signer: Option<TabIdentity>,
+        controls: &mut UnboundedReceiver<Control>,
+    ) -> End {
         let limits = WireLimits::default();
         let Ok(mut decoder) = MessageDecoder::new(limits) else {
             return End::Dropped { reason: "bad wire limits".into(), was_admitted: false };
@@ -345,6 +365,8 @@ impl<P: Fn(&Status)> Agent<P> {
                         queue.push_back(Queued { assignment, kernel, inputs, deadline });
                     }
                     WorkerOutput::Abort(a) => queue.retain(|q| q.assignment != a),
+                    // The tab's cache lives in memory, across reconnects.
+                    WorkerOutput::Kept { .. } | WorkerOutput::Dropped(_) => {}
                     WorkerOutput::Closed { reason } => closed = Some(reason),
                     WorkerOutput::Paid(n) => self.status.last_payout = Some(n.into()),
                     WorkerOutput::SignHello { message } => {

@@ -85,6 +85,7 @@ impl Workers {
                 profile: None,
                 max_concurrent: 2,
                 cache_bytes: shoal_native::worker::DEFAULT_CACHE_BYTES,
+                cache_dir: None,
                 behaviour,
                 reconnect: true,
                 executor: executor.clone(),

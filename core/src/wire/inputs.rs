@@ -53,6 +53,18 @@ pub(super) fn check_parts(parts: &[OfferPart], attachments: usize, max: usize) -
     Ok(())
 }
 
+/// The most held inputs a hello may list.
+pub const MAX_HELD_INPUTS: usize = 4096;
+
+/// A shared input a worker holds, as its hello lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldInput {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
 /// The worker lacks these shared inputs of an offer it took (its cache
 /// dropped them, or it restarted): the coordinator sends them with an
 /// [`InputData`].

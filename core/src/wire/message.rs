@@ -80,7 +80,7 @@ pub use frame_types::ATTACHMENT;
 
 pub use super::decoder::MessageDecoder;
 
-pub use super::inputs::{InputData, InputRequest, OfferPart};
+pub use super::inputs::{HeldInput, InputData, InputRequest, OfferPart, MAX_HELD_INPUTS};
 pub use super::limits::{WireError, WireLimits};
 
 /// The length of one attachment, declared by the message it belongs to.
@@ -240,6 +240,9 @@ pub struct Hello {
     /// Bytes of shared inputs the worker keeps between tasks
     /// ([`crate::shared_inputs`]); 0: none, every offer sends them.
     pub cache_bytes: u64,
+    /// The shared inputs it holds already (from an earlier connection, or
+    /// from disk), least recently used first: offers name them at once.
+    pub held: Vec<HeldInput>,
 }
 
 /// The coordinator's answer to an accepted [`Hello`].
@@ -746,6 +749,7 @@ impl Message {
                     }
                     HelloAuth::Guest | HelloAuth::Proof(_) => {}
                 }
+                check_count("held inputs", h.held.len(), MAX_HELD_INPUTS)?;
                 if h.device.kernels.len() > limits.max_kernels {
                     return Err(WireError::OverLimit {
                         what: "kernel count",

@@ -125,6 +125,7 @@ impl Harness {
             software: "test".into(),
             max_concurrent: 4,
             cache_bytes: self.cache_bytes,
+            held: Vec::new(),
         };
         self.send(conn, Message::Hello(Box::new(hello)))
     }

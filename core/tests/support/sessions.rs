@@ -22,6 +22,7 @@ pub(crate) fn hello(id: &str) -> Hello {
         software: "test".into(),
         max_concurrent: 2,
         cache_bytes: 0,
+        held: Vec::new(),
     }
 }
 
@@ -74,7 +75,7 @@ pub(crate) fn pump_signing(
                     }
                     WorkerOutput::Closed { reason } => closed.push((i, reason)),
                     WorkerOutput::Paid(n) => paid.push((i, n)),
-                    WorkerOutput::Abort(_) => {}
+                    WorkerOutput::Abort(_) | WorkerOutput::Kept { .. } | WorkerOutput::Dropped(_) => {}
                 }
             }
         }

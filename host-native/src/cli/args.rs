@@ -184,6 +184,10 @@ pub(super) struct WorkerArgs {
     /// instead of downloaded again; 0 keeps none.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
     pub(super) input_cache_mib: u64,
+    /// Also keep the shared inputs in this folder (one file each, named by
+    /// its digest), so a restarted worker holds them again.
+    #[arg(long)]
+    pub(super) input_cache_dir: Option<std::path::PathBuf>,
     /// Run kernels on the CPU reference implementations even if a GPU is present.
     #[arg(long, conflicts_with = "gpu")]
     pub(super) cpu: bool,

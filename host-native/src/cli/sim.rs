@@ -88,6 +88,7 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
                 worker_id: id,
                 max_concurrent: 8,
                 cache_bytes: crate::worker::DEFAULT_CACHE_BYTES,
+                cache_dir: None,
                 behaviour,
                 reconnect: true,
                 executor: crate::worker::Executor::Cpu,

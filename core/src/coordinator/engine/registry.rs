@@ -315,7 +315,7 @@ impl Coordinator {
             self.guests.total += 1;
             *self.guests.by_origin.entry(origin).or_default() += 1;
         }
-        let worker = Worker {
+        let mut worker = Worker {
             id: id.clone(),
             guest,
             misses_in_row: 0,
@@ -332,6 +332,9 @@ impl Coordinator {
             drift: Drift::default(),
             cache: InputCache::new(h.cache_bytes.min(self.cfg.max_worker_cache_bytes)),
         };
+        for held in &h.held {
+            worker.cache.insert(held.digest, held.len, ());
+        }
         let idx = match self.free_slots.pop() {
             Some(i) => {
                 self.workers[i.0 as usize] = Some(worker);
