@@ -104,7 +104,8 @@
 //!                     let outcome = outcome.map(|o| o.into_iter().map(Bytes::from).collect());
 //!                     worker.handle(now, WorkerInput::Finished { assignment, outcome });
 //!                 }
-//!                 WorkerOutput::Abort(_) | WorkerOutput::Closed { .. } | WorkerOutput::SignHello { .. } | WorkerOutput::Paid(_) => {}
+//!                 // Nothing to abort, sign, keep on disk or announce here.
+//!                 _ => {}
 //!             }
 //!         }
 //!     }
