@@ -250,39 +250,6 @@ async fn submit_plain(c: &mut ShoalServiceClient<tonic::transport::Channel>, see
     .await
 }
 
-/// A matmul job over one shared 256×256 matrix: `n` tasks of an 8-row
-/// slice each, the matrix sent once in the stream.
-/// A task as the CPU reference runs it: its kernel and every input.
-type RefTask = (shoal_core::kernels::KernelSpec, Vec<Vec<u8>>);
-
-fn shared_job(n: usize) -> (Vec<pb::SubmitJobRequest>, Vec<RefTask>) {
-    use pb::submit_job_request::Part;
-    use pb::task_input::Source;
-    let kernel = shoal_core::kernels::KernelSpec::MatmulF32(shoal_core::kernels::MatmulParams { m: 8, n: 256, k: 256 });
-    let floats = |seed: u64, count: usize| -> Vec<u8> {
-        let mut rng = shoal_core::rng::SplitMix64::new(seed);
-        (0..count).flat_map(|_| ((rng.below(2000) as f32 - 1000.0) / 500.0).to_le_bytes()).collect()
-    };
-    let model = floats(7, 256 * 256);
-    let header = pb::JobHeader { redundancy: 2, name: "shared model".into(), ..Default::default() };
-    let mut msgs = vec![
-        pb::SubmitJobRequest { part: Some(Part::Header(header)) },
-        pb::SubmitJobRequest { part: Some(Part::Shared(pb::SharedInput { data: model.clone().into() })) },
-    ];
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let slice = floats(100 + i as u64, 8 * 256);
-        let parts = vec![
-            pb::TaskInput { source: Some(Source::Data(slice.clone().into())) },
-            pb::TaskInput { source: Some(Source::Shared(0)) },
-        ];
-        let task = pb::Task { kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)), inputs: vec![], parts };
-        msgs.push(pb::SubmitJobRequest { part: Some(Part::Task(task)) });
-        tasks.push((kernel.clone(), vec![slice, model.clone()]));
-    }
-    (msgs, tasks)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shared_input_crosses_the_socket_once_per_worker_and_bad_references_are_refused() {
     use pb::submit_job_request::Part;
@@ -291,7 +258,7 @@ async fn a_shared_input_crosses_the_socket_once_per_worker_and_bad_references_ar
     let workers = Workers::spawn(&service, "w", 3, Behaviour::Honest);
     let mut c = common::client(&service).await;
     wait_admitted(&mut c, 3).await;
-    let (msgs, tasks) = shared_job(20);
+    let (msgs, tasks) = shared_matmul_job(20);
     let job = c.submit_job(tokio_stream::iter(msgs)).await.expect("accepted").into_inner().job_id;
     let status = wait_finished(&mut c, &job, 120).await;
     assert_eq!(status.verified, 20);
@@ -317,17 +284,17 @@ async fn a_shared_input_crosses_the_socket_once_per_worker_and_bad_references_ar
         let mut c = c.clone();
         async move { c.submit_job(tokio_stream::iter(msgs)).await.expect_err("refused") }
     };
-    let (mut msgs, _) = shared_job(1);
+    let (mut msgs, _) = shared_matmul_job(1);
     msgs.remove(1);
     let e = refused(msgs).await;
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("shared input 0 is not declared"), "{}", e.message());
-    let (mut msgs, _) = shared_job(1);
+    let (mut msgs, _) = shared_matmul_job(1);
     if let Some(Part::Task(t)) = &mut msgs[2].part {
         t.inputs.push(vec![1u8; 4].into());
     }
     assert!(refused(msgs).await.message().contains("inputs or parts, not both"));
-    let (mut msgs, _) = shared_job(1);
+    let (mut msgs, _) = shared_matmul_job(1);
     msgs[1] = pb::SubmitJobRequest { part: Some(Part::Shared(pb::SharedInput { data: bytes::Bytes::new() })) };
     assert_eq!(refused(msgs).await.code(), Code::InvalidArgument);
     workers.stop_all().await;
@@ -366,27 +333,14 @@ fn disk_worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_worker_holds_its_shared_inputs_from_disk_and_is_not_sent_them_again() {
-    use pb::submit_job_request::Part;
     let dir = tempfile::tempdir().expect("tempdir");
     let cache_dir = dir.path().join("inputs");
     let service = Service::start(test_config(&dir.path().join("data"))).await.expect("service starts");
     let mut c = common::client(&service).await;
     let (model_len, own) = (256 * 256 * 4u64, 8 * 256 * 4u64);
-    let run_job = |c: &mut ShoalServiceClient<tonic::transport::Channel>| {
-        let mut c = c.clone();
-        async move {
-            let (mut msgs, _) = shared_job(4);
-            if let Some(Part::Header(h)) = &mut msgs[0].part {
-                h.redundancy = 1;
-            }
-            let job = c.submit_job(tokio_stream::iter(msgs)).await.expect("accepted").into_inner().job_id;
-            assert_eq!(wait_finished(&mut c, &job, 60).await.verified, 4);
-            c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner()
-        }
-    };
     let (stop, worker) = disk_worker(&service, &cache_dir);
     wait_admitted(&mut c, 1).await;
-    let first = run_job(&mut c).await;
+    let first = run_shared_job(&mut c, 4).await;
     assert!(first.input_bytes_sent >= model_len, "the first life got the matrix");
     let files: Vec<_> = std::fs::read_dir(&cache_dir).expect("cache folder").flatten().map(|e| e.file_name()).collect();
     assert_eq!(files.len(), 1, "one shared input kept on disk: {files:?}");
@@ -408,7 +362,7 @@ async fn a_restarted_worker_holds_its_shared_inputs_from_disk_and_is_not_sent_th
         assert!(tokio::time::Instant::now() < deadline, "the worker came back");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let second = run_job(&mut c).await;
+    let second = run_shared_job(&mut c, 4).await;
     let sent = second.input_bytes_sent - first.input_bytes_sent;
     assert!(sent < model_len, "the matrix did not cross again ({sent} bytes sent)");
     assert!(sent >= 4 * own, "the tasks' own parts did ({sent} bytes)");

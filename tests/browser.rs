@@ -480,3 +480,30 @@ async fn a_tab_keeps_a_wasm_key_where_webcrypto_has_none_and_a_guest_keeps_nothi
     browser.command("quit");
     service.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_tab_holds_the_shared_inputs_an_earlier_tab_kept_in_cache_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (service, mut c, mut browser, url) = browser_swarm(dir.path()).await;
+    let model = 256 * 256 * 4u64;
+    let tab = browser.open(&url);
+    browser.admitted_id(tab, &mut c).await;
+    let first = run_shared_job(&mut c, 4).await;
+    assert!(first.input_bytes_sent >= model, "the first tab got the matrix");
+    let kept = "caches.open('shoal-inputs-v1').then(c => c.keys()).then(k => k.length)";
+    browser.wait_eval(tab, "the matrix in Cache Storage", kept, |v| v == 1).await;
+    browser.command(&format!("eval {tab} window.shoalWorker.stop()"));
+    browser.wait_tab(tab, "stops", 30, |s| s["phase"] == "idle").await;
+    wait_browsers(&mut c, 0).await;
+
+    // Another tab of the site in the same browser profile: its hello lists
+    // the matrix, which is not sent again.
+    let second_tab = browser.open_in(tab, &url);
+    browser.admitted_id(second_tab, &mut c).await;
+    let second = run_shared_job(&mut c, 4).await;
+    let sent = second.input_bytes_sent - first.input_bytes_sent;
+    assert!(sent < model, "the matrix did not cross again ({sent} bytes sent)");
+    assert!(second.shared_bytes_named - first.shared_bytes_named >= 4 * model);
+    browser.command("quit");
+    service.shutdown().await.expect("clean shutdown");
+}

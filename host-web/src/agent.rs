@@ -312,7 +312,8 @@ impl<P: Fn(&Status)> Agent<P> {
         let signer = identity.as_ref().map(|i| i.identity.clone());
         let mut cache = std::mem::replace(&mut self.cache, InputCache::logged(0));
         if cache.capacity() != hello.cache_bytes {
-            cache = InputCache::logged(hello.cache_bytes);
+            // The first session (or a new size): what this site's tabs kept.
+            cache = crate::input_store::load(hello.cache_bytes).await;
         }
         let mut session = WorkerSession::with_cache(hello, cache);
         if let Some(i) = &identity {
@@ -365,8 +366,8 @@ impl<P: Fn(&Status)> Agent<P> {
                         queue.push_back(Queued { assignment, kernel, inputs, deadline });
                     }
                     WorkerOutput::Abort(a) => queue.retain(|q| q.assignment != a),
-                    // The tab's cache lives in memory, across reconnects.
-                    WorkerOutput::Kept { .. } | WorkerOutput::Dropped(_) => {}
+                    WorkerOutput::Kept { digest, bytes } => crate::input_store::keep(digest, bytes),
+                    WorkerOutput::Dropped(digest) => crate::input_store::drop_input(digest),
                     WorkerOutput::Closed { reason } => closed = Some(reason),
                     WorkerOutput::Paid(n) => self.status.last_payout = Some(n.into()),
                     WorkerOutput::SignHello { message } => {

@@ -25,6 +25,8 @@ mod agent;
 #[cfg(all(target_arch = "wasm32", feature = "agent"))]
 mod exec;
 #[cfg(all(target_arch = "wasm32", feature = "agent"))]
+mod input_store;
+#[cfg(all(target_arch = "wasm32", feature = "agent"))]
 mod keystore;
 #[cfg(target_arch = "wasm32")]
 mod page;

@@ -414,3 +414,51 @@ fn dechunk(mut body: &str) -> String {
 pub async fn get_json(url: &str) -> serde_json::Value {
     serde_json::from_str(&get_text(url).await).expect("json")
 }
+
+/// A matmul job over one shared 256×256 matrix: `n` tasks of an 8-row
+/// slice each, the matrix sent once in the stream.
+/// Tasks as the CPU reference runs them: a kernel and every input each.
+pub type RefTasks = Vec<(KernelSpec, Vec<Vec<u8>>)>;
+
+pub fn shared_matmul_job(n: usize) -> (Vec<pb::SubmitJobRequest>, RefTasks) {
+    use pb::submit_job_request::Part;
+    use pb::task_input::Source;
+    let kernel = KernelSpec::MatmulF32(shoal_core::kernels::MatmulParams { m: 8, n: 256, k: 256 });
+    let floats = |seed: u64, count: usize| -> Vec<u8> {
+        let mut rng = shoal_core::rng::SplitMix64::new(seed);
+        (0..count).flat_map(|_| ((rng.below(2000) as f32 - 1000.0) / 500.0).to_le_bytes()).collect()
+    };
+    let model = floats(7, 256 * 256);
+    let header = pb::JobHeader { redundancy: 2, name: "shared model".into(), ..Default::default() };
+    let mut msgs = vec![
+        pb::SubmitJobRequest { part: Some(Part::Header(header)) },
+        pb::SubmitJobRequest { part: Some(Part::Shared(pb::SharedInput { data: model.clone().into() })) },
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let slice = floats(100 + i as u64, 8 * 256);
+        let parts = vec![
+            pb::TaskInput { source: Some(Source::Data(slice.clone().into())) },
+            pb::TaskInput { source: Some(Source::Shared(0)) },
+        ];
+        let task = pb::Task { kernel: Some(shoal_native::grpc::kernel_to_pb(&kernel)), inputs: vec![], parts };
+        msgs.push(pb::SubmitJobRequest { part: Some(Part::Task(task)) });
+        tasks.push((kernel.clone(), vec![slice, model.clone()]));
+    }
+    (msgs, tasks)
+}
+
+/// Runs `shared_matmul_job(n)` at redundancy 1 to its end; returns the
+/// swarm's counters after it.
+pub async fn run_shared_job(
+    c: &mut ShoalServiceClient<tonic::transport::Channel>,
+    n: usize,
+) -> pb::GetSwarmStatusResponse {
+    let (mut msgs, _) = shared_matmul_job(n);
+    if let Some(pb::submit_job_request::Part::Header(h)) = &mut msgs[0].part {
+        h.redundancy = 1;
+    }
+    let job = c.submit_job(tokio_stream::iter(msgs)).await.expect("accepted").into_inner().job_id;
+    assert_eq!(wait_finished(c, &job, 120).await.verified, n as u32);
+    c.get_swarm_status(pb::GetSwarmStatusRequest {}).await.expect("status").into_inner()
+}
