@@ -14,10 +14,10 @@ use crate::digest::Digest;
 use crate::ids::AssignmentId;
 use crate::kernels::matmul::MAX_DIM;
 use crate::time::Millis;
-use crate::wire::message::{BenchmarkChallenge, BenchmarkCommit, ErrorCode};
+use crate::wire::message::{BenchmarkChallenge, BenchmarkCommit, BenchmarkOffer, ErrorCode};
 use crate::wire::Message;
 
-use super::dispatch::{Kind, Target};
+use super::dispatch::Kind;
 use super::registry::{WorkerIdx, WorkerState};
 use super::types::ConnId;
 use super::{remove_item, Coordinator};
@@ -82,8 +82,14 @@ impl Coordinator {
         };
         let deadline = now + self.cfg.ack_timeout + self.cfg.exec_timeout_floor.max(Millis::from_secs(60));
         let spec = Arc::new(bm::spec(n));
-        let inputs = super::shared::OfferInputs::default();
-        self.offer(now, w, Target::Benchmark, spec, inputs, Kind::Benchmark(Box::new(run)), deadline);
+        let (seed, chunk_bytes) = (run.seed, run.chunk_bytes);
+        let Some((aid, conn)) = self.open_assignment(now, w, None, &spec, Kind::Benchmark(Box::new(run)), deadline)
+        else {
+            return;
+        };
+        let deadline_ms = deadline.since(now).0;
+        let offer = BenchmarkOffer { assignment: aid, kernel: spec, seed, chunk_bytes, deadline_ms };
+        self.send(conn, Message::BenchmarkOffer(offer), vec![]);
     }
 
     /// The largest benchmark edge worker `w` is given: the policy's cap,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::ids::{AssignmentId, JobId, TaskId};
 use crate::kernels::KernelSpec;
 use crate::time::Millis;
-use crate::wire::message::{AttachmentMeta, BenchmarkOffer, Cancel, ErrorCode, ErrorMessage, OfferPart, TaskOffer};
+use crate::wire::message::{AttachmentMeta, Cancel, ErrorCode, ErrorMessage, OfferPart, TaskOffer};
 use crate::wire::Message;
 
 use super::ready::{Excl, Need};
@@ -32,13 +32,12 @@ pub(super) enum Kind {
     Benchmark(Box<super::benchmarking::BenchmarkRun>),
 }
 
-/// What an offer is for: a task, a replayed one (a ringer: it carries the
-/// verified task's own ids), or the admission benchmark.
+/// What a task offer is for: a task, or a replayed one (a ringer: it
+/// carries the verified task's own ids).
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Target {
     Task(TaskKey),
     Replay { job: JobId, task: TaskId },
-    Benchmark,
 }
 
 #[derive(Debug)]
@@ -244,33 +243,25 @@ impl Coordinator {
         true
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn offer(
+    /// Opens an assignment of worker `w`: in the slab, in the worker's
+    /// load and under its deadline. Returns its id and the worker's
+    /// connection (None: no such worker).
+    pub(super) fn open_assignment(
         &mut self,
         now: Millis,
         w: WorkerIdx,
-        target: Target,
-        spec: Arc<KernelSpec>,
-        inputs: OfferInputs,
+        task: Option<TaskKey>,
+        spec: &Arc<KernelSpec>,
         kind: Kind,
         deadline: Millis,
-    ) {
-        let Some(worker) = self.worker_mut(w) else { return };
-        let conn = worker.conn;
-        let load = worker.in_flight + 1;
+    ) -> Option<(AssignmentId, ConnId)> {
+        let worker = self.worker_mut(w)?;
+        let (conn, load) = (worker.conn, worker.in_flight + 1);
         // Task and ringer offers all wait `ack_timeout`: their deadlines come in order.
-        let benchmark = match &kind {
-            Kind::Benchmark(run) => Some((run.seed, run.chunk_bytes)),
-            _ => None,
-        };
-        let in_fifo = benchmark.is_none() && deadline == now + self.cfg.ack_timeout;
-        let task = match target {
-            Target::Task(t) => Some(t),
-            Target::Replay { .. } | Target::Benchmark => None,
-        };
+        let in_fifo = !matches!(kind, Kind::Benchmark(_)) && deadline == now + self.cfg.ack_timeout;
         let assignment = Assignment {
             task,
-            spec: Arc::clone(&spec),
+            spec: Arc::clone(spec),
             worker: w,
             offered: now,
             acked: None,
@@ -284,28 +275,34 @@ impl Coordinator {
             worker.live.push(aid);
         }
         self.set_load(w, load);
-        if let Some((seed, chunk_bytes)) = benchmark {
+        if in_fifo {
+            self.ack_fifo.push_back((deadline, aid));
+        } else {
             self.deadlines.insert((deadline, aid));
-            self.stats.offers += 1;
-            let deadline_ms = deadline.since(now).0;
-            let offer = BenchmarkOffer { assignment: aid, kernel: spec, seed, chunk_bytes, deadline_ms };
-            return self.send(conn, Message::BenchmarkOffer(offer), vec![]);
         }
-        let (job, task_id, (input_digest, input_check)) = match task.and_then(|t| self.tasks.get_mut(t)) {
-            Some(t) => {
-                t.live.push(aid);
-                if t.first_offer == Millis::ZERO {
-                    t.first_offer = now;
-                }
-                let ids = (t.job, t.id, (t.input_digest, u128::from_le_bytes(t.input_check)));
-                if let Some(j) = self.jobs.get_mut(&ids.0) {
-                    j.first_offer.get_or_insert(now);
-                }
-                ids
+        self.stats.offers += 1;
+        Some((aid, conn))
+    }
+
+    /// Offers a task (or a ringer: a replay of a verified one, under its
+    /// ids) to worker `w`, its shared inputs named where the worker holds them.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn offer(
+        &mut self,
+        now: Millis,
+        w: WorkerIdx,
+        target: Target,
+        spec: Arc<KernelSpec>,
+        inputs: OfferInputs,
+        kind: Kind,
+        deadline: Millis,
+    ) {
+        let (task, job, task_id, (input_digest, input_check)) = match target {
+            Target::Task(k) => {
+                let Some(t) = self.tasks.get(k) else { return };
+                (Some(k), t.job, t.id, (t.input_digest, u128::from_le_bytes(t.input_check)))
             }
-            // A ringer carries its verified task's ids; the admission
-            // benchmark is named by `JobId::BENCHMARK`.
-            None => {
+            Target::Replay { job, task } => {
                 let ids = match &inputs.layout {
                     Some(l) => {
                         let (name, check, _) = l.ids(&inputs.bytes, None);
@@ -313,12 +310,19 @@ impl Coordinator {
                     }
                     None => input_ids(&inputs.bytes),
                 };
-                match target {
-                    Target::Replay { job, task } => (job, task, ids),
-                    Target::Task(_) | Target::Benchmark => (JobId::BENCHMARK, TaskId::from_bytes(self.ids.next()), ids),
-                }
+                (None, job, task, ids)
             }
         };
+        let Some((aid, conn)) = self.open_assignment(now, w, task, &spec, kind, deadline) else { return };
+        if let Some(t) = task.and_then(|k| self.tasks.get_mut(k)) {
+            t.live.push(aid);
+            if t.first_offer == Millis::ZERO {
+                t.first_offer = now;
+            }
+            if let Some(j) = self.jobs.get_mut(&job) {
+                j.first_offer.get_or_insert(now);
+            }
+        }
         let exec_budget_ms = self.exec_budget(w, &spec).0;
         let (parts, attached) = self.offer_parts(w, &inputs);
         if parts.iter().any(|p| matches!(p, OfferPart::Shared { attached: false, .. })) {
@@ -338,12 +342,6 @@ impl Coordinator {
             input_check,
             deadline_ms: deadline.since(now).0,
         };
-        if in_fifo {
-            self.ack_fifo.push_back((deadline, aid));
-        } else {
-            self.deadlines.insert((deadline, aid));
-        }
-        self.stats.offers += 1;
         self.send(conn, Message::TaskOffer(offer), attached);
     }
 

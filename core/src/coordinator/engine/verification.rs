@@ -91,6 +91,7 @@ impl Coordinator {
         };
         let load = self.worker(w).map_or(0, |x| x.in_flight.saturating_sub(1));
         match &a.kind {
+            // Answered above (`on_benchmark_reveal`).
             Kind::Benchmark(_) => {}
             Kind::Ringer { expected } => {
                 self.set_load(w, load);
