@@ -416,27 +416,35 @@ impl PilotPort {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            let open: Vec<(String, Option<JobId>)> = {
+            let open: Vec<(String, JobId)> = {
                 let desk = self.desk();
                 let open = desk.tasks.iter().filter(|(_, r)| !r.lifecycle.status().is_terminal());
-                open.map(|(id, r)| (id.clone(), r.job)).collect()
+                open.filter_map(|(id, r)| Some((id.clone(), r.job?))).collect()
             };
-            for (id, job) in open {
-                self.step(&id, job).await;
+            if open.is_empty() {
+                continue;
+            }
+            // One engine query for every open task.
+            let jobs: Vec<JobId> = open.iter().map(|(_, j)| *j).collect();
+            let Ok(states) = self
+                .engine
+                .query(move |c, _| {
+                    let state = |j| (c.job_started(j), c.job_progress(j).is_none_or(JobProgress::finished));
+                    jobs.into_iter().map(state).collect::<Vec<_>>()
+                })
+                .await
+            else {
+                continue;
+            };
+            for ((id, job), (started, finished)) in open.into_iter().zip(states) {
+                self.step(&id, job, started, finished).await;
             }
         }
     }
 
-    /// One look at one open task.
-    async fn step(&self, id: &str, job: Option<JobId>) {
-        let Some(job) = job else { return };
-        let Ok((started, finished)) = self
-            .engine
-            .query(move |c, _| (c.job_started(job), c.job_progress(job).is_none_or(JobProgress::finished)))
-            .await
-        else {
-            return;
-        };
+    /// One look at one open task, given whether its job started (when)
+    /// and whether it finished.
+    async fn step(&self, id: &str, job: JobId, started: Option<shoal_core::Millis>, finished: bool) {
         let now = wall_now();
         if finished {
             return self.finish(id, job).await;
