@@ -297,3 +297,36 @@ fn a_session_fetches_what_its_cache_lacks_checks_every_shared_input_and_keeps_it
     let out = session_outputs(&mut s, with_lens(offer(5, false), &att), att);
     assert!(matches!(sent(&out)[..], [Message::Error(_)]), "{out:?}");
 }
+
+#[test]
+fn a_hello_lists_at_most_the_most_recent_held_inputs_and_a_longer_list_is_refused() {
+    use shoal_core::shared_inputs::InputCache;
+    use shoal_core::wire::message::{HeldInput, MessageDecoder, WireLimits, MAX_HELD_INPUTS};
+    let mut cache = InputCache::logged(1 << 20);
+    for i in 0..(MAX_HELD_INPUTS as u64 + 44) {
+        cache.insert(shoal_core::Digest::of(&i.to_le_bytes()), 1, Bytes::from_static(b"x"));
+    }
+    let mut s = WorkerSession::with_cache(hello("w"), cache);
+    let challenge = shoal_core::wire::message::Challenge { nonce: [1; 16] };
+    s.handle(
+        Millis(1),
+        shoal_core::worker::WorkerInput::Received(shoal_core::wire::Envelope::bare(Message::Challenge(challenge))),
+    );
+    let Some(shoal_core::worker::WorkerOutput::Send(e)) = s.poll_output() else { panic!("the hello") };
+    let Message::Hello(h) = e.message else { panic!("a hello") };
+    assert_eq!(h.held.len(), MAX_HELD_INPUTS);
+    assert_eq!(
+        h.held.last().map(|x| x.digest),
+        Some(shoal_core::Digest::of(&(MAX_HELD_INPUTS as u64 + 43).to_le_bytes()))
+    );
+
+    let mut long = *h;
+    long.held.push(HeldInput { digest: shoal_core::Digest::of(b"one more"), len: 1 });
+    let mut bytes = bytes::BytesMut::new();
+    shoal_core::wire::Envelope::bare(Message::Hello(Box::new(long)))
+        .encode_into(&WireLimits::default(), &mut bytes)
+        .expect("encodes");
+    let mut d = MessageDecoder::new(WireLimits::default()).expect("limits");
+    d.push_bytes(bytes.freeze());
+    assert!(d.next_envelope().is_err(), "a hello listing more held inputs than the cap is refused");
+}

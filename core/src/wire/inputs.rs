@@ -53,8 +53,10 @@ pub(super) fn check_parts(parts: &[OfferPart], attachments: usize, max: usize) -
     Ok(())
 }
 
-/// The most held inputs a hello may list.
-pub const MAX_HELD_INPUTS: usize = 4096;
+/// The most held inputs a hello may list (the most recently used): the
+/// coordinator keeps an entry for each in its model of the worker, so a
+/// connection's cost stays small (a few KiB).
+pub const MAX_HELD_INPUTS: usize = 256;
 
 /// A shared input a worker holds, as its hello lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
