@@ -169,6 +169,38 @@ fn job_file_round_trip(dir: &std::path::Path, grpc_url: &str) {
     assert_eq!(&digests[32..36], &[0xcb, 0x83, 0x79, 0xac]);
     let out = shoal(&["submit", "--coordinator", grpc_url, "--kernel", "fft"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown kernel"));
+
+    // Shared inputs: B = [[5, 6], [7, 8]] once, named by two tasks.
+    let shared_file = dir.join("shared.json");
+    std::fs::write(
+        &shared_file,
+        r#"{"name": "shared B", "redundancy": 2, "shared_base64": ["AACgQAAAwEAAAOBAAAAAQQ=="], "tasks": [
+            {"kernel": {"MatmulF32": {"m": 2, "n": 2, "k": 2}}, "parts": [{"base64": "AACAPwAAAEAAAEBAAACAQA=="}, {"shared": 0}]},
+            {"kernel": {"MatmulF32": {"m": 2, "n": 2, "k": 2}}, "parts": [{"base64": "AACAPwAAAAAAAAAAAACAPw=="}, {"shared": 0}]}
+        ]}"#,
+    )
+    .expect("job file written");
+    let shared_results = dir.join("shared-results");
+    let file = shared_file.to_str().expect("utf-8");
+    let out_dir = shared_results.to_str().expect("utf-8");
+    ok(&shoal(&["submit", "--coordinator", grpc_url, "--file", file, "--wait", "--out", out_dir]));
+    let floats = |i: usize| -> Vec<f32> {
+        let b = std::fs::read(shared_results.join(format!("task-{i:06}.out0"))).expect("output written");
+        b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
+    };
+    assert_eq!(floats(0), vec![19.0, 22.0, 43.0, 50.0], "[[1, 2], [3, 4]] · B");
+    assert_eq!(floats(1), vec![5.0, 6.0, 7.0, 8.0], "I · B");
+    let status = ok(&shoal(&["status", "--coordinator", grpc_url, "--json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let named: u64 = status["shared_bytes_named"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(named > 0, "the second task named B instead of carrying it: {status}");
+    std::fs::write(&shared_file, r#"{"shared_base64": [], "tasks": [{"kernel": {"MatmulF32": {"m": 1, "n": 1, "k": 1}}, "parts": [{"shared": 3}]}]}"#)
+        .expect("written");
+    let out = shoal(&["submit", "--coordinator", grpc_url, "--file", file]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("shared input 3 is not in shared_base64")
+    );
 }
 
 /// `shoal token`: an admin makes a submit token, the token submits, is

@@ -331,7 +331,9 @@ pub(super) struct SubmitArgs {
     /// Built-in kernel: sha256, matmul or mandelbrot.
     #[arg(long, conflicts_with = "file")]
     pub(super) kernel: Option<String>,
-    /// Job file (JSON: {"name", "redundancy", "tasks": [{"kernel": …, "inputs_base64": […]}]}).
+    /// Job file (JSON: {"name", "redundancy", "shared_base64": […], "tasks": [{"kernel": …,
+    /// "inputs_base64": […]} or {"kernel": …, "parts": [{"base64": …}, {"shared": 0}]}]}):
+    /// shared inputs go to each worker once.
     #[arg(long)]
     pub(super) file: Option<PathBuf>,
     /// Tasks (sha256, matmul: seeded random inputs).

@@ -44,7 +44,34 @@ pub(super) struct JobFile {
     pub(super) name: String,
     #[serde(default)]
     pub(super) redundancy: u32,
+    /// Inputs the tasks share, sent once (tasks name them by position).
+    #[serde(default)]
+    pub(super) shared_base64: Vec<String>,
     pub(super) tasks: Vec<JobFileTask>,
+}
+
+/// One input of a job file's task: bytes, or a shared input by position.
+#[derive(serde::Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub(super) enum JobFilePart {
+    /// `{"base64": "…"}`
+    Data {
+        /// The bytes, base64.
+        base64: String,
+    },
+    /// `{"shared": 0}`
+    Shared {
+        /// Position in `shared_base64`.
+        shared: u32,
+    },
+}
+
+/// A job's shared inputs and, per task, where they sit (None: the task's
+/// own bytes); empty for jobs without any.
+#[derive(Default)]
+pub(super) struct SharedInputs {
+    pub(super) data: Vec<Vec<u8>>,
+    pub(super) layouts: Vec<Vec<Option<u32>>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -52,28 +79,60 @@ pub(super) struct JobFileTask {
     pub(super) kernel: KernelSpec,
     #[serde(default)]
     pub(super) inputs_base64: Vec<String>,
+    /// Instead of `inputs_base64`: each input, its bytes or a shared one.
+    #[serde(default)]
+    pub(super) parts: Vec<JobFilePart>,
 }
 
 /// Tasks of a job: a kernel and its inputs each.
 pub(super) type Tasks = Vec<(KernelSpec, Vec<Vec<u8>>)>;
 
-pub(super) fn tasks_from(a: &SubmitArgs) -> Result<(Tasks, String, u32)> {
+/// A job file's tasks (each with all its inputs) and its shared inputs.
+fn file_tasks(f: JobFile) -> Result<(Tasks, SharedInputs)> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s);
+    let data =
+        (f.shared_base64.iter().map(|s| b64(s)).collect::<Result<Vec<_>, _>>()).context("shared_base64: not base64")?;
+    let mut shared = SharedInputs { data, layouts: Vec::new() };
+    let mut tasks = Vec::new();
+    for (i, t) in f.tasks.into_iter().enumerate() {
+        if t.parts.is_empty() {
+            let inputs = (t.inputs_base64.iter().map(|s| b64(s)).collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("task {i}: inputs are not base64"))?;
+            tasks.push((t.kernel, inputs));
+            shared.layouts.push(Vec::new());
+            continue;
+        }
+        let (mut inputs, mut layout) = (Vec::new(), Vec::new());
+        for p in t.parts {
+            match p {
+                JobFilePart::Data { base64 } => {
+                    inputs.push(b64(&base64).with_context(|| format!("task {i}: a part is not base64"))?);
+                    layout.push(None);
+                }
+                JobFilePart::Shared { shared: s } => {
+                    let bytes = shared.data.get(s as usize).with_context(|| {
+                        format!("task {i}: shared input {s} is not in shared_base64 ({} there)", shared.data.len())
+                    })?;
+                    inputs.push(bytes.clone());
+                    layout.push(Some(s));
+                }
+            }
+        }
+        tasks.push((t.kernel, inputs));
+        shared.layouts.push(layout);
+    }
+    Ok((tasks, shared))
+}
+
+pub(super) fn tasks_from(a: &SubmitArgs) -> Result<(Tasks, String, u32, SharedInputs)> {
     if let Some(path) = &a.file {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let f: JobFile =
             serde_json::from_str(&text).with_context(|| format!("{} is not a job file", path.display()))?;
-        let mut tasks = Vec::new();
-        for (i, t) in f.tasks.into_iter().enumerate() {
-            let inputs = t
-                .inputs_base64
-                .iter()
-                .map(|s| base64::engine::general_purpose::STANDARD.decode(s))
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("task {i}: inputs are not base64"))?;
-            tasks.push((t.kernel, inputs));
-        }
-        let name = if a.name.is_empty() { f.name } else { a.name.clone() };
-        return Ok((tasks, name, if a.redundancy > 0 { a.redundancy } else { f.redundancy }));
+        let name = if a.name.is_empty() { f.name.clone() } else { a.name.clone() };
+        let redundancy = if a.redundancy > 0 { a.redundancy } else { f.redundancy };
+        let (tasks, shared) = file_tasks(f)?;
+        return Ok((tasks, name, redundancy, shared));
     }
     let kernel = a.kernel.as_deref().unwrap_or("mandelbrot");
     let seed = u64::from(std::process::id());
@@ -96,7 +155,7 @@ pub(super) fn tasks_from(a: &SubmitArgs) -> Result<(Tasks, String, u32)> {
         other => bail!("unknown kernel `{other}`: sha256, matmul or mandelbrot (or --file for any kernel)"),
     };
     let name = if a.name.is_empty() { format!("{kernel} ×{}", tasks.len()) } else { a.name.clone() };
-    Ok((tasks, name, a.redundancy))
+    Ok((tasks, name, a.redundancy, SharedInputs::default()))
 }
 
 /// A job to submit: its settings and tasks.
@@ -106,12 +165,16 @@ pub(super) struct Submission<'a> {
     /// Empty: none (a retry makes a second job).
     pub(super) request_id: &'a str,
     pub(super) tasks: &'a [(KernelSpec, Vec<Vec<u8>>)],
+    /// Its shared inputs (sent once) and where its tasks name them.
+    pub(super) shared: &'a SharedInputs,
 }
 
 /// Submits a job; the answer says its id (and whether it waits).
 pub(super) async fn submit_tasks(c: &mut Client, job: &Submission<'_>) -> Result<pb::SubmitJobResponse> {
+    use pb::submit_job_request::Part;
+    use pb::task_input::Source;
     let header = pb::SubmitJobRequest {
-        part: Some(pb::submit_job_request::Part::Header(pb::JobHeader {
+        part: Some(Part::Header(pb::JobHeader {
             redundancy: job.redundancy,
             name: job.name.to_owned(),
             request_id: job.request_id.to_owned(),
@@ -119,14 +182,28 @@ pub(super) async fn submit_tasks(c: &mut Client, job: &Submission<'_>) -> Result
         })),
     };
     let mut msgs = vec![header];
-    for (k, inputs) in job.tasks {
+    for d in &job.shared.data {
         msgs.push(pb::SubmitJobRequest {
-            part: Some(pb::submit_job_request::Part::Task(pb::Task {
-                kernel: Some(kernel_to_pb(k)),
-                inputs: inputs.iter().map(|i| bytes::Bytes::copy_from_slice(i)).collect(),
-                parts: Vec::new(),
-            })),
+            part: Some(Part::Shared(pb::SharedInput { data: bytes::Bytes::copy_from_slice(d) })),
         });
+    }
+    for (i, (k, inputs)) in job.tasks.iter().enumerate() {
+        let layout = job.shared.layouts.get(i).filter(|l| l.iter().any(Option::is_some));
+        let bytes = |b: &Vec<u8>| bytes::Bytes::copy_from_slice(b);
+        let task = match layout {
+            None => {
+                pb::Task { kernel: Some(kernel_to_pb(k)), inputs: inputs.iter().map(bytes).collect(), parts: vec![] }
+            }
+            Some(l) => {
+                let parts = (inputs.iter().zip(l))
+                    .map(|(b, s)| pb::TaskInput {
+                        source: Some(s.map_or_else(|| Source::Data(bytes(b)), Source::Shared)),
+                    })
+                    .collect();
+                pb::Task { kernel: Some(kernel_to_pb(k)), inputs: vec![], parts }
+            }
+        };
+        msgs.push(pb::SubmitJobRequest { part: Some(Part::Task(task)) });
     }
     let r = c.submit_job(tokio_stream::iter(msgs)).await.context("job refused")?.into_inner();
     if !r.waiting.is_empty() {
@@ -214,9 +291,9 @@ pub(super) async fn assemble_mandelbrot(c: &mut Client, job: &str, tiles: &[Mand
 }
 
 pub(super) async fn submit(a: SubmitArgs) -> Result<()> {
-    let (tasks, name, redundancy) = tasks_from(&a)?;
+    let (tasks, name, redundancy, shared) = tasks_from(&a)?;
     let mut c = connect(&a.client).await?;
-    let job = Submission { name: &name, redundancy, request_id: &a.request_id, tasks: &tasks };
+    let job = Submission { name: &name, redundancy, request_id: &a.request_id, tasks: &tasks, shared: &shared };
     let r = submit_tasks(&mut c, &job).await?;
     if a.client.json {
         output::print_json(&r)?;

@@ -134,7 +134,14 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
             api_token: cfg.server.api_token.clone(),
         };
         let mut c = connect(&client).await?;
-        let demo = Submission { name: "demo: mandelbrot 512×512", redundancy: 2, request_id: "", tasks: &tasks };
+        let none = super::client::SharedInputs::default();
+        let demo = Submission {
+            name: "demo: mandelbrot 512×512",
+            redundancy: 2,
+            request_id: "",
+            tasks: &tasks,
+            shared: &none,
+        };
         let job = submit_tasks(&mut c, &demo).await?.job_id;
         println!("  demo job    {job}: {} Mandelbrot tiles, each verified by 2 workers", tasks.len());
         let status = wait_with_progress(&mut c, &job).await?;

@@ -107,7 +107,9 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
     let kernel = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 64 });
     let tasks: Tasks = (0..a.tasks as u64).map(|i| (kernel.clone(), kernel.seeded_inputs(a.seed ^ i))).collect();
     let started = std::time::Instant::now();
-    let sim = Submission { name: "shoal sim", redundancy: u32::from(a.redundancy), request_id: "", tasks: &tasks };
+    let none = super::client::SharedInputs::default();
+    let redundancy = u32::from(a.redundancy);
+    let sim = Submission { name: "shoal sim", redundancy, request_id: "", tasks: &tasks, shared: &none };
     let job = submit_tasks(&mut c, &sim).await?.job_id;
     let status = wait_with_progress(&mut c, &job).await?;
     let elapsed = started.elapsed();
