@@ -106,6 +106,7 @@ fn table(jobs: &Jobs, tag: &str) -> Vec<Row> {
     let results = |id: &str| pb::StreamJobResultsRequest { job_id: id.into(), follow: false, omit_outputs: true };
     let dead = |id: &str| pb::ListDeadLettersRequest { job_id: id.into(), ..Default::default() };
     let requeue = |id: &str| pb::RequeueDeadLettersRequest { job_id: id.into(), indices: Vec::new() };
+    let pending = |id: &str| pb::ListPendingTasksRequest { job_id: id.into(), ..Default::default() };
     let submit_msgs = job_messages(&format!("via-{tag}"));
     let submit_body: Vec<u8> = submit_msgs.iter().flat_map(frame).collect();
     let submit_native: NativeCall = Box::new(move |mut c: Client| {
@@ -123,6 +124,8 @@ fn table(jobs: &Jobs, tag: &str) -> Vec<Row> {
         row!("StreamJobResults", results(theirs), stream_job_results, [O, D, O]),
         row!("ListDeadLetters", pb::ListDeadLettersRequest::default(), list_dead_letters, [O, D, O]),
         row!("ListDeadLetters", dead(mine), list_dead_letters, [O, O, O]),
+        row!("ListPendingTasks", pending(mine), list_pending_tasks, [O, O, O]),
+        row!("ListPendingTasks", pending(theirs), list_pending_tasks, [O, D, O]),
         row!("RequeueDeadLetters", requeue(theirs), requeue_dead_letters, [D, D, O]),
         row!("RequeueDeadLetters", requeue(mine), requeue_dead_letters, [D, O, O]),
         row!("CancelJob", cancel(theirs), cancel_job, [D, D, O]),
@@ -286,7 +289,7 @@ async fn every_call_answers_each_role_on_both_ports() {
             }
         }
     }
-    assert_eq!(checked, 2 * 34 * 5);
+    assert_eq!(checked, 2 * 36 * 5);
 
     // The pages that read the swarm: metrics for read and admin; stats for
     // every role; neither without a (live) token.

@@ -371,3 +371,52 @@ async fn a_restarted_worker_holds_its_shared_inputs_from_disk_and_is_not_sent_th
     worker.await.expect("worker stops");
     service.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_tasks_are_listed_with_their_lifecycle_so_far_page_by_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(test_config(dir.path())).await.expect("service starts");
+    let mut c = common::client(&service).await;
+    let tasks: Vec<_> = mixed_tasks(3).into_iter().filter(|(k, _)| k.id().as_str() == "sha256").take(5).collect();
+    assert_eq!(tasks.len(), 5);
+    let job = common::submit(&mut c, "pending", 2, &tasks).await;
+    let page = |token: String| pb::ListPendingTasksRequest { job_id: job.clone(), page_size: 2, page_token: token };
+    // Nobody to run them: all queued, none offered, in pages of two.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = c.list_pending_tasks(page(token)).await.expect("listed").into_inner();
+        for t in &r.tasks {
+            assert!(t.submitted_ms > 0 && t.offered_ms == 0 && t.acked_ms == 0 && t.replicas_running == 0, "{t:?}");
+            seen.push(t.index);
+        }
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    // A worker that takes work and never answers: offered, acknowledged, running.
+    let workers = Workers::spawn(&service, "h", 1, Behaviour::Hanging(100));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let running = loop {
+        let all = pb::ListPendingTasksRequest { job_id: job.clone(), ..Default::default() };
+        let r = c.list_pending_tasks(all).await.expect("listed").into_inner();
+        let running: Vec<_> = r.tasks.into_iter().filter(|t| t.acked_ms > 0).collect();
+        if !running.is_empty() {
+            break running;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no task began to run");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for t in &running {
+        assert!(t.offered_ms >= t.submitted_ms && t.acked_ms >= t.offered_ms, "{t:?}");
+        assert_eq!((t.replicas_running, t.attempts, t.results), (1, 1, 0), "{t:?}");
+        assert_eq!(t.queued_ms, t.offered_ms - t.submitted_ms);
+    }
+    let unknown =
+        pb::ListPendingTasksRequest { job_id: "00000000-0000-0000-0000-000000000000".into(), ..Default::default() };
+    assert_eq!(c.list_pending_tasks(unknown).await.expect_err("unknown").code(), Code::NotFound);
+    workers.stop_all().await;
+    service.shutdown().await.expect("clean shutdown");
+}

@@ -244,6 +244,10 @@ fn tokens_are_made_listed_and_revoked_from_the_command_line() {
     let job = job.lines().next().expect("the job id").trim().to_owned();
     // Its own job: not deleted while open; cancelled, then deleted.
     let job_cmd = |action: &str| shoal(&["job", action, &job, client[0], client[1], "--api-token", &token]);
+    // No worker here: both tasks wait, listed with how long.
+    let pending = ok(&job_cmd("pending"));
+    let waiting = pending.lines().filter(|l| l.starts_with("task ") && l.contains("0 replicas running")).count();
+    assert_eq!(waiting, 2, "{pending}");
     let out = job_cmd("delete");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cancel it first"), "{out:?}");
     ok(&job_cmd("cancel"));

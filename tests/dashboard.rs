@@ -182,6 +182,25 @@ async fn the_dashboard_shows_the_running_swarm_on_every_page() {
     b.wait_eval(tab, "tiles drawn", "document.querySelector('.mandelbrot canvas').dataset.tiles", |v| *v == total)
         .await;
     b.screenshot(tab, &shots.join("jobs.png")).await;
+    // A job nobody here may run (tier 3): its tasks are listed as pending.
+    let waits = {
+        use pb::submit_job_request::Part;
+        let k = KernelSpec::Sha256(Sha256Params { count: 1, message_len: 8 });
+        let header = pb::JobHeader { name: "waits".into(), min_tier: 3, ..Default::default() };
+        let mut msgs = vec![pb::SubmitJobRequest { part: Some(Part::Header(header)) }];
+        for i in 0..3 {
+            let inputs = k.seeded_inputs(i).into_iter().map(bytes::Bytes::from).collect();
+            let task = pb::Task { kernel: Some(shoal_native::grpc::kernel_to_pb(&k)), inputs, parts: vec![] };
+            msgs.push(pb::SubmitJobRequest { part: Some(Part::Task(task)) });
+        }
+        up.client.submit_job(tokio_stream::iter(msgs)).await.expect("accepted").into_inner().job_id
+    };
+    let listed = format!("document.querySelector('[data-job=\"{waits}\"]') !== null");
+    b.wait_eval(tab, "waiting job listed", &listed, |v| *v == true).await;
+    b.eval(tab, &format!("document.querySelector('[data-job=\"{waits}\"]').click()")).await;
+    let pending = "document.querySelectorAll('table.pending tr[data-pending]').length";
+    b.wait_eval(tab, "pending tasks shown", pending, |v| *v == 3).await;
+    up.client.cancel_job(pb::CancelJobRequest { job_id: waits }).await.expect("cancelled");
 
     // Epochs: settle one, and the payout table shows the exact base units.
     let closed = up.client.close_epoch(pb::CloseEpochRequest {}).await.expect("close epoch").into_inner();

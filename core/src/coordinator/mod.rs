@@ -23,8 +23,8 @@ pub use config::{
 };
 pub use engine::{
     Answer, Command, ConnId, ContributorSort, ContributorView, Coordinator, CoordinatorStats, DeadLetter,
-    DeleteJobError, Event, Input, JobProgress, JobSpec, OpenEpochView, OriginKey, Output, PreparedJob, ShadowStats,
-    SubmitError, TaskPhase, TaskSpec, TeamView, Ticket, VerifiedResult, WorkerSort, WorkerView,
+    DeleteJobError, Event, Input, JobProgress, JobSpec, OpenEpochView, OriginKey, Output, PendingTask, PreparedJob,
+    ShadowStats, SubmitError, TaskPhase, TaskSpec, TeamView, Ticket, VerifiedResult, WorkerSort, WorkerView,
 };
 pub use profile::{ProfilePolicy, Tier, WorkerClass};
 pub use recovery::{RecoveryError, Snapshot};

@@ -410,6 +410,14 @@ pub(super) enum JobAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A job's tasks still pending: how long each has been queued, staged
+    /// and running, and its replicas in flight.
+    Pending {
+        /// Job id.
+        job: String,
+        #[command(flatten)]
+        list: ListArgs,
+    },
     /// Dead-lettered tasks of every job (or of one), with their reasons
     /// and where each was re-queued.
     DeadLetters {

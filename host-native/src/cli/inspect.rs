@@ -111,6 +111,7 @@ pub(super) async fn job(action: JobAction) -> Result<()> {
             println!("deleted");
         }
         JobAction::DeadLetters { job, list } => dead_letters(job, &list).await?,
+        JobAction::Pending { job, list } => pending(&job, &list).await?,
         JobAction::Requeue { job, indices, client } => {
             let mut c = connect(&client).await?;
             let request = pb::RequeueDeadLettersRequest { job_id: job.clone(), indices };
@@ -168,6 +169,42 @@ async fn dead_letters(job: Option<String>, list: &ListArgs) -> Result<()> {
             format!(" → re-queued as {} task {}", d.requeued_job_id, d.requeued_index)
         };
         println!("{} task {}: {}{requeued}", d.job_id, d.index, d.reason);
+    }
+    Ok(())
+}
+
+/// `shoal job pending`: a job's pending tasks, page by page.
+async fn pending(job: &str, list: &ListArgs) -> Result<()> {
+    let mut c = connect(&list.client).await?;
+    let mut tasks = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListPendingTasksRequest {
+            job_id: job.to_owned(),
+            page_size: 1000,
+            page_token: std::mem::take(&mut page_token),
+        };
+        let r = c.list_pending_tasks(request).await.with_context(|| format!("listing job {job}"))?.into_inner();
+        tasks.extend(r.tasks);
+        if r.next_page_token.is_empty() || (list.limit > 0 && tasks.len() >= list.limit) {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    if list.limit > 0 {
+        tasks.truncate(list.limit);
+    }
+    if list.client.json {
+        return output::print_json(&pb::ListPendingTasksResponse { tasks, next_page_token: String::new() });
+    }
+    if tasks.is_empty() {
+        println!("no pending tasks");
+    }
+    for t in tasks {
+        println!(
+            "task {}: queued {} ms, staged {} ms, running {} ms; {} replicas running, {} results, {} handed out",
+            t.index, t.queued_ms, t.staged_ms, t.running_ms, t.replicas_running, t.results, t.attempts
+        );
     }
     Ok(())
 }

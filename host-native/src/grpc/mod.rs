@@ -23,6 +23,7 @@ mod intake;
 mod jobs;
 mod limits;
 mod paging;
+mod pending;
 mod service;
 mod swarm;
 mod tokens;

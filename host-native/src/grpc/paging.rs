@@ -30,6 +30,8 @@ pub(super) enum ListCall {
     Contributors,
     /// `ListDeadLetters`.
     DeadLetters,
+    /// `ListPendingTasks`.
+    PendingTasks,
 }
 
 /// A call's paging limits.
@@ -47,7 +49,9 @@ impl ListCall {
         match self {
             ListCall::Jobs | ListCall::Contributors => Limits { default: 50, max: 1000 },
             ListCall::JobKernels => Limits { default: 1000, max: 10_000 },
-            ListCall::Workers | ListCall::Tokens | ListCall::DeadLetters => Limits { default: 100, max: 1000 },
+            ListCall::Workers | ListCall::Tokens | ListCall::DeadLetters | ListCall::PendingTasks => {
+                Limits { default: 100, max: 1000 }
+            }
             ListCall::Epochs => Limits { default: 20, max: 100 },
         }
     }

@@ -156,6 +156,14 @@ impl pb::shoal_service_server::ShoalService for ShoalService {
         super::dead_letters::list(&self.engine, scope, job, req).await.map(Response::new)
     }
 
+    async fn list_pending_tasks(
+        &self,
+        request: Request<pb::ListPendingTasksRequest>,
+    ) -> Result<Response<pb::ListPendingTasksResponse>, Status> {
+        let job = self.job_in_reach(&request, &request.get_ref().job_id, Op::ReadJobs).await?;
+        super::pending::list(&self.engine, job, request.get_ref()).await.map(Response::new)
+    }
+
     async fn requeue_dead_letters(
         &self,
         request: Request<pb::RequeueDeadLettersRequest>,

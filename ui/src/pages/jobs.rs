@@ -61,8 +61,44 @@ struct Follow {
     mine: u64,
     canvas: NodeRef<Canvas>,
     outcomes: RwSignal<Vec<pb::TaskOutcome>>,
+    pending: RwSignal<Vec<pb::PendingTask>>,
     tiles_drawn: RwSignal<u32>,
     layout: RwSignal<Option<Layout>>,
+}
+
+/// Lists the job's pending tasks every second (how long each has been
+/// queued, staged, running), until none is left or another job is picked.
+async fn poll_pending(job: String, generation: StoredValue<u64>, mine: u64, pending: RwSignal<Vec<pb::PendingTask>>) {
+    while generation.get_value() == mine {
+        let request =
+            pb::ListPendingTasksRequest { job_id: job.clone(), page_size: ROWS as u32, page_token: String::new() };
+        let Ok(r) = api::client().list_pending_tasks(api::request(request)).await else { return };
+        let tasks = r.into_inner().tasks;
+        let done = tasks.is_empty();
+        if generation.get_value() == mine {
+            pending.set(tasks);
+        }
+        if done {
+            return;
+        }
+        gloo_timers::future::TimeoutFuture::new(1_000).await;
+    }
+}
+
+/// One row of the pending tasks' table.
+fn pending_row(t: &pb::PendingTask) -> impl IntoView {
+    let state = if t.replicas_running > 0 { format!("{} running", t.replicas_running) } else { "queued".to_owned() };
+    view! {
+        <tr data-pending=t.index>
+            <td>{t.index}</td>
+            <td>{state}</td>
+            <td class="num">{t.queued_ms}</td>
+            <td class="num">{t.staged_ms}</td>
+            <td class="num">{t.running_ms}</td>
+            <td class="num">{t.results}</td>
+            <td class="num">{t.attempts}</td>
+        </tr>
+    }
 }
 
 /// Streams a job's results (following until it ends), drawing Mandelbrot
@@ -91,6 +127,8 @@ async fn follow(job: String, f: Follow) {
             }
         }
         o.outputs.clear();
+        // Ended: no longer pending, whatever the last listing said.
+        f.pending.update(|v| v.retain(|t| t.index != o.index));
         f.outcomes.update(|v| v.push(o));
     }
 }
@@ -138,6 +176,7 @@ pub fn JobsPage() -> impl IntoView {
     let live = live();
     let selected: RwSignal<Option<String>> = RwSignal::new(None);
     let outcomes: RwSignal<Vec<pb::TaskOutcome>> = RwSignal::new(Vec::new());
+    let pending: RwSignal<Vec<pb::PendingTask>> = RwSignal::new(Vec::new());
     let tiles_drawn = RwSignal::new(0u32);
     let layout: RwSignal<Option<Layout>> = RwSignal::new(None);
     let generation = StoredValue::new(0u64);
@@ -158,9 +197,11 @@ pub fn JobsPage() -> impl IntoView {
         generation.update_value(|g| *g += 1);
         let mine = generation.get_value();
         outcomes.set(Vec::new());
+        pending.set(Vec::new());
         tiles_drawn.set(0);
         layout.set(None);
-        spawn_local(follow(job, Follow { generation, mine, canvas, outcomes, tiles_drawn, layout }));
+        spawn_local(poll_pending(job.clone(), generation, mine, pending));
+        spawn_local(follow(job, Follow { generation, mine, canvas, outcomes, pending, tiles_drawn, layout }));
     });
 
     let job_rows = move || {
@@ -191,6 +232,7 @@ pub fn JobsPage() -> impl IntoView {
     };
 
     let task_rows = move || outcomes.with(|v| v.iter().take(ROWS).map(task_row).collect_view());
+    let pending_rows = move || pending.with(|v| v.iter().map(pending_row).collect_view());
 
     view! {
         <section>
@@ -213,6 +255,15 @@ pub fn JobsPage() -> impl IntoView {
                     </table>
                 </div>
                 <p>{move || { let n = outcomes.with(Vec::len); if n > ROWS { format!("… and {} more", n - ROWS) } else { String::new() } }}</p>
+                <Show when=move || pending.with(|v| !v.is_empty())>
+                    <h3>"Pending tasks"</h3>
+                    <div class="scroll">
+                        <table class="tasks pending">
+                            <thead><tr><th>"task"</th><th>"state"</th><th>"queued ms"</th><th>"staged ms"</th><th>"running ms"</th><th>"results"</th><th>"handed out"</th></tr></thead>
+                            <tbody>{pending_rows}</tbody>
+                        </table>
+                    </div>
+                </Show>
             </Show>
         </section>
     }

@@ -66,7 +66,8 @@ pub use self::roster::{ContributorView, WorkerSort};
 use self::tasks::{Job, TaskKey, TaskSlab};
 pub use self::types::{
     Answer, Command, ConnId, CoordinatorStats, DeadLetter, DeleteJobError, Event, Input, JobProgress, JobSpec,
-    OriginKey, Output, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult, WorkerView,
+    OriginKey, Output, PendingTask, PreparedJob, ShadowStats, SubmitError, TaskPhase, TaskSpec, Ticket, VerifiedResult,
+    WorkerView,
 };
 
 /// Hash maps with a fixed hasher: deterministic, no OS randomness (and
@@ -418,6 +419,29 @@ impl Coordinator {
     /// process started): when the job began to execute.
     pub fn job_started(&self, job: JobId) -> Option<Millis> {
         self.jobs.get(&job).and_then(|j| j.first_offer)
+    }
+
+    /// The job's tasks still pending from position `from` on, at most
+    /// `limit`: where each stands (None: an unknown job).
+    pub fn pending_of_job(&self, job: JobId, from: u32, limit: usize) -> Option<Vec<PendingTask>> {
+        let j = self.jobs.get(&job)?;
+        let stamp = |m: Millis| (m != Millis::ZERO).then_some(m);
+        let keys = j.keys().enumerate().skip(from as usize);
+        let pending = keys.filter_map(|(index, k)| self.tasks.get(k).map(|t| (index, t)));
+        let pending = pending.filter(|(_, t)| t.phase == TaskPhase::Pending).take(limit);
+        Some(
+            pending
+                .map(|(index, t)| PendingTask {
+                    index: index as u32,
+                    submitted: j.submitted,
+                    offered: stamp(t.first_offer),
+                    acked: stamp(t.first_ack),
+                    running: t.live.len() as u32,
+                    results: t.results.len() as u32,
+                    attempts: t.attempts,
+                })
+                .collect(),
+        )
     }
 
     /// A job's task ids, in submission order.

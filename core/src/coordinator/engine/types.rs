@@ -636,3 +636,23 @@ pub struct WorkerView {
     /// Stake it holds, base units.
     pub stake: u128,
 }
+
+/// A task still pending, as [`Coordinator::pending_tasks`](crate::coordinator::Coordinator::pending_tasks)
+/// lists it: its lifecycle so far by the coordinator's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingTask {
+    /// Its position in the job.
+    pub index: u32,
+    /// Its job was submitted (or its dead letter re-queued).
+    pub submitted: Millis,
+    /// A worker was first offered it (since this process started).
+    pub offered: Option<Millis>,
+    /// A worker first acknowledged it.
+    pub acked: Option<Millis>,
+    /// Replicas in flight now.
+    pub running: u32,
+    /// Results received, not yet decided.
+    pub results: u32,
+    /// Replicas handed out so far.
+    pub attempts: u32,
+}
