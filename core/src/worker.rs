@@ -216,10 +216,10 @@ impl WorkerSession {
     /// cache's capacity is what the hello declares.
     pub fn with_cache(mut hello: Hello, cache: InputCache<Bytes>) -> Self {
         hello.cache_bytes = cache.capacity();
-        hello.held = (cache.lengths())
+        let oldest_listed = cache.len().saturating_sub(crate::wire::message::MAX_HELD_INPUTS);
+        hello.held = (cache.lengths().skip(oldest_listed))
             .map(|(digest, len)| crate::wire::message::HeldInput { digest, len })
-            .collect::<Vec<_>>()
-            .split_off(cache.len().saturating_sub(crate::wire::message::MAX_HELD_INPUTS));
+            .collect();
         let max_concurrent = usize::from(hello.max_concurrent.max(1));
         WorkerSession {
             cache,

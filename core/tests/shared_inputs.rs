@@ -52,23 +52,20 @@ fn quiet_config() -> CoordinatorConfig {
     cfg
 }
 
+/// Sessions of these ids, each with a cache of `cache_bytes`, connected
+/// to `c` from distinct origins.
+fn connect(c: &mut Coordinator, now: Millis, ids: &[&str], cache_bytes: u64) -> Vec<WorkerSession> {
+    for i in 0..ids.len() as u64 {
+        let (conn, origin) = (shoal_core::ConnId(i), shoal_core::OriginKey(i));
+        c.handle(now, shoal_core::coordinator::Input::Connected { conn, origin, host: None });
+    }
+    ids.iter().map(|id| WorkerSession::new(shoal_core::wire::message::Hello { cache_bytes, ..hello(id) })).collect()
+}
+
 fn run(cache_bytes: u64) -> (Coordinator, JobId) {
     let mut c = Coordinator::new(quiet_config(), None, [3; 32]);
     let mut now = Millis(1_000);
-    let mut sessions: Vec<WorkerSession> = ["a", "b", "c"]
-        .iter()
-        .map(|id| WorkerSession::new(shoal_core::wire::message::Hello { cache_bytes, ..hello(id) }))
-        .collect();
-    for i in 0..3 {
-        c.handle(
-            now,
-            shoal_core::coordinator::Input::Connected {
-                conn: shoal_core::ConnId(i),
-                origin: shoal_core::OriginKey(i),
-                host: None,
-            },
-        );
-    }
+    let mut sessions = connect(&mut c, now, &["a", "b", "c"], cache_bytes);
     pump(&mut c, &mut sessions, &mut now);
     let job = c.submit_job(now, shared_job().0).expect("accepted");
     let closed = pump(&mut c, &mut sessions, &mut now);
@@ -169,20 +166,7 @@ fn a_restarted_coordinator_stores_the_shared_input_once_and_finishes_the_job() {
 
     let snapshot = store.snapshot();
     let mut c = Coordinator::recover(quiet_config(), None, [4; 32], now, snapshot);
-    let mut sessions: Vec<WorkerSession> = ["a", "b"]
-        .iter()
-        .map(|id| WorkerSession::new(shoal_core::wire::message::Hello { cache_bytes: 1 << 20, ..hello(id) }))
-        .collect();
-    for i in 0..2 {
-        c.handle(
-            now,
-            shoal_core::coordinator::Input::Connected {
-                conn: shoal_core::ConnId(i),
-                origin: shoal_core::OriginKey(i),
-                host: None,
-            },
-        );
-    }
+    let mut sessions = connect(&mut c, now, &["a", "b"], 1 << 20);
     let closed = pump_signing(&mut c, &mut sessions, &Signers::new(), &mut now, Some(&mut store));
     assert!(closed.is_empty(), "{closed:?}");
     let p = c.job_progress(job).expect("recovered");

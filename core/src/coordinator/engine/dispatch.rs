@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::ids::{AssignmentId, JobId, TaskId};
 use crate::kernels::KernelSpec;
 use crate::time::Millis;
-use crate::wire::message::{AttachmentMeta, Cancel, ErrorCode, ErrorMessage, OfferPart, TaskOffer};
+use crate::wire::message::{AttachmentMeta, Cancel, ErrorCode, ErrorMessage, TaskOffer};
 use crate::wire::Message;
 
 use super::ready::{Excl, Need};
@@ -324,11 +324,9 @@ impl Coordinator {
             }
         }
         let exec_budget_ms = self.exec_budget(w, &spec).0;
-        let (parts, attached) = self.offer_parts(w, &inputs);
-        if parts.iter().any(|p| matches!(p, OfferPart::Shared { attached: false, .. })) {
-            if let (Some(a), Some(layout)) = (self.assignments.get_mut(&aid), inputs.layout) {
-                a.shared = Some(Box::new(SharedOffer { layout, inputs: inputs.bytes }));
-            }
+        let (parts, attached, kept) = self.offer_parts(w, inputs);
+        if let (Some(a), Some(kept)) = (self.assignments.get_mut(&aid), kept) {
+            a.shared = Some(kept);
         }
         let offer = TaskOffer {
             exec_budget_ms,

@@ -64,15 +64,21 @@ pub(super) fn job_shared(tasks: &[TaskSpec], layouts: &[Option<TaskLayout>]) -> 
 impl Coordinator {
     /// The parts and attachments of an offer of `inputs` to worker `w`:
     /// a shared input the model says `w` holds is named, not sent; one it
-    /// lacks is sent and, from now on, counted as held.
-    pub(super) fn offer_parts(&mut self, w: WorkerIdx, inputs: &OfferInputs) -> (Vec<OfferPart>, Vec<Bytes>) {
-        let Some(layout) = &inputs.layout else {
+    /// lacks is sent and, from now on, counted as held. When some input
+    /// was only named, the inputs come back to be kept with the
+    /// assignment (the worker may ask for them once).
+    pub(super) fn offer_parts(
+        &mut self,
+        w: WorkerIdx,
+        inputs: OfferInputs,
+    ) -> (Vec<OfferPart>, Vec<Bytes>, Option<Box<SharedOffer>>) {
+        let Some(layout) = inputs.layout else {
             self.stats.input_bytes_sent += inputs.bytes.iter().map(|b| b.len() as u64).sum::<u64>();
-            return (Vec::new(), inputs.bytes.clone());
+            return (Vec::new(), inputs.bytes, None);
         };
         let (mut parts, mut attached) = (Vec::with_capacity(inputs.bytes.len()), Vec::new());
         let (mut sent, mut named) = (0u64, 0u64);
-        let Some(worker) = self.worker_mut(w) else { return (parts, attached) };
+        let Some(worker) = self.worker_mut(w) else { return (parts, attached, None) };
         for (b, p) in inputs.bytes.iter().zip(layout.parts()) {
             let len = b.len() as u64;
             match p {
@@ -95,7 +101,8 @@ impl Coordinator {
         }
         self.stats.input_bytes_sent += sent;
         self.stats.shared_bytes_named += named;
-        (parts, attached)
+        let kept = (named > 0).then(|| Box::new(SharedOffer { layout, inputs: inputs.bytes }));
+        (parts, attached, kept)
     }
 
     /// A worker lacks shared inputs its offer named: they are sent (each
