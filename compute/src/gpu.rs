@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_core::kernels::{BindingRole, KernelId, KernelSpec};
+use shoal_core::kernels::{BindingRole, KernelId, KernelSpec, Program};
 use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType};
 use shoal_core::Digest;
 
@@ -72,6 +72,9 @@ pub struct GpuOptions {
     /// test that claims a Vulkan driver asks for Vulkan alone, so it never
     /// passes on another backend by accident.
     pub backends: Option<wgpu::Backends>,
+    /// Only an adapter whose name contains this (case-insensitive), for a
+    /// machine with several GPUs; None: the one wgpu prefers.
+    pub adapter: Option<String>,
 }
 
 impl Default for GpuOptions {
@@ -81,6 +84,7 @@ impl Default for GpuOptions {
             allow_software: true,
             dispatch_timeout: Duration::from_secs(30),
             backends: None,
+            adapter: None,
         }
     }
 }
@@ -126,6 +130,19 @@ impl BufferPool {
     }
 }
 
+/// What [`Gpu::tune`] chose for a kernel, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tuned {
+    /// The kernel.
+    pub kernel: KernelId,
+    /// The square size it was timed at.
+    pub size: u32,
+    /// The program now used.
+    pub chosen: &'static str,
+    /// Seconds per dispatch of each program.
+    pub times: Vec<(&'static str, f64)>,
+}
+
 /// Bytes of idle buffers the pool keeps at most.
 const POOL_BYTES: u64 = 256 << 20;
 
@@ -148,6 +165,9 @@ pub struct Gpu {
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     options: GpuOptions,
     pipelines: Mutex<HashMap<Digest, Arc<Pipeline>>>,
+    /// The program each kernel runs, where it has several and one was
+    /// chosen ([`Gpu::tune`], [`Gpu::choose`]); otherwise the portable one.
+    choices: Mutex<HashMap<KernelId, &'static str>>,
     lost: Arc<Mutex<Option<String>>>,
     /// The last allocation probe's result (0: not probed).
     stable_alloc: std::sync::atomic::AtomicU64,
@@ -187,12 +207,28 @@ fn device_type_of(t: wgpu::DeviceType) -> DeviceType {
     }
 }
 
-/// A key for the pipeline cache: the shader and its entry point.
-fn pipeline_key(kernel: &KernelSpec) -> Digest {
-    Digest::of_parts([kernel.wgsl().as_bytes(), b"\0", kernel.entry_point().as_bytes()])
+/// The first adapter whose name contains `name` (case-insensitive); the
+/// error lists the adapters there are.
+async fn named_adapter(
+    instance: &wgpu::Instance,
+    backends: wgpu::Backends,
+    name: &str,
+) -> Result<wgpu::Adapter, ComputeError> {
+    let adapters = instance.enumerate_adapters(backends).await;
+    let wanted = name.to_lowercase();
+    let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+    adapters
+        .into_iter()
+        .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+        .ok_or_else(|| ComputeError::NoAdapter(format!("none named like `{name}` among {names:?}")))
 }
 
-fn scope_error(e: wgpu::Error) -> ComputeError {
+/// A key for the pipeline cache: the shader and its entry point.
+fn pipeline_key(program: &Program<'_>) -> Digest {
+    Digest::of_parts([program.wgsl.as_bytes(), b"\0", program.entry_point.as_bytes()])
+}
+
+pub(crate) fn scope_error(e: wgpu::Error) -> ComputeError {
     match e {
         wgpu::Error::OutOfMemory { .. } => ComputeError::OutOfMemory(e.to_string()),
         other => ComputeError::Validation(other.to_string()),
@@ -206,20 +242,24 @@ impl Gpu {
         if let Some(backends) = options.backends {
             descriptor.backends = backends;
         }
+        let backends = descriptor.backends;
         let instance = wgpu::Instance::new(descriptor);
-        let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: if options.high_performance {
-                    wgpu::PowerPreference::HighPerformance
-                } else {
-                    wgpu::PowerPreference::LowPower
-                },
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ComputeError::NoAdapter(e.to_string()))?;
+        let adapter = match &options.adapter {
+            Some(name) => named_adapter(&instance, backends, name).await?,
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: if options.high_performance {
+                        wgpu::PowerPreference::HighPerformance
+                    } else {
+                        wgpu::PowerPreference::LowPower
+                    },
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ComputeError::NoAdapter(e.to_string()))?,
+        };
         let info = adapter.get_info();
         if info.device_type == wgpu::DeviceType::Cpu && !options.allow_software {
             return Err(ComputeError::NoAdapter(format!("only a software adapter ({})", info.name)));
@@ -228,7 +268,9 @@ impl Gpu {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("shoal"),
-                required_features: wgpu::Features::empty(),
+                // f16 arithmetic where the device has it (the f16 probe of
+                // `bench` and kernels that declare `enable f16`).
+                required_features: adapter.features() & wgpu::Features::SHADER_F16,
                 required_limits: limits.clone(),
                 memory_hints: wgpu::MemoryHints::Performance,
                 ..Default::default()
@@ -250,6 +292,7 @@ impl Gpu {
             limits,
             options,
             pipelines: Mutex::new(HashMap::new()),
+            choices: Mutex::new(HashMap::new()),
             lost,
             stable_alloc: std::sync::atomic::AtomicU64::new(0),
             pool: BufferPool::new(POOL_BYTES),
@@ -289,23 +332,72 @@ impl Gpu {
         }
     }
 
-    /// The cached pipeline of a kernel, validating and building it on first use.
-    async fn pipeline(&self, kernel: &KernelSpec) -> Result<Arc<Pipeline>, ComputeError> {
-        let key = pipeline_key(kernel);
+    /// The program this device runs `kernel` with: the one chosen for it
+    /// where the kernel has it, else the portable one.
+    pub fn program<'k>(&self, kernel: &'k KernelSpec) -> Program<'k> {
+        let mut programs = kernel.programs();
+        let chosen = self.choices.lock().ok().and_then(|c| c.get(&kernel.id()).copied());
+        let at = chosen.and_then(|name| programs.iter().position(|p| p.name == name)).unwrap_or(0);
+        programs.swap_remove(at)
+    }
+
+    /// Runs `kernel` with the program named `program` from now on, where
+    /// the kernel has one by that name (tests pin each program this way).
+    pub fn choose(&self, kernel: KernelId, program: &'static str) {
+        if let Ok(mut c) = self.choices.lock() {
+            c.insert(kernel, program);
+        }
+    }
+
+    /// Measures every program of each built-in kernel that has several on
+    /// this device and keeps the fastest for it (a tiled matmul wins on
+    /// GPUs, a streamed one where invocations are CPU SIMD lanes). Sizes
+    /// grow from 256³ until the slowest program takes 2 ms, so a software
+    /// adapter tunes in a fraction of a second and a large GPU is timed on
+    /// a problem big enough to fill it. `now` is a monotonic clock in
+    /// seconds. Returns each kernel's choice and the times it saw.
+    pub async fn tune(&self, now: &dyn Fn() -> f64) -> Result<Vec<Tuned>, ComputeError> {
+        let mut tuned = Vec::new();
+        for n in [256u32, 1024, 2048] {
+            let kernel = KernelSpec::MatmulF32(shoal_core::kernels::MatmulParams::square(n));
+            let inputs = kernel.seeded_inputs(3);
+            let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+            let mut times = Vec::new();
+            for program in kernel.programs() {
+                times.push((program.name, self.dispatch_secs(&kernel, &program, &refs, 3, now).await?));
+            }
+            let Some(&(chosen, _)) = times.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else { break };
+            let slowest = times.iter().map(|t| t.1).fold(0.0, f64::max);
+            tuned.retain(|t: &Tuned| t.kernel != kernel.id());
+            tuned.push(Tuned { kernel: kernel.id(), size: n, chosen, times });
+            self.choose(kernel.id(), chosen);
+            if slowest >= 0.002 {
+                break;
+            }
+        }
+        Ok(tuned)
+    }
+
+    /// The cached pipeline of a program, validating (custom kernels) and
+    /// building it on first use.
+    async fn pipeline(&self, kernel: &KernelSpec, program: &Program<'_>) -> Result<Arc<Pipeline>, ComputeError> {
+        let key = pipeline_key(program);
         if let Some(p) = self.pipelines.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(p);
         }
-        validate_kernel(kernel)?;
+        if matches!(kernel, KernelSpec::Custom(_)) {
+            validate_kernel(kernel)?;
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(kernel.id().as_str()),
-            source: wgpu::ShaderSource::Wgsl(kernel.wgsl().into()),
+            source: wgpu::ShaderSource::Wgsl(program.wgsl.into()),
         });
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.id().as_str()),
             layout: None,
             module: &module,
-            entry_point: Some(kernel.entry_point()),
+            entry_point: Some(program.entry_point),
             compilation_options: wgpu::PipelineCompilationOptions::default(),
             cache: None,
         });
@@ -339,19 +431,12 @@ impl Gpu {
                 return Err(ComputeError::TooLarge { what: format!("binding {}", b.binding), bytes: b.size, limit });
             }
         }
-        let pipeline = self.pipeline(kernel).await?;
+        let program = self.program(kernel);
+        let pipeline = self.pipeline(kernel, &program).await?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let (buffers, outputs) = self.buffers(kernel, &layout, inputs);
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
-            .iter()
-            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
-            .collect();
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("task"),
-            layout: &pipeline.layout,
-            entries: &entries,
-        });
+        let bind_group = self.bind(&pipeline, &buffers);
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("task") });
         // Reused output buffers start from zeros, as fresh ones do: no byte
         // of an earlier task can reach this one's result.
@@ -363,7 +448,7 @@ impl Gpu {
                 encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
             pass.set_pipeline(&pipeline.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
-            let [x, y, z] = kernel.dispatch();
+            let [x, y, z] = program.workgroups;
             pass.dispatch_workgroups(x, y, z);
         }
         for (out, staging, size, _) in &outputs {
@@ -411,6 +496,19 @@ impl Gpu {
             self.pool.give(staging);
         }
         Ok(result)
+    }
+
+    /// The bind group of a task's buffers.
+    fn bind(&self, pipeline: &Pipeline, buffers: &[(u32, wgpu::Buffer)]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("task"),
+            layout: &pipeline.layout,
+            entries: &entries,
+        })
     }
 
     /// The task's buffers, by binding, and its outputs with their readback
@@ -516,6 +614,82 @@ impl Gpu {
     #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
     fn check_stuck(&self) -> Result<(), ComputeError> {
         Ok(())
+    }
+
+    /// The device, its queue and limits, for the benchmark probes.
+    pub(crate) fn parts(&self) -> (&wgpu::Device, &wgpu::Queue, &wgpu::Limits) {
+        (&self.device, &self.queue, &self.limits)
+    }
+
+    /// Whether kernels may use f16 arithmetic (`enable f16;`).
+    pub fn has_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Returns once everything submitted so far has run (natively bounded
+    /// by the dispatch timeout, like a task).
+    pub(crate) async fn finish(&self, submission: wgpu::SubmissionIndex) -> Result<(), ComputeError> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        self.wait(submission)?;
+        rx.await.map_err(|_| self.check_lost().err().unwrap_or(ComputeError::DeviceLost("work abandoned".into())))?;
+        self.check_lost()
+    }
+
+    /// Seconds one dispatch of `kernel` takes on inputs already on the
+    /// device: the inputs are uploaded once, `reps` dispatches run in one
+    /// submission, nothing is read back (the kernel's own cost, which
+    /// `bench` sets beside the end-to-end [`Gpu::run`]). `now` is a
+    /// monotonic clock in seconds.
+    pub(crate) async fn dispatch_secs(
+        &self,
+        kernel: &KernelSpec,
+        program: &Program<'_>,
+        inputs: &[&[u8]],
+        reps: u32,
+        now: &dyn Fn() -> f64,
+    ) -> Result<f64, ComputeError> {
+        self.check_lost()?;
+        kernel
+            .validate()
+            .and_then(|()| kernel.check_inputs(inputs))
+            .map_err(|e| ComputeError::InvalidTask(e.to_string()))?;
+        let pipeline = self.pipeline(kernel, program).await?;
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let (buffers, outputs) = self.buffers(kernel, &kernel.layout(), inputs);
+        let bind_group = self.bind(&pipeline, &buffers);
+        let submit = |reps: u32| {
+            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                pass.set_pipeline(&pipeline.pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                let [x, y, z] = program.workgroups;
+                for _ in 0..reps {
+                    pass.dispatch_workgroups(x, y, z);
+                }
+            }
+            self.queue.submit([encoder.finish()])
+        };
+        // The upload and a first dispatch (warm caches, lazy pipeline work) untimed.
+        self.finish(submit(1)).await?;
+        let start = now();
+        self.finish(submit(reps.max(1))).await?;
+        let secs = (now() - start) / f64::from(reps.max(1));
+        if let Some(e) = invalid.pop().await {
+            return Err(scope_error(e));
+        }
+        drop(bind_group);
+        for (_, buffer) in buffers {
+            self.pool.give(buffer);
+        }
+        for (out, staging, _, _) in outputs {
+            drop(out); // the same buffer is also in `buffers`
+            self.pool.give(staging);
+        }
+        Ok(secs)
     }
 
     /// Runs a kernel and blocks the calling thread until it is done (native

@@ -7,12 +7,17 @@
 //!   typed errors for lost devices, out-of-memory and validation failures.
 //! - [`validate_kernel`]: naga validation of a kernel's WGSL against its
 //!   declared bindings, before any dispatch (and at job submission).
+//! - [`bench`]: the device's measured limits and every kernel against
+//!   them (`shoal bench gpu`, the browser harness).
 //! - [`profile`]: the admission benchmark's known answer and the
 //!   allocation probe.
 
+pub mod bench;
 mod gpu;
 pub mod profile;
 mod validate;
 
-pub use gpu::{ComputeError, Gpu, GpuOptions};
+pub use gpu::{ComputeError, Gpu, GpuOptions, Tuned};
 pub use validate::{validate_kernel, ShaderError};
+/// The wgpu this executor is built on (its adapter types appear in the API).
+pub use wgpu;

@@ -10,27 +10,40 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use shoal_compute::{profile, ComputeError, Gpu, GpuOptions, ShaderError};
+use shoal_core::kernels::KernelId;
 use shoal_core::kernels::{
     Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
 };
 
+fn vulkan(matmul: &'static str) -> Gpu {
+    let vulkan = GpuOptions { backends: Some(wgpu::Backends::VULKAN), ..GpuOptions::default() };
+    let gpu = pollster::block_on(Gpu::new(vulkan)).unwrap_or_else(|e| {
+        panic!("no Vulkan adapter ({e}); install Mesa's lavapipe: `cargo xtask setup --gpu` (apt mesa-vulkan-drivers)")
+    });
+    assert_eq!(gpu.adapter_info().backend, wgpu::Backend::Vulkan, "these tests claim a Vulkan driver");
+    gpu.choose(KernelId::MatmulF32, matmul);
+    gpu
+}
+
+/// The device with the portable programs (matmul: tiled).
 fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let vulkan = GpuOptions { backends: Some(wgpu::Backends::VULKAN), ..GpuOptions::default() };
-        let gpu = pollster::block_on(Gpu::new(vulkan)).unwrap_or_else(|e| {
-            panic!(
-                "no Vulkan adapter ({e}); install Mesa's lavapipe: `cargo xtask setup --gpu` (apt mesa-vulkan-drivers)"
-            )
-        });
-        assert_eq!(gpu.adapter_info().backend, wgpu::Backend::Vulkan, "these tests claim a Vulkan driver");
-        gpu
-    })
+    GPU.get_or_init(|| vulkan("tiled"))
+}
+
+/// The same driver running matmul's streamed program where it applies.
+fn streamed() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| vulkan("streamed"))
 }
 
 fn check(kernel: &KernelSpec, inputs: &[Vec<u8>]) {
+    check_on(gpu(), kernel, inputs);
+}
+
+fn check_on(gpu: &Gpu, kernel: &KernelSpec, inputs: &[Vec<u8>]) {
     let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-    let got = gpu().run_blocking(kernel, &refs).unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
+    let got = gpu.run_blocking(kernel, &refs).unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
     let want = kernel.run_cpu(&refs).expect("reference runs");
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
@@ -64,6 +77,15 @@ proptest! {
     fn matmul_is_within_tolerance(m in 1u32..70, n in 1u32..70, kk in 1u32..70, seed in any::<u64>()) {
         let k = KernelSpec::MatmulF32(MatmulParams { m, n, k: kk });
         check(&k, &k.seeded_inputs(seed));
+        // Where n or k is not a multiple of 4 the streamed device falls back to the tiled program.
+        check_on(streamed(), &k, &k.seeded_inputs(seed));
+    }
+
+    #[test]
+    fn streamed_matmul_is_within_tolerance(m in 1u32..70, n4 in 1u32..80, k4 in 1u32..20, seed in any::<u64>()) {
+        let k = KernelSpec::MatmulF32(MatmulParams { m, n: 4 * n4, k: 4 * k4 });
+        prop_assert_eq!(streamed().program(&k).name, "streamed");
+        check_on(streamed(), &k, &k.seeded_inputs(seed));
     }
 
     #[test]
@@ -89,6 +111,11 @@ fn edge_sizes_run() {
     check(&one, &one.seeded_inputs(5));
     let big = KernelSpec::MatmulF32(MatmulParams { m: 129, n: 67, k: 257 });
     check(&big, &big.seeded_inputs(6));
+    // Streamed: more columns than one workgroup covers (256), rows not a multiple of 16, the smallest shape.
+    for (m, n, k) in [(17, 260, 36), (1, 4, 4), (33, 516, 4)] {
+        let s = KernelSpec::MatmulF32(MatmulParams { m, n, k });
+        check_on(streamed(), &s, &s.seeded_inputs(7));
+    }
     let tall = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(1, 257, -0.75, -1.0, 0.008, 500));
     check(&tall, &[]);
 }
@@ -264,4 +291,19 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+#[test]
+fn tuning_keeps_the_fastest_program_it_measured() {
+    let gpu = vulkan("tiled");
+    let start = std::time::Instant::now();
+    let tuned = pollster::block_on(gpu.tune(&|| start.elapsed().as_secs_f64())).expect("tunes");
+    let matmul = tuned.iter().find(|t| t.kernel == KernelId::MatmulF32).expect("matmul has programs to choose from");
+    let names: Vec<&str> = matmul.times.iter().map(|t| t.0).collect();
+    assert_eq!(names, ["tiled", "streamed"]);
+    let fastest = matmul.times.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("timed");
+    assert_eq!(matmul.chosen, fastest.0);
+    let k = KernelSpec::MatmulF32(MatmulParams::square(64));
+    assert_eq!(gpu.program(&k).name, matmul.chosen, "the choice is used from then on");
+    check_on(&gpu, &k, &k.seeded_inputs(11));
 }

@@ -4,12 +4,14 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use shoal_core::kernels::{BindingRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
+use shoal_core::kernels::{BindingRole, KernelSpec, MandelbrotParams, MatmulParams, Program, Sha256Params};
 
 fn built_ins() -> Vec<KernelSpec> {
     vec![
         KernelSpec::Sha256(Sha256Params { count: 10, message_len: 13 }),
         KernelSpec::MatmulF32(MatmulParams { m: 3, n: 5, k: 7 }),
+        // n and k multiples of 4: the streamed program too.
+        KernelSpec::MatmulF32(MatmulParams { m: 3, n: 8, k: 4 }),
         KernelSpec::Mandelbrot(MandelbrotParams::from_plane(16, 16, -2.0, -1.5, 0.1, 64)),
     ]
 }
@@ -17,16 +19,30 @@ fn built_ins() -> Vec<KernelSpec> {
 #[test]
 fn built_in_wgsl_validates_and_matches_its_layout() {
     for spec in built_ins() {
-        let module = naga::front::wgsl::parse_str(spec.wgsl())
-            .unwrap_or_else(|e| panic!("{} does not parse:\n{}", spec.id(), e.emit_to_string(spec.wgsl())));
+        for program in spec.programs() {
+            check_program(&spec, &program);
+        }
+    }
+    let matmul = KernelSpec::MatmulF32(MatmulParams { m: 3, n: 8, k: 4 });
+    let names: Vec<&str> = matmul.programs().iter().map(|p| p.name).collect();
+    assert_eq!(names, ["tiled", "streamed"]);
+    let odd = KernelSpec::MatmulF32(MatmulParams { m: 3, n: 5, k: 8 });
+    assert_eq!(odd.programs().len(), 1, "the streamed program reads vec4s: n and k multiples of 4");
+}
+
+fn check_program(spec: &KernelSpec, program: &Program<'_>) {
+    {
+        let module = naga::front::wgsl::parse_str(program.wgsl).unwrap_or_else(|e| {
+            panic!("{} ({}) does not parse:\n{}", spec.id(), program.name, e.emit_to_string(program.wgsl))
+        });
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{} does not validate: {e:?}", spec.id()));
         assert!(
-            module.entry_points.iter().any(|e| e.name == spec.entry_point() && e.stage == naga::ShaderStage::Compute),
+            module.entry_points.iter().any(|e| e.name == program.entry_point && e.stage == naga::ShaderStage::Compute),
             "{} has no compute entry point {}",
             spec.id(),
-            spec.entry_point()
+            program.entry_point
         );
         let mut declared: Vec<(u32, bool)> = module
             .global_variables

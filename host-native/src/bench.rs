@@ -32,9 +32,26 @@ use crate::{Service, ShoalConfig};
 /// Which benchmark, and its sizes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// throughput, payload, idle, restart, or all.
+    /// throughput, payload, idle, restart, shared, all (those five), or gpu
+    /// (the device's limits and every kernel against them).
     #[arg(default_value = "all")]
     pub which: String,
+    /// gpu: only an adapter whose name contains this (case-insensitive).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// gpu: only this kernel (matmul_f32, sha256, mandelbrot).
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// gpu: print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// gpu: seconds spent measuring each figure.
+    #[arg(long, default_value_t = 2.0)]
+    pub budget_secs: f64,
+    /// gpu: a kernel's next size is skipped when one run of it would take
+    /// longer than this (extrapolated), and its CPU reference likewise.
+    #[arg(long, default_value_t = 8.0)]
+    pub max_run_secs: f64,
     /// throughput: tasks.
     #[arg(long, default_value_t = 100_000)]
     pub tasks: usize,
@@ -86,6 +103,9 @@ fn bench_config(data: &Path) -> ShoalConfig {
 
 /// Runs the benchmarks asked for and prints their figures.
 pub async fn run(a: BenchArgs) -> Result<()> {
+    if a.which == "gpu" {
+        return crate::bench_gpu::run(crate::bench_gpu::GpuBenchOptions::from_args(a)?).await;
+    }
     let tmp = tempdir_in(a.dir.as_deref())?;
     let all = a.which == "all";
     let mut rows = Vec::new();
@@ -164,7 +184,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         ));
     }
     if rows.is_empty() {
-        bail!("unknown benchmark `{}`: throughput, payload, idle, restart, shared or all", a.which);
+        bail!("unknown benchmark `{}`: throughput, payload, idle, restart, shared, all or gpu", a.which);
     }
     println!("\n| benchmark | this machine | target |\n|---|---|---|");
     for (what, got, target) in rows {

@@ -10,6 +10,7 @@ pub mod access;
 pub mod acme;
 pub mod backup;
 pub mod bench;
+pub mod bench_gpu;
 mod blob_log;
 pub mod cli;
 pub mod config;

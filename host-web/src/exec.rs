@@ -9,6 +9,7 @@ use futures_util::future::{select, Either};
 use shoal_compute::{Gpu, GpuOptions};
 use shoal_core::kernels::{KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
 use shoal_core::wire::message::DeviceInfo;
+use wasm_bindgen::JsCast;
 
 use crate::control::DeviceSummary;
 
@@ -21,6 +22,19 @@ pub struct Executor {
     gpu: Option<Rc<Gpu>>,
     /// Why there is no GPU, when there is none.
     note: String,
+}
+
+/// A monotonic clock in seconds (`performance.now()` where the global has
+/// it, else the wall clock), for timing the device's programs.
+fn seconds() -> f64 {
+    let performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
+    let now = performance
+        .as_ref()
+        .and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok())
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .and_then(|f| f.call0(performance.as_ref()?).ok())
+        .and_then(|v| v.as_f64());
+    now.unwrap_or_else(js_sys::Date::now) / 1e3
 }
 
 impl Executor {
@@ -62,6 +76,8 @@ impl Executor {
                 return Err(format!("{} disagrees with the CPU reference", kernel.id()));
             }
         }
+        // Each kernel with several programs runs the one this device runs fastest.
+        gpu.tune(&seconds).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 

@@ -3,15 +3,23 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_buffer, invalid, Checkpoint, Comparator, KernelError, KernelId};
+use super::{check_buffer, invalid, Checkpoint, Comparator, KernelError, KernelId, Program};
 
 pub(super) const WGSL: &str = include_str!("wgsl/matmul_f32.wgsl");
+/// The streamed program (n and k multiples of 4; no workgroup memory).
+const STREAMED_WGSL: &str = include_str!("wgsl/matmul_f32_streamed.wgsl");
 
 /// Largest dimension accepted.
 pub const MAX_DIM: u32 = 16_384;
 /// Edge of the block of C one workgroup of the shader computes (16×16
 /// invocations of 4×4 outputs each).
 pub const GROUP_BLOCK: u32 = 64;
+
+/// Rows of C one workgroup of the streamed program computes.
+const STREAMED_ROWS: u32 = 16;
+/// Columns of C one workgroup of the streamed program computes (16
+/// invocations of four vec4s).
+const STREAMED_COLS: u32 = 256;
 
 /// Parameters of a `matmul_f32` task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +68,22 @@ impl MatmulParams {
 
     pub(super) fn dispatch(&self) -> [u32; 3] {
         [self.n.div_ceil(GROUP_BLOCK), self.m.div_ceil(GROUP_BLOCK), 1]
+    }
+
+    /// The tiled program (every shape), then the streamed one where n and
+    /// k are multiples of 4 (it reads vec4s along both).
+    pub(super) fn programs(&self) -> Vec<Program<'static>> {
+        let tiled = Program { name: "tiled", wgsl: WGSL, entry_point: "main", workgroups: self.dispatch() };
+        if !self.n.is_multiple_of(4) || !self.k.is_multiple_of(4) {
+            return vec![tiled];
+        }
+        let streamed = Program {
+            name: "streamed",
+            wgsl: STREAMED_WGSL,
+            entry_point: "main",
+            workgroups: [self.n.div_ceil(STREAMED_COLS), self.m.div_ceil(STREAMED_ROWS), 1],
+        };
+        vec![tiled, streamed]
     }
 
     /// Relative 1e-4, absolute k·2⁻¹⁸: summation order and fused

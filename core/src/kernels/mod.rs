@@ -252,6 +252,24 @@ pub fn binding_size(len: u64) -> u64 {
     len.div_ceil(4).max(1) * 4
 }
 
+/// One way to run a kernel on a GPU: its WGSL, entry point and workgroups.
+/// A built-in kernel may have several (matmul: a tiled program for GPUs, a
+/// streamed one for devices that run invocations as CPU SIMD lanes); they
+/// share the kernel's bindings and sum in the same order, so a worker runs
+/// whichever its device runs fastest and replicas still agree within the
+/// kernel's comparator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Program<'a> {
+    /// A short name (`tiled`, `streamed`; `main` for single-program kernels).
+    pub name: &'static str,
+    /// The WGSL source.
+    pub wgsl: &'a str,
+    /// The `@compute` function.
+    pub entry_point: &'a str,
+    /// Workgroups to dispatch.
+    pub workgroups: [u32; 3],
+}
+
 /// A kernel with its parameters: what a task runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum KernelSpec {
@@ -293,6 +311,20 @@ impl KernelSpec {
             KernelSpec::MatmulF32(_) => matmul::WGSL,
             KernelSpec::Mandelbrot(_) => mandelbrot::WGSL,
             KernelSpec::Custom(c) => &c.wgsl,
+        }
+    }
+
+    /// The programs that compute this kernel, the portable one (that of
+    /// [`KernelSpec::wgsl`] and [`KernelSpec::dispatch`]) first.
+    pub fn programs(&self) -> Vec<Program<'_>> {
+        match self {
+            KernelSpec::MatmulF32(p) => p.programs(),
+            _ => vec![Program {
+                name: "main",
+                wgsl: self.wgsl(),
+                entry_point: self.entry_point(),
+                workgroups: self.dispatch(),
+            }],
         }
     }
 

@@ -209,6 +209,11 @@ pub(super) async fn run_worker(cfg: ShoalConfig, a: WorkerArgs) -> Result<()> {
                 // What the device really holds (declared in the hello; tiers use it).
                 let stable = gpu.max_stable_allocation(4 << 30, 16 << 20).await;
                 tracing::info!(mib = stable >> 20, "GPU: largest stable allocation");
+                // Each kernel with several programs runs the one this device runs fastest.
+                let start = std::time::Instant::now();
+                for t in gpu.tune(&|| start.elapsed().as_secs_f64()).await.context("timing the kernels' programs")? {
+                    tracing::info!(kernel = %t.kernel, program = t.chosen, size = t.size, "GPU: program chosen");
+                }
                 Executor::Gpu(std::sync::Arc::new(gpu))
             }
             Err(e) if a.gpu => bail!("--gpu: {e}"),
