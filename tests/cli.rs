@@ -378,3 +378,35 @@ fn failures_exit_with_their_codes(grpc_url: &str) {
         assert!(v["fields"]["message"].is_string() || v["fields"].is_object(), "{line}");
     }
 }
+
+/// `shoal bench gpu --json` on this machine's adapter (lavapipe here and
+/// in CI): the device's limits, then each kernel's figures, its program,
+/// and the CPU reference beside the smallest size.
+#[test]
+fn the_gpu_benchmark_reports_limits_and_kernels_as_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+        .args(["bench", "gpu", "--json", "--kernel", "mandelbrot", "--budget-secs", "0.05", "--max-run-secs", "0.01"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("shoal runs");
+    let stdout = ok(&out);
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("the output is JSON");
+    assert!(!report["adapter"]["name"].as_str().unwrap_or_default().is_empty(), "{report}");
+    for peak in ["f32_flops", "int_ops", "copy_bytes_per_s", "upload_bytes_per_s", "download_bytes_per_s"] {
+        assert!(report["peaks"][peak].as_f64().is_some_and(|v| v > 0.0), "{peak}: {report}");
+    }
+    let kernels = report["kernels"].as_array().expect("kernels");
+    assert!(!kernels.is_empty() && kernels.iter().all(|k| k["kernel"] == "mandelbrot"), "{report}");
+    let first = &kernels[0];
+    assert_eq!(first["size"], "256² × 256 it");
+    assert!(first["cpu_secs"].as_f64().is_some_and(|s| s > 0.0), "the smallest size runs the CPU reference");
+    let fraction = first["kernel_fraction_of_peak"].as_f64().expect("fraction");
+    assert!(fraction > 0.0 && fraction.is_finite(), "{first}");
+    // Bad input is refused with the reason.
+    let bad = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+        .args(["bench", "gpu", "--kernel", "custom"])
+        .output()
+        .expect("shoal runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a built-in kernel"), "{bad:?}");
+}

@@ -7,11 +7,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_core::kernels::{BindingRole, KernelId, KernelSpec, Program};
+use shoal_core::kernels::{KernelId, KernelSpec, Program};
 use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType};
 use shoal_core::Digest;
 
 use crate::validate::{validate_kernel, ShaderError};
+
+mod task;
+pub use task::InFlight;
 
 /// Why a kernel could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,9 +148,6 @@ pub struct Tuned {
 
 /// Bytes of idle buffers the pool keeps at most.
 const POOL_BYTES: u64 = 256 << 20;
-
-/// An output buffer, its readback buffer, padded size and data length.
-type Readback = (wgpu::Buffer, wgpu::Buffer, u64, u64);
 
 /// A pipeline and the bind group layout it was built with.
 struct Pipeline {
@@ -412,162 +412,6 @@ impl Gpu {
         Ok(p)
     }
 
-    /// Runs a kernel on its inputs and returns its outputs (each exactly
-    /// its declared length).
-    pub async fn run(&self, kernel: &KernelSpec, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>, ComputeError> {
-        self.check_lost()?;
-        self.check_stuck()?;
-        kernel
-            .validate()
-            .and_then(|()| kernel.check_inputs(inputs))
-            .map_err(|e| ComputeError::InvalidTask(e.to_string()))?;
-        let layout = kernel.layout();
-        for b in &layout {
-            let limit = match b.role {
-                BindingRole::Params => self.limits.max_uniform_buffer_binding_size,
-                _ => self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size),
-            };
-            if b.size > limit {
-                return Err(ComputeError::TooLarge { what: format!("binding {}", b.binding), bytes: b.size, limit });
-            }
-        }
-        let program = self.program(kernel);
-        let pipeline = self.pipeline(kernel, &program).await?;
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let (buffers, outputs) = self.buffers(kernel, &layout, inputs);
-        let bind_group = self.bind(&pipeline, &buffers);
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("task") });
-        // Reused output buffers start from zeros, as fresh ones do: no byte
-        // of an earlier task can reach this one's result.
-        for (out, _, _, _) in &outputs {
-            encoder.clear_buffer(out, 0, None);
-        }
-        {
-            let mut pass =
-                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            pass.set_pipeline(&pipeline.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            let [x, y, z] = program.workgroups;
-            pass.dispatch_workgroups(x, y, z);
-        }
-        for (out, staging, size, _) in &outputs {
-            encoder.copy_buffer_to_buffer(out, 0, staging, 0, *size);
-        }
-        let submission = self.queue.submit([encoder.finish()]);
-        if let Some(e) = invalid.pop().await {
-            return Err(scope_error(e));
-        }
-        if let Some(e) = oom.pop().await {
-            return Err(scope_error(e));
-        }
-        let mut receivers = Vec::with_capacity(outputs.len());
-        for (_, staging, _, _) in &outputs {
-            let (tx, rx) = futures_channel::oneshot::channel();
-            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
-            receivers.push(rx);
-        }
-        self.wait(submission)?;
-        let mut result = Vec::with_capacity(outputs.len());
-        for ((_, staging, _, data_len), rx) in outputs.iter().zip(receivers) {
-            match rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(ComputeError::Readback(e.to_string())),
-                Err(_) => {
-                    return Err(self.check_lost().err().unwrap_or(ComputeError::Readback("mapping abandoned".into())))
-                }
-            }
-            let view = staging.slice(..).get_mapped_range().map_err(|e| ComputeError::Readback(e.to_string()))?;
-            let bytes = view[..*data_len as usize].to_vec();
-            drop(view);
-            staging.unmap();
-            result.push(bytes);
-        }
-        self.check_lost()?;
-        // Completed and unmapped: everything goes back to the pool.
-        drop(bind_group);
-        for (_, buffer) in buffers {
-            self.pool.give(buffer);
-        }
-        for (out, staging, _, _) in outputs {
-            drop(out); // the same buffer is also in `buffers`
-            self.pool.give(staging);
-        }
-        Ok(result)
-    }
-
-    /// The bind group of a task's buffers.
-    fn bind(&self, pipeline: &Pipeline, buffers: &[(u32, wgpu::Buffer)]) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
-            .iter()
-            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
-            .collect();
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("task"),
-            layout: &pipeline.layout,
-            entries: &entries,
-        })
-    }
-
-    /// The task's buffers, by binding, and its outputs with their readback
-    /// buffers, padded sizes and data lengths.
-    fn buffers(
-        &self,
-        kernel: &KernelSpec,
-        layout: &[shoal_core::kernels::Binding],
-        inputs: &[&[u8]],
-    ) -> (Vec<(u32, wgpu::Buffer)>, Vec<Readback>) {
-        let params = kernel.params_bytes();
-        let mut buffers = Vec::with_capacity(layout.len());
-        let mut outputs = Vec::new();
-        let write = |buffer: &wgpu::Buffer, data: &[u8], size: u64| {
-            if data.len() as u64 == size {
-                self.queue.write_buffer(buffer, 0, data);
-            } else {
-                self.queue.write_buffer(buffer, 0, &padded(data, size));
-            }
-        };
-        for b in layout {
-            let buffer = match b.role {
-                BindingRole::Params => {
-                    let buf = self.pool.take(
-                        &self.device,
-                        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                        b.size,
-                    );
-                    write(&buf, &params, b.size);
-                    buf
-                }
-                BindingRole::Input(i) => {
-                    let data = inputs.get(usize::from(i)).copied().unwrap_or_default();
-                    let buf = self.pool.take(
-                        &self.device,
-                        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                        b.size,
-                    );
-                    write(&buf, data, b.size);
-                    buf
-                }
-                BindingRole::Output(_) => {
-                    let usage =
-                        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-                    let out = self.pool.take(&self.device, usage, b.size);
-                    let staging = self.pool.take(
-                        &self.device,
-                        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                        b.size,
-                    );
-                    outputs.push((out.clone(), staging, b.size, b.data_len));
-                    out
-                }
-            };
-            buffers.push((b.binding, buffer));
-        }
-        (buffers, outputs)
-    }
-
     /// Waits for a submission natively (bounded by the dispatch timeout);
     /// on the web the browser completes it from its event loop. A
     /// submission that times out is remembered: the device runs it on.
@@ -725,12 +569,4 @@ impl Gpu {
         }
         0
     }
-}
-
-/// `data` zero-padded to `size` bytes (bindings are multiples of 4 and never empty).
-fn padded(data: &[u8], size: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(size as usize);
-    v.extend_from_slice(data);
-    v.resize(size as usize, 0);
-    v
 }

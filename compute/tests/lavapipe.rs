@@ -307,3 +307,54 @@ fn tuning_keeps_the_fastest_program_it_measured() {
     assert_eq!(gpu.program(&k).name, matmul.chosen, "the choice is used from then on");
     check_on(&gpu, &k, &k.seeded_inputs(11));
 }
+
+#[test]
+fn tasks_in_flight_together_give_each_its_own_outputs() {
+    let gpu = gpu();
+    let a = KernelSpec::MatmulF32(MatmulParams { m: 33, n: 40, k: 12 });
+    let b = KernelSpec::Sha256(Sha256Params { count: 100, message_len: 37 });
+    let (ai, bi) = (a.seeded_inputs(21), b.seeded_inputs(22));
+    let (ar, br): (Vec<&[u8]>, Vec<&[u8]>) =
+        (ai.iter().map(Vec::as_slice).collect(), bi.iter().map(Vec::as_slice).collect());
+    // Both submitted before either is read, read in the other order.
+    let first = pollster::block_on(gpu.submit(&a, &ar)).expect("submits");
+    let second = pollster::block_on(gpu.submit(&b, &br)).expect("submits");
+    let b_out = pollster::block_on(second.outputs()).expect("reads");
+    let a_out = pollster::block_on(first.outputs()).expect("reads");
+    assert_eq!(b_out, b.run_cpu(&br).expect("reference"));
+    let want = a.run_cpu(&ar).expect("reference");
+    assert!(a.comparator().agree(&[&a_out[0]], &[&want[0]]));
+}
+
+#[test]
+fn the_benchmark_measures_limits_and_checks_kernels_against_the_cpu() {
+    let gpu = gpu();
+    let start = std::time::Instant::now();
+    let now = || start.elapsed().as_secs_f64();
+    let peaks = pollster::block_on(shoal_compute::bench::measure_peaks(gpu, 0.02, &now)).expect("probes run");
+    for (what, v) in [
+        ("f32", peaks.f32_flops),
+        ("int", peaks.int_ops),
+        ("copy", peaks.copy_bytes),
+        ("upload", peaks.upload_bytes),
+        ("download", peaks.download_bytes),
+    ] {
+        assert!(v.is_finite() && v > 0.0, "{what}: {v}");
+    }
+    assert_eq!(peaks.f16_flops.is_some(), gpu.has_f16());
+    let plan = shoal_compute::bench::Plan { budget: 0.02, max_run: 1.0, only: None };
+    let k = KernelSpec::MatmulF32(MatmulParams::square(64));
+    let f = pollster::block_on(shoal_compute::bench::measure_kernel(gpu, "64³".into(), &k, plan, true, &now))
+        .expect("measures");
+    assert_eq!((f.ops, f.program), (2 * 64 * 64 * 64, "tiled"));
+    assert!(f.kernel_secs > 0.0 && f.end_to_end_secs > 0.0 && f.overlapped_secs > 0.0 && f.cpu_secs.is_some());
+    // Mandelbrot counts the iterations it ran, not its bound.
+    let m = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(16, 16, -2.0, -1.25, 2.5 / 16.0, 100));
+    let f = pollster::block_on(shoal_compute::bench::measure_kernel(gpu, "16²".into(), &m, plan, false, &now))
+        .expect("measures");
+    let counts = m.run_cpu(&[]).expect("reference");
+    let iterations: u64 =
+        counts[0].chunks_exact(4).map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).sum();
+    assert_eq!(f.ops, iterations * shoal_core::kernels::mandelbrot::OPS_PER_ITERATION);
+    assert!(f.ops < m.ops() && f.cpu_secs.is_none());
+}

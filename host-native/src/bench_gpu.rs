@@ -103,14 +103,14 @@ fn peaks_text(p: &Peaks) -> String {
 }
 
 const HEADER: &str =
-    "\n| kernel | size | program | kernel only | of peak | end to end | of peak | CPU reference | GPU ÷ CPU |\n\
-                      |---|---|---|---|---|---|---|---|---|";
+    "\n| kernel | size | program | kernel only | of peak | end to end | of peak | 2 in flight | CPU reference | GPU ÷ CPU |\n\
+                      |---|---|---|---|---|---|---|---|---|---|";
 
 fn row(f: &KernelFigure, peaks: &Peaks) -> String {
     let unit = f.bound.unit();
     let cpu = f.cpu_rate();
     format!(
-        "| {} | {} | {} | {:.2} {unit} | {:.1} % | {:.2} {unit} | {:.1} % | {} | {} |",
+        "| {} | {} | {} | {:.2} {unit} | {:.1} % | {:.2} {unit} | {:.1} % | {:.2} {unit} | {} | {} |",
         f.kernel,
         f.size,
         f.program,
@@ -118,6 +118,7 @@ fn row(f: &KernelFigure, peaks: &Peaks) -> String {
         100.0 * f.kernel_fraction(peaks),
         f.end_to_end_rate() / 1e9,
         100.0 * f.end_to_end_fraction(peaks),
+        f.overlapped_rate() / 1e9,
         cpu.map_or_else(|| "–".to_owned(), |r| format!("{:.2} {unit}", r / 1e9)),
         cpu.map_or_else(|| "–".to_owned(), |r| format!("{:.2}×", f.end_to_end_rate() / r)),
     )
@@ -135,6 +136,7 @@ fn json(info: &shoal_compute::wgpu::AdapterInfo, p: &Peaks, figures: &[KernelFig
                 "bound": f.bound.unit(),
                 "kernel_secs": f.kernel_secs,
                 "end_to_end_secs": f.end_to_end_secs,
+                "overlapped_secs": f.overlapped_secs,
                 "cpu_secs": f.cpu_secs,
                 "kernel_fraction_of_peak": f.kernel_fraction(p),
                 "end_to_end_fraction_of_peak": f.end_to_end_fraction(p),

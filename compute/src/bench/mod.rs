@@ -57,8 +57,12 @@ pub struct KernelFigure {
     pub bound: Bound,
     /// Seconds of one dispatch with inputs resident.
     pub kernel_secs: f64,
-    /// Seconds of one run with upload and readback.
+    /// Seconds of one run with upload and readback, one run at a time.
     pub end_to_end_secs: f64,
+    /// Seconds per run with two in flight: the next run's upload and
+    /// dispatch are submitted before the previous one's outputs are read
+    /// (how a worker with queued tasks runs them).
+    pub overlapped_secs: f64,
     /// Seconds of the CPU reference (None where it would take too long).
     pub cpu_secs: Option<f64>,
 }
@@ -77,6 +81,11 @@ impl KernelFigure {
     /// Operations per second of the CPU reference.
     pub fn cpu_rate(&self) -> Option<f64> {
         self.cpu_secs.map(|s| self.ops as f64 / s.max(1e-12))
+    }
+
+    /// Operations per second, end to end with two runs in flight.
+    pub fn overlapped_rate(&self) -> f64 {
+        self.ops as f64 / self.overlapped_secs.max(1e-12)
     }
 
     /// The kernel-only rate as a fraction of the measured peak.
@@ -172,6 +181,7 @@ pub async fn measure_kernel(
         gpu.run(spec, &refs).await?;
     }
     let end_to_end_secs = (now() - start) / f64::from(n);
+    let overlapped_secs = overlapped(gpu, spec, &refs, n.max(2), now).await?;
     // One submission, so it must end well within the dispatch timeout.
     let k = reps((plan.budget / 2.0).min(10.0), end_to_end_secs, 500);
     let program = gpu.program(spec);
@@ -179,13 +189,19 @@ pub async fn measure_kernel(
     let cpu_secs = if cpu {
         let start = now();
         let want = spec.run_cpu(&refs).map_err(|e| ComputeError::InvalidTask(e.to_string()))?;
-        let secs = now() - start;
+        let first = now() - start;
         let (g, w): (Vec<&[u8]>, Vec<&[u8]>) =
             (outputs.iter().map(Vec::as_slice).collect(), want.iter().map(Vec::as_slice).collect());
         if !spec.comparator().agree(&g, &w) {
             return Err(ComputeError::InvalidTask(format!("{} {size}: the GPU and the CPU disagree", spec.id())));
         }
-        Some(secs)
+        // Repeated like the GPU's runs (a first run pays for cold caches).
+        let n = reps(plan.budget / 2.0, first, 20);
+        let start = now();
+        for _ in 0..n {
+            spec.run_cpu(&refs).map_err(|e| ComputeError::InvalidTask(e.to_string()))?;
+        }
+        Some((now() - start) / f64::from(n))
     } else {
         None
     };
@@ -198,8 +214,31 @@ pub async fn measure_kernel(
         bound: bound_of(spec),
         kernel_secs,
         end_to_end_secs,
+        overlapped_secs,
         cpu_secs,
     })
+}
+
+/// Seconds per run of `n` runs with two in flight.
+async fn overlapped(
+    gpu: &Gpu,
+    spec: &KernelSpec,
+    refs: &[&[u8]],
+    n: u32,
+    now: &dyn Fn() -> f64,
+) -> Result<f64, ComputeError> {
+    let start = now();
+    let mut previous = None;
+    for _ in 0..n {
+        let next = gpu.submit(spec, refs).await?;
+        if let Some(done) = previous.replace(next) {
+            done.outputs().await?;
+        }
+    }
+    if let Some(done) = previous {
+        done.outputs().await?;
+    }
+    Ok((now() - start) / f64::from(n))
 }
 
 /// Every kernel of the [`ladder`], each up to the size whose run would
