@@ -57,11 +57,20 @@ async fn gpu_and_cpu_workers_verify_together_within_the_rules_of_each_kernel() {
     // Float kernels: replicas are compared only within a class, so with a
     // second worker of each class every pair is homogeneous.
     workers.add(&service, "cpu-b", 1, Behaviour::Honest);
-    workers.add_on(&service, "gpu-b", 1, Behaviour::Honest, &gpu);
+    // The second GPU worker runs matmul's streamed program, the first the
+    // tiled one: the same class, replicas of different programs, which
+    // must agree within the kernel's tolerance.
+    let streamed = lavapipe();
+    if let Executor::Gpu(g) = &streamed {
+        g.choose(shoal_core::kernels::KernelId::MatmulF32, "streamed");
+    }
+    workers.add_on(&service, "gpu-b", 1, Behaviour::Honest, &streamed);
     wait_admitted(&mut c, 4).await;
     let floats: Vec<_> = (0..8u64)
         .map(|i| {
-            let k = KernelSpec::MatmulF32(MatmulParams { m: 33, n: 17, k: 45 });
+            // Odd shapes (tiled everywhere) and vec4 shapes (streamed on gpu-b).
+            let (n, k) = if i % 2 == 0 { (17, 45) } else { (20, 44) };
+            let k = KernelSpec::MatmulF32(MatmulParams { m: 33, n, k });
             (k.clone(), k.seeded_inputs(100 + i))
         })
         .collect();

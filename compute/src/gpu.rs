@@ -14,7 +14,9 @@ use shoal_core::Digest;
 use crate::validate::{validate_kernel, ShaderError};
 
 mod task;
+mod tune;
 pub use task::InFlight;
+pub use tune::{Tuned, Tuning};
 
 /// Why a kernel could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,19 +135,6 @@ impl BufferPool {
     }
 }
 
-/// What [`Gpu::tune`] chose for a kernel, and why.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Tuned {
-    /// The kernel.
-    pub kernel: KernelId,
-    /// The square size it was timed at.
-    pub size: u32,
-    /// The program now used.
-    pub chosen: &'static str,
-    /// Seconds per dispatch of each program.
-    pub times: Vec<(&'static str, f64)>,
-}
-
 /// Bytes of idle buffers the pool keeps at most.
 const POOL_BYTES: u64 = 256 << 20;
 
@@ -168,6 +157,9 @@ pub struct Gpu {
     /// The program each kernel runs, where it has several and one was
     /// chosen ([`Gpu::tune`], [`Gpu::choose`]); otherwise the portable one.
     choices: Mutex<HashMap<KernelId, &'static str>>,
+    /// Tasks worth keeping in flight at once, as measured by [`Gpu::tune`]
+    /// (1 until then).
+    in_flight: std::sync::atomic::AtomicU16,
     lost: Arc<Mutex<Option<String>>>,
     /// The last allocation probe's result (0: not probed).
     stable_alloc: std::sync::atomic::AtomicU64,
@@ -293,6 +285,7 @@ impl Gpu {
             options,
             pipelines: Mutex::new(HashMap::new()),
             choices: Mutex::new(HashMap::new()),
+            in_flight: std::sync::atomic::AtomicU16::new(1),
             lost,
             stable_alloc: std::sync::atomic::AtomicU64::new(0),
             pool: BufferPool::new(POOL_BYTES),
@@ -347,35 +340,6 @@ impl Gpu {
         if let Ok(mut c) = self.choices.lock() {
             c.insert(kernel, program);
         }
-    }
-
-    /// Measures every program of each built-in kernel that has several on
-    /// this device and keeps the fastest for it (a tiled matmul wins on
-    /// GPUs, a streamed one where invocations are CPU SIMD lanes). Sizes
-    /// grow from 256³ until the slowest program takes 2 ms, so a software
-    /// adapter tunes in a fraction of a second and a large GPU is timed on
-    /// a problem big enough to fill it. `now` is a monotonic clock in
-    /// seconds. Returns each kernel's choice and the times it saw.
-    pub async fn tune(&self, now: &dyn Fn() -> f64) -> Result<Vec<Tuned>, ComputeError> {
-        let mut tuned = Vec::new();
-        for n in [256u32, 1024, 2048] {
-            let kernel = KernelSpec::MatmulF32(shoal_core::kernels::MatmulParams::square(n));
-            let inputs = kernel.seeded_inputs(3);
-            let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-            let mut times = Vec::new();
-            for program in kernel.programs() {
-                times.push((program.name, self.dispatch_secs(&kernel, &program, &refs, 3, now).await?));
-            }
-            let Some(&(chosen, _)) = times.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else { break };
-            let slowest = times.iter().map(|t| t.1).fold(0.0, f64::max);
-            tuned.retain(|t: &Tuned| t.kernel != kernel.id());
-            tuned.push(Tuned { kernel: kernel.id(), size: n, chosen, times });
-            self.choose(kernel.id(), chosen);
-            if slowest >= 0.002 {
-                break;
-            }
-        }
-        Ok(tuned)
     }
 
     /// The cached pipeline of a program, validating (custom kernels) and

@@ -17,7 +17,7 @@ mod gpu;
 pub mod profile;
 mod validate;
 
-pub use gpu::{ComputeError, Gpu, GpuOptions, InFlight, Tuned};
+pub use gpu::{ComputeError, Gpu, GpuOptions, InFlight, Tuned, Tuning};
 pub use validate::{validate_kernel, ShaderError};
 /// The wgpu this executor is built on (its adapter types appear in the API).
 pub use wgpu;

@@ -298,13 +298,20 @@ fn tuning_keeps_the_fastest_program_it_measured() {
     let gpu = vulkan("tiled");
     let start = std::time::Instant::now();
     let tuned = pollster::block_on(gpu.tune(&|| start.elapsed().as_secs_f64())).expect("tunes");
-    let matmul = tuned.iter().find(|t| t.kernel == KernelId::MatmulF32).expect("matmul has programs to choose from");
+    let matmul =
+        tuned.programs.iter().find(|t| t.kernel == KernelId::MatmulF32).expect("matmul has programs to choose from");
     let names: Vec<&str> = matmul.times.iter().map(|t| t.0).collect();
     assert_eq!(names, ["tiled", "streamed"]);
     let fastest = matmul.times.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("timed");
     assert_eq!(matmul.chosen, fastest.0);
     let k = KernelSpec::MatmulF32(MatmulParams::square(64));
     assert_eq!(gpu.program(&k).name, matmul.chosen, "the choice is used from then on");
+    // Depths 1..=3 were timed; the suggestion is the shallowest within 5 % of the best.
+    let depths: Vec<u16> = tuned.depths.iter().map(|d| d.0).collect();
+    assert_eq!(depths, [1, 2, 3]);
+    let best = tuned.depths.iter().map(|d| d.1).fold(f64::MAX, f64::min);
+    let shallowest = tuned.depths.iter().find(|d| d.1 <= best * 1.05).expect("one is the best");
+    assert_eq!((tuned.in_flight, gpu.suggested_in_flight()), (shallowest.0, shallowest.0));
     check_on(&gpu, &k, &k.seeded_inputs(11));
 }
 

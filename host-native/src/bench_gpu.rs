@@ -66,10 +66,13 @@ async fn measure(o: &GpuBenchOptions) -> Result<()> {
     say("measuring the device's limits…".into());
     let peaks = bench::measure_peaks(&gpu, o.budget, &now).await.context("measuring the device's limits")?;
     say(peaks_text(&peaks));
-    for t in gpu.tune(&now).await.context("choosing each kernel's program")? {
+    let tuning = gpu.tune(&now).await.context("choosing each kernel's program")?;
+    for t in &tuning.programs {
         let times: Vec<String> = t.times.iter().map(|(p, s)| format!("{p} {:.2} ms", s * 1e3)).collect();
         say(format!("{}: {} (at {}³: {})", t.kernel, t.chosen, t.size, times.join(", ")));
     }
+    let depths: Vec<String> = tuning.depths.iter().map(|(d, s)| format!("{d}: {:.2} ms", s * 1e3)).collect();
+    say(format!("tasks in flight: {} (per task with {})", tuning.in_flight, depths.join(", ")));
     let only = match &o.kernel {
         Some(name) => Some(
             KernelId::ALL

@@ -305,7 +305,11 @@ impl<P: Fn(&Status)> Agent<P> {
             auth: options.token.clone().map_or(HelloAuth::Guest, HelloAuth::Token),
             device: executor.device_info(),
             software: format!("shoal-web/{}", env!("CARGO_PKG_VERSION")),
-            max_concurrent: options.max_concurrent.max(1),
+            // One more than runs at once: the next one's inputs arrive while those run.
+            max_concurrent: options
+                .max_concurrent
+                .unwrap_or_else(|| u16::try_from(executor.in_flight(self.share) + 1).unwrap_or(2))
+                .max(1),
             cache_bytes: u64::from(options.cache_mib) << 20,
             held: Vec::new(),
         };
@@ -346,7 +350,8 @@ impl<P: Fn(&Status)> Agent<P> {
         let (tx, mut events) = unbounded::<Event>();
         let profiled_share = self.share;
         let mut queue: VecDeque<Queued> = VecDeque::new();
-        let mut device_busy = false;
+        // Runs on the device now, at most `executor.in_flight(share)`.
+        let mut running = 0usize;
         let mut admitted = false;
         let mut after_close: Option<End> = None;
         self.status.connections += 1;
@@ -382,11 +387,10 @@ impl<P: Fn(&Status)> Agent<P> {
                     }
                 }
             }
-            if !device_busy {
-                if let Some(next) = queue.pop_front() {
-                    device_busy = true;
-                    wasm_bindgen_futures::spawn_local(run_one(executor.clone(), next, self.share, tx.clone()));
-                }
+            while running < executor.in_flight(self.share) {
+                let Some(next) = queue.pop_front() else { break };
+                running += 1;
+                wasm_bindgen_futures::spawn_local(run_one(executor.clone(), next, self.share, tx.clone()));
             }
             if !out.is_empty() && ws.send(WsMessage::Bytes(out.to_vec())).await.is_err() {
                 return End::Dropped { reason: "the connection failed while sending".into(), was_admitted: admitted };
@@ -450,7 +454,7 @@ impl<P: Fn(&Status)> Agent<P> {
                     };
                 }
                 Event::Done { assignment, outcome, run_ms } => {
-                    device_busy = false;
+                    running = running.saturating_sub(1);
                     self.status.busy_ms += run_ms;
                     let before = session.completed();
                     session.handle(now(), WorkerInput::Finished { assignment, outcome });

@@ -60,9 +60,11 @@ pub struct StartOptions {
     /// Percent of the GPU's time to use (default 100).
     #[serde(default = "full_share")]
     pub gpu_share: u8,
-    /// Assignments accepted at once (they run one after another).
-    #[serde(default = "default_concurrency")]
-    pub max_concurrent: u16,
+    /// Assignments accepted at once. Default, from the device: one more
+    /// than the tasks its measured pipeline keeps in flight (one on the
+    /// CPU, or at a GPU share under 100 %, where runs go one at a time).
+    #[serde(default)]
+    pub max_concurrent: Option<u16>,
     /// Use WebGPU when the browser has it (off: the CPU references in wasm).
     #[serde(default = "yes")]
     pub use_gpu: bool,
@@ -78,10 +80,6 @@ fn default_cache_mib() -> u32 {
 
 fn full_share() -> u8 {
     100
-}
-
-fn default_concurrency() -> u16 {
-    2
 }
 
 fn yes() -> bool {
@@ -102,7 +100,7 @@ impl StartOptions {
             wasm_key: false,
             worker_id: None,
             gpu_share: full_share(),
-            max_concurrent: default_concurrency(),
+            max_concurrent: None,
             use_gpu: true,
             cache_mib: default_cache_mib(),
         }
@@ -119,7 +117,7 @@ impl StartOptions {
         if let Some(id) = &self.worker_id {
             shoal_core::WorkerId::new(id.clone()).map_err(|e| format!("worker id {id:?}: {e}"))?;
         }
-        if self.max_concurrent == 0 {
+        if self.max_concurrent == Some(0) {
             return Err("maxConcurrent must be at least 1".into());
         }
         if self.token.is_some() && self.guest {
@@ -288,7 +286,7 @@ mod tests {
         let c: Control = serde_json::from_str(r#"{"type":"start","url":"ws://127.0.0.1:1/ws","gpuShare":50}"#)
             .expect("a page's start");
         let Control::Start(o) = &c else { panic!("{c:?}") };
-        assert_eq!((o.gpu_share, o.max_concurrent, o.use_gpu, o.token.as_deref()), (50, 2, true, None));
+        assert_eq!((o.gpu_share, o.max_concurrent, o.use_gpu, o.token.as_deref()), (50, None, true, None));
         assert_eq!(o.validate(), Ok(()));
         let back: Control = serde_json::from_str(&serde_json::to_string(&c).expect("json")).expect("back");
         assert_eq!(back, c);

@@ -12,6 +12,7 @@ use shoal_core::wire::message::DeviceInfo;
 use wasm_bindgen::JsCast;
 
 use crate::control::DeviceSummary;
+use crate::policy::GpuShare;
 
 /// The longest one GPU dispatch may take before it counts as lost.
 const DISPATCH_TIMEOUT: Duration = Duration::from_mins(1);
@@ -101,6 +102,17 @@ impl Executor {
         match &self.gpu {
             Some(g) => g.device_info(),
             None => DeviceInfo::cpu_reference("wasm32", "shoal-core reference kernels (wasm)"),
+        }
+    }
+
+    /// Runs worth having on the device at once: what the GPU's measured
+    /// pipeline keeps busy at a full share; one on the CPU (a tab has one
+    /// thread) or at a smaller share (each run is followed by its idle
+    /// time).
+    pub fn in_flight(&self, share: GpuShare) -> usize {
+        match &self.gpu {
+            Some(gpu) if share.percent() == 100 => usize::from(gpu.suggested_in_flight().max(1)),
+            _ => 1,
         }
     }
 

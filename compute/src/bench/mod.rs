@@ -181,7 +181,7 @@ pub async fn measure_kernel(
         gpu.run(spec, &refs).await?;
     }
     let end_to_end_secs = (now() - start) / f64::from(n);
-    let overlapped_secs = overlapped(gpu, spec, &refs, n.max(2), now).await?;
+    let overlapped_secs = gpu.secs_in_flight(spec, &refs, n.max(2), 2, now).await?;
     // One submission, so it must end well within the dispatch timeout.
     let k = reps((plan.budget / 2.0).min(10.0), end_to_end_secs, 500);
     let program = gpu.program(spec);
@@ -217,28 +217,6 @@ pub async fn measure_kernel(
         overlapped_secs,
         cpu_secs,
     })
-}
-
-/// Seconds per run of `n` runs with two in flight.
-async fn overlapped(
-    gpu: &Gpu,
-    spec: &KernelSpec,
-    refs: &[&[u8]],
-    n: u32,
-    now: &dyn Fn() -> f64,
-) -> Result<f64, ComputeError> {
-    let start = now();
-    let mut previous = None;
-    for _ in 0..n {
-        let next = gpu.submit(spec, refs).await?;
-        if let Some(done) = previous.replace(next) {
-            done.outputs().await?;
-        }
-    }
-    if let Some(done) = previous {
-        done.outputs().await?;
-    }
-    Ok((now() - start) / f64::from(n))
 }
 
 /// Every kernel of the [`ladder`], each up to the size whose run would

@@ -177,9 +177,11 @@ pub(super) struct WorkerArgs {
     /// A team for leaderboards.
     #[arg(long, conflicts_with_all = ["token", "guest"])]
     pub(super) team: Option<String>,
-    /// Assignments at once.
-    #[arg(long, default_value_t = 2)]
-    pub(super) concurrency: u16,
+    /// Assignments at once. Default, from the device: on a GPU one more
+    /// than the tasks its measured pipeline keeps in flight (so the next
+    /// task's inputs arrive while those run); on the CPU, one per core.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(super) concurrency: Option<u16>,
     /// MiB of shared inputs (a job's model, its tables) kept between tasks
     /// instead of downloaded again; 0 keeps none.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]

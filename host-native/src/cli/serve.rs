@@ -211,9 +211,12 @@ pub(super) async fn run_worker(cfg: ShoalConfig, a: WorkerArgs) -> Result<()> {
                 tracing::info!(mib = stable >> 20, "GPU: largest stable allocation");
                 // Each kernel with several programs runs the one this device runs fastest.
                 let start = std::time::Instant::now();
-                for t in gpu.tune(&|| start.elapsed().as_secs_f64()).await.context("timing the kernels' programs")? {
+                let tuning =
+                    gpu.tune(&|| start.elapsed().as_secs_f64()).await.context("timing the kernels' programs")?;
+                for t in &tuning.programs {
                     tracing::info!(kernel = %t.kernel, program = t.chosen, size = t.size, "GPU: program chosen");
                 }
+                tracing::info!(in_flight = tuning.in_flight, "GPU: tasks worth keeping in flight");
                 Executor::Gpu(std::sync::Arc::new(gpu))
             }
             Err(e) if a.gpu => bail!("--gpu: {e}"),
@@ -223,6 +226,11 @@ pub(super) async fn run_worker(cfg: ShoalConfig, a: WorkerArgs) -> Result<()> {
             }
         }
     };
+    let max_concurrent = a.concurrency.unwrap_or_else(|| match &executor {
+        Executor::Gpu(gpu) => gpu.suggested_in_flight().saturating_add(1),
+        Executor::Cpu => std::thread::available_parallelism().map_or(2, |n| u16::try_from(n.get()).unwrap_or(u16::MAX)),
+    });
+    tracing::info!(max_concurrent, "assignments at once");
     let (stop, rx) = watch::channel(false);
     let opts = WorkerOptions {
         url: a.coordinator.clone(),
@@ -231,7 +239,7 @@ pub(super) async fn run_worker(cfg: ShoalConfig, a: WorkerArgs) -> Result<()> {
         identity: worker_identity(&cfg, &a)?,
         profile: worker_profile(&a)?,
         token: a.token,
-        max_concurrent: a.concurrency,
+        max_concurrent,
         cache_bytes: a.input_cache_mib << 20,
         cache_dir: a.input_cache_dir.clone(),
         behaviour: Behaviour::Honest,
