@@ -5,9 +5,11 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use shoal_compute::{ComputeError, Gpu, GpuOptions, ShaderError};
+use js_sys::wasm_bindgen::JsCast;
+use shoal_compute::{bench, ComputeError, Gpu, GpuOptions, ShaderError};
 use shoal_core::kernels::{
-    Comparator, CustomBinding, CustomKernel, CustomRole, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params,
+    Comparator, CustomBinding, CustomKernel, CustomRole, KernelId, KernelSpec, MandelbrotParams, MatmulParams,
+    Sha256Params,
 };
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -56,36 +58,58 @@ async fn invalid_custom_wgsl_is_refused_before_dispatch() {
     assert!(matches!(gpu.run(&bad, &[]).await, Err(ComputeError::Shader(ShaderError::Parse(_)))));
 }
 
-/// Median of `runs` timings of a kernel, in ms (the page clock has ms resolution).
-async fn median_ms(gpu: &Gpu, kernel: &KernelSpec, inputs: &[Vec<u8>], runs: usize) -> f64 {
-    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-    gpu.run(kernel, &refs).await.expect("warm-up run");
-    let mut t = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = js_sys::Date::now();
-        gpu.run(kernel, &refs).await.expect("runs");
-        t.push(js_sys::Date::now() - start);
-    }
-    t.sort_by(f64::total_cmp);
-    t[runs / 2]
+/// A monotonic clock in seconds: `performance.now()` of the worker's global.
+fn seconds() -> f64 {
+    let global = js_sys::global();
+    let performance = js_sys::Reflect::get(&global, &"performance".into()).expect("performance");
+    let now: js_sys::Function =
+        js_sys::Reflect::get(&performance, &"now".into()).expect("performance.now").dyn_into().expect("a function");
+    now.call0(&performance).expect("performance.now()").as_f64().expect("a number") / 1e3
 }
 
-/// Timings in the browser, printed for the benchmark table (compare with
-/// `cargo bench -p shoal-compute --bench kernels` natively). Asserts only
-/// that every run succeeds.
+/// `shoal bench gpu` in the browser: the device's limits, the programs
+/// tuning chose, and every kernel against the limits, printed in the same
+/// table as natively so a tab and a native worker on one machine compare
+/// kernel by kernel. Tests run it briefly; `cargo xtask bench --gpu` builds
+/// it with `SHOAL_GPU_BENCH_BUDGET` (seconds per figure) for real figures.
+/// Asserts that every figure is measured and every kernel agreed with the
+/// CPU where the CPU ran.
 #[wasm_bindgen_test]
-async fn timings_on_webgpu() {
+async fn the_gpu_benchmark_runs_on_webgpu() {
     let gpu = Gpu::new(GpuOptions::default()).await.expect("WebGPU adapter");
-    for n in [256u32, 512] {
-        let k = KernelSpec::MatmulF32(MatmulParams::square(n));
-        let ms = median_ms(&gpu, &k, &k.seeded_inputs(1), 3).await;
-        let gflops = 2.0 * f64::from(n).powi(3) / (ms * 1e6);
-        wasm_bindgen_test::console_log!("browser matmul_f32 {n}³: {ms:.1} ms, {gflops:.2} GFLOPS");
+    let budget: f64 = option_env!("SHOAL_GPU_BENCH_BUDGET").and_then(|b| b.parse().ok()).unwrap_or(0.03);
+    let now = seconds;
+    let info = gpu.adapter_info();
+    let name = if info.name.is_empty() { "WebGPU (the browser does not name it)" } else { &info.name };
+    wasm_bindgen_test::console_log!("browser adapter: {name}");
+    let peaks = bench::measure_peaks(&gpu, budget, &now).await.expect("the probes run");
+    wasm_bindgen_test::console_log!("browser {}", bench::peaks_line(&peaks));
+    let tuning = gpu.tune(&now).await.expect("tunes");
+    wasm_bindgen_test::console_log!("browser {}", bench::tuning_lines(&tuning));
+    wasm_bindgen_test::console_log!("{}", bench::TABLE_HEADER);
+    let plan = bench::Plan { budget, max_run: budget * 20.0, only: None };
+    let mut rows = 0;
+    let figures = bench::measure_kernels(&gpu, plan, &now, &mut |f| {
+        rows += 1;
+        wasm_bindgen_test::console_log!("{}", bench::table_row(f, &peaks));
+    })
+    .await
+    .expect("every kernel measures");
+    assert_eq!(rows, figures.len());
+    for id in [KernelId::MatmulF32, KernelId::Sha256, KernelId::Mandelbrot] {
+        assert!(figures.iter().any(|f| f.kernel == id), "{id} was measured");
     }
-    for count in [4_096u32, 65_536] {
-        let k = KernelSpec::Sha256(Sha256Params { count, message_len: 64 });
-        let ms = median_ms(&gpu, &k, &k.seeded_inputs(2), 5).await;
-        let rate = f64::from(count) / (ms * 1e3);
-        wasm_bindgen_test::console_log!("browser sha256 {count} × 64 B: {ms:.1} ms, {rate:.2} M hashes/s");
+    assert!(figures.iter().all(|f| f.kernel_rate() > 0.0 && f.end_to_end_rate().is_finite()));
+}
+
+#[wasm_bindgen_test]
+async fn both_matmul_programs_agree_with_the_cpu_reference_on_webgpu() {
+    let gpu = Gpu::new(GpuOptions::default()).await.expect("WebGPU adapter");
+    for program in ["tiled", "streamed"] {
+        gpu.choose(KernelId::MatmulF32, program);
+        for (m, n, kk) in [(1, 4, 4), (33, 260, 36), (17, 20, 45)] {
+            let k = KernelSpec::MatmulF32(MatmulParams { m, n, k: kk });
+            check(&gpu, &k, &k.seeded_inputs(9)).await;
+        }
     }
 }

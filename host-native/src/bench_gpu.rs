@@ -65,14 +65,9 @@ async fn measure(o: &GpuBenchOptions) -> Result<()> {
     ));
     say("measuring the device's limits…".into());
     let peaks = bench::measure_peaks(&gpu, o.budget, &now).await.context("measuring the device's limits")?;
-    say(peaks_text(&peaks));
+    say(bench::peaks_line(&peaks));
     let tuning = gpu.tune(&now).await.context("choosing each kernel's program")?;
-    for t in &tuning.programs {
-        let times: Vec<String> = t.times.iter().map(|(p, s)| format!("{p} {:.2} ms", s * 1e3)).collect();
-        say(format!("{}: {} (at {}³: {})", t.kernel, t.chosen, t.size, times.join(", ")));
-    }
-    let depths: Vec<String> = tuning.depths.iter().map(|(d, s)| format!("{d}: {:.2} ms", s * 1e3)).collect();
-    say(format!("tasks in flight: {} (per task with {})", tuning.in_flight, depths.join(", ")));
+    say(bench::tuning_lines(&tuning));
     let only = match &o.kernel {
         Some(name) => Some(
             KernelId::ALL
@@ -83,48 +78,13 @@ async fn measure(o: &GpuBenchOptions) -> Result<()> {
         None => None,
     };
     let plan = Plan { budget: o.budget, max_run: o.max_run, only };
-    let mut progress = |f: &KernelFigure| say(row(f, &peaks));
-    say(HEADER.into());
+    let mut progress = |f: &KernelFigure| say(bench::table_row(f, &peaks));
+    say(bench::TABLE_HEADER.into());
     let figures = bench::measure_kernels(&gpu, plan, &now, &mut progress).await.context("measuring the kernels")?;
     if o.json {
         println!("{}", serde_json::to_string_pretty(&json(&info, &peaks, &figures))?);
     }
     Ok(())
-}
-
-fn peaks_text(p: &Peaks) -> String {
-    let f16 = p.f16_flops.map_or_else(|| "no shader-f16".to_owned(), |f| format!("{:.1} GFLOPS", f / 1e9));
-    format!(
-        "limits: f32 FMA {:.1} GFLOPS · f16 FMA {f16} · int32 {:.1} Gops/s · memory copy {:.1} GB/s · upload {:.2} \
-         GB/s · download {:.2} GB/s",
-        p.f32_flops / 1e9,
-        p.int_ops / 1e9,
-        p.copy_bytes / 1e9,
-        p.upload_bytes / 1e9,
-        p.download_bytes / 1e9
-    )
-}
-
-const HEADER: &str =
-    "\n| kernel | size | program | kernel only | of peak | end to end | of peak | 2 in flight | CPU reference | GPU ÷ CPU |\n\
-                      |---|---|---|---|---|---|---|---|---|---|";
-
-fn row(f: &KernelFigure, peaks: &Peaks) -> String {
-    let unit = f.bound.unit();
-    let cpu = f.cpu_rate();
-    format!(
-        "| {} | {} | {} | {:.2} {unit} | {:.1} % | {:.2} {unit} | {:.1} % | {:.2} {unit} | {} | {} |",
-        f.kernel,
-        f.size,
-        f.program,
-        f.kernel_rate() / 1e9,
-        100.0 * f.kernel_fraction(peaks),
-        f.end_to_end_rate() / 1e9,
-        100.0 * f.end_to_end_fraction(peaks),
-        f.overlapped_rate() / 1e9,
-        cpu.map_or_else(|| "–".to_owned(), |r| format!("{:.2} {unit}", r / 1e9)),
-        cpu.map_or_else(|| "–".to_owned(), |r| format!("{:.2}×", f.end_to_end_rate() / r)),
-    )
 }
 
 fn json(info: &shoal_compute::wgpu::AdapterInfo, p: &Peaks, figures: &[KernelFigure]) -> serde_json::Value {

@@ -67,6 +67,7 @@ fn print_help() {
          bench [ARGS]     cargo bench -p shoal-core; ARGS go to criterion\n\
          bench --browser  browser tab (WebGPU) vs native workers (lavapipe, CPU) on the same jobs\n\
          bench --dashboard  the dashboard's budgets: first-load bytes, time to first data, idle CPU\n\
+         bench --gpu [ARGS]  `shoal bench gpu` (ARGS go to it), then the same in a Chromium tab on WebGPU\n\
          proto-baseline   after a compatible API addition: lint, check, and make it the new `buf breaking` baseline"
     );
 }
@@ -662,6 +663,10 @@ fn bench(args: &[String]) -> Result {
     if args.iter().any(|a| a == "--dashboard") {
         return bench_dashboard();
     }
+    if args.iter().any(|a| a == "--gpu") {
+        let rest: Vec<&String> = args.iter().filter(|a| *a != "--gpu").collect();
+        return bench_gpu(&rest);
+    }
     let mut c = cargo();
     c.args(["bench", "--locked", "-p", "shoal-core", "--benches", "--"]).args(args);
     step("criterion benchmarks", &mut c)?;
@@ -674,6 +679,31 @@ fn bench(args: &[String]) -> Result {
         println!("| {name} | {:.2} µs | — |", ns / 1e3);
     }
     Ok(())
+}
+
+/// `shoal bench gpu` natively (ARGS go to it), then the same measurements
+/// in headless Chromium on WebGPU, one after the other on this machine.
+fn bench_gpu(args: &[&String]) -> Result {
+    ensure_lavapipe()?;
+    step(
+        "shoal bench gpu (release, native)",
+        cargo()
+            .args(["run", "--release", "--locked", "-p", "shoal-native", "--bin", "shoal", "--", "bench", "gpu"])
+            .args(args),
+    )?;
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen()?;
+    ensure_browser()?;
+    step(
+        "the same in a browser tab (release, WebGPU in headless Chromium)",
+        cargo()
+            .args(["test", "--release", "--locked", "-p", "shoal-compute", "--target", WASM_TARGET, "--test", "web"])
+            .args(["--", "--nocapture", "the_gpu_benchmark_runs_on_webgpu"])
+            .env("SHOAL_GPU_BENCH_BUDGET", "1")
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "900")
+            .env("TMPDIR", browser_tmp()),
+    )
 }
 
 /// The browser worker's benchmark: a Chromium tab on WebGPU vs native

@@ -1,4 +1,5 @@
-// Probe: f16 fused multiply-add throughput. Each invocation advances eight
+// Probe: f16 multiply-add throughput (written `a * m + c`, as the kernels
+// write theirs, which compilers fuse where the device has FMA). Each invocation advances eight
 // independent vec4 chains `iters` times (64 flops per step), so the
 // arithmetic units, not latency or memory, bind it. Values converge to 1:
 // no denormals, nothing the compiler can fold (`iters` is a parameter).
@@ -30,14 +31,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let m = vec4<f16>(0.9999);
     let c = vec4<f16>(0.0001);
     for (var i = 0u; i < params.iters; i = i + 1u) {
-        a0 = fma(a0, m, c);
-        a1 = fma(a1, m, c);
-        a2 = fma(a2, m, c);
-        a3 = fma(a3, m, c);
-        a4 = fma(a4, m, c);
-        a5 = fma(a5, m, c);
-        a6 = fma(a6, m, c);
-        a7 = fma(a7, m, c);
+        a0 = a0 * m + c;
+        a1 = a1 * m + c;
+        a2 = a2 * m + c;
+        a3 = a3 * m + c;
+        a4 = a4 * m + c;
+        a5 = a5 * m + c;
+        a6 = a6 * m + c;
+        a7 = a7 * m + c;
     }
     out[idx] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
 }

@@ -13,7 +13,7 @@ pub use probes::{measure as measure_peaks, Peaks};
 
 use shoal_core::kernels::{mandelbrot, KernelId, KernelSpec, MandelbrotParams, MatmulParams, Sha256Params};
 
-use crate::gpu::{ComputeError, Gpu};
+use crate::gpu::{ComputeError, Gpu, Tuning};
 
 /// The limit a kernel runs into, against which its fraction is reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +116,59 @@ impl Default for Plan {
     fn default() -> Self {
         Plan { budget: 2.0, max_run: 8.0, only: None }
     }
+}
+
+/// The measured limits in one line.
+pub fn peaks_line(p: &Peaks) -> String {
+    let f16 = p.f16_flops.map_or_else(|| "no shader-f16".to_owned(), |f| format!("{:.1} GFLOPS", f / 1e9));
+    format!(
+        "limits: f32 FMA {:.1} GFLOPS · f16 FMA {f16} · int32 {:.1} Gops/s · memory copy {:.1} GB/s · upload {:.2} \
+         GB/s · download {:.2} GB/s",
+        p.f32_flops / 1e9,
+        p.int_ops / 1e9,
+        p.copy_bytes / 1e9,
+        p.upload_bytes / 1e9,
+        p.download_bytes / 1e9
+    )
+}
+
+/// The head of the kernels' table (Markdown).
+pub const TABLE_HEADER: &str =
+    "\n| kernel | size | program | kernel only | of peak | end to end | of peak | 2 in flight | CPU reference | GPU ÷ CPU |\n\
+                      |---|---|---|---|---|---|---|---|---|---|";
+
+/// One kernel's row of the table.
+pub fn table_row(f: &KernelFigure, peaks: &Peaks) -> String {
+    let unit = f.bound.unit();
+    let cpu = f.cpu_rate();
+    format!(
+        "| {} | {} | {} | {:.2} {unit} | {:.1} % | {:.2} {unit} | {:.1} % | {:.2} {unit} | {} | {} |",
+        f.kernel,
+        f.size,
+        f.program,
+        f.kernel_rate() / 1e9,
+        100.0 * f.kernel_fraction(peaks),
+        f.end_to_end_rate() / 1e9,
+        100.0 * f.end_to_end_fraction(peaks),
+        f.overlapped_rate() / 1e9,
+        cpu.map_or_else(|| "–".to_owned(), |r| format!("{:.2} {unit}", r / 1e9)),
+        cpu.map_or_else(|| "–".to_owned(), |r| format!("{:.2}×", f.end_to_end_rate() / r)),
+    )
+}
+
+/// What [`Gpu::tune`] chose, in lines.
+pub fn tuning_lines(t: &Tuning) -> String {
+    let mut lines: Vec<String> = t
+        .programs
+        .iter()
+        .map(|p| {
+            let times: Vec<String> = p.times.iter().map(|(name, s)| format!("{name} {:.2} ms", s * 1e3)).collect();
+            format!("{}: {} (at {}³: {})", p.kernel, p.chosen, p.size, times.join(", "))
+        })
+        .collect();
+    let depths: Vec<String> = t.depths.iter().map(|(d, s)| format!("{d}: {:.2} ms", s * 1e3)).collect();
+    lines.push(format!("tasks in flight: {} (per task with {})", t.in_flight, depths.join(", ")));
+    lines.join("\n")
 }
 
 /// The sizes benchmarked, each kernel's smallest first.
