@@ -83,6 +83,22 @@ async fn gpu_and_cpu_workers_verify_together_within_the_rules_of_each_kernel() {
         assert!(classes.iter().all(|&g| g == classes[0]), "float replicas of one class: {:?}", o.agreed);
     }
 
+    // matmul_f16 goes only to workers whose device has shader-f16 (both
+    // lavapipe workers; the CPU workers do not declare it).
+    let halves: Vec<_> = (0..4u64)
+        .map(|i| {
+            let k = KernelSpec::MatmulF16(MatmulParams { m: 20, n: 36, k: 50 });
+            (k.clone(), k.seeded_inputs(200 + i))
+        })
+        .collect();
+    let job = submit(&mut c, "f16", 2, &halves).await;
+    assert_eq!(wait_finished(&mut c, &job, 60).await.verified, halves.len() as u32);
+    for o in results(&mut c, &job).await {
+        let (k, inputs) = &halves[o.index as usize];
+        assert!(agrees(k, &o.outputs, &reference(k, inputs)), "within f16 tolerance of the CPU reference");
+        assert!(o.agreed.iter().all(|w| w.starts_with("gpu")), "{:?}", o.agreed);
+    }
+
     // Custom WGSL: only GPU workers declare it; it runs there.
     let input: Vec<u8> = (0..64u32).flat_map(u32::to_le_bytes).collect();
     let job = submit(&mut c, "custom", 2, &[(triple(TRIPLE), vec![input])]).await;

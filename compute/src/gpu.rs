@@ -309,7 +309,8 @@ impl Gpu {
             },
             max_storage_binding_bytes: self.limits.max_storage_buffer_binding_size,
             max_workgroup_invocations: self.limits.max_compute_invocations_per_workgroup,
-            kernels: KernelId::ALL.to_vec(),
+            // f16 kernels only where the device has f16 arithmetic.
+            kernels: KernelId::ALL.into_iter().filter(|&k| k != KernelId::MatmulF16 || self.has_f16()).collect(),
         }
     }
 

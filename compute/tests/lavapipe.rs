@@ -82,6 +82,13 @@ proptest! {
     }
 
     #[test]
+    fn matmul_f16_is_within_tolerance_where_the_device_has_f16(m in 1u32..70, n in 1u32..70, kk in 1u32..70, seed in any::<u64>()) {
+        let k = KernelSpec::MatmulF16(MatmulParams { m, n, k: kk });
+        prop_assume!(gpu().has_f16());
+        check(&k, &k.seeded_inputs(seed));
+    }
+
+    #[test]
     fn streamed_matmul_is_within_tolerance(m in 1u32..70, n4 in 1u32..80, k4 in 1u32..20, seed in any::<u64>()) {
         let k = KernelSpec::MatmulF32(MatmulParams { m, n: 4 * n4, k: 4 * k4 });
         prop_assert_eq!(streamed().program(&k).name, "streamed");
@@ -364,4 +371,20 @@ fn the_benchmark_measures_limits_and_checks_kernels_against_the_cpu() {
         counts[0].chunks_exact(4).map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).sum();
     assert_eq!(f.ops, iterations * shoal_core::kernels::mandelbrot::OPS_PER_ITERATION);
     assert!(f.ops < m.ops() && f.cpu_secs.is_none());
+}
+
+#[test]
+fn matmul_f16_is_declared_and_run_only_with_shader_f16() {
+    let gpu = gpu();
+    let declared = gpu.device_info().kernels.contains(&KernelId::MatmulF16);
+    assert_eq!(declared, gpu.has_f16());
+    let k = KernelSpec::MatmulF16(MatmulParams { m: 65, n: 130, k: 300 });
+    let inputs = k.seeded_inputs(13);
+    if gpu.has_f16() {
+        // Larger than a workgroup's 64×64 block in both directions, k past one tile step.
+        check(&k, &inputs);
+    } else {
+        let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+        assert!(matches!(gpu.run_blocking(&k, &refs), Err(ComputeError::InvalidTask(_))));
+    }
 }

@@ -4,7 +4,7 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use shoal_core::kernels::{BindingRole, KernelSpec, MandelbrotParams, MatmulParams, Program, Sha256Params};
+use shoal_core::kernels::{BindingRole, KernelId, KernelSpec, MandelbrotParams, MatmulParams, Program, Sha256Params};
 
 fn built_ins() -> Vec<KernelSpec> {
     vec![
@@ -12,6 +12,7 @@ fn built_ins() -> Vec<KernelSpec> {
         KernelSpec::MatmulF32(MatmulParams { m: 3, n: 5, k: 7 }),
         // n and k multiples of 4: the streamed program too.
         KernelSpec::MatmulF32(MatmulParams { m: 3, n: 8, k: 4 }),
+        KernelSpec::MatmulF16(MatmulParams { m: 3, n: 5, k: 7 }),
         KernelSpec::Mandelbrot(MandelbrotParams::from_plane(16, 16, -2.0, -1.5, 0.1, 64)),
     ]
 }
@@ -35,7 +36,13 @@ fn check_program(spec: &KernelSpec, program: &Program<'_>) {
         let module = naga::front::wgsl::parse_str(program.wgsl).unwrap_or_else(|e| {
             panic!("{} ({}) does not parse:\n{}", spec.id(), program.name, e.emit_to_string(program.wgsl))
         });
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+        // Only the f16 kernel may use f16 (workers without it never get it).
+        let caps = if spec.id() == KernelId::MatmulF16 {
+            naga::valid::Capabilities::SHADER_FLOAT16
+        } else {
+            naga::valid::Capabilities::empty()
+        };
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .validate(&module)
             .unwrap_or_else(|e| panic!("{} does not validate: {e:?}", spec.id()));
         assert!(

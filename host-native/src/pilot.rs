@@ -96,8 +96,8 @@ impl Default for PilotSettings {
 /// `"seeded": N` (N tasks whose inputs the coordinator generates from
 /// seeds 0…N−1, as `shoal submit --seeded` does), with optional `name`,
 /// `redundancy` and `min_tier` (1–3). The kernel is written as the
-/// coordinator's `KernelSpec` is in JSON: `Sha256`, `MatmulF32` (`m`, `n`,
-/// `k`), `Mandelbrot` or `Custom`.
+/// coordinator's `KernelSpec` is in JSON: `Sha256`, `MatmulF32` or
+/// `MatmulF16` (`m`, `n`, `k`), `Mandelbrot` or `Custom`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {

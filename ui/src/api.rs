@@ -90,6 +90,7 @@ pub fn ops(kernel: &pb::Kernel) -> u64 {
             KernelSpec::Sha256(Sha256Params { count: k.count, message_len: k.message_len })
         }
         Some(pb::kernel::Kind::MatmulF32(k)) => KernelSpec::MatmulF32(MatmulParams { m: k.m, n: k.n, k: k.k }),
+        Some(pb::kernel::Kind::MatmulF16(k)) => KernelSpec::MatmulF16(MatmulParams { m: k.m, n: k.n, k: k.k }),
         Some(pb::kernel::Kind::Mandelbrot(k)) => KernelSpec::Mandelbrot(mandelbrot_params(k)),
         Some(pb::kernel::Kind::Custom(k)) => return k.ops,
         None => return 0,

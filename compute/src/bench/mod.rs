@@ -20,6 +20,8 @@ use crate::gpu::{ComputeError, Gpu, Tuning};
 pub enum Bound {
     /// f32 arithmetic (matmul).
     F32Flops,
+    /// f16 arithmetic (matmul_f16).
+    F16Flops,
     /// 32-bit integer arithmetic (SHA-256, fixed-point Mandelbrot).
     IntOps,
 }
@@ -29,6 +31,7 @@ impl Bound {
     pub fn peak(self, peaks: &Peaks) -> f64 {
         match self {
             Bound::F32Flops => peaks.f32_flops,
+            Bound::F16Flops => peaks.f16_flops.unwrap_or(0.0),
             Bound::IntOps => peaks.int_ops,
         }
     }
@@ -36,7 +39,7 @@ impl Bound {
     /// Its unit, for tables.
     pub fn unit(self) -> &'static str {
         match self {
-            Bound::F32Flops => "GFLOPS",
+            Bound::F32Flops | Bound::F16Flops => "GFLOPS",
             Bound::IntOps => "Gops/s",
         }
     }
@@ -171,10 +174,13 @@ pub fn tuning_lines(t: &Tuning) -> String {
     lines.join("\n")
 }
 
-/// The sizes benchmarked, each kernel's smallest first.
+/// The sizes benchmarked, each kernel's smallest first (matmul_f16 only
+/// where the device has `shader-f16`).
 pub fn ladder() -> Vec<Vec<(String, KernelSpec)>> {
     let matmul = [256u32, 512, 1024, 2048, 4096, 8192]
         .map(|n| (format!("{n}³"), KernelSpec::MatmulF32(MatmulParams::square(n))));
+    let half = [256u32, 512, 1024, 2048, 4096, 8192]
+        .map(|n| (format!("{n}³"), KernelSpec::MatmulF16(MatmulParams::square(n))));
     let sha = [4_096u32, 65_536, 1 << 20, 1 << 21]
         .map(|count| (format!("{count} × 64 B"), KernelSpec::Sha256(Sha256Params { count, message_len: 64 })));
     let mandel = [256u32, 1024, 4096].map(|edge| {
@@ -182,7 +188,7 @@ pub fn ladder() -> Vec<Vec<(String, KernelSpec)>> {
         let p = MandelbrotParams::from_plane(edge, edge, -2.0, -1.25, step, 256);
         (format!("{edge}² × 256 it"), KernelSpec::Mandelbrot(p))
     });
-    vec![matmul.to_vec(), sha.to_vec(), mandel.to_vec()]
+    vec![matmul.to_vec(), half.to_vec(), sha.to_vec(), mandel.to_vec()]
 }
 
 /// Operations one run of `spec` performed, from its outputs where the
@@ -202,6 +208,7 @@ fn ops_done(spec: &KernelSpec, outputs: &[Vec<u8>]) -> u64 {
 fn bound_of(spec: &KernelSpec) -> Bound {
     match spec {
         KernelSpec::MatmulF32(_) => Bound::F32Flops,
+        KernelSpec::MatmulF16(_) => Bound::F16Flops,
         _ => Bound::IntOps,
     }
 }
@@ -282,8 +289,11 @@ pub async fn measure_kernels(
     progress: &mut dyn FnMut(&KernelFigure),
 ) -> Result<Vec<KernelFigure>, ComputeError> {
     let mut figures = Vec::new();
+    let kernels = gpu.device_info().kernels;
     for family in ladder() {
-        if plan.only.is_some_and(|only| family.first().is_some_and(|(_, spec)| spec.id() != only)) {
+        let Some(id) = family.first().map(|(_, spec)| spec.id()) else { continue };
+        // Kernels the device does not run (matmul_f16 without shader-f16), or not asked for.
+        if !kernels.contains(&id) || plan.only.is_some_and(|only| only != id) {
             continue;
         }
         let mut last: Option<KernelFigure> = None;

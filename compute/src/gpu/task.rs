@@ -5,7 +5,7 @@
 //! previous one's outputs — which is how a worker with a queue of tasks
 //! keeps the device busy (double buffering).
 
-use shoal_core::kernels::{BindingRole, KernelSpec};
+use shoal_core::kernels::{BindingRole, KernelId, KernelSpec};
 
 use super::{scope_error, ComputeError, Gpu, Pipeline};
 
@@ -45,6 +45,9 @@ impl Gpu {
             .validate()
             .and_then(|()| kernel.check_inputs(inputs))
             .map_err(|e| ComputeError::InvalidTask(e.to_string()))?;
+        if kernel.id() == KernelId::MatmulF16 && !self.has_f16() {
+            return Err(ComputeError::InvalidTask("matmul_f16 needs shader-f16, which this device lacks".into()));
+        }
         let layout = kernel.layout();
         for b in &layout {
             let limit = match b.role {

@@ -13,6 +13,7 @@
 pub mod custom;
 pub mod mandelbrot;
 pub mod matmul;
+pub mod matmul_f16;
 pub mod sha256;
 
 pub use custom::{
@@ -45,11 +46,14 @@ pub enum KernelId {
     Mandelbrot,
     /// User WGSL.
     Custom,
+    /// f16 matrix multiply (devices with `shader-f16`).
+    MatmulF16,
 }
 
 impl KernelId {
     /// Every kernel.
-    pub const ALL: [KernelId; 4] = [KernelId::Sha256, KernelId::MatmulF32, KernelId::Mandelbrot, KernelId::Custom];
+    pub const ALL: [KernelId; 5] =
+        [KernelId::Sha256, KernelId::MatmulF32, KernelId::Mandelbrot, KernelId::Custom, KernelId::MatmulF16];
 
     /// The catalogue name.
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl KernelId {
             KernelId::MatmulF32 => "matmul_f32",
             KernelId::Mandelbrot => "mandelbrot",
             KernelId::Custom => "custom",
+            KernelId::MatmulF16 => "matmul_f16",
         }
     }
 }
@@ -281,6 +286,8 @@ pub enum KernelSpec {
     Mandelbrot(MandelbrotParams),
     /// See [`CustomKernel`].
     Custom(CustomKernel),
+    /// See [`matmul_f16`]: the shape of [`MatmulParams`] in f16.
+    MatmulF16(MatmulParams),
 }
 
 impl KernelSpec {
@@ -289,6 +296,7 @@ impl KernelSpec {
         match self {
             KernelSpec::Sha256(_) => KernelId::Sha256,
             KernelSpec::MatmulF32(_) => KernelId::MatmulF32,
+            KernelSpec::MatmulF16(_) => KernelId::MatmulF16,
             KernelSpec::Mandelbrot(_) => KernelId::Mandelbrot,
             KernelSpec::Custom(_) => KernelId::Custom,
         }
@@ -299,6 +307,7 @@ impl KernelSpec {
         match self {
             KernelSpec::Sha256(p) => p.validate(),
             KernelSpec::MatmulF32(p) => p.validate(),
+            KernelSpec::MatmulF16(p) => p.validate_f16(),
             KernelSpec::Mandelbrot(p) => p.validate(),
             KernelSpec::Custom(c) => c.validate(),
         }
@@ -309,6 +318,7 @@ impl KernelSpec {
         match self {
             KernelSpec::Sha256(_) => sha256::WGSL,
             KernelSpec::MatmulF32(_) => matmul::WGSL,
+            KernelSpec::MatmulF16(_) => matmul_f16::WGSL,
             KernelSpec::Mandelbrot(_) => mandelbrot::WGSL,
             KernelSpec::Custom(c) => &c.wgsl,
         }
@@ -319,6 +329,7 @@ impl KernelSpec {
     pub fn programs(&self) -> Vec<Program<'_>> {
         match self {
             KernelSpec::MatmulF32(p) => p.programs(),
+            KernelSpec::MatmulF16(p) => vec![p.f16_program()],
             _ => vec![Program {
                 name: "main",
                 wgsl: self.wgsl(),
@@ -341,7 +352,7 @@ impl KernelSpec {
     pub fn params_bytes(&self) -> Vec<u8> {
         let words: Vec<u32> = match self {
             KernelSpec::Sha256(p) => vec![p.count, p.message_len, 0, 0],
-            KernelSpec::MatmulF32(p) => vec![p.m, p.n, p.k, 0],
+            KernelSpec::MatmulF32(p) | KernelSpec::MatmulF16(p) => vec![p.m, p.n, p.k, 0],
             KernelSpec::Mandelbrot(p) => {
                 vec![p.width, p.height, p.x0 as u32, p.y0 as u32, p.step as u32, p.max_iter, 0, 0]
             }
@@ -355,6 +366,7 @@ impl KernelSpec {
         match self {
             KernelSpec::Sha256(p) => vec![p.input_len()],
             KernelSpec::MatmulF32(p) => vec![p.a_len(), p.b_len()],
+            KernelSpec::MatmulF16(p) => p.f16_lens()[..2].to_vec(),
             KernelSpec::Mandelbrot(_) => Vec::new(),
             KernelSpec::Custom(c) => c.lens(|r| matches!(r, CustomRole::Input)),
         }
@@ -365,6 +377,7 @@ impl KernelSpec {
         match self {
             KernelSpec::Sha256(p) => vec![u64::from(p.count) * 32],
             KernelSpec::MatmulF32(p) => vec![p.c_len()],
+            KernelSpec::MatmulF16(p) => vec![p.f16_lens()[2]],
             KernelSpec::Mandelbrot(p) => vec![u64::from(p.width) * u64::from(p.height) * 4],
             KernelSpec::Custom(c) => c.lens(|r| matches!(r, CustomRole::Output)),
         }
@@ -407,7 +420,7 @@ impl KernelSpec {
     pub fn dispatch(&self) -> [u32; 3] {
         match self {
             KernelSpec::Sha256(p) => p.dispatch(),
-            KernelSpec::MatmulF32(p) => p.dispatch(),
+            KernelSpec::MatmulF32(p) | KernelSpec::MatmulF16(p) => p.dispatch(),
             KernelSpec::Mandelbrot(p) => p.dispatch(),
             KernelSpec::Custom(c) => c.workgroups,
         }
@@ -425,7 +438,7 @@ impl KernelSpec {
     pub fn ops(&self) -> u64 {
         match self {
             KernelSpec::Sha256(p) => p.ops(),
-            KernelSpec::MatmulF32(p) => p.flops(),
+            KernelSpec::MatmulF32(p) | KernelSpec::MatmulF16(p) => p.flops(),
             KernelSpec::Mandelbrot(p) => p.ops(),
             KernelSpec::Custom(c) => c.bounded_ops(),
         }
@@ -443,6 +456,7 @@ impl KernelSpec {
         match self {
             KernelSpec::Sha256(p) => one(u64::from(p.count) * 32),
             KernelSpec::MatmulF32(p) => one(p.c_len()),
+            KernelSpec::MatmulF16(p) => one(p.f16_lens()[2]),
             KernelSpec::Mandelbrot(p) => one(u64::from(p.width) * u64::from(p.height) * 4),
             KernelSpec::Custom(c) => {
                 let mut lens = c.bindings.iter().filter(|b| b.role == CustomRole::Output).map(|b| b.len);
@@ -456,6 +470,7 @@ impl KernelSpec {
         match self {
             KernelSpec::Sha256(_) | KernelSpec::Mandelbrot(_) => Comparator::Exact,
             KernelSpec::MatmulF32(p) => p.comparator(),
+            KernelSpec::MatmulF16(p) => p.f16_comparator(),
             KernelSpec::Custom(c) => c.comparator,
         }
     }
@@ -491,6 +506,7 @@ impl KernelSpec {
         Ok(match self {
             KernelSpec::Sha256(p) => vec![p.run_cpu(inputs[0], &mut cp)?],
             KernelSpec::MatmulF32(p) => vec![p.run_cpu(inputs[0], inputs[1], &mut cp)?],
+            KernelSpec::MatmulF16(p) => vec![p.run_cpu_f16(inputs[0], inputs[1], &mut cp)?],
             KernelSpec::Mandelbrot(p) => vec![p.run_cpu(&mut cp)?],
             KernelSpec::Custom(_) => return Err(KernelError::NoCpuReference),
         })
@@ -498,7 +514,7 @@ impl KernelSpec {
 
     /// Pseudo-random valid inputs for this spec, fixed by `seed` and
     /// identical on every target (benchmarks with a known answer, tests,
-    /// simulations). f32 inputs are uniform in `[-1, 1)`.
+    /// simulations). f32 and f16 inputs are uniform in `[-1, 1)`.
     pub fn seeded_inputs(&self, seed: u64) -> Vec<Vec<u8>> {
         let mut rng = SplitMix64::new(seed);
         match self {
@@ -506,6 +522,11 @@ impl KernelSpec {
                 .input_lens()
                 .into_iter()
                 .map(|len| (0..len / 4).flat_map(|_| rng.unit_f32().to_le_bytes()).collect())
+                .collect(),
+            KernelSpec::MatmulF16(_) => self
+                .input_lens()
+                .into_iter()
+                .map(|len| matmul_f16::f16_bytes(&(0..len / 2).map(|_| rng.unit_f32()).collect::<Vec<f32>>()))
                 .collect(),
             _ => self
                 .input_lens()

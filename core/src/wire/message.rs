@@ -31,7 +31,7 @@ use crate::kernels::{KernelError, KernelId, KernelSpec};
 /// The version of this protocol, sent in [`Hello`] and [`Welcome`].
 /// Peers with different versions refuse each other with
 /// [`ErrorCode::ProtocolVersion`].
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Frame type numbers of the worker protocol. 1–4 belong to Pilot
 /// ([`super::pilot`]); the worker protocol starts at 16.

@@ -29,6 +29,7 @@ pub fn kernel_from_pb(k: Option<pb::Kernel>) -> Result<KernelSpec, Status> {
     Ok(match kind {
         Kind::Sha256(p) => KernelSpec::Sha256(Sha256Params { count: p.count, message_len: p.message_len }),
         Kind::MatmulF32(p) => KernelSpec::MatmulF32(MatmulParams { m: p.m, n: p.n, k: p.k }),
+        Kind::MatmulF16(p) => KernelSpec::MatmulF16(MatmulParams { m: p.m, n: p.n, k: p.k }),
         Kind::Mandelbrot(p) => KernelSpec::Mandelbrot(MandelbrotParams {
             width: p.width,
             height: p.height,
@@ -83,6 +84,7 @@ pub fn kernel_to_pb(k: &KernelSpec) -> pb::Kernel {
     let kind = match k {
         KernelSpec::Sha256(p) => Kind::Sha256(pb::Sha256Kernel { count: p.count, message_len: p.message_len }),
         KernelSpec::MatmulF32(p) => Kind::MatmulF32(pb::MatmulKernel { m: p.m, n: p.n, k: p.k }),
+        KernelSpec::MatmulF16(p) => Kind::MatmulF16(pb::MatmulKernel { m: p.m, n: p.n, k: p.k }),
         KernelSpec::Mandelbrot(p) => Kind::Mandelbrot(pb::MandelbrotKernel {
             width: p.width,
             height: p.height,
