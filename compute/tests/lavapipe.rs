@@ -22,6 +22,7 @@ fn vulkan(matmul: &'static str) -> Gpu {
     });
     assert_eq!(gpu.adapter_info().backend, wgpu::Backend::Vulkan, "these tests claim a Vulkan driver");
     gpu.choose(KernelId::MatmulF32, matmul);
+    gpu.choose(KernelId::MatmulF16, matmul);
     gpu
 }
 
@@ -85,6 +86,11 @@ proptest! {
     fn matmul_f16_is_within_tolerance_where_the_device_has_f16(m in 1u32..70, n in 1u32..70, kk in 1u32..70, seed in any::<u64>()) {
         let k = KernelSpec::MatmulF16(MatmulParams { m, n, k: kk });
         prop_assume!(gpu().has_f16());
+        check(&k, &k.seeded_inputs(seed));
+        // Both programs where n and k are multiples of 4.
+        let k = KernelSpec::MatmulF16(MatmulParams { m, n: 4 * n, k: 4 * kk });
+        prop_assert_eq!(streamed().program(&k).name, "streamed");
+        check_on(streamed(), &k, &k.seeded_inputs(seed));
         check(&k, &k.seeded_inputs(seed));
     }
 
@@ -309,6 +315,8 @@ fn tuning_keeps_the_fastest_program_it_measured() {
         tuned.programs.iter().find(|t| t.kernel == KernelId::MatmulF32).expect("matmul has programs to choose from");
     let names: Vec<&str> = matmul.times.iter().map(|t| t.0).collect();
     assert_eq!(names, ["tiled", "streamed"]);
+    let f16 = tuned.programs.iter().any(|t| t.kernel == KernelId::MatmulF16);
+    assert_eq!(f16, gpu.has_f16(), "matmul_f16's programs are timed where the device runs it");
     let fastest = matmul.times.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("timed");
     assert_eq!(matmul.chosen, fastest.0);
     let k = KernelSpec::MatmulF32(MatmulParams::square(64));

@@ -13,6 +13,7 @@ fn built_ins() -> Vec<KernelSpec> {
         // n and k multiples of 4: the streamed program too.
         KernelSpec::MatmulF32(MatmulParams { m: 3, n: 8, k: 4 }),
         KernelSpec::MatmulF16(MatmulParams { m: 3, n: 5, k: 7 }),
+        KernelSpec::MatmulF16(MatmulParams { m: 3, n: 8, k: 4 }),
         KernelSpec::Mandelbrot(MandelbrotParams::from_plane(16, 16, -2.0, -1.5, 0.1, 64)),
     ]
 }

@@ -48,25 +48,11 @@ impl Gpu {
     /// within 5 % of the best ([`Gpu::suggested_in_flight`]). `now` is a
     /// monotonic clock in seconds.
     pub async fn tune(&self, now: &dyn Fn() -> f64) -> Result<Tuning, ComputeError> {
-        let mut programs = Vec::new();
-        let mut size = 256;
-        for n in [256u32, 1024, 2048] {
-            size = n;
-            let kernel = KernelSpec::MatmulF32(MatmulParams::square(n));
-            let inputs = kernel.seeded_inputs(3);
-            let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
-            let mut times = Vec::new();
-            for program in kernel.programs() {
-                times.push((program.name, self.dispatch_secs(&kernel, &program, &refs, 3, now).await?));
-            }
-            let Some(&(chosen, _)) = times.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else { break };
-            let slowest = times.iter().map(|t| t.1).fold(0.0, f64::max);
-            programs.retain(|t: &Tuned| t.kernel != kernel.id());
-            programs.push(Tuned { kernel: kernel.id(), size: n, chosen, times });
-            self.choose(kernel.id(), chosen);
-            if slowest >= 0.002 {
-                break;
-            }
+        // The f32 multiply's size also times the pipeline below.
+        let (f32_choice, size) = self.fastest_program(KernelSpec::MatmulF32, now).await?;
+        let mut programs: Vec<Tuned> = f32_choice.into_iter().collect();
+        if self.has_f16() {
+            programs.extend(self.fastest_program(KernelSpec::MatmulF16, now).await?.0);
         }
         let kernel = KernelSpec::MatmulF32(MatmulParams::square(size));
         let inputs = kernel.seeded_inputs(4);
@@ -79,6 +65,34 @@ impl Gpu {
         let in_flight = depths.iter().find(|d| d.1 <= best * (1.0 + DEPTH_GAIN)).map_or(1, |d| d.0);
         self.in_flight.store(in_flight, std::sync::atomic::Ordering::Relaxed);
         Ok(Tuning { programs, in_flight, depths })
+    }
+
+    /// Times every program of the square multiplies `make` builds, from
+    /// 256³ up until the slowest takes 2 ms, and chooses the fastest at
+    /// the last size. Returns the choice and that size.
+    async fn fastest_program(
+        &self,
+        make: fn(MatmulParams) -> KernelSpec,
+        now: &dyn Fn() -> f64,
+    ) -> Result<(Option<Tuned>, u32), ComputeError> {
+        let mut last = (None, 256);
+        for n in [256u32, 1024, 2048] {
+            let kernel = make(MatmulParams::square(n));
+            let inputs = kernel.seeded_inputs(3);
+            let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+            let mut times = Vec::new();
+            for program in kernel.programs() {
+                times.push((program.name, self.dispatch_secs(&kernel, &program, &refs, 3, now).await?));
+            }
+            let Some(&(chosen, _)) = times.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else { break };
+            let slowest = times.iter().map(|t| t.1).fold(0.0, f64::max);
+            self.choose(kernel.id(), chosen);
+            last = (Some(Tuned { kernel: kernel.id(), size: n, chosen, times }), n);
+            if slowest >= 0.002 {
+                break;
+            }
+        }
+        Ok(last)
     }
 
     /// Tasks worth keeping in flight at once on this device, as measured by

@@ -73,13 +73,19 @@ impl MatmulParams {
     /// The tiled program (every shape), then the streamed one where n and
     /// k are multiples of 4 (it reads vec4s along both).
     pub(super) fn programs(&self) -> Vec<Program<'static>> {
-        let tiled = Program { name: "tiled", wgsl: WGSL, entry_point: "main", workgroups: self.dispatch() };
+        self.programs_of(WGSL, STREAMED_WGSL)
+    }
+
+    /// `tiled` and, where it applies, `streamed`, from their sources (the
+    /// f32 and f16 kernels share both layouts).
+    pub(super) fn programs_of(&self, tiled: &'static str, streamed: &'static str) -> Vec<Program<'static>> {
+        let tiled = Program { name: "tiled", wgsl: tiled, entry_point: "main", workgroups: self.dispatch() };
         if !self.n.is_multiple_of(4) || !self.k.is_multiple_of(4) {
             return vec![tiled];
         }
         let streamed = Program {
             name: "streamed",
-            wgsl: STREAMED_WGSL,
+            wgsl: streamed,
             entry_point: "main",
             workgroups: [self.n.div_ceil(STREAMED_COLS), self.m.div_ceil(STREAMED_ROWS), 1],
         };

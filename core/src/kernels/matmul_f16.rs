@@ -11,6 +11,8 @@ use half::f16;
 use super::{check_buffer, invalid, Checkpoint, Comparator, KernelError, KernelId, MatmulParams, Program};
 
 pub(super) const WGSL: &str = include_str!("wgsl/matmul_f16.wgsl");
+/// The streamed program (n and k multiples of 4).
+const STREAMED_WGSL: &str = include_str!("wgsl/matmul_f16_streamed.wgsl");
 
 impl MatmulParams {
     /// Bytes of A, B (f16) and C (f32) of an f16 multiply.
@@ -32,9 +34,9 @@ impl MatmulParams {
         check_buffer(id, "c", c)
     }
 
-    /// The f16 program: the tiled layout of `matmul_f32` in f16.
-    pub(super) fn f16_program(&self) -> Program<'static> {
-        Program { name: "main", wgsl: WGSL, entry_point: "main", workgroups: self.dispatch() }
+    /// The f16 programs: `matmul_f32`'s tiled and streamed layouts in f16.
+    pub(super) fn f16_programs(&self) -> Vec<Program<'static>> {
+        self.programs_of(WGSL, STREAMED_WGSL)
     }
 
     /// Relative 1e-2, absolute k·2⁻¹⁰: a k-term f16 sum of products in

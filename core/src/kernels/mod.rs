@@ -329,7 +329,7 @@ impl KernelSpec {
     pub fn programs(&self) -> Vec<Program<'_>> {
         match self {
             KernelSpec::MatmulF32(p) => p.programs(),
-            KernelSpec::MatmulF16(p) => vec![p.f16_program()],
+            KernelSpec::MatmulF16(p) => p.f16_programs(),
             _ => vec![Program {
                 name: "main",
                 wgsl: self.wgsl(),
