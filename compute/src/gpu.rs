@@ -482,14 +482,18 @@ impl Gpu {
             }
             self.queue.submit([encoder.finish()])
         };
-        // The upload and a first dispatch (warm caches, lazy pipeline work) untimed.
-        self.finish(submit(1)).await?;
+        // The upload and a first dispatch (warm caches, lazy pipeline work)
+        // untimed; its scope is popped before anything is awaited (error
+        // scopes are a stack per thread that other tasks in a tab share).
+        let warm_up = submit(1);
+        let invalid = invalid.pop();
+        self.finish(warm_up).await?;
+        if let Some(e) = invalid.await {
+            return Err(scope_error(e));
+        }
         let start = now();
         self.finish(submit(reps.max(1))).await?;
         let secs = (now() - start) / f64::from(reps.max(1));
-        if let Some(e) = invalid.pop().await {
-            return Err(scope_error(e));
-        }
         drop(bind_group);
         for (_, buffer) in buffers {
             self.pool.give(buffer);

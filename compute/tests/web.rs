@@ -102,6 +102,25 @@ async fn the_gpu_benchmark_runs_on_webgpu() {
     assert!(figures.iter().all(|f| f.kernel_rate() > 0.0 && f.end_to_end_rate().is_finite()));
 }
 
+/// A tab runs tasks at once (as many as tuning found worth it): their
+/// uploads, error scopes and readbacks interleave on one thread, and each
+/// still gets its own outputs.
+#[wasm_bindgen_test]
+async fn tasks_run_at_once_in_one_tab_each_get_their_outputs() {
+    let gpu = Gpu::new(GpuOptions::default()).await.expect("WebGPU adapter");
+    let a = KernelSpec::MatmulF32(MatmulParams { m: 33, n: 40, k: 12 });
+    let b = KernelSpec::Sha256(Sha256Params { count: 100, message_len: 37 });
+    let c = KernelSpec::Mandelbrot(MandelbrotParams::from_plane(30, 20, -2.0, -1.2, 0.1, 100));
+    let (ai, bi) = (a.seeded_inputs(1), b.seeded_inputs(2));
+    let (ar, br): (Vec<&[u8]>, Vec<&[u8]>) =
+        (ai.iter().map(Vec::as_slice).collect(), bi.iter().map(Vec::as_slice).collect());
+    let (ga, gb, gc) = futures_util::join!(gpu.run(&a, &ar), gpu.run(&b, &br), gpu.run(&c, &[]));
+    let want = a.run_cpu(&ar).expect("reference");
+    assert!(a.comparator().agree(&[&ga.expect("a runs")[0]], &[&want[0]]));
+    assert_eq!(gb.expect("b runs"), b.run_cpu(&br).expect("reference"));
+    assert_eq!(gc.expect("c runs"), c.run_cpu(&[]).expect("reference"));
+}
+
 #[wasm_bindgen_test]
 async fn both_matmul_programs_agree_with_the_cpu_reference_on_webgpu() {
     let gpu = Gpu::new(GpuOptions::default()).await.expect("WebGPU adapter");

@@ -32,8 +32,11 @@ struct Probe {
     layout: wgpu::BindGroupLayout,
 }
 
-fn compile(gpu: &Gpu, wgsl: &str, label: &str) -> Probe {
+/// Builds a probe's pipeline; a shader the device refuses is an error, not
+/// a panic of the uncaptured-error handler.
+async fn compile(gpu: &Gpu, wgsl: &str, label: &str) -> Result<Probe, ComputeError> {
     let (device, _, _) = gpu.parts();
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(wgsl.into()),
@@ -46,8 +49,25 @@ fn compile(gpu: &Gpu, wgsl: &str, label: &str) -> Probe {
         compilation_options: wgpu::PipelineCompilationOptions::default(),
         cache: None,
     });
+    if let Some(e) = scope.pop().await {
+        return Err(scope_error(e));
+    }
     let layout = pipeline.get_bind_group_layout(0);
-    Probe { pipeline, layout }
+    Ok(Probe { pipeline, layout })
+}
+
+/// Buffers of the given sizes and usages; memory the device cannot give is
+/// an error, not a panic.
+async fn buffers<const N: usize>(
+    gpu: &Gpu,
+    wanted: [(u64, wgpu::BufferUsages); N],
+) -> Result<[wgpu::Buffer; N], ComputeError> {
+    let scope = gpu.parts().0.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let made = wanted.map(|(size, usage)| buffer(gpu, size, usage));
+    match scope.pop().await {
+        Some(e) => Err(scope_error(e)),
+        None => Ok(made),
+    }
 }
 
 fn buffer(gpu: &Gpu, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -90,6 +110,9 @@ async fn time_dispatches(
     now: &dyn Fn() -> f64,
 ) -> Result<f64, ComputeError> {
     let (device, queue, _) = gpu.parts();
+    // Validation errors of the pass surface here; the scope is popped
+    // before anything is awaited (error scopes are a stack per thread).
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
     {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
@@ -100,8 +123,14 @@ async fn time_dispatches(
         }
     }
     let start = now();
-    gpu.finish(queue.submit([encoder.finish()])).await?;
-    Ok(now() - start)
+    let submission = queue.submit([encoder.finish()]);
+    let errors = scope.pop();
+    gpu.finish(submission).await?;
+    let secs = now() - start;
+    match errors.await {
+        Some(e) => Err(scope_error(e)),
+        None => Ok(secs),
+    }
 }
 
 /// Operations per second of an arithmetic probe: the loop count doubles
@@ -114,19 +143,15 @@ async fn arithmetic(
     budget: f64,
     now: &dyn Fn() -> f64,
 ) -> Result<f64, ComputeError> {
-    let probe = compile(gpu, wgsl, "arithmetic probe");
+    let probe = compile(gpu, wgsl, "arithmetic probe").await?;
     let invocations = u64::from(ARITH_GROUPS) * 256;
-    let out = buffer(gpu, invocations * 16, wgpu::BufferUsages::STORAGE);
+    let [out] = buffers(gpu, [(invocations * 16, wgpu::BufferUsages::STORAGE)]).await?;
     let mut iters = 1u32;
     let mut best = 0f64;
     loop {
-        let scope = gpu.parts().0.push_error_scope(wgpu::ErrorFilter::Validation);
         let p = params(gpu, [iters, 7, 0, 0]);
         let group = bind(gpu, &probe, &[&p, &out]);
         let secs = time_dispatches(gpu, &probe, &group, [ARITH_GROUPS, 1], 1, now).await?;
-        if let Some(e) = scope.pop().await {
-            return Err(scope_error(e));
-        }
         // The first dispatch (one step) warms the pipeline up and is not counted.
         if iters > 1 {
             best = best.max(invocations as f64 * f64::from(iters) * ops_per_step as f64 / secs.max(1e-9));
@@ -176,11 +201,10 @@ fn bandwidth_bytes(gpu: &Gpu) -> u64 {
 /// Device memory bandwidth: bytes read plus written per second by a copy
 /// kernel, repeated until one submission takes a quarter of `budget`.
 async fn copy(gpu: &Gpu, budget: f64, now: &dyn Fn() -> f64) -> Result<f64, ComputeError> {
-    let probe = compile(gpu, COPY, "copy probe");
+    let probe = compile(gpu, COPY, "copy probe").await?;
     let size = bandwidth_bytes(gpu);
     let count = (size / 16) as u32;
-    let src = buffer(gpu, size, wgpu::BufferUsages::STORAGE);
-    let dst = buffer(gpu, size, wgpu::BufferUsages::STORAGE);
+    let [src, dst] = buffers(gpu, [(size, wgpu::BufferUsages::STORAGE), (size, wgpu::BufferUsages::STORAGE)]).await?;
     let p = params(gpu, [count, 0, 0, 0]);
     let group = bind(gpu, &probe, &[&p, &src, &dst]);
     let groups = u64::from(count).div_ceil(256);
@@ -189,11 +213,7 @@ async fn copy(gpu: &Gpu, budget: f64, now: &dyn Fn() -> f64) -> Result<f64, Comp
     time_dispatches(gpu, &probe, &group, [x, y], 1, now).await?; // warm-up: first touch of the memory
     let mut reps = 1u32;
     loop {
-        let scope = gpu.parts().0.push_error_scope(wgpu::ErrorFilter::Validation);
         let secs = time_dispatches(gpu, &probe, &group, [x, y], reps, now).await?;
-        if let Some(e) = scope.pop().await {
-            return Err(scope_error(e));
-        }
         if secs >= budget / 4.0 || reps >= 1 << 12 {
             return Ok(2.0 * size as f64 * f64::from(reps) / secs.max(1e-9));
         }
@@ -207,9 +227,14 @@ async fn transfers(gpu: &Gpu, now: &dyn Fn() -> f64) -> Result<(f64, f64), Compu
     let (device, queue, _) = gpu.parts();
     let size = bandwidth_bytes(gpu);
     let host: Vec<u8> = (0..size).map(|i| i as u8).collect();
-    let on_device =
-        buffer(gpu, size, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC);
-    let staging = buffer(gpu, size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+    let [on_device, staging] = buffers(
+        gpu,
+        [
+            (size, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC),
+            (size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+        ],
+    )
+    .await?;
     let (mut up, mut down) = (f64::MAX, f64::MAX);
     for _ in 0..3 {
         let start = now();

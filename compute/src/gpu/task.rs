@@ -82,10 +82,14 @@ impl Gpu {
             encoder.copy_buffer_to_buffer(out, 0, staging, 0, *size);
         }
         let submission = self.queue.submit([encoder.finish()]);
-        if let Some(e) = invalid.pop().await {
+        // Both scopes are popped before either is awaited: error scopes are a
+        // stack per thread, and in a tab another task may push its own while
+        // this one waits.
+        let (invalid, oom) = (invalid.pop(), oom.pop());
+        if let Some(e) = invalid.await {
             return Err(scope_error(e));
         }
-        if let Some(e) = oom.pop().await {
+        if let Some(e) = oom.await {
             return Err(scope_error(e));
         }
         let mut receivers = Vec::with_capacity(outputs.len());
