@@ -142,7 +142,9 @@ async fn two_browser_tabs_verify_every_kernel_and_a_closed_tab_loses_nothing() {
     // and the job completes on the other tab.
     let heavy: Vec<_> = (0..24)
         .map(|i| {
-            let k = KernelSpec::MatmulF32(MatmulParams::square(96));
+            // n odd: the tiled program (the streamed one would finish the
+            // job before the tab could be closed while it holds work).
+            let k = KernelSpec::MatmulF32(MatmulParams { m: 96, n: 97, k: 96 });
             (k.clone(), k.seeded_inputs(500 + i))
         })
         .collect();
