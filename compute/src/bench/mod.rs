@@ -125,7 +125,7 @@ impl Default for Plan {
 pub fn peaks_line(p: &Peaks) -> String {
     let f16 = p.f16_flops.map_or_else(|| "no shader-f16".to_owned(), |f| format!("{:.1} GFLOPS", f / 1e9));
     format!(
-        "limits: f32 FMA {:.1} GFLOPS · f16 FMA {f16} · int32 {:.1} Gops/s · memory copy {:.1} GB/s · upload {:.2} \
+        "limits: f32 mul-add {:.1} GFLOPS · f16 mul-add {f16} · int32 {:.1} Gops/s · memory copy {:.1} GB/s · upload {:.2} \
          GB/s · download {:.2} GB/s",
         p.f32_flops / 1e9,
         p.int_ops / 1e9,
