@@ -356,6 +356,9 @@ async fn browser_worker_benchmark() {
     let vulkan = shoal_compute::GpuOptions { backends: Some(wgpu::Backends::VULKAN), ..Default::default() };
     let gpu = shoal_compute::Gpu::new(vulkan).await.expect("lavapipe");
     assert_eq!(gpu.adapter_info().backend, wgpu::Backend::Vulkan, "the native column is Vulkan");
+    // Tuned as `shoal worker` and the tab tune themselves.
+    let start = std::time::Instant::now();
+    gpu.tune(&|| start.elapsed().as_secs_f64()).await.expect("tunes");
     let mut workers = Workers { stop: tokio::sync::watch::channel(false).0, handles: Vec::new() };
     let lavapipe = shoal_native::worker::Executor::Gpu(std::sync::Arc::new(gpu));
     workers.add_on(&service, "lavapipe", 1, Behaviour::Honest, &lavapipe);

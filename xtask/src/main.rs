@@ -710,7 +710,8 @@ fn bench_gpu(args: &[&String]) -> Result {
 /// workers on lavapipe and on the CPU, the same jobs, one worker at a time.
 fn bench_browser() -> Result {
     ensure_lavapipe()?;
-    bench_in_chromium("browser worker benchmark", "browser", "browser_worker_benchmark", build_web, false)
+    // The whole site: the coordinator refuses a dist folder without the dashboard.
+    bench_in_chromium("browser worker benchmark", "browser", "browser_worker_benchmark", build_site, false)
 }
 
 /// The dashboard's budgets: first-load bytes, time to first render and
