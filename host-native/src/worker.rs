@@ -196,6 +196,9 @@ async fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<Ws, String> 
     let host = host.trim_matches(['[', ']']);
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    // The session gathers its frames before each write; Nagle would hold a
+    // result back until the coordinator's delayed ACK (40 ms).
+    let _ = stream.set_nodelay(true);
     let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, authority.as_str())
         .header(hyper::header::UPGRADE, "websocket")

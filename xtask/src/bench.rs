@@ -17,6 +17,9 @@ pub(crate) fn bench(args: &[String]) -> Result {
     if args.iter().any(|a| a == "--dashboard") {
         return bench_dashboard();
     }
+    if args.iter().any(|a| a == "--peers") {
+        return crate::peers::bench_peers(args);
+    }
     if args.iter().any(|a| a == "--gpu") {
         let rest: Vec<&String> = args.iter().filter(|a| *a != "--gpu").collect();
         return bench_gpu(&rest);
@@ -108,7 +111,7 @@ fn criterion_dir() -> PathBuf {
 }
 
 /// The mean time in nanoseconds of one benchmark of this run.
-fn mean_ns(group: &str, bench: &str) -> Option<f64> {
+pub(crate) fn mean_ns(group: &str, bench: &str) -> Option<f64> {
     let path = criterion_dir().join(group).join(bench).join("new").join("estimates.json");
     let json = std::fs::read_to_string(path).ok()?;
     let at = json.find("\"mean\"")?;

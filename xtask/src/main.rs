@@ -21,6 +21,8 @@ use std::time::Instant;
 
 mod api;
 mod bench;
+mod peers;
+mod peers_table;
 
 /// The trunk release that builds with the pinned rustc (0.22 needs a newer one).
 const TRUNK_VERSION: &str = "0.21.14";
@@ -69,6 +71,8 @@ fn print_help() {
          bench --browser  browser tab (WebGPU) vs native workers (lavapipe, CPU) on the same jobs\n\
          bench --dashboard  the dashboard's budgets: first-load bytes, time to first data, idle CPU\n\
          bench --gpu [ARGS]  `shoal bench gpu` (ARGS go to it), then the same in a Chromium tab on WebGPU\n\
+         bench --peers [--rounds N] [--max-background PCT]\n\
+         \x20                Shoal beside Ray, Dask, loopback TCP and the core's bound, one run, one table\n\
          proto-baseline   after a compatible API addition: lint, check, and make it the new `buf breaking` baseline"
     );
 }

@@ -13,6 +13,13 @@
 //! - `shared`: matmul tasks over one 4 MiB matrix, declared as a shared
 //!   input (sent to each worker once, then named) against the same tasks
 //!   each carrying it: input bytes sent per worker and verified tasks/s.
+//! - `latency`: submit-to-verified round trips of one tiny task, on an idle
+//!   swarm and on a busy one (p50, p99).
+//!
+//! `--json` prints the figures as one JSON object instead of the table
+//! (`cargo xtask bench --peers` reads it).
+
+mod latency;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,8 +39,8 @@ use crate::{Service, ShoalConfig};
 /// Which benchmark, and its sizes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// throughput, payload, idle, restart, shared, all (those five), or gpu
-    /// (the device's limits and every kernel against them).
+    /// throughput, payload, idle, restart, shared, latency, all (those six),
+    /// or gpu (the device's limits and every kernel against them).
     #[arg(default_value = "all")]
     pub which: String,
     /// gpu: only an adapter whose name contains this (case-insensitive).
@@ -42,7 +49,7 @@ pub struct BenchArgs {
     /// gpu: only this kernel (matmul_f32, sha256, mandelbrot).
     #[arg(long)]
     pub kernel: Option<String>,
-    /// gpu: print the figures as JSON.
+    /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
     /// gpu: seconds spent measuring each figure.
@@ -78,6 +85,9 @@ pub struct BenchArgs {
     /// shared: tasks (in jobs of 50), each over the same 4 MiB matrix.
     #[arg(long, default_value_t = 400)]
     pub shared_tasks: usize,
+    /// latency: probes on the idle swarm, and as many on the busy one.
+    #[arg(long, default_value_t = 200)]
+    pub probes: usize,
     /// Where the data folders go (default: a temporary folder).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -101,98 +111,175 @@ fn bench_config(data: &Path) -> ShoalConfig {
     cfg
 }
 
+/// The figures of one `shoal bench` run: the table's rows and the same
+/// figures by name for `--json`.
+struct Report {
+    json: bool,
+    rows: Vec<(&'static str, String, &'static str)>,
+    figures: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    /// A progress line: on stdout, or on stderr when stdout carries JSON.
+    fn say(&self, line: &str) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn row(&mut self, what: &'static str, got: String, target: &'static str) {
+        self.rows.push((what, got, target));
+    }
+
+    fn figure(&mut self, name: &str, value: impl serde::Serialize) {
+        self.figures.insert(name.to_owned(), serde_json::to_value(value).unwrap_or_default());
+    }
+
+    fn print(self) {
+        if self.json {
+            println!("{}", serde_json::Value::Object(self.figures));
+            return;
+        }
+        println!("\n| benchmark | this machine | target |\n|---|---|---|");
+        for (what, got, target) in self.rows {
+            println!("| {what} | {got} | {target} |");
+        }
+    }
+}
+
+/// The service benchmarks, in the order `all` runs them.
+const ALL: [&str; 6] = ["throughput", "payload", "idle", "restart", "shared", "latency"];
+
 /// Runs the benchmarks asked for and prints their figures.
 pub async fn run(a: BenchArgs) -> Result<()> {
     if a.which == "gpu" {
         return crate::bench_gpu::run(crate::bench_gpu::GpuBenchOptions::from_args(a)?).await;
     }
+    if a.which != "all" && !ALL.contains(&a.which.as_str()) {
+        bail!("unknown benchmark `{}`: {}, all or gpu", a.which, ALL.join(", "));
+    }
     let tmp = tempdir_in(a.dir.as_deref())?;
-    let all = a.which == "all";
-    let mut rows = Vec::new();
-    if all || a.which == "throughput" {
-        let r = throughput(&tmp.join("throughput"), a.workers, a.tasks).await?;
-        println!(
-            "throughput: {:.0} verified tasks/s ({} tasks, redundancy 2, {} workers, storage on)",
-            r, a.tasks, a.workers
-        );
-        rows.push(("verified tiny tasks/s (redundancy 2, WebSocket, redb)", format!("{r:.0}"), "≥ 40,000"));
-    }
-    if all || a.which == "payload" {
-        // Plain, then the same over TLS (both ports, rustls), in one run.
-        let pki_dir = tmp.join("pki");
-        std::fs::create_dir_all(&pki_dir)?;
-        let pki = crate::tls::private_pki(&pki_dir, &["127.0.0.1", "localhost"])?;
-        for (name, tls) in [("payload", None), ("payload over TLS", Some(&pki))] {
-            let dir = tmp.join(name.replace(' ', "-"));
-            let r = payload(&dir, a.workers, a.payload_tasks, a.payload_in_flight, tls).await?;
-            println!(
-                "{name}: {:.0} MB/s of 1 MiB inputs delivered to workers (redundancy 2); {:.2} CPU-s per GB \
-                 delivered (client, coordinator and workers in this process)",
-                r.mb_per_s, r.cpu_per_gb
-            );
-            let what = if tls.is_some() {
-                "1 MiB inputs through the coordinator over TLS, MB/s"
-            } else {
-                "1 MiB inputs through the coordinator, MB/s"
-            };
-            rows.push((what, format!("{:.0} ({:.2} CPU-s/GB)", r.mb_per_s, r.cpu_per_gb), "≥ 800"));
+    let mut report = Report { json: a.json, rows: Vec::new(), figures: serde_json::Map::new() };
+    for which in ALL.into_iter().filter(|w| a.which == "all" || a.which == *w) {
+        match which {
+            "throughput" => run_throughput(&a, &tmp, &mut report).await?,
+            "payload" => run_payload(&a, &tmp, &mut report).await?,
+            "idle" => run_idle(&a, &tmp, &mut report).await?,
+            "restart" => run_restart(&a, &tmp, &mut report).await?,
+            "shared" => run_shared(&a, &tmp, &mut report).await?,
+            _ => run_latency(&a, &tmp, &mut report).await?,
         }
     }
-    if all || a.which == "idle" {
-        let (rss, evicted, held) = idle(&tmp.join("idle"), a.idle_workers, a.idle_secs).await?;
-        println!(
-            "idle: {held} heartbeating workers held {}s; coordinator RSS {:.0} MiB; {evicted} evicted",
-            a.idle_secs,
-            rss as f64 / 1_048_576.0
-        );
-        rows.push((
-            "coordinator RSS with idle workers, MiB",
-            format!("{:.0} ({held} workers)", rss as f64 / 1_048_576.0),
-            "≤ 1024",
-        ));
-        rows.push(("missed heartbeat deadlines", evicted.to_string(), "0"));
-    }
-    if all || a.which == "restart" {
-        let ms = restart(&tmp.join("restart"), a.stored_tasks).await?;
-        println!("restart: serving again {ms} ms after start with {} stored tasks", a.stored_tasks);
-        rows.push(("restart to serving, ms", format!("{ms} ({} stored tasks)", a.stored_tasks), "≤ 2000"));
-    }
-    if all || a.which == "shared" {
-        let dir = tmp.join("shared");
-        let plain = shared_inputs(&dir.join("plain"), a.workers, a.shared_tasks, false).await?;
-        let shared = shared_inputs(&dir.join("shared"), a.workers, a.shared_tasks, true).await?;
-        for (name, r) in [("every task carries the matrix", &plain), ("the matrix as a shared input", &shared)] {
-            println!(
-                "shared: {name}: {:.1} MiB of inputs sent per worker, {:.0} verified tasks/s ({} tasks, {} workers)",
-                r.mib_per_worker, r.tasks_per_s, a.shared_tasks, a.workers
-            );
-        }
-        rows.push((
-            "job over one 4 MiB matrix: MiB sent per worker, shared vs carried",
-            format!("{:.1} vs {:.1}", shared.mib_per_worker, plain.mib_per_worker),
-            "≈ 4 + own parts",
-        ));
-        rows.push((
-            "job over one 4 MiB matrix: verified tasks/s, shared vs carried",
-            format!(
-                "{:.0} vs {:.0} ({:.1}×)",
-                shared.tasks_per_s,
-                plain.tasks_per_s,
-                shared.tasks_per_s / plain.tasks_per_s
-            ),
-            "> carried",
-        ));
-    }
-    if rows.is_empty() {
-        bail!("unknown benchmark `{}`: throughput, payload, idle, restart, shared, all or gpu", a.which);
-    }
-    println!("\n| benchmark | this machine | target |\n|---|---|---|");
-    for (what, got, target) in rows {
-        println!("| {what} | {got} | {target} |");
-    }
+    report.print();
     if a.dir.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
+    Ok(())
+}
+
+async fn run_throughput(a: &BenchArgs, tmp: &Path, report: &mut Report) -> Result<()> {
+    let r = throughput(&tmp.join("throughput"), a.workers, a.tasks).await?;
+    report.say(&format!(
+        "throughput: {r:.0} verified tasks/s ({} tasks, redundancy 2, {} workers, storage on)",
+        a.tasks, a.workers
+    ));
+    report.row("verified tiny tasks/s (redundancy 2, WebSocket, redb)", format!("{r:.0}"), "≥ 40,000");
+    report.figure("throughput_tasks_per_s", r);
+    Ok(())
+}
+
+async fn run_payload(a: &BenchArgs, tmp: &Path, report: &mut Report) -> Result<()> {
+    // Plain, then the same over TLS (both ports, rustls), in one run.
+    let pki_dir = tmp.join("pki");
+    std::fs::create_dir_all(&pki_dir)?;
+    let pki = crate::tls::private_pki(&pki_dir, &["127.0.0.1", "localhost"])?;
+    for (name, tls) in [("payload", None), ("payload over TLS", Some(&pki))] {
+        let dir = tmp.join(name.replace(' ', "-"));
+        let r = payload(&dir, a.workers, a.payload_tasks, a.payload_in_flight, tls).await?;
+        report.say(&format!(
+            "{name}: {:.0} MB/s of 1 MiB inputs delivered to workers (redundancy 2); {:.2} CPU-s per GB \
+             delivered (client, coordinator and workers in this process)",
+            r.mb_per_s, r.cpu_per_gb
+        ));
+        let (what, key) = if tls.is_some() {
+            ("1 MiB inputs through the coordinator over TLS, MB/s", "payload_tls")
+        } else {
+            ("1 MiB inputs through the coordinator, MB/s", "payload")
+        };
+        report.row(what, format!("{:.0} ({:.2} CPU-s/GB)", r.mb_per_s, r.cpu_per_gb), "≥ 800");
+        report.figure(&format!("{key}_mb_per_s"), r.mb_per_s);
+        report.figure(&format!("{key}_cpu_s_per_gb"), r.cpu_per_gb);
+    }
+    Ok(())
+}
+
+async fn run_idle(a: &BenchArgs, tmp: &Path, report: &mut Report) -> Result<()> {
+    let (rss, evicted, held) = idle(&tmp.join("idle"), a.idle_workers, a.idle_secs).await?;
+    let mib = rss as f64 / 1_048_576.0;
+    report.say(&format!(
+        "idle: {held} heartbeating workers held {}s; coordinator RSS {mib:.0} MiB; {evicted} evicted",
+        a.idle_secs
+    ));
+    report.row("coordinator RSS with idle workers, MiB", format!("{mib:.0} ({held} workers)"), "≤ 2048 at 100 000");
+    report.row("missed heartbeat deadlines", evicted.to_string(), "0");
+    report.figure("idle_workers", held);
+    report.figure("idle_rss_bytes", rss);
+    report.figure("idle_evicted", evicted);
+    Ok(())
+}
+
+async fn run_restart(a: &BenchArgs, tmp: &Path, report: &mut Report) -> Result<()> {
+    let ms = restart(&tmp.join("restart"), a.stored_tasks).await?;
+    report.say(&format!("restart: serving again {ms} ms after start with {} stored tasks", a.stored_tasks));
+    report.row("restart to serving, ms", format!("{ms} ({} stored tasks)", a.stored_tasks), "≤ 2000");
+    report.figure("restart_ms", ms);
+    report.figure("restart_stored_tasks", a.stored_tasks);
+    Ok(())
+}
+
+async fn run_shared(a: &BenchArgs, tmp: &Path, report: &mut Report) -> Result<()> {
+    let dir = tmp.join("shared");
+    let plain = shared_inputs(&dir.join("plain"), a.workers, a.shared_tasks, false).await?;
+    let shared = shared_inputs(&dir.join("shared"), a.workers, a.shared_tasks, true).await?;
+    for (name, r) in [("every task carries the matrix", &plain), ("the matrix as a shared input", &shared)] {
+        report.say(&format!(
+            "shared: {name}: {:.1} MiB of inputs sent per worker, {:.0} verified tasks/s ({} tasks, {} workers)",
+            r.mib_per_worker, r.tasks_per_s, a.shared_tasks, a.workers
+        ));
+    }
+    report.row(
+        "job over one 4 MiB matrix: MiB sent per worker, shared vs carried",
+        format!("{:.1} vs {:.1}", shared.mib_per_worker, plain.mib_per_worker),
+        "≈ 4 + own parts",
+    );
+    let ratio = shared.tasks_per_s / plain.tasks_per_s;
+    report.row(
+        "job over one 4 MiB matrix: verified tasks/s, shared vs carried",
+        format!("{:.0} vs {:.0} ({ratio:.1}×)", shared.tasks_per_s, plain.tasks_per_s),
+        "> carried",
+    );
+    report.figure("shared_mib_per_worker", shared.mib_per_worker);
+    report.figure("carried_mib_per_worker", plain.mib_per_worker);
+    Ok(())
+}
+
+async fn run_latency(a: &BenchArgs, tmp: &Path, report: &mut Report) -> Result<()> {
+    let r = latency::latency(&tmp.join("latency"), a.workers, a.probes).await?;
+    let ms = |us: f64| us / 1e3;
+    for (name, p) in [("idle", r.idle), ("busy", r.loaded)] {
+        report.say(&format!(
+            "latency, {name} swarm: submit to verified p50 {:.2} ms, p99 {:.2} ms ({} probes, redundancy 2)",
+            ms(p.p50_us),
+            ms(p.p99_us),
+            p.n
+        ));
+    }
+    let cell = |p: latency::Percentiles| format!("{:.2} / {:.2}", ms(p.p50_us), ms(p.p99_us));
+    report.row("submit to verified, idle swarm, p50 / p99 ms", cell(r.idle), "—");
+    report.row("submit to verified, busy swarm, p50 / p99 ms", cell(r.loaded), "—");
+    report.figure("latency", r);
     Ok(())
 }
 
