@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shoal_core::benchmark::CpuAnswer;
 use shoal_core::coordinator::{ConnId, Coordinator, CoordinatorConfig, Input, JobSpec, OriginKey, Output, TaskSpec};
 use shoal_core::kernels::{KernelId, KernelSpec, Sha256Params};
 use shoal_core::wire::message::{Backend, DeviceInfo, DeviceType, Hello, HelloAuth, TaskAck, TaskOffer};
@@ -29,6 +30,30 @@ const BATCH: usize = 512;
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+/// A GPU worker's hello that runs every kernel.
+fn hello(w: u64) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: WorkerId::new(format!("w{w}")).expect("valid"),
+        auth: HelloAuth::Token(String::new()),
+        device: DeviceInfo {
+            backend: Backend::Vulkan,
+            device_type: DeviceType::DiscreteGpu,
+            vendor: "bench".into(),
+            name: "bench".into(),
+            driver: "bench".into(),
+            max_buffer_bytes: 1 << 30,
+            max_storage_binding_bytes: 1 << 27,
+            max_workgroup_invocations: 256,
+            kernels: KernelId::ALL.to_vec(),
+        },
+        software: "bench".into(),
+        max_concurrent: 16,
+        cache_bytes: 0,
+        held: Vec::new(),
+    }
 }
 
 fn result_for(offer: &TaskOffer, inputs: &[Bytes]) -> Envelope {
@@ -82,6 +107,36 @@ impl Bench {
         self.collect();
     }
 
+    /// The first message to `conn` that `pick` takes (other outputs dropped).
+    fn sent_to<T>(&mut self, conn: ConnId, pick: impl Fn(Message) -> Option<T>) -> Option<T> {
+        let mut found = None;
+        while let Some(o) = self.c.poll_output() {
+            if let Output::Send { conn: to, envelope } = o {
+                if to == conn && found.is_none() {
+                    found = pick(envelope.message);
+                }
+            }
+        }
+        found
+    }
+
+    /// Answers `conn`'s admission benchmark (offer → commitment →
+    /// challenge → reveal), so the worker is admitted.
+    fn admit(&mut self, conn: ConnId) {
+        let offer = self
+            .sent_to(conn, |m| if let Message::BenchmarkOffer(o) = m { Some(o) } else { None })
+            .expect("a benchmark offered");
+        let answer = CpuAnswer::run(&offer).expect("a benchmark the CPU runs");
+        self.now = self.now + Millis(1);
+        self.c.handle(self.now, Input::Received { conn, envelope: answer.commit() });
+        let challenge = self
+            .sent_to(conn, |m| if let Message::BenchmarkChallenge(c) = m { Some(c) } else { None })
+            .expect("a challenge sent");
+        self.c.handle(self.now, Input::Received { conn, envelope: answer.reveal(&challenge) });
+        self.collect();
+        assert!(self.offers.is_empty(), "no task is queued yet");
+    }
+
     fn setup() -> Self {
         let mut cfg =
             CoordinatorConfig { max_workers: WORKERS as usize, max_queued_tasks: 4 * TASKS, ..Default::default() };
@@ -101,38 +156,9 @@ impl Bench {
         };
         for w in 0..WORKERS {
             b.c.handle(b.now, Input::Connected { conn: ConnId(w), origin: OriginKey(w), host: None });
-            let hello = Hello {
-                protocol_version: PROTOCOL_VERSION,
-                worker_id: WorkerId::new(format!("w{w}")).expect("valid"),
-                auth: HelloAuth::Token(String::new()),
-                device: DeviceInfo {
-                    backend: Backend::Vulkan,
-                    device_type: DeviceType::DiscreteGpu,
-                    vendor: "bench".into(),
-                    name: "bench".into(),
-                    driver: "bench".into(),
-                    max_buffer_bytes: 1 << 30,
-                    max_storage_binding_bytes: 1 << 27,
-                    max_workgroup_invocations: 256,
-                    kernels: KernelId::ALL.to_vec(),
-                },
-                software: "bench".into(),
-                max_concurrent: 16,
-                cache_bytes: 0,
-                held: Vec::new(),
-            };
-            b.c.handle(
-                b.now,
-                Input::Received { conn: ConnId(w), envelope: Envelope::bare(Message::Hello(Box::new(hello))) },
-            );
-            b.collect();
-        }
-        // Answer the benchmarks: every worker is admitted.
-        while let Some((conn, offer, inputs)) = b.offers.pop_front() {
-            b.now = b.now + Millis(1);
-            let env = result_for(&offer, &inputs);
-            b.c.handle(b.now, Input::Received { conn, envelope: env });
-            b.collect();
+            let envelope = Envelope::bare(Message::Hello(Box::new(hello(w))));
+            b.c.handle(b.now, Input::Received { conn: ConnId(w), envelope });
+            b.admit(ConnId(w));
         }
         b.offers.clear();
         b
