@@ -308,6 +308,7 @@ fn disk_worker(
 ) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let id = shoal_core::WorkerId::new("disk-0").expect("id");
     let opts = shoal_native::worker::WorkerOptions {
+        bind: None,
         url: service.worker_url(),
         ca: None,
         token: Some(shoal_core::auth::derive_token(&service.secret, &id)),

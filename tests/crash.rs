@@ -119,6 +119,7 @@ async fn kill_rounds(kills: usize, job_tasks: u64, seed: u64) -> usize {
     for i in 0..4 {
         let id = WorkerId::new(format!("w{i}")).expect("id");
         let opts = WorkerOptions {
+            bind: None,
             url: format!("ws://127.0.0.1:{http}/ws"),
             ca: None,
             token: Some(derive_token(&secret, &id)),

@@ -449,6 +449,7 @@ async fn idle_workers(up: &Up, n: usize) -> (tokio::sync::watch::Sender<bool>, V
     for i in 0..n {
         let id = shoal_core::WorkerId::new(format!("w{i:05}")).expect("id");
         let opts = shoal_native::worker::WorkerOptions {
+            bind: None,
             url: format!("ws://127.0.0.1:{}/ws", up.http),
             ca: None,
             token: Some(shoal_core::auth::derive_token(&secret, &id)),

@@ -62,6 +62,7 @@ fn guests(http: u16, n: u64) -> (tokio::sync::watch::Sender<bool>, Vec<tokio::ta
     let handles = (0..n)
         .map(|i| {
             let opts = WorkerOptions {
+                bind: None,
                 url: format!("ws://127.0.0.1:{http}/ws"),
                 ca: None,
                 token: None,

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 fn contributor(service: &Service, seed: u8) -> WorkerOptions {
     WorkerOptions {
+        bind: None,
         url: service.worker_url(),
         ca: None,
         worker_id: WorkerId::new("unused").expect("id"),

@@ -146,6 +146,7 @@ async fn behind_nginx_workers_and_clients_work_and_keep_their_own_addresses() {
     for i in 0..2u64 {
         let id = WorkerId::new(format!("proxied-{i}")).expect("id");
         let opts = WorkerOptions {
+            bind: None,
             url: format!("wss://localhost:{}/ws", ports.0),
             ca: Some(ca.clone()),
             token: Some(shoal_core::auth::derive_token(&service.secret, &id)),

@@ -156,6 +156,7 @@ async fn shutdown_says_goodbye_to_connected_workers() {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let id = shoal_core::WorkerId::new("stayer").expect("id");
     let opts = shoal_native::worker::WorkerOptions {
+        bind: None,
         url: service.worker_url(),
         ca: None,
         token: Some(shoal_core::auth::derive_token(&service.secret, &id)),

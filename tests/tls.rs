@@ -41,6 +41,7 @@ fn make_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 fn worker_over_tls(service: &Service, name: &str, ca: &Path, seed: u64) -> WorkerOptions {
     let id = WorkerId::new(name).expect("id");
     WorkerOptions {
+        bind: None,
         url: service.worker_url(),
         ca: Some(ca.to_path_buf()),
         token: Some(shoal_core::auth::derive_token(&service.secret, &id)),

@@ -401,11 +401,11 @@ mod tests {
     /// ~48 ms from submission to verification instead of ~2 ms.
     #[tokio::test]
     async fn accepted_sockets_have_nagle_off() {
-        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = inner.local_addr().unwrap();
+        let inner = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = inner.local_addr().expect("address");
         let mut listener = GuardedListener::new(inner, SocketCount::new(4), Duration::from_secs(5), "http");
-        let _client = TcpStream::connect(addr).await.unwrap();
+        let _client = TcpStream::connect(addr).await.expect("connect");
         let (guarded, _) = listener.accept().await;
-        assert!(guarded.inner.nodelay().unwrap());
+        assert!(guarded.inner.nodelay().expect("nodelay"));
     }
 }

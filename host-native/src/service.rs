@@ -446,8 +446,8 @@ const SPARE_FDS: u64 = 256;
 /// gets four fifths of what there is; clients of the gRPC port are few.
 fn socket_limits(wanted: usize) -> (usize, usize) {
     let Some(fds) = raise_fd_limit() else { return (wanted, wanted) };
-    let free = usize::try_from(fds.saturating_sub(SPARE_FDS)).unwrap_or(usize::MAX);
-    let (http, grpc) = ((free / 5 * 4).max(1), (free / 5).max(1));
+    let fds = usize::try_from(fds).unwrap_or(usize::MAX);
+    let (http, grpc) = (worker_socket_room(fds), (fds.saturating_sub(SPARE_FDS as usize) / 5).max(1));
     if http < wanted || grpc < wanted {
         tracing::warn!(
             wanted,
@@ -460,8 +460,16 @@ fn socket_limits(wanted: usize) -> (usize, usize) {
     (http.min(wanted), grpc.min(wanted))
 }
 
+/// The sockets the HTTP port (the workers') may hold under a limit of
+/// `fds` file descriptors: four fifths of those not kept spare.
+pub(crate) fn worker_socket_room(fds: usize) -> usize {
+    (fds.saturating_sub(SPARE_FDS as usize) / 5 * 4).max(1)
+}
+
+/// Raises this process's soft file-descriptor limit to its hard one;
+/// the limit now in force (None where unknown).
 #[cfg(target_os = "linux")]
-fn raise_fd_limit() -> Option<u64> {
+pub(crate) fn raise_fd_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     let mut current = lim.current?;
@@ -474,6 +482,6 @@ fn raise_fd_limit() -> Option<u64> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn raise_fd_limit() -> Option<u64> {
+pub(crate) fn raise_fd_limit() -> Option<u64> {
     None
 }

@@ -69,6 +69,11 @@ pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
 pub struct WorkerOptions {
     /// `ws://host:port/ws`, or `wss://` for TLS.
     pub url: String,
+    /// The local address to connect from (None: the system's choice). A
+    /// load generator spreads many connections over several loopback
+    /// addresses, as one source address has only ~28 000 ports to one
+    /// coordinator.
+    pub bind: Option<std::net::IpAddr>,
     /// A private CA (PEM) trusted for `wss://` beside the system's roots.
     pub ca: Option<std::path::PathBuf>,
     /// Its id.
@@ -148,7 +153,7 @@ pub async fn run(opts: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result
         if *stop.borrow() {
             return Ok(report);
         }
-        match connect(&opts.url, opts.ca.as_deref()).await {
+        match connect(&opts.url, opts.bind, opts.ca.as_deref()).await {
             Ok(ws) => {
                 report.connections += 1;
                 backoff.reset();
@@ -183,7 +188,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 type Ws = fastwebsockets::WebSocket<crate::ws::Upgraded>;
 
 /// Opens the WebSocket to the coordinator (`ws://host:port/path`).
-async fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<Ws, String> {
+async fn connect(url: &str, bind: Option<std::net::IpAddr>, ca: Option<&std::path::Path>) -> Result<Ws, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     let tls = match uri.scheme_str() {
         Some("ws") => false,
@@ -195,7 +200,7 @@ async fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<Ws, String> 
     };
     let host = host.trim_matches(['[', ']']);
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    let stream = dial(host, port, bind).await.map_err(|e| e.to_string())?;
     // The session gathers its frames before each write; Nagle would hold a
     // result back until the coordinator's delayed ACK (40 ms).
     let _ = stream.set_nodelay(true);
@@ -215,6 +220,23 @@ async fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<Ws, String> 
     }
     let (ws, _) = fastwebsockets::handshake::client(&executor, request, stream).await.map_err(|e| e.to_string())?;
     Ok(ws)
+}
+
+/// A TCP connection to `host:port`, from `bind` when given.
+async fn dial(host: &str, port: u16, bind: Option<std::net::IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(local) = bind else { return tokio::net::TcpStream::connect((host, port)).await };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await?.filter(|a| a.is_ipv4() == local.is_ipv4()) {
+        let socket = if local.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        match socket.connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, format!("{host} has no address of {local}'s family"))
+    }))
 }
 
 /// What the reading side of a session hands the session.

@@ -77,6 +77,7 @@ impl Workers {
             let name = format!("{prefix}{i}");
             let id = WorkerId::new(name.clone()).expect("id");
             let opts = WorkerOptions {
+                bind: None,
                 url: service.worker_url(),
                 ca: None,
                 worker_id: id.clone(),

@@ -207,7 +207,7 @@ def run_latency(system, n):
 WORKLOADS = {
     "tiny": (run_tiny, 20_000),
     "verified": (run_verified, 20_000),
-    "payload": (run_payload, 300),
+    "payload": (run_payload, 600),
     "latency": (run_latency, 200),
 }
 

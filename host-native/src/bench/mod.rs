@@ -19,6 +19,7 @@
 //! `--json` prints the figures as one JSON object instead of the table
 //! (`cargo xtask bench --peers` reads it).
 
+mod idle;
 mod latency;
 
 use std::path::{Path, PathBuf};
@@ -216,13 +217,19 @@ async fn run_payload(a: &BenchArgs, tmp: &Path, report: &mut Report) -> Result<(
 }
 
 async fn run_idle(a: &BenchArgs, tmp: &Path, report: &mut Report) -> Result<()> {
-    let (rss, evicted, held) = idle(&tmp.join("idle"), a.idle_workers, a.idle_secs).await?;
+    let (rss, evicted, held) = idle::idle(&tmp.join("idle"), a.idle_workers, a.idle_secs).await?;
     let mib = rss as f64 / 1_048_576.0;
+    let per_worker = rss as f64 / f64::from(held.max(1)) / 1024.0;
     report.say(&format!(
-        "idle: {held} heartbeating workers held {}s; coordinator RSS {mib:.0} MiB; {evicted} evicted",
+        "idle: {held} heartbeating workers held {}s; coordinator RSS {mib:.0} MiB ({per_worker:.1} KiB per worker); \
+         {evicted} evicted",
         a.idle_secs
     ));
-    report.row("coordinator RSS with idle workers, MiB", format!("{mib:.0} ({held} workers)"), "≤ 2048 at 100 000");
+    report.row(
+        "coordinator RSS with idle workers, MiB",
+        format!("{mib:.0} ({held} workers, {per_worker:.1} KiB each)"),
+        "≤ 2048 at 100 000",
+    );
     report.row("missed heartbeat deadlines", evicted.to_string(), "0");
     report.figure("idle_workers", held);
     report.figure("idle_rss_bytes", rss);
@@ -301,6 +308,7 @@ fn spawn_workers(
     for i in 0..n {
         let Ok(id) = WorkerId::new(format!("bench-{i}")) else { continue };
         let opts = WorkerOptions {
+            bind: None,
             url: service.worker_url(),
             ca: ca.map(Path::to_path_buf),
             token: Some(derive_token(&service.secret, &id)),
@@ -572,75 +580,6 @@ async fn wait_healthy(http: &str, limit: Duration) -> Result<Duration> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// Coordinator RSS with `n` idle workers held `secs`; evictions; workers held at the end.
-async fn idle(data: &Path, n: usize, secs: u64) -> Result<(u64, u64, u32)> {
-    std::fs::create_dir_all(data)?;
-    let sets = vec![
-        "coordinator.max_workers=20000".to_owned(),
-        "coordinator.profile.benchmark_size=4".to_owned(),
-        "coordinator.profile.benchmark_max_size=4".to_owned(),
-        "coordinator.profile.min_mflops=0".to_owned(),
-        "coordinator.distinct_origins=false".to_owned(),
-        "server.max_connections=20000".to_owned(),
-    ];
-    let child = spawn_coordinator(data, &sets)?;
-    wait_healthy(&child.http, Duration::from_secs(30)).await?;
-    let secret = crate::service::load_or_create_secret(data)?;
-    let (stop, rx) = watch::channel(false);
-    let mut hs = Vec::new();
-    for i in 0..n {
-        let Ok(id) = WorkerId::new(format!("idle-{i}")) else { continue };
-        let opts = WorkerOptions {
-            url: format!("ws://{}/ws", child.http),
-            ca: None,
-            token: Some(derive_token(&secret, &id)),
-            identity: None,
-            profile: None,
-            worker_id: id,
-            max_concurrent: 1,
-            cache_bytes: crate::worker::DEFAULT_CACHE_BYTES,
-            cache_dir: None,
-            behaviour: Behaviour::Honest,
-            reconnect: false,
-            executor: crate::worker::Executor::Cpu,
-            seed: i as u64,
-        };
-        let rx = rx.clone();
-        hs.push(tokio::spawn(async move { worker::run(opts, rx).await }));
-        if i % 500 == 499 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let mut c = ShoalClient::connect(child.grpc.clone()).await?;
-    let deadline = Instant::now() + Duration::from_mins(2);
-    loop {
-        let s = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await?.into_inner();
-        if s.workers_admitted as usize >= n || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let mut events = c.stream_events(pb::StreamEventsRequest {}).await?.into_inner();
-    let evicted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = evicted.clone();
-    let watcher = tokio::spawn(async move {
-        while let Ok(Some(e)) = events.message().await {
-            if matches!(e.event, Some(pb::stream_events_response::Event::WorkerLeft(_))) {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-    });
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let rss = rss_of(child.process.id());
-    let held = c.get_swarm_status(pb::GetSwarmStatusRequest {}).await?.into_inner().workers_admitted;
-    watcher.abort();
-    let _ = stop.send(true);
-    for h in hs {
-        let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
-    }
-    Ok((rss, evicted.load(std::sync::atomic::Ordering::Relaxed), held))
 }
 
 /// Milliseconds from process start to healthy, with `n` tasks stored (pending).

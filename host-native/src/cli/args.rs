@@ -147,6 +147,9 @@ pub(super) struct WorkerArgs {
         default_value = "ws://127.0.0.1:14690/ws"
     )]
     pub(super) coordinator: String,
+    /// The local address to connect from (a host with several addresses).
+    #[arg(long, value_name = "IP")]
+    pub(super) bind: Option<std::net::IpAddr>,
     /// A private CA (PEM) to trust for `wss://`, beside the system's roots.
     #[arg(long)]
     pub(super) ca: Option<std::path::PathBuf>,

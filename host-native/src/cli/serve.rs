@@ -94,6 +94,7 @@ pub(super) async fn up(mut cfg: ShoalConfig, a: UpArgs) -> Result<()> {
     for i in 0..n {
         let id = WorkerId::new(format!("local-{i}"))?;
         let opts = WorkerOptions {
+            bind: None,
             url: service.worker_url(),
             ca: None,
             token: Some(derive_token(&service.secret, &id)),
@@ -233,6 +234,7 @@ pub(super) async fn run_worker(cfg: ShoalConfig, a: WorkerArgs) -> Result<()> {
     tracing::info!(max_concurrent, "assignments at once");
     let (stop, rx) = watch::channel(false);
     let opts = WorkerOptions {
+        bind: a.bind,
         url: a.coordinator.clone(),
         ca: a.ca.clone(),
         worker_id: WorkerId::new(a.id.clone())?,

@@ -80,6 +80,7 @@ pub(super) async fn sim_over_sockets(a: &SimArgs) -> Result<()> {
         for i in 0..count {
             let id = WorkerId::new(format!("{prefix}-{i}"))?;
             let opts = WorkerOptions {
+                bind: None,
                 url: a.worker_url.clone(),
                 ca: None,
                 token: Some(derive_token(&secret, &id)),
