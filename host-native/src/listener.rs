@@ -123,6 +123,22 @@ impl GuardedListener {
     }
 }
 
+/// Connections the kernel may hold accepted but not yet taken by
+/// `accept` (capped by `net.core.somaxconn`): after a coordinator restart
+/// every worker dials again within seconds of its backoff, and a backlog
+/// of tokio's default 1 024 refuses part of the crowd (each refused worker
+/// then waits out another backoff).
+pub const LISTEN_BACKLOG: u32 = 8_192;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 fn is_peer_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -401,7 +417,7 @@ mod tests {
     /// ~48 ms from submission to verification instead of ~2 ms.
     #[tokio::test]
     async fn accepted_sockets_have_nagle_off() {
-        let inner = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let inner = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
         let addr = inner.local_addr().expect("address");
         let mut listener = GuardedListener::new(inner, SocketCount::new(4), Duration::from_secs(5), "http");
         let _client = TcpStream::connect(addr).await.expect("connect");

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::auth::MasterSecret;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -118,8 +117,8 @@ impl Service {
         open_api_check(&cfg.server)?;
         // The ports next: a port already taken stops the start before the
         // engine runs (nothing to undo).
-        let http = TcpListener::bind(cfg.server.http).await.map_err(io(format!("binding {}", cfg.server.http)))?;
-        let grpc = TcpListener::bind(cfg.server.grpc).await.map_err(io(format!("binding {}", cfg.server.grpc)))?;
+        let http = crate::listener::bind(cfg.server.http).map_err(io(format!("binding {}", cfg.server.http)))?;
+        let grpc = crate::listener::bind(cfg.server.grpc).map_err(io(format!("binding {}", cfg.server.grpc)))?;
         let data = &cfg.server.data;
         std::fs::create_dir_all(data).map_err(io(format!("creating {}", data.display())))?;
         let secret = load_or_create_secret(data)?;

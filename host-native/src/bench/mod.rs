@@ -585,7 +585,7 @@ async fn wait_healthy(http: &str, limit: Duration) -> Result<Duration> {
 /// Milliseconds from process start to healthy, with `n` tasks stored (pending).
 async fn restart(data: &Path, n: usize) -> Result<u128> {
     std::fs::create_dir_all(data)?;
-    let sets = vec!["coordinator.max_queued_tasks=5000000".to_owned()];
+    let sets = vec![format!("coordinator.max_queued_tasks={}", n.max(5_000_000) + 50_000)];
     {
         let child = spawn_coordinator(data, &sets)?;
         wait_healthy(&child.http, Duration::from_secs(30)).await?;
