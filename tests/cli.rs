@@ -410,3 +410,42 @@ fn the_gpu_benchmark_reports_limits_and_kernels_as_json() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a built-in kernel"), "{bad:?}");
 }
+
+/// `shoal bench latency --json` over real sockets: probes on an idle swarm
+/// and on a busy one, each answered verified, as percentiles.
+#[test]
+fn the_latency_benchmark_reports_percentiles_as_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+        .args(["bench", "latency", "--json", "--probes", "5", "--workers", "2"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("shoal runs");
+    let stdout = ok(&out);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the output is JSON");
+    for swarm in ["idle", "loaded"] {
+        let p = &report["latency"][swarm];
+        assert_eq!(p["n"], 5, "{report}");
+        let (p50, p99) = (p["p50_us"].as_f64().expect("p50"), p["p99_us"].as_f64().expect("p99"));
+        assert!(p50 > 0.0 && p99 >= p50, "{report}");
+    }
+    // An unknown benchmark is refused with the list.
+    let bad = Command::new(env!("CARGO_BIN_EXE_shoal-e2e")).args(["bench", "speed"]).output().expect("shoal runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("throughput, payload, idle"), "{bad:?}");
+}
+
+/// More idle connections than the file-descriptor limit allows are refused
+/// before anything starts, saying what to raise (Linux caps every hard
+/// limit at `fs.nr_open`, 1 048 576 at most by default).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_idle_benchmark_refuses_more_connections_than_descriptors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+        .args(["bench", "idle", "--idle-workers", "2000000", "--idle-secs", "1"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("shoal runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("do not fit") && err.contains("ulimit -n"), "{err}");
+}

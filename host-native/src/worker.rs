@@ -479,3 +479,26 @@ async fn session(
     *cache = s.take_cache();
     (s.completed(), end)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::dial;
+
+    /// `--bind` (a load generator's spread over loopback addresses): the
+    /// coordinator sees the connection come from the chosen address.
+    #[tokio::test]
+    async fn a_worker_dials_from_the_address_it_binds() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7));
+        let (dialed, accepted) = tokio::join!(dial("127.0.0.1", port, Some(source)), listener.accept());
+        let stream = dialed.expect("connects");
+        assert_eq!(stream.local_addr().expect("local").ip(), source);
+        assert_eq!(accepted.expect("accepted").1.ip(), source);
+        // An IPv6 source for an IPv4-only host: a clear error, no attempt.
+        let err = dial("127.0.0.1", port, Some(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))).await.expect_err("no v6");
+        assert!(err.to_string().contains("family"), "{err}");
+    }
+}

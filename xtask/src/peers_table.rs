@@ -160,3 +160,26 @@ fn print_latency(report: &Value) {
         println!("| {what} | {s} | {r} | {rv} | {d} | {dv} | {} |", ratio(s50, best));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::median;
+
+    /// Runs that started on a busy machine are left out of the medians.
+    #[test]
+    fn noisy_rounds_are_left_out() {
+        let report = json!({
+            "max_background_percent": 15.0,
+            "rounds": [
+                {"ray_tiny": {"tasks_per_s": 100.0, "background_percent": 2.0}},
+                {"ray_tiny": {"tasks_per_s": 900.0, "background_percent": 60.0}},
+                {"ray_tiny": {"tasks_per_s": 300.0, "background_percent": 1.0}},
+                {"ray_tiny": {"tasks_per_s": 200.0, "background_percent": 0.0}},
+            ],
+        });
+        assert_eq!(median(&report, "ray_tiny", "/tasks_per_s"), Some((200.0, 3)));
+        assert_eq!(median(&report, "dask_tiny", "/tasks_per_s"), None);
+    }
+}
