@@ -132,7 +132,7 @@ impl Coordinator {
             self.ledger.delete(ns::APPROVED, key);
             let conn = self.by_id.get(id).and_then(|&w| self.worker(w)).map(|w| w.conn);
             if let Some(conn) = conn {
-                self.staged.push(super::Output::Close {
+                self.staged.push_back(super::Output::Close {
                     conn,
                     reason: "the operator withdrew this identity's approval".into(),
                 });

@@ -194,7 +194,7 @@ pub struct Coordinator {
     stats: CoordinatorStats,
     shadow: ShadowStats,
     next_housekeeping: Millis,
-    staged: Vec<Output>,
+    staged: VecDeque<Output>,
     outputs: VecDeque<Output>,
     started: bool,
 }
@@ -255,7 +255,7 @@ impl Coordinator {
             stats: CoordinatorStats::default(),
             shadow: ShadowStats::default(),
             next_housekeeping: Millis::ZERO,
-            staged: Vec::new(),
+            staged: VecDeque::new(),
             outputs: VecDeque::new(),
             started: false,
             clock_us: 0,
@@ -301,7 +301,7 @@ impl Coordinator {
                 Input::Tick => self.on_tick(now),
                 Input::Command { ticket, command } => {
                     let answer = self.command(now, command);
-                    self.staged.push(Output::Answer { ticket, answer });
+                    self.staged.push_back(Output::Answer { ticket, answer });
                 }
             }
         }
@@ -397,17 +397,23 @@ impl Coordinator {
     fn seal_round(&mut self) {
         self.flush_worker_records();
         if let Some(diff) = self.ledger.seal() {
-            self.outputs.push_back(Output::Persist(diff));
+            self.staged.push_front(Output::Persist(diff));
         }
-        self.outputs.extend(self.staged.drain(..));
+        if self.outputs.is_empty() {
+            // The host took every output of the last round (it usually
+            // does): this round's are handed over whole, not moved one by one.
+            std::mem::swap(&mut self.outputs, &mut self.staged);
+        } else {
+            self.outputs.extend(self.staged.drain(..));
+        }
     }
 
     fn send(&mut self, conn: ConnId, message: Message, attachments: Vec<Bytes>) {
-        self.staged.push(Output::Send { conn, envelope: Envelope { message, attachments } });
+        self.staged.push_back(Output::Send { conn, envelope: Envelope { message, attachments } });
     }
 
     fn event(&mut self, e: Event) {
-        self.staged.push(Output::Event(e));
+        self.staged.push_back(Output::Event(e));
     }
 
     /// A job's progress.
@@ -648,7 +654,7 @@ impl Coordinator {
             .map(|(id, _)| *id)
             .collect();
         for conn in stale {
-            self.staged.push(Output::Close { conn, reason: "silent for too long".into() });
+            self.staged.push_back(Output::Close { conn, reason: "silent for too long".into() });
             self.on_disconnect(conn, "silent for too long");
         }
     }

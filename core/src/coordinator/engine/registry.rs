@@ -132,7 +132,7 @@ impl Coordinator {
     pub(super) fn refuse(&mut self, conn: ConnId, worker: Option<WorkerId>, code: ErrorCode, reason: String) {
         self.send(conn, Message::Error(ErrorMessage { code, assignment: None, message: reason.clone() }), vec![]);
         self.send(conn, Message::Goodbye(Goodbye { reason: reason.clone() }), vec![]);
-        self.staged.push(Output::Close { conn, reason: reason.clone() });
+        self.staged.push_back(Output::Close { conn, reason: reason.clone() });
         self.event(Event::WorkerRefused { worker, reason });
         if let Some(c) = self.conns.remove(&conn) {
             if let Some(w) = c.worker {
@@ -190,7 +190,7 @@ impl Coordinator {
     /// work goes back to the queue, and it leaves with that reason.
     pub(super) fn evict(&mut self, conn: ConnId, why: &str) {
         self.send(conn, Message::Goodbye(Goodbye { reason: why.into() }), vec![]);
-        self.staged.push(Output::Close { conn, reason: why.into() });
+        self.staged.push_back(Output::Close { conn, reason: why.into() });
         self.on_disconnect(conn, why);
     }
 
@@ -200,7 +200,7 @@ impl Coordinator {
             Message::Error(ErrorMessage { code: ErrorCode::Malformed, assignment: None, message: why.into() }),
             vec![],
         );
-        self.staged.push(Output::Close { conn, reason: why.into() });
+        self.staged.push_back(Output::Close { conn, reason: why.into() });
         if self.conns.get(&conn).is_some_and(|c| c.worker.is_none()) {
             // Before its hello a connection is nobody: it is refused, so
             // the violation is seen and counted like any refusal.
@@ -284,7 +284,7 @@ impl Coordinator {
             // A reconnect replaces the old connection.
             let old_conn = self.worker_mut(old).map(|w| w.conn);
             if let Some(oc) = old_conn {
-                self.staged.push(Output::Close { conn: oc, reason: "replaced by a new connection".into() });
+                self.staged.push_back(Output::Close { conn: oc, reason: "replaced by a new connection".into() });
                 self.on_disconnect(oc, "replaced by a new connection");
             }
         }

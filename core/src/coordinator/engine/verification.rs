@@ -168,7 +168,7 @@ impl Coordinator {
             && t.results.len() >= usize::from(t.quorum)
             && t.results.iter().all(|r| r.digest == t.results[0].digest)
         {
-            let all: Vec<usize> = (0..t.results.len()).collect();
+            let all: smallvec::SmallVec<[usize; 8]> = (0..t.results.len()).collect();
             return self.accept(tid, &all);
         }
         let groups = self.groups(t);
@@ -409,7 +409,7 @@ impl Coordinator {
         self.event(Event::WorkerSlashed { worker: id, reason: reason.to_owned(), forfeited });
         if let Some(conn) = conn {
             self.send(conn, Message::Goodbye(Goodbye { reason: format!("slashed: {reason}") }), vec![]);
-            self.staged.push(Output::Close { conn, reason: format!("slashed: {reason}") });
+            self.staged.push_back(Output::Close { conn, reason: format!("slashed: {reason}") });
             self.on_disconnect(conn, "slashed");
         }
     }
