@@ -130,13 +130,27 @@ impl GuardedListener {
 /// then waits out another backoff).
 pub const LISTEN_BACKLOG: u32 = 8_192;
 
-/// A listening socket on `addr` with [`LISTEN_BACKLOG`].
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`] (the kernel's
+/// `net.core.somaxconn` caps it; a lower cap is logged).
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    if let Some(cap) = somaxconn().filter(|&c| c < LISTEN_BACKLOG) {
+        tracing::info!(
+            %addr,
+            somaxconn = cap,
+            wanted = LISTEN_BACKLOG,
+            "net.core.somaxconn caps the listen backlog; raise it for many workers reconnecting at once"
+        );
+    }
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// `net.core.somaxconn` (Linux; None elsewhere or unreadable).
+fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
 }
 
 fn is_peer_error(e: &io::Error) -> bool {
