@@ -417,6 +417,7 @@ pub fn start(
     settings: EngineSettings,
 ) -> Result<(EngineHandle, std::thread::JoinHandle<Result<(), StoreError>>), StoreError> {
     let started = std::time::Instant::now();
+    tracing::info!("recovering from storage (about a second per million stored tasks)");
     let (snapshot, stored_clock) = store.recover()?;
     let mut clock = Clock::resume(stored_clock);
     let now = clock.now();

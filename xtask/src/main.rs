@@ -537,6 +537,13 @@ fn test() -> Result {
     ensure_browser()?;
     ensure_pebble()?;
     step("rustfmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // `bench --peers` runs it only with Ray and Dask installed: at least it parses.
+    step(
+        "the peers' benchmark script compiles",
+        Command::new("python3")
+            .args(["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])"])
+            .arg(root().join("xtask").join("peers").join("peers.py")),
+    )?;
     api::check_proto()?;
     api::check_alert_rules()?;
     // The site first: the `shoal` the tests run carries it (SHOAL_EMBED_SITE),
