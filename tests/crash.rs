@@ -217,7 +217,10 @@ async fn kill_rounds(kills: usize, job_tasks: u64, seed: u64) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
-    let epochs = kill_rounds(4, 200, 0x00C0_FFEE).await;
+    // Jobs large enough that work is still unfinished a random moment after
+    // progress: with results sent at once (no Nagle), 200 tiny tasks
+    // finished within that moment and kills found nothing to interrupt.
+    let epochs = kill_rounds(4, 1_000, 0x00C0_FFEE).await;
     // Epochs close after 50 verified tasks (at the end of the batch that
     // reaches 50), and the open one is settled at the end.
     assert!(epochs >= 2, "{epochs} epochs");
@@ -227,5 +230,5 @@ async fn kill_nine_at_random_points_loses_nothing_and_credits_nothing_twice() {
 /// the last finished), inputs stored apart and inline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_kills_over_several_jobs_lose_nothing_and_credit_nothing_twice() {
-    kill_rounds(100, 120, 0x5EED_0100).await;
+    kill_rounds(100, 1_500, 0x5EED_0100).await;
 }

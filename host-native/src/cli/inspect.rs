@@ -134,25 +134,18 @@ pub(super) async fn job(action: JobAction) -> Result<()> {
 
 /// `shoal job dead-letters`: page by page, up to `--limit`.
 async fn dead_letters(job: Option<String>, list: &ListArgs) -> Result<()> {
-    let mut c = connect(&list.client).await?;
-    let mut letters = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let request = pb::ListDeadLettersRequest {
-            page_size: 1000,
-            page_token: std::mem::take(&mut page_token),
-            job_id: job.clone().unwrap_or_default(),
-        };
-        let r = c.list_dead_letters(request).await.context("listing dead letters")?.into_inner();
-        letters.extend(r.dead_letters);
-        if r.next_page_token.is_empty() || (list.limit > 0 && letters.len() >= list.limit) {
-            break;
+    let c = connect(&list.client).await?;
+    let job_id = job.unwrap_or_default();
+    let letters = pages(list.limit, |page_token, page_size| {
+        let (mut c, job_id) = (c.clone(), job_id.clone());
+        async move {
+            let request = pb::ListDeadLettersRequest { page_size, page_token, job_id };
+            let r = c.list_dead_letters(request).await?.into_inner();
+            Ok((r.dead_letters, r.next_page_token))
         }
-        page_token = r.next_page_token;
-    }
-    if list.limit > 0 {
-        letters.truncate(list.limit);
-    }
+    })
+    .await
+    .context("listing dead letters")?;
     if list.client.json {
         return output::print_json(&pb::ListDeadLettersResponse {
             dead_letters: letters,
@@ -175,25 +168,17 @@ async fn dead_letters(job: Option<String>, list: &ListArgs) -> Result<()> {
 
 /// `shoal job pending`: a job's pending tasks, page by page.
 async fn pending(job: &str, list: &ListArgs) -> Result<()> {
-    let mut c = connect(&list.client).await?;
-    let mut tasks = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let request = pb::ListPendingTasksRequest {
-            job_id: job.to_owned(),
-            page_size: 1000,
-            page_token: std::mem::take(&mut page_token),
-        };
-        let r = c.list_pending_tasks(request).await.with_context(|| format!("listing job {job}"))?.into_inner();
-        tasks.extend(r.tasks);
-        if r.next_page_token.is_empty() || (list.limit > 0 && tasks.len() >= list.limit) {
-            break;
+    let c = connect(&list.client).await?;
+    let tasks = pages(list.limit, |page_token, page_size| {
+        let mut c = c.clone();
+        let request = pb::ListPendingTasksRequest { job_id: job.to_owned(), page_size, page_token };
+        async move {
+            let r = c.list_pending_tasks(request).await?.into_inner();
+            Ok((r.tasks, r.next_page_token))
         }
-        page_token = r.next_page_token;
-    }
-    if list.limit > 0 {
-        tasks.truncate(list.limit);
-    }
+    })
+    .await
+    .with_context(|| format!("listing job {job}"))?;
     if list.client.json {
         return output::print_json(&pb::ListPendingTasksResponse { tasks, next_page_token: String::new() });
     }
