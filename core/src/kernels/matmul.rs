@@ -5,9 +5,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_buffer, invalid, Checkpoint, Comparator, KernelError, KernelId, Program};
 
-pub(super) const WGSL: &str = include_str!("wgsl/matmul_f32.wgsl");
+/// The tiled program: the shared body over f32 (`matmul_f16` uses it over f16).
+pub(super) const WGSL: &str = concat!(
+    "// Shoal kernel `matmul_f32`: f32 in, f32 sums.\nalias Elem = f32;\n\n",
+    include_str!("wgsl/matmul_tiled.wgsl")
+);
 /// The streamed program (n and k multiples of 4; no workgroup memory).
-const STREAMED_WGSL: &str = include_str!("wgsl/matmul_f32_streamed.wgsl");
+const STREAMED_WGSL: &str = concat!(
+    "// Shoal kernel `matmul_f32`: f32 in, f32 sums.\nalias Elem = f32;\n\n",
+    include_str!("wgsl/matmul_streamed.wgsl")
+);
 
 /// Largest dimension accepted.
 pub const MAX_DIM: u32 = 16_384;

@@ -10,9 +10,18 @@ use half::f16;
 
 use super::{check_buffer, invalid, Checkpoint, Comparator, KernelError, KernelId, MatmulParams, Program};
 
-pub(super) const WGSL: &str = include_str!("wgsl/matmul_f16.wgsl");
+/// What both programs are preceded by: f16 in, f16 arithmetic (C is still
+/// written as f32); needs `shader-f16`.
+macro_rules! f16_header {
+    () => {
+        "// Shoal kernel `matmul_f16`: f16 in, f16 sums, C as f32.\nenable f16;\nalias Elem = f16;\n\n"
+    };
+}
+
+/// The tiled program: `matmul_f32`'s body over f16.
+pub(super) const WGSL: &str = concat!(f16_header!(), include_str!("wgsl/matmul_tiled.wgsl"));
 /// The streamed program (n and k multiples of 4).
-const STREAMED_WGSL: &str = include_str!("wgsl/matmul_f16_streamed.wgsl");
+const STREAMED_WGSL: &str = concat!(f16_header!(), include_str!("wgsl/matmul_streamed.wgsl"));
 
 impl MatmulParams {
     /// Bytes of A, B (f16) and C (f32) of an f16 multiply.

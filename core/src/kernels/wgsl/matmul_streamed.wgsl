@@ -1,5 +1,6 @@
-// Shoal kernel `matmul_f32`, the streamed program: C = A × B, row-major
-// f32, A is m×k, B is k×n, for n and k multiples of 4 (vec4 loads).
+// The streamed matmul program, for the element type `Elem` its header
+// names (`matmul_f32`: f32; `matmul_f16`: f16): C = A × B, row-major, A is
+// m×k, B is k×n, C written as f32, for n and k multiples of 4 (vec4 loads).
 //
 // Each invocation computes 16 rows × 16 columns of C: the 16 rows are the
 // same for the whole workgroup (their A values are uniform loads), and the
@@ -18,25 +19,25 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<Elem>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<Elem>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 
 // Four vec4s of one row of C (or of B): columns col.x, col.y, col.z, col.w.
 struct Row {
-    c0: vec4<f32>,
-    c1: vec4<f32>,
-    c2: vec4<f32>,
-    c3: vec4<f32>,
+    c0: vec4<Elem>,
+    c1: vec4<Elem>,
+    c2: vec4<Elem>,
+    c3: vec4<Elem>,
 }
 
 // acc + x · b, per column.
-fn step(acc: Row, x: f32, b: Row) -> Row {
+fn step(acc: Row, x: Elem, b: Row) -> Row {
     return Row(acc.c0 + x * b.c0, acc.c1 + x * b.c1, acc.c2 + x * b.c2, acc.c3 + x * b.c3);
 }
 
 // Four steps along k, in ascending order.
-fn quad(acc: Row, x: vec4<f32>, b0: Row, b1: Row, b2: Row, b3: Row) -> Row {
+fn quad(acc: Row, x: vec4<Elem>, b0: Row, b1: Row, b2: Row, b3: Row) -> Row {
     return step(step(step(step(acc, x.x, b0), x.y, b1), x.z, b2), x.w, b3);
 }
 
@@ -53,16 +54,16 @@ fn store(row: u32, r: Row, col: vec4<u32>, m: u32, n4: u32) {
     }
     let o = row * n4;
     if (col.x < n4) {
-        c[o + col.x] = r.c0;
+        c[o + col.x] = vec4<f32>(r.c0);
     }
     if (col.y < n4) {
-        c[o + col.y] = r.c1;
+        c[o + col.y] = vec4<f32>(r.c1);
     }
     if (col.z < n4) {
-        c[o + col.z] = r.c2;
+        c[o + col.z] = vec4<f32>(r.c2);
     }
     if (col.w < n4) {
-        c[o + col.w] = r.c3;
+        c[o + col.w] = vec4<f32>(r.c3);
     }
 }
 
@@ -74,7 +75,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let row0 = wid.y * 16u;
     let col = vec4<u32>(wid.x * 64u + lid.x) + vec4<u32>(0u, 16u, 32u, 48u);
     let cols = min(col, vec4<u32>(n4 - 1u));
-    let zero = Row(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    let zero = Row(vec4<Elem>(0.0), vec4<Elem>(0.0), vec4<Elem>(0.0), vec4<Elem>(0.0));
     // Where each of the 16 rows starts in A (in vec4s; rows past m repeat
     // the last, and are not stored).
     let a0 = min(row0 + 0u, m - 1u) * k4;
