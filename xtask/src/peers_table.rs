@@ -18,7 +18,10 @@ fn median(report: &Value, run: &str, pointer: &str) -> Option<(f64, usize)> {
         return None;
     }
     xs.sort_by(f64::total_cmp);
-    Some((xs[xs.len() / 2], xs.len()))
+    let mid = xs.len() / 2;
+    // An even count: the mean of the two middle figures.
+    let m = if xs.len().is_multiple_of(2) { f64::midpoint(xs[mid - 1], xs[mid]) } else { xs[mid] };
+    Some((m, xs.len()))
 }
 
 fn cell(x: Option<f64>, scale: f64, digits: usize) -> String {
@@ -181,5 +184,10 @@ mod tests {
         });
         assert_eq!(median(&report, "ray_tiny", "/tasks_per_s"), Some((200.0, 3)));
         assert_eq!(median(&report, "dask_tiny", "/tasks_per_s"), None);
+        let two = json!({
+            "max_background_percent": 15.0,
+            "rounds": [{"tcp": {"bytes_per_s": 2.0}}, {"tcp": {"bytes_per_s": 4.0}}],
+        });
+        assert_eq!(median(&two, "tcp", "/bytes_per_s"), Some((3.0, 2)));
     }
 }
