@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{rss_of, spawn_coordinator, wait_healthy, ShoalClient};
 use crate::grpc::pb;
-use crate::worker::{self, Behaviour, WorkerOptions};
+use crate::worker;
 
 /// Connections per loopback source address (of ~28 000 ephemeral ports).
 const PER_SOURCE_ADDRESS: usize = 20_000;
@@ -65,22 +65,9 @@ pub(super) async fn idle(data: &Path, n: usize, secs: u64) -> Result<(u64, u64, 
     for i in 0..n {
         let Ok(id) = WorkerId::new(format!("idle-{i}")) else { continue };
         let source = u8::try_from(1 + i % sources).unwrap_or(1);
-        let opts = WorkerOptions {
-            bind: (sources > 1).then_some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, source))),
-            url: format!("ws://{}/ws", child.http),
-            ca: None,
-            token: Some(derive_token(&secret, &id)),
-            identity: None,
-            profile: None,
-            worker_id: id,
-            max_concurrent: 1,
-            cache_bytes: crate::worker::DEFAULT_CACHE_BYTES,
-            cache_dir: None,
-            behaviour: Behaviour::Honest,
-            reconnect: false,
-            executor: crate::worker::Executor::Cpu,
-            seed: i as u64,
-        };
+        let token = derive_token(&secret, &id);
+        let mut opts = super::honest_cpu_worker(format!("ws://{}/ws", child.http), id, token, 1, i as u64);
+        opts.bind = (sources > 1).then_some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, source)));
         let rx = rx.clone();
         hs.push(tokio::spawn(async move { worker::run(opts, rx).await }));
         if i % 500 == 499 {

@@ -312,28 +312,38 @@ fn spawn_workers(
     let mut hs = Vec::new();
     for i in 0..n {
         let Ok(id) = WorkerId::new(format!("bench-{i}")) else { continue };
-        let opts = WorkerOptions {
-            bind: None,
-            url: service.worker_url(),
-            ca: ca.map(Path::to_path_buf),
-            token: Some(derive_token(&service.secret, &id)),
-            identity: None,
-            profile: None,
-            worker_id: id,
-            max_concurrent: depth,
-            cache_bytes: crate::worker::DEFAULT_CACHE_BYTES,
-            cache_dir: None,
-            behaviour: Behaviour::Honest,
-            reconnect: true,
-            executor: crate::worker::Executor::Cpu,
-            seed: i as u64,
-        };
+        let token = derive_token(&service.secret, &id);
+        let mut opts = honest_cpu_worker(service.worker_url(), id, token, depth, i as u64);
+        opts.ca = ca.map(Path::to_path_buf);
+        opts.reconnect = true;
         let rx = rx.clone();
         hs.push(tokio::spawn(async move {
             let _ = worker::run(opts, rx).await;
         }));
     }
     (stop, hs)
+}
+
+/// An honest worker on the CPU references with token `token`, `depth`
+/// assignments at once, no CA, no bind address, not reconnecting: what
+/// every benchmark's workers start from.
+fn honest_cpu_worker(url: String, id: WorkerId, token: String, depth: u16, seed: u64) -> WorkerOptions {
+    WorkerOptions {
+        bind: None,
+        url,
+        ca: None,
+        token: Some(token),
+        identity: None,
+        profile: None,
+        worker_id: id,
+        max_concurrent: depth,
+        cache_bytes: crate::worker::DEFAULT_CACHE_BYTES,
+        cache_dir: None,
+        behaviour: Behaviour::Honest,
+        reconnect: false,
+        executor: crate::worker::Executor::Cpu,
+        seed,
+    }
 }
 
 async fn wait_admitted(c: &mut ShoalClient<tonic::transport::Channel>, n: u32) -> Result<()> {
